@@ -1,0 +1,43 @@
+# pyworkers — the two commands of the README, and their parts.
+#
+#   make demo   provision CPython 3.14 if needed, then run a parallel Python workload through the CLI
+#   make test   provision if needed, then gofmt check, go vet, go test -race (release CPython) and
+#               go test (Py_DEBUG CPython)
+#
+# Everything that links CPython runs through scripts/with-python.sh: natively when this machine
+# has CPython 3.14, inside the cached Debian unstable root otherwise.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+export PATH := $(PATH):/usr/local/go/bin
+
+WITH := scripts/with-python.sh
+GOTEST_FLAGS ?= -count=1 -timeout 20m
+
+.PHONY: demo test provision fmt-check vet test-release test-debug bench
+
+provision:
+	@scripts/build-python.sh
+
+demo: provision
+	$(WITH) go run ./cmd/pyworkers run -w 4 testdata/demo/isqrt.py
+
+test: provision fmt-check vet test-release test-debug
+
+fmt-check:
+	@bad=$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*')); \
+	if [ -n "$$bad" ]; then echo "gofmt needed on:"; echo "$$bad"; exit 1; fi
+	@echo "gofmt: ok"
+
+vet:
+	$(WITH) go vet ./...
+	$(WITH) go vet -tags pydebug ./...
+
+test-release:
+	$(WITH) go test -race $(GOTEST_FLAGS) ./...
+
+test-debug:
+	$(WITH) go test -tags pydebug $(GOTEST_FLAGS) ./...
+
+bench: provision
+	$(WITH) go test -run '^$$' -bench . -benchmem ./...

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/pyworkers/pyworkers/cpython"
+)
+
+const runUsage = `Usage: pyworkers run [-w N] [--timeout D] [--no-prefix] SCRIPT.py [-- ARGS...]
+
+Runs SCRIPT.py once in each of N fresh own-GIL interpreters, all at the same time. Inside,
+pyworkers.worker_id() (0 ... N-1) and pyworkers.workers() (N) tell which one is running, and
+sys.argv is SCRIPT.py followed by ARGS. Each line a worker prints is prefixed "[k] ".
+Exit status: 0 when every worker succeeded; 1 otherwise, with each failure's traceback on
+stderr; 2 for a bad command line.
+
+Example:
+  pyworkers run -w 4 testdata/demo/isqrt.py
+
+Flags:
+`
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	workers := fs.Int("w", runtime.NumCPU(), "number of interpreters")
+	timeout := fs.Duration("timeout", 0, "stop each worker after this long (e.g. 30s); 0: no limit")
+	noPrefix := fs.Bool("no-prefix", false, `do not prefix output lines with "[k] "`)
+	fs.Usage = func() { fmt.Fprint(stderr, runUsage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, nil
+		}
+		return exitUsage, &usageError{"see pyworkers run -h"}
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		return exitUsage, usagef("missing SCRIPT.py (see pyworkers run -h)")
+	}
+	script, scriptArgs := rest[0], rest[1:]
+	if len(scriptArgs) > 0 && scriptArgs[0] == "--" {
+		scriptArgs = scriptArgs[1:]
+	}
+	if *workers < 1 {
+		return exitUsage, usagef("-w must be at least 1, got %d", *workers)
+	}
+	if st, err := os.Stat(script); err != nil || st.IsDir() {
+		return exitUsage, usagef("cannot read script %q", script)
+	}
+
+	type outcome struct{ err error }
+	results := make([]outcome, *workers)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for k := range *workers {
+		wg.Go(func() {
+			out, errw := io.Writer(stdout), io.Writer(stderr)
+			if !*noPrefix {
+				p := fmt.Sprintf("[%d] ", k)
+				out, errw = &prefixWriter{w: stdout, prefix: p}, &prefixWriter{w: stderr, prefix: p}
+			}
+			interp, err := cpython.NewInterpreter(ctx, cpython.InterpreterConfig{
+				Argv: append([]string{script}, scriptArgs...), WorkerID: k, Workers: *workers,
+				Stdout: out, Stderr: errw,
+			})
+			if err != nil {
+				results[k].err = err
+				return
+			}
+			defer interp.Close()
+			wctx := ctx
+			if *timeout > 0 {
+				var cancel context.CancelFunc
+				wctx, cancel = context.WithTimeout(ctx, *timeout)
+				defer cancel()
+			}
+			results[k].err = interp.RunFile(wctx, script)
+		})
+	}
+	wg.Wait()
+	wall := time.Since(start)
+
+	failed := 0
+	for k, r := range results {
+		if r.err == nil {
+			continue
+		}
+		failed++
+		fmt.Fprintf(stderr, "worker %d failed: %v\n", k, r.err)
+		if pe := (*cpython.PythonError)(nil); errors.As(r.err, &pe) {
+			fmt.Fprintf(stderr, "%+v\n", pe)
+		}
+	}
+	cpu := processCPU()
+	fmt.Fprintf(stderr, "pyworkers run: %d of %d workers succeeded in %.2fs wall, %.2fs CPU (%.1f cores busy on average)\n",
+		*workers-failed, *workers, wall.Seconds(), cpu.Seconds(), cpu.Seconds()/wall.Seconds())
+	if failed > 0 {
+		return exitFailed, nil
+	}
+	return exitOK, nil
+}
+
+// processCPU is the user+system CPU time this process has used so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// prefixWriter puts a prefix before every line. cpython hands it whole lines (a last one may
+// lack its newline), so every Write starts at the beginning of a line.
+type prefixWriter struct {
+	w      io.Writer
+	prefix string
+	buf    bytes.Buffer
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	n := len(b)
+	p.buf.Reset()
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		line := b
+		if i >= 0 {
+			line = b[:i+1]
+		}
+		p.buf.WriteString(p.prefix)
+		p.buf.Write(line)
+		b = b[len(line):]
+	}
+	_, err := p.w.Write(p.buf.Bytes())
+	return n, err
+}

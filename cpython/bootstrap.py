@@ -1,0 +1,231 @@
+"""pyworkers bootstrap: runs once in every interpreter pyworkers creates.
+
+The C side (interp.c) calls the functions below by name; nothing here is public API.
+"""
+
+import sys
+
+import pyworkers as _pyworkers
+
+
+class _Stream:
+    """sys.stdout / sys.stderr of a pyworkers interpreter: text goes to a Go io.Writer."""
+
+    encoding = "utf-8"
+    errors = "strict"
+    newlines = None
+    line_buffering = True
+    closed = False
+
+    def __init__(self, fd, name):
+        self._fd = fd
+        self.name = name
+        self.buffer = _Binary(self)
+
+    def write(self, s):
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        if s:
+            _pyworkers._write(self._fd, s)
+        return len(s)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        _pyworkers._flush(self._fd)
+
+    def isatty(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def readable(self):
+        return False
+
+    def seekable(self):
+        return False
+
+    def fileno(self):
+        import io
+
+        raise io.UnsupportedOperation(f"{self.name} of a pyworkers interpreter has no file descriptor")
+
+    def close(self):
+        pass
+
+    def __repr__(self):
+        return f"<pyworkers stream {self.name}>"
+
+
+class _Binary:
+    """sys.stdout.buffer: bytes are decoded as UTF-8 (invalid bytes replaced)."""
+
+    def __init__(self, text):
+        self._text = text
+
+    def write(self, b):
+        self._text.write(bytes(b).decode("utf-8", "replace"))
+        return len(b)
+
+    def flush(self):
+        self._text.flush()
+
+
+def setup(cfg):
+    """Prepare the interpreter: sys.path, sys.argv, __main__ globals (like the stdlib's
+    prepare_main), the pyworkers module's API, and the standard streams."""
+    import io
+
+    for p in reversed(cfg.get("path") or ()):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    if cfg.get("argv") is not None:
+        sys.argv = list(cfg["argv"])
+    sys.modules["__main__"].__dict__.update(cfg.get("main") or {})
+    _install_api(cfg.get("config"), cfg.get("worker_id", 0), cfg.get("workers", 1))
+    sys.stdout = sys.__stdout__ = _Stream(1, "<stdout>")
+    sys.stderr = sys.__stderr__ = _Stream(2, "<stderr>")
+    # Workers share the process's standard input with Go (the CLI reads it): give them none.
+    sys.stdin = sys.__stdin__ = io.StringIO()
+
+
+def _install_api(config, worker_id, workers):
+    import copy
+
+    def config_():
+        """The configuration the Go side gave this interpreter (a fresh copy each call)."""
+        return copy.deepcopy(config)
+
+    def worker_id_():
+        """This worker's number, 0 ... workers() - 1."""
+        return worker_id
+
+    def workers_():
+        """How many workers run alongside this one (including it)."""
+        return workers
+
+    for name, fn in (("config", config_), ("worker_id", worker_id_), ("workers", workers_)):
+        fn.__name__ = fn.__qualname__ = name
+        fn.__module__ = "pyworkers"
+        setattr(_pyworkers, name, fn)
+
+
+_sources = []  # names of exec/eval sources kept in linecache, oldest first
+
+
+def run(src, mode, name):
+    """exec (mode 0) or eval (mode 1) src in __main__, or (mode 2) run the file named src as
+    the __main__ script; the lines of exec/eval sources show in tracebacks."""
+    g = sys.modules["__main__"].__dict__
+    if mode == 2:
+        with open(src, "rb") as f:
+            code = compile(f.read(), src, "exec")
+        g["__file__"] = src
+        exec(code, g)
+        return None
+    import linecache
+
+    linecache.cache[name] = (len(src), None, src.splitlines(True), name)
+    _sources.append(name)
+    if len(_sources) > 64:
+        linecache.cache.pop(_sources.pop(0), None)
+    code = compile(src, name, "eval" if mode else "exec")
+    if mode:
+        return eval(code, g)
+    exec(code, g)
+    return None
+
+
+_files = {}
+
+
+def resolve(target):
+    """'pkg.module:func' or 'path/to/file.py:func' (attribute paths like 'Class.method' too)."""
+    modname, sep, attr = target.rpartition(":")
+    if not sep or not modname or not attr:
+        raise ValueError(
+            f"target {target!r} must look like 'package.module:function' or 'path/to/file.py:function'"
+        )
+    if modname.endswith(".py") or "/" in modname:
+        obj = _load_file(modname)
+    else:
+        import importlib
+
+        obj = importlib.import_module(modname)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{target!r} is a {type(obj).__name__}, which is not callable")
+    return obj
+
+
+def _load_file(path):
+    import importlib.util
+    import os
+
+    full = os.path.abspath(path)
+    module = _files.get(full)
+    if module is not None:
+        return module
+    if not os.path.isfile(full):
+        raise FileNotFoundError(f"no such Python file: {path!r}")
+    folder = os.path.dirname(full)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # as when the file runs as a script: its siblings import
+    stem = os.path.splitext(os.path.basename(full))[0]
+    name = stem
+    if not stem.isidentifier() or stem in sys.modules or stem in sys.stdlib_module_names:
+        name = f"_pyworkers_file{len(_files)}_{stem if stem.isidentifier() else 'module'}"
+    spec = importlib.util.spec_from_file_location(name, full)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    _files[full] = module
+    return module
+
+
+_BOOT = "<pyworkers bootstrap>"
+
+
+def _strip_boot_frames(e, seen):
+    """Drop this module's frames from the front of e's traceback (and its chained exceptions):
+    users should see their code, not ours."""
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        tb = e.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename == _BOOT:
+            tb = tb.tb_next
+        if tb is not None or e.__traceback__ is not None:
+            e.__traceback__ = tb
+        _strip_boot_frames(e.__cause__, seen)
+        e = e.__context__
+
+
+def format_exc(e):
+    """(qualified type name, str(e), full traceback text) of an exception."""
+    try:
+        _strip_boot_frames(e, set())
+    except BaseException:
+        pass
+    t = type(e)
+    mod = getattr(t, "__module__", None)
+    qual = getattr(t, "__qualname__", t.__name__)
+    name = qual if mod in (None, "builtins", "__main__") else f"{mod}.{qual}"
+    try:
+        msg = str(e)
+    except BaseException:
+        msg = f"<exception str() failed>"
+    try:
+        import traceback
+
+        tb = "".join(traceback.format_exception(e))
+    except BaseException:
+        tb = f"{name}: {msg}\n"
+    return (name, msg, tb)

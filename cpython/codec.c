@@ -1,0 +1,404 @@
+// codec.c — Python objects to and from the wire format (include/pyw_wire.h). GIL held throughout.
+#include "pyw.h"
+
+#include <string.h>
+
+int pyw_buf_reserve(pyw_buf *b, size_t extra) {
+	if (b->cap - b->len >= extra) {
+		return 0;
+	}
+	size_t need = b->len + extra;
+	if (need < b->len) {
+		return -1; /* overflow */
+	}
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap < need) {
+		cap = cap * 2 > cap ? cap * 2 : need;
+	}
+	char *d = realloc(b->data, cap);
+	if (d == NULL) {
+		return -1;
+	}
+	b->data = d;
+	b->cap = cap;
+	return 0;
+}
+
+void pyw_buf_free(pyw_buf *b) {
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+static int put(pyw_buf *b, const void *p, size_t n) {
+	if (pyw_buf_reserve(b, n) < 0) {
+		return -1;
+	}
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+static int put_tag(pyw_buf *b, char tag) { return put(b, &tag, 1); }
+
+static int put_u64le(pyw_buf *b, uint64_t v) {
+	unsigned char x[8];
+	for (int i = 0; i < 8; i++) {
+		x[i] = (unsigned char)(v >> (8 * i));
+	}
+	return put(b, x, 8);
+}
+
+static int put_uvarint(pyw_buf *b, uint64_t v) {
+	unsigned char x[10];
+	int n = 0;
+	while (v >= 0x80) {
+		x[n++] = (unsigned char)(v | 0x80);
+		v >>= 7;
+	}
+	x[n++] = (unsigned char)v;
+	return put(b, x, (size_t)n);
+}
+
+static int put_blob(pyw_buf *b, char tag, const char *p, size_t n) {
+	if (put_tag(b, tag) < 0 || put_uvarint(b, n) < 0) {
+		return -1;
+	}
+	return put(b, p, n);
+}
+
+/* ---- encoding errors carry a path built on the way out: "[3]['key']" */
+
+static void err_prepend(pyw_enc_err *e, const char *elem) {
+	size_t el = strlen(elem), pl = strlen(e->path);
+	if (el + pl + 1 > sizeof e->path) {
+		if (el + 4 > sizeof e->path) {
+			return;
+		}
+		/* keep the innermost part readable: drop the tail, mark it */
+		pl = sizeof e->path - el - 4;
+		memcpy(e->path + pl, "...", 4);
+	}
+	memmove(e->path + el, e->path, pl + 1);
+	memcpy(e->path, elem, el);
+}
+
+static int fail(pyw_enc_err *e, const char *fmt, const char *arg) {
+	snprintf(e->msg, sizeof e->msg, fmt, arg);
+	return -1;
+}
+
+static int fail_pyerr(pyw_enc_err *e, const char *what) {
+	/* turn a pending Python exception into a message, and clear it */
+	PyObject *exc = PyErr_GetRaisedException();
+	PyObject *s = exc ? PyObject_Str(exc) : NULL;
+	const char *m = s ? PyUnicode_AsUTF8(s) : NULL;
+	if (m == NULL) {
+		PyErr_Clear();
+	}
+	snprintf(e->msg, sizeof e->msg, "%s: %s", what, m ? m : "(no detail)");
+	Py_XDECREF(s);
+	Py_XDECREF(exc);
+	return -1;
+}
+
+static int enc(pyw_buf *b, PyObject *o, int depth, pyw_enc_err *e);
+
+static int enc_int(pyw_buf *b, PyObject *o, pyw_enc_err *e) {
+	int overflow = 0;
+	long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+	if (v == -1 && PyErr_Occurred()) {
+		return fail_pyerr(e, "int");
+	}
+	if (!overflow) {
+		if (put_tag(b, PYW_TAG_INT) < 0) {
+			return fail(e, "out of memory%s", "");
+		}
+		return put_u64le(b, (uint64_t)v) < 0 ? fail(e, "out of memory%s", "") : 0;
+	}
+	Py_ssize_t n = PyLong_AsNativeBytes(o, NULL, 0, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
+	if (n < 0) {
+		return fail_pyerr(e, "int");
+	}
+	if (put_tag(b, PYW_TAG_BIGINT) < 0 || put_uvarint(b, (uint64_t)n) < 0 || pyw_buf_reserve(b, (size_t)n) < 0) {
+		return fail(e, "out of memory encoding an int of %s bytes", "many");
+	}
+	Py_ssize_t got = PyLong_AsNativeBytes(o, b->data + b->len, n, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
+	if (got < 0 || got > n) {
+		return fail_pyerr(e, "int");
+	}
+	b->len += (size_t)n;
+	return 0;
+}
+
+static int enc_seq(pyw_buf *b, char tag, PyObject *o, int depth, pyw_enc_err *e) {
+	Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
+	PyObject **items = PySequence_Fast_ITEMS(o);
+	if (put_tag(b, tag) < 0 || put_uvarint(b, (uint64_t)n) < 0) {
+		return fail(e, "out of memory%s", "");
+	}
+	for (Py_ssize_t i = 0; i < n; i++) {
+		if (enc(b, items[i], depth + 1, e) < 0) {
+			char elem[32];
+			snprintf(elem, sizeof elem, "[%zd]", i);
+			err_prepend(e, elem);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int enc_dict(pyw_buf *b, PyObject *o, int depth, pyw_enc_err *e) {
+	Py_ssize_t pos = 0, n = PyDict_Size(o);
+	PyObject *k, *v;
+	if (put_tag(b, PYW_TAG_DICT) < 0 || put_uvarint(b, (uint64_t)n) < 0) {
+		return fail(e, "out of memory%s", "");
+	}
+	while (PyDict_Next(o, &pos, &k, &v)) {
+		if (!PyUnicode_Check(k)) {
+			return fail(e, "dict key of type '%s' is not supported (keys must be str)", Py_TYPE(k)->tp_name);
+		}
+		Py_ssize_t kl;
+		const char *ks = PyUnicode_AsUTF8AndSize(k, &kl);
+		if (ks == NULL) {
+			return fail_pyerr(e, "dict key");
+		}
+		if (put_blob(b, PYW_TAG_STR, ks, (size_t)kl) < 0) {
+			return fail(e, "out of memory%s", "");
+		}
+		Py_INCREF(v);
+		int rc = enc(b, v, depth + 1, e);
+		Py_DECREF(v);
+		if (rc < 0) {
+			PyObject *r = PyObject_Repr(k);
+			const char *rs = r ? PyUnicode_AsUTF8(r) : NULL;
+			char elem[96];
+			snprintf(elem, sizeof elem, "[%.80s]", rs ? rs : "?");
+			if (rs == NULL) {
+				PyErr_Clear();
+			}
+			Py_XDECREF(r);
+			err_prepend(e, elem);
+			return -1;
+		}
+	}
+	if (PyDict_Size(o) != n) {
+		return fail(e, "dict changed size while it was encoded%s", "");
+	}
+	return 0;
+}
+
+static int enc(pyw_buf *b, PyObject *o, int depth, pyw_enc_err *e) {
+	if (o == Py_None) {
+		return put_tag(b, PYW_TAG_NONE) < 0 ? fail(e, "out of memory%s", "") : 0;
+	}
+	if (PyBool_Check(o)) {
+		return put_tag(b, o == Py_True ? PYW_TAG_TRUE : PYW_TAG_FALSE) < 0 ? fail(e, "out of memory%s", "") : 0;
+	}
+	if (PyLong_Check(o)) {
+		return enc_int(b, o, e);
+	}
+	if (PyFloat_Check(o)) {
+		double d = PyFloat_AS_DOUBLE(o);
+		uint64_t u;
+		memcpy(&u, &d, 8);
+		if (put_tag(b, PYW_TAG_FLOAT) < 0 || put_u64le(b, u) < 0) {
+			return fail(e, "out of memory%s", "");
+		}
+		return 0;
+	}
+	if (PyUnicode_Check(o)) {
+		Py_ssize_t n;
+		const char *s = PyUnicode_AsUTF8AndSize(o, &n);
+		if (s == NULL) {
+			return fail_pyerr(e, "str cannot be encoded as UTF-8");
+		}
+		return put_blob(b, PYW_TAG_STR, s, (size_t)n) < 0 ? fail(e, "out of memory%s", "") : 0;
+	}
+	if (PyBytes_Check(o)) {
+		return put_blob(b, PYW_TAG_BYTES, PyBytes_AS_STRING(o), (size_t)PyBytes_GET_SIZE(o)) < 0
+		           ? fail(e, "out of memory%s", "")
+		           : 0;
+	}
+	int is_tuple = PyTuple_Check(o), is_list = !is_tuple && PyList_Check(o), is_dict = PyDict_Check(o);
+	if (is_tuple || is_list || is_dict) {
+		if (depth >= PYW_MAX_DEPTH) {
+			snprintf(e->msg, sizeof e->msg, "nested deeper than %d containers", PYW_MAX_DEPTH);
+			return -1;
+		}
+		if (is_dict) {
+			return enc_dict(b, o, depth, e);
+		}
+		if (is_tuple) {
+			return enc_seq(b, PYW_TAG_TUPLE, o, depth, e);
+		}
+		/* No Python code runs while we encode (no callbacks, no allocation of Python objects,
+		 * the GIL is never released), so the list cannot change under us. */
+		return enc_seq(b, PYW_TAG_LIST, o, depth, e);
+	}
+	PyTypeObject *t = Py_TYPE(o);
+	return fail(e, "Python type '%s' is not supported (use None, bool, int, float, str, bytes, tuple, list "
+	               "or dict with str keys)",
+	            t->tp_name);
+}
+
+int pyw_encode(pyw_buf *b, PyObject *o, pyw_enc_err *err) {
+	err->path[0] = 0;
+	err->msg[0] = 0;
+	size_t start = b->len;
+	int rc = enc(b, o, 0, err);
+	if (rc < 0) {
+		b->len = start;
+	}
+	return rc;
+}
+
+/* ---- decoding */
+
+static int get_uvarint(const char **p, const char *end, uint64_t *v) {
+	uint64_t x = 0;
+	for (int shift = 0; shift < 64; shift += 7) {
+		if (*p >= end) {
+			return -1;
+		}
+		unsigned char c = (unsigned char)*(*p)++;
+		if (shift == 63 && c > 1) {
+			return -1;
+		}
+		x |= (uint64_t)(c & 0x7f) << shift;
+		if (c < 0x80) {
+			*v = x;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static PyObject *malformed(const char *what) {
+	PyErr_Format(PyExc_ValueError, "pyworkers: malformed encoded value (%s)", what);
+	return NULL;
+}
+
+static int get_len(const char **p, const char *end, size_t *n) {
+	uint64_t v;
+	if (get_uvarint(p, end, &v) < 0 || v > (uint64_t)(end - *p)) {
+		return -1;
+	}
+	*n = (size_t)v;
+	return 0;
+}
+
+static PyObject *dec(const char **p, const char *end, int depth) {
+	if (*p >= end) {
+		return malformed("truncated");
+	}
+	char tag = *(*p)++;
+	size_t n;
+	switch (tag) {
+	case PYW_TAG_NONE:
+		Py_RETURN_NONE;
+	case PYW_TAG_TRUE:
+		Py_RETURN_TRUE;
+	case PYW_TAG_FALSE:
+		Py_RETURN_FALSE;
+	case PYW_TAG_INT:
+	case PYW_TAG_FLOAT: {
+		if (end - *p < 8) {
+			return malformed("truncated number");
+		}
+		uint64_t u = 0;
+		for (int i = 0; i < 8; i++) {
+			u |= (uint64_t)(unsigned char)(*p)[i] << (8 * i);
+		}
+		*p += 8;
+		if (tag == PYW_TAG_INT) {
+			return PyLong_FromLongLong((long long)u);
+		}
+		double d;
+		memcpy(&d, &u, 8);
+		return PyFloat_FromDouble(d);
+	}
+	case PYW_TAG_BIGINT: {
+		if (get_len(p, end, &n) < 0 || n == 0) {
+			return malformed("bad int length");
+		}
+		PyObject *o = PyLong_FromNativeBytes(*p, n, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
+		*p += n;
+		return o;
+	}
+	case PYW_TAG_STR: {
+		if (get_len(p, end, &n) < 0) {
+			return malformed("bad str length");
+		}
+		PyObject *o = PyUnicode_DecodeUTF8(*p, (Py_ssize_t)n, "strict");
+		*p += n;
+		return o;
+	}
+	case PYW_TAG_BYTES: {
+		if (get_len(p, end, &n) < 0) {
+			return malformed("bad bytes length");
+		}
+		PyObject *o = PyBytes_FromStringAndSize(*p, (Py_ssize_t)n);
+		*p += n;
+		return o;
+	}
+	case PYW_TAG_TUPLE:
+	case PYW_TAG_LIST: {
+		if (depth >= PYW_MAX_DEPTH) {
+			return malformed("nested too deep");
+		}
+		if (get_len(p, end, &n) < 0) { /* each item is at least one byte */
+			return malformed("bad sequence length");
+		}
+		PyObject *o = tag == PYW_TAG_TUPLE ? PyTuple_New((Py_ssize_t)n) : PyList_New((Py_ssize_t)n);
+		if (o == NULL) {
+			return NULL;
+		}
+		for (size_t i = 0; i < n; i++) {
+			PyObject *it = dec(p, end, depth + 1);
+			if (it == NULL) {
+				Py_DECREF(o);
+				return NULL;
+			}
+			if (tag == PYW_TAG_TUPLE) {
+				PyTuple_SET_ITEM(o, (Py_ssize_t)i, it);
+			} else {
+				PyList_SET_ITEM(o, (Py_ssize_t)i, it);
+			}
+		}
+		return o;
+	}
+	case PYW_TAG_DICT: {
+		if (depth >= PYW_MAX_DEPTH) {
+			return malformed("nested too deep");
+		}
+		if (get_len(p, end, &n) < 0) {
+			return malformed("bad dict length");
+		}
+		PyObject *o = PyDict_New();
+		if (o == NULL) {
+			return NULL;
+		}
+		for (size_t i = 0; i < n; i++) {
+			if (*p >= end || **p != PYW_TAG_STR) {
+				Py_DECREF(o);
+				return malformed("dict key is not a str");
+			}
+			PyObject *k = dec(p, end, depth + 1);
+			PyObject *v = k ? dec(p, end, depth + 1) : NULL;
+			if (v == NULL || PyDict_SetItem(o, k, v) < 0) {
+				Py_XDECREF(k);
+				Py_XDECREF(v);
+				Py_DECREF(o);
+				return NULL;
+			}
+			Py_DECREF(k);
+			Py_DECREF(v);
+		}
+		return o;
+	}
+	}
+	return malformed("unknown tag");
+}
+
+PyObject *pyw_decode(const char **p, const char *end) { return dec(p, end, 0); }

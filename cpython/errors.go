@@ -1,0 +1,154 @@
+package cpython
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/pyworkers/pyworkers/internal/wire"
+)
+
+// Sentinel errors. Errors returned by this package wrap them, so test with errors.Is.
+var (
+	// ErrClosed: the interpreter was closed (or is closing) and takes no more work.
+	ErrClosed = errors.New("cpython: interpreter closed")
+	// ErrFinalized: Finalize has run; CPython cannot be started again in this process.
+	ErrFinalized = errors.New("cpython: runtime finalized (CPython cannot be restarted in one process)")
+	// ErrInitialized: Initialize was called while the runtime was already running.
+	ErrInitialized = errors.New("cpython: runtime already initialized")
+	// ErrUnsupportedValue: a value has no counterpart on the other side (see ConversionError).
+	ErrUnsupportedValue = wire.ErrUnsupported
+	// ErrIncompatibleExtension: an extension module refused to load in an own-GIL interpreter
+	// (single-phase init, or no Py_MOD_PER_INTERPRETER_GIL_SUPPORTED). It matches a *PythonError
+	// of that kind through errors.Is; IncompatibleModule names the module.
+	ErrIncompatibleExtension = errors.New("cpython: extension module does not support own-GIL subinterpreters")
+)
+
+// PythonError is a Python exception that reached Go.
+//
+// Error() is one line, "Type: message"; fmt's %+v prints the whole traceback as Python would.
+type PythonError struct {
+	// Type is the exception's qualified type name as Python prints it: "ValueError",
+	// "json.decoder.JSONDecodeError" (no module for builtins and __main__).
+	Type string
+	// Message is str(exception), or "<exception str() failed>" when that raised.
+	Message string
+	// Traceback is the full text traceback.format_exception gives, with the __cause__ and
+	// __context__ chains and SyntaxError's caret lines; it ends with "Type: message\n".
+	Traceback string
+}
+
+func (e *PythonError) Error() string {
+	msg := strings.ReplaceAll(strings.TrimRight(e.Message, "\n"), "\n", " | ")
+	if msg == "" {
+		return e.Type
+	}
+	return e.Type + ": " + msg
+}
+
+// Format implements fmt.Formatter: %+v prints the traceback, other verbs print Error().
+func (e *PythonError) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('+') && e.Traceback != "" {
+		io.WriteString(f, strings.TrimRight(e.Traceback, "\n"))
+		return
+	}
+	io.WriteString(f, e.Error())
+}
+
+// Is reports whether e is an ImportError of an extension module that cannot load in an
+// own-GIL interpreter (target ErrIncompatibleExtension).
+func (e *PythonError) Is(target error) bool {
+	if target != ErrIncompatibleExtension {
+		return false
+	}
+	_, ok := e.IncompatibleModule()
+	return ok
+}
+
+// IncompatibleModule returns the name of the extension module when e says that module does
+// not support loading in subinterpreters.
+func (e *PythonError) IncompatibleModule() (string, bool) {
+	const marker = " does not support loading in subinterpreters"
+	if !strings.HasSuffix(e.Type, "ImportError") {
+		return "", false
+	}
+	before, _, ok := strings.Cut(e.Message, marker)
+	if !ok {
+		return "", false
+	}
+	name := strings.TrimPrefix(strings.TrimSpace(before), "module ")
+	return strings.Trim(name, "'\""), true
+}
+
+// InterruptedError is returned when running Python code was stopped: its context was
+// cancelled or timed out (Cause is ctx.Err()), or the interpreter was closed with a deadline
+// (Cause is ErrClosed). Python, when set, is the exception the interrupted code ended with;
+// its traceback shows where the code was stopped. errors.Is/As see both.
+type InterruptedError struct {
+	Cause  error
+	Python *PythonError
+}
+
+func (e *InterruptedError) Error() string {
+	s := "cpython: Python code interrupted: " + e.Cause.Error()
+	if e.Python != nil && e.Python.Type != "KeyboardInterrupt" {
+		s += " (it raised " + e.Python.Error() + ")"
+	}
+	return s
+}
+
+func (e *InterruptedError) Unwrap() []error {
+	if e.Python == nil {
+		return []error{e.Cause}
+	}
+	return []error{e.Cause, e.Python}
+}
+
+// ConversionError is a value that cannot cross between Go and Python: a Go type with no
+// Python counterpart, a Python object that is not None/bool/int/float/str/bytes/tuple/list/dict
+// (with str keys), a string that is not valid UTF-8. It wraps ErrUnsupportedValue.
+type ConversionError struct {
+	// What is being converted: "argument", "result", "main" (an InterpreterConfig.Main value).
+	What string
+	// Path locates the value inside the structure, e.g. `[1]["items"][3]` (empty: the value itself).
+	Path string
+	// Reason says what is wrong with it.
+	Reason string
+}
+
+func (e *ConversionError) Error() string {
+	if e.Path == "" {
+		return "cpython: cannot convert " + e.What + ": " + e.Reason
+	}
+	return "cpython: cannot convert " + e.What + " at " + e.Path + ": " + e.Reason
+}
+
+func (e *ConversionError) Unwrap() error { return ErrUnsupportedValue }
+
+// conversionError turns a wire error into a ConversionError naming what was converted.
+func conversionError(what, root string, err error) error {
+	var we *wire.Error
+	if errors.As(err, &we) {
+		return &ConversionError{What: what, Path: root + we.Path, Reason: we.Msg}
+	}
+	return fmt.Errorf("cpython: cannot convert %s: %w", what, err)
+}
+
+// PanicError carries a panic raised by a function run on an interpreter's thread (Do) back to
+// the goroutine that called Do, where it is panicked again with this value.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (p *PanicError) Error() string {
+	return fmt.Sprintf("cpython: panic on the interpreter thread: %v\n\n%s", p.Value, p.Stack)
+}
+
+func (p *PanicError) Unwrap() error {
+	if err, ok := p.Value.(error); ok {
+		return err
+	}
+	return nil
+}

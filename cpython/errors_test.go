@@ -1,0 +1,100 @@
+package cpython_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pyworkers/pyworkers/cpython"
+)
+
+func pyErr(t *testing.T, err error) *cpython.PythonError {
+	t.Helper()
+	var pe *cpython.PythonError
+	require.ErrorAs(t, err, &pe)
+	return pe
+}
+
+func TestPythonExceptions(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	call := func(target string, args ...any) error { _, err := i.Call(bg, target, args...); return err }
+	cases := []struct {
+		name    string
+		err     error
+		typ     string
+		msg     string
+		inTrace []string
+	}{
+		{"plain", call("pwtest:boom", "bad value"), "ValueError", "bad value",
+			[]string{"Traceback (most recent call last):", "pwtest.py", "in boom", "raise ValueError(msg)", "ValueError: bad value"}},
+		{"qualified type", call("pwtest:custom"), "pwtest.CustomError", "custom failure",
+			[]string{"pwtest.CustomError: custom failure"}},
+		{"stdlib qualified type", call("json:loads", "{bad"), "json.decoder.JSONDecodeError", "Expecting property name",
+			[]string{"json/decoder.py"}},
+		{"explicit cause", call("pwtest:chained"), "RuntimeError", "outer failure",
+			[]string{"KeyError: 'missing'", "The above exception was the direct cause of the following exception:", "RuntimeError: outer failure"}},
+		{"implicit context", call("pwtest:implicit"), "ValueError", "failed while handling",
+			[]string{"ZeroDivisionError: division by zero", "During handling of the above exception, another exception occurred:"}},
+		{"raised in an imported module", call("pwtest:in_other_module"), "LookupError", "raised inside an imported module",
+			[]string{"pwtest_other.py", "in fail_deep", "pwtest.py", "in in_other_module"}},
+		{"__str__ raises", call("pwtest:bad_str"), "pwtest.BadStr", "<exception str() failed>",
+			[]string{"pwtest.BadStr: <exception str() failed>"}},
+		{"SyntaxError in Exec", i.Exec(bg, "x = 1\ndef broken(:\n    pass\n"), "SyntaxError", "invalid syntax",
+			[]string{"line 2", "def broken(:", "^", "SyntaxError: invalid syntax"}},
+		{"exception in Exec shows the source line", i.Exec(bg, "a = 1\nb = a / 0\n"), "ZeroDivisionError", "division by zero",
+			[]string{"<exec-", "line 2", "b = a / 0"}},
+		{"SystemExit is an error, not an exit", call("pwtest:exit_with", 3), "SystemExit", "3",
+			[]string{"sys.exit(code)", "SystemExit: 3"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pe := pyErr(t, c.err)
+			assert.Equal(t, c.typ, pe.Type)
+			assert.Contains(t, pe.Message, c.msg)
+			for _, s := range c.inTrace {
+				assert.Contains(t, pe.Traceback, s)
+			}
+			assert.NotContains(t, pe.Traceback, "pyworkers bootstrap", "our own frames are hidden")
+			// %v: one line; %+v: the traceback
+			assert.NotContains(t, fmt.Sprintf("%v", c.err), "\n")
+			assert.Equal(t, strings.TrimRight(pe.Traceback, "\n"), fmt.Sprintf("%+v", pe))
+		})
+	}
+	// the interpreter survives all of that, SystemExit included
+	v, err := i.Eval(bg, "'alive'")
+	require.NoError(t, err)
+	assert.Equal(t, "alive", v)
+}
+
+func TestPythonErrorFormatting(t *testing.T) {
+	pe := &cpython.PythonError{Type: "ValueError", Message: "two\nlines", Traceback: "Traceback...\nValueError: two\nlines\n"}
+	assert.Equal(t, "ValueError: two | lines", pe.Error())
+	assert.Equal(t, "ValueError: two | lines", fmt.Sprintf("%v", pe))
+	assert.Equal(t, "ValueError: two | lines", fmt.Sprintf("%s", pe))
+	assert.Equal(t, "Traceback...\nValueError: two\nlines", fmt.Sprintf("%+v", pe))
+	assert.Equal(t, "KeyboardInterrupt", (&cpython.PythonError{Type: "KeyboardInterrupt"}).Error())
+	wrapped := fmt.Errorf("task 3: %w", pe)
+	var got *cpython.PythonError
+	require.ErrorAs(t, wrapped, &got)
+	assert.Same(t, pe, got)
+}
+
+func TestIncompatibleExtensionModuleIsNamed(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	// _testsinglephase is CPython's own single-phase-init test extension: it cannot load in an
+	// own-GIL interpreter, just like numpy today.
+	err := i.Exec(bg, "import _testsinglephase")
+	pe := pyErr(t, err)
+	require.ErrorIs(t, err, cpython.ErrIncompatibleExtension, "%+v", pe)
+	mod, ok := pe.IncompatibleModule()
+	assert.True(t, ok)
+	assert.Equal(t, "_testsinglephase", mod)
+	assert.Contains(t, pe.Error(), "_testsinglephase")
+	// an ordinary ImportError is not that
+	err = i.Exec(bg, "import no_such_module_at_all")
+	assert.False(t, errors.Is(err, cpython.ErrIncompatibleExtension))
+}

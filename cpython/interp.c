@@ -1,0 +1,304 @@
+// interp.c — own-GIL interpreters: create, run, call, interrupt, end.
+#include "pyw.h"
+
+#include <string.h>
+
+/* Output buffers above this size are given back after the call that grew them. */
+#define PYW_OUT_KEEP (1u << 24)
+
+static PyObject *str_or_replace(const char *s) { return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "replace"); }
+
+/* Encodes o into w->out as the whole result; status on success. */
+static pyw_result encode_into(pyw_buf *out, PyObject *o, int status) {
+	pyw_result r = {status, NULL, 0, 0};
+	pyw_enc_err e;
+	out->len = 0;
+	if (pyw_encode(out, o, &e) == 0) {
+		r.data = out->data;
+		r.len = out->len;
+		return r;
+	}
+	/* o itself has no encoding: report where and why, as (path, message) */
+	PyObject *t = PyTuple_New(2);
+	PyObject *p = str_or_replace(e.path), *m = str_or_replace(e.msg);
+	if (t == NULL || p == NULL || m == NULL) {
+		Py_XDECREF(p);
+		Py_XDECREF(m);
+		Py_XDECREF(t);
+		PyErr_Clear();
+		r.status = PYW_FAILED;
+		return r;
+	}
+	PyTuple_SET_ITEM(t, 0, p);
+	PyTuple_SET_ITEM(t, 1, m);
+	out->len = 0;
+	if (pyw_encode(out, t, &e) < 0) {
+		r.status = PYW_FAILED;
+	} else {
+		r.status = status == PYW_OK ? PYW_CONVERT : PYW_FAILED;
+		r.data = out->data;
+		r.len = out->len;
+	}
+	Py_DECREF(t);
+	return r;
+}
+
+/* Turns the pending Python exception into an encoded (type, message, traceback). */
+static pyw_result capture_error(pyw_buf *out, PyObject *helpers) {
+	PyObject *exc = PyErr_GetRaisedException();
+	PyObject *fmt = helpers ? PyDict_GetItemString(helpers, "format_exc") : NULL; /* borrowed */
+	PyObject *t = (fmt && exc) ? PyObject_CallOneArg(fmt, exc) : NULL;
+	if (t == NULL) {
+		PyErr_Clear();
+		const char *name = exc ? Py_TYPE(exc)->tp_name : "SystemError";
+		t = Py_BuildValue("(NsN)", str_or_replace(name), "<pyworkers could not format this exception>",
+		                  PyUnicode_FromFormat("%s: <pyworkers could not format this exception>\n", name));
+		if (t == NULL) {
+			PyErr_Clear();
+		}
+	}
+	Py_XDECREF(exc);
+	pyw_result r = {PYW_FAILED, NULL, 0, 0};
+	if (t != NULL) {
+		r = encode_into(out, t, PYW_PYERR);
+		Py_DECREF(t);
+	}
+	return r;
+}
+
+static void begin(pyw_interp *w, uint64_t task) {
+	PyEval_RestoreThread(w->tstate);
+	if (w->out.cap > PYW_OUT_KEEP) {
+		pyw_buf_free(&w->out);
+	}
+	w->current_task = task;
+}
+
+/* Ends the task: no interrupt can be injected into it any more, and one that was injected but
+ * not raised yet is withdrawn so it cannot hit the next task. Returns 1 if it was interrupted. */
+static int end_task(pyw_interp *w, uint64_t task) {
+	w->current_task = 0;
+	if (task != 0 && w->interrupted_task == task) {
+		w->interrupted_task = 0;
+		PyObject *pending = PyErr_GetRaisedException();
+		PyThreadState_SetAsyncExc(w->thread_ident, NULL);
+		PyErr_SetRaisedException(pending);
+		return 1;
+	}
+	return 0;
+}
+
+static pyw_result finish(pyw_interp *w, uint64_t task, PyObject *value) {
+	int interrupted = end_task(w, task);
+	pyw_result r;
+	if (value == NULL) {
+		r = capture_error(&w->out, w->helpers);
+	} else {
+		r = encode_into(&w->out, value, PYW_OK);
+		Py_DECREF(value);
+	}
+	r.interrupted = interrupted;
+	PyEval_SaveThread();
+	return r;
+}
+
+static PyObject *helper(pyw_interp *w, const char *name) {
+	PyObject *f = PyDict_GetItemString(w->helpers, name); /* borrowed */
+	if (f == NULL && !PyErr_Occurred()) {
+		PyErr_Format(PyExc_SystemError, "pyworkers bootstrap helper %s is missing", name);
+	}
+	return f;
+}
+
+pyw_interp *pyw_interp_new(uintptr_t handle, const char *boot, size_t bootlen, const char *setup,
+                           size_t setuplen, pyw_result *res, pyw_buf *errbuf) {
+	(void)bootlen;
+	PyInterpreterConfig cfg = {
+	    .use_main_obmalloc = 0,
+	    .allow_fork = 0, /* a Go process must never fork a live CPython */
+	    .allow_exec = 0,
+	    .allow_threads = 1,
+	    .allow_daemon_threads = 0, /* they would outlive Py_EndInterpreter */
+	    .check_multi_interp_extensions = 1,
+	    .gil = PyInterpreterConfig_OWN_GIL,
+	};
+	PyThreadState *ts = NULL;
+	PyStatus st = Py_NewInterpreterFromConfig(&ts, &cfg);
+	res->interrupted = 0;
+	if (PyStatus_Exception(st)) {
+		char msg[512];
+		snprintf(msg, sizeof msg, "%s%s%s", st.func ? st.func : "", st.func ? ": " : "",
+		         st.err_msg ? st.err_msg : "cannot create interpreter");
+		/* no thread state is current: we cannot use Python to encode; do it by hand */
+		size_t n = strlen(msg);
+		errbuf->len = 0;
+		if (pyw_buf_reserve(errbuf, n + 12) == 0) {
+			errbuf->data[errbuf->len++] = PYW_TAG_STR;
+			size_t v = n;
+			while (v >= 0x80) {
+				errbuf->data[errbuf->len++] = (char)(v | 0x80);
+				v >>= 7;
+			}
+			errbuf->data[errbuf->len++] = (char)v;
+			memcpy(errbuf->data + errbuf->len, msg, n);
+			errbuf->len += n;
+		}
+		res->status = PYW_FAILED;
+		res->data = errbuf->data;
+		res->len = errbuf->len;
+		return NULL;
+	}
+	pyw_interp *w = calloc(1, sizeof *w);
+	PyObject *mod = NULL, *code = NULL, *cfgobj = NULL, *r = NULL;
+	if (w == NULL) {
+		PyErr_NoMemory();
+		goto fail;
+	}
+	w->tstate = ts;
+	w->interp = PyThreadState_GetInterpreter(ts);
+	w->thread_ident = PyThread_get_thread_ident();
+	mod = PyImport_ImportModule("pyworkers");
+	if (mod == NULL || pyw_module_set_handle(mod, handle) < 0) {
+		goto fail;
+	}
+	w->helpers = PyDict_New();
+	if (w->helpers == NULL || PyDict_SetItemString(w->helpers, "__builtins__", PyEval_GetBuiltins()) < 0) {
+		goto fail;
+	}
+	r = PyUnicode_FromString("_pyworkers_boot");
+	if (r == NULL || PyDict_SetItemString(w->helpers, "__name__", r) < 0) {
+		goto fail;
+	}
+	Py_CLEAR(r);
+	code = Py_CompileString(boot, "<pyworkers bootstrap>", Py_file_input);
+	if (code == NULL) {
+		goto fail;
+	}
+	r = PyEval_EvalCode(code, w->helpers, w->helpers);
+	if (r == NULL) {
+		goto fail;
+	}
+	Py_CLEAR(r);
+	const char *p = setup;
+	cfgobj = pyw_decode(&p, setup + setuplen);
+	PyObject *fn = cfgobj ? helper(w, "setup") : NULL;
+	r = fn ? PyObject_CallOneArg(fn, cfgobj) : NULL;
+	if (r == NULL) {
+		goto fail;
+	}
+	Py_DECREF(r);
+	Py_DECREF(cfgobj);
+	Py_DECREF(code);
+	Py_DECREF(mod);
+	PyEval_SaveThread();
+	res->status = PYW_OK;
+	res->data = NULL;
+	res->len = 0;
+	return w;
+
+fail:
+	Py_XDECREF(r);
+	*res = capture_error(errbuf, w ? w->helpers : NULL);
+	Py_XDECREF(cfgobj);
+	Py_XDECREF(code);
+	Py_XDECREF(mod);
+	if (w != NULL) {
+		Py_CLEAR(w->helpers);
+		free(w);
+	}
+	Py_EndInterpreter(ts);
+	return NULL;
+}
+
+void pyw_interp_end(pyw_interp *w) {
+	PyEval_RestoreThread(w->tstate);
+	for (size_t i = 0; i < w->nslots; i++) {
+		Py_XDECREF(w->slots[i]);
+	}
+	free(w->slots);
+	Py_CLEAR(w->helpers);
+	Py_EndInterpreter(w->tstate); /* leaves no thread state current */
+	pyw_buf_free(&w->out);
+	free(w);
+}
+
+pyw_result pyw_interp_run(pyw_interp *w, int mode, const char *src, size_t len, const char *name,
+                          uint64_t task) {
+	begin(w, task);
+	PyObject *fn = helper(w, "run");
+	PyObject *s = fn ? PyUnicode_DecodeUTF8(src, (Py_ssize_t)len, "strict") : NULL;
+	PyObject *r = NULL;
+	if (s != NULL) {
+		r = PyObject_CallFunction(fn, "Ois", s, mode, name);
+		Py_DECREF(s);
+	}
+	return finish(w, task, r);
+}
+
+pyw_result pyw_interp_resolve(pyw_interp *w, const char *target, size_t len, size_t slot) {
+	begin(w, 0);
+	PyObject *r = NULL;
+	if (slot >= w->nslots) {
+		size_t n = w->nslots ? w->nslots * 2 : 16;
+		while (n <= slot) {
+			n *= 2;
+		}
+		PyObject **s = realloc(w->slots, n * sizeof *s);
+		if (s == NULL) {
+			PyErr_NoMemory();
+			return finish(w, 0, NULL);
+		}
+		memset(s + w->nslots, 0, (n - w->nslots) * sizeof *s);
+		w->slots = s;
+		w->nslots = n;
+	}
+	PyObject *fn = helper(w, "resolve");
+	PyObject *t = fn ? PyUnicode_DecodeUTF8(target, (Py_ssize_t)len, "strict") : NULL;
+	if (t != NULL) {
+		r = PyObject_CallOneArg(fn, t);
+		Py_DECREF(t);
+	}
+	if (r != NULL) {
+		Py_XSETREF(w->slots[slot], r);
+		r = Py_NewRef(Py_None);
+	}
+	return finish(w, 0, r);
+}
+
+pyw_result pyw_interp_call(pyw_interp *w, size_t slot, const char *args, size_t len, uint64_t task) {
+	begin(w, task);
+	const char *p = args, *end = args + len;
+	PyObject *a = NULL, *kw = NULL, *r = NULL;
+	if (slot >= w->nslots || w->slots[slot] == NULL) {
+		PyErr_SetString(PyExc_SystemError, "pyworkers: call of an unresolved target");
+		return finish(w, task, NULL);
+	}
+	a = pyw_decode(&p, end);
+	kw = a ? pyw_decode(&p, end) : NULL;
+	if (kw != NULL && (!PyTuple_Check(a) || (kw != Py_None && !PyDict_Check(kw)))) {
+		PyErr_SetString(PyExc_SystemError, "pyworkers: malformed call arguments");
+	} else if (kw != NULL) {
+		r = PyObject_Call(w->slots[slot], a, kw == Py_None ? NULL : kw);
+	}
+	Py_XDECREF(a);
+	Py_XDECREF(kw);
+	return finish(w, task, r);
+}
+
+int pyw_interp_interrupt(pyw_interp *w, uint64_t task) {
+	PyThreadState *ts = PyThreadState_New(w->interp);
+	if (ts == NULL) {
+		return -1;
+	}
+	PyEval_RestoreThread(ts); /* waits for the worker to drop its GIL: at most a switch interval */
+	int done = 0;
+	uint64_t cur = w->current_task;
+	if (cur != 0 && (task == 0 || cur == task)) {
+		w->interrupted_task = cur;
+		PyThreadState_SetAsyncExc(w->thread_ident, PyExc_KeyboardInterrupt);
+		done = 1;
+	}
+	PyThreadState_Clear(ts);
+	PyThreadState_DeleteCurrent();
+	return done;
+}

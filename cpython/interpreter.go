@@ -1,0 +1,503 @@
+package cpython
+
+// #include <stdlib.h>
+// #include "pyw.h"
+import "C"
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/cgo"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/pyworkers/pyworkers/internal/wire"
+)
+
+//go:embed bootstrap.py
+var bootstrapSource string
+
+// InterpreterConfig configures one interpreter. The zero value is valid.
+type InterpreterConfig struct {
+	// Main is set as globals of the interpreter's __main__ module before any other code runs
+	// (what the stdlib calls prepare_main), e.g. {"worker_id": 3, "settings": {...}}. Values
+	// convert as described at Tuple/Kwargs.
+	Main map[string]any
+	// Path is put at the front of sys.path, after the runtime's Config.Path.
+	Path []string
+	// Argv becomes sys.argv when not nil.
+	Argv []string
+	// Config is what pyworkers.config() returns inside the interpreter (a fresh copy per call).
+	Config any
+	// WorkerID and Workers are what pyworkers.worker_id() and pyworkers.workers() return
+	// (a pool sets them; alone, an interpreter is worker 0 of 1 unless Workers is set).
+	WorkerID, Workers int
+	// Stdout and Stderr receive this interpreter's sys.stdout / sys.stderr, in whole lines.
+	// nil means the runtime's Config.Stdout / Config.Stderr. A writer shared by several
+	// interpreters gets their lines one batch at a time, never mixed mid-line.
+	Stdout, Stderr io.Writer
+}
+
+// Interpreter is one own-GIL CPython subinterpreter living on its own goroutine, locked to one
+// OS thread for the interpreter's whole life. Every operation is marshalled to that thread.
+//
+// All methods are safe to call from any goroutine, concurrently; operations run one at a time
+// in the order the interpreter takes them. The one exception: code running on the
+// interpreter's thread (the function given to Do) must not call Do, Exec, Eval, Call or Close
+// of the same interpreter — use the *Thread it was given — or it waits for itself forever.
+//
+// Close it when done; Finalize closes any left open.
+type Interpreter struct {
+	id      int64
+	ops     chan *op
+	closing chan struct{} // closed by Close: no more ops
+	done    chan struct{} // closed when the interpreter has ended
+	close   sync.Once
+
+	imu   sync.Mutex // serialises interrupts against the interpreter's end
+	ended bool       // guarded by imu
+	c     *C.pyw_interp
+
+	// Used only on the interpreter's thread.
+	slots  map[string]C.size_t
+	argBuf []byte
+	handle cgo.Handle
+	stdout stream
+	stderr stream
+	runs   int
+}
+
+type op struct {
+	fn       func(*Thread) error
+	err      error
+	panicked *PanicError
+	done     chan struct{}
+}
+
+var (
+	interpIDs atomic.Int64
+	taskIDs   atomic.Uint64
+)
+
+// NewInterpreter creates an own-GIL interpreter (Py_NewInterpreterFromConfig with
+// PyInterpreterConfig_OWN_GIL, its own obmalloc, threads allowed, daemon threads, fork and exec
+// refused, extension modules checked for multi-interpreter support) and prepares it with cfg.
+// It starts the runtime with a zero Config when Initialize has not been called. ctx bounds the
+// wait for a turn to create (creation is serialised process-wide); creation itself, about
+// 10–20 ms, is not interrupted. Errors: ErrFinalized, *PythonError when cfg's set-up raised,
+// *ConversionError for a cfg.Main value that cannot cross.
+func NewInterpreter(ctx context.Context, cfg InterpreterConfig) (*Interpreter, error) {
+	workers := cfg.Workers
+	if workers <= 0 {
+		workers = 1
+	}
+	setup := map[string]any{
+		"path":      append(append([]string(nil), rt.cfg.Path...), cfg.Path...),
+		"main":      cfg.Main,
+		"config":    cfg.Config,
+		"worker_id": cfg.WorkerID,
+		"workers":   workers,
+	}
+	if cfg.Argv != nil {
+		setup["argv"] = cfg.Argv
+	}
+	setupBuf, err := wire.Append(nil, setup)
+	if err != nil {
+		var we *wire.Error
+		if errors.As(err, &we) {
+			what, path := "main", trimRoot(we.Path, `["main"]`)
+			if path == we.Path {
+				what, path = "config", trimRoot(we.Path, `["config"]`)
+			}
+			return nil, &ConversionError{What: what, Path: path, Reason: we.Msg}
+		}
+		return nil, err
+	}
+	if err := ensureRunning(); err != nil {
+		return nil, err
+	}
+	defer rt.creating.Done()
+	if err := lockLifecycle(ctx); err != nil {
+		return nil, err
+	}
+	i := &Interpreter{
+		id:      interpIDs.Add(1),
+		ops:     make(chan *op),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+		slots:   make(map[string]C.size_t),
+	}
+	i.stdout.def = firstWriter(cfg.Stdout, rt.cfg.Stdout)
+	i.stderr.def = firstWriter(cfg.Stderr, rt.cfg.Stderr)
+	created := make(chan error, 1)
+	go i.thread(setupBuf, created)
+	if err := <-created; err != nil {
+		return nil, err
+	}
+	return i, nil
+}
+
+func trimRoot(path, root string) string {
+	if len(path) >= len(root) && path[:len(root)] == root {
+		return path[len(root):]
+	}
+	return path
+}
+
+func firstWriter(ws ...io.Writer) io.Writer {
+	for _, w := range ws {
+		if w != nil {
+			return w
+		}
+	}
+	return nil
+}
+
+// thread is the interpreter's goroutine: locked to its OS thread from creation to end, and never
+// unlocked, so the OS thread exits with it and no thread that ran this interpreter is reused.
+func (i *Interpreter) thread(setup []byte, created chan<- error) {
+	runtime.LockOSThread()
+	i.handle = cgo.NewHandle(i)
+	boot := C.CString(bootstrapSource)
+	var res C.pyw_result
+	var errbuf C.pyw_buf
+	c := C.pyw_interp_new(C.uintptr_t(i.handle), boot, C.size_t(len(bootstrapSource)),
+		(*C.char)(unsafe.Pointer(&setup[0])), C.size_t(len(setup)), &res, &errbuf)
+	C.free(unsafe.Pointer(boot))
+	unlockLifecycle()
+	if c == nil {
+		err := resultError(context.Background(), &res, "interpreter set-up")
+		C.pyw_buf_free(&errbuf)
+		i.stdout.flush()
+		i.stderr.flush()
+		i.handle.Delete()
+		created <- err
+		return
+	}
+	i.c = c
+	register(i)
+	created <- nil
+
+	for {
+		select { // closing wins over waiting work
+		case <-i.closing:
+			i.end()
+			return
+		default:
+		}
+		select {
+		case o := <-i.ops:
+			i.run(o)
+		case <-i.closing:
+			i.end()
+			return
+		}
+	}
+}
+
+func (i *Interpreter) run(o *op) {
+	t := &Thread{i: i}
+	defer func() {
+		t.i = nil
+		i.stdout.setCurrent(nil)
+		i.stderr.setCurrent(nil)
+		if r := recover(); r != nil {
+			o.panicked = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+		close(o.done)
+	}()
+	o.err = o.fn(t)
+}
+
+func (i *Interpreter) end() {
+	i.imu.Lock() // waits for an interrupt in progress; none can start after this
+	i.ended = true
+	i.imu.Unlock()
+	lockLifecycle(context.Background())
+	C.pyw_interp_end(i.c)
+	unlockLifecycle()
+	i.c = nil
+	i.stdout.flush()
+	i.stderr.flush()
+	i.handle.Delete()
+	unregister(i)
+	close(i.done)
+}
+
+// ID is a process-unique number for this interpreter (not CPython's interpreter ID).
+func (i *Interpreter) ID() int64 { return i.id }
+
+// Do runs fn on the interpreter's thread and returns its error. While fn runs, nothing else
+// runs on this interpreter; fn uses t to run Python (t is valid only until fn returns). A panic
+// in fn is recovered on the interpreter's thread and panicked again here as a *PanicError.
+// ctx bounds the wait for the interpreter to take fn; once fn runs, cancellation is up to fn
+// (pass ctx to t's methods). Errors: ErrClosed, ctx.Err(), or fn's error.
+func (i *Interpreter) Do(ctx context.Context, fn func(t *Thread) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	o := &op{fn: fn, done: make(chan struct{})}
+	select {
+	case i.ops <- o:
+	case <-i.closing:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-o.done
+	if o.panicked != nil {
+		panic(o.panicked)
+	}
+	return o.err
+}
+
+// Exec runs Python statements in the interpreter's __main__ module (globals persist between
+// calls). A SyntaxError, or any exception, comes back as a *PythonError; cancelling ctx stops
+// running Python code with an *InterruptedError (see Thread.Exec).
+func (i *Interpreter) Exec(ctx context.Context, src string) error {
+	return i.Do(ctx, func(t *Thread) error { return t.Exec(ctx, src) })
+}
+
+// RunFile runs the Python file at path as the __main__ script; see Thread.RunFile.
+func (i *Interpreter) RunFile(ctx context.Context, path string) error {
+	return i.Do(ctx, func(t *Thread) error { return t.RunFile(ctx, path) })
+}
+
+// Eval evaluates one Python expression in __main__ and returns its value converted to Go.
+func (i *Interpreter) Eval(ctx context.Context, expr string) (any, error) {
+	var v any
+	err := i.Do(ctx, func(t *Thread) (err error) {
+		v, err = t.Eval(ctx, expr)
+		return err
+	})
+	return v, err
+}
+
+// Call calls target ("pkg.module:func", "path/to/file.py:func", attribute paths such as
+// "mod:Class.method") with args and returns its result converted to Go. A final Kwargs
+// argument passes keyword arguments. See Thread.Call.
+func (i *Interpreter) Call(ctx context.Context, target string, args ...any) (any, error) {
+	var v any
+	err := i.Do(ctx, func(t *Thread) (err error) {
+		v, err = t.Call(ctx, target, args...)
+		return err
+	})
+	return v, err
+}
+
+// Close ends the interpreter after the operation running now, if any, has finished; waiting
+// operations get ErrClosed. It is idempotent and cheap to call again. Close must not be called
+// from the interpreter's own thread (inside Do).
+func (i *Interpreter) Close() error { return i.CloseContext(context.Background()) }
+
+// CloseContext is Close with a deadline: when ctx ends before the running operation finishes,
+// its Python code is interrupted (again every 100 ms, for code that swallows the first
+// interrupt) and the interrupted call returns an *InterruptedError wrapping ErrClosed. It
+// still returns only when the interpreter has ended, with ctx.Err() if it had to interrupt.
+func (i *Interpreter) CloseContext(ctx context.Context) error {
+	i.close.Do(func() { close(i.closing) })
+	select {
+	case <-i.done:
+		return nil
+	case <-ctx.Done():
+	}
+	for {
+		i.interrupt(0)
+		select {
+		case <-i.done:
+			return fmt.Errorf("cpython: interpreter closed by interrupting running code: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Done is closed when the interpreter has ended.
+func (i *Interpreter) Done() <-chan struct{} { return i.done }
+
+// interrupt injects KeyboardInterrupt into task (0: whatever runs) if it is still running.
+// Called from any goroutine except the interpreter's own.
+func (i *Interpreter) interrupt(task uint64) {
+	i.imu.Lock()
+	defer i.imu.Unlock()
+	if i.ended {
+		return
+	}
+	// The temporary thread state belongs to this OS thread until it is deleted.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	C.pyw_interp_interrupt(i.c, C.uint64_t(task))
+}
+
+// Thread is an interpreter's own thread, handed to the function given to Interpreter.Do. Its
+// methods run Python directly, without marshalling (about the cost of the C API itself), and
+// are valid only on that goroutine and only until that function returns; using a Thread
+// elsewhere or later panics.
+type Thread struct {
+	i *Interpreter
+}
+
+func (t *Thread) interp() *Interpreter {
+	if t.i == nil {
+		panic("cpython: Thread used after the function Do gave it to returned")
+	}
+	return t.i
+}
+
+// Interpreter returns the interpreter this thread runs.
+func (t *Thread) Interpreter() *Interpreter { return t.interp() }
+
+// SetOutput sends sys.stdout / sys.stderr to these writers until the function given to Do
+// returns (nil keeps the interpreter's writer). Partial lines are written out at the switch.
+func (t *Thread) SetOutput(stdout, stderr io.Writer) {
+	i := t.interp()
+	i.stdout.setCurrent(stdout)
+	i.stderr.setCurrent(stderr)
+}
+
+// Exec runs Python statements in __main__. Cancelling ctx while they run injects
+// KeyboardInterrupt (within about 5 ms, CPython's switch interval) and returns an
+// *InterruptedError wrapping ctx.Err(). A blocking C call (time.sleep, a socket read) sees the
+// interrupt only when it returns.
+func (t *Thread) Exec(ctx context.Context, src string) error {
+	_, err := t.run(ctx, 0, src)
+	return err
+}
+
+// Eval evaluates one expression in __main__ and converts its value to Go; cancellation as Exec.
+func (t *Thread) Eval(ctx context.Context, expr string) (any, error) {
+	return t.run(ctx, 1, expr)
+}
+
+// RunFile runs the Python file at path as the __main__ script (__file__ set, globals in
+// __main__, tracebacks pointing into the file); cancellation as Exec.
+func (t *Thread) RunFile(ctx context.Context, path string) error {
+	_, err := t.run(ctx, 2, path)
+	return err
+}
+
+func (t *Thread) run(ctx context.Context, mode int, src string) (any, error) {
+	i := t.interp()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	i.runs++
+	name := [...]string{"<exec-", "<eval-", "<file-"}[mode] + strconv.Itoa(i.runs) + ">"
+	csrc := C.CString(src)
+	defer C.free(unsafe.Pointer(csrc))
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	task := taskIDs.Add(1)
+	stop := i.watch(ctx, task)
+	r := C.pyw_interp_run(i.c, C.int(mode), csrc, C.size_t(len(src)), cname, C.uint64_t(task))
+	stop()
+	return result(ctx, &r, "result")
+}
+
+// Call calls target with args on this thread. The target is resolved (imported) on first use
+// and cached per interpreter; a failed resolution is retried on the next call. Cancellation as
+// Exec.
+func (t *Thread) Call(ctx context.Context, target string, args ...any) (any, error) {
+	i := t.interp()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	buf, err := encodeCall(i.argBuf[:0], args)
+	i.argBuf = buf
+	if err != nil {
+		return nil, err
+	}
+	slot, ok := i.slots[target]
+	if !ok {
+		slot = C.size_t(len(i.slots))
+		ctarget := C.CString(target)
+		r := C.pyw_interp_resolve(i.c, ctarget, C.size_t(len(target)), slot)
+		C.free(unsafe.Pointer(ctarget))
+		if _, err := result(ctx, &r, "result"); err != nil {
+			return nil, err
+		}
+		i.slots[target] = slot
+	}
+	task := taskIDs.Add(1)
+	stop := i.watch(ctx, task)
+	r := C.pyw_interp_call(i.c, slot, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), C.uint64_t(task))
+	stop()
+	return result(ctx, &r, "result")
+}
+
+// watch arranges for task to be interrupted when ctx ends; the returned func disarms it.
+func (i *Interpreter) watch(ctx context.Context, task uint64) func() bool {
+	if ctx.Done() == nil {
+		return func() bool { return true }
+	}
+	return context.AfterFunc(ctx, func() { i.interrupt(task) })
+}
+
+// result converts what C returned into a Go value or error. The data it points to belongs to
+// the interpreter and is copied here.
+func result(ctx context.Context, r *C.pyw_result, what string) (any, error) {
+	v, err := decodeResult(r, what)
+	if r.interrupted == 0 {
+		return v, err
+	}
+	cause := ctx.Err()
+	if cause == nil {
+		cause = ErrClosed
+	}
+	ie := &InterruptedError{Cause: cause}
+	if !errors.As(err, &ie.Python) {
+		ie.Python = nil
+	}
+	return nil, ie
+}
+
+func resultError(ctx context.Context, r *C.pyw_result, what string) error {
+	_, err := result(ctx, r, what)
+	return err
+}
+
+func decodeResult(r *C.pyw_result, what string) (any, error) {
+	var data []byte
+	if r.data != nil {
+		data = unsafe.Slice((*byte)(unsafe.Pointer(r.data)), int(r.len))
+	}
+	switch r.status {
+	case C.PYW_OK:
+		if data == nil {
+			return nil, nil
+		}
+		v, err := wire.DecodeAll(data)
+		if err != nil {
+			return nil, fmt.Errorf("cpython: internal: undecodable %s: %w", what, err)
+		}
+		return v, nil
+	case C.PYW_PYERR:
+		s, err := decodeStrings(data, 3)
+		if err != nil {
+			return nil, err
+		}
+		return nil, &PythonError{Type: s[0], Message: s[1], Traceback: s[2]}
+	case C.PYW_CONVERT:
+		s, err := decodeStrings(data, 2)
+		if err != nil {
+			return nil, err
+		}
+		return nil, &ConversionError{What: what, Path: s[0], Reason: s[1]}
+	}
+	msg := "out of memory"
+	if data != nil {
+		if v, err := wire.DecodeAll(data); err == nil {
+			if s, ok := v.(string); ok {
+				msg = s
+			}
+		}
+	}
+	return nil, errors.New("cpython: " + msg)
+}

@@ -1,0 +1,415 @@
+package cpython_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pyworkers/pyworkers/cpython"
+)
+
+var bg = context.Background()
+
+func TestRuntimeInfo(t *testing.T) {
+	info, err := cpython.RuntimeInfo()
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(info.Version, "3.14."), "version %q", info.Version)
+	assert.Contains(t, info.Full, info.Version)
+	assert.NotEmpty(t, info.Prefix)
+	// the build linked must be the build reported, and the one Python itself sees
+	i := newInterp(t, cpython.InterpreterConfig{})
+	v, err := i.Eval(bg, "hasattr(__import__('sys'), 'gettotalrefcount')")
+	require.NoError(t, err)
+	assert.Equal(t, info.Debug, v)
+	assert.ErrorIs(t, cpython.Initialize(cpython.Config{}), cpython.ErrInitialized)
+}
+
+// Two own-GIL interpreters run CPU-bound Python at the same time: during a shared wall-clock
+// window each thread gets CPU time close to the window's length. Under one shared GIL the two
+// CPU times together could not exceed the window.
+func TestInterpretersRunInParallel(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("needs at least 2 CPUs to observe parallelism")
+	}
+	a := newInterp(t, cpython.InterpreterConfig{})
+	b := newInterp(t, cpython.InterpreterConfig{})
+	var best float64
+	for attempt := 0; attempt < 5 && best < 1.3; attempt++ {
+		now, err := a.Eval(bg, "__import__('time').monotonic_ns()")
+		require.NoError(t, err)
+		start := now.(int64) + int64(50*time.Millisecond)
+		stop := start + int64(400*time.Millisecond)
+		var wg sync.WaitGroup
+		res := make([]any, 2)
+		errs := make([]error, 2)
+		for k, in := range []*cpython.Interpreter{a, b} {
+			wg.Go(func() { res[k], errs[k] = in.Call(bg, "pwtest:cpu_window", start, stop) })
+		}
+		wg.Wait()
+		require.NoError(t, errors.Join(errs...))
+		sum := 0.0
+		for _, r := range res {
+			tup := r.(cpython.Tuple)
+			wall, cpu := tup[0].(int64), tup[1].(int64)
+			require.Greater(t, wall, int64(300*time.Millisecond))
+			sum += float64(cpu) / float64(wall)
+		}
+		t.Logf("attempt %d: CPU/wall summed over both interpreters = %.2f", attempt, sum)
+		best = max(best, sum)
+	}
+	assert.Greater(t, best, 1.3, "two interpreters never had more than one core's worth of CPU at once")
+}
+
+func TestExecEvalAndMainGlobals(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{
+		Main:     map[string]any{"worker_id": 3, "settings": map[string]any{"depth": 2}},
+		Config:   map[string]any{"model": "A", "sizes": []int{1, 2}},
+		WorkerID: 3, Workers: 8,
+		Argv: []string{"prog.py", "--flag"},
+	})
+	require.NoError(t, i.Exec(bg, "x = worker_id * 10 + settings['depth']"))
+	v, err := i.Eval(bg, "x")
+	require.NoError(t, err)
+	assert.Equal(t, int64(32), v)
+
+	v, err = i.Eval(bg, "__import__('pyworkers').config()")
+	require.NoError(t, err)
+	assert.Equal(t, map[string]any{"model": "A", "sizes": []any{int64(1), int64(2)}}, v)
+	// config() hands out copies: changing one does not change the next
+	require.NoError(t, i.Exec(bg, "import pyworkers\npyworkers.config()['model'] = 'changed'"))
+	v, err = i.Eval(bg, "(pyworkers.worker_id(), pyworkers.workers(), pyworkers.config()['model'])")
+	require.NoError(t, err)
+	assert.Equal(t, cpython.Tuple{int64(3), int64(8), "A"}, v)
+
+	v, err = i.Eval(bg, "__import__('sys').argv")
+	require.NoError(t, err)
+	assert.Equal(t, []any{"prog.py", "--flag"}, v)
+}
+
+func TestMainValueThatCannotCross(t *testing.T) {
+	_, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Main: map[string]any{"ch": make(chan int)}})
+	var ce *cpython.ConversionError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, "main", ce.What)
+	assert.Equal(t, `["ch"]`, ce.Path)
+	assert.Contains(t, ce.Reason, "chan int")
+	assert.ErrorIs(t, err, cpython.ErrUnsupportedValue)
+}
+
+func TestCallTargets(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	cases := []struct {
+		target string
+		args   []any
+		want   any
+	}{
+		{"pwtest:add", []any{2, 3}, int64(5)},
+		{"pwtest:add", []any{2, cpython.Kwargs{"b": 40}}, int64(42)},
+		{"pwtest:Greeter.hello", []any{"go"}, "hello, go"},
+		{"os.path:join", []any{"a", "b"}, "a/b"},
+		{"json:dumps", []any{map[string]any{"k": []any{1, true, nil}}}, `{"k": [1, true, null]}`},
+		{testdataPython + "/scriptfile.py:area", []any{3, 4}, int64(12)},
+		{"../testdata/python/scriptfile.py:area", []any{5, 6}, int64(30)},
+	}
+	for _, c := range cases {
+		got, err := i.Call(bg, c.target, c.args...)
+		if assert.NoError(t, err, c.target) {
+			assert.Equal(t, c.want, got, c.target)
+		}
+	}
+}
+
+func TestCallTargetErrors(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	cases := []struct{ target, typ, msg string }{
+		{"no_colon", "ValueError", "must look like"},
+		{":f", "ValueError", "must look like"},
+		{"pwtest:", "ValueError", "must look like"},
+		{"no_such_module_xyz:f", "ModuleNotFoundError", "no_such_module_xyz"},
+		{"pwtest:no_such_function", "AttributeError", "no_such_function"},
+		{"pwtest:NOT_CALLABLE", "TypeError", "not callable"},
+		{"/no/such/file.py:f", "FileNotFoundError", "/no/such/file.py"},
+		{"pwtest_broken:f", "RuntimeError", "pwtest_broken cannot be imported"},
+	}
+	for _, c := range cases {
+		_, err := i.Call(bg, c.target)
+		var pe *cpython.PythonError
+		if assert.ErrorAs(t, err, &pe, c.target) {
+			assert.Equal(t, c.typ, pe.Type, c.target)
+			assert.Contains(t, pe.Message, c.msg, c.target)
+		}
+	}
+	// a failed resolution is not cached: the interpreter goes on working
+	v, err := i.Call(bg, "pwtest:add", 1, 1)
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), v)
+}
+
+func TestInterruptInfiniteLoop(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	for _, run := range []struct {
+		name string
+		fn   func(ctx context.Context) error
+	}{
+		{"Exec", func(ctx context.Context) error { return i.Exec(ctx, "while True:\n    pass") }},
+		{"Call", func(ctx context.Context) error { _, err := i.Call(ctx, "pwtest:spin"); return err }},
+		{"except Exception", func(ctx context.Context) error { _, err := i.Call(ctx, "pwtest:spin_catching_exceptions"); return err }},
+	} {
+		t.Run(run.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+			defer cancel()
+			err := run.fn(ctx)
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			var ie *cpython.InterruptedError
+			require.ErrorAs(t, err, &ie)
+			require.NotNil(t, ie.Python, "the interrupted code's traceback")
+			assert.Equal(t, "KeyboardInterrupt", ie.Python.Type)
+			// the interpreter is usable at once
+			v, err := i.Eval(bg, "1 + 1")
+			require.NoError(t, err)
+			assert.Equal(t, int64(2), v)
+		})
+	}
+	// cancellation (not a deadline) wraps context.Canceled
+	ctx, cancel := context.WithCancel(bg)
+	time.AfterFunc(50*time.Millisecond, cancel)
+	require.ErrorIs(t, i.Exec(ctx, "while True: pass"), context.Canceled)
+}
+
+func TestInterruptDuringBlockingCallDoesNotLeak(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	// time.sleep only sees the interrupt when it returns; the call then ends interrupted
+	ctx, cancel := context.WithTimeout(bg, 30*time.Millisecond)
+	defer cancel()
+	err := i.Exec(ctx, "import time\ntime.sleep(0.3)")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	// and no pending interrupt may hit the following code
+	for range 3 {
+		require.NoError(t, i.Exec(bg, "total = 0\nfor k in range(200000):\n    total += k"))
+	}
+	v, err := i.Eval(bg, "total")
+	require.NoError(t, err)
+	assert.Equal(t, int64(19999900000), v)
+}
+
+func TestCancelledBeforeStartRunsNothing(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	ctx, cancel := context.WithCancel(bg)
+	cancel()
+	assert.ErrorIs(t, i.Exec(ctx, "ran = True"), context.Canceled)
+	v, err := i.Eval(bg, "'ran' in globals()")
+	require.NoError(t, err)
+	assert.Equal(t, false, v)
+}
+
+func TestCloseIsIdempotentAndRefusesWork(t *testing.T) {
+	before := cpython.LiveInterpreters()
+	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{})
+	require.NoError(t, err)
+	assert.Equal(t, before+1, cpython.LiveInterpreters())
+	require.NoError(t, i.Close())
+	require.NoError(t, i.Close())
+	assert.Equal(t, before, cpython.LiveInterpreters())
+	assert.ErrorIs(t, i.Exec(bg, "pass"), cpython.ErrClosed)
+	_, err = i.Call(bg, "pwtest:noop")
+	assert.ErrorIs(t, err, cpython.ErrClosed)
+	select {
+	case <-i.Done():
+	default:
+		t.Fatal("Done not closed after Close")
+	}
+}
+
+func TestCloseWaitsForRunningWork(t *testing.T) {
+	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{})
+	require.NoError(t, err)
+	started := make(chan struct{})
+	var execErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		execErr = i.Do(bg, func(th *cpython.Thread) error {
+			close(started)
+			return th.Exec(bg, "import time\ntime.sleep(0.2)\nfinished = True")
+		})
+	})
+	<-started
+	require.NoError(t, i.Close())
+	wg.Wait()
+	assert.NoError(t, execErr, "Close must let running work finish")
+}
+
+func TestCloseContextInterruptsRunningWork(t *testing.T) {
+	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{})
+	require.NoError(t, err)
+	started := make(chan struct{})
+	var execErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		execErr = i.Do(bg, func(th *cpython.Thread) error {
+			close(started)
+			return th.Exec(bg, "while True: pass")
+		})
+	})
+	<-started
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	err = i.CloseContext(ctx)
+	wg.Wait()
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.ErrorIs(t, execErr, cpython.ErrClosed)
+	var ie *cpython.InterruptedError
+	assert.ErrorAs(t, execErr, &ie)
+}
+
+func TestConcurrentCreation(t *testing.T) {
+	before := cpython.LiveInterpreters()
+	for round := range 3 {
+		var wg sync.WaitGroup
+		errs := make([]error, 32)
+		for k := range errs {
+			wg.Go(func() {
+				in, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Main: map[string]any{"k": k}})
+				if err != nil {
+					errs[k] = err
+					return
+				}
+				v, err := in.Eval(bg, "k * 2")
+				if err == nil && v != int64(k*2) {
+					err = errors.New("wrong result")
+				}
+				errs[k] = errors.Join(err, in.Close())
+			})
+		}
+		wg.Wait()
+		require.NoError(t, errors.Join(errs...), "round %d", round)
+	}
+	assert.Equal(t, before, cpython.LiveInterpreters())
+}
+
+// osThreads counts this process's OS threads.
+func osThreads(t testing.TB) int {
+	entries, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Skip("no /proc/self/task on this system")
+	}
+	return len(entries)
+}
+
+func TestCyclesLeaveNothingBehind(t *testing.T) {
+	runtime.GC()
+	goroutines, threads, live := runtime.NumGoroutine(), osThreads(t), cpython.LiveInterpreters()
+	for k := range 200 {
+		in, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{})
+		require.NoError(t, err)
+		_, err = in.Call(bg, "pwtest:add", k, 1)
+		require.NoError(t, err)
+		require.NoError(t, in.Close())
+	}
+	assert.Equal(t, live, cpython.LiveInterpreters(), "interpreters")
+	// goroutines and threads settle: allow the Go runtime a few of its own, never one per cycle
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	assert.LessOrEqual(t, runtime.NumGoroutine(), goroutines, "goroutines")
+	assert.LessOrEqual(t, osThreads(t), threads+4, "OS threads")
+}
+
+func TestDoPropagatesPanics(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	func() {
+		defer func() {
+			r := recover()
+			pe, ok := r.(*cpython.PanicError)
+			require.True(t, ok, "want *PanicError, got %T", r)
+			assert.Equal(t, "boom", pe.Value)
+			assert.Contains(t, string(pe.Stack), "interpreter_test.go")
+		}()
+		_ = i.Do(bg, func(*cpython.Thread) error { panic("boom") })
+	}()
+	v, err := i.Eval(bg, "40 + 2")
+	require.NoError(t, err)
+	assert.Equal(t, int64(42), v)
+}
+
+func TestThreadUsedOutsideDoPanics(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	var kept *cpython.Thread
+	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error { kept = th; return nil }))
+	assert.Panics(t, func() { _ = kept.Exec(bg, "pass") })
+}
+
+func TestThreadRunsManyCallsInOneTurn(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {
+		assert.Same(t, i, th.Interpreter())
+		sum := int64(0)
+		for k := range 1000 {
+			v, err := th.Call(bg, "pwtest:add", k, 1)
+			if err != nil {
+				return err
+			}
+			sum += v.(int64)
+		}
+		assert.Equal(t, int64(500500), sum)
+		return nil
+	}))
+}
+
+func TestOutputGoesToTheChosenWriters(t *testing.T) {
+	var out, errb bytes.Buffer
+	i := newInterp(t, cpython.InterpreterConfig{Stdout: &out, Stderr: &errb})
+	require.NoError(t, i.Exec(bg, "import sys\nprint('to stdout')\nprint('to stderr', file=sys.stderr)\nsys.stdout.write('partial')"))
+	assert.Equal(t, "to stdout\npartial", out.String(), "a partial line is written out when the call ends")
+	assert.Equal(t, "to stderr\n", errb.String())
+
+	// per call
+	var callOut bytes.Buffer
+	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {
+		th.SetOutput(&callOut, nil)
+		return th.Exec(bg, "print('for this call only')")
+	}))
+	assert.Equal(t, "for this call only\n", callOut.String())
+	require.NoError(t, i.Exec(bg, "print('back to default')"))
+	assert.Equal(t, "to stdout\npartialback to default\n", out.String())
+
+	// from a thread the Python code started
+	_, err := i.Call(bg, "pwtest:print_from_thread", "from a Python thread")
+	require.NoError(t, err)
+	assert.Contains(t, out.String(), "from a Python thread\n")
+
+	// bytes through sys.stdout.buffer, and stdin is empty
+	require.NoError(t, i.Exec(bg, "sys.stdout.buffer.write('é\\n'.encode())\nassert sys.stdin.read() == ''"))
+	assert.True(t, strings.HasSuffix(out.String(), "é\n"))
+}
+
+func TestOutputOfManyInterpretersNeverMixesLines(t *testing.T) {
+	var shared bytes.Buffer // not safe for concurrent use by itself: pyworkers serialises writes to it
+	tags := []string{"A", "B", "C", "D"}
+	var wg sync.WaitGroup
+	for _, tag := range tags {
+		in := newInterp(t, cpython.InterpreterConfig{Stdout: &shared})
+		wg.Go(func() {
+			_, err := in.Call(bg, "pwtest:print_lines", tag, 500)
+			assert.NoError(t, err)
+		})
+	}
+	wg.Wait()
+	lines := strings.Split(strings.TrimSuffix(shared.String(), "\n"), "\n")
+	require.Len(t, lines, 4*500)
+	for _, l := range lines {
+		body, _, ok := strings.Cut(l, " ")
+		require.True(t, ok, "line %q", l)
+		require.Len(t, body, 40, "line %q", l)
+		require.Equal(t, strings.Repeat(body[:1], 40), body, "mixed line %q", l)
+	}
+}

@@ -1,0 +1,68 @@
+// runtime.c — starting and finalizing CPython (on the runtime's own locked OS thread).
+#include "pyw.h"
+
+#include <string.h>
+
+static int inittab_added;
+
+static void status_msg(PyStatus st, char *err, size_t errlen) {
+	snprintf(err, errlen, "%s%s%s", st.func ? st.func : "", st.func ? ": " : "",
+	         st.err_msg ? st.err_msg : "Python asked to exit during start-up");
+}
+
+PyThreadState *pyw_runtime_init(const char *home, char *err, size_t errlen) {
+	if (!inittab_added) {
+		if (PyImport_AppendInittab("pyworkers", pyw_module_init) < 0) {
+			snprintf(err, errlen, "PyImport_AppendInittab(pyworkers) failed");
+			return NULL;
+		}
+		inittab_added = 1;
+	}
+	PyConfig cfg;
+	PyConfig_InitIsolatedConfig(&cfg);
+	cfg.install_signal_handlers = 0; /* signals belong to Go */
+	cfg.site_import = 1;             /* site-packages, so installed libraries import */
+	cfg.parse_argv = 0;
+	cfg.faulthandler = 0;
+	PyStatus st = PyConfig_SetBytesString(&cfg, &cfg.program_name, "pyworkers");
+	if (!PyStatus_Exception(st) && home != NULL && home[0] != 0) {
+		st = PyConfig_SetBytesString(&cfg, &cfg.home, home);
+	}
+	if (!PyStatus_Exception(st)) {
+		st = Py_InitializeFromConfig(&cfg);
+	}
+	PyConfig_Clear(&cfg);
+	if (PyStatus_Exception(st)) {
+		status_msg(st, err, errlen);
+		return NULL;
+	}
+	return PyEval_SaveThread();
+}
+
+static void copy_sys_str(const char *name, char *dst, size_t n) {
+	dst[0] = 0;
+	PyObject *o = PySys_GetObject(name); /* borrowed */
+	const char *s = (o && PyUnicode_Check(o)) ? PyUnicode_AsUTF8(o) : NULL;
+	if (s == NULL) {
+		PyErr_Clear();
+		return;
+	}
+	snprintf(dst, n, "%s", s);
+}
+
+void pyw_runtime_info(PyThreadState *main, char *version, size_t vlen, char *prefix, size_t plen, int *debug) {
+	PyEval_RestoreThread(main);
+	snprintf(version, vlen, "%s", Py_GetVersion());
+	copy_sys_str("prefix", prefix, plen);
+#ifdef Py_DEBUG
+	*debug = 1;
+#else
+	*debug = 0;
+#endif
+	PyEval_SaveThread();
+}
+
+int pyw_runtime_finalize(PyThreadState *main) {
+	PyEval_RestoreThread(main);
+	return Py_FinalizeEx();
+}

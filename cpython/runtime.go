@@ -1,0 +1,230 @@
+package cpython
+
+// #include <stdlib.h>
+// #include "pyw.h"
+import "C"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+)
+
+// Config configures the CPython runtime (Initialize). The zero value is the usual choice.
+type Config struct {
+	// Home is the Python home (the prefix holding lib/python3.14). Empty: the one the linked
+	// libpython was built for, which is right for the provisioned toolchain and for installed
+	// CPythons alike. Environment variables such as PYTHONHOME are ignored (isolated config).
+	Home string
+	// Path is put at the front of sys.path in every interpreter.
+	Path []string
+	// Stdout and Stderr receive every interpreter's sys.stdout / sys.stderr unless its
+	// InterpreterConfig says otherwise. nil means os.Stdout / os.Stderr.
+	Stdout, Stderr io.Writer
+}
+
+// Info describes the running CPython.
+type Info struct {
+	Version string // "3.14.10"
+	Full    string // sys.version
+	Debug   bool   // a Py_DEBUG build (linked with -tags pydebug)
+	Prefix  string // sys.prefix of the main interpreter
+}
+
+type runtimeState int
+
+const (
+	stateNew runtimeState = iota
+	stateRunning
+	stateFinalizing
+	stateFinalized
+	stateFailed
+)
+
+// The process-wide runtime. CPython can be started once per process.
+var rt struct {
+	mu       sync.Mutex
+	state    runtimeState
+	cfg      Config
+	info     Info
+	initErr  error
+	live     map[*Interpreter]struct{}
+	creating sync.WaitGroup // NewInterpreter calls between the state check and registration
+	finalize chan struct{}  // closed to ask the runtime thread to finalize
+	final    chan error     // its answer
+}
+
+var liveCount atomic.Int64
+
+// lifecycle serialises interpreter creation and ending across the process: creating many
+// interpreters at once has hit races inside CPython (python/cpython#123134), and creation is
+// a small part of an interpreter's life. A channel, so that waiting for it obeys a context.
+var lifecycle = make(chan struct{}, 1)
+
+func lockLifecycle(ctx context.Context) error {
+	select {
+	case lifecycle <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func unlockLifecycle() { <-lifecycle }
+
+// Initialize starts CPython for this process with cfg. Calling it is optional: NewInterpreter
+// starts the runtime with a zero Config when needed. It returns ErrInitialized if the runtime
+// already runs, ErrFinalized after Finalize. Safe from any goroutine.
+func Initialize(cfg Config) error {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	switch rt.state {
+	case stateRunning:
+		return ErrInitialized
+	case stateFinalizing, stateFinalized:
+		return ErrFinalized
+	case stateFailed:
+		return rt.initErr
+	}
+	return startLocked(cfg)
+}
+
+func startLocked(cfg Config) error {
+	rt.cfg = cfg
+	rt.cfg.Path = append([]string(nil), cfg.Path...)
+	if rt.cfg.Stdout == nil {
+		rt.cfg.Stdout = os.Stdout
+	}
+	if rt.cfg.Stderr == nil {
+		rt.cfg.Stderr = os.Stderr
+	}
+	rt.live = make(map[*Interpreter]struct{})
+	rt.finalize = make(chan struct{})
+	rt.final = make(chan error, 1)
+	started := make(chan error, 1)
+	go runtimeThread(cfg.Home, started)
+	if err := <-started; err != nil {
+		rt.state = stateFailed
+		rt.initErr = err
+		return err
+	}
+	rt.state = stateRunning
+	return nil
+}
+
+// runtimeThread owns the main interpreter: it initializes CPython, parks with the GIL released
+// until Finalize, then finalizes on the same OS thread, as CPython requires.
+func runtimeThread(home string, started chan<- error) {
+	runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+	chome := C.CString(home)
+	defer C.free(unsafe.Pointer(chome))
+	var errbuf [512]C.char
+	main := C.pyw_runtime_init(chome, &errbuf[0], C.size_t(len(errbuf)))
+	if main == nil {
+		started <- fmt.Errorf("cpython: cannot start CPython: %s (check that the CPython 3.14 of scripts/build-python.sh is the one linked, or set Config.Home)", C.GoString(&errbuf[0]))
+		return
+	}
+	var version, prefix [512]C.char
+	var debug C.int
+	C.pyw_runtime_info(main, &version[0], C.size_t(len(version)), &prefix[0], C.size_t(len(prefix)), &debug)
+	full := C.GoString(&version[0])
+	rt.info = Info{Version: strings.Fields(full + " ?")[0], Full: full, Debug: debug != 0, Prefix: C.GoString(&prefix[0])}
+	started <- nil
+	<-rt.finalize
+	if rc := C.pyw_runtime_finalize(main); rc != 0 {
+		rt.final <- errors.New("cpython: Py_FinalizeEx reported an error (buffered data could not be flushed)")
+		return
+	}
+	rt.final <- nil
+}
+
+// ensureRunning starts the runtime with a zero Config if needed and registers one pending
+// creation, which the caller must end with rt.creating.Done().
+func ensureRunning() error {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	switch rt.state {
+	case stateNew:
+		if err := startLocked(Config{}); err != nil {
+			return err
+		}
+	case stateFinalizing, stateFinalized:
+		return ErrFinalized
+	case stateFailed:
+		return rt.initErr
+	}
+	rt.creating.Add(1)
+	return nil
+}
+
+// RuntimeInfo describes the running CPython, starting it (zero Config) if needed.
+func RuntimeInfo() (Info, error) {
+	if err := ensureRunning(); err != nil {
+		return Info{}, err
+	}
+	rt.creating.Done()
+	return rt.info, nil
+}
+
+// LiveInterpreters is the number of interpreters created and not yet ended, process-wide.
+func LiveInterpreters() int { return int(liveCount.Load()) }
+
+// Finalize closes every interpreter still open (waiting for running work; when ctx ends first,
+// running Python code is interrupted) and then finalizes CPython. Afterwards every function of
+// this package returns ErrFinalized. Calling it again, or before any use, is harmless.
+// Safe from any goroutine except an interpreter's own thread (inside Do).
+func Finalize(ctx context.Context) error {
+	rt.mu.Lock()
+	switch rt.state {
+	case stateNew, stateFailed:
+		rt.state = stateFinalized
+		rt.mu.Unlock()
+		return nil
+	case stateFinalizing, stateFinalized:
+		rt.mu.Unlock()
+		return nil
+	}
+	rt.state = stateFinalizing
+	rt.mu.Unlock()
+
+	rt.creating.Wait() // interpreters being created now will be in rt.live
+	rt.mu.Lock()
+	live := make([]*Interpreter, 0, len(rt.live))
+	for i := range rt.live {
+		live = append(live, i)
+	}
+	rt.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, i := range live {
+		wg.Go(func() { i.CloseContext(ctx) })
+	}
+	wg.Wait()
+
+	close(rt.finalize)
+	err := <-rt.final
+	rt.mu.Lock()
+	rt.state = stateFinalized
+	rt.mu.Unlock()
+	return err
+}
+
+func register(i *Interpreter) {
+	rt.mu.Lock()
+	rt.live[i] = struct{}{}
+	rt.mu.Unlock()
+	liveCount.Add(1)
+}
+
+func unregister(i *Interpreter) {
+	rt.mu.Lock()
+	delete(rt.live, i)
+	rt.mu.Unlock()
+	liveCount.Add(-1)
+}

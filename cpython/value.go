@@ -1,0 +1,75 @@
+package cpython
+
+import (
+	"fmt"
+
+	"github.com/pyworkers/pyworkers/internal/wire"
+)
+
+// Tuple is a Python tuple. Pass one to send a tuple; a Python tuple comes back as one.
+type Tuple = wire.Tuple
+
+// Kwargs, as the last argument of Call, passes keyword arguments.
+//
+//	t.Call(ctx, "json:dumps", data, cpython.Kwargs{"indent": 2})
+type Kwargs map[string]any
+
+// Values cross between Go and Python by value, in both directions:
+//
+//	Go                                   Python          Go (coming back)
+//	nil                                  None            nil
+//	bool                                 bool            bool
+//	int, int8…int64, uint…uint64         int             int64, or *big.Int when out of range
+//	*big.Int                             int             int64, or *big.Int when out of range
+//	float64, float32                     float           float64
+//	string (valid UTF-8)                 str             string
+//	[]byte, [N]byte                      bytes           []byte
+//	Tuple                                tuple           Tuple
+//	[]any, other slices and arrays       list            []any
+//	map[string]any, map[string]T         dict            map[string]any
+//
+// Named types convert by their underlying kind. Anything else is a *ConversionError naming the
+// type and where it was, for example `at [1]["when"]: Go type time.Time has no Python
+// counterpart`. A Python str holding lone surrogates is an error, never mojibake.
+
+// encodeCall appends the call encoding (a tuple of positional arguments, then a dict of keyword
+// arguments or None) to buf.
+func encodeCall(buf []byte, args []any) ([]byte, error) {
+	var kw Kwargs
+	if n := len(args); n > 0 {
+		if k, ok := args[n-1].(Kwargs); ok {
+			kw, args = k, args[:n-1]
+		}
+	}
+	buf, err := wire.Append(buf, Tuple(args))
+	if err != nil {
+		return buf, conversionError("argument", "args", err)
+	}
+	if kw == nil {
+		return append(buf, wire.TagNone), nil
+	}
+	buf, err = wire.Append(buf, map[string]any(kw))
+	if err != nil {
+		return buf, conversionError("argument", "kwargs", err)
+	}
+	return buf, nil
+}
+
+// decodeStrings decodes a tuple of n strings (error records from C).
+func decodeStrings(b []byte, n int) ([]string, error) {
+	v, err := wire.DecodeAll(b)
+	if err != nil {
+		return nil, err
+	}
+	t, ok := v.(Tuple)
+	if !ok || len(t) != n {
+		return nil, fmt.Errorf("cpython: internal: want a tuple of %d strings, got %T", n, v)
+	}
+	out := make([]string, n)
+	for i, x := range t {
+		if out[i], ok = x.(string); !ok {
+			return nil, fmt.Errorf("cpython: internal: want a tuple of %d strings, got %T at %d", n, x, i)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,445 @@
+// Package wire is the Go side of pyworkers' interpreter-neutral value encoding.
+//
+// The format is specified in include/pyw_wire.h; the C side (cpython/codec.c) converts the same
+// bytes to and from Python objects. Encoding takes Go values of the supported kinds; decoding
+// yields only these Go types:
+//
+//	None → nil            bool → bool           int → int64, or *big.Int when it does not fit
+//	float → float64       str → string          bytes → []byte
+//	list → []any          tuple → Tuple         dict → map[string]any
+//
+// The package is pure Go and safe for concurrent use.
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/big"
+	"reflect"
+	"strconv"
+	"unicode/utf8"
+)
+
+// MaxDepth is the deepest nesting of containers either side encodes or decodes (PYW_MAX_DEPTH).
+const MaxDepth = 10000
+
+// Tags, as in include/pyw_wire.h.
+const (
+	TagNone   = 'N'
+	TagTrue   = 'T'
+	TagFalse  = 'F'
+	TagInt    = 'i'
+	TagBigInt = 'I'
+	TagFloat  = 'f'
+	TagStr    = 's'
+	TagBytes  = 'b'
+	TagTuple  = 't'
+	TagList   = 'l'
+	TagDict   = 'd'
+)
+
+// Tuple is a Python tuple: encoded as one, and what a decoded tuple becomes.
+type Tuple []any
+
+// ErrUnsupported is wrapped by every error about a value that has no Python counterpart.
+var ErrUnsupported = errors.New("unsupported value")
+
+// ErrMalformed is wrapped by every error about bytes that are not a valid encoding.
+var ErrMalformed = errors.New("malformed encoding")
+
+// Error describes a value that could not be encoded or decoded, and where it sits in the
+// structure (Path, e.g. `[2]["name"]`, empty for the top level).
+type Error struct {
+	Path string
+	Msg  string
+	Err  error // ErrUnsupported or ErrMalformed
+}
+
+func (e *Error) Error() string {
+	if e.Path == "" {
+		return e.Msg
+	}
+	return "at " + e.Path + ": " + e.Msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// prefix puts one path element in front of the error's path as it unwinds.
+func prefix(err error, elem string) error {
+	var we *Error
+	if errors.As(err, &we) {
+		we.Path = elem + we.Path
+	}
+	return err
+}
+
+func unsupported(format string, args ...any) error {
+	return &Error{Msg: fmt.Sprintf(format, args...), Err: ErrUnsupported}
+}
+
+func malformed(format string, args ...any) error {
+	return &Error{Msg: fmt.Sprintf(format, args...), Err: ErrMalformed}
+}
+
+// Append appends the encoding of v to buf. On error buf is returned unchanged in length
+// semantics: callers must discard what was appended after the original length.
+func Append(buf []byte, v any) ([]byte, error) {
+	return appendValue(buf, v, 0)
+}
+
+var bigIntType = reflect.TypeFor[*big.Int]()
+
+func appendValue(b []byte, v any, depth int) ([]byte, error) {
+	switch x := v.(type) {
+	case nil:
+		return append(b, TagNone), nil
+	case bool:
+		if x {
+			return append(b, TagTrue), nil
+		}
+		return append(b, TagFalse), nil
+	case int:
+		return appendInt(b, int64(x)), nil
+	case int64:
+		return appendInt(b, x), nil
+	case int32:
+		return appendInt(b, int64(x)), nil
+	case int16:
+		return appendInt(b, int64(x)), nil
+	case int8:
+		return appendInt(b, int64(x)), nil
+	case uint:
+		return appendUint(b, uint64(x)), nil
+	case uint64:
+		return appendUint(b, x), nil
+	case uint32:
+		return appendInt(b, int64(x)), nil
+	case uint16:
+		return appendInt(b, int64(x)), nil
+	case uint8:
+		return appendInt(b, int64(x)), nil
+	case float64:
+		return appendFloat(b, x), nil
+	case float32:
+		return appendFloat(b, float64(x)), nil
+	case string:
+		if !utf8.ValidString(x) {
+			return b, unsupported("string is not valid UTF-8 (%s)", quoteShort(x))
+		}
+		return appendBlob(b, TagStr, x), nil
+	case []byte:
+		if x == nil {
+			return appendBlob(b, TagBytes, ""), nil
+		}
+		b = append(b, TagBytes)
+		b = binary.AppendUvarint(b, uint64(len(x)))
+		return append(b, x...), nil
+	case *big.Int:
+		if x == nil {
+			return b, unsupported("nil *big.Int")
+		}
+		return AppendBigInt(b, x), nil
+	case Tuple:
+		return appendSeq(b, TagTuple, x, depth)
+	case []any:
+		return appendSeq(b, TagList, x, depth)
+	case map[string]any:
+		return appendMap(b, x, depth)
+	}
+	return appendReflect(b, reflect.ValueOf(v), depth)
+}
+
+func appendInt(b []byte, x int64) []byte {
+	b = append(b, TagInt)
+	return binary.LittleEndian.AppendUint64(b, uint64(x))
+}
+
+func appendUint(b []byte, x uint64) []byte {
+	if x <= math.MaxInt64 {
+		return appendInt(b, int64(x))
+	}
+	return AppendBigInt(b, new(big.Int).SetUint64(x))
+}
+
+func appendFloat(b []byte, x float64) []byte {
+	b = append(b, TagFloat)
+	return binary.LittleEndian.AppendUint64(b, math.Float64bits(x))
+}
+
+func appendBlob(b []byte, tag byte, s string) []byte {
+	b = append(b, tag)
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// AppendBigInt appends x as 'i' when it fits in an int64, else as 'I' (two's complement).
+func AppendBigInt(b []byte, x *big.Int) []byte {
+	if x.IsInt64() {
+		return appendInt(b, x.Int64())
+	}
+	n := (x.BitLen() + 8) / 8 // magnitude bits plus a sign bit, rounded up to bytes
+	t := new(big.Int).Set(x)
+	if x.Sign() < 0 {
+		t.Add(t, new(big.Int).Lsh(big.NewInt(1), uint(8*n)))
+	}
+	be := t.FillBytes(make([]byte, n))
+	b = append(b, TagBigInt)
+	b = binary.AppendUvarint(b, uint64(n))
+	for i := n - 1; i >= 0; i-- {
+		b = append(b, be[i])
+	}
+	return b
+}
+
+func appendSeq(b []byte, tag byte, items []any, depth int) ([]byte, error) {
+	if depth >= MaxDepth {
+		return b, unsupported("nested deeper than %d containers", MaxDepth)
+	}
+	b = append(b, tag)
+	b = binary.AppendUvarint(b, uint64(len(items)))
+	var err error
+	for i, it := range items {
+		if b, err = appendValue(b, it, depth+1); err != nil {
+			return b, prefix(err, "["+strconv.Itoa(i)+"]")
+		}
+	}
+	return b, nil
+}
+
+func appendMap(b []byte, m map[string]any, depth int) ([]byte, error) {
+	if depth >= MaxDepth {
+		return b, unsupported("nested deeper than %d containers", MaxDepth)
+	}
+	b = append(b, TagDict)
+	b = binary.AppendUvarint(b, uint64(len(m)))
+	var err error
+	for k, v := range m {
+		if !utf8.ValidString(k) {
+			return b, unsupported("map key is not valid UTF-8 (%s)", quoteShort(k))
+		}
+		b = appendBlob(b, TagStr, k)
+		if b, err = appendValue(b, v, depth+1); err != nil {
+			return b, prefix(err, "["+strconv.Quote(k)+"]")
+		}
+	}
+	return b, nil
+}
+
+// appendReflect handles named types and typed containers ([]int, map[string]float64, ...).
+func appendReflect(b []byte, rv reflect.Value, depth int) ([]byte, error) {
+	if !rv.IsValid() {
+		return append(b, TagNone), nil
+	}
+	switch rv.Kind() {
+	case reflect.Bool:
+		return appendValue(b, rv.Bool(), depth)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return appendInt(b, rv.Int()), nil
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return appendUint(b, rv.Uint()), nil
+	case reflect.Float32, reflect.Float64:
+		return appendFloat(b, rv.Float()), nil
+	case reflect.String:
+		return appendValue(b, rv.String(), depth)
+	case reflect.Slice, reflect.Array:
+		if rv.Type().Elem().Kind() == reflect.Uint8 {
+			if rv.Kind() == reflect.Slice {
+				return appendValue(b, rv.Bytes(), depth)
+			}
+			buf := make([]byte, rv.Len())
+			reflect.Copy(reflect.ValueOf(buf), rv)
+			return appendValue(b, buf, depth)
+		}
+		if depth >= MaxDepth {
+			return b, unsupported("nested deeper than %d containers", MaxDepth)
+		}
+		b = append(b, TagList)
+		b = binary.AppendUvarint(b, uint64(rv.Len()))
+		var err error
+		for i := range rv.Len() {
+			if b, err = appendValue(b, rv.Index(i).Interface(), depth+1); err != nil {
+				return b, prefix(err, "["+strconv.Itoa(i)+"]")
+			}
+		}
+		return b, nil
+	case reflect.Map:
+		if rv.Type().Key().Kind() != reflect.String {
+			return b, unsupported("map key type %s is not supported (Python dicts crossing interpreters need str keys)", rv.Type().Key())
+		}
+		if depth >= MaxDepth {
+			return b, unsupported("nested deeper than %d containers", MaxDepth)
+		}
+		b = append(b, TagDict)
+		b = binary.AppendUvarint(b, uint64(rv.Len()))
+		iter := rv.MapRange()
+		var err error
+		for iter.Next() {
+			k := iter.Key().String()
+			if !utf8.ValidString(k) {
+				return b, unsupported("map key is not valid UTF-8 (%s)", quoteShort(k))
+			}
+			b = appendBlob(b, TagStr, k)
+			if b, err = appendValue(b, iter.Value().Interface(), depth+1); err != nil {
+				return b, prefix(err, "["+strconv.Quote(k)+"]")
+			}
+		}
+		return b, nil
+	case reflect.Pointer:
+		if rv.Type() == bigIntType {
+			return appendValue(b, rv.Interface().(*big.Int), depth)
+		}
+	case reflect.Interface:
+		if rv.IsNil() {
+			return append(b, TagNone), nil
+		}
+		return appendValue(b, rv.Elem().Interface(), depth)
+	}
+	return b, unsupported("Go type %s has no Python counterpart", rv.Type())
+}
+
+func quoteShort(s string) string {
+	if len(s) > 32 {
+		s = s[:32] + "..."
+	}
+	return strconv.QuoteToASCII(s)
+}
+
+// Decode decodes the value at the start of b and returns it with the bytes after it.
+func Decode(b []byte) (any, []byte, error) {
+	return decodeValue(b, 0)
+}
+
+// DecodeAll decodes exactly one value that must fill b.
+func DecodeAll(b []byte) (any, error) {
+	v, rest, err := Decode(b)
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) != 0 {
+		return nil, malformed("%d trailing bytes after the value", len(rest))
+	}
+	return v, nil
+}
+
+func readLen(b []byte, what string) (int, []byte, error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 {
+		return 0, b, malformed("bad %s length", what)
+	}
+	if n > uint64(len(b)-k) {
+		return 0, b, malformed("%s length %d exceeds the %d bytes left", what, n, len(b)-k)
+	}
+	return int(n), b[k:], nil
+}
+
+func decodeValue(b []byte, depth int) (any, []byte, error) {
+	if len(b) == 0 {
+		return nil, b, malformed("truncated: value expected")
+	}
+	tag, b := b[0], b[1:]
+	switch tag {
+	case TagNone:
+		return nil, b, nil
+	case TagTrue:
+		return true, b, nil
+	case TagFalse:
+		return false, b, nil
+	case TagInt:
+		if len(b) < 8 {
+			return nil, b, malformed("truncated int")
+		}
+		return int64(binary.LittleEndian.Uint64(b)), b[8:], nil
+	case TagBigInt:
+		n, rest, err := readLen(b, "int")
+		if err != nil {
+			return nil, b, err
+		}
+		if n == 0 {
+			return nil, b, malformed("empty int")
+		}
+		x := DecodeBigInt(rest[:n])
+		if x.IsInt64() {
+			return x.Int64(), rest[n:], nil
+		}
+		return x, rest[n:], nil
+	case TagFloat:
+		if len(b) < 8 {
+			return nil, b, malformed("truncated float")
+		}
+		return math.Float64frombits(binary.LittleEndian.Uint64(b)), b[8:], nil
+	case TagStr:
+		n, rest, err := readLen(b, "str")
+		if err != nil {
+			return nil, b, err
+		}
+		s := string(rest[:n])
+		if !utf8.ValidString(s) {
+			return nil, b, malformed("str is not valid UTF-8")
+		}
+		return s, rest[n:], nil
+	case TagBytes:
+		n, rest, err := readLen(b, "bytes")
+		if err != nil {
+			return nil, b, err
+		}
+		return append([]byte{}, rest[:n]...), rest[n:], nil
+	case TagTuple, TagList:
+		if depth >= MaxDepth {
+			return nil, b, malformed("nested deeper than %d containers", MaxDepth)
+		}
+		n, rest, err := readLen(b, "sequence") // every item takes at least one byte
+		if err != nil {
+			return nil, b, err
+		}
+		items := make([]any, n)
+		for i := range items {
+			if items[i], rest, err = decodeValue(rest, depth+1); err != nil {
+				return nil, b, prefix(err, "["+strconv.Itoa(i)+"]")
+			}
+		}
+		if tag == TagTuple {
+			return Tuple(items), rest, nil
+		}
+		return items, rest, nil
+	case TagDict:
+		if depth >= MaxDepth {
+			return nil, b, malformed("nested deeper than %d containers", MaxDepth)
+		}
+		n, rest, err := readLen(b, "dict")
+		if err != nil {
+			return nil, b, err
+		}
+		m := make(map[string]any, min(n, 1024))
+		for i := range n {
+			if len(rest) == 0 || rest[0] != TagStr {
+				return nil, b, malformed("dict key %d is not a str", i)
+			}
+			var k, v any
+			if k, rest, err = decodeValue(rest, depth+1); err != nil {
+				return nil, b, err
+			}
+			if v, rest, err = decodeValue(rest, depth+1); err != nil {
+				return nil, b, prefix(err, "["+strconv.Quote(k.(string))+"]")
+			}
+			m[k.(string)] = v
+		}
+		return m, rest, nil
+	}
+	return nil, b, malformed("unknown tag 0x%02x", tag)
+}
+
+// DecodeBigInt reads little-endian two's complement bytes (len(le) >= 1).
+func DecodeBigInt(le []byte) *big.Int {
+	n := len(le)
+	be := make([]byte, n)
+	for i := range n {
+		be[i] = le[n-1-i]
+	}
+	x := new(big.Int).SetBytes(be)
+	if be[0]&0x80 != 0 {
+		x.Sub(x, new(big.Int).Lsh(big.NewInt(1), uint(8*n)))
+	}
+	return x
+}

@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# build-python.sh — provision CPython 3.14 (release + Py_DEBUG build) for pyworkers' cgo code.
+#
+# It chooses, in this order:
+#   1. native  — a CPython 3.14 already on this machine (pkg-config finds python-3.14-embed).
+#   2. source  — PYWORKERS_PYTHON_SOURCE (a tarball path or URL) with PYWORKERS_PYTHON_SHA256:
+#                builds from source into two prefixes (--enable-shared, and --with-pydebug).
+#   3. root    — a Debian unstable root made with debootstrap holding python3.14-dev, python3.14-dbg,
+#                gcc and pkg-config; commands then run inside it (scripts/with-python.sh does that).
+#
+# Everything is cached under ${XDG_CACHE_HOME:-$HOME/.cache}/pyworkers/. Running it again reuses
+# what is complete and rebuilds what a killed run left half-made. The result is described in
+# $CACHE/python.env, which scripts/with-python.sh reads.
+#
+# Environment:
+#   PYWORKERS_PYTHON_MODE     force a mode: native | source | root (default: the order above)
+#   PYWORKERS_PYTHON_SOURCE   CPython source tarball, local path or http(s) URL (source mode)
+#   PYWORKERS_PYTHON_SHA256   its sha256 (required with PYWORKERS_PYTHON_SOURCE)
+#   PYWORKERS_DEBIAN_MIRROR   Debian mirror for the root (default: read from this machine's apt config)
+#   PYWORKERS_CACHE           cache directory (default: ${XDG_CACHE_HOME:-$HOME/.cache}/pyworkers)
+#   PYWORKERS_NO_DEBUG=1      native/source modes: do not require/build the debug variant
+set -Eeuo pipefail
+
+readonly ROOT_PACKAGES="python3.14-dev,python3.14-dbg,gcc,libc6-dev,pkg-config,ca-certificates"
+readonly ROOT_FORMAT=1 # bump when the root's contents change, forcing a rebuild
+
+CACHE="${PYWORKERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pyworkers}"
+ENV_FILE="$CACHE/python.env"
+
+say() { printf 'build-python: %s\n' "$*" >&2; }
+die() {
+	printf 'build-python: error: %s\n' "$1" >&2
+	[ $# -gt 1 ] && printf 'build-python: try: %s\n' "$2" >&2
+	exit 1
+}
+trap 'die "command failed (line $LINENO): $BASH_COMMAND" "re-run the script; it resumes from what is complete. Set PYWORKERS_PYTHON_MODE to choose a path."' ERR
+
+usage() {
+	sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+	exit "${1:-0}"
+}
+
+case "${1:-}" in
+-h | --help) usage 0 ;;
+"") ;;
+*) usage 2 ;;
+esac
+
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.lock"
+if ! flock -n 9; then
+	say "another build-python.sh holds $CACHE/.lock; waiting for it"
+	flock 9
+fi
+
+write_env() { # write_env KEY=VALUE... — atomically replace python.env
+	local tmp="$ENV_FILE.tmp.$$"
+	printf '%s\n' "# written by scripts/build-python.sh on $(date -u +%FT%TZ)" "$@" >"$tmp"
+	mv -f "$tmp" "$ENV_FILE"
+}
+
+# ---------------------------------------------------------------- native
+native_ok() {
+	command -v pkg-config >/dev/null 2>&1 || return 1
+	pkg-config --exists python-3.14-embed 2>/dev/null || return 1
+	if [ "${PYWORKERS_NO_DEBUG:-0}" != 1 ] && ! pkg-config --exists python-3.14d-embed 2>/dev/null; then
+		say "found python-3.14-embed but no python-3.14d-embed (debug build); set PYWORKERS_NO_DEBUG=1 to use it anyway"
+		return 1
+	fi
+	return 0
+}
+
+use_native() {
+	say "using the CPython $(pkg-config --modversion python-3.14-embed) already on this machine ($(pkg-config --variable=prefix python-3.14-embed))"
+	local dbg=0
+	pkg-config --exists python-3.14d-embed 2>/dev/null && dbg=1
+	write_env "PYWORKERS_PY_MODE=native" "PYWORKERS_PY_DEBUG=$dbg"
+}
+
+# ---------------------------------------------------------------- source
+fetch_source() { # fetch_source SRC SHA256 DEST
+	local src="$1" sum="$2" dest="$3"
+	if [ -f "$dest" ] && echo "$sum  $dest" | sha256sum -c --status; then
+		return 0
+	fi
+	case "$src" in
+	http://* | https://*)
+		say "downloading $src"
+		curl -fL --retry 3 -o "$dest.part" "$src" || die "cannot download $src" "check the URL and the network, or pass a local path"
+		;;
+	*)
+		[ -f "$src" ] || die "no such file: $src" "set PYWORKERS_PYTHON_SOURCE to a CPython 3.14 source tarball"
+		cp -f "$src" "$dest.part"
+		;;
+	esac
+	if ! echo "$sum  $dest.part" | sha256sum -c --status; then
+		rm -f "$dest.part"
+		die "sha256 mismatch for $src (expected $sum)" "check PYWORKERS_PYTHON_SHA256 against python.org's published checksum"
+	fi
+	mv -f "$dest.part" "$dest"
+}
+
+build_variant() { # build_variant TARBALL PREFIX CONFIGURE_FLAGS...
+	local tarball="$1" prefix="$2"
+	shift 2
+	if [ -f "$prefix/.pyworkers-complete" ]; then
+		say "reusing $prefix"
+		return 0
+	fi
+	rm -rf "$prefix" "$prefix.build"
+	mkdir -p "$prefix.build"
+	tar -xf "$tarball" -C "$prefix.build" --strip-components=1
+	say "configuring into $prefix ($*)"
+	(cd "$prefix.build" && ./configure --prefix="$prefix" --enable-shared "LDFLAGS=-Wl,-rpath,$prefix/lib" "$@" >config.out 2>&1) ||
+		die "configure failed; see $prefix.build/config.out" "install CPython's build dependencies (gcc, make, libssl-dev, zlib1g-dev, libffi-dev)"
+	say "building (make -j$(nproc)); this takes several minutes"
+	(cd "$prefix.build" && make -j"$(nproc)" >make.out 2>&1 && make install >install.out 2>&1) ||
+		die "make failed; see $prefix.build/make.out" "install CPython's build dependencies, then re-run"
+	rm -rf "$prefix.build"
+	touch "$prefix/.pyworkers-complete"
+}
+
+use_source() {
+	local src="$PYWORKERS_PYTHON_SOURCE" sum="${PYWORKERS_PYTHON_SHA256:-}"
+	[ -n "$sum" ] || die "PYWORKERS_PYTHON_SOURCE is set but PYWORKERS_PYTHON_SHA256 is not" "pin the tarball: export PYWORKERS_PYTHON_SHA256=<sha256 from python.org>"
+	local base="$CACHE/source-${sum:0:16}"
+	mkdir -p "$base"
+	fetch_source "$src" "$sum" "$base/cpython.tar"
+	build_variant "$base/cpython.tar" "$base/release"
+	local dbg=0
+	if [ "${PYWORKERS_NO_DEBUG:-0}" != 1 ]; then
+		build_variant "$base/cpython.tar" "$base/debug" --with-pydebug
+		dbg=1
+	fi
+	"$base/release/bin/python3.14" -c 'import sys; assert sys.version_info[:2] == (3, 14), sys.version' ||
+		die "$src is not CPython 3.14" "use a Python-3.14.x tarball"
+	say "CPython from source ready in $base"
+	write_env "PYWORKERS_PY_MODE=source" "PYWORKERS_PY_PREFIX=$base/release" "PYWORKERS_PY_DEBUG_PREFIX=$base/debug" "PYWORKERS_PY_DEBUG=$dbg"
+}
+
+# ---------------------------------------------------------------- root
+debian_mirror() {
+	if [ -n "${PYWORKERS_DEBIAN_MIRROR:-}" ]; then
+		echo "$PYWORKERS_DEBIAN_MIRROR"
+		return
+	fi
+	# deb822 sources first, then one-line sources; take the first main archive (not -security, -ports...).
+	local uri
+	uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
+		awk 'tolower($1)=="uris:" { for (i = 2; i <= NF; i++) print $i }' |
+		grep -E '/debian/?$' | head -n1 || true)
+	if [ -z "$uri" ]; then
+		uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+			awk '$1=="deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; break } }' |
+			grep -E '/debian/?$' | head -n1 || true)
+	fi
+	[ -n "$uri" ] || die "no Debian mirror found in /etc/apt/sources.list{,.d}" "set PYWORKERS_DEBIAN_MIRROR to a Debian archive URL"
+	echo "${uri%/}"
+}
+
+# Unmount anything still mounted below $1 (a killed debootstrap can leave /proc or /sys mounted).
+unmount_below() {
+	local dir
+	dir=$(readlink -f "$1")
+	awk -v d="$dir/" 'index($2 "/", d) == 1 { print $2 }' /proc/self/mounts | sort -r | while read -r m; do
+		say "unmounting leftover $m"
+		umount -l "$m" || true
+	done
+}
+
+need_host_tool() { # need_host_tool CMD PACKAGE
+	command -v "$1" >/dev/null 2>&1 && return 0
+	[ "$(id -u)" = 0 ] || die "$1 is not installed and this is not root" "sudo apt-get install -y $2"
+	say "installing $2 on the host (apt-get)"
+	if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null 2>&1; }; then
+		apt-get update -qq >/dev/null 2>&1 || true
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null ||
+			die "cannot install $2 with apt-get" "install $2 by hand"
+	fi
+}
+
+root_python_version() { # the python3.14 package version inside root $1 (its binaries need the root's glibc)
+	awk '/^Package: python3.14$/ { p = 1 } p && /^Version:/ { print $2; exit }' "$1/var/lib/dpkg/status" 2>/dev/null || true
+}
+
+root_ready() { # root_ready DIR — the root is complete and still has what we need
+	[ -f "$1/.pyworkers-complete" ] && [ "$(cat "$1/.pyworkers-complete")" = "format=$ROOT_FORMAT" ] &&
+		[ -x "$1/usr/bin/python3.14" ] && [ -x "$1/usr/bin/python3.14d" ] &&
+		[ -n "$(find "$1/usr/lib" -maxdepth 3 -name python-3.14-embed.pc -print -quit 2>/dev/null)" ]
+}
+
+use_root() {
+	local root="$CACHE/root" partial="$CACHE/root.partial"
+	[ "$(uname -s)" = Linux ] || die "the Debian root needs Linux" "install CPython 3.14 yourself, or set PYWORKERS_PYTHON_SOURCE"
+	if root_ready "$root"; then
+		say "reusing the Debian unstable root at $root (python3.14 $(root_python_version "$root"))"
+	else
+		[ "$(id -u)" = 0 ] || die "making the Debian root needs root (debootstrap)" "run as root, or install CPython 3.14 with python-3.14-embed.pc, or set PYWORKERS_PYTHON_SOURCE"
+		need_host_tool debootstrap debootstrap
+		need_host_tool bwrap bubblewrap
+		local mirror
+		mirror=$(debian_mirror)
+		if [ -e "$root" ]; then
+			say "the root at $root is incomplete or outdated; rebuilding it"
+			unmount_below "$root"
+			rm -rf --one-file-system "$root"
+		fi
+		if [ -e "$partial" ]; then
+			say "removing a half-made root left by an interrupted run"
+			unmount_below "$partial"
+			rm -rf --one-file-system "$partial"
+		fi
+		say "debootstrapping Debian unstable into $partial (about a minute; needs ~1.5 GB)"
+		# A private mount namespace: the mounts debootstrap makes vanish with it, even if it is killed.
+		if ! unshare --mount --propagation private \
+			debootstrap --variant=minbase --include="$ROOT_PACKAGES" sid "$partial" "$mirror" \
+			>"$CACHE/debootstrap.log" 2>&1; then
+			tail -n 15 "$CACHE/debootstrap.log" >&2 || true
+			die "debootstrap failed; full log in $CACHE/debootstrap.log" "check the mirror ($mirror) is reachable, or set PYWORKERS_DEBIAN_MIRROR"
+		fi
+		unmount_below "$partial"
+		rm -rf --one-file-system "$partial/var/cache/apt/archives/"*.deb
+		echo "format=$ROOT_FORMAT" >"$partial/.pyworkers-complete"
+		root_ready "$partial" || die "the new root lacks python3.14/python3.14d or python-3.14-embed.pc" "see $CACHE/debootstrap.log"
+		mv "$partial" "$root"
+		say "root ready at $root (python3.14 $(root_python_version "$root"))"
+	fi
+	command -v bwrap >/dev/null 2>&1 || need_host_tool bwrap bubblewrap
+	write_env "PYWORKERS_PY_MODE=root" "PYWORKERS_PY_ROOT=$root" "PYWORKERS_PY_DEBUG=1"
+}
+
+mode="${PYWORKERS_PYTHON_MODE:-}"
+if [ -z "$mode" ]; then
+	if native_ok; then
+		mode=native
+	elif [ -n "${PYWORKERS_PYTHON_SOURCE:-}" ]; then
+		mode=source
+	else
+		mode=root
+	fi
+fi
+case "$mode" in
+native)
+	native_ok || die "PYWORKERS_PYTHON_MODE=native but pkg-config finds no python-3.14-embed" "install CPython 3.14 with its pkg-config files, or unset PYWORKERS_PYTHON_MODE"
+	use_native
+	;;
+source)
+	[ -n "${PYWORKERS_PYTHON_SOURCE:-}" ] || die "source mode needs PYWORKERS_PYTHON_SOURCE" "export PYWORKERS_PYTHON_SOURCE=/path/or/url/Python-3.14.x.tar.xz"
+	use_source
+	;;
+root) use_root ;;
+*) die "unknown PYWORKERS_PYTHON_MODE=$mode" "use native, source or root" ;;
+esac

@@ -1,0 +1,126 @@
+"""Functions the Go tests of pyworkers call inside real interpreters."""
+
+import sys
+import time
+
+import pwtest_other
+
+
+def ident(x):
+    return x
+
+
+def noop():
+    return None
+
+
+def add(a, b=0):
+    return a + b
+
+
+def describe(x):
+    """The Python type of x, recursively: what Go's values became on this side."""
+    t = type(x).__name__
+    if isinstance(x, (list, tuple)):
+        return [t, [describe(v) for v in x]]
+    if isinstance(x, dict):
+        return [t, {k: describe(v) for k, v in x.items()}]
+    return t
+
+
+def boom(msg):
+    raise ValueError(msg)
+
+
+class CustomError(Exception):
+    pass
+
+
+def custom():
+    raise CustomError("custom failure")
+
+
+def chained():
+    try:
+        {}["missing"]
+    except KeyError as e:
+        raise RuntimeError("outer failure") from e
+
+
+def implicit():
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        raise ValueError("failed while handling")
+
+
+class BadStr(Exception):
+    def __str__(self):
+        raise RuntimeError("no str for you")
+
+
+def bad_str():
+    raise BadStr()
+
+
+def in_other_module():
+    return pwtest_other.fail_deep(3)
+
+
+def exit_with(code):
+    sys.exit(code)
+
+
+def spin():
+    while True:
+        pass
+
+
+def spin_catching_exceptions():
+    # `except Exception` must not swallow the interrupt (a BaseException)
+    while True:
+        try:
+            pass
+        except Exception:
+            pass
+
+
+def cpu_window(start_ns, stop_ns):
+    """Busy-loop from start_ns until stop_ns (time.monotonic_ns, shared by all interpreters of
+    the process). Returns (wall ns, this thread's CPU ns) spent looping."""
+    while time.monotonic_ns() < start_ns:
+        pass
+    w0, c0 = time.monotonic_ns(), time.thread_time_ns()
+    n = 0
+    while time.monotonic_ns() < stop_ns:
+        n += 1
+    return (time.monotonic_ns() - w0, time.thread_time_ns() - c0)
+
+
+def deep(n):
+    x = []
+    for _ in range(n):
+        x = [x]
+    return x
+
+
+def print_lines(tag, n):
+    for i in range(n):
+        print(f"{tag * 40} {i}")
+
+
+def print_from_thread(text):
+    import threading
+
+    t = threading.Thread(target=lambda: print(text))
+    t.start()
+    t.join()
+
+
+class Greeter:
+    @staticmethod
+    def hello(name):
+        return f"hello, {name}"
+
+
+NOT_CALLABLE = 42
