@@ -229,42 +229,37 @@ func TestCloseIsIdempotentAndRefusesWork(t *testing.T) {
 	}
 }
 
+// startExec runs src on i in the background and returns once it has started; wait returns
+// its error.
+func startExec(i *cpython.Interpreter, src string) (wait func() error) {
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- i.Do(bg, func(th *cpython.Thread) error {
+			close(started)
+			return th.Exec(bg, src)
+		})
+	}()
+	<-started
+	return func() error { return <-done }
+}
+
 func TestCloseWaitsForRunningWork(t *testing.T) {
 	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{})
 	require.NoError(t, err)
-	started := make(chan struct{})
-	var execErr error
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		execErr = i.Do(bg, func(th *cpython.Thread) error {
-			close(started)
-			return th.Exec(bg, "import time\ntime.sleep(0.2)\nfinished = True")
-		})
-	})
-	<-started
+	wait := startExec(i, "import time\ntime.sleep(0.2)\nfinished = True")
 	require.NoError(t, i.Close())
-	wg.Wait()
-	assert.NoError(t, execErr, "Close must let running work finish")
+	assert.NoError(t, wait(), "Close must let running work finish")
 }
 
 func TestCloseContextInterruptsRunningWork(t *testing.T) {
 	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{})
 	require.NoError(t, err)
-	started := make(chan struct{})
-	var execErr error
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		execErr = i.Do(bg, func(th *cpython.Thread) error {
-			close(started)
-			return th.Exec(bg, "while True: pass")
-		})
-	})
-	<-started
+	wait := startExec(i, "while True: pass")
 	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
 	defer cancel()
-	err = i.CloseContext(ctx)
-	wg.Wait()
-	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.ErrorIs(t, i.CloseContext(ctx), context.DeadlineExceeded)
+	execErr := wait()
 	assert.ErrorIs(t, execErr, cpython.ErrClosed)
 	var ie *cpython.InterruptedError
 	assert.ErrorAs(t, execErr, &ie)

@@ -1,0 +1,75 @@
+// Package cpython runs Python code in own-GIL CPython 3.14 subinterpreters from Go.
+//
+// It is the thin layer of pyworkers over CPython's C API, and it owns the C API's thread rules
+// so that callers cannot break them: any goroutine may use any Interpreter.
+//
+// # Runtime
+//
+// CPython is started once per process, by Initialize or implicitly by the first
+// NewInterpreter, with an isolated configuration: environment variables such as PYTHONPATH are
+// ignored, Python installs no signal handlers (signals stay Go's), and the Python home is the
+// one the linked libpython was built for unless Config.Home says otherwise. The main
+// interpreter lives on a goroutine of its own, locked to its OS thread, and runs no user code.
+// Finalize closes whatever interpreters are still open and then finalizes CPython on that same
+// thread; afterwards every call returns ErrFinalized (CPython cannot be restarted in one
+// process).
+//
+// # Interpreters and threads
+//
+// NewInterpreter creates a subinterpreter with PyInterpreterConfig_OWN_GIL on a new goroutine
+// locked to one OS thread for the interpreter's whole life; the goroutine never unlocks, so that
+// OS thread exits with the interpreter and is never reused. Every operation is marshalled to
+// that thread, so Interpreter methods are safe from any goroutine; operations run one at a time.
+// Interpreters run Python truly in parallel: each has its own GIL.
+//
+// Do hands a function the interpreter's *Thread, whose methods (Exec, Eval, Call, RunFile) run
+// Python directly on the interpreter's thread with no marshalling; use it to run many calls in
+// one turn. The convenience methods Interpreter.Exec, Eval, Call and RunFile each make one turn.
+// A Thread is valid only inside the function it was given to.
+//
+// Interpreter creation and ending are serialised process-wide (CPython has had races in
+// concurrent creation); LiveInterpreters counts the interpreters alive, so that none is ever
+// left behind unnoticed.
+//
+// # Cancellation
+//
+// Every blocking call takes a context.Context. Cancelling the context of a running Exec, Eval,
+// Call or RunFile injects KeyboardInterrupt into the running Python code (a BaseException, so
+// `except Exception` does not swallow it). Pure-Python code stops within CPython's switch
+// interval (about 5 ms); a blocking C call such as time.sleep or a socket read sees the
+// interrupt only when it returns. The call then returns an *InterruptedError that wraps
+// ctx.Err() and the KeyboardInterrupt's *PythonError (its traceback shows where the code was
+// stopped), and the interpreter is ready for the next call. An interrupt never leaks into a
+// later call.
+//
+// # Values
+//
+// Arguments and results cross by value in pyworkers' interpreter-neutral encoding, never as
+// shared objects: nil/None, bool, integers of any size (*big.Int beyond int64), float64, UTF-8
+// strings, bytes, lists, tuples (Tuple) and dicts with str keys, nested to 10,000 levels. Any
+// other value is a *ConversionError that names the type and where it sits, e.g.
+// `at [1]["when"]`. Kwargs passes keyword arguments to Call.
+//
+// # Errors
+//
+// A Python exception is a *PythonError carrying the exception's qualified type, its message and
+// the full traceback text as Python prints it (with __cause__/__context__ chains and
+// SyntaxError carets). Error() is one line; fmt's %+v prints the traceback. SystemExit is an
+// error like any other: Python code never exits the Go process. An extension module that cannot
+// load in an own-GIL interpreter gives a *PythonError that errors.Is reports as
+// ErrIncompatibleExtension, and IncompatibleModule names the module. Go-side conditions are
+// sentinels (ErrClosed, ErrFinalized, ...) wrapped with %w.
+//
+// # Output
+//
+// Each interpreter's sys.stdout and sys.stderr go to io.Writers (InterpreterConfig.Stdout and
+// Stderr, Thread.SetOutput for one turn, os.Stdout/os.Stderr by default), in whole lines, so
+// that the output of different interpreters never mixes mid-line even on a shared writer.
+// sys.stdin is empty.
+//
+// # Inside the interpreter
+//
+// Every interpreter has the built-in module pyworkers: pyworkers.config() returns
+// InterpreterConfig.Config, pyworkers.worker_id() and pyworkers.workers() the worker numbering.
+// InterpreterConfig.Main sets globals of __main__ before any code runs.
+package cpython
