@@ -95,6 +95,11 @@ var (
 // 10–20 ms, is not interrupted. Errors: ErrFinalized, *PythonError when cfg's set-up raised,
 // *ConversionError for a cfg.Main value that cannot cross.
 func NewInterpreter(ctx context.Context, cfg InterpreterConfig) (*Interpreter, error) {
+	// rt.cfg is fixed once the runtime runs; ensureRunning's lock orders this read after it.
+	if err := ensureRunning(); err != nil {
+		return nil, err
+	}
+	defer rt.creating.Done()
 	workers := cfg.Workers
 	if workers <= 0 {
 		workers = 1
@@ -121,10 +126,6 @@ func NewInterpreter(ctx context.Context, cfg InterpreterConfig) (*Interpreter, e
 		}
 		return nil, err
 	}
-	if err := ensureRunning(); err != nil {
-		return nil, err
-	}
-	defer rt.creating.Done()
 	if err := lockLifecycle(ctx); err != nil {
 		return nil, err
 	}

@@ -104,4 +104,3 @@ func cmdVersion(stdout io.Writer) (int, error) {
 	fmt.Fprintf(stdout, "pyworkers %s\nCPython %s (%s build, prefix %s)\n", version, info.Version, build, info.Prefix)
 	return exitOK, nil
 }
-

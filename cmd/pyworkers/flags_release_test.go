@@ -1,0 +1,5 @@
+//go:build !pydebug
+
+package main_test
+
+var pydebugTag []string
