@@ -12,7 +12,8 @@ SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 
 WITH := scripts/with-python.sh
-GOTEST_FLAGS ?= -count=1 -timeout 20m
+# -p 1: packages one at a time, so that tests measuring parallelism get the cores they measure.
+GOTEST_FLAGS ?= -count=1 -p 1 -timeout 20m
 
 .PHONY: demo test provision fmt-check vet test-release test-debug bench
 

@@ -1,6 +1,8 @@
 // codec.c — Python objects to and from the wire format (include/pyw_wire.h). GIL held throughout.
 #include "pyw.h"
 
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 int pyw_buf_reserve(pyw_buf *b, size_t extra) {
@@ -102,9 +104,60 @@ static int fail_pyerr(pyw_enc_err *e, const char *what) {
 	return -1;
 }
 
-static int enc(pyw_buf *b, PyObject *o, int depth, pyw_enc_err *e);
+typedef struct {
+	pyw_buf *b;
+	pyw_refs *refs;
+	int share_large;
+	pyw_enc_err *e;
+} enc_ctx;
 
-static int enc_int(pyw_buf *b, PyObject *o, pyw_enc_err *e) {
+static int enc(enc_ctx *c, PyObject *o, int depth);
+
+static int put_ref(enc_ctx *c, pyw_shared *s) {
+	long idx = pyw_refs_add(c->refs, s);
+	if (idx < 0 || put_tag(c->b, PYW_TAG_BUFFER) < 0 || put_uvarint(c->b, (uint64_t)idx) < 0) {
+		return fail(c->e, "out of memory%s", "");
+	}
+	return 0;
+}
+
+/* Buffers and memoryviews of them go by reference; large bytes too when asked. 1 done, 0 not
+ * a shared value, -1 error. */
+static int enc_shared(enc_ctx *c, PyObject *o) {
+	pyw_shared *s = pyw_buffer_shared(o);
+	if (s == NULL && PyMemoryView_Check(o)) {
+		Py_buffer *v = PyMemoryView_GET_BUFFER(o);
+		pyw_shared *base = v->obj ? pyw_buffer_shared(v->obj) : NULL;
+		if (base != NULL) {
+			if (v->buf != base->data || (size_t)v->len != base->len || !PyBuffer_IsContiguous(v, 'C')) {
+				return fail(c->e, "a memoryview of part of a pyworkers.Buffer cannot be shared%s",
+				            " (send the whole buffer, or bytes(view))");
+			}
+			s = base;
+		}
+	}
+	if (s != NULL) {
+		if (c->refs == NULL) {
+			return fail(c->e, "pyworkers.Buffer cannot be passed here%s", "");
+		}
+		return put_ref(c, s) < 0 ? -1 : 1;
+	}
+	if (c->share_large && c->refs != NULL && PyBytes_Check(o) && PyBytes_GET_SIZE(o) >= PYW_SHARE_MIN) {
+		pyw_shared *n = pyw_shared_new((size_t)PyBytes_GET_SIZE(o));
+		if (n == NULL) {
+			return fail(c->e, "out of memory for a shared copy of %s", "bytes");
+		}
+		memcpy(n->data, PyBytes_AS_STRING(o), n->len);
+		int rc = put_ref(c, n);
+		pyw_shared_decref(n); /* the table holds it now */
+		return rc < 0 ? -1 : 1;
+	}
+	return 0;
+}
+
+static int enc_int(enc_ctx *c, PyObject *o) {
+	pyw_buf *b = c->b;
+	pyw_enc_err *e = c->e;
 	int overflow = 0;
 	long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
 	if (v == -1 && PyErr_Occurred()) {
@@ -131,14 +184,16 @@ static int enc_int(pyw_buf *b, PyObject *o, pyw_enc_err *e) {
 	return 0;
 }
 
-static int enc_seq(pyw_buf *b, char tag, PyObject *o, int depth, pyw_enc_err *e) {
+static int enc_seq(enc_ctx *c, char tag, PyObject *o, int depth) {
+	pyw_buf *b = c->b;
+	pyw_enc_err *e = c->e;
 	Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
 	PyObject **items = PySequence_Fast_ITEMS(o);
 	if (put_tag(b, tag) < 0 || put_uvarint(b, (uint64_t)n) < 0) {
 		return fail(e, "out of memory%s", "");
 	}
 	for (Py_ssize_t i = 0; i < n; i++) {
-		if (enc(b, items[i], depth + 1, e) < 0) {
+		if (enc(c, items[i], depth + 1) < 0) {
 			char elem[32];
 			snprintf(elem, sizeof elem, "[%zd]", i);
 			err_prepend(e, elem);
@@ -148,7 +203,9 @@ static int enc_seq(pyw_buf *b, char tag, PyObject *o, int depth, pyw_enc_err *e)
 	return 0;
 }
 
-static int enc_dict(pyw_buf *b, PyObject *o, int depth, pyw_enc_err *e) {
+static int enc_dict(enc_ctx *c, PyObject *o, int depth) {
+	pyw_buf *b = c->b;
+	pyw_enc_err *e = c->e;
 	Py_ssize_t pos = 0, n = PyDict_Size(o);
 	PyObject *k, *v;
 	if (put_tag(b, PYW_TAG_DICT) < 0 || put_uvarint(b, (uint64_t)n) < 0) {
@@ -167,7 +224,7 @@ static int enc_dict(pyw_buf *b, PyObject *o, int depth, pyw_enc_err *e) {
 			return fail(e, "out of memory%s", "");
 		}
 		Py_INCREF(v);
-		int rc = enc(b, v, depth + 1, e);
+		int rc = enc(c, v, depth + 1);
 		Py_DECREF(v);
 		if (rc < 0) {
 			PyObject *r = PyObject_Repr(k);
@@ -188,7 +245,9 @@ static int enc_dict(pyw_buf *b, PyObject *o, int depth, pyw_enc_err *e) {
 	return 0;
 }
 
-static int enc(pyw_buf *b, PyObject *o, int depth, pyw_enc_err *e) {
+static int enc(enc_ctx *c, PyObject *o, int depth) {
+	pyw_buf *b = c->b;
+	pyw_enc_err *e = c->e;
 	if (o == Py_None) {
 		return put_tag(b, PYW_TAG_NONE) < 0 ? fail(e, "out of memory%s", "") : 0;
 	}
@@ -196,7 +255,7 @@ static int enc(pyw_buf *b, PyObject *o, int depth, pyw_enc_err *e) {
 		return put_tag(b, o == Py_True ? PYW_TAG_TRUE : PYW_TAG_FALSE) < 0 ? fail(e, "out of memory%s", "") : 0;
 	}
 	if (PyLong_Check(o)) {
-		return enc_int(b, o, e);
+		return enc_int(c, o);
 	}
 	if (PyFloat_Check(o)) {
 		double d = PyFloat_AS_DOUBLE(o);
@@ -215,6 +274,10 @@ static int enc(pyw_buf *b, PyObject *o, int depth, pyw_enc_err *e) {
 		}
 		return put_blob(b, PYW_TAG_STR, s, (size_t)n) < 0 ? fail(e, "out of memory%s", "") : 0;
 	}
+	int sh = enc_shared(c, o);
+	if (sh != 0) {
+		return sh < 0 ? -1 : 0;
+	}
 	if (PyBytes_Check(o)) {
 		return put_blob(b, PYW_TAG_BYTES, PyBytes_AS_STRING(o), (size_t)PyBytes_GET_SIZE(o)) < 0
 		           ? fail(e, "out of memory%s", "")
@@ -227,14 +290,14 @@ static int enc(pyw_buf *b, PyObject *o, int depth, pyw_enc_err *e) {
 			return -1;
 		}
 		if (is_dict) {
-			return enc_dict(b, o, depth, e);
+			return enc_dict(c, o, depth);
 		}
 		if (is_tuple) {
-			return enc_seq(b, PYW_TAG_TUPLE, o, depth, e);
+			return enc_seq(c, PYW_TAG_TUPLE, o, depth);
 		}
 		/* No Python code runs while we encode (no callbacks, no allocation of Python objects,
 		 * the GIL is never released), so the list cannot change under us. */
-		return enc_seq(b, PYW_TAG_LIST, o, depth, e);
+		return enc_seq(c, PYW_TAG_LIST, o, depth);
 	}
 	PyTypeObject *t = Py_TYPE(o);
 	return fail(e, "Python type '%s' is not supported (use None, bool, int, float, str, bytes, tuple, list "
@@ -242,13 +305,17 @@ static int enc(pyw_buf *b, PyObject *o, int depth, pyw_enc_err *e) {
 	            t->tp_name);
 }
 
-int pyw_encode(pyw_buf *b, PyObject *o, pyw_enc_err *err) {
+int pyw_encode(pyw_buf *b, pyw_refs *refs, int share_large, PyObject *o, pyw_enc_err *err) {
 	err->path[0] = 0;
 	err->msg[0] = 0;
-	size_t start = b->len;
-	int rc = enc(b, o, 0, err);
+	size_t start = b->len, nrefs = refs ? refs->n : 0;
+	enc_ctx c = {b, refs, share_large, err};
+	int rc = enc(&c, o, 0);
 	if (rc < 0) {
 		b->len = start;
+		while (refs && refs->n > nrefs) {
+			pyw_shared_decref(refs->v[--refs->n]);
+		}
 	}
 	return rc;
 }
@@ -288,7 +355,12 @@ static int get_len(const char **p, const char *end, size_t *n) {
 	return 0;
 }
 
-static PyObject *dec(const char **p, const char *end, int depth) {
+typedef struct {
+	pyw_shared *const *refs;
+	size_t nrefs;
+} dec_ctx;
+
+static PyObject *dec(const dec_ctx *c, const char **p, const char *end, int depth) {
 	if (*p >= end) {
 		return malformed("truncated");
 	}
@@ -334,6 +406,19 @@ static PyObject *dec(const char **p, const char *end, int depth) {
 		*p += n;
 		return o;
 	}
+	case PYW_TAG_BUFFER: {
+		uint64_t idx;
+		if (get_uvarint(p, end, &idx) < 0 || idx >= c->nrefs || c->refs[idx] == NULL) {
+			return malformed("bad shared buffer reference");
+		}
+		PyObject *buf = pyw_buffer_wrap(c->refs[idx], 1);
+		if (buf == NULL) {
+			return NULL;
+		}
+		PyObject *mv = PyMemoryView_FromObject(buf);
+		Py_DECREF(buf);
+		return mv;
+	}
 	case PYW_TAG_BYTES: {
 		if (get_len(p, end, &n) < 0) {
 			return malformed("bad bytes length");
@@ -355,7 +440,7 @@ static PyObject *dec(const char **p, const char *end, int depth) {
 			return NULL;
 		}
 		for (size_t i = 0; i < n; i++) {
-			PyObject *it = dec(p, end, depth + 1);
+			PyObject *it = dec(c, p, end, depth + 1);
 			if (it == NULL) {
 				Py_DECREF(o);
 				return NULL;
@@ -384,8 +469,8 @@ static PyObject *dec(const char **p, const char *end, int depth) {
 				Py_DECREF(o);
 				return malformed("dict key is not a str");
 			}
-			PyObject *k = dec(p, end, depth + 1);
-			PyObject *v = k ? dec(p, end, depth + 1) : NULL;
+			PyObject *k = dec(c, p, end, depth + 1);
+			PyObject *v = k ? dec(c, p, end, depth + 1) : NULL;
 			if (v == NULL || PyDict_SetItem(o, k, v) < 0) {
 				Py_XDECREF(k);
 				Py_XDECREF(v);
@@ -401,4 +486,63 @@ static PyObject *dec(const char **p, const char *end, int depth) {
 	return malformed("unknown tag");
 }
 
-PyObject *pyw_decode(const char **p, const char *end) { return dec(p, end, 0); }
+PyObject *pyw_decode(const char **p, const char *end, pyw_shared *const *refs, size_t nrefs) {
+	dec_ctx c = {refs, nrefs};
+	return dec(&c, p, end, 0);
+}
+
+/* ---- shared buffers */
+
+pyw_shared *pyw_shared_new(size_t len) {
+	/* header and data in one block; data aligned for any use (SIMD, struct views) */
+	size_t head = (sizeof(pyw_shared) + 63) & ~(size_t)63;
+	if (len > SIZE_MAX - head) {
+		return NULL;
+	}
+	char *mem = NULL;
+	if (posix_memalign((void **)&mem, 64, head + len) != 0) {
+		return NULL;
+	}
+	memset(mem + head, 0, len);
+	pyw_shared *s = (pyw_shared *)mem;
+	atomic_init(&s->refs, 1);
+	s->len = len;
+	s->data = mem + head;
+	return s;
+}
+
+void pyw_shared_incref(pyw_shared *s) { atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed); }
+
+void pyw_shared_decref(pyw_shared *s) {
+	if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) {
+		free(s);
+	}
+}
+
+long pyw_refs_add(pyw_refs *r, pyw_shared *s) {
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 4;
+		pyw_shared **v = realloc(r->v, cap * sizeof *v);
+		if (v == NULL) {
+			return -1;
+		}
+		r->v = v;
+		r->cap = cap;
+	}
+	pyw_shared_incref(s);
+	r->v[r->n] = s;
+	return (long)r->n++;
+}
+
+void pyw_refs_clear(pyw_refs *r) {
+	while (r->n > 0) {
+		pyw_shared_decref(r->v[--r->n]);
+	}
+}
+
+void pyw_refs_free(pyw_refs *r) {
+	pyw_refs_clear(r);
+	free(r->v);
+	r->v = NULL;
+	r->cap = 0;
+}

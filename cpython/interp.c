@@ -1,6 +1,7 @@
 // interp.c — own-GIL interpreters: create, run, call, interrupt, end.
 #include "pyw.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 /* Output buffers above this size are given back after the call that grew them. */
@@ -8,14 +9,25 @@
 
 static PyObject *str_or_replace(const char *s) { return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "replace"); }
 
-/* Encodes o into w->out as the whole result; status on success. */
-static pyw_result encode_into(pyw_buf *out, PyObject *o, int status) {
-	pyw_result r = {status, NULL, 0, 0};
+/* The interpreter whose own thread this is (NULL on any other thread). */
+static _Thread_local pyw_interp *current;
+
+/* Encodes o into out as the whole result (shared buffers into refs when given); status on
+ * success. */
+static pyw_result encode_into(pyw_buf *out, pyw_refs *refs, PyObject *o, int status) {
+	pyw_result r = {status, NULL, 0, 0, NULL, 0};
 	pyw_enc_err e;
 	out->len = 0;
-	if (pyw_encode(out, o, &e) == 0) {
+	if (refs != NULL) {
+		pyw_refs_clear(refs);
+	}
+	if (pyw_encode(out, refs, 0, o, &e) == 0) {
 		r.data = out->data;
 		r.len = out->len;
+		if (refs != NULL) {
+			r.refs = refs->v;
+			r.nrefs = refs->n;
+		}
 		return r;
 	}
 	/* o itself has no encoding: report where and why, as (path, message) */
@@ -32,7 +44,7 @@ static pyw_result encode_into(pyw_buf *out, PyObject *o, int status) {
 	PyTuple_SET_ITEM(t, 0, p);
 	PyTuple_SET_ITEM(t, 1, m);
 	out->len = 0;
-	if (pyw_encode(out, t, &e) < 0) {
+	if (pyw_encode(out, NULL, 0, t, &e) < 0) {
 		r.status = PYW_FAILED;
 	} else {
 		r.status = status == PYW_OK ? PYW_CONVERT : PYW_FAILED;
@@ -58,9 +70,9 @@ static pyw_result capture_error(pyw_buf *out, PyObject *helpers) {
 		}
 	}
 	Py_XDECREF(exc);
-	pyw_result r = {PYW_FAILED, NULL, 0, 0};
+	pyw_result r = {PYW_FAILED, NULL, 0, 0, NULL, 0};
 	if (t != NULL) {
-		r = encode_into(out, t, PYW_PYERR);
+		r = encode_into(out, NULL, t, PYW_PYERR);
 		Py_DECREF(t);
 	}
 	return r;
@@ -71,6 +83,7 @@ static void begin(pyw_interp *w, uint64_t task) {
 	if (w->out.cap > PYW_OUT_KEEP) {
 		pyw_buf_free(&w->out);
 	}
+	pyw_refs_clear(&w->out_refs);
 	w->current_task = task;
 }
 
@@ -78,6 +91,7 @@ static void begin(pyw_interp *w, uint64_t task) {
  * not raised yet is withdrawn so it cannot hit the next task. Returns 1 if it was interrupted. */
 static int end_task(pyw_interp *w, uint64_t task) {
 	w->current_task = 0;
+	atomic_store(&w->interrupt_pending, 0);
 	if (task != 0 && w->interrupted_task == task) {
 		w->interrupted_task = 0;
 		PyObject *pending = PyErr_GetRaisedException();
@@ -94,7 +108,7 @@ static pyw_result finish(pyw_interp *w, uint64_t task, PyObject *value) {
 	if (value == NULL) {
 		r = capture_error(&w->out, w->helpers);
 	} else {
-		r = encode_into(&w->out, value, PYW_OK);
+		r = encode_into(&w->out, &w->out_refs, value, PYW_OK);
 		Py_DECREF(value);
 	}
 	r.interrupted = interrupted;
@@ -157,6 +171,8 @@ pyw_interp *pyw_interp_new(uintptr_t handle, const char *boot, size_t bootlen, c
 	w->tstate = ts;
 	w->interp = PyThreadState_GetInterpreter(ts);
 	w->thread_ident = PyThread_get_thread_ident();
+	pthread_mutex_init(&w->wait_mu, NULL);
+	current = w;
 	mod = PyImport_ImportModule("pyworkers");
 	if (mod == NULL || pyw_module_set_handle(mod, handle) < 0) {
 		goto fail;
@@ -180,7 +196,7 @@ pyw_interp *pyw_interp_new(uintptr_t handle, const char *boot, size_t bootlen, c
 	}
 	Py_CLEAR(r);
 	const char *p = setup;
-	cfgobj = pyw_decode(&p, setup + setuplen);
+	cfgobj = pyw_decode(&p, setup + setuplen, NULL, 0);
 	PyObject *fn = cfgobj ? helper(w, "setup") : NULL;
 	r = fn ? PyObject_CallOneArg(fn, cfgobj) : NULL;
 	if (r == NULL) {
@@ -204,8 +220,10 @@ fail:
 	Py_XDECREF(mod);
 	if (w != NULL) {
 		Py_CLEAR(w->helpers);
+		pthread_mutex_destroy(&w->wait_mu);
 		free(w);
 	}
+	current = NULL;
 	Py_EndInterpreter(ts);
 	return NULL;
 }
@@ -218,7 +236,10 @@ void pyw_interp_end(pyw_interp *w) {
 	free(w->slots);
 	Py_CLEAR(w->helpers);
 	Py_EndInterpreter(w->tstate); /* leaves no thread state current */
+	current = NULL;
 	pyw_buf_free(&w->out);
+	pyw_refs_free(&w->out_refs);
+	pthread_mutex_destroy(&w->wait_mu);
 	free(w);
 }
 
@@ -265,7 +286,8 @@ pyw_result pyw_interp_resolve(pyw_interp *w, const char *target, size_t len, siz
 	return finish(w, 0, r);
 }
 
-pyw_result pyw_interp_call(pyw_interp *w, size_t slot, const char *args, size_t len, uint64_t task) {
+pyw_result pyw_interp_call(pyw_interp *w, size_t slot, const char *args, size_t len, pyw_shared *const *refs,
+                           size_t nrefs, uint64_t task) {
 	begin(w, task);
 	const char *p = args, *end = args + len;
 	PyObject *a = NULL, *kw = NULL, *r = NULL;
@@ -273,8 +295,8 @@ pyw_result pyw_interp_call(pyw_interp *w, size_t slot, const char *args, size_t 
 		PyErr_SetString(PyExc_SystemError, "pyworkers: call of an unresolved target");
 		return finish(w, task, NULL);
 	}
-	a = pyw_decode(&p, end);
-	kw = a ? pyw_decode(&p, end) : NULL;
+	a = pyw_decode(&p, end, refs, nrefs);
+	kw = a ? pyw_decode(&p, end, refs, nrefs) : NULL;
 	if (kw != NULL && (!PyTuple_Check(a) || (kw != Py_None && !PyDict_Check(kw)))) {
 		PyErr_SetString(PyExc_SystemError, "pyworkers: malformed call arguments");
 	} else if (kw != NULL) {
@@ -296,9 +318,56 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task) {
 	if (cur != 0 && (task == 0 || cur == task)) {
 		w->interrupted_task = cur;
 		PyThreadState_SetAsyncExc(w->thread_ident, PyExc_KeyboardInterrupt);
+		atomic_store(&w->interrupt_pending, 1);
 		done = 1;
 	}
 	PyThreadState_Clear(ts);
 	PyThreadState_DeleteCurrent();
+	if (done) {
+		/* wake the task if it is blocked in one of our waits (it holds no GIL then) */
+		pthread_mutex_lock(&w->wait_mu);
+		if (w->wait_on_mu != NULL) {
+			pthread_mutex_lock(w->wait_on_mu);
+			pthread_cond_broadcast(w->wait_on_cv);
+			pthread_mutex_unlock(w->wait_on_mu);
+		}
+		pthread_mutex_unlock(&w->wait_mu);
+	}
 	return done;
+}
+
+void pyw_wait_begin(pthread_mutex_t *mu, pthread_cond_t *cv) {
+	pyw_interp *w = current;
+	if (w == NULL) {
+		return;
+	}
+	pthread_mutex_lock(&w->wait_mu);
+	w->wait_on_mu = mu;
+	w->wait_on_cv = cv;
+	pthread_mutex_unlock(&w->wait_mu);
+}
+
+int pyw_wait_interrupted(void) {
+	pyw_interp *w = current;
+	return w != NULL && atomic_load(&w->interrupt_pending);
+}
+
+void pyw_wait_end(void) {
+	pyw_interp *w = current;
+	if (w == NULL) {
+		return;
+	}
+	pthread_mutex_lock(&w->wait_mu);
+	w->wait_on_mu = NULL;
+	w->wait_on_cv = NULL;
+	pthread_mutex_unlock(&w->wait_mu);
+}
+
+PyObject *pyw_raise_interrupt(void) {
+	pyw_interp *w = current;
+	if (w != NULL) {
+		PyThreadState_SetAsyncExc(w->thread_ident, NULL);
+	}
+	PyErr_SetNone(PyExc_KeyboardInterrupt);
+	return NULL;
 }

@@ -67,12 +67,13 @@ type Interpreter struct {
 	c     *C.pyw_interp
 
 	// Used only on the interpreter's thread.
-	slots  map[string]C.size_t
-	argBuf []byte
-	handle cgo.Handle
-	stdout stream
-	stderr stream
-	runs   int
+	slots   map[string]C.size_t
+	argBuf  []byte
+	argRefs wire.Refs
+	handle  cgo.Handle
+	stdout  stream
+	stderr  stream
+	runs    int
 }
 
 type op struct {
@@ -410,8 +411,9 @@ func (t *Thread) Call(ctx context.Context, target string, args ...any) (any, err
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	buf, err := encodeCall(i.argBuf[:0], args)
+	buf, err := encodeCall(i.argBuf[:0], &i.argRefs, args)
 	i.argBuf = buf
+	defer i.argRefs.Clear()
 	if err != nil {
 		return nil, err
 	}
@@ -428,7 +430,8 @@ func (t *Thread) Call(ctx context.Context, target string, args ...any) (any, err
 	}
 	task := taskIDs.Add(1)
 	stop := i.watch(ctx, task)
-	r := C.pyw_interp_call(i.c, slot, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), C.uint64_t(task))
+	refs, nrefs := cRefs(&i.argRefs)
+	r := C.pyw_interp_call(i.c, slot, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), refs, nrefs, C.uint64_t(task))
 	stop()
 	return result(ctx, &r, "result")
 }
@@ -474,7 +477,7 @@ func decodeResult(r *C.pyw_result, what string) (any, error) {
 		if data == nil {
 			return nil, nil
 		}
-		v, err := wire.DecodeAll(data)
+		v, err := wire.DecodeRefs(data, goRefs(r.refs, r.nrefs))
 		if err != nil {
 			return nil, fmt.Errorf("cpython: internal: undecodable %s: %w", what, err)
 		}

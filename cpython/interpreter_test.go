@@ -43,7 +43,7 @@ func TestInterpretersRunInParallel(t *testing.T) {
 	a := newInterp(t, cpython.InterpreterConfig{})
 	b := newInterp(t, cpython.InterpreterConfig{})
 	var best float64
-	for attempt := 0; attempt < 5 && best < 1.3; attempt++ {
+	for attempt := 0; attempt < 5 && best < 1.2; attempt++ {
 		now, err := a.Eval(bg, "__import__('time').monotonic_ns()")
 		require.NoError(t, err)
 		start := now.(int64) + int64(50*time.Millisecond)
@@ -66,7 +66,7 @@ func TestInterpretersRunInParallel(t *testing.T) {
 		t.Logf("attempt %d: CPU/wall summed over both interpreters = %.2f", attempt, sum)
 		best = max(best, sum)
 	}
-	assert.Greater(t, best, 1.3, "two interpreters never had more than one core's worth of CPU at once")
+	assert.Greater(t, best, 1.2, "two interpreters never had more than one core's worth of CPU at once")
 }
 
 func TestExecEvalAndMainGlobals(t *testing.T) {

@@ -6,7 +6,8 @@
 #include "_cgo_export.h"
 
 typedef struct {
-	uintptr_t handle; /* cgo.Handle of the Go *Interpreter; 0 until set */
+	uintptr_t handle;      /* cgo.Handle of the Go *Interpreter; 0 until set */
+	PyObject *buffer_type; /* pyworkers.Buffer of this interpreter */
 } modstate;
 
 static modstate *state_of(PyObject *m) { return (modstate *)PyModule_GetState(m); }
@@ -64,6 +65,160 @@ static PyObject *mod_flush(PyObject *m, PyObject *arg) {
 	Py_RETURN_NONE;
 }
 
+/* ---- pyworkers.Buffer: a shared buffer (pyw_shared) as a Python object */
+
+typedef struct {
+	PyObject_HEAD pyw_shared *sh;
+	int readonly;
+} BufferObject;
+
+static PyObject *buffer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+	static char *kwlist[] = {"size", NULL};
+	Py_ssize_t n;
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "n:Buffer", kwlist, &n)) {
+		return NULL;
+	}
+	if (n < 0) {
+		PyErr_SetString(PyExc_ValueError, "Buffer size must not be negative");
+		return NULL;
+	}
+	pyw_shared *sh = pyw_shared_new((size_t)n);
+	if (sh == NULL) {
+		return PyErr_NoMemory();
+	}
+	BufferObject *self = (BufferObject *)type->tp_alloc(type, 0);
+	if (self == NULL) {
+		pyw_shared_decref(sh);
+		return NULL;
+	}
+	self->sh = sh;
+	self->readonly = 0;
+	return (PyObject *)self;
+}
+
+static void buffer_dealloc(PyObject *o) {
+	BufferObject *self = (BufferObject *)o;
+	PyTypeObject *tp = Py_TYPE(o);
+	if (self->sh != NULL) {
+		pyw_shared_decref(self->sh);
+	}
+	tp->tp_free(o);
+	Py_DECREF(tp);
+}
+
+static int buffer_getbuffer(PyObject *o, Py_buffer *view, int flags) {
+	BufferObject *self = (BufferObject *)o;
+	return PyBuffer_FillInfo(view, o, self->sh->data, (Py_ssize_t)self->sh->len, self->readonly, flags);
+}
+
+static Py_ssize_t buffer_len(PyObject *o) { return (Py_ssize_t)((BufferObject *)o)->sh->len; }
+
+static PyObject *buffer_repr(PyObject *o) {
+	BufferObject *self = (BufferObject *)o;
+	return PyUnicode_FromFormat("<pyworkers.Buffer of %zu bytes%s>", self->sh->len, self->readonly ? ", read-only" : "");
+}
+
+static PyObject *buffer_get_readonly(PyObject *o, void *closure) {
+	(void)closure;
+	return PyBool_FromLong(((BufferObject *)o)->readonly);
+}
+
+static PyGetSetDef buffer_getset[] = {
+    {"readonly", buffer_get_readonly, NULL, "True for a buffer received from elsewhere.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot buffer_slots[] = {
+    {Py_tp_new, buffer_new},
+    {Py_tp_dealloc, buffer_dealloc},
+    {Py_tp_repr, buffer_repr},
+    {Py_tp_getset, buffer_getset},
+    {Py_bf_getbuffer, buffer_getbuffer},
+    {Py_sq_length, buffer_len},
+    {Py_tp_doc, "Buffer(size): zeroed memory shared between interpreters and Go without copying.\n\n"
+                "Write into memoryview(buf), then send buf over a pyworkers.Channel (or return it to Go):\n"
+                "the receiver gets a read-only memoryview of the same memory. Do not change a buffer\n"
+                "after sending it: the receiver sees the change."},
+    {0, NULL},
+};
+
+static PyType_Spec buffer_spec = {
+    .name = "pyworkers.Buffer",
+    .basicsize = sizeof(BufferObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = buffer_slots,
+};
+
+static PyModuleDef moddef;
+
+static PyObject *current_module(void) {
+	PyObject *name = PyUnicode_FromString("pyworkers");
+	if (name == NULL) {
+		return NULL;
+	}
+	PyObject *m = PyImport_GetModule(name);
+	Py_DECREF(name);
+	if (m == NULL && !PyErr_Occurred()) {
+		PyErr_SetString(PyExc_RuntimeError, "the pyworkers module is not loaded in this interpreter");
+	}
+	return m;
+}
+
+PyObject *pyw_buffer_type(void) {
+	PyObject *m = current_module();
+	if (m == NULL) {
+		return NULL;
+	}
+	PyObject *t = state_of(m)->buffer_type;
+	Py_DECREF(m); /* sys.modules keeps the module, the module keeps the type */
+	return t;
+}
+
+PyObject *pyw_buffer_wrap(pyw_shared *s, int readonly) {
+	PyTypeObject *t = (PyTypeObject *)pyw_buffer_type();
+	if (t == NULL) {
+		return NULL;
+	}
+	BufferObject *self = (BufferObject *)t->tp_alloc(t, 0);
+	if (self == NULL) {
+		return NULL;
+	}
+	pyw_shared_incref(s);
+	self->sh = s;
+	self->readonly = readonly;
+	return (PyObject *)self;
+}
+
+pyw_shared *pyw_buffer_shared(PyObject *o) {
+	PyTypeObject *t = Py_TYPE(o);
+	if (!PyType_HasFeature(t, Py_TPFLAGS_HEAPTYPE)) {
+		return NULL; /* the fast answer for every built-in type */
+	}
+	PyObject *m = PyType_GetModuleByDef(t, &moddef); /* borrowed */
+	if (m == NULL) {
+		PyErr_Clear();
+		return NULL;
+	}
+	if ((PyObject *)t != state_of(m)->buffer_type) {
+		return NULL;
+	}
+	return ((BufferObject *)o)->sh;
+}
+
+/* ---- extensions from other packages */
+
+#define MAX_EXTS 8
+static int (*exts[MAX_EXTS])(PyObject *);
+static int nexts;
+
+int pyw_module_add_ext(int (*fn)(PyObject *module)) {
+	if (nexts == MAX_EXTS) {
+		return -1;
+	}
+	exts[nexts++] = fn;
+	return 0;
+}
+
 static PyMethodDef methods[] = {
     {"_write", (PyCFunction)(void (*)(void))mod_write, METH_FASTCALL, "write(fd, text): send text to the Go side."},
     {"_flush", mod_flush, METH_O, "flush(fd): write out a pending partial line."},
@@ -71,7 +226,29 @@ static PyMethodDef methods[] = {
 };
 
 static int mod_exec(PyObject *m) {
-	state_of(m)->handle = 0;
+	modstate *st = state_of(m);
+	st->handle = 0;
+	st->buffer_type = PyType_FromModuleAndSpec(m, &buffer_spec, NULL);
+	if (st->buffer_type == NULL || PyModule_AddObjectRef(m, "Buffer", st->buffer_type) < 0) {
+		return -1;
+	}
+	for (int i = 0; i < nexts; i++) {
+		if (exts[i](m) < 0) {
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int mod_traverse(PyObject *m, visitproc visit, void *arg) {
+	modstate *st = state_of(m);
+	Py_VISIT(st->buffer_type);
+	return 0;
+}
+
+static int mod_clear(PyObject *m) {
+	modstate *st = state_of(m);
+	Py_CLEAR(st->buffer_type);
 	return 0;
 }
 
@@ -82,13 +259,15 @@ static PyModuleDef_Slot slots[] = {
     {0, NULL},
 };
 
-static struct PyModuleDef moddef = {
+static PyModuleDef moddef = {
     PyModuleDef_HEAD_INIT,
     .m_name = "pyworkers",
     .m_doc = "pyworkers: this interpreter's link to the Go program that runs it.",
     .m_size = sizeof(modstate),
     .m_methods = methods,
     .m_slots = slots,
+    .m_traverse = mod_traverse,
+    .m_clear = mod_clear,
 };
 
 PyObject *pyw_module_init(void) { return PyModuleDef_Init(&moddef); }

@@ -27,6 +27,7 @@ type Kwargs map[string]any
 //	Tuple                                tuple           Tuple
 //	[]any, other slices and arrays       list            []any
 //	map[string]any, map[string]T         dict            map[string]any
+//	*Buffer (shared, not copied)         memoryview      *Buffer (from a pyworkers.Buffer)
 //
 // Named types convert by their underlying kind. Anything else is a *ConversionError naming the
 // type and where it was, for example `at [1]["when"]: Go type time.Time has no Python
@@ -34,21 +35,21 @@ type Kwargs map[string]any
 
 // encodeCall appends the call encoding (a tuple of positional arguments, then a dict of keyword
 // arguments or None) to buf.
-func encodeCall(buf []byte, args []any) ([]byte, error) {
+func encodeCall(buf []byte, refs *wire.Refs, args []any) ([]byte, error) {
 	var kw Kwargs
 	if n := len(args); n > 0 {
 		if k, ok := args[n-1].(Kwargs); ok {
 			kw, args = k, args[:n-1]
 		}
 	}
-	buf, err := wire.Append(buf, Tuple(args))
+	buf, err := wire.AppendRefs(buf, refs, Tuple(args))
 	if err != nil {
 		return buf, conversionError("argument", "args", err)
 	}
 	if kw == nil {
 		return append(buf, wire.TagNone), nil
 	}
-	buf, err = wire.Append(buf, map[string]any(kw))
+	buf, err = wire.AppendRefs(buf, refs, map[string]any(kw))
 	if err != nil {
 		return buf, conversionError("argument", "kwargs", err)
 	}

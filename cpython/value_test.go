@@ -383,3 +383,59 @@ func valueFromBytes(data *[]byte, depth int) any {
 		return m
 	}
 }
+
+func TestSharedBuffersCrossWithoutCopy(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	buf, err := cpython.NewBuffer(8)
+	require.NoError(t, err)
+	copy(buf.Bytes(), "abcdefgh")
+	require.NoError(t, i.Exec(bg, `
+held = None
+def keep(mv):
+    global held
+    held = mv
+    return (type(mv).__name__, mv.readonly, bytes(mv), len(mv))
+`))
+	v, err := i.Call(bg, "__main__:keep", buf)
+	require.NoError(t, err)
+	assert.Equal(t, cpython.Tuple{"memoryview", true, []byte("abcdefgh"), int64(8)}, v)
+
+	// the same memory, not a copy: a change in Go shows in Python
+	buf.Bytes()[0] = 'X'
+	v, err = i.Eval(bg, "bytes(held)")
+	require.NoError(t, err)
+	assert.Equal(t, []byte("Xbcdefgh"), v)
+	// read-only on the receiving side
+	pe := pyErr(t, i.Exec(bg, "held[0] = 1"))
+	assert.Equal(t, "TypeError", pe.Type)
+
+	// Go's reference goes; Python's stays valid
+	buf.Release()
+	buf.Release()
+	assert.Nil(t, buf.Bytes())
+	v, err = i.Eval(bg, "bytes(held[:2])")
+	require.NoError(t, err)
+	assert.Equal(t, []byte("Xb"), v)
+	_, err = i.Call(bg, "pwtest:ident", buf)
+	var ce *cpython.ConversionError
+	require.ErrorAs(t, err, &ce)
+	assert.Contains(t, ce.Reason, "released")
+
+	// a pyworkers.Buffer made and filled in Python reaches Go by reference
+	v, err = i.Eval(bg, "(lambda b: (memoryview(b).__setitem__(slice(0, 3), b'xyz'), b)[1])(__import__('pyworkers').Buffer(4))")
+	require.NoError(t, err)
+	gb, ok := v.(*cpython.Buffer)
+	require.True(t, ok, "got %T", v)
+	assert.Equal(t, []byte("xyz\x00"), gb.Bytes())
+	assert.Equal(t, 4, gb.Len())
+	gb.Release()
+
+	// a view of part of a buffer cannot be shared
+	_, err = i.Eval(bg, "memoryview(__import__('pyworkers').Buffer(4))[1:]")
+	require.ErrorAs(t, err, &ce)
+	assert.Contains(t, ce.Reason, "part of a pyworkers.Buffer")
+
+	v, err = i.Eval(bg, "(repr(__import__('pyworkers').Buffer(3)), len(__import__('pyworkers').Buffer(5)))")
+	require.NoError(t, err)
+	assert.Equal(t, cpython.Tuple{"<pyworkers.Buffer of 3 bytes>", int64(5)}, v)
+}

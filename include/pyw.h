@@ -15,6 +15,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stddef.h>
 
@@ -26,6 +27,29 @@
 #define PYW_INTERRUPTED 2 /* like PYW_PYERR, and the exception is the interrupt we injected */
 #define PYW_CONVERT 3     /* data: encoded (path, message): the result has no wire encoding */
 #define PYW_FAILED 4      /* data: encoded str: a failure of pyworkers itself (e.g. out of memory) */
+
+/* A shared buffer: interpreter-neutral memory with an atomic reference count. It crosses
+ * interpreters (and Go) by reference, so large payloads move without a copy. */
+typedef struct pyw_shared {
+	_Atomic long refs;
+	size_t len;
+	char *data; /* len bytes, zeroed at creation, 64-byte aligned */
+} pyw_shared;
+
+pyw_shared *pyw_shared_new(size_t len); /* refs = 1; NULL when out of memory */
+void pyw_shared_incref(pyw_shared *s);
+void pyw_shared_decref(pyw_shared *s);
+
+/* The shared buffers an encoded value refers to ('B' tags hold indexes into it); each entry
+ * holds one reference. */
+typedef struct {
+	pyw_shared **v;
+	size_t n, cap;
+} pyw_refs;
+
+long pyw_refs_add(pyw_refs *r, pyw_shared *s); /* increfs s; returns its index or -1 */
+void pyw_refs_clear(pyw_refs *r);             /* decrefs all, keeps the array */
+void pyw_refs_free(pyw_refs *r);
 
 /* A growable byte buffer owned by C (malloc). */
 typedef struct {
@@ -41,6 +65,8 @@ typedef struct {
 	const char *data; /* points into the interpreter's output buffer: valid until its next call */
 	size_t len;
 	int interrupted; /* an interrupt was injected into this call (whatever its outcome) */
+	pyw_shared *const *refs; /* the shared buffers data refers to, valid as long as data */
+	size_t nrefs;
 } pyw_result;
 
 /* One own-GIL interpreter, owned by its Go *Interpreter. */
@@ -54,6 +80,13 @@ typedef struct pyw_interp {
 	PyObject **slots;           /* resolved call targets, indexed by the Go side */
 	size_t nslots;
 	pyw_buf out;
+	pyw_refs out_refs; /* shared buffers the last result refers to */
+	/* Blocking waits (pyw_wait_*) of the interpreter's own thread register here, so that an
+	 * interrupt can wake them at once instead of when they time out. */
+	pthread_mutex_t wait_mu;
+	pthread_mutex_t *wait_on_mu;
+	pthread_cond_t *wait_on_cv;
+	_Atomic int interrupt_pending; /* set with the injected interrupt, cleared when the task ends */
 } pyw_interp;
 
 /* ---- runtime (runtime.c) */
@@ -75,25 +108,50 @@ pyw_result pyw_interp_run(pyw_interp *w, int mode, const char *src, size_t len, 
                           uint64_t task);
 /* Resolves target ("pkg.mod:func", "path/file.py:func") into slot. */
 pyw_result pyw_interp_resolve(pyw_interp *w, const char *target, size_t len, size_t slot);
-/* Calls slot with args: an encoded tuple followed by an encoded dict of keywords or None. */
-pyw_result pyw_interp_call(pyw_interp *w, size_t slot, const char *args, size_t len, uint64_t task);
+/* Calls slot with args: an encoded tuple followed by an encoded dict of keywords or None, whose
+ * 'B' tags index refs. */
+pyw_result pyw_interp_call(pyw_interp *w, size_t slot, const char *args, size_t len, pyw_shared *const *refs,
+                           size_t nrefs, uint64_t task);
 /* From any other thread: injects KeyboardInterrupt into task if (and only if) it is still the
  * running one. Returns 1 if injected. Blocks until it can take the interpreter's GIL. */
 int pyw_interp_interrupt(pyw_interp *w, uint64_t task);
 
 /* ---- codec (codec.c): PyObject <-> wire; GIL held */
-/* Appends the encoding of o. On failure returns -1 with path/message in err (path is built from
- * the outside in) and no Python exception set. */
+/* Appends the encoding of o. pyworkers.Buffer objects (and memoryviews of them) are encoded
+ * by reference into refs; with refs NULL they are refused. With share_large, bytes of at least
+ * PYW_SHARE_MIN are copied once into a new shared buffer and sent by reference (the receiver
+ * sees a read-only memoryview). On failure returns -1 with path/message in err (path built from
+ * the outside in), no Python exception set, and b and refs as they were. */
+#define PYW_SHARE_MIN (64 * 1024)
 typedef struct {
 	char path[256];
 	char msg[256];
 } pyw_enc_err;
-int pyw_encode(pyw_buf *b, PyObject *o, pyw_enc_err *err);
-/* Decodes one value from *p (advancing it). NULL with a Python exception set on failure. */
-PyObject *pyw_decode(const char **p, const char *end);
+int pyw_encode(pyw_buf *b, pyw_refs *refs, int share_large, PyObject *o, pyw_enc_err *err);
+/* Decodes one value from *p (advancing it); 'B' tags index refs[0..nrefs) and become read-only
+ * memoryviews of pyworkers.Buffer. NULL with a Python exception set on failure. */
+PyObject *pyw_decode(const char **p, const char *end, pyw_shared *const *refs, size_t nrefs);
 
 /* ---- the pyworkers built-in module (module.c) */
 PyObject *pyw_module_init(void);
 int pyw_module_set_handle(PyObject *module, uintptr_t handle);
+/* Other packages (channels) add to the module: fn runs in every interpreter's module exec.
+ * Register before the runtime starts (from a Go init function). */
+int pyw_module_add_ext(int (*fn)(PyObject *module));
+/* The pyworkers.Buffer type of the current interpreter (borrowed), or NULL with an exception. */
+PyObject *pyw_buffer_type(void);
+PyObject *pyw_buffer_wrap(pyw_shared *s, int readonly); /* new Buffer object holding a reference */
+pyw_shared *pyw_buffer_shared(PyObject *o);             /* s if o is a Buffer (borrowed), else NULL */
+
+/* ---- interruptible waits (interp.c), for blocking calls made with the GIL released.
+ * pyw_wait_begin registers (mu, cv) so that interrupting the current task broadcasts cv under mu;
+ * while registered, a wait loop must re-check pyw_wait_interrupted() under mu before sleeping.
+ * Threads that are not an interpreter's own thread register nothing (both are no-ops). */
+void pyw_wait_begin(pthread_mutex_t *mu, pthread_cond_t *cv);
+int pyw_wait_interrupted(void);
+void pyw_wait_end(void);
+/* GIL held: raise KeyboardInterrupt for an interrupt a wait noticed, withdrawing the pending
+ * asynchronous one so it is raised once. Returns NULL for convenience. */
+PyObject *pyw_raise_interrupt(void);
 
 #endif

@@ -16,6 +16,8 @@
  *   't' uvarint(n) value*n       tuple
  *   'l' uvarint(n) value*n       list
  *   'd' uvarint(n) (key value)*n dict; every key is a str value ('s')
+ *   'B' uvarint(i)               a shared buffer, by reference: entry i of the table of buffers
+ *                                that travels beside the bytes (never a pointer in the bytes)
  *
  * uvarint is the unsigned LEB128 encoding used by Go's encoding/binary. Nesting is limited to
  * PYW_MAX_DEPTH containers so that neither side can be driven into a stack overflow.
@@ -36,5 +38,6 @@
 #define PYW_TAG_TUPLE 't'
 #define PYW_TAG_LIST 'l'
 #define PYW_TAG_DICT 'd'
+#define PYW_TAG_BUFFER 'B'
 
 #endif

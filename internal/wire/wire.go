@@ -20,6 +20,7 @@ import (
 	"reflect"
 	"strconv"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // MaxDepth is the deepest nesting of containers either side encodes or decodes (PYW_MAX_DEPTH).
@@ -38,6 +39,7 @@ const (
 	TagTuple  = 't'
 	TagList   = 'l'
 	TagDict   = 'd'
+	TagBuffer = 'B'
 )
 
 // Tuple is a Python tuple: encoded as one, and what a decoded tuple becomes.
@@ -86,12 +88,16 @@ func malformed(format string, args ...any) error {
 // Append appends the encoding of v to buf. On error buf is returned unchanged in length
 // semantics: callers must discard what was appended after the original length.
 func Append(buf []byte, v any) ([]byte, error) {
-	return appendValue(buf, v, 0)
+	return appendValue(buf, nil, v, 0)
+}
+
+func appendValueRefs(buf []byte, refs *Refs, v any) ([]byte, error) {
+	return appendValue(buf, refs, v, 0)
 }
 
 var bigIntType = reflect.TypeFor[*big.Int]()
 
-func appendValue(b []byte, v any, depth int) ([]byte, error) {
+func appendValue(b []byte, refs *Refs, v any, depth int) ([]byte, error) {
 	switch x := v.(type) {
 	case nil:
 		return append(b, TagNone), nil
@@ -141,14 +147,16 @@ func appendValue(b []byte, v any, depth int) ([]byte, error) {
 			return b, unsupported("nil *big.Int")
 		}
 		return AppendBigInt(b, x), nil
+	case *Buffer:
+		return appendBuffer(b, refs, x)
 	case Tuple:
-		return appendSeq(b, TagTuple, x, depth)
+		return appendSeq(b, refs, TagTuple, x, depth)
 	case []any:
-		return appendSeq(b, TagList, x, depth)
+		return appendSeq(b, refs, TagList, x, depth)
 	case map[string]any:
-		return appendMap(b, x, depth)
+		return appendMap(b, refs, x, depth)
 	}
-	return appendReflect(b, reflect.ValueOf(v), depth)
+	return appendReflect(b, refs, reflect.ValueOf(v), depth)
 }
 
 func appendInt(b []byte, x int64) []byte {
@@ -193,7 +201,7 @@ func AppendBigInt(b []byte, x *big.Int) []byte {
 	return b
 }
 
-func appendSeq(b []byte, tag byte, items []any, depth int) ([]byte, error) {
+func appendSeq(b []byte, refs *Refs, tag byte, items []any, depth int) ([]byte, error) {
 	if depth >= MaxDepth {
 		return b, unsupported("nested deeper than %d containers", MaxDepth)
 	}
@@ -201,14 +209,14 @@ func appendSeq(b []byte, tag byte, items []any, depth int) ([]byte, error) {
 	b = binary.AppendUvarint(b, uint64(len(items)))
 	var err error
 	for i, it := range items {
-		if b, err = appendValue(b, it, depth+1); err != nil {
+		if b, err = appendValue(b, refs, it, depth+1); err != nil {
 			return b, prefix(err, "["+strconv.Itoa(i)+"]")
 		}
 	}
 	return b, nil
 }
 
-func appendMap(b []byte, m map[string]any, depth int) ([]byte, error) {
+func appendMap(b []byte, refs *Refs, m map[string]any, depth int) ([]byte, error) {
 	if depth >= MaxDepth {
 		return b, unsupported("nested deeper than %d containers", MaxDepth)
 	}
@@ -220,7 +228,7 @@ func appendMap(b []byte, m map[string]any, depth int) ([]byte, error) {
 			return b, unsupported("map key is not valid UTF-8 (%s)", quoteShort(k))
 		}
 		b = appendBlob(b, TagStr, k)
-		if b, err = appendValue(b, v, depth+1); err != nil {
+		if b, err = appendValue(b, refs, v, depth+1); err != nil {
 			return b, prefix(err, "["+strconv.Quote(k)+"]")
 		}
 	}
@@ -228,13 +236,13 @@ func appendMap(b []byte, m map[string]any, depth int) ([]byte, error) {
 }
 
 // appendReflect handles named types and typed containers ([]int, map[string]float64, ...).
-func appendReflect(b []byte, rv reflect.Value, depth int) ([]byte, error) {
+func appendReflect(b []byte, refs *Refs, rv reflect.Value, depth int) ([]byte, error) {
 	if !rv.IsValid() {
 		return append(b, TagNone), nil
 	}
 	switch rv.Kind() {
 	case reflect.Bool:
-		return appendValue(b, rv.Bool(), depth)
+		return appendValue(b, refs, rv.Bool(), depth)
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		return appendInt(b, rv.Int()), nil
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
@@ -242,15 +250,15 @@ func appendReflect(b []byte, rv reflect.Value, depth int) ([]byte, error) {
 	case reflect.Float32, reflect.Float64:
 		return appendFloat(b, rv.Float()), nil
 	case reflect.String:
-		return appendValue(b, rv.String(), depth)
+		return appendValue(b, refs, rv.String(), depth)
 	case reflect.Slice, reflect.Array:
 		if rv.Type().Elem().Kind() == reflect.Uint8 {
 			if rv.Kind() == reflect.Slice {
-				return appendValue(b, rv.Bytes(), depth)
+				return appendValue(b, refs, rv.Bytes(), depth)
 			}
 			buf := make([]byte, rv.Len())
 			reflect.Copy(reflect.ValueOf(buf), rv)
-			return appendValue(b, buf, depth)
+			return appendValue(b, refs, buf, depth)
 		}
 		if depth >= MaxDepth {
 			return b, unsupported("nested deeper than %d containers", MaxDepth)
@@ -259,7 +267,7 @@ func appendReflect(b []byte, rv reflect.Value, depth int) ([]byte, error) {
 		b = binary.AppendUvarint(b, uint64(rv.Len()))
 		var err error
 		for i := range rv.Len() {
-			if b, err = appendValue(b, rv.Index(i).Interface(), depth+1); err != nil {
+			if b, err = appendValue(b, refs, rv.Index(i).Interface(), depth+1); err != nil {
 				return b, prefix(err, "["+strconv.Itoa(i)+"]")
 			}
 		}
@@ -281,20 +289,20 @@ func appendReflect(b []byte, rv reflect.Value, depth int) ([]byte, error) {
 				return b, unsupported("map key is not valid UTF-8 (%s)", quoteShort(k))
 			}
 			b = appendBlob(b, TagStr, k)
-			if b, err = appendValue(b, iter.Value().Interface(), depth+1); err != nil {
+			if b, err = appendValue(b, refs, iter.Value().Interface(), depth+1); err != nil {
 				return b, prefix(err, "["+strconv.Quote(k)+"]")
 			}
 		}
 		return b, nil
 	case reflect.Pointer:
 		if rv.Type() == bigIntType {
-			return appendValue(b, rv.Interface().(*big.Int), depth)
+			return appendValue(b, refs, rv.Interface().(*big.Int), depth)
 		}
 	case reflect.Interface:
 		if rv.IsNil() {
 			return append(b, TagNone), nil
 		}
-		return appendValue(b, rv.Elem().Interface(), depth)
+		return appendValue(b, refs, rv.Elem().Interface(), depth)
 	}
 	return b, unsupported("Go type %s has no Python counterpart", rv.Type())
 }
@@ -308,7 +316,13 @@ func quoteShort(s string) string {
 
 // Decode decodes the value at the start of b and returns it with the bytes after it.
 func Decode(b []byte) (any, []byte, error) {
-	return decodeValue(b, 0)
+	var d decoder
+	return d.value(b, 0)
+}
+
+// decoder carries the table of shared buffers 'B' tags refer to (none for plain Decode).
+type decoder struct {
+	refs []unsafe.Pointer
 }
 
 // DecodeAll decodes exactly one value that must fill b.
@@ -334,7 +348,7 @@ func readLen(b []byte, what string) (int, []byte, error) {
 	return int(n), b[k:], nil
 }
 
-func decodeValue(b []byte, depth int) (any, []byte, error) {
+func (d *decoder) value(b []byte, depth int) (any, []byte, error) {
 	if len(b) == 0 {
 		return nil, b, malformed("truncated: value expected")
 	}
@@ -385,6 +399,13 @@ func decodeValue(b []byte, depth int) (any, []byte, error) {
 			return nil, b, err
 		}
 		return append([]byte{}, rest[:n]...), rest[n:], nil
+	case TagBuffer:
+		idx, k := binary.Uvarint(b)
+		if k <= 0 || idx >= uint64(len(d.refs)) || d.refs[idx] == nil {
+			return nil, b, malformed("bad shared buffer reference")
+		}
+		SharedOps.Incref(d.refs[idx])
+		return WrapShared(d.refs[idx]), b[k:], nil
 	case TagTuple, TagList:
 		if depth >= MaxDepth {
 			return nil, b, malformed("nested deeper than %d containers", MaxDepth)
@@ -395,7 +416,7 @@ func decodeValue(b []byte, depth int) (any, []byte, error) {
 		}
 		items := make([]any, n)
 		for i := range items {
-			if items[i], rest, err = decodeValue(rest, depth+1); err != nil {
+			if items[i], rest, err = d.value(rest, depth+1); err != nil {
 				return nil, b, prefix(err, "["+strconv.Itoa(i)+"]")
 			}
 		}
@@ -417,10 +438,10 @@ func decodeValue(b []byte, depth int) (any, []byte, error) {
 				return nil, b, malformed("dict key %d is not a str", i)
 			}
 			var k, v any
-			if k, rest, err = decodeValue(rest, depth+1); err != nil {
+			if k, rest, err = d.value(rest, depth+1); err != nil {
 				return nil, b, err
 			}
-			if v, rest, err = decodeValue(rest, depth+1); err != nil {
+			if v, rest, err = d.value(rest, depth+1); err != nil {
 				return nil, b, prefix(err, "["+strconv.Quote(k.(string))+"]")
 			}
 			m[k.(string)] = v

@@ -1,0 +1,127 @@
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"runtime"
+	"sync/atomic"
+	"unsafe"
+)
+
+// SharedOps are the C operations on shared buffers (pyw_shared). Package cpython sets them at
+// init; wire itself stays free of cgo.
+var SharedOps struct {
+	Incref func(p unsafe.Pointer)
+	Decref func(p unsafe.Pointer)
+	// Data returns the buffer's memory as a slice over C memory.
+	Data func(p unsafe.Pointer) []byte
+}
+
+// Buffer is a reference to a shared buffer: interpreter-neutral memory, reference counted,
+// that crosses between Go and Python interpreters without being copied.
+//
+// Bytes gives direct access to the memory. A Buffer holds one reference until Release (or,
+// as a safety net, until the garbage collector finds it unreachable); after Release, Bytes
+// returns nil. Its methods are safe for concurrent use; the memory itself is not synchronised:
+// do not change it after sending the buffer, the receivers see the change.
+type Buffer struct {
+	p       unsafe.Pointer // C pyw_shared*, nil after Release
+	data    []byte
+	state   atomic.Int32 // 0 live, 1 released
+	cleanup runtime.Cleanup
+}
+
+// WrapShared makes a Buffer for p, taking over one reference the caller already holds.
+func WrapShared(p unsafe.Pointer) *Buffer {
+	b := &Buffer{p: p, data: SharedOps.Data(p)}
+	b.cleanup = runtime.AddCleanup(b, SharedOps.Decref, p)
+	return b
+}
+
+// Bytes is the buffer's memory (nil after Release). The slice must not be used after Release.
+func (b *Buffer) Bytes() []byte {
+	if b == nil || b.state.Load() != 0 {
+		return nil
+	}
+	return b.data
+}
+
+// Len is the buffer's size in bytes (0 after Release).
+func (b *Buffer) Len() int { return len(b.Bytes()) }
+
+// Release gives up this reference. It is idempotent; the memory is freed when the last
+// reference, here or in any interpreter, is gone.
+func (b *Buffer) Release() {
+	if b == nil || !b.state.CompareAndSwap(0, 1) {
+		return
+	}
+	b.cleanup.Stop()
+	SharedOps.Decref(b.p)
+	b.data = nil
+}
+
+// ptr returns the C pointer while the buffer is live.
+func (b *Buffer) ptr() (unsafe.Pointer, error) {
+	if b == nil || b.state.Load() != 0 {
+		return nil, errReleased
+	}
+	return b.p, nil
+}
+
+var errReleased = errors.New("released Buffer")
+
+// Refs collects the shared buffers an encoding refers to, in the order of their 'B' indexes.
+// Each entry holds one reference (Incref at Add) until Clear.
+type Refs struct {
+	P []unsafe.Pointer
+}
+
+// Clear drops every reference.
+func (r *Refs) Clear() {
+	for _, p := range r.P {
+		SharedOps.Decref(p)
+	}
+	r.P = r.P[:0]
+}
+
+// AppendRefs is Append that also accepts *Buffer values, encoding them by reference into refs.
+// On error, refs is as it was.
+func AppendRefs(buf []byte, refs *Refs, v any) ([]byte, error) {
+	n := len(refs.P)
+	out, err := appendValueRefs(buf, refs, v)
+	if err != nil {
+		for _, p := range refs.P[n:] {
+			SharedOps.Decref(p)
+		}
+		refs.P = refs.P[:n]
+	}
+	return out, err
+}
+
+func appendBuffer(b []byte, refs *Refs, x *Buffer) ([]byte, error) {
+	if refs == nil {
+		return b, unsupported("a Buffer cannot be passed here")
+	}
+	p, err := x.ptr()
+	if err != nil {
+		return b, unsupported("Buffer was released")
+	}
+	SharedOps.Incref(p)
+	refs.P = append(refs.P, p)
+	b = append(b, TagBuffer)
+	return binary.AppendUvarint(b, uint64(len(refs.P)-1)), nil
+}
+
+// DecodeRefs is Decode for bytes whose 'B' tags index refs; each becomes a new *Buffer with a
+// reference of its own.
+func DecodeRefs(b []byte, refs []unsafe.Pointer) (any, error) {
+	d := decoder{refs: refs}
+	v, rest, err := d.value(b, 0)
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) != 0 {
+		return nil, malformed("%d trailing bytes after the value", len(rest))
+	}
+	return v, nil
+}
