@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pyworkers/pyworkers/cpython"
+	"github.com/pyworkers/pyworkers/internal/pwtest"
 )
 
 var bg = context.Background()
@@ -117,7 +118,7 @@ func TestCallTargets(t *testing.T) {
 		{"pwtest:Greeter.hello", []any{"go"}, "hello, go"},
 		{"os.path:join", []any{"a", "b"}, "a/b"},
 		{"json:dumps", []any{map[string]any{"k": []any{1, true, nil}}}, `{"k": [1, true, null]}`},
-		{testdataPython + "/scriptfile.py:area", []any{3, 4}, int64(12)},
+		{pwtest.PythonDir + "/scriptfile.py:area", []any{3, 4}, int64(12)},
 		{"../testdata/python/scriptfile.py:area", []any{5, 6}, int64(30)},
 	}
 	for _, c := range cases {

@@ -4,57 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
-	"time"
-
-	"go.uber.org/goleak"
 
 	"github.com/pyworkers/pyworkers/cpython"
+	"github.com/pyworkers/pyworkers/internal/pwtest"
 )
 
-// testdataPython holds the Python modules the tests call (testdata/python).
-var testdataPython string
-
 func TestMain(m *testing.M) {
-	dir, err := filepath.Abs("../testdata/python")
-	if err == nil {
-		testdataPython = dir
-		err = cpython.Initialize(cpython.Config{Path: []string{dir}})
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "cpython tests:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := cpython.Finalize(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "Finalize:", err)
-		code = 1
-	}
-	// After Finalize the package refuses work with a clear error, never a crash.
-	if _, err := cpython.NewInterpreter(ctx, cpython.InterpreterConfig{}); !errors.Is(err, cpython.ErrFinalized) {
-		fmt.Fprintln(os.Stderr, "NewInterpreter after Finalize: want ErrFinalized, got", err)
-		code = 1
-	}
-	if err := cpython.Initialize(cpython.Config{}); !errors.Is(err, cpython.ErrFinalized) {
-		fmt.Fprintln(os.Stderr, "Initialize after Finalize: want ErrFinalized, got", err)
-		code = 1
-	}
-	if n := cpython.LiveInterpreters(); n != 0 {
-		fmt.Fprintln(os.Stderr, "interpreters alive after Finalize:", n)
-		code = 1
-	}
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
+	pwtest.Main(m, func() error {
+		// After Finalize the package refuses work with a clear error, never a crash.
+		if _, err := cpython.NewInterpreter(context.Background(), cpython.InterpreterConfig{}); !errors.Is(err, cpython.ErrFinalized) {
+			return fmt.Errorf("NewInterpreter after Finalize: want ErrFinalized, got %v", err)
 		}
-	}
-	os.Exit(code)
+		if err := cpython.Initialize(cpython.Config{}); !errors.Is(err, cpython.ErrFinalized) {
+			return fmt.Errorf("Initialize after Finalize: want ErrFinalized, got %v", err)
+		}
+		if n := cpython.LiveInterpreters(); n != 0 {
+			return fmt.Errorf("interpreters alive after Finalize: %d", n)
+		}
+		return nil
+	})
 }
 
 // newInterp creates an interpreter closed at the end of the test.

@@ -1,0 +1,151 @@
+package channels_test
+
+import (
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/pyworkers/pyworkers/channels"
+	"github.com/pyworkers/pyworkers/cpython"
+)
+
+func reportPercentiles(b *testing.B, lat []time.Duration) {
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Nanoseconds()), "p99-ns")
+}
+
+// startEcho runs pwchan.echo(in → out) in a new interpreter until in is closed.
+func startEcho(b *testing.B) (in, out *channels.Channel, stop func()) {
+	in, out = newChan(b, 0), newChan(b, 0)
+	echo := newInterp(b)
+	done := make(chan error, 1)
+	go func() { _, err := echo.Call(bg, "pwchan:echo", in.ID(), out.ID()); done <- err }()
+	return in, out, func() {
+		in.Close()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPingPong: one item there and back between two OS threads through two channels.
+// python-python is what interpreters see (timed in Python); go-python includes Go's cgo calls.
+func BenchmarkPingPong(b *testing.B) {
+	b.Run("python-python", func(b *testing.B) {
+		in, out, stop := startEcho(b)
+		defer stop()
+		pinger := newInterp(b)
+		b.ResetTimer()
+		v, err := pinger.Call(bg, "pwchan:pingpong", in.ID(), out.ID(), b.N)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r := v.(cpython.Tuple)
+		b.ReportMetric(float64(r[0].(int64)), "p50-ns")
+		b.ReportMetric(float64(r[1].(int64)), "p99-ns")
+	})
+	b.Run("go-python", func(b *testing.B) {
+		in, out, stop := startEcho(b)
+		defer stop()
+		lat := make([]time.Duration, 0, b.N)
+		b.ReportAllocs()
+		for k := 0; b.Loop(); k++ {
+			t0 := time.Now()
+			if err := in.Send(bg, k); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := out.Recv(bg); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		reportPercentiles(b, lat)
+	})
+}
+
+// BenchmarkThroughput: small items (ints) from one producer to one consumer.
+func BenchmarkThroughput(b *testing.B) {
+	b.Run("python-python", func(b *testing.B) {
+		c := newChan(b, 1024)
+		producer, consumer := newInterp(b), newInterp(b)
+		got := make(chan cpython.Tuple, 1)
+		b.ResetTimer()
+		go func() {
+			v, err := consumer.Call(bg, "pwchan:consume", c.ID())
+			if err != nil {
+				b.Error(err)
+			}
+			got <- v.(cpython.Tuple)
+		}()
+		if _, err := producer.Call(bg, "pwchan:produce", c.ID(), b.N); err != nil {
+			b.Fatal(err)
+		}
+		r := <-got
+		b.StopTimer()
+		if r[0].(int64) != int64(b.N) {
+			b.Fatalf("received %d of %d", r[0], b.N)
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "items/s")
+	})
+	b.Run("go-go", func(b *testing.B) {
+		c := newChan(b, 1024)
+		done := make(chan int)
+		b.ReportAllocs()
+		b.ResetTimer()
+		go func() {
+			n := 0
+			for {
+				if _, err := c.Recv(bg); err != nil {
+					break
+				}
+				n++
+			}
+			done <- n
+		}()
+		for k := range b.N {
+			if err := c.Send(bg, k); err != nil {
+				b.Fatal(err)
+			}
+		}
+		c.Close()
+		if n := <-done; n != b.N {
+			b.Fatalf("received %d of %d", n, b.N)
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "items/s")
+	})
+}
+
+// BenchmarkPayload: a shared buffer from Go through a Python echo and back. No copy is made,
+// so the time does not depend on the size.
+func BenchmarkPayload(b *testing.B) {
+	for _, size := range []struct {
+		name string
+		n    int
+	}{{"1MiB", 1 << 20}, {"64MiB", 64 << 20}} {
+		b.Run(size.name, func(b *testing.B) {
+			buf, err := cpython.NewBuffer(size.n)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer buf.Release()
+			in, out, stop := startEcho(b)
+			defer stop()
+			b.SetBytes(int64(size.n))
+			for b.Loop() {
+				if err := in.Send(bg, buf); err != nil {
+					b.Fatal(err)
+				}
+				v, err := out.Recv(bg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				back := v.(*cpython.Buffer)
+				if &back.Bytes()[0] != &buf.Bytes()[0] {
+					b.Fatal("the buffer came back as a copy")
+				}
+				back.Release()
+			}
+		})
+	}
+}

@@ -1,0 +1,260 @@
+package channels
+
+// #include <stdlib.h>
+// #include "pyw_queue.h"
+import "C"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"unsafe"
+
+	"github.com/pyworkers/pyworkers/cpython"
+	"github.com/pyworkers/pyworkers/internal/wire"
+)
+
+func init() {
+	if C.pyw_channels_register() != 0 {
+		panic("channels: cannot register pyworkers.Channel with the pyworkers module")
+	}
+}
+
+// Sentinel errors, wrapped by the errors this package returns (test with errors.Is).
+var (
+	// ErrClosed: Send on a closed channel, or Recv on a closed and drained one.
+	ErrClosed = errors.New("channels: channel closed")
+	// ErrFull: TrySend on a full bounded channel.
+	ErrFull = errors.New("channels: channel full")
+	// ErrEmpty: TryRecv on an empty channel.
+	ErrEmpty = errors.New("channels: channel empty")
+	// ErrNoChannel: Open of an id no live channel has.
+	ErrNoChannel = errors.New("channels: no channel with that id")
+)
+
+// Channel is a queue between goroutines and Python interpreters: Go sends and receives here,
+// Python code in any pyworkers interpreter does with pyworkers.Channel(id). Items are copied by
+// value in pyworkers' interpreter-neutral encoding (no pickle), outlive the interpreter that
+// sent them, and are received exactly once.
+//
+// All methods are safe for concurrent use from any goroutine. The queue lives as long as any
+// holder does: this *Channel (until the garbage collector finds it unreachable) or a Python
+// Channel object in some interpreter. Close is about the channel's state, not its memory.
+type Channel struct {
+	q   *C.pyw_queue
+	id  int64
+	cap int
+}
+
+func wrap(q *C.pyw_queue) *Channel {
+	c := &Channel{q: q, id: int64(C.pyw_queue_id(q)), cap: int(C.pyw_queue_capacity(q))}
+	runtime.AddCleanup(c, func(q *C.pyw_queue) { C.pyw_queue_decref(q) }, q)
+	return c
+}
+
+// New makes a channel holding up to capacity items (0: unbounded; Send then never waits).
+func New(capacity int) (*Channel, error) {
+	if capacity < 0 {
+		return nil, fmt.Errorf("channels: New: capacity %d: want 0 (unbounded) or more", capacity)
+	}
+	q := C.pyw_queue_new(C.size_t(capacity))
+	if q == nil {
+		return nil, errors.New("channels: New: out of memory")
+	}
+	return wrap(q), nil
+}
+
+// Open returns the live channel with this id (made by New here, or by Channel.create in
+// Python), or ErrNoChannel.
+func Open(id int64) (*Channel, error) {
+	q := C.pyw_queue_lookup(C.int64_t(id))
+	if q == nil {
+		return nil, fmt.Errorf("%w: %d", ErrNoChannel, id)
+	}
+	return wrap(q), nil
+}
+
+// ID identifies the channel process-wide: pyworkers.Channel(id) opens it in Python.
+func (c *Channel) ID() int64 { return c.id }
+
+// Cap is the capacity given to New (0: unbounded).
+func (c *Channel) Cap() int { return c.cap }
+
+// Len is the number of items waiting in the channel now.
+func (c *Channel) Len() int {
+	n := int(C.pyw_queue_len(c.q))
+	runtime.KeepAlive(c)
+	return n
+}
+
+// Closed reports whether Close has been called, here or in Python.
+func (c *Channel) Closed() bool {
+	closed := C.pyw_queue_is_closed(c.q) != 0
+	runtime.KeepAlive(c)
+	return closed
+}
+
+// Close closes the channel: sends fail with ErrClosed at once; receivers get the items left,
+// then ErrClosed. It reports whether this call closed it; closing again is harmless.
+func (c *Channel) Close() bool {
+	closed := C.pyw_queue_close(c.q) != 0
+	runtime.KeepAlive(c)
+	return closed
+}
+
+var encodeBufs = sync.Pool{New: func() any { return new(encodeBuf) }}
+
+type encodeBuf struct {
+	b    []byte
+	refs wire.Refs
+}
+
+// Send puts a copy of v in the channel, waiting while a bounded channel is full. v may be nil,
+// bool, any integer or *big.Int, float, string (valid UTF-8), []byte, cpython.Tuple, slices,
+// maps with string keys, and *cpython.Buffer (shared, not copied); anything else is a
+// *cpython.ConversionError and nothing is sent. Errors: ErrClosed, ctx.Err().
+func (c *Channel) Send(ctx context.Context, v any) error {
+	return c.send(ctx, v, true)
+}
+
+// TrySend is Send without waiting: ErrFull when a bounded channel is full.
+func (c *Channel) TrySend(v any) error {
+	return c.send(context.Background(), v, false)
+}
+
+func (c *Channel) send(ctx context.Context, v any, wait bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	eb := encodeBufs.Get().(*encodeBuf)
+	defer encodeBufs.Put(eb)
+	defer eb.refs.Clear()
+	var err error
+	eb.b, err = wire.AppendRefs(eb.b[:0], &eb.refs, v)
+	if err != nil {
+		return conversionError(err)
+	}
+	var refs **C.pyw_shared
+	if len(eb.refs.P) > 0 {
+		refs = (**C.pyw_shared)(unsafe.Pointer(&eb.refs.P[0]))
+	}
+	data, n, nrefs := (*C.char)(unsafe.Pointer(&eb.b[0])), C.size_t(len(eb.b)), C.size_t(len(eb.refs.P))
+	op := func(timeout C.int64_t, cancel *C.int) C.int {
+		return C.pyw_queue_send_copy(c.q, data, n, refs, nrefs, timeout, cancel)
+	}
+	rc := c.wait(ctx, op, wait, C.PYW_Q_FULL)
+	runtime.KeepAlive(c)
+	return c.result(ctx, rc)
+}
+
+// Recv takes the next item, waiting while the channel is empty. Values come back as the Go
+// types of package cpython (int64 or *big.Int, float64, string, []byte, []any, cpython.Tuple,
+// map[string]any), and shared buffers as *cpython.Buffer (a view of the shared memory: call
+// Release when done). Python bytes of 64 KiB or more travel as shared buffers, so they arrive
+// as *cpython.Buffer too. Errors: ErrClosed once the channel is closed and drained, ctx.Err().
+func (c *Channel) Recv(ctx context.Context) (any, error) {
+	return c.recv(ctx, true)
+}
+
+// TryRecv is Recv without waiting: ErrEmpty when there is nothing to take.
+func (c *Channel) TryRecv() (any, error) {
+	return c.recv(context.Background(), false)
+}
+
+func (c *Channel) recv(ctx context.Context, wait bool) (any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var it *C.pyw_item
+	op := func(timeout C.int64_t, cancel *C.int) C.int {
+		return C.pyw_queue_pop(c.q, &it, timeout, cancel)
+	}
+	rc := c.wait(ctx, op, wait, C.PYW_Q_EMPTY)
+	runtime.KeepAlive(c)
+	if err := c.result(ctx, rc); err != nil {
+		return nil, err
+	}
+	defer C.pyw_item_free(it)
+	data := unsafe.Slice((*byte)(unsafe.Pointer(it.data)), int(it.len))
+	var refs []unsafe.Pointer
+	if it.refs.n > 0 {
+		refs = unsafe.Slice((*unsafe.Pointer)(unsafe.Pointer(it.refs.v)), int(it.refs.n))
+	}
+	v, err := wire.DecodeRefs(data, refs)
+	if err != nil {
+		return nil, fmt.Errorf("channels: internal: undecodable item: %w", err)
+	}
+	return v, nil
+}
+
+// wait runs op without waiting first; if it would have to wait (busy) and waiting is allowed,
+// it runs op again waiting, with ctx's cancellation wired to the queue.
+func (c *Channel) wait(ctx context.Context, op func(C.int64_t, *C.int) C.int, wait bool, busy C.int) C.int {
+	rc := op(0, nil)
+	if rc != busy || !wait {
+		return rc
+	}
+	if ctx.Done() == nil {
+		return op(-1, nil)
+	}
+	cancel := (*C.int)(C.calloc(1, C.size_t(unsafe.Sizeof(C.int(0)))))
+	defer C.free(unsafe.Pointer(cancel))
+	cancelled := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		C.pyw_queue_cancel(c.q, cancel)
+		close(cancelled)
+	})
+	rc = op(-1, cancel)
+	if !stop() {
+		<-cancelled // the canceller has the flag: let it finish before the flag is freed
+	}
+	return rc
+}
+
+func (c *Channel) result(ctx context.Context, rc C.int) error {
+	switch rc {
+	case C.PYW_Q_OK:
+		return nil
+	case C.PYW_Q_CLOSED:
+		return ErrClosed
+	case C.PYW_Q_FULL:
+		return ErrFull
+	case C.PYW_Q_EMPTY:
+		return ErrEmpty
+	case C.PYW_Q_CANCELLED:
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return context.Canceled
+	case C.PYW_Q_NOMEM:
+		return errors.New("channels: out of memory")
+	}
+	return fmt.Errorf("channels: internal: unexpected queue outcome %d", int(rc))
+}
+
+func conversionError(err error) error {
+	var we *wire.Error
+	if errors.As(err, &we) {
+		return &cpython.ConversionError{What: "value", Path: we.Path, Reason: we.Msg}
+	}
+	return fmt.Errorf("channels: cannot send: %w", err)
+}
+
+// String describes the channel for logs.
+func (c *Channel) String() string {
+	return fmt.Sprintf("channels.Channel(id=%d, len=%d, cap=%d, closed=%t)", c.id, c.Len(), c.cap, c.Closed())
+}
+
+// sendRaw puts b in the channel as an item without checking it is a valid encoding: for
+// testing the decoders against malformed items.
+func (c *Channel) sendRaw(b []byte) error {
+	var p *C.char
+	if len(b) > 0 {
+		p = (*C.char)(unsafe.Pointer(&b[0]))
+	}
+	rc := C.pyw_queue_send_copy(c.q, p, C.size_t(len(b)), nil, 0, 0, nil)
+	runtime.KeepAlive(c)
+	return c.result(context.Background(), rc)
+}

@@ -1,0 +1,416 @@
+package channels_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/big"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pyworkers/pyworkers/channels"
+	"github.com/pyworkers/pyworkers/cpython"
+)
+
+func newChan(t testing.TB, capacity int) *channels.Channel {
+	t.Helper()
+	c, err := channels.New(capacity)
+	require.NoError(t, err)
+	return c
+}
+
+// values of every encoded type, in the form they come back to Go
+var sample = []any{
+	nil, true, false, int64(0), int64(-42), int64(math.MaxInt64), int64(math.MinInt64),
+	new(big.Int).Lsh(big.NewInt(3), 100), new(big.Int).Neg(new(big.Int).Lsh(big.NewInt(1), 70)),
+	1.5, math.Inf(-1), "", "héllo 🐍", []byte{}, []byte{0, 255},
+	cpython.Tuple{}, cpython.Tuple{int64(1), "a"}, []any{}, []any{nil, []any{cpython.Tuple{int64(2)}}},
+	map[string]any{}, map[string]any{"k": map[string]any{"n": []any{int64(1), 2.5}}},
+}
+
+func TestGoToGo(t *testing.T) {
+	c := newChan(t, 0)
+	for _, v := range sample {
+		require.NoError(t, c.Send(bg, v))
+	}
+	assert.Equal(t, len(sample), c.Len())
+	for _, want := range sample {
+		got, err := c.Recv(bg)
+		require.NoError(t, err)
+		assert.Equal(t, want, got)
+	}
+	_, err := c.TryRecv()
+	assert.ErrorIs(t, err, channels.ErrEmpty)
+}
+
+// Every type goes Go → C → Python → C → Go: a Python echo loop in an interpreter forwards
+// what it receives.
+func TestThroughPython(t *testing.T) {
+	in, out := newChan(t, 0), newChan(t, 0)
+	i := newInterp(t)
+	done := make(chan error, 1)
+	go func() {
+		done <- i.Exec(bg, fmt.Sprintf(`
+import pyworkers
+src, dst = pyworkers.Channel(%d), pyworkers.Channel(%d)
+for item in src:
+    dst.send(item)
+dst.close()
+`, in.ID(), out.ID()))
+	}()
+	for _, v := range sample {
+		require.NoError(t, in.Send(bg, v))
+	}
+	in.Close()
+	for _, want := range sample {
+		got, err := out.Recv(bg)
+		require.NoError(t, err)
+		assert.Equal(t, want, got)
+	}
+	_, err := out.Recv(bg)
+	assert.ErrorIs(t, err, channels.ErrClosed)
+	require.NoError(t, <-done)
+}
+
+func TestSharedBuffersAndLargeBytes(t *testing.T) {
+	c := newChan(t, 0)
+	i := newInterp(t)
+	buf, err := cpython.NewBuffer(1 << 20)
+	require.NoError(t, err)
+	copy(buf.Bytes(), "shared")
+	require.NoError(t, c.Send(bg, map[string]any{"payload": buf}))
+	buf.Release() // the item holds its own reference
+	v, err := i.Eval(bg, fmt.Sprintf(`(lambda m: (type(m['payload']).__name__, m['payload'].readonly, bytes(m['payload'][:6]), len(m['payload'])))(__import__('pyworkers').Channel(%d).recv())`, c.ID()))
+	require.NoError(t, err)
+	assert.Equal(t, cpython.Tuple{"memoryview", true, []byte("shared"), int64(1 << 20)}, v)
+
+	// Python bytes of 64 KiB or more travel shared: a memoryview in Python, a Buffer in Go
+	require.NoError(t, i.Exec(bg, fmt.Sprintf(`
+import pyworkers
+ch = pyworkers.Channel(%d)
+ch.send(b'x' * 65536)
+ch.send(b'y' * 10)
+`, c.ID())))
+	got, err := c.Recv(bg)
+	require.NoError(t, err)
+	gb, ok := got.(*cpython.Buffer)
+	require.True(t, ok, "got %T", got)
+	assert.Equal(t, 65536, gb.Len())
+	assert.Equal(t, byte('x'), gb.Bytes()[65535])
+	gb.Release()
+	got, err = c.Recv(bg)
+	require.NoError(t, err)
+	assert.Equal(t, []byte("yyyyyyyyyy"), got)
+}
+
+func TestUnshareableValuesAreNotSent(t *testing.T) {
+	c := newChan(t, 0)
+	require.NoError(t, c.Send(bg, "first"))
+	err := c.Send(bg, []any{1, map[string]any{"bad": make(chan int)}})
+	var ce *cpython.ConversionError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, `[1]["bad"]`, ce.Path)
+	assert.Equal(t, 1, c.Len(), "nothing enqueued")
+
+	i := newInterp(t)
+	pe := pyErrOf(t, i.Exec(bg, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).send([1, {'x': {2}}])", c.ID())))
+	assert.Equal(t, "TypeError", pe.Type)
+	assert.Contains(t, pe.Message, "[1]['x']")
+	assert.Contains(t, pe.Message, "'set'")
+	pe = pyErrOf(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).send(object())", c.ID())))
+	assert.Contains(t, pe.Message, "'object'")
+	assert.Equal(t, 1, c.Len(), "nothing enqueued")
+	got, err := c.Recv(bg)
+	require.NoError(t, err)
+	assert.Equal(t, "first", got)
+}
+
+func pyErrOf(t *testing.T, err error) *cpython.PythonError {
+	t.Helper()
+	var pe *cpython.PythonError
+	require.ErrorAs(t, err, &pe)
+	return pe
+}
+
+func TestCloseAndDrain(t *testing.T) {
+	c := newChan(t, 0)
+	for k := range 3 {
+		require.NoError(t, c.Send(bg, k))
+	}
+	assert.True(t, c.Close())
+	assert.False(t, c.Close())
+	assert.True(t, c.Closed())
+	assert.ErrorIs(t, c.Send(bg, 9), channels.ErrClosed)
+	assert.ErrorIs(t, c.TrySend(9), channels.ErrClosed)
+	for k := range 3 {
+		v, err := c.Recv(bg)
+		require.NoError(t, err)
+		assert.Equal(t, int64(k), v)
+	}
+	_, err := c.Recv(bg)
+	assert.ErrorIs(t, err, channels.ErrClosed)
+
+	// the same seen from Python
+	d := newChan(t, 0)
+	require.NoError(t, d.Send(bg, "a"))
+	require.NoError(t, d.Send(bg, "b"))
+	d.Close()
+	i := newInterp(t)
+	v, err := i.Eval(bg, fmt.Sprintf("list(__import__('pyworkers').Channel(%d))", d.ID()))
+	require.NoError(t, err)
+	assert.Equal(t, []any{"a", "b"}, v)
+	pe := pyErrOf(t, i.Exec(bg, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).recv()", d.ID())))
+	assert.Equal(t, "pyworkers.ChannelClosed", pe.Type)
+	pe = pyErrOf(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).send(1)", d.ID())))
+	assert.Equal(t, "pyworkers.ChannelClosed", pe.Type)
+}
+
+func TestClosingWakesBlockedReceivers(t *testing.T) {
+	c := newChan(t, 0)
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() { _, err := c.Recv(bg); errs <- err }()
+	}
+	time.Sleep(20 * time.Millisecond)
+	c.Close()
+	for range 3 {
+		assert.ErrorIs(t, <-errs, channels.ErrClosed)
+	}
+}
+
+func TestBoundedBackpressure(t *testing.T) {
+	c := newChan(t, 2)
+	assert.Equal(t, 2, c.Cap())
+	require.NoError(t, c.TrySend(1))
+	require.NoError(t, c.TrySend(2))
+	assert.ErrorIs(t, c.TrySend(3), channels.ErrFull)
+	sent := make(chan error, 1)
+	go func() { sent <- c.Send(bg, 3) }()
+	select {
+	case err := <-sent:
+		t.Fatalf("Send on a full channel returned at once: %v", err)
+	case <-time.After(30 * time.Millisecond):
+	}
+	v, err := c.Recv(bg)
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), v)
+	require.NoError(t, <-sent)
+	assert.Equal(t, 2, c.Len())
+
+	i := newInterp(t)
+	pe := pyErrOf(t, i.Exec(bg, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).send_nowait(4)", c.ID())))
+	assert.Equal(t, "pyworkers.ChannelFull", pe.Type)
+	pe = pyErrOf(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).send(4, timeout=0.05)", c.ID())))
+	assert.Equal(t, "TimeoutError", pe.Type)
+}
+
+func TestTimeoutsAndCancellation(t *testing.T) {
+	c := newChan(t, 0)
+	ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)
+	defer cancel()
+	_, err := c.Recv(ctx)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	ctx, cancel = context.WithCancel(bg)
+	time.AfterFunc(20*time.Millisecond, cancel)
+	_, err = c.Recv(ctx)
+	assert.ErrorIs(t, err, context.Canceled)
+
+	i := newInterp(t)
+	pe := pyErrOf(t, i.Exec(bg, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).recv(timeout=0.05)", c.ID())))
+	assert.Equal(t, "TimeoutError", pe.Type)
+	pe = pyErrOf(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).recv_nowait()", c.ID())))
+	assert.Equal(t, "pyworkers.ChannelEmpty", pe.Type)
+	pe = pyErrOf(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).recv(timeout=-1)", c.ID())))
+	assert.Equal(t, "ValueError", pe.Type)
+}
+
+// A task blocked in recv() is woken by its interrupt at once, not when some timeout passes.
+func TestInterruptWakesABlockedReceiver(t *testing.T) {
+	c := newChan(t, 0)
+	i := newInterp(t)
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := i.Exec(ctx, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).recv()", c.ID()))
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	var ie *cpython.InterruptedError
+	require.ErrorAs(t, err, &ie)
+	assert.Less(t, time.Since(start), 5*time.Second)
+	// nothing was lost or half-taken, and the interpreter goes on
+	require.NoError(t, c.Send(bg, "later"))
+	v, err := i.Eval(bg, fmt.Sprintf("pyworkers.Channel(%d).recv()", c.ID()))
+	require.NoError(t, err)
+	assert.Equal(t, "later", v)
+}
+
+// While one thread of an interpreter waits in recv(), the interpreter's GIL is free: another
+// thread of the same interpreter runs Python meanwhile.
+func TestBlockedReceiverReleasesItsGIL(t *testing.T) {
+	c := newChan(t, 0)
+	i := newInterp(t)
+	require.NoError(t, i.Exec(bg, fmt.Sprintf(`
+import pyworkers, threading
+got = []
+waiter = threading.Thread(target=lambda: got.append(pyworkers.Channel(%d).recv()))
+waiter.start()
+`, c.ID())))
+	time.Sleep(20 * time.Millisecond) // let the thread block in recv
+	ctx, cancel := context.WithTimeout(bg, 5*time.Second)
+	defer cancel()
+	v, err := i.Eval(ctx, "sum(range(100000)) if waiter.is_alive() else 'not blocked'")
+	require.NoError(t, err, "the interpreter could not run while a thread waited in recv")
+	assert.Equal(t, int64(4999950000), v)
+	require.NoError(t, c.Send(bg, "wake"))
+	require.NoError(t, i.Exec(bg, "waiter.join()"))
+	v, err = i.Eval(bg, "got")
+	require.NoError(t, err)
+	assert.Equal(t, []any{"wake"}, v)
+}
+
+func TestItemsOutliveTheirSender(t *testing.T) {
+	c := newChan(t, 0)
+	sender, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{})
+	require.NoError(t, err)
+	require.NoError(t, sender.Exec(bg, fmt.Sprintf(`
+import pyworkers
+ch = pyworkers.Channel(%d)
+ch.send({'from': 'a dead interpreter', 'data': [1, 2, 3]})
+ch.send(pyworkers.Buffer(100000))
+ch.send(b'z' * 100000)
+`, c.ID())))
+	require.NoError(t, sender.Close())
+
+	receiver := newInterp(t)
+	v, err := receiver.Eval(bg, fmt.Sprintf(`
+(lambda ch: [ch.recv(), len(ch.recv()), bytes(ch.recv()[-3:])])(__import__('pyworkers').Channel(%d))`, c.ID()))
+	require.NoError(t, err)
+	assert.Equal(t, []any{map[string]any{"from": "a dead interpreter", "data": []any{int64(1), int64(2), int64(3)}}, int64(100000), []byte("zzz")}, v)
+}
+
+func TestOpenByID(t *testing.T) {
+	_, err := channels.Open(1 << 60)
+	assert.ErrorIs(t, err, channels.ErrNoChannel)
+	i := newInterp(t)
+	pe := pyErrOf(t, i.Exec(bg, "import pyworkers\npyworkers.Channel(1 << 60)"))
+	assert.Equal(t, "ValueError", pe.Type)
+
+	// made in Python, opened in Go
+	v, err := i.Eval(bg, "(lambda ch: (globals().__setitem__('keep', ch), ch.send('hi'), ch.id)[2])(pyworkers.Channel.create(capacity=4))")
+	require.NoError(t, err)
+	c, err := channels.Open(v.(int64))
+	require.NoError(t, err)
+	assert.Equal(t, 4, c.Cap())
+	got, err := c.Recv(bg)
+	require.NoError(t, err)
+	assert.Equal(t, "hi", got)
+	assert.Contains(t, c.String(), fmt.Sprintf("id=%d", c.ID()))
+	v, err = i.Eval(bg, "repr(keep)")
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(v.(string), "<pyworkers.Channel id="))
+}
+
+// N producers × M consumers across interpreters (and Go): every item delivered exactly once.
+func TestManyProducersManyConsumers(t *testing.T) {
+	const producers, consumers, perProducer = 3, 3, 2000
+	c := newChan(t, 64)
+	results := newChan(t, 0)
+	var wg sync.WaitGroup
+	errs := make(chan error, producers+consumers+1)
+	for p := range producers {
+		in := newInterp(t)
+		wg.Go(func() {
+			errs <- in.Exec(bg, fmt.Sprintf(`
+import pyworkers
+ch = pyworkers.Channel(%d)
+for k in range(%d):
+    ch.send(%d * 1000000 + k)
+`, c.ID(), perProducer, p))
+		})
+	}
+	var cwg sync.WaitGroup
+	for range consumers - 1 {
+		in := newInterp(t)
+		cwg.Go(func() {
+			errs <- in.Exec(bg, fmt.Sprintf(`
+import pyworkers
+out = pyworkers.Channel(%d)
+got = [x for x in pyworkers.Channel(%d)]
+out.send(got)
+`, results.ID(), c.ID()))
+		})
+	}
+	var goGot []int64
+	cwg.Go(func() { // and one consumer in Go
+		for {
+			v, err := c.Recv(bg)
+			if errors.Is(err, channels.ErrClosed) {
+				return
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			goGot = append(goGot, v.(int64))
+		}
+	})
+	wg.Wait()
+	c.Close()
+	cwg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	all := goGot
+	for range consumers - 1 {
+		v, err := results.Recv(bg)
+		require.NoError(t, err)
+		for _, x := range v.([]any) {
+			all = append(all, x.(int64))
+		}
+	}
+	require.Len(t, all, producers*perProducer)
+	sort.Slice(all, func(a, b int) bool { return all[a] < all[b] })
+	k := 0
+	for p := range producers {
+		for n := range perProducer {
+			require.Equal(t, int64(p*1000000+n), all[k], "item %d", k)
+			k++
+		}
+	}
+}
+
+// FuzzMalformedItems: whatever bytes an item holds, neither Python nor Go crashes decoding it.
+func FuzzMalformedItems(f *testing.F) {
+	for _, s := range [][]byte{{}, {'N'}, {'l', 3, 'N'}, {'d', 1, 'N', 'N'}, {'s', 1, 0xff}, {'B', 0}, {'I', 0},
+		append([]byte{'l', 1, 'l', 1, 'l', 1}, 'N')} {
+		f.Add(s)
+	}
+	var once sync.Once
+	var in *cpython.Interpreter
+	f.Fuzz(func(t *testing.T, b []byte) {
+		once.Do(func() {
+			var err error
+			in, err = cpython.NewInterpreter(bg, cpython.InterpreterConfig{})
+			require.NoError(t, err)
+		})
+		c := newChan(t, 0)
+		require.NoError(t, c.SendRaw(b))
+		_, goErr := c.Recv(bg)
+		require.NoError(t, c.SendRaw(b))
+		_, pyErr := in.Eval(bg, fmt.Sprintf("__import__('pyworkers').Channel(%d).recv()", c.ID()))
+		if goErr != nil {
+			assert.NotErrorIs(t, goErr, channels.ErrClosed)
+		}
+		var pe *cpython.PythonError
+		if errors.As(pyErr, &pe) {
+			assert.Contains(t, []string{"ValueError", "UnicodeDecodeError"}, pe.Type, "%+v", pe)
+		}
+	})
+}

@@ -1,0 +1,45 @@
+// Package channels moves data between goroutines and Python interpreters through queues
+// implemented in C: no pickle, no polling, nothing lost when an interpreter ends.
+//
+// # Model
+//
+// A channel is a multi-producer, multi-consumer queue, bounded (Send waits while it is full) or
+// unbounded. Items are stored in pyworkers' interpreter-neutral encoding, so an item belongs to
+// no interpreter: it outlives the one that sent it, and each is received exactly once. A closed
+// channel refuses sends at once and lets receivers drain what is left before they get
+// ErrClosed (ChannelClosed in Python).
+//
+// Waiting never polls: a waiter spins for a few microseconds (the other side usually answers
+// sooner than a sleeping thread can wake) and then sleeps on a condition variable until an item,
+// a free slot, close, its timeout, or cancellation arrives. In Python the wait happens with the
+// interpreter's GIL released, so the interpreter's other threads run meanwhile, and interrupting
+// the task (cancelling its context in Go) wakes it at once.
+//
+// # Values
+//
+// Items are None/nil, bool, integers of any size, floats, str, bytes, tuples, lists and dicts
+// with str keys, nested, as in package cpython. Shared buffers (pyworkers.Buffer in Python,
+// *cpython.Buffer in Go) travel by reference, not copied; Python bytes of 64 KiB or more are
+// copied once into a shared buffer at send and arrive as a read-only memoryview in Python (a
+// *cpython.Buffer in Go), so large payloads cost the same whatever their size. Anything else is
+// refused with a TypeError in Python or a *cpython.ConversionError in Go, and nothing is sent.
+//
+// # In Python
+//
+// Importing this package adds to the pyworkers module of every interpreter:
+//
+//	ch = pyworkers.Channel(id)            # open the channel with this id (made in Go or Python)
+//	ch = pyworkers.Channel.create(cap=0)  # make one; ch.id tells others where it is
+//	ch.send(obj, timeout=None)            # ChannelClosed, TimeoutError, TypeError
+//	ch.send_nowait(obj)                   # ChannelFull
+//	obj = ch.recv(timeout=None)           # ChannelClosed once closed and drained, TimeoutError
+//	obj = ch.recv_nowait()                # ChannelEmpty
+//	ch.close(); len(ch); ch.capacity; ch.closed
+//	for obj in ch: ...                    # until closed and drained
+//
+// # Lifetime
+//
+// A channel's memory lives while anyone holds it: a Go *Channel (released when the garbage
+// collector finds it unreachable) or a Python Channel object in some interpreter. Close is about
+// the channel's state, not its memory.
+package channels

@@ -1,0 +1,369 @@
+// pychan.c — pyworkers.Channel, the Python face of a queue, and its exceptions. Added to the
+// pyworkers built-in module of every interpreter through pyw_module_add_ext.
+#include "pyw_queue.h"
+
+#include <math.h>
+
+typedef struct {
+	PyObject_HEAD pyw_queue *q;
+} ChannelObject;
+
+/* The module's exception of that name (new reference), for raising. */
+static PyObject *module_exc(PyObject *self, const char *name) {
+	PyObject *m = PyType_GetModule(Py_TYPE(self)); /* borrowed */
+	return m ? PyObject_GetAttrString(m, name) : NULL;
+}
+
+static PyObject *raise_exc(PyObject *self, const char *name, const char *msg) {
+	PyObject *e = module_exc(self, name);
+	if (e != NULL) {
+		PyErr_SetString(e, msg);
+		Py_DECREF(e);
+	}
+	return NULL;
+}
+
+static PyObject *wrap(PyTypeObject *type, pyw_queue *q) {
+	ChannelObject *self = (ChannelObject *)type->tp_alloc(type, 0);
+	if (self == NULL) {
+		pyw_queue_decref(q);
+		return NULL;
+	}
+	self->q = q;
+	return (PyObject *)self;
+}
+
+static PyObject *chan_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+	static char *kwlist[] = {"id", NULL};
+	long long id;
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "L:Channel", kwlist, &id)) {
+		return NULL;
+	}
+	pyw_queue *q = pyw_queue_lookup(id);
+	if (q == NULL) {
+		return PyErr_Format(PyExc_ValueError, "no pyworkers channel has id %lld (it was never made, or every "
+		                                      "holder has let it go)", id);
+	}
+	return wrap(type, q);
+}
+
+static PyObject *chan_create(PyObject *cls, PyObject *args, PyObject *kwds) {
+	static char *kwlist[] = {"capacity", NULL};
+	Py_ssize_t cap = 0;
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "|n:create", kwlist, &cap)) {
+		return NULL;
+	}
+	if (cap < 0) {
+		PyErr_SetString(PyExc_ValueError, "capacity must be 0 (unbounded) or positive");
+		return NULL;
+	}
+	pyw_queue *q = pyw_queue_new((size_t)cap);
+	if (q == NULL) {
+		return PyErr_NoMemory();
+	}
+	return wrap((PyTypeObject *)cls, q);
+}
+
+static void chan_dealloc(PyObject *o) {
+	PyTypeObject *tp = Py_TYPE(o);
+	pyw_queue *q = ((ChannelObject *)o)->q;
+	if (q != NULL) {
+		pyw_queue_decref(q);
+	}
+	tp->tp_free(o);
+	Py_DECREF(tp);
+}
+
+/* timeout: None → wait as long as needed (-1); a number of seconds ≥ 0 → nanoseconds. */
+static int parse_timeout(PyObject *t, int64_t *ns) {
+	if (t == NULL || t == Py_None) {
+		*ns = -1;
+		return 0;
+	}
+	double s = PyFloat_AsDouble(t);
+	if (s == -1.0 && PyErr_Occurred()) {
+		return -1;
+	}
+	if (isnan(s) || s < 0) {
+		PyErr_SetString(PyExc_ValueError, "timeout must be None or a number of seconds >= 0");
+		return -1;
+	}
+	*ns = s > 9e9 ? -1 : (int64_t)(s * 1e9);
+	return 0;
+}
+
+/* Maps a queue outcome to a Python exception (GIL held). */
+static PyObject *outcome(PyObject *self, int rc, int sending) {
+	switch (rc) {
+	case PYW_Q_CLOSED:
+		return raise_exc(self, "ChannelClosed", sending ? "send on a closed channel" : "channel closed and drained");
+	case PYW_Q_FULL:
+		return raise_exc(self, "ChannelFull", "channel is full");
+	case PYW_Q_EMPTY:
+		return raise_exc(self, "ChannelEmpty", "channel is empty");
+	case PYW_Q_TIMEOUT:
+		PyErr_SetString(PyExc_TimeoutError, sending ? "send timed out" : "recv timed out");
+		return NULL;
+	case PYW_Q_INTERRUPTED:
+		return pyw_raise_interrupt();
+	case PYW_Q_NOMEM:
+		return PyErr_NoMemory();
+	}
+	PyErr_Format(PyExc_SystemError, "pyworkers: unexpected queue outcome %d", rc);
+	return NULL;
+}
+
+/* Encoding scratch space of this thread, reused: small items cost one malloc (the item). */
+static _Thread_local pyw_buf scratch;
+
+static PyObject *do_send(PyObject *self, PyObject *obj, int64_t timeout_ns) {
+	pyw_refs refs = {0};
+	pyw_enc_err e;
+	if (scratch.cap > (1u << 20)) {
+		pyw_buf_free(&scratch);
+	}
+	scratch.len = 0;
+	if (pyw_encode(&scratch, &refs, 1, obj, &e) < 0) {
+		pyw_refs_free(&refs);
+		if (e.path[0]) {
+			return PyErr_Format(PyExc_TypeError, "cannot send this value: at %s: %s", e.path, e.msg);
+		}
+		return PyErr_Format(PyExc_TypeError, "cannot send this value: %s", e.msg);
+	}
+	pyw_item *it = pyw_item_new(scratch.data, scratch.len, refs.v, refs.n);
+	pyw_refs_free(&refs); /* the item holds its own references */
+	if (it == NULL) {
+		return PyErr_NoMemory();
+	}
+	pyw_queue *q = ((ChannelObject *)self)->q;
+	/* First without waiting, GIL held (the mutex is held only briefly); release the GIL only
+	 * to wait. */
+	int rc = pyw_queue_push(q, it, 0, NULL);
+	if (rc == PYW_Q_FULL && timeout_ns != 0) {
+		Py_BEGIN_ALLOW_THREADS
+		rc = pyw_queue_push(q, it, timeout_ns, NULL);
+		Py_END_ALLOW_THREADS
+	}
+	if (rc != PYW_Q_OK) {
+		pyw_item_free(it);
+		return outcome(self, rc, 1);
+	}
+	Py_RETURN_NONE;
+}
+
+static PyObject *do_recv(PyObject *self, int64_t timeout_ns) {
+	pyw_queue *q = ((ChannelObject *)self)->q;
+	pyw_item *it = NULL;
+	int rc = pyw_queue_pop(q, &it, 0, NULL);
+	if (rc == PYW_Q_EMPTY && timeout_ns != 0) {
+		Py_BEGIN_ALLOW_THREADS
+		rc = pyw_queue_pop(q, &it, timeout_ns, NULL);
+		Py_END_ALLOW_THREADS
+	}
+	if (rc != PYW_Q_OK) {
+		return outcome(self, rc, 0);
+	}
+	const char *p = it->data;
+	PyObject *v = pyw_decode(&p, it->data + it->len, it->refs.v, it->refs.n);
+	pyw_item_free(it);
+	return v;
+}
+
+/* Arguments (positional or keyword) of send(obj, timeout=None) / recv(timeout=None), parsed
+ * by hand: these are the hot calls. */
+static int fast_args(const char *fn, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int nreq,
+                     PyObject **out /* [obj,] timeout */) {
+	int nmax = nreq + 1;
+	if (nargs > nmax) {
+		PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fn, nmax, nargs);
+		return -1;
+	}
+	for (Py_ssize_t i = 0; i < nargs; i++) {
+		out[i] = args[i];
+	}
+	Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+	for (Py_ssize_t k = 0; k < nkw; k++) {
+		PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+		int slot = -1;
+		if (PyUnicode_EqualToUTF8(name, "timeout")) {
+			slot = nreq;
+		} else if (nreq == 1 && PyUnicode_EqualToUTF8(name, "obj")) {
+			slot = 0;
+		}
+		if (slot < 0 || out[slot] != NULL) {
+			PyErr_Format(PyExc_TypeError, "%s() got an unexpected or repeated keyword argument %R", fn, name);
+			return -1;
+		}
+		out[slot] = args[nargs + k];
+	}
+	if (nreq == 1 && out[0] == NULL) {
+		PyErr_Format(PyExc_TypeError, "%s() missing required argument 'obj'", fn);
+		return -1;
+	}
+	return 0;
+}
+
+static PyObject *chan_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+	PyObject *a[2] = {NULL, NULL};
+	int64_t ns;
+	if (fast_args("send", args, nargs, kwnames, 1, a) < 0 || parse_timeout(a[1], &ns) < 0) {
+		return NULL;
+	}
+	return do_send(self, a[0], ns);
+}
+
+static PyObject *chan_send_nowait(PyObject *self, PyObject *obj) { return do_send(self, obj, 0); }
+
+static PyObject *chan_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+	PyObject *a[1] = {NULL};
+	int64_t ns;
+	if (fast_args("recv", args, nargs, kwnames, 0, a) < 0 || parse_timeout(a[0], &ns) < 0) {
+		return NULL;
+	}
+	return do_recv(self, ns);
+}
+
+static PyObject *chan_recv_nowait(PyObject *self, PyObject *unused) {
+	(void)unused;
+	return do_recv(self, 0);
+}
+
+static PyObject *chan_close(PyObject *self, PyObject *unused) {
+	(void)unused;
+	return PyBool_FromLong(pyw_queue_close(((ChannelObject *)self)->q));
+}
+
+static PyObject *chan_iternext(PyObject *self) {
+	PyObject *v = do_recv(self, -1);
+	if (v != NULL) {
+		return v;
+	}
+	/* ChannelClosed ends the loop (NULL without an exception means StopIteration); anything
+	 * else propagates. Look the class up with no exception pending. */
+	PyObject *exc = PyErr_GetRaisedException();
+	PyObject *closed = module_exc(self, "ChannelClosed");
+	if (closed == NULL) {
+		Py_XDECREF(exc);
+		return NULL;
+	}
+	if (!PyObject_TypeCheck(exc, (PyTypeObject *)closed)) {
+		PyErr_SetRaisedException(exc);
+		exc = NULL;
+	}
+	Py_DECREF(closed);
+	Py_XDECREF(exc);
+	return NULL;
+}
+
+static Py_ssize_t chan_len(PyObject *self) { return (Py_ssize_t)pyw_queue_len(((ChannelObject *)self)->q); }
+
+static PyObject *chan_repr(PyObject *self) {
+	pyw_queue *q = ((ChannelObject *)self)->q;
+	return PyUnicode_FromFormat("<pyworkers.Channel id=%lld len=%zu capacity=%zu%s>", (long long)pyw_queue_id(q),
+	                            pyw_queue_len(q), pyw_queue_capacity(q), pyw_queue_is_closed(q) ? " closed" : "");
+}
+
+static PyObject *chan_get_id(PyObject *self, void *c) {
+	(void)c;
+	return PyLong_FromLongLong(pyw_queue_id(((ChannelObject *)self)->q));
+}
+
+static PyObject *chan_get_capacity(PyObject *self, void *c) {
+	(void)c;
+	return PyLong_FromSize_t(pyw_queue_capacity(((ChannelObject *)self)->q));
+}
+
+static PyObject *chan_get_closed(PyObject *self, void *c) {
+	(void)c;
+	return PyBool_FromLong(pyw_queue_is_closed(((ChannelObject *)self)->q));
+}
+
+static PyObject *chan_richcompare(PyObject *a, PyObject *b, int op) {
+	if (!PyObject_TypeCheck(b, Py_TYPE(a)) || (op != Py_EQ && op != Py_NE)) {
+		Py_RETURN_NOTIMPLEMENTED;
+	}
+	int eq = ((ChannelObject *)a)->q == ((ChannelObject *)b)->q;
+	return PyBool_FromLong(op == Py_EQ ? eq : !eq);
+}
+
+static Py_hash_t chan_hash(PyObject *self) {
+	Py_hash_t h = (Py_hash_t)pyw_queue_id(((ChannelObject *)self)->q);
+	return h == -1 ? -2 : h;
+}
+
+static PyMethodDef chan_methods[] = {
+    {"create", (PyCFunction)(void (*)(void))chan_create, METH_VARARGS | METH_KEYWORDS | METH_CLASS,
+     "Channel.create(capacity=0): a new channel (0: unbounded). Others open it with Channel(ch.id)."},
+    {"send", (PyCFunction)(void (*)(void))chan_send, METH_FASTCALL | METH_KEYWORDS,
+     "send(obj, timeout=None): put a copy of obj in the channel, waiting while it is full.\n"
+     "obj: None, bool, int, float, str, bytes, tuple, list, dict with str keys, pyworkers.Buffer.\n"
+     "Raises TypeError (nothing sent) for anything else, ChannelClosed, TimeoutError."},
+    {"send_nowait", chan_send_nowait, METH_O, "send_nowait(obj): send without waiting; ChannelFull if full."},
+    {"recv", (PyCFunction)(void (*)(void))chan_recv, METH_FASTCALL | METH_KEYWORDS,
+     "recv(timeout=None): the next item, waiting (GIL released) while the channel is empty.\n"
+     "Raises ChannelClosed once the channel is closed and drained, TimeoutError."},
+    {"recv_nowait", chan_recv_nowait, METH_NOARGS, "recv_nowait(): the next item; ChannelEmpty if none."},
+    {"close", chan_close, METH_NOARGS,
+     "close(): no more sends; receivers get what is left, then ChannelClosed. True if this call closed it."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef chan_getset[] = {
+    {"id", chan_get_id, NULL, "The channel's id: Channel(id) opens it in any interpreter, Go's channels.Open too.", NULL},
+    {"capacity", chan_get_capacity, NULL, "How many items it holds before send waits (0: unbounded).", NULL},
+    {"closed", chan_get_closed, NULL, "Whether close() has been called.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot chan_slots[] = {
+    {Py_tp_new, chan_new},
+    {Py_tp_dealloc, chan_dealloc},
+    {Py_tp_repr, chan_repr},
+    {Py_tp_methods, chan_methods},
+    {Py_tp_getset, chan_getset},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, chan_iternext},
+    {Py_tp_richcompare, chan_richcompare},
+    {Py_tp_hash, chan_hash},
+    {Py_sq_length, chan_len},
+    {Py_tp_doc, "Channel(id): a pyworkers channel, a queue between interpreters and Go.\n\n"
+                "Items cross by value (no pickle) and outlive the interpreter that sent them; each is\n"
+                "received exactly once. Iterating receives until the channel is closed and drained."},
+    {0, NULL},
+};
+
+static PyType_Spec chan_spec = {
+    .name = "pyworkers.Channel",
+    .basicsize = sizeof(ChannelObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = chan_slots,
+};
+
+static int add_exception(PyObject *m, const char *name, const char *doc) {
+	char qual[64];
+	snprintf(qual, sizeof qual, "pyworkers.%s", name);
+	PyObject *e = PyErr_NewExceptionWithDoc(qual, doc, NULL, NULL);
+	if (e == NULL) {
+		return -1;
+	}
+	int rc = PyModule_AddObjectRef(m, name, e);
+	Py_DECREF(e);
+	return rc;
+}
+
+static int channels_exec(PyObject *m) {
+	PyObject *t = PyType_FromModuleAndSpec(m, &chan_spec, NULL);
+	if (t == NULL) {
+		return -1;
+	}
+	int rc = PyModule_AddObjectRef(m, "Channel", t);
+	Py_DECREF(t);
+	if (rc < 0 || add_exception(m, "ChannelClosed", "The channel is closed (and, for recv, drained).") < 0 ||
+	    add_exception(m, "ChannelEmpty", "recv_nowait() found the channel empty.") < 0 ||
+	    add_exception(m, "ChannelFull", "send_nowait() found the channel full.") < 0) {
+		return -1;
+	}
+	return 0;
+}
+
+int pyw_channels_register(void) { return pyw_module_add_ext(channels_exec); }

@@ -1,0 +1,346 @@
+// queue.c — the queue core: items in the wire encoding, one mutex and two condition variables
+// per queue, a process-wide registry from id to queue. No Python objects, no GIL.
+#include "pyw_queue.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct pyw_queue {
+	int64_t id;
+	_Atomic long refs;
+	pthread_mutex_t mu;
+	pthread_cond_t can_recv, can_send;
+	size_t capacity; /* 0: unbounded */
+	_Atomic size_t len;
+	_Atomic int closed;
+	int recv_waiting, send_waiting;
+	pyw_item *head, *tail;
+	struct pyw_queue *reg_prev, *reg_next; /* registry list, under reg_mu */
+};
+
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static pyw_queue *reg_head;
+static _Atomic int64_t next_id = 1;
+
+/* Items made by pyw_item_new hold their bytes in the same allocation, right after the header
+ * (one malloc per item); items made by pyw_item_take own a separate block. */
+static char *item_data(pyw_item *it) { return (char *)(it + 1); }
+
+pyw_item *pyw_item_new(const char *data, size_t len, pyw_shared *const *refs, size_t nrefs) {
+	if (len > SIZE_MAX - sizeof(pyw_item)) {
+		return NULL;
+	}
+	pyw_item *it = malloc(sizeof *it + len);
+	if (it == NULL) {
+		return NULL;
+	}
+	memset(it, 0, sizeof *it);
+	it->data = item_data(it);
+	if (len > 0) {
+		memcpy(it->data, data, len);
+	}
+	it->len = len;
+	for (size_t i = 0; i < nrefs; i++) {
+		if (pyw_refs_add(&it->refs, refs[i]) < 0) {
+			pyw_item_free(it);
+			return NULL;
+		}
+	}
+	return it;
+}
+
+pyw_item *pyw_item_take(pyw_buf *buf, pyw_refs *refs) {
+	pyw_item *it = calloc(1, sizeof *it);
+	if (it == NULL) {
+		return NULL;
+	}
+	it->data = buf->data;
+	it->len = buf->len;
+	it->refs = *refs;
+	memset(buf, 0, sizeof *buf);
+	memset(refs, 0, sizeof *refs);
+	return it;
+}
+
+void pyw_item_free(pyw_item *it) {
+	if (it == NULL) {
+		return;
+	}
+	pyw_refs_free(&it->refs);
+	if (it->data != item_data(it)) {
+		free(it->data);
+	}
+	free(it);
+}
+
+pyw_queue *pyw_queue_new(size_t capacity) {
+	pyw_queue *q = calloc(1, sizeof *q);
+	if (q == NULL) {
+		return NULL;
+	}
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_mutex_init(&q->mu, NULL);
+	pthread_cond_init(&q->can_recv, &ca);
+	pthread_cond_init(&q->can_send, &ca);
+	pthread_condattr_destroy(&ca);
+	q->capacity = capacity;
+	atomic_init(&q->refs, 1);
+	q->id = atomic_fetch_add(&next_id, 1);
+	pthread_mutex_lock(&reg_mu);
+	q->reg_next = reg_head;
+	if (reg_head != NULL) {
+		reg_head->reg_prev = q;
+	}
+	reg_head = q;
+	pthread_mutex_unlock(&reg_mu);
+	return q;
+}
+
+pyw_queue *pyw_queue_lookup(int64_t id) {
+	pthread_mutex_lock(&reg_mu);
+	pyw_queue *q = reg_head;
+	while (q != NULL && q->id != id) {
+		q = q->reg_next;
+	}
+	if (q != NULL) {
+		atomic_fetch_add(&q->refs, 1);
+	}
+	pthread_mutex_unlock(&reg_mu);
+	return q;
+}
+
+void pyw_queue_incref(pyw_queue *q) { atomic_fetch_add(&q->refs, 1); }
+
+void pyw_queue_decref(pyw_queue *q) {
+	if (atomic_fetch_sub(&q->refs, 1) != 1) {
+		return;
+	}
+	/* A lookup may revive the queue until it leaves the registry: decide under reg_mu. */
+	pthread_mutex_lock(&reg_mu);
+	if (atomic_load(&q->refs) != 0) {
+		pthread_mutex_unlock(&reg_mu);
+		return;
+	}
+	if (q->reg_prev != NULL) {
+		q->reg_prev->reg_next = q->reg_next;
+	} else {
+		reg_head = q->reg_next;
+	}
+	if (q->reg_next != NULL) {
+		q->reg_next->reg_prev = q->reg_prev;
+	}
+	pthread_mutex_unlock(&reg_mu);
+	for (pyw_item *it = q->head, *next; it != NULL; it = next) {
+		next = it->next;
+		pyw_item_free(it);
+	}
+	pthread_cond_destroy(&q->can_recv);
+	pthread_cond_destroy(&q->can_send);
+	pthread_mutex_destroy(&q->mu);
+	free(q);
+}
+
+int64_t pyw_queue_id(pyw_queue *q) { return q->id; }
+size_t pyw_queue_capacity(pyw_queue *q) { return q->capacity; }
+size_t pyw_queue_len(pyw_queue *q) { return atomic_load_explicit(&q->len, memory_order_relaxed); }
+
+int pyw_queue_is_closed(pyw_queue *q) {
+	pthread_mutex_lock(&q->mu);
+	int c = q->closed;
+	pthread_mutex_unlock(&q->mu);
+	return c;
+}
+
+int pyw_queue_close(pyw_queue *q) {
+	pthread_mutex_lock(&q->mu);
+	int was = q->closed;
+	atomic_store(&q->closed, 1);
+	pthread_cond_broadcast(&q->can_recv);
+	pthread_cond_broadcast(&q->can_send);
+	pthread_mutex_unlock(&q->mu);
+	return !was;
+}
+
+/* How long a waiter spins before it sleeps: a sleeping thread takes several microseconds to
+ * wake, far longer than the other side usually needs to hand over the next item. */
+#define SPIN_NS 20000
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+static int64_t now_ns(void) {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Spins (q->mu not held) until the queue may have what the caller waits for. */
+static void spin(pyw_queue *q, int for_items, int *cancel) {
+	int64_t until = now_ns() + SPIN_NS;
+	for (int i = 1;; i++) {
+		size_t len = atomic_load_explicit(&q->len, memory_order_relaxed);
+		if ((for_items ? len > 0 : len < q->capacity) || atomic_load_explicit(&q->closed, memory_order_relaxed) ||
+		    (cancel != NULL && *(volatile int *)cancel) || pyw_wait_interrupted()) {
+			return;
+		}
+		cpu_relax();
+		if (i % 64 == 0 && now_ns() > until) {
+			return;
+		}
+	}
+}
+
+static void deadline_after(struct timespec *ts, int64_t ns) {
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ns / 1000000000;
+	ts->tv_nsec += ns % 1000000000;
+	if (ts->tv_nsec >= 1000000000) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000;
+	}
+}
+
+/* Waits on cv (q->mu held) until woken, the deadline passes, the wait is cancelled or the
+ * interpreter's task is interrupted. Returns PYW_Q_OK when woken (the caller re-checks). */
+static int wait_on(pyw_queue *q, pthread_cond_t *cv, int64_t timeout_ns, const struct timespec *deadline,
+                   int *cancel) {
+	if (cancel != NULL && *cancel) {
+		return PYW_Q_CANCELLED;
+	}
+	if (pyw_wait_interrupted()) {
+		return PYW_Q_INTERRUPTED;
+	}
+	if (timeout_ns < 0) {
+		pthread_cond_wait(cv, &q->mu);
+		return PYW_Q_OK;
+	}
+	int rc = pthread_cond_timedwait(cv, &q->mu, deadline);
+	return rc == ETIMEDOUT ? PYW_Q_TIMEOUT : PYW_Q_OK;
+}
+
+/* The wait shared by push (for a free slot) and pop (for an item), q->mu held. Returns PYW_Q_OK
+ * when the caller can go ahead. A sender fails on a closed queue at once; a receiver first
+ * drains what is left. *registered tells the caller to call pyw_wait_end after unlocking. */
+static int wait_for(pyw_queue *q, int for_items, int64_t timeout_ns, int *cancel, int *registered) {
+	struct timespec deadline;
+	if (timeout_ns > 0) {
+		deadline_after(&deadline, timeout_ns);
+	}
+	pthread_cond_t *cv = for_items ? &q->can_recv : &q->can_send;
+	int *waiting = for_items ? &q->recv_waiting : &q->send_waiting;
+	int spun = 0;
+	for (;;) {
+		if (!for_items && q->closed) {
+			return PYW_Q_CLOSED;
+		}
+		size_t len = atomic_load_explicit(&q->len, memory_order_relaxed);
+		if (for_items ? q->head != NULL : (q->capacity == 0 || len < q->capacity)) {
+			return PYW_Q_OK;
+		}
+		if (q->closed) {
+			return PYW_Q_CLOSED;
+		}
+		if (timeout_ns == 0) {
+			return for_items ? PYW_Q_EMPTY : PYW_Q_FULL;
+		}
+		if (!spun || !*registered) {
+			pthread_mutex_unlock(&q->mu);
+			if (!spun) {
+				spin(q, for_items, cancel);
+				spun = 1;
+			} else {
+				/* lock order: the interpreter's wait_mu, then q->mu */
+				pyw_wait_begin(&q->mu, cv);
+				*registered = 1;
+			}
+			pthread_mutex_lock(&q->mu);
+			continue;
+		}
+		(*waiting)++;
+		int rc = wait_on(q, cv, timeout_ns, &deadline, cancel);
+		(*waiting)--;
+		if (rc != PYW_Q_OK) {
+			return rc;
+		}
+	}
+}
+
+int pyw_queue_push(pyw_queue *q, pyw_item *it, int64_t timeout_ns, int *cancel) {
+	int registered = 0;
+	pthread_mutex_lock(&q->mu);
+	int rc = wait_for(q, 0, timeout_ns, cancel, &registered);
+	if (rc == PYW_Q_OK) {
+		it->next = NULL;
+		if (q->tail != NULL) {
+			q->tail->next = it;
+		} else {
+			q->head = it;
+		}
+		q->tail = it;
+		/* every writer of len holds q->mu: a plain store, no locked instruction */
+		atomic_store_explicit(&q->len, atomic_load_explicit(&q->len, memory_order_relaxed) + 1, memory_order_relaxed);
+		if (q->recv_waiting > 0) {
+			pthread_cond_signal(&q->can_recv);
+		}
+	}
+	pthread_mutex_unlock(&q->mu);
+	if (registered) {
+		pyw_wait_end();
+	}
+	return rc;
+}
+
+int pyw_queue_pop(pyw_queue *q, pyw_item **out, int64_t timeout_ns, int *cancel) {
+	int registered = 0;
+	pthread_mutex_lock(&q->mu);
+	int rc = wait_for(q, 1, timeout_ns, cancel, &registered);
+	if (rc == PYW_Q_OK) {
+		pyw_item *it = q->head;
+		q->head = it->next;
+		if (q->head == NULL) {
+			q->tail = NULL;
+		}
+		it->next = NULL;
+		atomic_store_explicit(&q->len, atomic_load_explicit(&q->len, memory_order_relaxed) - 1, memory_order_relaxed);
+		if (q->send_waiting > 0) {
+			pthread_cond_signal(&q->can_send);
+		}
+		*out = it;
+	}
+	pthread_mutex_unlock(&q->mu);
+	if (registered) {
+		pyw_wait_end();
+	}
+	return rc;
+}
+
+void pyw_queue_cancel(pyw_queue *q, int *cancel) {
+	pthread_mutex_lock(&q->mu);
+	*(volatile int *)cancel = 1;
+	pthread_cond_broadcast(&q->can_recv);
+	pthread_cond_broadcast(&q->can_send);
+	pthread_mutex_unlock(&q->mu);
+}
+
+int pyw_queue_send_copy(pyw_queue *q, const char *data, size_t len, pyw_shared *const *refs, size_t nrefs,
+                        int64_t timeout_ns, int *cancel) {
+	pyw_item *it = pyw_item_new(data, len, refs, nrefs);
+	if (it == NULL) {
+		return PYW_Q_NOMEM;
+	}
+	int rc = pyw_queue_push(q, it, timeout_ns, cancel);
+	if (rc != PYW_Q_OK) {
+		pyw_item_free(it);
+	}
+	return rc;
+}

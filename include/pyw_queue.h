@@ -1,0 +1,74 @@
+/*
+ * pyw_queue.h — pyworkers' cross-interpreter queues (package channels, channels/queue.c).
+ *
+ * A queue holds items in the interpreter-neutral wire encoding (pyw_wire.h) plus the table of
+ * shared buffers they refer to: an item belongs to no interpreter, so it outlives the one that
+ * sent it and is delivered exactly once. Multi-producer, multi-consumer, bounded or not.
+ * Blocking waits sleep on condition variables (never poll); callers release the GIL around them.
+ * A queue lives while anyone holds a reference: Go *Channel values and Python Channel objects.
+ * Nothing here touches Python objects or needs the GIL.
+ */
+#ifndef PYW_QUEUE_H
+#define PYW_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pyw.h"
+
+/* Outcomes of push/pop. */
+#define PYW_Q_OK 0
+#define PYW_Q_CLOSED 1      /* push: closed; pop: closed and drained */
+#define PYW_Q_FULL 2        /* push without waiting on a full bounded queue */
+#define PYW_Q_EMPTY 3       /* pop without waiting on an empty open queue */
+#define PYW_Q_TIMEOUT 4     /* the timeout passed */
+#define PYW_Q_CANCELLED 5   /* *cancel was set (pyw_queue_cancel) */
+#define PYW_Q_INTERRUPTED 6 /* the interpreter's task was interrupted (pyw_wait_interrupted) */
+#define PYW_Q_NOMEM 7
+
+typedef struct pyw_item {
+	struct pyw_item *next;
+	char *data; /* malloc'd, owned */
+	size_t len;
+	pyw_refs refs; /* owned references */
+} pyw_item;
+
+/* Makes an item of a copy of data, with a reference to each of refs. NULL: out of memory. */
+pyw_item *pyw_item_new(const char *data, size_t len, pyw_shared *const *refs, size_t nrefs);
+/* Makes an item that takes over buf's memory and refs' references (both left empty). */
+pyw_item *pyw_item_take(pyw_buf *buf, pyw_refs *refs);
+void pyw_item_free(pyw_item *it);
+
+typedef struct pyw_queue pyw_queue;
+
+/* A new queue (capacity 0: unbounded) holding one reference for the caller. */
+pyw_queue *pyw_queue_new(size_t capacity);
+/* The live queue with this id, with a new reference for the caller; NULL if there is none. */
+pyw_queue *pyw_queue_lookup(int64_t id);
+void pyw_queue_incref(pyw_queue *q);
+void pyw_queue_decref(pyw_queue *q);
+
+int64_t pyw_queue_id(pyw_queue *q);
+size_t pyw_queue_capacity(pyw_queue *q);
+size_t pyw_queue_len(pyw_queue *q);
+int pyw_queue_is_closed(pyw_queue *q);
+/* Closes q: senders fail at once, receivers drain what is left and then fail. Returns 1 if this
+ * call closed it, 0 if it was closed already. */
+int pyw_queue_close(pyw_queue *q);
+
+/* Push/pop. timeout_ns < 0 waits as long as needed, 0 does not wait. cancel, when not NULL, is
+ * a flag set by pyw_queue_cancel to abandon the wait. On any outcome but PYW_Q_OK, push leaves
+ * the item with the caller. */
+int pyw_queue_push(pyw_queue *q, pyw_item *it, int64_t timeout_ns, int *cancel);
+int pyw_queue_pop(pyw_queue *q, pyw_item **out, int64_t timeout_ns, int *cancel);
+/* Sets *cancel and wakes q's waiters so that the wait using it returns PYW_Q_CANCELLED. */
+void pyw_queue_cancel(pyw_queue *q, int *cancel);
+
+/* Go's send in one call: copy data into a new item and push it (freed again unless PYW_Q_OK). */
+int pyw_queue_send_copy(pyw_queue *q, const char *data, size_t len, pyw_shared *const *refs, size_t nrefs,
+                        int64_t timeout_ns, int *cancel);
+
+/* Registers the Channel type and its exceptions in the pyworkers module (channels/pychan.c). */
+int pyw_channels_register(void);
+
+#endif

@@ -1,0 +1,54 @@
+// Package pwtest holds what the test packages of pyworkers share: the TestMain that starts
+// CPython with testdata/python on sys.path, finalizes it after the tests, and checks that no
+// goroutine was left running.
+package pwtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/pyworkers/pyworkers/cpython"
+)
+
+// PythonDir is testdata/python as an absolute path, set by Main.
+var PythonDir string
+
+// Main runs the tests of a package whose directory is one level below the module root, then
+// finalizes CPython, runs after (when not nil), and exits with the combined status.
+func Main(m *testing.M, after func() error) {
+	dir, err := filepath.Abs("../testdata/python")
+	if err == nil {
+		PythonDir = dir
+		err = cpython.Initialize(cpython.Config{Path: []string{dir}})
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pyworkers tests:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := cpython.Finalize(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "Finalize:", err)
+		code = 1
+	}
+	if after != nil {
+		if err := after(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
