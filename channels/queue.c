@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 struct pyw_queue {
 	int64_t id;
@@ -184,20 +185,40 @@ static int64_t now_ns(void) {
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* How many threads may spin at once, process-wide: spinning pays only while cores are free for
+ * the threads that will answer. */
+static _Atomic int spinners;
+static int max_spinners;
+
+static int spin_slots(void) {
+	int m = __atomic_load_n(&max_spinners, __ATOMIC_RELAXED);
+	if (m == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		m = n > 2 ? (int)(n / 2) : 1;
+		__atomic_store_n(&max_spinners, m, __ATOMIC_RELAXED);
+	}
+	return m;
+}
+
 /* Spins (q->mu not held) until the queue may have what the caller waits for. */
 static void spin(pyw_queue *q, int for_items, int *cancel) {
+	if (atomic_fetch_add_explicit(&spinners, 1, memory_order_relaxed) >= spin_slots()) {
+		atomic_fetch_sub_explicit(&spinners, 1, memory_order_relaxed);
+		return; /* enough threads spin already: sleep at once */
+	}
 	int64_t until = now_ns() + SPIN_NS;
 	for (int i = 1;; i++) {
 		size_t len = atomic_load_explicit(&q->len, memory_order_relaxed);
 		if ((for_items ? len > 0 : len < q->capacity) || atomic_load_explicit(&q->closed, memory_order_relaxed) ||
 		    (cancel != NULL && *(volatile int *)cancel) || pyw_wait_interrupted()) {
-			return;
+			break;
 		}
 		cpu_relax();
 		if (i % 64 == 0 && now_ns() > until) {
-			return;
+			break;
 		}
 	}
+	atomic_fetch_sub_explicit(&spinners, 1, memory_order_relaxed);
 }
 
 static void deadline_after(struct timespec *ts, int64_t ns) {

@@ -27,9 +27,9 @@
 // one turn. The convenience methods Interpreter.Exec, Eval, Call and RunFile each make one turn.
 // A Thread is valid only inside the function it was given to.
 //
-// Interpreter creation and ending are serialised process-wide (CPython has had races in
-// concurrent creation); LiveInterpreters counts the interpreters alive, so that none is ever
-// left behind unnoticed.
+// At most max(4, NumCPU) interpreters are created or ended at once (creation is CPU-bound, and
+// CPython has had races in concurrent creation, which the tests probe hard); LiveInterpreters
+// counts the interpreters alive, so that none is ever left behind unnoticed.
 //
 // # Cancellation
 //

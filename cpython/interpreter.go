@@ -92,8 +92,8 @@ var (
 // PyInterpreterConfig_OWN_GIL, its own obmalloc, threads allowed, daemon threads, fork and exec
 // refused, extension modules checked for multi-interpreter support) and prepares it with cfg.
 // It starts the runtime with a zero Config when Initialize has not been called. ctx bounds the
-// wait for a turn to create (creation is serialised process-wide); creation itself, about
-// 10–20 ms, is not interrupted. Errors: ErrFinalized, *PythonError when cfg's set-up raised,
+// wait for a turn to create (at most max(4, NumCPU) interpreters are created or ended at once);
+// creation itself, about 10–20 ms, is not interrupted. Errors: ErrFinalized, *PythonError when cfg's set-up raised,
 // *ConversionError for a cfg.Main value that cannot cross.
 func NewInterpreter(ctx context.Context, cfg InterpreterConfig) (*Interpreter, error) {
 	// rt.cfg is fixed once the runtime runs; ensureRunning's lock orders this read after it.

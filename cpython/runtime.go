@@ -63,10 +63,11 @@ var rt struct {
 
 var liveCount atomic.Int64
 
-// lifecycle serialises interpreter creation and ending across the process: creating many
-// interpreters at once has hit races inside CPython (python/cpython#123134), and creation is
-// a small part of an interpreter's life. A channel, so that waiting for it obeys a context.
-var lifecycle = make(chan struct{}, 1)
+// lifecycle bounds how many interpreters are created or ended at once. Creation is CPU-bound, so
+// more than the cores buys nothing; and creating many at once has hit races inside CPython
+// (python/cpython#123134), which the tests probe with 32 concurrent creations, repeatedly, on
+// the release and debug builds. A channel, so that waiting for a turn obeys a context.
+var lifecycle = make(chan struct{}, max(4, runtime.NumCPU()))
 
 func lockLifecycle(ctx context.Context) error {
 	select {

@@ -19,13 +19,13 @@ import (
 // PythonDir is testdata/python as an absolute path, set by Main.
 var PythonDir string
 
-// Main runs the tests of a package whose directory is one level below the module root, then
-// finalizes CPython, runs after (when not nil), and exits with the combined status.
+// Main runs the tests of a package of this module, then finalizes CPython, runs after (when not
+// nil), and exits with the combined status.
 func Main(m *testing.M, after func() error) {
-	dir, err := filepath.Abs("../testdata/python")
+	root, err := moduleRoot()
 	if err == nil {
-		PythonDir = dir
-		err = cpython.Initialize(cpython.Config{Path: []string{dir}})
+		PythonDir = filepath.Join(root, "testdata", "python")
+		err = cpython.Initialize(cpython.Config{Path: []string{PythonDir}})
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pyworkers tests:", err)
@@ -51,4 +51,23 @@ func Main(m *testing.M, after func() error) {
 		}
 	}
 	os.Exit(code)
+}
+
+// moduleRoot is the nearest directory above the working directory (a test's package directory)
+// that holds go.mod.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod above the working directory")
+		}
+		dir = parent
+	}
 }

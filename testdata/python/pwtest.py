@@ -124,3 +124,57 @@ class Greeter:
 
 
 NOT_CALLABLE = 42
+
+
+_calls = 0
+
+
+def count_calls():
+    """How many times this interpreter ran count_calls (a fresh interpreter starts at 1)."""
+    global _calls
+    _calls += 1
+    return _calls
+
+
+def sleep_then(seconds, value):
+    time.sleep(seconds)
+    return value
+
+
+def swallow_interrupts(n):
+    """Ignore the first n interrupts, then stop: a task that does not die when told."""
+    caught = 0
+    while caught < n:
+        try:
+            while True:
+                pass
+        except KeyboardInterrupt:
+            caught += 1
+    return caught
+
+
+def raise_memory_error():
+    raise MemoryError("pretend the interpreter ran out")
+
+
+def mixed(k):
+    """A soak task: what it does depends on k % 50 (see pool's TestSoak)."""
+    kind = k % 50
+    if kind < 20:
+        return k * 2
+    if kind < 30:
+        raise ValueError(f"task {k} fails")
+    if kind < 40:
+        print(f"task {k} prints")
+        return k
+    if kind < 49:
+        if k % 1000 == 43:
+            sys.exit(k)
+        return -k
+    while True:  # runs until its deadline interrupts it
+        pass
+
+
+def main_eval(expr):
+    """Evaluate expr in __main__ (where a pool's Setup puts its names)."""
+    return eval(expr, sys.modules["__main__"].__dict__)

@@ -1,0 +1,51 @@
+// Package pool runs Python calls from Go on a warm pool of own-GIL CPython interpreters.
+//
+//	p, err := pool.New(pool.Options{Workers: 4, Preload: []string{"json"}})
+//	if err != nil { ... }
+//	defer p.Close()
+//	v, err := p.Call(ctx, "mypkg.scoring:score", doc)        // or "path/to/file.py:score"
+//
+// # How work flows
+//
+// Each worker is a cpython.Interpreter on its own locked OS thread. A call becomes a task whose
+// handle goes into the group's C-level queue (package channels); idle workers wait for tasks in C
+// with their GILs released, spinning briefly before they sleep, so a task is picked up within
+// about a microsecond when workers are busy and a few when they sleep. The caller waits for the
+// result in C as well, on the task's own one-slot channel, woken directly by the worker: going
+// through Go's scheduler from a locked thread costs hundreds of microseconds.
+//
+// # Cancellation
+//
+// Every blocking call takes a context. A task whose context ends while it is queued leaves the
+// queue at once and never runs; one that is running is interrupted (KeyboardInterrupt, within
+// CPython's 5 ms switch interval for pure-Python code; a blocking C call sees it when it
+// returns), and the worker goes on with the next task. The caller's error wraps ctx.Err().
+//
+// # Self-healing
+//
+// A worker whose task raises SystemExit or MemoryError, or that reaches MaxTasksPerWorker, is
+// ended and replaced by a fresh interpreter (the task gets an error wrapping ErrWorkerLost and
+// the *cpython.PythonError). A task that keeps running more than InterruptGrace after its
+// interrupt (it swallowed KeyboardInterrupt) costs its worker: a replacement takes the slot at
+// once, and the old interpreter is interrupted every 100 ms until it stops, then ended. Python
+// code that never stops can never be ended: a running OS thread cannot be killed safely, so
+// Close then waits for it. The pool always keeps its size.
+//
+// # Groups
+//
+// Options.Groups adds named groups, each with its own workers, set-up and queue — for example
+// one group that loads model A and another that loads model B. Pool.Group(name) addresses one.
+//
+// # Closing
+//
+// Close refuses new work, lets running tasks finish, ends queued tasks with ErrClosed, ends every
+// interpreter and returns; CloseContext also interrupts what still runs when its context ends.
+// No accepted task is lost: each gets its result or an error.
+//
+// # Observing
+//
+// Stats counts tasks done, failed and cancelled, the queue depth, busy time per worker and
+// recycles; with Options.Name they are also the expvar variable "pyworkers.pool.<Name>".
+//
+// All methods of Pool, Group and Future are safe for concurrent use from any goroutine.
+package pool

@@ -1,0 +1,483 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"regexp"
+	"runtime/cgo"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pyworkers/pyworkers/channels"
+	"github.com/pyworkers/pyworkers/cpython"
+)
+
+var moduleName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$`)
+
+// Group is a set of workers with the same set-up and one queue: the pool's default group, or a
+// named one (Options.Groups). All methods are safe for concurrent use.
+type Group struct {
+	p     *Pool
+	name  string
+	spec  GroupOptions
+	tasks *channels.Channel // task handles, waited on by the workers in C with their GILs released
+
+	submitted, done, failed, cancelled, recycles atomic.Uint64
+	alive                                        atomic.Int64
+
+	mu      sync.Mutex
+	workers []*worker   // the interpreter serving each slot now (nil while it starts)
+	slots   []slotStats // per slot, made with the group
+}
+
+type slotStats struct {
+	tasks atomic.Uint64
+	busy  atomic.Int64 // ns
+}
+
+func (g *Group) slotTasks(id int) uint64       { return g.slotStat(id).tasks.Load() }
+func (g *Group) slotBusy(id int) time.Duration { return time.Duration(g.slotStat(id).busy.Load()) }
+
+func (g *Group) slotStat(id int) *slotStats { return &g.slots[id] }
+
+// Name is the group's name ("" for the default group).
+func (g *Group) Name() string { return g.name }
+
+// Call runs target with args on one of the group's workers; see Pool.Call.
+func (g *Group) Call(ctx context.Context, target string, args ...any) (any, error) {
+	f, err := g.Submit(ctx, target, args...)
+	if err != nil {
+		return nil, err
+	}
+	return f.Wait(ctx)
+}
+
+// Submit queues a call and returns its Future; see Pool.Submit.
+func (g *Group) Submit(ctx context.Context, target string, args ...any) (*Future, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if g.p.closing.Load() {
+		return nil, ErrClosed
+	}
+	tk := newTask(g, ctx, target, args)
+	tk.watch() // before the task is visible to a worker, which reads stopWatch
+	h := cgo.NewHandle(tk)
+	var err error
+	if g.p.opts.FailFast {
+		err = g.tasks.TrySend(int64(h))
+	} else {
+		err = g.tasks.Send(ctx, int64(h))
+	}
+	if err != nil {
+		h.Delete()
+		if tk.stopWatch != nil {
+			tk.stopWatch()
+		}
+		switch {
+		case errors.Is(err, channels.ErrClosed):
+			return nil, ErrClosed
+		case errors.Is(err, channels.ErrFull):
+			return nil, ErrQueueFull
+		}
+		return nil, err
+	}
+	g.submitted.Add(1)
+	return &Future{t: tk}, nil
+}
+
+// Args, as an input of Map, is spread into positional arguments (a final cpython.Kwargs into
+// keyword arguments); any other input is passed as the one argument.
+type Args []any
+
+// mapWindow is how many calls per worker Map keeps in flight: enough that the oldest is usually
+// done when Map waits for it, few enough that memory stays bounded.
+const mapWindow = 16
+
+// Map calls target once for each input, keeping up to 16 calls per worker in flight, and
+// yields the results in input order as they are ready, so that memory stays bounded however
+// many inputs there are. Stopping the iteration early cancels the calls in flight. Cancelling
+// ctx ends it with errors wrapping ctx.Err().
+func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) iter.Seq2[any, error] {
+	return func(yield func(any, error) bool) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		next, stop := iter.Pull(inputs)
+		defer stop()
+		window := mapWindow * max(g.spec.Workers, 1)
+		fifo := make([]*Future, 0, window)
+		more := true
+		for {
+			for more && len(fifo) < window {
+				in, ok := next()
+				if !ok {
+					more = false
+					break
+				}
+				args := []any{in}
+				if a, ok := in.(Args); ok {
+					args = a
+				}
+				f, err := g.Submit(ctx, target, args...)
+				if err != nil {
+					f = failed(err)
+				}
+				fifo = append(fifo, f)
+			}
+			if len(fifo) == 0 {
+				return
+			}
+			f := fifo[0]
+			copy(fifo, fifo[1:])
+			fifo = fifo[:len(fifo)-1]
+			if !yield(f.Wait(ctx)) {
+				return
+			}
+		}
+	}
+}
+
+// Map calls target for each input on the default group; see Group.Map.
+func (p *Pool) Map(ctx context.Context, target string, inputs iter.Seq[any]) iter.Seq2[any, error] {
+	return p.def.Map(ctx, target, inputs)
+}
+
+// ---- tasks and futures
+
+const (
+	stateQueued  int32 = iota
+	stateClaimed       // a worker or a canceller owns it
+	stateDone          // val and err are set
+)
+
+type task struct {
+	g      *Group
+	ctx    context.Context
+	target string
+	args   []any
+
+	state atomic.Int32
+	res   *channels.Channel // one item when done: wakes a waiter blocked in C at once
+	val   any
+	err   error
+	done  chan struct{} // closed when done, for Future.Done and extra waiters
+
+	waiting   atomic.Bool            // a Wait is blocked on res
+	worker    atomic.Pointer[worker] // the worker running it
+	stopWatch func() bool
+}
+
+// resultChans recycles the one-slot channels tasks signal completion on.
+var resultChans = sync.Pool{New: func() any {
+	c, err := channels.New(1)
+	if err != nil {
+		panic(err)
+	}
+	return c
+}}
+
+func newTask(g *Group, ctx context.Context, target string, args []any) *task {
+	return &task{g: g, ctx: ctx, target: target, args: args, res: resultChans.Get().(*channels.Channel), done: make(chan struct{})}
+}
+
+// watch arranges for what happens when the task's context ends: a queued task leaves the queue
+// at once (a worker that pops it later skips it); for a running one (interrupted by the
+// interpreter itself) the worker is given up if the task has not stopped after InterruptGrace.
+func (tk *task) watch() {
+	if tk.ctx.Done() == nil {
+		return
+	}
+	tk.stopWatch = context.AfterFunc(tk.ctx, func() {
+		if tk.state.CompareAndSwap(stateQueued, stateClaimed) {
+			tk.g.cancelled.Add(1)
+			tk.finish(nil, tk.ctx.Err())
+			return
+		}
+		if w := tk.worker.Load(); w != nil {
+			time.AfterFunc(tk.g.p.opts.InterruptGrace, func() {
+				if w.current.Load() == tk {
+					w.retire()
+				}
+			})
+		}
+	})
+}
+
+// finish records the outcome, once, by the task's owner (the worker or the canceller).
+func (tk *task) finish(val any, err error) {
+	if tk.stopWatch != nil {
+		tk.stopWatch()
+	}
+	tk.val, tk.err = val, err
+	tk.state.Store(stateDone)
+	close(tk.done)
+	tk.res.TrySend(nil)
+}
+
+// takeTask turns a queue item back into its task, ending the handle.
+func takeTask(v any) *task {
+	n, ok := v.(int64)
+	if !ok {
+		return nil
+	}
+	h := cgo.Handle(n)
+	tk := h.Value().(*task)
+	h.Delete()
+	return tk
+}
+
+// Future is the pending result of a submitted call. Its methods are safe for concurrent use.
+type Future struct {
+	t   *task
+	err error // set for a future that failed before it was queued (Map)
+}
+
+func failed(err error) *Future { return &Future{err: err} }
+
+// Wait returns the call's result, waiting for it. If ctx ends first, Wait returns ctx.Err()
+// (the task goes on unless its own context, given to Submit, ends too).
+func (f *Future) Wait(ctx context.Context) (any, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	tk := f.t
+	if tk.state.Load() == stateDone {
+		return tk.val, tk.err
+	}
+	if tk.waiting.CompareAndSwap(false, true) {
+		// The fast path: sleep in C on the task's own channel, woken directly by the worker.
+		_, err := tk.res.Recv(ctx)
+		if err == nil {
+			if tk.state.Load() == stateDone { // always so: the signal follows the result
+				resultChans.Put(tk.res)
+			}
+			return tk.val, tk.err
+		}
+		tk.waiting.Store(false)
+		return nil, tk.wrapCtx(ctx)
+	}
+	select {
+	case <-tk.done:
+		return tk.val, tk.err
+	case <-ctx.Done():
+		return nil, tk.wrapCtx(ctx)
+	}
+}
+
+func (tk *task) wrapCtx(ctx context.Context) error {
+	return fmt.Errorf("pool: %s: %w", tk.target, ctx.Err())
+}
+
+// Done is closed when the result is ready.
+func (f *Future) Done() <-chan struct{} {
+	if f.err != nil {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return f.t.done
+}
+
+// ---- workers
+
+type worker struct {
+	g       *Group
+	id      int
+	in      *cpython.Interpreter
+	retired atomic.Bool
+	current atomic.Pointer[task]
+	tasks   int
+}
+
+type endReason int
+
+const (
+	endStop    endReason = iota // the queue is closed: the pool is closing
+	endRecycle                  // task limit, or a fatal condition: start a fresh interpreter
+	endRetired                  // given up on (stuck after an interrupt): a replacement runs already
+)
+
+func (p *Pool) startSlot(g *Group, id int, ready func(error)) {
+	p.slots.Add(1)
+	go func() {
+		defer p.slots.Done()
+		g.runSlot(id, ready)
+	}()
+}
+
+// runSlot keeps slot id of the group filled with a working interpreter until the pool closes.
+func (g *Group) runSlot(id int, ready func(error)) {
+	backoff := 50 * time.Millisecond
+	for !g.p.closing.Load() {
+		w, err := g.startWorker(id)
+		if ready != nil {
+			ready(err)
+			ready = nil
+			if err != nil {
+				return
+			}
+		}
+		if err != nil { // a restart failed (its set-up raised?): try again, slower each time
+			select {
+			case <-time.After(backoff):
+			case <-g.p.closed:
+				return
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		end := w.serve()
+		w.in.Close()
+		g.alive.Add(-1)
+		g.setWorker(id, w, nil)
+		if end != endRecycle {
+			return
+		}
+		g.recycles.Add(1)
+	}
+}
+
+func (g *Group) setWorker(id int, old, w *worker) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.workers[id] == old {
+		g.workers[id] = w
+	}
+}
+
+func (g *Group) startWorker(id int) (*worker, error) {
+	opts := g.p.opts
+	in, err := cpython.NewInterpreter(context.Background(), cpython.InterpreterConfig{
+		Path: opts.Path, Config: g.spec.Config, WorkerID: id, Workers: g.spec.Workers,
+		Stdout: opts.Stdout, Stderr: opts.Stderr,
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = in.Do(context.Background(), func(t *cpython.Thread) error {
+		for _, m := range g.spec.Preload {
+			if !moduleName.MatchString(m) {
+				return fmt.Errorf("preloading %q: not a module name", m)
+			}
+			if err := t.Exec(context.Background(), "import "+m); err != nil {
+				return fmt.Errorf("preloading %s: %w", m, err)
+			}
+		}
+		if g.spec.Setup != "" {
+			if err := t.Exec(context.Background(), g.spec.Setup); err != nil {
+				return fmt.Errorf("running Setup: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		in.Close()
+		return nil, err
+	}
+	w := &worker{g: g, id: id, in: in}
+	g.alive.Add(1)
+	g.setWorker(id, nil, w)
+	return w, nil
+}
+
+// serve runs tasks on the worker's own thread, one turn of the interpreter for its whole life,
+// waiting for each task in C with the GIL released.
+func (w *worker) serve() endReason {
+	g := w.g
+	end := endStop
+	w.in.Do(context.Background(), func(t *cpython.Thread) error {
+		for {
+			v, err := g.tasks.Recv(context.Background())
+			if err != nil {
+				return nil // closed and drained
+			}
+			tk := takeTask(v)
+			if tk == nil || !tk.state.CompareAndSwap(stateQueued, stateClaimed) {
+				continue // cancelled while queued
+			}
+			if g.p.closing.Load() {
+				tk.finish(nil, ErrClosed)
+				continue
+			}
+			if end = w.run(t, tk); end != endStop {
+				return nil
+			}
+		}
+	})
+	return end
+}
+
+// run runs one task; it returns endStop to go on (the name only matters for the other values).
+func (w *worker) run(t *cpython.Thread, tk *task) endReason {
+	g := w.g
+	w.current.Store(tk)
+	tk.worker.Store(w)
+	start := time.Now()
+	val, err := t.Call(tk.ctx, tk.target, tk.args...)
+	busy := time.Since(start)
+	w.current.Store(nil)
+	st := g.slotStat(w.id)
+	st.tasks.Add(1)
+	st.busy.Add(int64(busy))
+	w.tasks++
+
+	end := endStop
+	var pe *cpython.PythonError
+	switch {
+	case err == nil:
+		g.done.Add(1)
+	case tk.ctx.Err() != nil && errors.Is(err, tk.ctx.Err()):
+		g.cancelled.Add(1)
+	default:
+		g.failed.Add(1)
+		if errors.As(err, &pe) && (pe.Type == "SystemExit" || pe.Type == "MemoryError") {
+			err = fmt.Errorf("%w (its interpreter raised %s): %w", ErrWorkerLost, pe.Type, err)
+			end = endRecycle
+		}
+	}
+	tk.finish(val, err)
+	switch {
+	case w.retired.Load():
+		return endRetired
+	case end == endRecycle:
+		return endRecycle
+	case g.spec.MaxTasksPerWorker > 0 && w.tasks >= g.spec.MaxTasksPerWorker:
+		return endRecycle
+	}
+	return endStop
+}
+
+// retire gives up on the worker when its task was cancelled and did not stop within
+// InterruptGrace: a replacement takes the slot, and this interpreter is interrupted until it
+// stops, then ended.
+func (w *worker) retire() {
+	if !w.retired.CompareAndSwap(false, true) {
+		return
+	}
+	g := w.g
+	g.recycles.Add(1)
+	if !g.p.closing.Load() {
+		g.p.startSlot(g, w.id, nil)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	go w.in.CloseContext(ctx) // interrupts the stuck task every 100 ms until it returns
+}
+
+// interruptAll interrupts every running task of the group (CloseContext's deadline).
+func (g *Group) interruptAll() {
+	g.mu.Lock()
+	ws := append([]*worker(nil), g.workers...)
+	g.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, w := range ws {
+		if w != nil {
+			go w.in.CloseContext(ctx)
+		}
+	}
+}

@@ -1,0 +1,307 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"expvar"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pyworkers/pyworkers/channels"
+)
+
+// Sentinel errors, wrapped by the errors of this package (test with errors.Is).
+var (
+	// ErrClosed: the pool is closed or closing; a task accepted before Close but not started by
+	// then ends with it too.
+	ErrClosed = errors.New("pool: closed")
+	// ErrQueueFull: the queue is at Options.QueueSize and Options.FailFast is set.
+	ErrQueueFull = errors.New("pool: queue full")
+	// ErrNoGroup: a call addressed to a group the pool does not have.
+	ErrNoGroup = errors.New("pool: no such group")
+	// ErrWorkerLost: the worker running the task ended under it (it raised SystemExit or
+	// MemoryError, or its interpreter was replaced); the worker has been replaced.
+	ErrWorkerLost = errors.New("pool: worker lost and replaced")
+)
+
+// Options configures a pool. The zero value is a pool of runtime.NumCPU() workers.
+type Options struct {
+	// Workers is the number of interpreters of the default group (default: runtime.NumCPU()).
+	Workers int
+	// Setup is Python source run in __main__ of every worker before it takes work, e.g.
+	// "import numpy_free_lib; MODEL = load()". A failure fails New (or the worker's restart).
+	Setup string
+	// Preload lists modules every worker imports before it takes work.
+	Preload []string
+	// Path is put at the front of sys.path in every worker.
+	Path []string
+	// Config is what pyworkers.config() returns inside every worker.
+	Config any
+	// QueueSize bounds the tasks waiting for a worker (0: unbounded). When the queue is full,
+	// Call and Submit wait, or with FailFast return ErrQueueFull at once.
+	QueueSize int
+	FailFast  bool
+	// MaxTasksPerWorker recycles a worker (a fresh interpreter replaces it) after this many
+	// tasks (0: never).
+	MaxTasksPerWorker int
+	// InterruptGrace is how long a cancelled task may take to stop after its interrupt before
+	// its worker is given up and replaced (default 2s). The replaced interpreter is interrupted
+	// again until it stops, then ended.
+	InterruptGrace time.Duration
+	// Stdout and Stderr receive what workers print, in whole lines (default: os.Stdout/Stderr).
+	Stdout, Stderr io.Writer
+	// Groups are named groups of workers besides the default one, each with its own workers,
+	// set-up and queue ("one interpreter per model"); address them with Pool.Group. Fields left
+	// zero in a group take the pool's values, except Setup, Preload and Config.
+	Groups map[string]GroupOptions
+	// Name, when set, publishes Stats as the expvar variable "pyworkers.pool.<Name>".
+	Name string
+}
+
+// GroupOptions configures a named group of workers.
+type GroupOptions struct {
+	Workers           int
+	Setup             string
+	Preload           []string
+	Config            any
+	QueueSize         int
+	MaxTasksPerWorker int
+}
+
+// Pool is a set of warm own-GIL interpreters that run Python calls from Go. All methods are
+// safe for concurrent use from any goroutine.
+type Pool struct {
+	opts    Options
+	groups  map[string]*Group
+	def     *Group
+	closing atomic.Bool
+	closed  chan struct{}
+	close   sync.Once
+	slots   sync.WaitGroup
+	started time.Time
+}
+
+// New starts a pool and returns when every worker is ready to take work (their interpreters are
+// created in parallel). If a worker cannot start — its Setup raises, a Preload module cannot be
+// imported — New ends what it started and returns that error (a *cpython.PythonError with the
+// traceback).
+func New(opts Options) (*Pool, error) {
+	if opts.Workers == 0 {
+		opts.Workers = runtime.NumCPU()
+	}
+	if opts.Workers < 0 || opts.QueueSize < 0 || opts.MaxTasksPerWorker < 0 {
+		return nil, errors.New("pool: Workers, QueueSize and MaxTasksPerWorker must not be negative")
+	}
+	if opts.InterruptGrace <= 0 {
+		opts.InterruptGrace = 2 * time.Second
+	}
+	p := &Pool{opts: opts, groups: map[string]*Group{}, closed: make(chan struct{}), started: time.Now()}
+	specs := map[string]GroupOptions{"": {
+		Workers: opts.Workers, Setup: opts.Setup, Preload: opts.Preload, Config: opts.Config,
+		QueueSize: opts.QueueSize, MaxTasksPerWorker: opts.MaxTasksPerWorker,
+	}}
+	for name, g := range opts.Groups {
+		if name == "" {
+			return nil, errors.New(`pool: a group needs a name ("" is the default group)`)
+		}
+		if g.Workers == 0 {
+			g.Workers = opts.Workers
+		}
+		if g.QueueSize == 0 {
+			g.QueueSize = opts.QueueSize
+		}
+		if g.MaxTasksPerWorker == 0 {
+			g.MaxTasksPerWorker = opts.MaxTasksPerWorker
+		}
+		if g.Workers < 0 || g.QueueSize < 0 || g.MaxTasksPerWorker < 0 {
+			return nil, fmt.Errorf("pool: group %q: Workers, QueueSize and MaxTasksPerWorker must not be negative", name)
+		}
+		specs[name] = g
+	}
+	if opts.Name != "" {
+		if err := p.publish(); err != nil {
+			return nil, err
+		}
+	}
+	var firstErrs []error
+	var mu sync.Mutex
+	var ready sync.WaitGroup
+	for name, spec := range specs {
+		tasks, err := channels.New(spec.QueueSize)
+		if err != nil {
+			return nil, err
+		}
+		g := &Group{p: p, name: name, spec: spec, tasks: tasks, workers: make([]*worker, spec.Workers),
+			slots: make([]slotStats, spec.Workers)}
+		p.groups[name] = g
+		for id := range spec.Workers {
+			ready.Add(1)
+			p.startSlot(g, id, func(err error) {
+				if err != nil {
+					mu.Lock()
+					firstErrs = append(firstErrs, fmt.Errorf("pool: starting worker %d of group %q: %w", id, name, err))
+					mu.Unlock()
+				}
+				ready.Done()
+			})
+		}
+	}
+	p.def = p.groups[""]
+	ready.Wait()
+	if len(firstErrs) > 0 {
+		p.Close()
+		return nil, firstErrs[0]
+	}
+	return p, nil
+}
+
+// Group returns the named group (see Options.Groups); "" is the default group. Calls through it
+// run only on its workers.
+func (p *Pool) Group(name string) (*Group, error) {
+	g, ok := p.groups[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrNoGroup, name)
+	}
+	return g, nil
+}
+
+// Call runs target ("pkg.module:func" or "path/to/file.py:func") with args on a worker of the
+// default group and returns its result. A final cpython.Kwargs argument passes keyword
+// arguments. Cancelling ctx removes the task if it is still queued, or interrupts it while it
+// runs; the error then wraps ctx.Err(). Python exceptions are *cpython.PythonError.
+func (p *Pool) Call(ctx context.Context, target string, args ...any) (any, error) {
+	return p.def.Call(ctx, target, args...)
+}
+
+// Submit queues a call on the default group and returns its Future at once (or waits while a
+// bounded queue is full). ctx governs the task: cancelling it cancels the task.
+func (p *Pool) Submit(ctx context.Context, target string, args ...any) (*Future, error) {
+	return p.def.Submit(ctx, target, args...)
+}
+
+// Close refuses new work, lets running tasks finish, fails queued ones with ErrClosed, ends every
+// interpreter and returns. It is idempotent.
+func (p *Pool) Close() error { return p.CloseContext(context.Background()) }
+
+// CloseContext is Close that, once ctx ends, interrupts the tasks still running (they end with
+// an error wrapping ErrClosed) and returns ctx.Err() after everything has ended.
+func (p *Pool) CloseContext(ctx context.Context) error {
+	p.close.Do(func() {
+		p.closing.Store(true)
+		for _, g := range p.groups {
+			g.tasks.Close()
+		}
+		close(p.closed)
+	})
+	done := make(chan struct{})
+	go func() { p.slots.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("pool: closed by interrupting running tasks: %w", ctx.Err())
+		for _, g := range p.groups {
+			g.interruptAll()
+		}
+		<-done
+	}
+	// Workers drain their queues; whatever a worker that failed to restart left behind ends here.
+	for _, g := range p.groups {
+		for {
+			v, rerr := g.tasks.TryRecv()
+			if rerr != nil {
+				break
+			}
+			if tk := takeTask(v); tk != nil && tk.state.CompareAndSwap(stateQueued, stateClaimed) {
+				tk.finish(nil, ErrClosed)
+			}
+		}
+	}
+	return err
+}
+
+// Stats is a snapshot of a pool's counters.
+type Stats struct {
+	Uptime time.Duration
+	Groups []GroupStats
+}
+
+// GroupStats counts one group's work.
+type GroupStats struct {
+	Name      string
+	Workers   int    // workers alive now
+	Queued    int    // tasks waiting for a worker
+	Submitted uint64 // tasks accepted
+	Done      uint64 // tasks that returned a result
+	Failed    uint64 // tasks that ended with an error other than cancellation
+	Cancelled uint64 // tasks whose context ended first (removed from the queue, or interrupted)
+	Recycles  uint64 // workers replaced: task limit, SystemExit, MemoryError, lost to an interrupt
+	PerWorker []WorkerStats
+}
+
+// WorkerStats counts one worker slot's work (across the interpreters that filled it).
+type WorkerStats struct {
+	ID    int
+	Tasks uint64
+	Busy  time.Duration // time spent running tasks
+}
+
+// Stats returns the pool's counters now.
+func (p *Pool) Stats() Stats {
+	s := Stats{Uptime: time.Since(p.started)}
+	for _, g := range p.groups {
+		gs := GroupStats{
+			Name: g.name, Queued: g.tasks.Len(), Workers: int(g.alive.Load()),
+			Submitted: g.submitted.Load(), Done: g.done.Load(), Failed: g.failed.Load(),
+			Cancelled: g.cancelled.Load(), Recycles: g.recycles.Load(),
+		}
+		for id := range g.spec.Workers {
+			gs.PerWorker = append(gs.PerWorker, WorkerStats{ID: id, Tasks: g.slotTasks(id), Busy: g.slotBusy(id)})
+		}
+		s.Groups = append(s.Groups, gs)
+	}
+	sortGroups(s.Groups)
+	return s
+}
+
+func sortGroups(gs []GroupStats) {
+	for i := 1; i < len(gs); i++ {
+		for j := i; j > 0 && strings.Compare(gs[j-1].Name, gs[j].Name) > 0; j-- {
+			gs[j-1], gs[j] = gs[j], gs[j-1]
+		}
+	}
+}
+
+// expvar variables cannot be removed, so each name is published once and shows the latest pool
+// that used it.
+var (
+	publishMu sync.Mutex
+	published = map[string]*atomic.Pointer[Pool]{}
+)
+
+func (p *Pool) publish() error {
+	name := "pyworkers.pool." + p.opts.Name
+	publishMu.Lock()
+	defer publishMu.Unlock()
+	cur, ok := published[name]
+	if !ok {
+		if expvar.Get(name) != nil {
+			return fmt.Errorf("pool: an expvar variable %q exists already: give the pool another Name", name)
+		}
+		cur = new(atomic.Pointer[Pool])
+		published[name] = cur
+		expvar.Publish(name, expvar.Func(func() any {
+			if p := cur.Load(); p != nil {
+				return p.Stats()
+			}
+			return nil
+		}))
+	}
+	cur.Store(p)
+	return nil
+}

@@ -1,0 +1,428 @@
+package pool_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"expvar"
+	"fmt"
+	"iter"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pyworkers/pyworkers/cpython"
+	"github.com/pyworkers/pyworkers/pool"
+)
+
+func newPool(t testing.TB, opts pool.Options) *pool.Pool {
+	t.Helper()
+	p, err := pool.New(opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, p.Close()) })
+	return p
+}
+
+func TestCallsFromManyGoroutines(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 2})
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for c := range 64 {
+		wg.Go(func() {
+			for k := range 50 {
+				v, err := p.Call(bg, "pwtest:add", c, k)
+				if err == nil && v != int64(c+k) {
+					err = fmt.Errorf("add(%d, %d) = %v", c, k, v)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	s := p.Stats().Groups[0]
+	assert.Equal(t, uint64(64*50), s.Done)
+	assert.Equal(t, 2, s.Workers)
+	var perWorker uint64
+	for _, w := range s.PerWorker {
+		perWorker += w.Tasks
+		assert.Positive(t, w.Busy)
+	}
+	assert.Equal(t, uint64(64*50), perWorker)
+}
+
+func TestErrorsAndKwargs(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1})
+	v, err := p.Call(bg, "pwtest:add", 1, cpython.Kwargs{"b": 41})
+	require.NoError(t, err)
+	assert.Equal(t, int64(42), v)
+	_, err = p.Call(bg, "pwtest:boom", "no")
+	var pe *cpython.PythonError
+	require.ErrorAs(t, err, &pe)
+	assert.Equal(t, "ValueError", pe.Type)
+	assert.Contains(t, pe.Traceback, "pwtest.py")
+	_, err = p.Call(bg, "no_such_module:f")
+	require.ErrorAs(t, err, &pe)
+	assert.Equal(t, "ModuleNotFoundError", pe.Type)
+}
+
+func TestCancelQueuedTaskNeverRuns(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1})
+	busy, err := p.Submit(bg, "pwtest:sleep_then", 0.3, "busy")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(bg)
+	queued, err := p.Submit(ctx, "pwtest:count_calls")
+	require.NoError(t, err)
+	cancel()
+	start := time.Now()
+	_, err = queued.Wait(bg)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.Less(t, time.Since(start), 200*time.Millisecond, "a queued task is removed at once")
+	v, err := busy.Wait(bg)
+	require.NoError(t, err)
+	assert.Equal(t, "busy", v)
+	// the cancelled task never ran on the only worker
+	v, err = p.Call(bg, "pwtest:count_calls")
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), v)
+	assert.Equal(t, uint64(1), p.Stats().Groups[0].Cancelled)
+}
+
+func TestTimeoutInterruptsRunningTaskAndWorkerGoesOn(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1})
+	_, err := p.Call(bg, "pwtest:count_calls")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	_, err = p.Call(ctx, "pwtest:spin")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	// the same interpreter takes the next task (its state survived)
+	v, err := p.Call(bg, "pwtest:count_calls")
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), v)
+}
+
+func TestSystemExitAndMemoryErrorReplaceTheWorker(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1})
+	for _, target := range []string{"pwtest:exit_with", "pwtest:raise_memory_error"} {
+		_, err := p.Call(bg, "pwtest:count_calls")
+		require.NoError(t, err)
+		var args []any
+		if target == "pwtest:exit_with" {
+			args = []any{7}
+		}
+		_, err = p.Call(bg, target, args...)
+		require.ErrorIs(t, err, pool.ErrWorkerLost)
+		var pe *cpython.PythonError
+		require.ErrorAs(t, err, &pe)
+		// a fresh interpreter serves the next call
+		v, err := p.Call(bg, "pwtest:count_calls")
+		require.NoError(t, err)
+		assert.Equal(t, int64(1), v, target)
+	}
+	s := p.Stats().Groups[0]
+	assert.Equal(t, uint64(2), s.Recycles)
+	assert.Equal(t, 1, s.Workers)
+}
+
+func TestMaxTasksPerWorkerRecycles(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1, MaxTasksPerWorker: 3})
+	var got []any
+	for range 7 {
+		v, err := p.Call(bg, "pwtest:count_calls")
+		require.NoError(t, err)
+		got = append(got, v)
+	}
+	assert.Equal(t, []any{int64(1), int64(2), int64(3), int64(1), int64(2), int64(3), int64(1)}, got)
+	assert.Equal(t, uint64(2), p.Stats().Groups[0].Recycles)
+}
+
+func TestStuckWorkerIsReplaced(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1, InterruptGrace: 200 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)
+	defer cancel()
+	// swallows 5 interrupts: the first (at the deadline) does not stop it
+	_, err := p.Call(ctx, "pwtest:swallow_interrupts", 5)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	// within the grace period plus a restart, a fresh worker serves calls again
+	v, err := p.Call(bg, "pwtest:count_calls")
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), v)
+	assert.Equal(t, uint64(1), p.Stats().Groups[0].Recycles)
+}
+
+func TestSetupAndPreload(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 2, Preload: []string{"json"}, Setup: "import sys\nREADY = 'json' in sys.modules", Config: map[string]any{"model": "m1"}})
+	for range 4 {
+		v, err := p.Call(bg, "pwtest:main_eval", "(READY, __import__('pyworkers').config()['model'], __import__('pyworkers').workers())")
+		require.NoError(t, err)
+		assert.Equal(t, cpython.Tuple{true, "m1", int64(2)}, v)
+	}
+
+	_, err := pool.New(pool.Options{Workers: 2, Setup: "raise RuntimeError('model file missing')"})
+	var pe *cpython.PythonError
+	require.ErrorAs(t, err, &pe)
+	assert.Equal(t, "RuntimeError", pe.Type)
+	assert.Contains(t, err.Error(), "model file missing")
+	_, err = pool.New(pool.Options{Workers: 1, Preload: []string{"no_such_module_to_preload"}})
+	require.ErrorAs(t, err, &pe)
+	assert.Equal(t, "ModuleNotFoundError", pe.Type)
+	assert.Equal(t, 0, cpython.LiveInterpreters()-2, "a failed New leaves no interpreter behind")
+}
+
+func TestGroups(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1, Groups: map[string]pool.GroupOptions{
+		"a": {Workers: 1, Setup: "MODEL = 'A'"},
+		"b": {Workers: 2, Setup: "MODEL = 'B'"},
+	}})
+	for name, want := range map[string]string{"a": "A", "b": "B"} {
+		g, err := p.Group(name)
+		require.NoError(t, err)
+		assert.Equal(t, name, g.Name())
+		for range 3 {
+			v, err := g.Call(bg, "pwtest:main_eval", "MODEL")
+			require.NoError(t, err)
+			assert.Equal(t, want, v)
+		}
+	}
+	_, err := p.Call(bg, "pwtest:main_eval", "MODEL")
+	var pe *cpython.PythonError
+	require.ErrorAs(t, err, &pe, "the default group has no MODEL")
+	_, err = p.Group("c")
+	assert.ErrorIs(t, err, pool.ErrNoGroup)
+	names := []string{}
+	for _, g := range p.Stats().Groups {
+		names = append(names, g.Name)
+	}
+	assert.Equal(t, []string{"", "a", "b"}, names)
+}
+
+func TestBackpressure(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1, QueueSize: 1, FailFast: true})
+	running, err := p.Submit(bg, "pwtest:sleep_then", 0.2, 1)
+	require.NoError(t, err)
+	time.Sleep(50 * time.Millisecond) // the worker has taken it
+	queued, err := p.Submit(bg, "pwtest:sleep_then", 0, 2)
+	require.NoError(t, err)
+	_, err = p.Submit(bg, "pwtest:noop")
+	assert.ErrorIs(t, err, pool.ErrQueueFull)
+	for _, f := range []*pool.Future{running, queued} {
+		_, err := f.Wait(bg)
+		require.NoError(t, err)
+	}
+
+	blocking := newPool(t, pool.Options{Workers: 1, QueueSize: 1})
+	_, err = blocking.Submit(bg, "pwtest:sleep_then", 0.2, 1)
+	require.NoError(t, err)
+	time.Sleep(50 * time.Millisecond)
+	_, err = blocking.Submit(bg, "pwtest:noop")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)
+	defer cancel()
+	_, err = blocking.Submit(ctx, "pwtest:noop") // waits for room, until its deadline
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+}
+
+func TestMapKeepsOrderAndStopsEarly(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 2})
+	inputs := func(yield func(any) bool) {
+		for k := range 200 {
+			if !yield(pool.Args{k, 1000}) {
+				return
+			}
+		}
+	}
+	k := 0
+	for v, err := range p.Map(bg, "pwtest:add", inputs) {
+		require.NoError(t, err)
+		require.Equal(t, int64(k+1000), v)
+		k++
+	}
+	assert.Equal(t, 200, k)
+
+	// an endless input, stopped after 10 results: bounded in flight, nothing leaks
+	var pulled atomic.Int64
+	endless := iter.Seq[any](func(yield func(any) bool) {
+		for k := 0; ; k++ {
+			pulled.Add(1)
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	n := 0
+	for v, err := range p.Map(bg, "pwtest:ident", endless) {
+		require.NoError(t, err)
+		require.Equal(t, int64(n), v)
+		if n++; n == 10 {
+			break
+		}
+	}
+	assert.LessOrEqual(t, pulled.Load(), int64(10+16*2+1), "Map pulls only a window ahead")
+
+	// errors arrive in place
+	var errs []string
+	for _, err := range p.Map(bg, "pwtest:boom", slicesSeq("a", "b")) {
+		errs = append(errs, err.Error())
+	}
+	assert.Equal(t, []string{"ValueError: a", "ValueError: b"}, errs)
+}
+
+func slicesSeq(xs ...any) iter.Seq[any] {
+	return func(yield func(any) bool) {
+		for _, x := range xs {
+			if !yield(x) {
+				return
+			}
+		}
+	}
+}
+
+func TestCloseDuringLoadLosesNothing(t *testing.T) {
+	p, err := pool.New(pool.Options{Workers: 2})
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	var ok, closed, other atomic.Int64
+	for c := range 16 {
+		wg.Go(func() {
+			for k := 0; ; k++ {
+				_, err := p.Call(bg, "pwtest:sleep_then", 0.001, c)
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.Is(err, pool.ErrClosed):
+					closed.Add(1)
+					return
+				default:
+					other.Add(1)
+					t.Errorf("unexpected error: %v", err)
+					return
+				}
+			}
+		})
+	}
+	time.Sleep(100 * time.Millisecond)
+	require.NoError(t, p.Close())
+	wg.Wait()
+	assert.Positive(t, ok.Load())
+	assert.Equal(t, int64(16), closed.Load(), "every caller ends with ErrClosed, none hangs")
+	assert.Zero(t, other.Load())
+	_, err = p.Call(bg, "pwtest:noop")
+	assert.ErrorIs(t, err, pool.ErrClosed)
+	assert.NoError(t, p.Close(), "Close is idempotent")
+}
+
+func TestCloseContextInterruptsRunningTasks(t *testing.T) {
+	p, err := pool.New(pool.Options{Workers: 1})
+	require.NoError(t, err)
+	f, err := p.Submit(bg, "pwtest:spin")
+	require.NoError(t, err)
+	time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, p.CloseContext(ctx), context.DeadlineExceeded)
+	_, err = f.Wait(bg)
+	assert.ErrorIs(t, err, cpython.ErrClosed)
+}
+
+func TestStatsAsExpvar(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1, Name: "stats-test"})
+	_, err := p.Call(bg, "pwtest:noop")
+	require.NoError(t, err)
+	v := expvar.Get("pyworkers.pool.stats-test")
+	require.NotNil(t, v)
+	var s pool.Stats
+	require.NoError(t, json.Unmarshal([]byte(v.String()), &s))
+	assert.Equal(t, uint64(1), s.Groups[0].Done)
+	// a new pool may take the name over
+	p2 := newPool(t, pool.Options{Workers: 1, Name: "stats-test"})
+	_ = p2
+	require.NoError(t, json.Unmarshal([]byte(expvar.Get("pyworkers.pool.stats-test").String()), &s))
+	assert.Equal(t, uint64(0), s.Groups[0].Done)
+}
+
+func TestOutputOfWorkers(t *testing.T) {
+	var out bytes.Buffer
+	p := newPool(t, pool.Options{Workers: 2, Stdout: &out})
+	for k := range 10 {
+		_, err := p.Call(bg, "pwtest:print_lines", "x", 1+k%2)
+		require.NoError(t, err)
+	}
+	require.NoError(t, p.Close())
+	assert.Equal(t, 15, strings.Count(out.String(), "\n"))
+}
+
+// Every call returns exactly once in a soak of mixed tasks; the pool keeps its size.
+func TestSoak(t *testing.T) {
+	n := 50000
+	if testing.Short() {
+		n = 5000
+	}
+	var out bytes.Buffer
+	p := newPool(t, pool.Options{Workers: 2, Stdout: &out})
+	var wg sync.WaitGroup
+	results := make([]atomic.Int32, n)
+	var next atomic.Int64
+	for range 16 {
+		wg.Go(func() {
+			for {
+				k := int(next.Add(1) - 1)
+				if k >= n {
+					return
+				}
+				timeout := time.Minute
+				if k%50 == 49 {
+					timeout = 10 * time.Millisecond // the spinning kind: stopped by its deadline
+				}
+				ctx, cancel := context.WithTimeout(bg, timeout)
+				v, err := p.Call(ctx, "pwtest:mixed", k)
+				cancel()
+				results[k].Add(1)
+				var pe *cpython.PythonError
+				switch kind := k % 50; {
+				case kind < 20:
+					assert.Equal(t, int64(2*k), v)
+				case kind < 30:
+					if assert.ErrorAs(t, err, &pe) {
+						assert.Equal(t, "ValueError", pe.Type)
+					}
+				case kind < 40:
+					assert.NoError(t, err)
+				case kind < 49 && k%1000 == 43:
+					assert.ErrorIs(t, err, pool.ErrWorkerLost)
+				case kind < 49:
+					assert.Equal(t, int64(-k), v)
+				default:
+					assert.ErrorIs(t, err, context.DeadlineExceeded)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for k := range results {
+		require.Equal(t, int32(1), results[k].Load(), "call %d", k)
+	}
+	// callers whose deadline passed returned at once; their tasks finish being interrupted
+	require.Eventually(t, func() bool {
+		s := p.Stats().Groups[0]
+		return s.Done+s.Failed+s.Cancelled == s.Submitted
+	}, 10*time.Second, 10*time.Millisecond)
+	s := p.Stats().Groups[0]
+	assert.Equal(t, 2, s.Workers, "pool at full size")
+	// a 10 ms call may reach its deadline before it is even queued: then it is not submitted
+	assert.GreaterOrEqual(t, s.Submitted, uint64(n-n/50))
+	assert.Equal(t, n/5, strings.Count(out.String(), "prints\n"))
+	assert.Equal(t, uint64(n/1000), s.Recycles, "one per SystemExit")
+}
