@@ -21,7 +21,12 @@ provision:
 	@scripts/build-python.sh
 
 demo: provision
-	$(WITH) go run ./cmd/pyworkers run -w 4 testdata/demo/isqrt.py
+	$(WITH) go build -o bin/pyworkers ./cmd/pyworkers
+	@echo "== 4 interpreters run testdata/demo/isqrt.py at once, each with its own n"
+	$(WITH) bin/pyworkers run -w 4 testdata/demo/isqrt.py
+	@echo "== the same four sums through map: 4 workers, then 1 worker (sequential)"
+	$(WITH) bin/pyworkers map -w 4 testdata/demo/isqrt.py:isqrt_sum testdata/demo/sizes.jsonl
+	$(WITH) bin/pyworkers map -w 1 testdata/demo/isqrt.py:isqrt_sum testdata/demo/sizes.jsonl
 
 test: provision fmt-check vet test-release test-debug
 

@@ -417,16 +417,9 @@ func (t *Thread) Call(ctx context.Context, target string, args ...any) (any, err
 	if err != nil {
 		return nil, err
 	}
-	slot, ok := i.slots[target]
-	if !ok {
-		slot = C.size_t(len(i.slots))
-		ctarget := C.CString(target)
-		r := C.pyw_interp_resolve(i.c, ctarget, C.size_t(len(target)), slot)
-		C.free(unsafe.Pointer(ctarget))
-		if _, err := result(ctx, &r, "result"); err != nil {
-			return nil, err
-		}
-		i.slots[target] = slot
+	slot, err := i.resolve(ctx, target)
+	if err != nil {
+		return nil, err
 	}
 	task := taskIDs.Add(1)
 	stop := i.watch(ctx, task)
@@ -434,6 +427,33 @@ func (t *Thread) Call(ctx context.Context, target string, args ...any) (any, err
 	r := C.pyw_interp_call(i.c, slot, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), refs, nrefs, C.uint64_t(task))
 	stop()
 	return result(ctx, &r, "result")
+}
+
+// Resolve imports target's module and finds the callable, as the first Call of it would, without
+// calling it: to check a target before work starts. The result is cached like Call's.
+func (t *Thread) Resolve(ctx context.Context, target string) error {
+	i := t.interp()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	_, err := i.resolve(ctx, target)
+	return err
+}
+
+// resolve returns target's slot, resolving it on first use (a failure is not cached).
+func (i *Interpreter) resolve(ctx context.Context, target string) (C.size_t, error) {
+	if slot, ok := i.slots[target]; ok {
+		return slot, nil
+	}
+	slot := C.size_t(len(i.slots))
+	ctarget := C.CString(target)
+	r := C.pyw_interp_resolve(i.c, ctarget, C.size_t(len(target)), slot)
+	C.free(unsafe.Pointer(ctarget))
+	if _, err := result(ctx, &r, "result"); err != nil {
+		return 0, err
+	}
+	i.slots[target] = slot
+	return slot, nil
 }
 
 // watch arranges for task to be interrupted when ctx ends; the returned func disarms it.

@@ -89,6 +89,20 @@ func (g *Group) Submit(ctx context.Context, target string, args ...any) (*Future
 	return &Future{t: tk}, nil
 }
 
+// Check imports target's module and finds the function on one of the group's workers without
+// calling it: a target that cannot be imported fails here, before any work is queued.
+func (g *Group) Check(ctx context.Context, target string) error {
+	f, err := g.Submit(ctx, checkTarget, target)
+	if err != nil {
+		return err
+	}
+	_, err = f.Wait(ctx)
+	return err
+}
+
+// checkTarget is a task target the workers treat specially: resolve args[0], do not call it.
+const checkTarget = "\x00check"
+
 // Args, as an input of Map, is spread into positional arguments (a final cpython.Kwargs into
 // keyword arguments); any other input is passed as the one argument.
 type Args []any
@@ -244,10 +258,9 @@ func (f *Future) Wait(ctx context.Context) (any, error) {
 		return nil, f.err
 	}
 	tk := f.t
-	if tk.state.Load() == stateDone {
-		return tk.val, tk.err
-	}
 	if tk.waiting.CompareAndSwap(false, true) {
+		// Also when the task is done already: taking its signal (sent right after) lets the
+		// channel serve another task.
 		// The fast path: sleep in C on the task's own channel, woken directly by the worker.
 		_, err := tk.res.Recv(ctx)
 		if err == nil {
@@ -417,7 +430,13 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 	w.current.Store(tk)
 	tk.worker.Store(w)
 	start := time.Now()
-	val, err := t.Call(tk.ctx, tk.target, tk.args...)
+	var val any
+	var err error
+	if tk.target == checkTarget {
+		err = t.Resolve(tk.ctx, tk.args[0].(string))
+	} else {
+		val, err = t.Call(tk.ctx, tk.target, tk.args...)
+	}
 	busy := time.Since(start)
 	w.current.Store(nil)
 	st := g.slotStat(w.id)

@@ -178,6 +178,9 @@ func (p *Pool) Call(ctx context.Context, target string, args ...any) (any, error
 	return p.def.Call(ctx, target, args...)
 }
 
+// Check resolves target on a worker of the default group without calling it; see Group.Check.
+func (p *Pool) Check(ctx context.Context, target string) error { return p.def.Check(ctx, target) }
+
 // Submit queues a call on the default group and returns its Future at once (or waits while a
 // bounded queue is full). ctx governs the task: cancelling it cancels the task.
 func (p *Pool) Submit(ctx context.Context, target string, args ...any) (*Future, error) {

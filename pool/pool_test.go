@@ -426,3 +426,18 @@ func TestSoak(t *testing.T) {
 	assert.Equal(t, n/5, strings.Count(out.String(), "prints\n"))
 	assert.Equal(t, uint64(n/1000), s.Recycles, "one per SystemExit")
 }
+
+func TestCheckTarget(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1})
+	require.NoError(t, p.Check(bg, "pwtest:add"))
+	require.NoError(t, p.Check(bg, pwtestDir()+"/scriptfile.py:area"))
+	var pe *cpython.PythonError
+	require.ErrorAs(t, p.Check(bg, "pwtest:nope"), &pe)
+	assert.Equal(t, "AttributeError", pe.Type)
+	require.ErrorAs(t, p.Check(bg, "no_such_mod:f"), &pe)
+	assert.Equal(t, "ModuleNotFoundError", pe.Type)
+	// nothing ran
+	v, err := p.Call(bg, "pwtest:count_calls")
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), v)
+}

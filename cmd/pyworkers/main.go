@@ -1,9 +1,12 @@
 // Command pyworkers runs Python code in parallel in own-GIL CPython interpreters.
 //
 //	pyworkers run [-w N] [--timeout D] [--no-prefix] SCRIPT.py [-- ARGS...]
+//	pyworkers map [-w N] [--timeout D] [--setup CODE] [--star] TARGET [INPUT]
+//	pyworkers bench [-w N] [--json] [--quick]
+//	pyworkers doctor [--json] [MODULE...]
 //	pyworkers version
 //
-// Run `pyworkers help` for details.
+// Run `pyworkers help` or `pyworkers COMMAND --help` for details.
 package main
 
 import (
@@ -13,16 +16,20 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
+	"syscall"
+
+	"github.com/spf13/pflag"
 
 	"github.com/pyworkers/pyworkers/cpython"
 )
 
 // Exit codes.
 const (
-	exitOK      = 0
-	exitFailed  = 1 // some Python code failed
-	exitUsage   = 2 // bad command line or input that cannot be used
-	exitSignals = 130
+	exitOK        = 0
+	exitFailed    = 1   // some Python code failed
+	exitUsage     = 2   // bad command line, missing file, target that cannot be imported
+	exitInterrupt = 130 // stopped by Ctrl-C
 )
 
 // usageError is a mistake in the command line: reported once, exit status 2.
@@ -32,42 +39,76 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
 
-func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
-}
-
 const usage = `pyworkers runs Python code in parallel, one own-GIL CPython interpreter per worker.
 
 Usage:
-  pyworkers run [-w N] [--timeout D] [--no-prefix] SCRIPT.py [-- ARGS...]
+  pyworkers run [-w N] [--timeout D] SCRIPT.py [-- ARGS...]
         run SCRIPT.py once in each of N interpreters at the same time
+  pyworkers map [-w N] [--timeout D] [--setup CODE] [--star] TARGET [INPUT]
+        call TARGET (file.py:func or pkg.module:func) once per JSON line of INPUT (or stdin),
+        writing one JSON result line per input, in input order
+  pyworkers bench [-w N] [--json] [--quick]
+        measure pyworkers and CPython's own pools on the same workloads
+  pyworkers doctor [--json] [MODULE...]
+        show the CPython in use and whether MODULEs import in an own-GIL interpreter
   pyworkers version
         print pyworkers' and CPython's versions
-  pyworkers help
-        show this text
 
-Run "pyworkers COMMAND -h" for a command's flags.
+Run "pyworkers COMMAND --help" for a command's flags and examples.
 `
 
-func run(args []string, stdout, stderr io.Writer) int {
+type io3 struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+func main() {
+	ctx, cancel := context.WithCancel(context.Background())
+	// The first Ctrl-C stops cleanly (commands finish what they can and write it out); a
+	// second one exits at once.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		cancel()
+		<-sigs
+		fmt.Fprintln(os.Stderr, "pyworkers: interrupted again: exiting now")
+		os.Exit(exitInterrupt)
+	}()
+	if path := os.Getenv("PYWORKERS_CPUPROFILE"); path != "" { // for pyworkers' own developers
+		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
+			code := run(ctx, os.Args[1:], io3{os.Stdin, os.Stdout, os.Stderr})
+			pprof.StopCPUProfile()
+			f.Close()
+			os.Exit(code)
+		}
+	}
+	os.Exit(run(ctx, os.Args[1:], io3{os.Stdin, os.Stdout, os.Stderr}))
+}
+
+func run(ctx context.Context, args []string, std io3) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(std.stderr, usage)
 		return exitUsage
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
 	var code int
 	var err error
 	switch args[0] {
 	case "run":
-		code, err = cmdRun(ctx, args[1:], stdout, stderr)
-	case "version":
-		code, err = cmdVersion(stdout)
+		code, err = cmdRun(ctx, args[1:], std)
+	case "map":
+		code, err = cmdMap(ctx, args[1:], std)
+	case "bench":
+		code, err = cmdBench(ctx, args[1:], std)
+	case "doctor":
+		code, err = cmdDoctor(ctx, args[1:], std)
+	case "version", "--version":
+		code, err = cmdVersion(args[1:], std)
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(std.stdout, usage)
 		return exitOK
 	default:
-		fmt.Fprintf(stderr, "pyworkers: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(std.stderr, "pyworkers: unknown command %q\n\n%s", args[0], usage)
 		return exitUsage
 	}
 	if ferr := cpython.Finalize(context.Background()); ferr != nil && err == nil {
@@ -75,32 +116,72 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		if ue := (*usageError)(nil); errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "pyworkers %s: %v\n", args[0], ue)
+			fmt.Fprintf(std.stderr, "pyworkers %s: %v\n", args[0], ue)
 			return exitUsage
 		}
-		fmt.Fprintf(stderr, "pyworkers %s: %v\n", args[0], err)
+		fmt.Fprintf(std.stderr, "pyworkers %s: %v\n", args[0], err)
 		if code == exitOK {
 			code = exitFailed
 		}
 	}
 	if ctx.Err() != nil && code == exitOK {
-		code = exitSignals
+		code = exitInterrupt
 	}
 	return code
+}
+
+// newFlags makes a command's flag set: GNU-style long flags, errors returned (not printed
+// twice), --help printing the command's own usage text.
+func newFlags(name, help string, std io3) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(std.stderr)
+	fs.Usage = func() {
+		fmt.Fprint(std.stdout, help)
+		fs.SetOutput(std.stdout)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses args; it returns done=true when --help was shown.
+func parse(fs *pflag.FlagSet, args []string) (done bool, err error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return true, nil
+		}
+		return false, usagef("%v (see pyworkers %s --help)", err, fs.Name())
+	}
+	return false, nil
 }
 
 // version is set at build time with -ldflags "-X main.version=..."; "dev" otherwise.
 var version = "dev"
 
-func cmdVersion(stdout io.Writer) (int, error) {
+const versionUsage = `Usage: pyworkers version
+
+Prints pyworkers' version and the CPython it runs on.
+
+`
+
+func cmdVersion(args []string, std io3) (int, error) {
+	fs := newFlags("version", versionUsage, std)
+	if done, err := parse(fs, args); done || err != nil {
+		return exitOK, err
+	}
+	if fs.NArg() > 0 {
+		return exitUsage, usagef("version takes no arguments")
+	}
 	info, err := cpython.RuntimeInfo()
 	if err != nil {
 		return exitFailed, err
 	}
-	build := "release"
-	if info.Debug {
-		build = "debug"
-	}
-	fmt.Fprintf(stdout, "pyworkers %s\nCPython %s (%s build, prefix %s)\n", version, info.Version, build, info.Prefix)
+	fmt.Fprintf(std.stdout, "pyworkers %s\nCPython %s (%s build, prefix %s)\n", version, info.Version, buildName(info), info.Prefix)
 	return exitOK, nil
+}
+
+func buildName(info cpython.Info) string {
+	if info.Debug {
+		return "debug"
+	}
+	return "release"
 }

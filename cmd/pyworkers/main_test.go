@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -50,17 +52,7 @@ type result struct {
 
 func pyworkers(t *testing.T, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else {
-		require.NoError(t, err)
-	}
-	return result{out.String(), errb.String(), code}
+	return pyworkersIn(t, "", args...)
 }
 
 func script(t *testing.T, src string) string {
@@ -136,4 +128,216 @@ func TestVersionReportsTheLinkedBuild(t *testing.T) {
 		want = "debug build"
 	}
 	assert.Contains(t, r.stdout, want)
+}
+
+func pyworkersIn(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(t, err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+// jsonLines checks that every line of out is one JSON object and returns them.
+func jsonLines(t *testing.T, out string) []map[string]any {
+	t.Helper()
+	var lines []map[string]any
+	for _, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &m), "line %q", l)
+		lines = append(lines, m)
+	}
+	return lines
+}
+
+const mapScript = `
+import sys, time
+def f(x):
+    print("printing to stdout", x)
+    print("and to stderr", x, file=sys.stderr)
+    if x == 3:
+        raise ValueError("three")
+    if x == 4:
+        return {1, 2}
+    if x == 5:
+        return b"bytes"
+    if x == 6:
+        return (1, [2.5, None], {"a": True})
+    return x * 2
+def kw(a, b=0):
+    return a - b
+def hang(x):
+    while True:
+        pass
+def slow(x):
+    time.sleep(0.05)
+    return x
+`
+
+func TestMapWritesOneJSONLinePerInputInOrder(t *testing.T) {
+	p := script(t, mapScript)
+	r := pyworkersIn(t, "1\n2\n3\n4\n5\n6\nnot json\n7\n", "map", "-w", "2", p+":f")
+	assert.Equal(t, 1, r.code, r.stderr)
+	lines := jsonLines(t, r.stdout)
+	require.Len(t, lines, 8)
+	assert.Equal(t, map[string]any{"ok": 2.0}, lines[0])
+	assert.Equal(t, map[string]any{"ok": 4.0}, lines[1])
+	e := lines[2]["error"].(map[string]any)
+	assert.Equal(t, "ValueError", e["type"])
+	assert.Equal(t, "three", e["message"])
+	assert.Contains(t, e["traceback"], "Traceback (most recent call last)")
+	assert.Contains(t, lines[3]["error"].(map[string]any)["message"], "'set'")
+	assert.Contains(t, lines[4]["error"].(map[string]any)["message"], "bytes")
+	assert.Equal(t, map[string]any{"ok": []any{1.0, []any{2.5, nil}, map[string]any{"a": true}}}, lines[5])
+	assert.Equal(t, "InputError", lines[6]["error"].(map[string]any)["type"])
+	assert.Equal(t, map[string]any{"ok": 14.0}, lines[7])
+	assert.Contains(t, r.stderr, "printing to stdout 1", "prints go to stderr")
+	assert.Contains(t, r.stderr, "8 lines, 4 ok, 4 failed")
+
+	r = pyworkersIn(t, "1\n2\n", "map", p+":f")
+	assert.Equal(t, 0, r.code, r.stderr)
+
+	// --star, from a file argument
+	in := filepath.Join(t.TempDir(), "in.jsonl")
+	require.NoError(t, os.WriteFile(in, []byte("[5, 2]\n{\"a\": 10, \"b\": 3}\n7\n"), 0o644))
+	r = pyworkers(t, "map", "--star", p+":kw", in)
+	assert.Equal(t, 1, r.code)
+	lines = jsonLines(t, r.stdout)
+	require.Len(t, lines, 3)
+	assert.Equal(t, map[string]any{"ok": 3.0}, lines[0])
+	assert.Equal(t, map[string]any{"ok": 7.0}, lines[1])
+	assert.Equal(t, "InputError", lines[2]["error"].(map[string]any)["type"])
+
+	// a module target, big integers kept exact
+	r = pyworkersIn(t, "123456789012345678901234567890\n", "map", "json:dumps")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "{\"ok\":\"123456789012345678901234567890\"}\n", r.stdout)
+}
+
+func TestMapTimeoutStopsAHungCall(t *testing.T) {
+	p := script(t, mapScript)
+	r := pyworkersIn(t, "1\n", "map", "--timeout", "200ms", p+":hang")
+	assert.Equal(t, 1, r.code)
+	lines := jsonLines(t, r.stdout)
+	require.Len(t, lines, 1)
+	assert.Equal(t, "TimeoutError", lines[0]["error"].(map[string]any)["type"])
+}
+
+func TestMapUsageErrorsBeforeAnyWork(t *testing.T) {
+	p := script(t, mapScript)
+	bad := script(t, "def f(x:\n    return x\n")
+	for _, c := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"map"}, "TARGET"},
+		{[]string{"map", "nocolon"}, "must look like"},
+		{[]string{"map", "/no/such/file.py:f"}, "no such file"},
+		{[]string{"map", p + ":no_such_function"}, "AttributeError"},
+		{[]string{"map", "no_such_module_anywhere:f"}, "ModuleNotFoundError"},
+		{[]string{"map", bad + ":f"}, "SyntaxError"},
+		{[]string{"map", p + ":f", "/no/such/input.jsonl"}, "cannot read INPUT"},
+		{[]string{"map", "--bogus", p + ":f"}, "unknown flag"},
+		{[]string{"map", "--progress", "sometimes", p + ":f"}, "--progress"},
+	} {
+		r := pyworkersIn(t, "1\n", c.args...)
+		assert.Equal(t, 2, r.code, "%v: %s", c.args, r.stderr)
+		assert.Contains(t, r.stderr, c.says, "%v", c.args)
+		assert.Empty(t, r.stdout, "%v", c.args)
+		assert.Equal(t, 1, strings.Count(r.stderr, "pyworkers map:"), "said once: %s", r.stderr)
+	}
+}
+
+// Ctrl-C: what finished is written as complete lines, in order, and the exit status is 130.
+func TestMapInterruptedWritesCompleteLines(t *testing.T) {
+	p := script(t, mapScript)
+	var in strings.Builder
+	for k := range 2000 {
+		fmt.Fprintf(&in, "%d\n", k)
+	}
+	cmd := exec.Command(binary, "map", "-w", "2", p+":slow")
+	cmd.Stdin = strings.NewReader(in.String())
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	require.NoError(t, cmd.Start())
+	time.Sleep(700 * time.Millisecond)
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, errb.String())
+	assert.Equal(t, 130, ee.ExitCode(), errb.String())
+	assert.True(t, strings.HasSuffix(out.String(), "\n"), "ends with a whole line")
+	lines := jsonLines(t, out.String())
+	assert.NotEmpty(t, lines)
+	assert.Less(t, len(lines), 2000)
+	for k, l := range lines {
+		assert.Equal(t, float64(k), l["ok"], "line %d in order", k)
+	}
+}
+
+func TestDoctor(t *testing.T) {
+	r := pyworkers(t, "doctor", "json", "_testsinglephase", "no_such_module_xyz")
+	assert.Equal(t, 1, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "CPython 3.14.")
+	assert.Regexp(t, `json\s+ok`, r.stdout)
+	assert.Contains(t, r.stdout, "extension module _testsinglephase does not support own-GIL interpreters")
+	assert.Contains(t, r.stdout, "ModuleNotFoundError")
+
+	r = pyworkers(t, "doctor", "--json", "json", "decimal")
+	assert.Equal(t, 0, r.code, r.stderr)
+	var rep struct {
+		Python  struct{ Version, Build string }
+		Modules []struct {
+			Name string
+			OK   bool
+		}
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+	assert.True(t, strings.HasPrefix(rep.Python.Version, "3.14."))
+	require.Len(t, rep.Modules, 2)
+	assert.True(t, rep.Modules[0].OK && rep.Modules[1].OK)
+
+	r = pyworkers(t, "doctor", "not a module")
+	assert.Equal(t, 2, r.code)
+}
+
+func TestHelpForEveryCommand(t *testing.T) {
+	for _, c := range []string{"run", "map", "bench", "doctor", "version"} {
+		r := pyworkers(t, c, "--help")
+		assert.Equal(t, 0, r.code, c)
+		assert.Contains(t, r.stdout, "Usage: pyworkers "+c, c)
+	}
+	r := pyworkers(t, "help")
+	assert.Equal(t, 0, r.code)
+	assert.Contains(t, r.stdout, "pyworkers map")
+}
+
+func TestBenchQuickJSON(t *testing.T) {
+	if raceFlag != nil {
+		t.Skip("the race lane checks races; this command is exercised by the debug lane")
+	}
+	r := pyworkers(t, "bench", "--quick", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var rep struct {
+		Workers   int
+		Pyworkers map[string]float64
+		Peers     map[string]map[string]float64
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+	for _, k := range []string{"roundtrip_p50_us", "tasks_per_s", "cpu_1ms_tasks_per_s", "speedup", "payload_1mb_ms", "ms_to_first_result"} {
+		assert.Positive(t, rep.Pyworkers[k], k)
+	}
+	assert.Len(t, rep.Peers, 3)
+	assert.Positive(t, rep.Peers["InterpreterPoolExecutor"]["tasks_per_s"])
 }

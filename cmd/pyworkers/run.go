@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -24,24 +23,22 @@ sys.argv is SCRIPT.py followed by ARGS. Each line a worker prints is prefixed "[
 Exit status: 0 when every worker succeeded; 1 otherwise, with each failure's traceback on
 stderr; 2 for a bad command line.
 
-Example:
+Examples:
   pyworkers run -w 4 testdata/demo/isqrt.py
+  pyworkers run -w 2 --timeout 30s job.py -- --input data.csv
 
 Flags:
 `
 
-func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	workers := fs.Int("w", runtime.NumCPU(), "number of interpreters")
+func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
+	stdout, stderr := std.stdout, std.stderr
+	fs := newFlags("run", runUsage, std)
+	fs.SetInterspersed(false) // what follows SCRIPT.py belongs to the script
+	workers := fs.IntP("workers", "w", runtime.NumCPU(), "number of interpreters")
 	timeout := fs.Duration("timeout", 0, "stop each worker after this long (e.g. 30s); 0: no limit")
 	noPrefix := fs.Bool("no-prefix", false, `do not prefix output lines with "[k] "`)
-	fs.Usage = func() { fmt.Fprint(stderr, runUsage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK, nil
-		}
-		return exitUsage, &usageError{"see pyworkers run -h"}
+	if done, err := parse(fs, args); done || err != nil {
+		return exitOK, err
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"text/tabwriter"
+
+	"github.com/pyworkers/pyworkers/cpython"
+	"github.com/pyworkers/pyworkers/internal/bench"
+)
+
+const benchUsage = `Usage: pyworkers bench [-w N] [--json] [--quick]
+
+Measures standard workloads through pyworkers' pool and, in the same run, through CPython's
+ThreadPoolExecutor, ProcessPoolExecutor and InterpreterPoolExecutor (with the python3.14 that
+pyworkers runs on): tiny-task round trip and throughput, ~1 ms CPU-bound tasks, the speed-up of
+~100 ms tasks on N workers against 1, 1 MB payloads, pool start to first result, and resident
+memory per idle worker. Prints a table with each figure's ratio to the best peer (--json for
+machines). --quick takes under two minutes on 2 cores.
+
+Examples:
+  pyworkers bench --quick
+  pyworkers bench -w 4 --json > bench.json
+
+Flags:
+`
+
+type benchReport struct {
+	Workers   int                      `json:"workers"`
+	Quick     bool                     `json:"quick"`
+	Python    string                   `json:"python"`
+	Pyworkers bench.Figures            `json:"pyworkers"`
+	Peers     map[string]bench.Figures `json:"peers,omitempty"`
+	PeersNote string                   `json:"peers_note,omitempty"`
+}
+
+func cmdBench(ctx context.Context, args []string, std io3) (int, error) {
+	fs := newFlags("bench", benchUsage, std)
+	workers := fs.IntP("workers", "w", min(runtime.NumCPU(), 4), "number of workers")
+	asJSON := fs.Bool("json", false, "write the figures as JSON")
+	quick := fs.Bool("quick", false, "fewer repetitions (under two minutes)")
+	if done, err := parse(fs, args); done || err != nil {
+		return exitOK, err
+	}
+	if fs.NArg() > 0 {
+		return exitUsage, usagef("bench takes no arguments")
+	}
+	if *workers < 2 {
+		return exitUsage, usagef("-w must be at least 2 to measure a speed-up, got %d", *workers)
+	}
+	dir, err := bench.Prepare()
+	if err != nil {
+		return exitFailed, err
+	}
+	defer os.RemoveAll(dir)
+	if err := cpython.Initialize(cpython.Config{Path: []string{dir}}); err != nil {
+		return exitFailed, err
+	}
+	info, err := cpython.RuntimeInfo()
+	if err != nil {
+		return exitFailed, err
+	}
+	counts := bench.Full
+	if *quick {
+		counts = bench.Quick
+	}
+	rep := benchReport{Workers: *workers, Quick: *quick, Python: info.Version + " (" + buildName(info) + ")"}
+	fmt.Fprintf(std.stderr, "pyworkers bench: measuring pyworkers with %d workers...\n", *workers)
+	if rep.Pyworkers, err = bench.Pyworkers(ctx, *workers, counts); err != nil {
+		return exitFailed, err
+	}
+	if python := findPython(info); python == "" {
+		rep.PeersNote = "no python3.14 found next to the linked CPython or on PATH: peers not measured"
+	} else {
+		fmt.Fprintf(std.stderr, "pyworkers bench: measuring CPython's pools with %s...\n", python)
+		if rep.Peers, err = bench.Peers(ctx, python, filepath.Join(dir, "peers.py"), *workers, *quick); err != nil {
+			return exitFailed, err
+		}
+	}
+	if ctx.Err() != nil {
+		return exitInterrupt, nil
+	}
+	if *asJSON {
+		enc := json.NewEncoder(std.stdout)
+		enc.SetIndent("", "  ")
+		return exitOK, enc.Encode(rep)
+	}
+	printBenchTable(std, rep)
+	return exitOK, nil
+}
+
+// findPython is the python3.14 (python3.14d for a debug build) of the CPython this binary
+// links, else one on PATH.
+func findPython(info cpython.Info) string {
+	name := "python3.14"
+	if info.Debug {
+		name = "python3.14d"
+	}
+	if p := filepath.Join(info.Prefix, "bin", name); isExecutable(p) {
+		return p
+	}
+	if p, err := exec.LookPath("python3.14"); err == nil {
+		return p
+	}
+	return ""
+}
+
+func isExecutable(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
+}
+
+type benchMetric struct {
+	name   string
+	unit   string
+	higher bool // higher is better
+	get    func(bench.Figures) float64
+}
+
+var benchMetrics = []benchMetric{
+	{"tiny-task round trip p50", "µs", false, func(f bench.Figures) float64 { return f.RoundTripP50us }},
+	{"tiny-task round trip p99", "µs", false, func(f bench.Figures) float64 { return f.RoundTripP99us }},
+	{"tiny-task throughput", "tasks/s", true, func(f bench.Figures) float64 { return f.TasksPerSec }},
+	{"~1 ms CPU tasks", "tasks/s", true, func(f bench.Figures) float64 { return f.CPU1msPerSec }},
+	{"~100 ms CPU tasks: N workers vs 1", "×", true, func(f bench.Figures) float64 { return f.Speedup }},
+	{"1 MB payload round trip", "ms", false, func(f bench.Figures) float64 { return f.Payload1MBms }},
+	{"pool start to first result", "ms", false, func(f bench.Figures) float64 { return f.MsToFirstResult }},
+	{"RSS per idle worker", "MiB", false, func(f bench.Figures) float64 { return f.MiBPerIdleWorker }},
+}
+
+func printBenchTable(std io3, rep benchReport) {
+	w := tabwriter.NewWriter(std.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(std.stdout, "pyworkers bench: %d workers, CPython %s%s\n\n", rep.Workers, rep.Python, map[bool]string{true: ", quick", false: ""}[rep.Quick])
+	header := "workload\tunit\tpyworkers\t"
+	for _, n := range bench.PeerNames {
+		if _, ok := rep.Peers[n]; ok {
+			header += n + "\t"
+		}
+	}
+	fmt.Fprintln(w, header+"vs best peer\t")
+	for _, m := range benchMetrics {
+		ours := m.get(rep.Pyworkers)
+		row := fmt.Sprintf("%s\t%s\t%s\t", m.name, m.unit, num(ours))
+		best, have := 0.0, false
+		for _, n := range bench.PeerNames {
+			f, ok := rep.Peers[n]
+			if !ok {
+				continue
+			}
+			v := m.get(f)
+			row += num(v) + "\t"
+			if !have || (m.higher && v > best) || (!m.higher && v < best) {
+				best, have = v, true
+			}
+		}
+		ratio := "-"
+		if have && best > 0 && ours > 0 {
+			r := ours / best
+			if !m.higher {
+				r = best / ours
+			}
+			ratio = fmt.Sprintf("%.2fx %s", r, map[bool]string{true: "better", false: "worse"}[r >= 1])
+		}
+		fmt.Fprintln(w, row+ratio+"\t")
+	}
+	w.Flush()
+	if rep.PeersNote != "" {
+		fmt.Fprintln(std.stdout, "\n"+rep.PeersNote)
+	}
+}
+
+func num(v float64) string {
+	switch {
+	case v >= 1000:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}

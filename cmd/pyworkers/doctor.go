@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+
+	"github.com/pyworkers/pyworkers/cpython"
+)
+
+const doctorUsage = `Usage: pyworkers doctor [--json] [MODULE...]
+
+Shows the CPython pyworkers runs on (version, release or debug build, prefix) and, for each
+MODULE, whether it imports in a fresh own-GIL interpreter: run it on a deployment before
+relying on a library. Extension modules that do not support per-interpreter GILs (numpy today)
+are named as such. Exit status 1 when any module fails, 2 for a bad command line.
+
+Examples:
+  pyworkers doctor json decimal sqlite3
+  pyworkers doctor --json numpy > report.json
+
+Flags:
+`
+
+var moduleName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$`)
+
+type doctorReport struct {
+	Python struct {
+		Version string `json:"version"`
+		Build   string `json:"build"`
+		Prefix  string `json:"prefix"`
+	} `json:"python"`
+	Modules []moduleReport `json:"modules"`
+}
+
+type moduleReport struct {
+	Name  string       `json:"name"`
+	OK    bool         `json:"ok"`
+	Error *moduleError `json:"error,omitempty"`
+}
+
+type moduleError struct {
+	Type      string `json:"type"`
+	Message   string `json:"message"`
+	Traceback string `json:"traceback,omitempty"`
+	// NotSubinterpreterCapable: an extension module refused own-GIL interpreters.
+	NotSubinterpreterCapable  bool   `json:"not_subinterpreter_capable,omitempty"`
+	IncompatibleExtensionName string `json:"incompatible_extension,omitempty"`
+}
+
+func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
+	fs := newFlags("doctor", doctorUsage, std)
+	asJSON := fs.Bool("json", false, "write the report as JSON")
+	if done, err := parse(fs, args); done || err != nil {
+		return exitOK, err
+	}
+	for _, m := range fs.Args() {
+		if !moduleName.MatchString(m) {
+			return exitUsage, usagef("%q is not a module name", m)
+		}
+	}
+	info, err := cpython.RuntimeInfo()
+	if err != nil {
+		return exitFailed, err
+	}
+	var rep doctorReport
+	rep.Python.Version, rep.Python.Build, rep.Python.Prefix = info.Version, buildName(info), info.Prefix
+	cwd, _ := os.Getwd()
+	failed := 0
+	for _, m := range fs.Args() {
+		r := moduleReport{Name: m}
+		err := importInFreshInterpreter(ctx, m, cwd)
+		if err != nil && ctx.Err() != nil {
+			return exitInterrupt, nil
+		}
+		r.OK = err == nil
+		if err != nil {
+			failed++
+			r.Error = &moduleError{Type: "Error", Message: err.Error()}
+			if pe := (*cpython.PythonError)(nil); errors.As(err, &pe) {
+				r.Error.Type, r.Error.Message, r.Error.Traceback = pe.Type, pe.Message, pe.Traceback
+				if name, ok := pe.IncompatibleModule(); ok {
+					r.Error.NotSubinterpreterCapable, r.Error.IncompatibleExtensionName = true, name
+				}
+			}
+		}
+		rep.Modules = append(rep.Modules, r)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(std.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return exitFailed, err
+		}
+	} else {
+		fmt.Fprintf(std.stdout, "CPython %s (%s build), prefix %s\n", rep.Python.Version, rep.Python.Build, rep.Python.Prefix)
+		for _, r := range rep.Modules {
+			switch {
+			case r.OK:
+				fmt.Fprintf(std.stdout, "  %-24s ok\n", r.Name)
+			case r.Error.NotSubinterpreterCapable:
+				fmt.Fprintf(std.stdout, "  %-24s FAIL: extension module %s does not support own-GIL interpreters (%s: %s)\n",
+					r.Name, r.Error.IncompatibleExtensionName, r.Error.Type, r.Error.Message)
+			default:
+				fmt.Fprintf(std.stdout, "  %-24s FAIL: %s: %s\n", r.Name, r.Error.Type, r.Error.Message)
+			}
+		}
+	}
+	if failed > 0 {
+		return exitFailed, nil
+	}
+	return exitOK, nil
+}
+
+// importInFreshInterpreter imports module in a new own-GIL interpreter, so that one module's
+// failure or side effects cannot colour the next one's result.
+func importInFreshInterpreter(ctx context.Context, module, cwd string) error {
+	in, err := cpython.NewInterpreter(ctx, cpython.InterpreterConfig{Path: []string{cwd}})
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	return in.Exec(ctx, "import "+module)
+}

@@ -1,0 +1,33 @@
+package bench
+
+import (
+	"embed"
+	"os"
+	"path/filepath"
+)
+
+// The Python side of the benchmarks: the workloads, and the script that runs CPython's own
+// pools on them. Embedded, so that an installed pyworkers binary can run `pyworkers bench`.
+//
+//go:embed py/benchfuncs.py py/peers.py
+var files embed.FS
+
+// Prepare writes benchfuncs.py and peers.py to a new temporary folder. Put the folder on the
+// path of the interpreters that run the workloads; remove it when done.
+func Prepare() (dir string, err error) {
+	dir, err = os.MkdirTemp("", "pyworkers-bench")
+	if err != nil {
+		return "", err
+	}
+	for _, name := range []string{"benchfuncs.py", "peers.py"} {
+		data, err := files.ReadFile("py/" + name)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, name), data, 0o644)
+		}
+		if err != nil {
+			os.RemoveAll(dir)
+			return "", err
+		}
+	}
+	return dir, nil
+}
