@@ -107,14 +107,19 @@ const checkTarget = "\x00check"
 // keyword arguments); any other input is passed as the one argument.
 type Args []any
 
-// mapWindow is how many calls per worker Map keeps in flight: enough that the oldest is usually
-// done when Map waits for it, few enough that memory stays bounded.
-const mapWindow = 16
+// Map sends inputs in batches of up to mapBatch calls (one hand-off each, see SubmitBatch) and
+// keeps up to mapWindow batches per worker in flight: enough that the oldest is usually done
+// when Map waits for it, few enough that memory stays bounded.
+const (
+	mapBatch  = 32
+	mapWindow = 4
+)
 
-// Map calls target once for each input, keeping up to 16 calls per worker in flight, and
-// yields the results in input order as they are ready, so that memory stays bounded however
-// many inputs there are. Stopping the iteration early cancels the calls in flight. Cancelling
-// ctx ends it with errors wrapping ctx.Err().
+// Map calls target once for each input and yields the results in input order as they are
+// ready. It sends the inputs to the workers in batches of up to 32 calls (see SubmitBatch) and
+// keeps at most 4 batches per worker in flight, so memory stays bounded however many inputs
+// there are; a slow input iterator delays only the batch it is filling. Stopping the iteration
+// early cancels the calls in flight. Cancelling ctx ends it with errors wrapping ctx.Err().
 func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) iter.Seq2[any, error] {
 	return func(yield func(any, error) bool) {
 		ctx, cancel := context.WithCancel(ctx)
@@ -122,33 +127,51 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 		next, stop := iter.Pull(inputs)
 		defer stop()
 		window := mapWindow * max(g.spec.Workers, 1)
-		fifo := make([]*Future, 0, window)
+		type pending struct {
+			b   *BatchFuture
+			n   int
+			err error
+		}
+		fifo := make([]pending, 0, window)
 		more := true
 		for {
 			for more && len(fifo) < window {
-				in, ok := next()
-				if !ok {
-					more = false
+				items := make([][]any, 0, mapBatch)
+				for len(items) < mapBatch {
+					in, ok := next()
+					if !ok {
+						more = false
+						break
+					}
+					args := []any{in}
+					if a, ok := in.(Args); ok {
+						args = a
+					}
+					items = append(items, args)
+				}
+				if len(items) == 0 {
 					break
 				}
-				args := []any{in}
-				if a, ok := in.(Args); ok {
-					args = a
-				}
-				f, err := g.Submit(ctx, target, args...)
-				if err != nil {
-					f = failed(err)
-				}
-				fifo = append(fifo, f)
+				b, err := g.SubmitBatch(ctx, target, items)
+				fifo = append(fifo, pending{b: b, n: len(items), err: err})
 			}
 			if len(fifo) == 0 {
 				return
 			}
-			f := fifo[0]
+			p := fifo[0]
 			copy(fifo, fifo[1:])
 			fifo = fifo[:len(fifo)-1]
-			if !yield(f.Wait(ctx)) {
-				return
+			results, err := fill(p.n, p.err), p.err
+			if err == nil {
+				results, err = p.b.Wait(ctx)
+				if err != nil {
+					results = fill(p.n, err)
+				}
+			}
+			for _, r := range results {
+				if !yield(r.Value, r.Err) {
+					return
+				}
 			}
 		}
 	}

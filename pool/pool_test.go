@@ -270,7 +270,7 @@ func TestMapKeepsOrderAndStopsEarly(t *testing.T) {
 			break
 		}
 	}
-	assert.LessOrEqual(t, pulled.Load(), int64(10+16*2+1), "Map pulls only a window ahead")
+	assert.LessOrEqual(t, pulled.Load(), int64(4*2*32+1), "Map pulls only a window ahead")
 
 	// errors arrive in place
 	var errs []string
@@ -440,4 +440,61 @@ func TestCheckTarget(t *testing.T) {
 	v, err := p.Call(bg, "pwtest:count_calls")
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), v)
+}
+
+func TestSubmitBatch(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 2})
+	b, err := p.SubmitBatch(bg, "pwtest:add", [][]any{{1, 2}, {"a", "b"}, {1, "x"}, {5, cpython.Kwargs{"b": 5}}})
+	require.NoError(t, err)
+	assert.Equal(t, 4, b.Len())
+	res, err := b.Wait(bg)
+	require.NoError(t, err)
+	require.Len(t, res, 4)
+	assert.Equal(t, pool.Result{Value: int64(3)}, res[0])
+	assert.Equal(t, pool.Result{Value: "ab"}, res[1])
+	var pe *cpython.PythonError
+	require.ErrorAs(t, res[2].Err, &pe)
+	assert.Equal(t, "TypeError", pe.Type)
+	assert.Contains(t, pe.Traceback, "in add")
+	assert.Equal(t, pool.Result{Value: int64(10)}, res[3])
+
+	// a result that cannot cross, and a SystemExit: the items run again one by one and each
+	// gets what Call would give it
+	b, err = p.SubmitBatch(bg, "pwtest:main_eval", [][]any{{"1 + 1"}, {"{1, 2}"}, {"3"}})
+	require.NoError(t, err)
+	res, err = b.Wait(bg)
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), res[0].Value)
+	var ce *cpython.ConversionError
+	assert.ErrorAs(t, res[1].Err, &ce)
+	assert.Equal(t, int64(3), res[2].Value)
+
+	b, err = p.SubmitBatch(bg, "pwtest:mixed", [][]any{{0}, {1043}, {2}})
+	require.NoError(t, err)
+	res, err = b.Wait(bg)
+	require.NoError(t, err)
+	assert.Equal(t, int64(0), res[0].Value)
+	assert.ErrorIs(t, res[1].Err, pool.ErrWorkerLost)
+	assert.Equal(t, int64(4), res[2].Value)
+
+	// a target that cannot be resolved: every item says why
+	b, err = p.SubmitBatch(bg, "pwtest:nope", [][]any{{1}, {2}})
+	require.NoError(t, err)
+	res, err = b.Wait(bg)
+	require.NoError(t, err)
+	for _, r := range res {
+		require.ErrorAs(t, r.Err, &pe)
+		assert.Equal(t, "AttributeError", pe.Type)
+	}
+
+	// the batch's context ends: every item has that error
+	ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)
+	defer cancel()
+	b, err = p.SubmitBatch(ctx, "pwtest:spin", [][]any{{}, {}})
+	require.NoError(t, err)
+	res, err = b.Wait(bg)
+	require.NoError(t, err)
+	for _, r := range res {
+		assert.ErrorIs(t, r.Err, context.DeadlineExceeded)
+	}
 }

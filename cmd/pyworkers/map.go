@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pyworkers/pyworkers/cpython"
@@ -94,7 +95,7 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 		p.CloseContext(done)
 	})
 	defer stop()
-	m := &mapper{p: p, target: target, star: *star, timeout: *timeout, window: 16 * *workers}
+	m := &mapper{p: p, target: target, star: *star, timeout: *timeout, window: 4 * *workers}
 	st, err := m.run(ctx, in, std.stdout, std.stderr, showProgress)
 	fmt.Fprintf(std.stderr, "pyworkers map: %d lines, %d ok, %d failed in %.2fs\n", st.lines, st.ok, st.failed, st.elapsed.Seconds())
 	switch {
@@ -147,6 +148,10 @@ type mapper struct {
 	star    bool
 	timeout time.Duration
 	window  int
+	// runMax is how many lines may go to a worker as one batch. It follows the measured rate:
+	// batching pays for tiny calls, and costs slow ones what Ctrl-C would otherwise keep (a
+	// batch is written whole or not at all).
+	runMax atomic.Int32
 }
 
 type mapStats struct {
@@ -154,16 +159,50 @@ type mapStats struct {
 	elapsed           time.Duration
 }
 
-// entry is one input line on its way: its future, or the error it already has.
+// entry is a run of input lines on their way: the lines that are not JSON have their error
+// already, the others are calls of one batch (one hand-off to a worker for the lot).
 type entry struct {
-	line   int
-	future *pool.Future
+	lines  int
+	errs   map[int]error // index in the run -> input error
+	batch  *pool.BatchFuture
 	cancel context.CancelFunc
-	err    error
+	err    error // the batch could not be submitted
+}
+
+func (e entry) abandon() {
+	if e.cancel != nil {
+		e.cancel()
+	}
+}
+
+// results gives one outcome per line of the run.
+func (e entry) results() []pool.Result {
+	out := make([]pool.Result, e.lines)
+	var br []pool.Result
+	if e.batch != nil {
+		var err error
+		if br, err = e.batch.Wait(context.Background()); err != nil {
+			br = nil
+			e.err = err
+		}
+	}
+	k := 0
+	for i := range out {
+		switch {
+		case e.errs[i] != nil:
+			out[i].Err = e.errs[i]
+		case br != nil:
+			out[i] = br[k]
+			k++
+		default:
+			out[i].Err = e.err
+		}
+	}
+	return out
 }
 
 // run reads lines and submits them in one goroutine, and waits for results in input order and
-// writes them in this one; at most window lines are in flight, so memory stays flat.
+// writes them in this one; at most window runs are in flight, so memory stays flat.
 func (m *mapper) run(ctx context.Context, in io.Reader, stdout, stderr io.Writer, progress bool) (mapStats, error) {
 	start := time.Now()
 	entries := make(chan entry, m.window)
@@ -181,31 +220,33 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout, stderr io.Writer
 			e.abandon()
 			continue
 		}
-		var val any
-		err := e.err
-		if e.future != nil {
-			val, err = e.future.Wait(context.Background())
-			e.cancel()
+		results := e.results()
+		e.abandon()
+		if rate := float64(st.lines+len(results)) / time.Since(start).Seconds(); rate > 0 {
+			m.runMax.Store(int32(min(max(rate/2000, 1), maxRun)))
 		}
-		if ctx.Err() != nil && err != nil && isCancellation(err) {
-			// Ctrl-C: this line did not finish; what follows is not written either, so that
-			// the output stays one line per input, in order.
-			stopped = true
-			continue
-		}
-		buf.Reset()
-		if err == nil {
-			err = writeOK(&buf, val)
-		}
-		if err != nil {
+		for _, r := range results {
+			if ctx.Err() != nil && r.Err != nil && isCancellation(r.Err) {
+				// Ctrl-C: this line did not finish; what follows is not written either, so that
+				// the output stays one line per input, in order.
+				stopped = true
+				break
+			}
 			buf.Reset()
-			writeError(&buf, e.line, err, m.timeout)
-			st.failed++
-		} else {
-			st.ok++
+			err := r.Err
+			if err == nil {
+				err = writeOK(&buf, r.Value)
+			}
+			if err != nil {
+				buf.Reset()
+				writeError(&buf, err, m.timeout)
+				st.failed++
+			} else {
+				st.ok++
+			}
+			st.lines++
+			out.Write(buf.Bytes())
 		}
-		st.lines++
-		out.Write(buf.Bytes())
 		if flushEach {
 			out.Flush()
 		}
@@ -226,59 +267,73 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout, stderr io.Writer
 	return st, werr
 }
 
-func (e entry) abandon() {
-	if e.cancel != nil {
-		e.cancel()
-	}
-}
-
 // isCancellation: the call did not finish because of Ctrl-C (the pool closed under it).
 func isCancellation(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, pool.ErrClosed) || errors.Is(err, cpython.ErrClosed)
 }
 
-// read turns input lines into submitted calls; a line that is not JSON becomes an error entry.
+// maxRun is the most lines sent to a worker as one batch.
+const maxRun = 64
+
+// read turns input lines into submitted batches: the lines already read into the buffer (up to
+// runMax) go together, so a fast input is batched and a slow one is not kept waiting. With
+// --timeout every line is its own batch, so that each has its own deadline.
 func (m *mapper) read(ctx context.Context, in io.Reader, entries chan<- entry) error {
 	defer close(entries)
-	r := bufio.NewReaderSize(in, 64<<10)
-	for line := 1; ; line++ {
-		if ctx.Err() != nil {
-			return nil
+	r := bufio.NewReaderSize(in, 256<<10)
+	line := 0
+	for {
+		runMax := int(m.runMax.Load())
+		if m.timeout > 0 || runMax < 1 {
+			runMax = 1
 		}
-		text, err := r.ReadBytes('\n')
-		if len(text) == 0 && err == io.EOF {
-			return nil
+		var items [][]any
+		e := entry{}
+		eof := false
+		for e.lines < runMax {
+			if ctx.Err() != nil {
+				return nil
+			}
+			text, err := r.ReadBytes('\n')
+			if err != nil && err != io.EOF {
+				return fmt.Errorf("reading input: %w", err)
+			}
+			eof = err == io.EOF
+			text = bytes.TrimRight(text, "\r\n")
+			if eof && len(bytes.TrimSpace(text)) == 0 {
+				break
+			}
+			line++
+			args, aerr := m.args(text)
+			if aerr != nil {
+				if e.errs == nil {
+					e.errs = map[int]error{}
+				}
+				e.errs[e.lines] = &inputError{fmt.Sprintf("line %d: %v", line, aerr)}
+			} else {
+				items = append(items, args)
+			}
+			e.lines++
+			if eof || r.Buffered() == 0 {
+				break // send what there is rather than wait for more input
+			}
 		}
-		if err != nil && err != io.EOF {
-			return fmt.Errorf("reading input: %w", err)
+		if e.lines > 0 {
+			if len(items) > 0 {
+				// Not ctx: Ctrl-C reaches the calls through the pool (see cmdMap).
+				tctx, cancel := context.Background(), context.CancelFunc(func() {})
+				if m.timeout > 0 {
+					tctx, cancel = context.WithTimeout(tctx, m.timeout)
+				}
+				e.batch, e.err = m.p.SubmitBatch(tctx, m.target, items)
+				e.cancel = cancel
+			}
+			entries <- e
 		}
-		text = bytes.TrimRight(text, "\r\n")
-		if len(bytes.TrimSpace(text)) == 0 && err == io.EOF {
-			return nil
-		}
-		entries <- m.submit(ctx, line, text)
-		if err == io.EOF {
+		if eof {
 			return nil
 		}
 	}
-}
-
-func (m *mapper) submit(ctx context.Context, line int, text []byte) entry {
-	args, err := m.args(text)
-	if err != nil {
-		return entry{line: line, err: &inputError{fmt.Sprintf("line %d: %v", line, err)}}
-	}
-	// Not ctx: Ctrl-C reaches the calls through the pool (see cmdMap).
-	tctx, cancel := context.Background(), context.CancelFunc(func() {})
-	if m.timeout > 0 {
-		tctx, cancel = context.WithTimeout(tctx, m.timeout)
-	}
-	f, err := m.p.Submit(tctx, m.target, args...)
-	if err != nil {
-		cancel()
-		return entry{line: line, err: err}
-	}
-	return entry{line: line, future: f, cancel: cancel}
 }
 
 type inputError struct{ msg string }
@@ -418,7 +473,7 @@ type errorLine struct {
 	} `json:"error"`
 }
 
-func writeError(buf *bytes.Buffer, line int, err error, timeout time.Duration) {
+func writeError(buf *bytes.Buffer, err error, timeout time.Duration) {
 	var el errorLine
 	e := &el.Error
 	var pe *cpython.PythonError

@@ -1,0 +1,135 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/pyworkers/pyworkers/cpython"
+)
+
+// Result is one call's outcome in a batch.
+type Result struct {
+	Value any
+	Err   error
+}
+
+// BatchFuture is the pending outcome of SubmitBatch. Its methods are safe for concurrent use.
+type BatchFuture struct {
+	g      *Group
+	ctx    context.Context
+	target string
+	items  [][]any
+	f      *Future
+}
+
+// SubmitBatch queues many calls of target as one task: one hand-off to a worker instead of one
+// per call, which is what makes tiny calls cheap. Each item is the arguments of one call (a
+// final cpython.Kwargs gives keyword arguments). Each call's exception is its own Result.Err
+// (a *cpython.PythonError); a result that cannot cross, or a SystemExit, makes the batch's
+// calls run again one by one, so that every item gets the outcome it would get from Call.
+// ctx governs the whole batch.
+func (g *Group) SubmitBatch(ctx context.Context, target string, items [][]any) (*BatchFuture, error) {
+	enc := make([]any, len(items))
+	for i, args := range items {
+		var kw any
+		if n := len(args); n > 0 {
+			if k, ok := args[n-1].(cpython.Kwargs); ok {
+				kw, args = map[string]any(k), args[:n-1]
+			}
+		}
+		enc[i] = cpython.Tuple{cpython.Tuple(args), kw}
+	}
+	f, err := g.Submit(ctx, "pyworkers:_call_many", target, enc)
+	if err != nil {
+		return nil, err
+	}
+	return &BatchFuture{g: g, ctx: ctx, target: target, items: items, f: f}, nil
+}
+
+// SubmitBatch queues a batch on the default group; see Group.SubmitBatch.
+func (p *Pool) SubmitBatch(ctx context.Context, target string, items [][]any) (*BatchFuture, error) {
+	return p.def.SubmitBatch(ctx, target, items)
+}
+
+// Len is the number of calls in the batch.
+func (b *BatchFuture) Len() int { return len(b.items) }
+
+// Wait returns one Result per item, in order. The error is for the batch as a whole: the
+// pool closed, ctx (Wait's) ended, or the batch's context ended (every item then has that
+// error too).
+func (b *BatchFuture) Wait(ctx context.Context) ([]Result, error) {
+	v, err := b.f.Wait(ctx)
+	if err != nil {
+		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+			return nil, err
+		}
+		if b.ctx.Err() != nil && errors.Is(err, b.ctx.Err()) {
+			return fill(len(b.items), err), nil
+		}
+		var ce *cpython.ConversionError
+		var pe *cpython.PythonError
+		if errors.As(err, &ce) || errors.As(err, &pe) || errors.Is(err, ErrWorkerLost) {
+			return b.oneByOne(ctx)
+		}
+		return fill(len(b.items), err), nil
+	}
+	list, ok := v.([]any)
+	if !ok || len(list) != len(b.items) {
+		return nil, fmt.Errorf("pool: internal: batch of %d gave %T", len(b.items), v)
+	}
+	out := make([]Result, len(list))
+	for i, x := range list {
+		pair, ok := x.(cpython.Tuple)
+		if !ok || len(pair) != 2 {
+			return nil, fmt.Errorf("pool: internal: batch item %T", x)
+		}
+		if pair[0] == true {
+			out[i].Value = pair[1]
+			continue
+		}
+		out[i].Err = pythonError(pair[1])
+	}
+	return out, nil
+}
+
+func pythonError(v any) error {
+	t, ok := v.(cpython.Tuple)
+	if !ok || len(t) != 3 {
+		return fmt.Errorf("pool: internal: batch error %T", v)
+	}
+	s := make([]string, 3)
+	for i := range t {
+		s[i], _ = t[i].(string)
+	}
+	return &cpython.PythonError{Type: s[0], Message: s[1], Traceback: s[2]}
+}
+
+func fill(n int, err error) []Result {
+	out := make([]Result, n)
+	for i := range out {
+		out[i].Err = err
+	}
+	return out
+}
+
+// oneByOne runs the batch's items as separate calls: the way to give each item exactly the
+// outcome Call would (a result that cannot cross, a SystemExit that replaces the worker).
+func (b *BatchFuture) oneByOne(ctx context.Context) ([]Result, error) {
+	fs := make([]*Future, len(b.items))
+	for i, args := range b.items {
+		f, err := b.g.Submit(b.ctx, b.target, args...)
+		if err != nil {
+			f = failed(err)
+		}
+		fs[i] = f
+	}
+	out := make([]Result, len(fs))
+	for i, f := range fs {
+		out[i].Value, out[i].Err = f.Wait(ctx)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	return out, nil
+}
