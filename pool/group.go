@@ -64,7 +64,6 @@ func (g *Group) Submit(ctx context.Context, target string, args ...any) (*Future
 		return nil, ErrClosed
 	}
 	tk := newTask(g, ctx, target, args)
-	tk.watch() // before the task is visible to a worker, which reads stopWatch
 	h := cgo.NewHandle(tk)
 	var err error
 	if g.p.opts.FailFast {
@@ -74,9 +73,6 @@ func (g *Group) Submit(ctx context.Context, target string, args ...any) (*Future
 	}
 	if err != nil {
 		h.Delete()
-		if tk.stopWatch != nil {
-			tk.stopWatch()
-		}
 		switch {
 		case errors.Is(err, channels.ErrClosed):
 			return nil, ErrClosed
@@ -86,6 +82,7 @@ func (g *Group) Submit(ctx context.Context, target string, args ...any) (*Future
 		return nil, err
 	}
 	g.submitted.Add(1)
+	tk.watch() // after the task is queued: a watch that fires at once finds it there
 	return &Future{t: tk}, nil
 }
 
@@ -204,7 +201,7 @@ type task struct {
 
 	waiting   atomic.Bool            // a Wait is blocked on res
 	worker    atomic.Pointer[worker] // the worker running it
-	stopWatch func() bool
+	stopWatch atomic.Pointer[func() bool]
 }
 
 // resultChans recycles the one-slot channels tasks signal completion on.
@@ -227,7 +224,7 @@ func (tk *task) watch() {
 	if tk.ctx.Done() == nil {
 		return
 	}
-	tk.stopWatch = context.AfterFunc(tk.ctx, func() {
+	stop := context.AfterFunc(tk.ctx, func() {
 		if tk.state.CompareAndSwap(stateQueued, stateClaimed) {
 			tk.g.cancelled.Add(1)
 			tk.finish(nil, tk.ctx.Err())
@@ -241,15 +238,21 @@ func (tk *task) watch() {
 			})
 		}
 	})
+	tk.stopWatch.Store(&stop)
+	if tk.state.Load() == stateDone {
+		stop()
+	}
 }
 
 // finish records the outcome, once, by the task's owner (the worker or the canceller).
 func (tk *task) finish(val any, err error) {
-	if tk.stopWatch != nil {
-		tk.stopWatch()
-	}
 	tk.val, tk.err = val, err
 	tk.state.Store(stateDone)
+	// State first, then the watch (watch does the reverse): one of the two sees the other and
+	// stops the watch, so that it never outlives the task on a long-lived context.
+	if stop := tk.stopWatch.Load(); stop != nil {
+		(*stop)()
+	}
 	close(tk.done)
 	tk.res.TrySend(nil)
 }
