@@ -414,3 +414,19 @@ func FuzzMalformedItems(f *testing.F) {
 		}
 	})
 }
+
+func TestReleasedMemoryviewIsRefused(t *testing.T) {
+	c := newChan(t, 0)
+	i := newInterp(t)
+	pe := pyErrOf(t, i.Exec(bg, fmt.Sprintf(`
+import pyworkers
+buf = pyworkers.Buffer(8)
+with memoryview(buf) as m:
+    pass
+del buf
+pyworkers.Channel(%d).send(m)
+`, c.ID())))
+	assert.Equal(t, "TypeError", pe.Type)
+	assert.Contains(t, pe.Message, "released memoryview")
+	assert.Equal(t, 0, c.Len())
+}

@@ -132,6 +132,9 @@ static PyObject *do_send(PyObject *self, PyObject *obj, int64_t timeout_ns) {
 	}
 	pyw_item *it = pyw_item_new(scratch.data, scratch.len, refs.v, refs.n);
 	pyw_refs_free(&refs); /* the item holds its own references */
+	if (scratch.cap > (1u << 20)) {
+		pyw_buf_free(&scratch); /* do not keep a huge item's space for good */
+	}
 	if (it == NULL) {
 		return PyErr_NoMemory();
 	}

@@ -109,7 +109,13 @@ pyw_queue *pyw_queue_lookup(int64_t id) {
 		q = q->reg_next;
 	}
 	if (q != NULL) {
-		atomic_fetch_add(&q->refs, 1);
+		/* take a reference only from a live holder: at 0 the queue is being freed */
+		long r = atomic_load(&q->refs);
+		while (r > 0 && !atomic_compare_exchange_weak(&q->refs, &r, r + 1)) {
+		}
+		if (r == 0) {
+			q = NULL;
+		}
 	}
 	pthread_mutex_unlock(&reg_mu);
 	return q;
@@ -121,12 +127,8 @@ void pyw_queue_decref(pyw_queue *q) {
 	if (atomic_fetch_sub(&q->refs, 1) != 1) {
 		return;
 	}
-	/* A lookup may revive the queue until it leaves the registry: decide under reg_mu. */
+	/* The last reference: lookups no longer revive it (they take references only above 0). */
 	pthread_mutex_lock(&reg_mu);
-	if (atomic_load(&q->refs) != 0) {
-		pthread_mutex_unlock(&reg_mu);
-		return;
-	}
 	if (q->reg_prev != NULL) {
 		q->reg_prev->reg_next = q->reg_next;
 	} else {

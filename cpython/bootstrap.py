@@ -250,4 +250,13 @@ def format_exc(e):
         tb = "".join(traceback.format_exception(e))
     except BaseException:
         tb = f"{name}: {msg}\n"
-    return (name, msg, tb)
+    return (_utf8_safe(name), _utf8_safe(msg), _utf8_safe(tb))
+
+
+def _utf8_safe(s):
+    """s, with lone surrogates (e.g. from undecodable file names) escaped: it must cross as UTF-8."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -77,9 +77,10 @@ static void err_prepend(pyw_enc_err *e, const char *elem) {
 		if (el + 4 > sizeof e->path) {
 			return;
 		}
-		/* keep the innermost part readable: drop the tail, mark it */
+		/* too long: cut the path so far, mark the cut, keep its terminator */
 		pl = sizeof e->path - el - 4;
 		memcpy(e->path + pl, "...", 4);
+		pl += 3;
 	}
 	memmove(e->path + el, e->path, pl + 1);
 	memcpy(e->path, elem, el);
@@ -126,6 +127,9 @@ static int put_ref(enc_ctx *c, pyw_shared *s) {
 static int enc_shared(enc_ctx *c, PyObject *o) {
 	pyw_shared *s = pyw_buffer_shared(o);
 	if (s == NULL && PyMemoryView_Check(o)) {
+		if (_PyMemoryView_CAST(o)->flags & _Py_MEMORYVIEW_RELEASED) {
+			return fail(c->e, "a released memoryview cannot be sent%s", "");
+		}
 		Py_buffer *v = PyMemoryView_GET_BUFFER(o);
 		pyw_shared *base = v->obj ? pyw_buffer_shared(v->obj) : NULL;
 		if (base != NULL) {
@@ -223,11 +227,12 @@ static int enc_dict(enc_ctx *c, PyObject *o, int depth) {
 		if (put_blob(b, PYW_TAG_STR, ks, (size_t)kl) < 0) {
 			return fail(e, "out of memory%s", "");
 		}
+		Py_INCREF(k);
 		Py_INCREF(v);
 		int rc = enc(c, v, depth + 1);
 		Py_DECREF(v);
 		if (rc < 0) {
-			PyObject *r = PyObject_Repr(k);
+			PyObject *r = PyObject_Repr(k); /* may run code: k is ours, not borrowed */
 			const char *rs = r ? PyUnicode_AsUTF8(r) : NULL;
 			char elem[96];
 			snprintf(elem, sizeof elem, "[%.80s]", rs ? rs : "?");
@@ -235,9 +240,11 @@ static int enc_dict(enc_ctx *c, PyObject *o, int depth) {
 				PyErr_Clear();
 			}
 			Py_XDECREF(r);
+			Py_DECREF(k);
 			err_prepend(e, elem);
 			return -1;
 		}
+		Py_DECREF(k);
 	}
 	if (PyDict_Size(o) != n) {
 		return fail(e, "dict changed size while it was encoded%s", "");

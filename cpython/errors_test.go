@@ -1,10 +1,13 @@
 package cpython_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -97,4 +100,53 @@ func TestIncompatibleExtensionModuleIsNamed(t *testing.T) {
 	// an ordinary ImportError is not that
 	err = i.Exec(bg, "import no_such_module_at_all")
 	assert.False(t, errors.Is(err, cpython.ErrIncompatibleExtension))
+}
+
+func TestErrorTextWithLoneSurrogates(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	// e.g. a file name that was not valid UTF-8, decoded with surrogateescape
+	err := i.Exec(bg, "raise FileNotFoundError(2, 'No such file', b'caf\\xe9.txt'.decode('utf-8', 'surrogateescape'))")
+	pe := pyErr(t, err)
+	assert.Equal(t, "FileNotFoundError", pe.Type)
+	assert.Contains(t, pe.Message, `caf\udce9.txt`)
+	assert.Contains(t, pe.Traceback, "FileNotFoundError")
+}
+
+func TestLongErrorPathsStayReadable(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Exec(bg, "x = {1}\nfor _ in range(100):\n    x = [x]"))
+	_, err := i.Eval(bg, "x")
+	var ce *cpython.ConversionError
+	require.ErrorAs(t, err, &ce)
+	assert.Contains(t, ce.Path, "...")
+	assert.NotContains(t, ce.Path, "set", "the path ends where it should, not in the message after it")
+	assert.True(t, utf8.ValidString(ce.Path+ce.Reason))
+	assert.Contains(t, ce.Reason, "'set'")
+	assert.NotContains(t, ce.Reason, "\x00")
+}
+
+func TestHangingImportIsInterruptible(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	_, err := i.Call(ctx, "pwtest_hang:f")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	v, err := i.Eval(bg, "'pwtest_hang' in __import__('sys').modules")
+	require.NoError(t, err)
+	assert.Equal(t, false, v, "the half-imported module is not left behind")
+}
+
+func TestForeignPyworkersModuleIsAnErrorNotACrash(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	buf, err := cpython.NewBuffer(4)
+	require.NoError(t, err)
+	defer buf.Release()
+	require.NoError(t, i.Exec(bg, "import sys, types\nreal = sys.modules['pyworkers']\nsys.modules['pyworkers'] = types.ModuleType('pyworkers')"))
+	_, err = i.Call(bg, "pwtest:ident", buf)
+	pe := pyErr(t, err)
+	assert.Equal(t, "RuntimeError", pe.Type)
+	require.NoError(t, i.Exec(bg, "sys.modules['pyworkers'] = real"))
+	v, err := i.Call(bg, "pwtest:describe", buf)
+	require.NoError(t, err)
+	assert.Equal(t, "memoryview", v)
 }

@@ -85,6 +85,12 @@ static void begin(pyw_interp *w, uint64_t task) {
 	}
 	pyw_refs_clear(&w->out_refs);
 	w->current_task = task;
+	if (task != 0 && w->precancel == task) {
+		/* interrupted before it began (the interrupter came first): interrupt it now */
+		w->interrupted_task = task;
+		PyThreadState_SetAsyncExc(w->thread_ident, PyExc_KeyboardInterrupt);
+		atomic_store(&w->interrupt_pending, 1);
+	}
 }
 
 /* Ends the task: no interrupt can be injected into it any more, and one that was injected but
@@ -256,8 +262,8 @@ pyw_result pyw_interp_run(pyw_interp *w, int mode, const char *src, size_t len, 
 	return finish(w, task, r);
 }
 
-pyw_result pyw_interp_resolve(pyw_interp *w, const char *target, size_t len, size_t slot) {
-	begin(w, 0);
+pyw_result pyw_interp_resolve(pyw_interp *w, const char *target, size_t len, size_t slot, uint64_t task) {
+	begin(w, task);
 	PyObject *r = NULL;
 	if (slot >= w->nslots) {
 		size_t n = w->nslots ? w->nslots * 2 : 16;
@@ -267,7 +273,7 @@ pyw_result pyw_interp_resolve(pyw_interp *w, const char *target, size_t len, siz
 		PyObject **s = realloc(w->slots, n * sizeof *s);
 		if (s == NULL) {
 			PyErr_NoMemory();
-			return finish(w, 0, NULL);
+			return finish(w, task, NULL);
 		}
 		memset(s + w->nslots, 0, (n - w->nslots) * sizeof *s);
 		w->slots = s;
@@ -283,7 +289,7 @@ pyw_result pyw_interp_resolve(pyw_interp *w, const char *target, size_t len, siz
 		Py_XSETREF(w->slots[slot], r);
 		r = Py_NewRef(Py_None);
 	}
-	return finish(w, 0, r);
+	return finish(w, task, r);
 }
 
 pyw_result pyw_interp_call(pyw_interp *w, size_t slot, const char *args, size_t len, pyw_shared *const *refs,
@@ -315,6 +321,10 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task) {
 	PyEval_RestoreThread(ts); /* waits for the worker to drop its GIL: at most a switch interval */
 	int done = 0;
 	uint64_t cur = w->current_task;
+	if (task != 0 && cur != task) {
+		/* not running (yet, or any more): if it has yet to begin, begin() interrupts it */
+		w->precancel = task;
+	}
 	if (cur != 0 && (task == 0 || cur == task)) {
 		w->interrupted_task = cur;
 		PyThreadState_SetAsyncExc(w->thread_ident, PyExc_KeyboardInterrupt);
@@ -367,6 +377,7 @@ PyObject *pyw_raise_interrupt(void) {
 	pyw_interp *w = current;
 	if (w != NULL) {
 		PyThreadState_SetAsyncExc(w->thread_ident, NULL);
+		atomic_store(&w->interrupt_pending, 0); /* raised once; code that catches it may go on */
 	}
 	PyErr_SetNone(PyExc_KeyboardInterrupt);
 	return NULL;

@@ -447,7 +447,10 @@ func (i *Interpreter) resolve(ctx context.Context, target string) (C.size_t, err
 	}
 	slot := C.size_t(len(i.slots))
 	ctarget := C.CString(target)
-	r := C.pyw_interp_resolve(i.c, ctarget, C.size_t(len(target)), slot)
+	task := taskIDs.Add(1)
+	stop := i.watch(ctx, task) // importing can take long, or hang
+	r := C.pyw_interp_resolve(i.c, ctarget, C.size_t(len(target)), slot, C.uint64_t(task))
+	stop()
 	C.free(unsafe.Pointer(ctarget))
 	if _, err := result(ctx, &r, "result"); err != nil {
 		return 0, err

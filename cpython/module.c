@@ -169,8 +169,14 @@ PyObject *pyw_buffer_type(void) {
 	if (m == NULL) {
 		return NULL;
 	}
-	PyObject *t = state_of(m)->buffer_type;
+	/* sys.modules['pyworkers'] may have been replaced or cleared: trust only our own module */
+	modstate *st = PyModule_Check(m) && PyModule_GetDef(m) == &moddef ? state_of(m) : NULL;
+	PyObject *t = st ? st->buffer_type : NULL;
 	Py_DECREF(m); /* sys.modules keeps the module, the module keeps the type */
+	if (t == NULL) {
+		PyErr_Clear();
+		PyErr_SetString(PyExc_RuntimeError, "sys.modules['pyworkers'] is not pyworkers' module: cannot make a Buffer");
+	}
 	return t;
 }
 

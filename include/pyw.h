@@ -87,6 +87,7 @@ typedef struct pyw_interp {
 	pthread_mutex_t *wait_on_mu;
 	pthread_cond_t *wait_on_cv;
 	_Atomic int interrupt_pending; /* set with the injected interrupt, cleared when the task ends */
+	uint64_t precancel;            /* a task interrupted before it began; changed with the GIL held */
 } pyw_interp;
 
 /* ---- runtime (runtime.c) */
@@ -106,8 +107,9 @@ void pyw_interp_end(pyw_interp *w);
 /* Runs source: mode 0 = exec in __main__, 1 = eval in __main__ (result encoded). */
 pyw_result pyw_interp_run(pyw_interp *w, int mode, const char *src, size_t len, const char *name,
                           uint64_t task);
-/* Resolves target ("pkg.mod:func", "path/file.py:func") into slot. */
-pyw_result pyw_interp_resolve(pyw_interp *w, const char *target, size_t len, size_t slot);
+/* Resolves target ("pkg.mod:func", "path/file.py:func") into slot, as task (interruptible: an
+ * import can hang). */
+pyw_result pyw_interp_resolve(pyw_interp *w, const char *target, size_t len, size_t slot, uint64_t task);
 /* Calls slot with args: an encoded tuple followed by an encoded dict of keywords or None, whose
  * 'B' tags index refs. */
 pyw_result pyw_interp_call(pyw_interp *w, size_t slot, const char *args, size_t len, pyw_shared *const *refs,
