@@ -430,3 +430,51 @@ pyworkers.Channel(%d).send(m)
 	assert.Contains(t, pe.Message, "released memoryview")
 	assert.Equal(t, 0, c.Len())
 }
+
+// A small bounded channel: full, drained after close, waking blocked receivers on close, and a
+// Send that waits for room until its deadline.
+func TestSmallBoundedChannel(t *testing.T) {
+	c := newChan(t, 4)
+	for k := range 4 {
+		require.NoError(t, c.TrySend(k))
+	}
+	assert.ErrorIs(t, c.TrySend(4), channels.ErrFull)
+	assert.Equal(t, 4, c.Len())
+	v, err := c.TryRecv()
+	require.NoError(t, err)
+	assert.Equal(t, int64(0), v)
+	require.NoError(t, c.TrySend(4))
+	c.Close()
+	assert.ErrorIs(t, c.TrySend(5), channels.ErrClosed)
+	for k := 1; k <= 4; k++ {
+		v, err := c.Recv(bg)
+		require.NoError(t, err)
+		assert.Equal(t, int64(k), v)
+	}
+	_, err = c.Recv(bg)
+	assert.ErrorIs(t, err, channels.ErrClosed)
+
+	// blocked receivers and senders wake on close; a full ring makes Send wait for room
+	d := newChan(t, 2)
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { _, err := d.Recv(bg); errs <- err }()
+	}
+	time.Sleep(20 * time.Millisecond)
+	d.Close()
+	for range 2 {
+		assert.ErrorIs(t, <-errs, channels.ErrClosed)
+	}
+	e := newChan(t, 2)
+	require.NoError(t, e.Send(bg, 1))
+	require.NoError(t, e.Send(bg, 2))
+	sent := make(chan error, 1)
+	go func() { sent <- e.Send(bg, 3) }()
+	time.Sleep(20 * time.Millisecond)
+	_, err = e.Recv(bg)
+	require.NoError(t, err)
+	require.NoError(t, <-sent)
+	ctx, cancel := context.WithTimeout(bg, 30*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, e.Send(ctx, 4), context.DeadlineExceeded)
+}
