@@ -66,27 +66,10 @@ func BenchmarkPingPong(b *testing.B) {
 
 // BenchmarkThroughput: small items (ints) from one producer to one consumer.
 func BenchmarkThroughput(b *testing.B) {
-	b.Run("python-python", func(b *testing.B) {
-		c := newChan(b, 1024)
-		producer, consumer := newInterp(b), newInterp(b)
-		got := make(chan cpython.Tuple, 1)
-		b.ResetTimer()
-		go func() {
-			v, err := consumer.Call(bg, "pwchan:consume", c.ID())
-			if err != nil {
-				b.Error(err)
-			}
-			got <- v.(cpython.Tuple)
-		}()
-		if _, err := producer.Call(bg, "pwchan:produce", c.ID(), b.N); err != nil {
-			b.Fatal(err)
-		}
-		r := <-got
-		b.StopTimer()
-		if r[0].(int64) != int64(b.N) {
-			b.Fatalf("received %d of %d", r[0], b.N)
-		}
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "items/s")
+	b.Run("python-python", func(b *testing.B) { pythonToPython(b, "pwchan:produce", "pwchan:consume") })
+	// send_many / recv_many: one lock acquisition per batch instead of per item
+	b.Run("python-python-batched", func(b *testing.B) {
+		pythonToPython(b, "pwchan:produce_batched", "pwchan:consume_batched")
 	})
 	b.Run("go-go", func(b *testing.B) {
 		c := newChan(b, 1024)
@@ -114,6 +97,31 @@ func BenchmarkThroughput(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "items/s")
 	})
+}
+
+// pythonToPython sends b.N ints from one interpreter (produce) to another (consume) through a
+// bounded channel and reports items per second.
+func pythonToPython(b *testing.B, produce, consume string) {
+	c := newChan(b, 1024)
+	producer, consumer := newInterp(b), newInterp(b)
+	got := make(chan cpython.Tuple, 1)
+	b.ResetTimer()
+	go func() {
+		v, err := consumer.Call(bg, consume, c.ID())
+		if err != nil {
+			b.Error(err)
+		}
+		got <- v.(cpython.Tuple)
+	}()
+	if _, err := producer.Call(bg, produce, c.ID(), b.N); err != nil {
+		b.Fatal(err)
+	}
+	r := <-got
+	b.StopTimer()
+	if r[0].(int64) != int64(b.N) {
+		b.Fatalf("received %d of %d", r[0], b.N)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "items/s")
 }
 
 // BenchmarkPayload: a shared buffer from Go through a Python echo and back. No copy is made,

@@ -478,3 +478,55 @@ func TestSmallBoundedChannel(t *testing.T) {
 	defer cancel()
 	assert.ErrorIs(t, e.Send(ctx, 4), context.DeadlineExceeded)
 }
+
+func TestSendManyRecvMany(t *testing.T) {
+	c := newChan(t, 3) // bounded: send_many waits for room as the receiver drains
+	i := newInterp(t)
+	recv := newInterp(t)
+	got := make(chan any, 1)
+	go func() {
+		require.NoError(t, recv.Exec(bg, fmt.Sprintf(`
+import pyworkers
+ch = pyworkers.Channel(%d)
+batches, n = [], 0
+while n < 10:
+    b = ch.recv_many(2)
+    batches.append(b)
+    n += len(b)
+`, c.ID())))
+		v, err := recv.Eval(bg, "batches")
+		require.NoError(t, err)
+		got <- v
+	}()
+	v, err := i.Eval(bg, fmt.Sprintf("__import__('pyworkers').Channel(%d).send_many(range(10))", c.ID()))
+	require.NoError(t, err)
+	assert.Equal(t, int64(10), v)
+	var all []any
+	for _, batch := range (<-got).([]any) {
+		b := batch.([]any)
+		assert.NotEmpty(t, b)
+		assert.LessOrEqual(t, len(b), 2)
+		all = append(all, b...)
+	}
+	require.Len(t, all, 10)
+	for k, x := range all {
+		assert.Equal(t, int64(k), x, "in order")
+	}
+
+	// a value that cannot cross: nothing is sent
+	pe := pyErrOf(t, i.Exec(bg, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).send_many([1, 2, {3}])", c.ID())))
+	assert.Equal(t, "TypeError", pe.Type)
+	assert.Contains(t, pe.Message, "item 2")
+	assert.Equal(t, 0, c.Len())
+
+	// recv_many returns what is there, and ends with ChannelClosed
+	require.NoError(t, c.Send(bg, "a"))
+	c.Close()
+	v, err = i.Eval(bg, fmt.Sprintf("pyworkers.Channel(%d).recv_many()", c.ID()))
+	require.NoError(t, err)
+	assert.Equal(t, []any{"a"}, v)
+	pe = pyErrOf(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).recv_many()", c.ID())))
+	assert.Equal(t, "pyworkers.ChannelClosed", pe.Type)
+	pe = pyErrOf(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).send_many([1])", c.ID())))
+	assert.Equal(t, "pyworkers.ChannelClosed", pe.Type)
+}

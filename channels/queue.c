@@ -333,22 +333,82 @@ int pyw_queue_push(pyw_queue *q, pyw_item *it, int64_t timeout_ns, int *cancel) 
 	return rc;
 }
 
-int pyw_queue_pop(pyw_queue *q, pyw_item **out, int64_t timeout_ns, int *cancel) {
+int pyw_queue_pop_many(pyw_queue *q, pyw_item **out, size_t max, size_t *n, int64_t timeout_ns, int *cancel) {
 	int registered = 0;
+	*n = 0;
 	pthread_mutex_lock(&q->mu);
 	int rc = wait_for(q, 1, timeout_ns, cancel, &registered);
 	if (rc == PYW_Q_OK) {
-		pyw_item *it = q->head;
-		q->head = it->next;
+		/* take up to max items as one chain */
+		pyw_item *first = q->head, *last = first;
+		size_t k = 1;
+		while (k < max && last->next != NULL) {
+			last = last->next;
+			k++;
+		}
+		q->head = last->next;
 		if (q->head == NULL) {
 			q->tail = NULL;
 		}
-		it->next = NULL;
-		atomic_store_explicit(&q->len, atomic_load_explicit(&q->len, memory_order_relaxed) - 1, memory_order_relaxed);
+		last->next = NULL;
+		atomic_store_explicit(&q->len, atomic_load_explicit(&q->len, memory_order_relaxed) - k, memory_order_relaxed);
 		if (q->send_waiting > 0) {
-			pthread_cond_signal(&q->can_send);
+			if (k > 1) {
+				pthread_cond_broadcast(&q->can_send);
+			} else {
+				pthread_cond_signal(&q->can_send);
+			}
 		}
-		*out = it;
+		*out = first;
+		*n = k;
+	}
+	pthread_mutex_unlock(&q->mu);
+	if (registered) {
+		pyw_wait_end();
+	}
+	return rc;
+}
+
+int pyw_queue_pop(pyw_queue *q, pyw_item **out, int64_t timeout_ns, int *cancel) {
+	size_t n;
+	return pyw_queue_pop_many(q, out, 1, &n, timeout_ns, cancel);
+}
+
+int pyw_queue_push_many(pyw_queue *q, pyw_item **chain, size_t *pushed, int64_t timeout_ns, int *cancel) {
+	int registered = 0, rc = PYW_Q_OK;
+	*pushed = 0;
+	pthread_mutex_lock(&q->mu);
+	while (*chain != NULL) {
+		rc = wait_for(q, 0, timeout_ns, cancel, &registered);
+		if (rc != PYW_Q_OK) {
+			break;
+		}
+		/* move as many as there is room for, in order */
+		size_t len = atomic_load_explicit(&q->len, memory_order_relaxed);
+		size_t room = q->capacity == 0 ? SIZE_MAX : q->capacity - len;
+		size_t k = 0;
+		pyw_item *first = *chain, *last = NULL;
+		for (pyw_item *it = first; it != NULL && k < room; it = it->next) {
+			last = it;
+			k++;
+		}
+		*chain = last->next;
+		last->next = NULL;
+		if (q->tail != NULL) {
+			q->tail->next = first;
+		} else {
+			q->head = first;
+		}
+		q->tail = last;
+		atomic_store_explicit(&q->len, len + k, memory_order_relaxed);
+		*pushed += k;
+		if (q->recv_waiting > 0) {
+			if (k > 1) {
+				pthread_cond_broadcast(&q->can_recv);
+			} else {
+				pthread_cond_signal(&q->can_recv);
+			}
+		}
 	}
 	pthread_mutex_unlock(&q->mu);
 	if (registered) {

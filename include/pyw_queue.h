@@ -61,6 +61,12 @@ int pyw_queue_close(pyw_queue *q);
  * the item with the caller. */
 int pyw_queue_push(pyw_queue *q, pyw_item *it, int64_t timeout_ns, int *cancel);
 int pyw_queue_pop(pyw_queue *q, pyw_item **out, int64_t timeout_ns, int *cancel);
+/* Bulk versions: one lock acquisition for many items. pop_many waits like pop for the first
+ * item, then takes up to max as a chain (linked by next) and sets *n. push_many appends the
+ * chain in order, waiting for room as needed; on any outcome it sets *pushed and leaves the
+ * items not pushed in *chain, with the caller. */
+int pyw_queue_pop_many(pyw_queue *q, pyw_item **out, size_t max, size_t *n, int64_t timeout_ns, int *cancel);
+int pyw_queue_push_many(pyw_queue *q, pyw_item **chain, size_t *pushed, int64_t timeout_ns, int *cancel);
 /* Sets *cancel and wakes q's waiters so that the wait using it returns PYW_Q_CANCELLED. */
 void pyw_queue_cancel(pyw_queue *q, int *cancel);
 

@@ -45,3 +45,26 @@ def consume(ch_id):
         count += 1
         total += x
     return (count, total)
+
+
+def produce_batched(ch_id, n, batch=64):
+    """Send 0..n-1 with send_many, batch items at a time, then close."""
+    ch = pyworkers.Channel(ch_id)
+    send_many = ch.send_many
+    for start in range(0, n, batch):
+        send_many(range(start, min(start + batch, n)))
+    ch.close()
+
+
+def consume_batched(ch_id):
+    """recv_many until closed; returns (count, sum)."""
+    ch = pyworkers.Channel(ch_id)
+    count = total = 0
+    recv_many = ch.recv_many
+    while True:
+        try:
+            items = recv_many(256)
+        except pyworkers.ChannelClosed:
+            return (count, total)
+        count += len(items)
+        total += sum(items)
