@@ -99,6 +99,40 @@ func BenchmarkThroughput(b *testing.B) {
 	})
 }
 
+// BenchmarkThroughputGoBatched: SendMany / RecvMany between two goroutines.
+func BenchmarkThroughputGoBatched(b *testing.B) {
+	c := newChan(b, 1024)
+	done := make(chan int)
+	b.ReportAllocs()
+	b.ResetTimer()
+	go func() {
+		n := 0
+		for {
+			vs, err := c.RecvMany(bg, 256)
+			if err != nil {
+				break
+			}
+			n += len(vs)
+		}
+		done <- n
+	}()
+	batch := make([]any, 64)
+	for sent := 0; sent < b.N; sent += len(batch) {
+		batch = batch[:min(64, b.N-sent)]
+		for k := range batch {
+			batch[k] = sent + k
+		}
+		if _, err := c.SendMany(bg, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	c.Close()
+	if n := <-done; n != b.N {
+		b.Fatalf("received %d of %d", n, b.N)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "items/s")
+}
+
 // pythonToPython sends b.N ints from one interpreter (produce) to another (consume) through a
 // bounded channel and reports items per second.
 func pythonToPython(b *testing.B, produce, consume string) {

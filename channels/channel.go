@@ -177,16 +177,7 @@ func (c *Channel) recv(ctx context.Context, wait bool) (any, error) {
 		return nil, err
 	}
 	defer C.pyw_item_free(it)
-	data := unsafe.Slice((*byte)(unsafe.Pointer(it.data)), int(it.len))
-	var refs []unsafe.Pointer
-	if it.refs.n > 0 {
-		refs = unsafe.Slice((*unsafe.Pointer)(unsafe.Pointer(it.refs.v)), int(it.refs.n))
-	}
-	v, err := wire.DecodeRefs(data, refs)
-	if err != nil {
-		return nil, fmt.Errorf("channels: internal: undecodable item: %w", err)
-	}
-	return v, nil
+	return decodeItem(it)
 }
 
 // wait runs op without waiting first; if it would have to wait (busy) and waiting is allowed,
@@ -257,4 +248,115 @@ func (c *Channel) sendRaw(b []byte) error {
 	rc := C.pyw_queue_send_copy(c.q, p, C.size_t(len(b)), nil, 0, 0, nil)
 	runtime.KeepAlive(c)
 	return c.result(context.Background(), rc)
+}
+
+// SendMany sends vs in order, taking the queue's lock once per batch rather than once per item
+// (see send_many in Python), waiting for room as needed. Every value is encoded first: one that
+// cannot cross is a *cpython.ConversionError naming its index, and nothing is sent. It returns
+// how many were sent; with ErrClosed or ctx.Err() part-way, the rest were not.
+func (c *Channel) SendMany(ctx context.Context, vs []any) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	var chain, last *C.pyw_item
+	freeChain := func() {
+		for it := chain; it != nil; {
+			next := it.next
+			C.pyw_item_free(it)
+			it = next
+		}
+		chain = nil
+	}
+	eb := encodeBufs.Get().(*encodeBuf)
+	defer encodeBufs.Put(eb)
+	for i, v := range vs {
+		var err error
+		eb.b, err = wire.AppendRefs(eb.b[:0], &eb.refs, v)
+		if err != nil {
+			freeChain()
+			ce := conversionError(err)
+			if cerr, ok := ce.(*cpython.ConversionError); ok {
+				cerr.Path = fmt.Sprintf("[%d]%s", i, cerr.Path)
+			}
+			return 0, ce
+		}
+		var refs **C.pyw_shared
+		if len(eb.refs.P) > 0 {
+			refs = (**C.pyw_shared)(unsafe.Pointer(&eb.refs.P[0]))
+		}
+		it := C.pyw_item_new((*C.char)(unsafe.Pointer(&eb.b[0])), C.size_t(len(eb.b)), refs, C.size_t(len(eb.refs.P)))
+		eb.refs.Clear()
+		if it == nil {
+			freeChain()
+			return 0, errors.New("channels: out of memory")
+		}
+		if last == nil {
+			chain = it
+		} else {
+			last.next = it
+		}
+		last = it
+	}
+	total := 0
+	op := func(timeout C.int64_t, cancel *C.int) C.int {
+		var pushed C.size_t
+		rc := C.pyw_queue_push_many(c.q, &chain, &pushed, timeout, cancel)
+		total += int(pushed)
+		return rc
+	}
+	rc := c.wait(ctx, op, true, C.PYW_Q_FULL)
+	runtime.KeepAlive(c)
+	freeChain() // what was not sent
+	return total, c.result(ctx, rc)
+}
+
+// RecvMany waits for one item like Recv and returns it with up to max-1 more that are already
+// waiting, in order (see recv_many in Python). Errors as Recv.
+func (c *Channel) RecvMany(ctx context.Context, max int) ([]any, error) {
+	if max < 1 {
+		return nil, fmt.Errorf("channels: RecvMany: max %d: want 1 or more", max)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var chain *C.pyw_item
+	var n C.size_t
+	op := func(timeout C.int64_t, cancel *C.int) C.int {
+		return C.pyw_queue_pop_many(c.q, &chain, C.size_t(max), &n, timeout, cancel)
+	}
+	rc := c.wait(ctx, op, true, C.PYW_Q_EMPTY)
+	runtime.KeepAlive(c)
+	if err := c.result(ctx, rc); err != nil {
+		return nil, err
+	}
+	out := make([]any, 0, int(n))
+	var derr error
+	for it := chain; it != nil; {
+		next := it.next
+		if derr == nil {
+			var v any
+			if v, derr = decodeItem(it); derr == nil {
+				out = append(out, v)
+			}
+		}
+		C.pyw_item_free(it)
+		it = next
+	}
+	if derr != nil {
+		return nil, derr
+	}
+	return out, nil
+}
+
+func decodeItem(it *C.pyw_item) (any, error) {
+	data := unsafe.Slice((*byte)(unsafe.Pointer(it.data)), int(it.len))
+	var refs []unsafe.Pointer
+	if it.refs.n > 0 {
+		refs = unsafe.Slice((*unsafe.Pointer)(unsafe.Pointer(it.refs.v)), int(it.refs.n))
+	}
+	v, err := wire.DecodeRefs(data, refs)
+	if err != nil {
+		return nil, fmt.Errorf("channels: internal: undecodable item: %w", err)
+	}
+	return v, nil
 }

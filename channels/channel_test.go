@@ -530,3 +530,60 @@ while n < 10:
 	pe = pyErrOf(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).send_many([1])", c.ID())))
 	assert.Equal(t, "pyworkers.ChannelClosed", pe.Type)
 }
+
+func TestGoSendManyRecvMany(t *testing.T) {
+	c := newChan(t, 4)
+	done := make(chan []any, 1)
+	go func() {
+		var all []any
+		for len(all) < 10 {
+			vs, err := c.RecvMany(bg, 3)
+			if !assert.NoError(t, err) {
+				break
+			}
+			assert.LessOrEqual(t, len(vs), 3)
+			all = append(all, vs...)
+		}
+		done <- all
+	}()
+	vs := make([]any, 10)
+	for k := range vs {
+		vs[k] = k
+	}
+	n, err := c.SendMany(bg, vs) // waits for room as the receiver drains the 4 slots
+	require.NoError(t, err)
+	assert.Equal(t, 10, n)
+	all := <-done
+	for k, v := range all {
+		assert.Equal(t, int64(k), v)
+	}
+
+	_, err = c.SendMany(bg, []any{1, make(chan int)})
+	var ce *cpython.ConversionError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, "[1]", ce.Path)
+	assert.Equal(t, 0, c.Len(), "nothing sent")
+
+	n, err = c.SendMany(bg, []any{"a", "b"})
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	c.Close()
+	got, err := c.RecvMany(bg, 10)
+	require.NoError(t, err)
+	assert.Equal(t, []any{"a", "b"}, got)
+	_, err = c.RecvMany(bg, 10)
+	assert.ErrorIs(t, err, channels.ErrClosed)
+	_, err = c.SendMany(bg, []any{1})
+	assert.ErrorIs(t, err, channels.ErrClosed)
+	_, err = c.RecvMany(bg, 0)
+	assert.Error(t, err)
+
+	// a full channel and a deadline: part sent, ctx error
+	d := newChan(t, 2)
+	ctx, cancel := context.WithTimeout(bg, 30*time.Millisecond)
+	defer cancel()
+	n, err = d.SendMany(ctx, []any{1, 2, 3})
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Equal(t, 2, n)
+	assert.Equal(t, 2, d.Len())
+}
