@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/pyworkers/pyworkers/cpython"
 )
@@ -21,6 +22,11 @@ type BatchFuture struct {
 	target string
 	items  [][]any
 	f      *Future
+
+	mu      sync.Mutex // one Wait computes the outcome (it may run the items again one by one)
+	done    bool
+	results []Result
+	err     error
 }
 
 // SubmitBatch queues many calls of target as one task: one hand-off to a worker instead of one
@@ -59,6 +65,19 @@ func (b *BatchFuture) Len() int { return len(b.items) }
 // pool closed, ctx (Wait's) ended, or the batch's context ended (every item then has that
 // error too).
 func (b *BatchFuture) Wait(ctx context.Context) ([]Result, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return b.results, b.err
+	}
+	results, err := b.wait(ctx)
+	if ctx.Err() == nil { // an outcome, not this Wait giving up: keep it for every later Wait
+		b.done, b.results, b.err = true, results, err
+	}
+	return results, err
+}
+
+func (b *BatchFuture) wait(ctx context.Context) ([]Result, error) {
 	v, err := b.f.Wait(ctx)
 	if err != nil {
 		if ctx.Err() != nil || errors.Is(err, ErrClosed) {

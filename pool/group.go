@@ -151,6 +151,9 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 				}
 				b, err := g.SubmitBatch(ctx, target, items)
 				fifo = append(fifo, pending{b: b, n: len(items), err: err})
+				if err != nil {
+					more = false // cancelled or closed: the inputs after these get no calls
+				}
 			}
 			if len(fifo) == 0 {
 				return
@@ -232,7 +235,8 @@ func (tk *task) watch() {
 		}
 		if w := tk.worker.Load(); w != nil {
 			time.AfterFunc(tk.g.p.opts.InterruptGrace, func() {
-				if w.current.Load() == tk {
+				// Take the task from the worker: either this or run's own CAS wins, never both.
+				if w.current.CompareAndSwap(tk, nil) {
 					w.retire()
 				}
 			})
@@ -419,7 +423,9 @@ func (g *Group) startWorker(id int) (*worker, error) {
 	}
 	w := &worker{g: g, id: id, in: in}
 	g.alive.Add(1)
-	g.setWorker(id, nil, w)
+	g.mu.Lock()
+	g.workers[id] = w // also over a retired worker still ending: interruptAll must reach this one
+	g.mu.Unlock()
 	return w, nil
 }
 
@@ -435,7 +441,11 @@ func (w *worker) serve() endReason {
 				return nil // closed and drained
 			}
 			tk := takeTask(v)
-			if tk == nil || !tk.state.CompareAndSwap(stateQueued, stateClaimed) {
+			if tk == nil {
+				continue
+			}
+			tk.worker.Store(w) // before the claim: a watch that fires from now on finds its worker
+			if !tk.state.CompareAndSwap(stateQueued, stateClaimed) {
 				continue // cancelled while queued
 			}
 			if g.p.closing.Load() {
@@ -454,7 +464,6 @@ func (w *worker) serve() endReason {
 func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 	g := w.g
 	w.current.Store(tk)
-	tk.worker.Store(w)
 	start := time.Now()
 	var val any
 	var err error
@@ -464,7 +473,7 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 		val, err = t.Call(tk.ctx, tk.target, tk.args...)
 	}
 	busy := time.Since(start)
-	w.current.Store(nil)
+	retired := !w.current.CompareAndSwap(tk, nil) // the grace timer took it: this worker is given up
 	st := g.slotStat(w.id)
 	st.tasks.Add(1)
 	st.busy.Add(int64(busy))
@@ -472,10 +481,13 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 
 	end := endStop
 	var pe *cpython.PythonError
+	if g.p.closing.Load() && errors.Is(err, cpython.ErrClosed) {
+		err = fmt.Errorf("%w: %w", ErrClosed, err) // interrupted by CloseContext's deadline
+	}
 	switch {
 	case err == nil:
 		g.done.Add(1)
-	case tk.ctx.Err() != nil && errors.Is(err, tk.ctx.Err()):
+	case tk.ctx.Err() != nil && errors.Is(err, tk.ctx.Err()), errors.Is(err, ErrClosed):
 		g.cancelled.Add(1)
 	default:
 		g.failed.Add(1)
@@ -486,7 +498,7 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 	}
 	tk.finish(val, err)
 	switch {
-	case w.retired.Load():
+	case retired || w.retired.Load():
 		return endRetired
 	case end == endRecycle:
 		return endRecycle

@@ -334,6 +334,7 @@ func TestCloseContextInterruptsRunningTasks(t *testing.T) {
 	defer cancel()
 	assert.ErrorIs(t, p.CloseContext(ctx), context.DeadlineExceeded)
 	_, err = f.Wait(bg)
+	assert.ErrorIs(t, err, pool.ErrClosed, "as the docs say")
 	assert.ErrorIs(t, err, cpython.ErrClosed)
 }
 
@@ -486,6 +487,15 @@ func TestSubmitBatch(t *testing.T) {
 		require.ErrorAs(t, r.Err, &pe)
 		assert.Equal(t, "AttributeError", pe.Type)
 	}
+
+	// Wait gives the same outcome every time, without running anything again
+	b, err = p.SubmitBatch(bg, "pwtest:count_calls", [][]any{{}, {}})
+	require.NoError(t, err)
+	first, err := b.Wait(bg)
+	require.NoError(t, err)
+	again, err := b.Wait(bg)
+	require.NoError(t, err)
+	assert.Equal(t, first, again)
 
 	// the batch's context ends: every item has that error
 	ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)

@@ -341,3 +341,32 @@ func TestBenchQuickJSON(t *testing.T) {
 	assert.Len(t, rep.Peers, 3)
 	assert.Positive(t, rep.Peers["InterpreterPoolExecutor"]["tasks_per_s"])
 }
+
+// Ctrl-C while the input is idle (a terminal, `tail -f`): map stops at once, it does not wait
+// for more input.
+func TestMapInterruptedWhileInputIsIdle(t *testing.T) {
+	p := script(t, mapScript)
+	cmd := exec.Command(binary, "map", p+":f")
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	require.NoError(t, cmd.Start())
+	defer stdin.Close()
+	_, err = stdin.Write([]byte("1\n2\n"))
+	require.NoError(t, err)
+	time.Sleep(500 * time.Millisecond)
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("map did not stop on Ctrl-C while its input was idle")
+	}
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee)
+	assert.Equal(t, 130, ee.ExitCode(), errb.String())
+	assert.Equal(t, "{\"ok\":2}\n{\"ok\":4}\n", out.String())
+}

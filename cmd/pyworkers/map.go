@@ -46,7 +46,7 @@ Flags:
 func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	fs := newFlags("map", mapUsage, std)
 	workers := fs.IntP("workers", "w", runtime.NumCPU(), "number of interpreters")
-	timeout := fs.Duration("timeout", 0, "stop a call after this long (e.g. 500ms); 0: no limit")
+	timeout := fs.Duration("timeout", 0, "stop a call after this long (e.g. 500ms), counted from when its line is handed to the workers; 0: no limit")
 	setup := fs.String("setup", "", "Python code every worker runs before it takes work")
 	star := fs.Bool("star", false, "spread an array line into positional arguments, an object into keyword arguments")
 	progress := fs.String("progress", "auto", "progress on stderr: auto (when stderr is a terminal), always, never")
@@ -95,7 +95,11 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 		p.CloseContext(done)
 	})
 	defer stop()
-	m := &mapper{p: p, target: target, star: *star, timeout: *timeout, window: 4 * *workers}
+	window := 4 * *workers
+	if *timeout > 0 {
+		window = *workers // a line's deadline runs from its hand-off: keep the queue short
+	}
+	m := &mapper{p: p, target: target, star: *star, timeout: *timeout, window: window}
 	st, err := m.run(ctx, in, std.stdout, std.stderr, showProgress)
 	fmt.Fprintf(std.stderr, "pyworkers map: %d lines, %d ok, %d failed in %.2fs\n", st.lines, st.ok, st.failed, st.elapsed.Seconds())
 	switch {
@@ -215,10 +219,19 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout, stderr io.Writer
 	var lastProgress time.Time
 	var buf bytes.Buffer
 	stopped := false
-	for e := range entries {
-		if stopped {
-			e.abandon()
+	for !stopped {
+		var e entry
+		var ok bool
+		select {
+		case e, ok = <-entries:
+		case <-ctx.Done():
+			// Ctrl-C while the input is idle: do not wait for more input (the reader may sit in
+			// a read of a terminal or a pipe); what was written is whole lines already.
+			stopped = true
 			continue
+		}
+		if !ok {
+			break
 		}
 		results := e.results()
 		e.abandon()
@@ -261,6 +274,9 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout, stderr io.Writer
 	}
 	st.elapsed = time.Since(start)
 	werr := out.Flush()
+	if stopped {
+		return st, werr // the reader may be blocked on input: it goes with the process
+	}
 	if err := <-readErr; err != nil {
 		return st, err
 	}
