@@ -134,6 +134,8 @@ func New(opts Options) (*Pool, error) {
 	for name, spec := range specs {
 		tasks, err := channels.New(spec.QueueSize)
 		if err != nil {
+			ready.Wait()
+			p.Close() // the groups made so far, and their workers
 			return nil, err
 		}
 		g := &Group{p: p, name: name, spec: spec, tasks: tasks, workers: make([]*worker, spec.Workers),

@@ -258,10 +258,14 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout, stderr io.Writer
 				st.ok++
 			}
 			st.lines++
-			out.Write(buf.Bytes())
+			if _, err := out.Write(buf.Bytes()); err != nil {
+				return st, fmt.Errorf("writing results: %w", err) // no one reads them: stop
+			}
 		}
 		if flushEach {
-			out.Flush()
+			if err := out.Flush(); err != nil {
+				return st, fmt.Errorf("writing results: %w", err)
+			}
 		}
 		if progress && time.Since(lastProgress) > 200*time.Millisecond {
 			lastProgress = time.Now()
