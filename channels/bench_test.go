@@ -72,35 +72,29 @@ func BenchmarkThroughput(b *testing.B) {
 		pythonToPython(b, "pwchan:produce_batched", "pwchan:consume_batched")
 	})
 	b.Run("go-go", func(b *testing.B) {
-		c := newChan(b, 1024)
-		done := make(chan int)
-		b.ReportAllocs()
-		b.ResetTimer()
-		go func() {
-			n := 0
-			for {
-				if _, err := c.Recv(bg); err != nil {
-					break
-				}
-				n++
-			}
-			done <- n
-		}()
-		for k := range b.N {
-			if err := c.Send(bg, k); err != nil {
-				b.Fatal(err)
-			}
-		}
-		c.Close()
-		if n := <-done; n != b.N {
-			b.Fatalf("received %d of %d", n, b.N)
-		}
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "items/s")
+		goToGo(b,
+			func(c *channels.Channel, sent int) (int, error) { return 1, c.Send(bg, sent) },
+			func(c *channels.Channel) (int, error) { _, err := c.Recv(bg); return 1, err })
 	})
 }
 
 // BenchmarkThroughputGoBatched: SendMany / RecvMany between two goroutines.
 func BenchmarkThroughputGoBatched(b *testing.B) {
+	batch := make([]any, 64)
+	goToGo(b,
+		func(c *channels.Channel, sent int) (int, error) {
+			batch = batch[:min(64, b.N-sent)]
+			for k := range batch {
+				batch[k] = sent + k
+			}
+			return c.SendMany(bg, batch)
+		},
+		func(c *channels.Channel) (int, error) { vs, err := c.RecvMany(bg, 256); return len(vs), err })
+}
+
+// goToGo moves b.N ints between two goroutines through a bounded channel with send and recv
+// (each returns how many items it moved) and reports items per second.
+func goToGo(b *testing.B, send func(c *channels.Channel, sent int) (int, error), recv func(*channels.Channel) (int, error)) {
 	c := newChan(b, 1024)
 	done := make(chan int)
 	b.ReportAllocs()
@@ -108,23 +102,20 @@ func BenchmarkThroughputGoBatched(b *testing.B) {
 	go func() {
 		n := 0
 		for {
-			vs, err := c.RecvMany(bg, 256)
+			k, err := recv(c)
 			if err != nil {
 				break
 			}
-			n += len(vs)
+			n += k
 		}
 		done <- n
 	}()
-	batch := make([]any, 64)
-	for sent := 0; sent < b.N; sent += len(batch) {
-		batch = batch[:min(64, b.N-sent)]
-		for k := range batch {
-			batch[k] = sent + k
-		}
-		if _, err := c.SendMany(bg, batch); err != nil {
+	for sent := 0; sent < b.N; {
+		k, err := send(c, sent)
+		if err != nil {
 			b.Fatal(err)
 		}
+		sent += k
 	}
 	c.Close()
 	if n := <-done; n != b.N {

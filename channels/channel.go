@@ -111,6 +111,15 @@ type encodeBuf struct {
 	refs wire.Refs
 }
 
+// c presents the encoding to C: its bytes and its table of shared buffers.
+func (eb *encodeBuf) c() (*C.char, C.size_t, **C.pyw_shared, C.size_t) {
+	var refs **C.pyw_shared
+	if len(eb.refs.P) > 0 {
+		refs = (**C.pyw_shared)(unsafe.Pointer(&eb.refs.P[0]))
+	}
+	return (*C.char)(unsafe.Pointer(&eb.b[0])), C.size_t(len(eb.b)), refs, C.size_t(len(eb.refs.P))
+}
+
 // Send puts a copy of v in the channel, waiting while a bounded channel is full. v may be nil,
 // bool, any integer or *big.Int, float, string (valid UTF-8), []byte, cpython.Tuple, slices,
 // maps with string keys, and *cpython.Buffer (shared, not copied); anything else is a
@@ -136,11 +145,7 @@ func (c *Channel) send(ctx context.Context, v any, wait bool) error {
 	if err != nil {
 		return conversionError(err)
 	}
-	var refs **C.pyw_shared
-	if len(eb.refs.P) > 0 {
-		refs = (**C.pyw_shared)(unsafe.Pointer(&eb.refs.P[0]))
-	}
-	data, n, nrefs := (*C.char)(unsafe.Pointer(&eb.b[0])), C.size_t(len(eb.b)), C.size_t(len(eb.refs.P))
+	data, n, refs, nrefs := eb.c()
 	op := func(timeout C.int64_t, cancel *C.int) C.int {
 		return C.pyw_queue_send_copy(c.q, data, n, refs, nrefs, timeout, cancel)
 	}
@@ -280,11 +285,7 @@ func (c *Channel) SendMany(ctx context.Context, vs []any) (int, error) {
 			}
 			return 0, ce
 		}
-		var refs **C.pyw_shared
-		if len(eb.refs.P) > 0 {
-			refs = (**C.pyw_shared)(unsafe.Pointer(&eb.refs.P[0]))
-		}
-		it := C.pyw_item_new((*C.char)(unsafe.Pointer(&eb.b[0])), C.size_t(len(eb.b)), refs, C.size_t(len(eb.refs.P)))
+		it := C.pyw_item_new(eb.c())
 		eb.refs.Clear()
 		if it == nil {
 			freeChain()

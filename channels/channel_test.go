@@ -17,6 +17,7 @@ import (
 
 	"github.com/pyworkers/pyworkers/channels"
 	"github.com/pyworkers/pyworkers/cpython"
+	"github.com/pyworkers/pyworkers/internal/pwtest"
 )
 
 func newChan(t testing.TB, capacity int) *channels.Channel {
@@ -120,23 +121,16 @@ func TestUnshareableValuesAreNotSent(t *testing.T) {
 	assert.Equal(t, 1, c.Len(), "nothing enqueued")
 
 	i := newInterp(t)
-	pe := pyErrOf(t, i.Exec(bg, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).send([1, {'x': {2}}])", c.ID())))
+	pe := pwtest.PyErr(t, i.Exec(bg, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).send([1, {'x': {2}}])", c.ID())))
 	assert.Equal(t, "TypeError", pe.Type)
 	assert.Contains(t, pe.Message, "[1]['x']")
 	assert.Contains(t, pe.Message, "'set'")
-	pe = pyErrOf(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).send(object())", c.ID())))
+	pe = pwtest.PyErr(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).send(object())", c.ID())))
 	assert.Contains(t, pe.Message, "'object'")
 	assert.Equal(t, 1, c.Len(), "nothing enqueued")
 	got, err := c.Recv(bg)
 	require.NoError(t, err)
 	assert.Equal(t, "first", got)
-}
-
-func pyErrOf(t *testing.T, err error) *cpython.PythonError {
-	t.Helper()
-	var pe *cpython.PythonError
-	require.ErrorAs(t, err, &pe)
-	return pe
 }
 
 func TestCloseAndDrain(t *testing.T) {
@@ -166,9 +160,9 @@ func TestCloseAndDrain(t *testing.T) {
 	v, err := i.Eval(bg, fmt.Sprintf("list(__import__('pyworkers').Channel(%d))", d.ID()))
 	require.NoError(t, err)
 	assert.Equal(t, []any{"a", "b"}, v)
-	pe := pyErrOf(t, i.Exec(bg, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).recv()", d.ID())))
+	pe := pwtest.PyErr(t, i.Exec(bg, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).recv()", d.ID())))
 	assert.Equal(t, "pyworkers.ChannelClosed", pe.Type)
-	pe = pyErrOf(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).send(1)", d.ID())))
+	pe = pwtest.PyErr(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).send(1)", d.ID())))
 	assert.Equal(t, "pyworkers.ChannelClosed", pe.Type)
 }
 
@@ -205,9 +199,9 @@ func TestBoundedBackpressure(t *testing.T) {
 	assert.Equal(t, 2, c.Len())
 
 	i := newInterp(t)
-	pe := pyErrOf(t, i.Exec(bg, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).send_nowait(4)", c.ID())))
+	pe := pwtest.PyErr(t, i.Exec(bg, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).send_nowait(4)", c.ID())))
 	assert.Equal(t, "pyworkers.ChannelFull", pe.Type)
-	pe = pyErrOf(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).send(4, timeout=0.05)", c.ID())))
+	pe = pwtest.PyErr(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).send(4, timeout=0.05)", c.ID())))
 	assert.Equal(t, "TimeoutError", pe.Type)
 }
 
@@ -223,11 +217,11 @@ func TestTimeoutsAndCancellation(t *testing.T) {
 	assert.ErrorIs(t, err, context.Canceled)
 
 	i := newInterp(t)
-	pe := pyErrOf(t, i.Exec(bg, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).recv(timeout=0.05)", c.ID())))
+	pe := pwtest.PyErr(t, i.Exec(bg, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).recv(timeout=0.05)", c.ID())))
 	assert.Equal(t, "TimeoutError", pe.Type)
-	pe = pyErrOf(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).recv_nowait()", c.ID())))
+	pe = pwtest.PyErr(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).recv_nowait()", c.ID())))
 	assert.Equal(t, "pyworkers.ChannelEmpty", pe.Type)
-	pe = pyErrOf(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).recv(timeout=-1)", c.ID())))
+	pe = pwtest.PyErr(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).recv(timeout=-1)", c.ID())))
 	assert.Equal(t, "ValueError", pe.Type)
 }
 
@@ -298,7 +292,7 @@ func TestOpenByID(t *testing.T) {
 	_, err := channels.Open(1 << 60)
 	assert.ErrorIs(t, err, channels.ErrNoChannel)
 	i := newInterp(t)
-	pe := pyErrOf(t, i.Exec(bg, "import pyworkers\npyworkers.Channel(1 << 60)"))
+	pe := pwtest.PyErr(t, i.Exec(bg, "import pyworkers\npyworkers.Channel(1 << 60)"))
 	assert.Equal(t, "ValueError", pe.Type)
 
 	// made in Python, opened in Go
@@ -418,7 +412,7 @@ func FuzzMalformedItems(f *testing.F) {
 func TestReleasedMemoryviewIsRefused(t *testing.T) {
 	c := newChan(t, 0)
 	i := newInterp(t)
-	pe := pyErrOf(t, i.Exec(bg, fmt.Sprintf(`
+	pe := pwtest.PyErr(t, i.Exec(bg, fmt.Sprintf(`
 import pyworkers
 buf = pyworkers.Buffer(8)
 with memoryview(buf) as m:
@@ -514,7 +508,7 @@ while n < 10:
 	}
 
 	// a value that cannot cross: nothing is sent
-	pe := pyErrOf(t, i.Exec(bg, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).send_many([1, 2, {3}])", c.ID())))
+	pe := pwtest.PyErr(t, i.Exec(bg, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).send_many([1, 2, {3}])", c.ID())))
 	assert.Equal(t, "TypeError", pe.Type)
 	assert.Contains(t, pe.Message, "item 2")
 	assert.Equal(t, 0, c.Len())
@@ -525,9 +519,9 @@ while n < 10:
 	v, err = i.Eval(bg, fmt.Sprintf("pyworkers.Channel(%d).recv_many()", c.ID()))
 	require.NoError(t, err)
 	assert.Equal(t, []any{"a"}, v)
-	pe = pyErrOf(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).recv_many()", c.ID())))
+	pe = pwtest.PyErr(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).recv_many()", c.ID())))
 	assert.Equal(t, "pyworkers.ChannelClosed", pe.Type)
-	pe = pyErrOf(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).send_many([1])", c.ID())))
+	pe = pwtest.PyErr(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).send_many([1])", c.ID())))
 	assert.Equal(t, "pyworkers.ChannelClosed", pe.Type)
 }
 

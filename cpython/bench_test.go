@@ -51,31 +51,19 @@ func BenchmarkCreateClose(b *testing.B) {
 	b.ReportMetric(float64(rssBytes(b)-rss0)/float64(b.N)/1024, "rss-KiB/op")
 }
 
-// BenchmarkThreadCall: a trivial function called on the interpreter's own thread (inside Do),
+// BenchmarkThreadCall: a trivial function called on the interpreter's thread (inside Do),
 // the cost pyworkers adds over the C API, per call.
-func BenchmarkThreadCall(b *testing.B) {
-	in := newInterp(b, cpython.InterpreterConfig{})
-	b.ReportAllocs()
-	err := in.Do(bg, func(t *cpython.Thread) error {
-		for b.Loop() {
-			if _, err := t.Call(bg, "pwtest:noop"); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-}
+func BenchmarkThreadCall(b *testing.B) { benchThreadCall(b, "pwtest:noop") }
 
 // BenchmarkThreadCallArgs: the same with two int arguments and an int result.
-func BenchmarkThreadCallArgs(b *testing.B) {
+func BenchmarkThreadCallArgs(b *testing.B) { benchThreadCall(b, "pwtest:add", 1, 2) }
+
+func benchThreadCall(b *testing.B, target string, args ...any) {
 	in := newInterp(b, cpython.InterpreterConfig{})
 	b.ReportAllocs()
 	err := in.Do(bg, func(t *cpython.Thread) error {
 		for b.Loop() {
-			if _, err := t.Call(bg, "pwtest:add", 1, 2); err != nil {
+			if _, err := t.Call(bg, target, args...); err != nil {
 				return err
 			}
 		}

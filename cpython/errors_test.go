@@ -13,14 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pyworkers/pyworkers/cpython"
+	"github.com/pyworkers/pyworkers/internal/pwtest"
 )
-
-func pyErr(t *testing.T, err error) *cpython.PythonError {
-	t.Helper()
-	var pe *cpython.PythonError
-	require.ErrorAs(t, err, &pe)
-	return pe
-}
 
 func TestPythonExceptions(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
@@ -55,7 +49,7 @@ func TestPythonExceptions(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			pe := pyErr(t, c.err)
+			pe := pwtest.PyErr(t, c.err)
 			assert.Equal(t, c.typ, pe.Type)
 			assert.Contains(t, pe.Message, c.msg)
 			for _, s := range c.inTrace {
@@ -91,7 +85,7 @@ func TestIncompatibleExtensionModuleIsNamed(t *testing.T) {
 	// _testsinglephase is CPython's own single-phase-init test extension: it cannot load in an
 	// own-GIL interpreter, just like numpy today.
 	err := i.Exec(bg, "import _testsinglephase")
-	pe := pyErr(t, err)
+	pe := pwtest.PyErr(t, err)
 	require.ErrorIs(t, err, cpython.ErrIncompatibleExtension, "%+v", pe)
 	mod, ok := pe.IncompatibleModule()
 	assert.True(t, ok)
@@ -106,7 +100,7 @@ func TestErrorTextWithLoneSurrogates(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
 	// e.g. a file name that was not valid UTF-8, decoded with surrogateescape
 	err := i.Exec(bg, "raise FileNotFoundError(2, 'No such file', b'caf\\xe9.txt'.decode('utf-8', 'surrogateescape'))")
-	pe := pyErr(t, err)
+	pe := pwtest.PyErr(t, err)
 	assert.Equal(t, "FileNotFoundError", pe.Type)
 	assert.Contains(t, pe.Message, `caf\udce9.txt`)
 	assert.Contains(t, pe.Traceback, "FileNotFoundError")
@@ -143,7 +137,7 @@ func TestForeignPyworkersModuleIsAnErrorNotACrash(t *testing.T) {
 	defer buf.Release()
 	require.NoError(t, i.Exec(bg, "import sys, types\nreal = sys.modules['pyworkers']\nsys.modules['pyworkers'] = types.ModuleType('pyworkers')"))
 	_, err = i.Call(bg, "pwtest:ident", buf)
-	pe := pyErr(t, err)
+	pe := pwtest.PyErr(t, err)
 	assert.Equal(t, "RuntimeError", pe.Type)
 	require.NoError(t, i.Exec(bg, "sys.modules['pyworkers'] = real"))
 	v, err := i.Call(bg, "pwtest:describe", buf)

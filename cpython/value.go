@@ -33,15 +33,21 @@ type Kwargs map[string]any
 // type and where it was, for example `at [1]["when"]: Go type time.Time has no Python
 // counterpart`. A Python str holding lone surrogates is an error, never mojibake.
 
+// SplitKwargs separates a final Kwargs argument (nil when there is none) from the positional
+// arguments, as Call does.
+func SplitKwargs(args []any) ([]any, Kwargs) {
+	if n := len(args); n > 0 {
+		if k, ok := args[n-1].(Kwargs); ok {
+			return args[:n-1], k
+		}
+	}
+	return args, nil
+}
+
 // encodeCall appends the call encoding (a tuple of positional arguments, then a dict of keyword
 // arguments or None) to buf.
 func encodeCall(buf []byte, refs *wire.Refs, args []any) ([]byte, error) {
-	var kw Kwargs
-	if n := len(args); n > 0 {
-		if k, ok := args[n-1].(Kwargs); ok {
-			kw, args = k, args[:n-1]
-		}
-	}
+	args, kw := SplitKwargs(args)
 	buf, err := wire.AppendRefs(buf, refs, Tuple(args))
 	if err != nil {
 		return buf, conversionError("argument", "args", err)

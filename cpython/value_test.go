@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pyworkers/pyworkers/cpython"
+	"github.com/pyworkers/pyworkers/internal/pwtest"
 )
 
 func big2(s string) *big.Int {
@@ -406,7 +407,7 @@ def keep(mv):
 	require.NoError(t, err)
 	assert.Equal(t, []byte("Xbcdefgh"), v)
 	// read-only on the receiving side
-	pe := pyErr(t, i.Exec(bg, "held[0] = 1"))
+	pe := pwtest.PyErr(t, i.Exec(bg, "held[0] = 1"))
 	assert.Equal(t, "TypeError", pe.Type)
 
 	// Go's reference goes; Python's stays valid

@@ -37,14 +37,13 @@ type BatchFuture struct {
 // ctx governs the whole batch.
 func (g *Group) SubmitBatch(ctx context.Context, target string, items [][]any) (*BatchFuture, error) {
 	enc := make([]any, len(items))
-	for i, args := range items {
-		var kw any
-		if n := len(args); n > 0 {
-			if k, ok := args[n-1].(cpython.Kwargs); ok {
-				kw, args = map[string]any(k), args[:n-1]
-			}
+	for i, item := range items {
+		args, kw := cpython.SplitKwargs(item)
+		var kwargs any // None when there are none
+		if kw != nil {
+			kwargs = map[string]any(kw)
 		}
-		enc[i] = cpython.Tuple{cpython.Tuple(args), kw}
+		enc[i] = cpython.Tuple{cpython.Tuple(args), kwargs}
 	}
 	f, err := g.Submit(ctx, "pyworkers:_call_many", target, enc)
 	if err != nil {

@@ -57,13 +57,18 @@ func (g *Group) Call(ctx context.Context, target string, args ...any) (any, erro
 
 // Submit queues a call and returns its Future; see Pool.Submit.
 func (g *Group) Submit(ctx context.Context, target string, args ...any) (*Future, error) {
+	return g.submit(ctx, target, func(t *cpython.Thread) (any, error) { return t.Call(ctx, target, args...) })
+}
+
+// submit queues run, which a worker calls on its thread; target names the task in errors.
+func (g *Group) submit(ctx context.Context, target string, run func(*cpython.Thread) (any, error)) (*Future, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if g.p.closing.Load() {
 		return nil, ErrClosed
 	}
-	tk := newTask(g, ctx, target, args)
+	tk := newTask(g, ctx, target, run)
 	h := cgo.NewHandle(tk)
 	var err error
 	if g.p.opts.FailFast {
@@ -89,16 +94,13 @@ func (g *Group) Submit(ctx context.Context, target string, args ...any) (*Future
 // Check imports target's module and finds the function on one of the group's workers without
 // calling it: a target that cannot be imported fails here, before any work is queued.
 func (g *Group) Check(ctx context.Context, target string) error {
-	f, err := g.Submit(ctx, checkTarget, target)
+	f, err := g.submit(ctx, target, func(t *cpython.Thread) (any, error) { return nil, t.Resolve(ctx, target) })
 	if err != nil {
 		return err
 	}
 	_, err = f.Wait(ctx)
 	return err
 }
-
-// checkTarget is a task target the workers treat specially: resolve args[0], do not call it.
-const checkTarget = "\x00check"
 
 // Args, as an input of Map, is spread into positional arguments (a final cpython.Kwargs into
 // keyword arguments); any other input is passed as the one argument.
@@ -193,8 +195,8 @@ const (
 type task struct {
 	g      *Group
 	ctx    context.Context
-	target string
-	args   []any
+	target string                             // for error messages
+	run    func(*cpython.Thread) (any, error) // what the worker does with it
 
 	state atomic.Int32
 	res   *channels.Channel // one item when done: wakes a waiter blocked in C at once
@@ -216,8 +218,8 @@ var resultChans = sync.Pool{New: func() any {
 	return c
 }}
 
-func newTask(g *Group, ctx context.Context, target string, args []any) *task {
-	return &task{g: g, ctx: ctx, target: target, args: args, res: resultChans.Get().(*channels.Channel), done: make(chan struct{})}
+func newTask(g *Group, ctx context.Context, target string, run func(*cpython.Thread) (any, error)) *task {
+	return &task{g: g, ctx: ctx, target: target, run: run, res: resultChans.Get().(*channels.Channel), done: make(chan struct{})}
 }
 
 // watch arranges for what happens when the task's context ends: a queued task leaves the queue
@@ -465,13 +467,7 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 	g := w.g
 	w.current.Store(tk)
 	start := time.Now()
-	var val any
-	var err error
-	if tk.target == checkTarget {
-		err = t.Resolve(tk.ctx, tk.args[0].(string))
-	} else {
-		val, err = t.Call(tk.ctx, tk.target, tk.args...)
-	}
+	val, err := tk.run(t)
 	busy := time.Since(start)
 	retired := !w.current.CompareAndSwap(tk, nil) // the grace timer took it: this worker is given up
 	st := g.slotStat(w.id)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/pyworkers/pyworkers/cpython"
@@ -70,4 +71,12 @@ func moduleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// PyErr requires err to hold a *cpython.PythonError and returns it.
+func PyErr(t testing.TB, err error) *cpython.PythonError {
+	t.Helper()
+	var pe *cpython.PythonError
+	require.ErrorAs(t, err, &pe)
+	return pe
 }
