@@ -112,6 +112,11 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"run", "/no/such/script.py"},
 		{"run", "-w", "0", "x.py"},
 		{"run", "--no-such-flag", "x.py"},
+		{"bench", "-w", "1"},
+		{"bench", "extra"},
+		{"bench", "--bogus"},
+		{"version", "extra"},
+		{"doctor", "--bogus"},
 	} {
 		r := pyworkers(t, args...)
 		assert.Equal(t, 2, r.code, "%v: %s", args, r.stderr)
