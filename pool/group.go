@@ -108,16 +108,21 @@ type Args []any
 
 // Map sends inputs in batches of up to mapBatch calls (one hand-off each, see SubmitBatch) and
 // keeps up to mapWindow batches per worker in flight: enough that the oldest is usually done
-// when Map waits for it, few enough that memory stays bounded.
+// when Map waits for it, few enough that memory stays bounded. A batch runs on one worker, so
+// its size follows the measured rate: about mapBatchWork of one worker's time. Tiny calls go 32
+// at a time; calls of a millisecond or more go one by one and spread over all workers.
 const (
-	mapBatch  = 32
-	mapWindow = 4
+	mapBatch     = 32
+	mapWindow    = 4
+	mapBatchWork = time.Millisecond
 )
 
 // Map calls target once for each input and yields the results in input order as they are
-// ready. It sends the inputs to the workers in batches of up to 32 calls (see SubmitBatch) and
-// keeps at most 4 batches per worker in flight, so memory stays bounded however many inputs
-// there are; a slow input iterator delays only the batch it is filling. Stopping the iteration
+// ready. It sends the inputs to the workers in batches (see SubmitBatch) sized by the measured
+// rate to about a millisecond of a worker's time: single calls at first and for slow
+// functions, up to 32 calls for tiny ones. It keeps at most 4 batches per worker in flight, so
+// memory stays bounded however many inputs there are; a slow input iterator delays only the
+// batch it is filling. Stopping the iteration
 // early cancels the calls in flight. Cancelling ctx ends it with errors wrapping ctx.Err().
 func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) iter.Seq2[any, error] {
 	return func(yield func(any, error) bool) {
@@ -133,10 +138,16 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 		}
 		fifo := make([]pending, 0, window)
 		more := true
+		start, done := time.Now(), 0
 		for {
+			size := 1 // until a result says how long calls take
+			if done > 0 {
+				perWorker := float64(done) / time.Since(start).Seconds() / float64(max(g.spec.Workers, 1))
+				size = min(max(int(perWorker*mapBatchWork.Seconds()), 1), mapBatch)
+			}
 			for more && len(fifo) < window {
-				items := make([][]any, 0, mapBatch)
-				for len(items) < mapBatch {
+				items := make([][]any, 0, size)
+				for len(items) < size {
 					in, ok := next()
 					if !ok {
 						more = false
@@ -170,6 +181,7 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 					results = fill(p.n, err)
 				}
 			}
+			done += len(results)
 			for _, r := range results {
 				if !yield(r.Value, r.Err) {
 					return

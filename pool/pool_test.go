@@ -280,6 +280,17 @@ func TestMapKeepsOrderAndStopsEarly(t *testing.T) {
 	assert.Equal(t, []string{"ValueError: a", "ValueError: b"}, errs)
 }
 
+// Slow calls are not batched onto one worker: a few 100 ms inputs spread over all workers.
+func TestMapSpreadsSlowCalls(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 2})
+	ran := map[int64]int{}
+	for v, err := range p.Map(bg, "pwtest:slow_worker_id", slicesSeq(0.1, 0.1, 0.1, 0.1)) {
+		require.NoError(t, err)
+		ran[v.(int64)]++
+	}
+	assert.Len(t, ran, 2, "calls per worker: %v", ran)
+}
+
 func slicesSeq(xs ...any) iter.Seq[any] {
 	return func(yield func(any) bool) {
 		for _, x := range xs {

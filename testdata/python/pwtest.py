@@ -141,6 +141,14 @@ def sleep_then(seconds, value):
     return value
 
 
+def slow_worker_id(seconds):
+    """Sleep, then say which worker ran the call."""
+    import pyworkers
+
+    time.sleep(seconds)
+    return pyworkers.worker_id()
+
+
 def swallow_interrupts(n):
     """Ignore the first n interrupts, then stop: a task that does not die when told."""
     caught = 0
