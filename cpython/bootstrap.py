@@ -93,10 +93,10 @@ def setup(cfg):
 
 
 def _install_api(config, worker_id, workers):
-    import copy
-
     def config_():
         """The configuration the Go side gave this interpreter (a fresh copy each call)."""
+        import copy  # on first use: an idle worker should not pay for it
+
         return copy.deepcopy(config)
 
     def worker_id_():
