@@ -1,12 +1,15 @@
 package pool_test
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/pyworkers/pyworkers/internal/bench"
 	"github.com/pyworkers/pyworkers/pool"
@@ -64,21 +67,21 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 }
 
-// BenchmarkCPUSpeedup: 4 CPU-bound tasks (~100 ms each) on 1 worker, then on 2.
+// BenchmarkCPUSpeedup: 4 CPU-bound tasks (~100 ms each) on 1 worker against 2 warm workers,
+// timed in ABBA pairs (bench.Speedup). Each iteration is one pair; the metrics are the median,
+// lowest and highest ratio over all pairs. Use -benchtime Nx: the default runs one.
 func BenchmarkCPUSpeedup(b *testing.B) {
-	var one, two time.Duration
+	var all []float64
 	for b.Loop() {
-		t1, err := bench.CPUTime(bg, 1, 4, bench.CPU100ms)
+		_, r, err := bench.Speedup(bg, 2, 2, bench.CPU100ms)
 		if err != nil {
 			b.Fatal(err)
 		}
-		t2, err := bench.CPUTime(bg, 2, 4, bench.CPU100ms)
-		if err != nil {
-			b.Fatal(err)
-		}
-		one, two = one+t1, two+t2
+		all = append(all, r...)
 	}
-	b.ReportMetric(one.Seconds()/two.Seconds(), "speedup-2v1")
+	b.ReportMetric(bench.Median(all), "speedup-2v1")
+	b.ReportMetric(slices.Min(all), "lowest")
+	b.ReportMetric(slices.Max(all), "highest")
 }
 
 // BenchmarkPayload: 1 MB of bytes to a worker and back (copied both ways).
@@ -101,17 +104,38 @@ func BenchmarkStartup(b *testing.B) {
 	}
 }
 
-// BenchmarkIdleWorkerRSS: resident memory of 9 idle workers against 1, per extra worker.
+// BenchmarkIdleWorkerRSS: resident memory of 9 idle workers against 1, per extra worker. Each
+// measurement runs in a fresh process (this test binary again, running only this benchmark):
+// in a process that has already run other benchmarks, new workers reuse freed memory and would
+// look cheaper than they are for a user's first pool.
 func BenchmarkIdleWorkerRSS(b *testing.B) {
-	var mib float64
-	for b.Loop() {
-		var err error
-		if mib, err = bench.IdleWorkerMiB(bg); err != nil {
+	if os.Getenv(rssChildEnv) != "" {
+		mib, err := bench.IdleWorkerMiB(bg)
+		if err != nil {
 			b.Fatal(err)
 		}
+		fmt.Printf("%s %g\n", rssChildEnv, mib)
+		return
 	}
-	b.ReportMetric(mib, "MiB/worker")
+	var all []float64
+	for b.Loop() {
+		cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^BenchmarkIdleWorkerRSS$", "-test.benchtime=1x")
+		cmd.Env = append(os.Environ(), rssChildEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			b.Fatalf("the measuring process failed: %v\n%s", err, out)
+		}
+		_, rest, ok := strings.Cut(string(out), rssChildEnv+" ")
+		mib, err := strconv.ParseFloat(strings.Fields(rest + " ")[0], 64)
+		if !ok || err != nil {
+			b.Fatalf("no figure in the measuring process's output:\n%s", out)
+		}
+		all = append(all, mib)
+	}
+	b.ReportMetric(bench.Median(all), "MiB/worker")
 }
+
+const rssChildEnv = "PYWORKERS_RSS_CHILD"
 
 // BenchmarkPeers runs CPython's own pools (ThreadPoolExecutor, ProcessPoolExecutor,
 // InterpreterPoolExecutor) on the same workloads in the same run, with the provisioned
@@ -128,7 +152,7 @@ func BenchmarkPeers(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	for _, name := range bench.PeerNames {
+	for _, name := range slices.Concat(bench.PeerNames, []string{bench.Separate}) {
 		m := peers[name]
 		b.Run(name, func(b *testing.B) {
 			b.ReportMetric(m.RoundTripP50us*1000, "p50-ns")

@@ -29,7 +29,7 @@ type Figures struct {
 	RoundTripP99us    float64 `json:"roundtrip_p99_us"`    //
 	TasksPerSec       float64 `json:"tasks_per_s"`         // tiny tasks, as fast as they go
 	CPU1msPerSec      float64 `json:"cpu_1ms_tasks_per_s"` // ~1 ms CPU-bound tasks
-	Speedup           float64 `json:"speedup"`             // ~100 ms tasks: N workers against 1
+	Speedup           float64 `json:"speedup"`             // CPU-bound calls: N workers against 1 (median of paired rounds)
 	Payload1MBms      float64 `json:"payload_1mb_ms"`      // 1 MB bytes there and back
 	MsToFirstResult   float64 `json:"ms_to_first_result"`  // new pool to the first result
 	MiBPerIdleWorker  float64 `json:"mib_per_idle_worker"` // resident memory of 9 idle workers against 1, per worker
@@ -40,17 +40,20 @@ type Figures struct {
 // Sizes of the workloads (benchfuncs.cpu(n) ≈ n/15 µs on the reference machine).
 const (
 	CPU1ms   = 15_000
+	CPU25ms  = 375_000
 	CPU100ms = 1_500_000
 )
 
 // Counts of repetitions; Quick is for `pyworkers bench --quick`.
 type Counts struct {
 	RoundTrips, Tiny, CPU1ms, Payloads int
+	// SpeedupRounds pairs of SpeedupCall-sized calls (benchfuncs.cpu's n) measure the speed-up.
+	SpeedupRounds, SpeedupCall int
 }
 
 var (
-	Full  = Counts{RoundTrips: 5000, Tiny: 100_000, CPU1ms: 2000, Payloads: 200}
-	Quick = Counts{RoundTrips: 1000, Tiny: 20_000, CPU1ms: 400, Payloads: 50}
+	Full  = Counts{RoundTrips: 5000, Tiny: 100_000, CPU1ms: 2000, Payloads: 200, SpeedupRounds: 10, SpeedupCall: CPU100ms}
+	Quick = Counts{RoundTrips: 1000, Tiny: 20_000, CPU1ms: 400, Payloads: 50, SpeedupRounds: 4, SpeedupCall: CPU25ms}
 )
 
 // RoundTrip calls a no-op n times, one at a time, and returns the p50 and p99 latencies.
@@ -85,14 +88,40 @@ func Throughput(ctx context.Context, p *pool.Pool, n int, target string, args ..
 	return float64(n) / time.Since(t0).Seconds(), nil
 }
 
-// CPUTime runs tasks calls of benchfuncs.cpu(n) at once on a new pool of the given size and
-// returns the wall time.
-func CPUTime(ctx context.Context, workers, tasks, n int) (time.Duration, error) {
-	p, err := pool.New(pool.Options{Workers: workers, Path: Path})
-	if err != nil {
-		return 0, err
+// Speedup measures how much faster `workers` workers finish 2×workers calls of benchfuncs.cpu(n)
+// than one worker does. Both pools are made and warmed before any clock starts. It runs rounds
+// pairs of timings in ABBA order (one, many; many, one; ...) and returns the median of the
+// pairs' ratios: the CPU speed of a shared virtual machine drifts over seconds, and timing the
+// single worker only before the many (as a plain before/after would) folds that drift into the
+// result. all holds every pair's ratio, in order.
+func Speedup(ctx context.Context, workers, rounds, n int) (median float64, all []float64, err error) {
+	if workers < 1 || rounds < 1 {
+		return 0, nil, fmt.Errorf("bench: Speedup needs workers ≥ 1 and rounds ≥ 1, got %d and %d", workers, rounds)
 	}
-	defer p.Close()
+	var pools [2]*pool.Pool
+	for i, size := range []int{1, workers} {
+		if pools[i], err = pool.New(pool.Options{Workers: size, Path: Path}); err != nil {
+			return 0, nil, err
+		}
+		defer pools[i].Close()
+		if _, err := cpuWall(ctx, pools[i], size, 1); err != nil { // import benchfuncs everywhere
+			return 0, nil, err
+		}
+	}
+	for r := range rounds {
+		var d [2]time.Duration
+		for _, i := range [][2]int{{0, 1}, {1, 0}}[r%2] {
+			if d[i], err = cpuWall(ctx, pools[i], 2*workers, n); err != nil {
+				return 0, nil, err
+			}
+		}
+		all = append(all, d[0].Seconds()/d[1].Seconds())
+	}
+	return Median(all), all, nil
+}
+
+// cpuWall runs tasks calls of benchfuncs.cpu(n) at once on p and returns the wall time.
+func cpuWall(ctx context.Context, p *pool.Pool, tasks, n int) (time.Duration, error) {
 	var wg sync.WaitGroup
 	errs := make(chan error, tasks)
 	t0 := time.Now()
@@ -106,6 +135,19 @@ func CPUTime(ctx context.Context, workers, tasks, n int) (time.Duration, error) 
 	wg.Wait()
 	close(errs)
 	return time.Since(t0), <-errs
+}
+
+// Median of xs (xs is not changed); 0 for none.
+func Median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // Payload sends 1 MB of bytes to a worker and back n times; it returns the mean round trip.
@@ -175,6 +217,11 @@ func RSS() (int64, error) {
 // benchfuncs must be importable (its folder on the runtime's path).
 func Pyworkers(ctx context.Context, workers int, c Counts) (Figures, error) {
 	f := Figures{Workers: workers, SpeedupMeasuredOn: workers}
+	var err error
+	// Memory first, while the process is fresh: later workers reuse what earlier ones freed.
+	if f.MiBPerIdleWorker, err = IdleWorkerMiB(ctx); err != nil {
+		return f, err
+	}
 	start, err := Startup(ctx, workers)
 	if err != nil {
 		return f, err
@@ -201,16 +248,7 @@ func Pyworkers(ctx context.Context, workers int, c Counts) (Figures, error) {
 		return f, err
 	}
 	f.Payload1MBms = ms(pay)
-	one, err := CPUTime(ctx, 1, 2*workers, CPU100ms)
-	if err != nil {
-		return f, err
-	}
-	many, err := CPUTime(ctx, workers, 2*workers, CPU100ms)
-	if err != nil {
-		return f, err
-	}
-	f.Speedup = one.Seconds() / many.Seconds()
-	if f.MiBPerIdleWorker, err = IdleWorkerMiB(ctx); err != nil {
+	if f.Speedup, _, err = Speedup(ctx, workers, c.SpeedupRounds, c.SpeedupCall); err != nil {
 		return f, err
 	}
 	return f, nil
@@ -238,6 +276,11 @@ func Peers(ctx context.Context, python, script string, workers int, quick bool) 
 
 // PeerNames in the order they are reported.
 var PeerNames = []string{"ThreadPoolExecutor", "ProcessPoolExecutor", "InterpreterPoolExecutor"}
+
+// Separate is Peers' entry that only holds a Speedup: the same CPU-bound calls run in independent
+// python processes with nothing shared, timed as Speedup times pyworkers. It is the machine's
+// own ceiling for any pool, and is not a peer.
+const Separate = "separate processes"
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }

@@ -4,13 +4,16 @@
 
 Prints one JSON object, {pool name: {metric: value}}, with the metrics of internal/bench's
 Figures; pool/bench_test.go (BenchmarkPeers) and `pyworkers bench` report it beside pyworkers'
-own figures, measured the same way.
+own figures, measured the same way. One more entry, "separate processes", holds only a
+speed-up: the same calls in independent python processes, the most this machine gives.
 """
 
 import argparse
 import concurrent.futures as cf
 import json
 import os
+import statistics
+import subprocess
 import sys
 import time
 
@@ -20,9 +23,10 @@ sys.path.insert(0, HERE)
 import benchfuncs  # noqa: E402
 
 CPU_1MS = 15_000
+CPU_25MS = 375_000
 CPU_100MS = 1_500_000
-FULL = dict(round_trips=5000, tiny=100_000, cpu1ms=2000, payloads=200)
-QUICK = dict(round_trips=1000, tiny=5000, cpu1ms=200, payloads=20)
+FULL = dict(round_trips=5000, tiny=100_000, cpu1ms=2000, payloads=200, speedup_rounds=10, speedup_call=CPU_100MS)
+QUICK = dict(round_trips=1000, tiny=5000, cpu1ms=200, payloads=20, speedup_rounds=4, speedup_call=CPU_25MS)
 
 
 def rss_kib(pids):
@@ -49,6 +53,49 @@ def throughput(ex, n, fn, *args):
     return n / (time.perf_counter() - t)
 
 
+def paired_speedup(wall, workers, rounds):
+    """Median ratio wall(1) / wall(workers) over rounds pairs timed in ABBA order, as
+    internal/bench's Speedup does: the CPU speed of a shared machine drifts over seconds."""
+    ratios = []
+    for r in range(rounds):
+        t = {}
+        for n in (1, workers) if r % 2 == 0 else (workers, 1):
+            t[n] = wall(n)
+        ratios.append(t[1] / t[workers])
+    return statistics.median(ratios)
+
+
+CHILD = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import benchfuncs
+start, calls = float(sys.argv[2]), int(sys.argv[3])
+while time.time() < start:
+    pass
+t = time.time()
+for _ in range(calls):
+    benchfuncs.cpu(int(sys.argv[4]))
+print(t, time.time())
+"""
+
+
+def separate_processes(workers, rounds, call):
+    """The machine's own ceiling: the same calls (benchfuncs.cpu(call)) in separate python processes, no pool
+    and nothing shared. 2*workers calls in one process against 2 calls in each of workers
+    processes, all started together once they are up."""
+
+    def wall(n):
+        start = time.time() + 0.2
+        args = [HERE, repr(start), str(2 * workers // n), str(call)]
+        procs = [subprocess.Popen([sys.executable, "-c", CHILD, *args], stdout=subprocess.PIPE, text=True) for _ in range(n)]
+        spans = [tuple(map(float, p.communicate()[0].split())) for p in procs]
+        if any(p.returncode for p in procs):
+            raise RuntimeError("a reference process failed")
+        return max(e for _, e in spans) - min(s for s, _ in spans)
+
+    return {"workers": workers, "speedup_workers": workers, "speedup": paired_speedup(wall, workers, rounds)}
+
+
 def measure(make, workers, counts):
     out = {"workers": workers, "speedup_workers": workers}
     t0 = time.perf_counter()
@@ -73,15 +120,18 @@ def measure(make, workers, counts):
     out["payload_1mb_ms"] = (time.perf_counter() - t) / counts["payloads"] * 1e3
     ex.shutdown()
 
-    times = {}
-    for n in (1, workers):
-        ex = make(n)
-        list(ex.map(benchfuncs.noop_arg, range(n)))  # workers started before the clock
+    pools = {n: make(n) for n in (1, workers)}
+    for n, ex in pools.items():
+        list(ex.map(benchfuncs.cpu, [1] * n))  # workers started and warm before the clock
+
+    def cpu_wall(n):
         t = time.perf_counter()
-        list(ex.map(benchfuncs.cpu, [CPU_100MS] * (2 * workers)))
-        times[n] = time.perf_counter() - t
+        list(pools[n].map(benchfuncs.cpu, [counts["speedup_call"]] * (2 * workers)))
+        return time.perf_counter() - t
+
+    out["speedup"] = paired_speedup(cpu_wall, workers, counts["speedup_rounds"])
+    for ex in pools.values():
         ex.shutdown()
-    out["speedup"] = times[1] / times[workers]
 
     rss = {}
     for n in (1, 9):
@@ -91,6 +141,9 @@ def measure(make, workers, counts):
         ex.shutdown()
     out["mib_per_idle_worker"] = (rss[9] - rss[1]) / 8 / 1024
     return out
+
+
+SEPARATE = "separate processes"
 
 
 def main():
@@ -104,7 +157,9 @@ def main():
         "ProcessPoolExecutor": cf.ProcessPoolExecutor,
         "InterpreterPoolExecutor": cf.InterpreterPoolExecutor,
     }
-    print(json.dumps({name: measure(make, a.workers, counts) for name, make in pools.items()}))
+    out = {name: measure(make, a.workers, counts) for name, make in pools.items()}
+    out[SEPARATE] = separate_processes(a.workers, counts["speedup_rounds"], counts["speedup_call"])
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":
