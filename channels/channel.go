@@ -172,14 +172,20 @@ func (c *Channel) recv(ctx context.Context, wait bool) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	// A small item is copied into small (C keeps no pointer to it); others come as it.
+	var small [C.PYW_SMALL_ITEM]byte
+	var n C.size_t
 	var it *C.pyw_item
 	op := func(timeout C.int64_t, cancel *C.int) C.int {
-		return C.pyw_queue_pop(c.q, &it, timeout, cancel)
+		return C.pyw_queue_recv_copy(c.q, (*C.char)(unsafe.Pointer(&small[0])), &n, &it, timeout, cancel)
 	}
 	rc := c.wait(ctx, op, wait, C.PYW_Q_EMPTY)
 	runtime.KeepAlive(c)
 	if err := c.result(ctx, rc); err != nil {
 		return nil, err
+	}
+	if it == nil {
+		return decode(small[:n], nil)
 	}
 	defer C.pyw_item_free(it)
 	return decodeItem(it)
@@ -355,6 +361,10 @@ func decodeItem(it *C.pyw_item) (any, error) {
 	if it.refs.n > 0 {
 		refs = unsafe.Slice((*unsafe.Pointer)(unsafe.Pointer(it.refs.v)), int(it.refs.n))
 	}
+	return decode(data, refs)
+}
+
+func decode(data []byte, refs []unsafe.Pointer) (any, error) {
 	v, err := wire.DecodeRefs(data, refs)
 	if err != nil {
 		return nil, fmt.Errorf("channels: internal: undecodable item: %w", err)

@@ -1,6 +1,7 @@
 package channels_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -53,8 +54,9 @@ func TestGoToGo(t *testing.T) {
 
 // Every type goes Go → C → Python → C → Go: a Python echo loop in an interpreter forwards
 // what it receives.
-func TestThroughPython(t *testing.T) {
-	in, out := newChan(t, 0), newChan(t, 0)
+// echoInPython forwards every item from in to out in a new interpreter until in is closed,
+// then closes out; the channel yields the interpreter's outcome.
+func echoInPython(t *testing.T, in, out *channels.Channel) <-chan error {
 	i := newInterp(t)
 	done := make(chan error, 1)
 	go func() {
@@ -66,6 +68,12 @@ for item in src:
 dst.close()
 `, in.ID(), out.ID()))
 	}()
+	return done
+}
+
+func TestThroughPython(t *testing.T) {
+	in, out := newChan(t, 0), newChan(t, 0)
+	done := echoInPython(t, in, out)
 	for _, v := range sample {
 		require.NoError(t, in.Send(bg, v))
 	}
@@ -75,6 +83,38 @@ dst.close()
 		require.NoError(t, err)
 		assert.Equal(t, want, got)
 	}
+	_, err := out.Recv(bg)
+	assert.ErrorIs(t, err, channels.ErrClosed)
+	require.NoError(t, <-done)
+}
+
+// Small items travel in nodes the queue reuses (include/pyw_queue.h): values of every size
+// around the limit, a burst far beyond the nodes a queue keeps, and small items interleaved
+// with large ones all arrive whole, in order, through Go and through Python.
+func TestSmallItemNodesAreReused(t *testing.T) {
+	var want []any
+	for n := range 100 { // encoded sizes from 2 to ~110 bytes cross PYW_SMALL_ITEM
+		want = append(want, strings.Repeat("x", n))
+	}
+	for k := range 1000 { // more at once than the 256 nodes kept
+		want = append(want, int64(k))
+	}
+	for n := range 50 {
+		want = append(want, []any{strings.Repeat("y", 60+n), int64(n)}, bytes.Repeat([]byte{byte(n)}, 5000))
+	}
+	in, out := newChan(t, 0), newChan(t, 0)
+	done := echoInPython(t, in, out)
+	for round := range 2 { // the second round reuses the first's nodes
+		for _, v := range want {
+			require.NoError(t, in.Send(bg, v))
+		}
+		for k, w := range want {
+			got, err := out.Recv(bg)
+			require.NoError(t, err)
+			require.Equal(t, w, got, "round %d, item %d", round, k)
+		}
+	}
+	in.Close()
 	_, err := out.Recv(bg)
 	assert.ErrorIs(t, err, channels.ErrClosed)
 	require.NoError(t, <-done)

@@ -130,25 +130,20 @@ static PyObject *do_send(PyObject *self, PyObject *obj, int64_t timeout_ns) {
 		}
 		return PyErr_Format(PyExc_TypeError, "cannot send this value: %s", e.msg);
 	}
-	pyw_item *it = pyw_item_new(scratch.data, scratch.len, refs.v, refs.n);
-	pyw_refs_free(&refs); /* the item holds its own references */
+	pyw_queue *q = ((ChannelObject *)self)->q;
+	/* First without waiting, GIL held (the mutex is held only briefly); release the GIL only
+	 * to wait. The item holds its own references to shared buffers. */
+	int rc = pyw_queue_send_copy(q, scratch.data, scratch.len, refs.v, refs.n, 0, NULL);
+	if (rc == PYW_Q_FULL && timeout_ns != 0) {
+		Py_BEGIN_ALLOW_THREADS
+		rc = pyw_queue_send_copy(q, scratch.data, scratch.len, refs.v, refs.n, timeout_ns, NULL);
+		Py_END_ALLOW_THREADS
+	}
+	pyw_refs_free(&refs);
 	if (scratch.cap > (1u << 20)) {
 		pyw_buf_free(&scratch); /* do not keep a huge item's space for good */
 	}
-	if (it == NULL) {
-		return PyErr_NoMemory();
-	}
-	pyw_queue *q = ((ChannelObject *)self)->q;
-	/* First without waiting, GIL held (the mutex is held only briefly); release the GIL only
-	 * to wait. */
-	int rc = pyw_queue_push(q, it, 0, NULL);
-	if (rc == PYW_Q_FULL && timeout_ns != 0) {
-		Py_BEGIN_ALLOW_THREADS
-		rc = pyw_queue_push(q, it, timeout_ns, NULL);
-		Py_END_ALLOW_THREADS
-	}
 	if (rc != PYW_Q_OK) {
-		pyw_item_free(it);
 		return outcome(self, rc, 1);
 	}
 	Py_RETURN_NONE;
@@ -156,15 +151,21 @@ static PyObject *do_send(PyObject *self, PyObject *obj, int64_t timeout_ns) {
 
 static PyObject *do_recv(PyObject *self, int64_t timeout_ns) {
 	pyw_queue *q = ((ChannelObject *)self)->q;
+	char small[PYW_SMALL_ITEM];
+	size_t len;
 	pyw_item *it = NULL;
-	int rc = pyw_queue_pop(q, &it, 0, NULL);
+	int rc = pyw_queue_recv_copy(q, small, &len, &it, 0, NULL);
 	if (rc == PYW_Q_EMPTY && timeout_ns != 0) {
 		Py_BEGIN_ALLOW_THREADS
-		rc = pyw_queue_pop(q, &it, timeout_ns, NULL);
+		rc = pyw_queue_recv_copy(q, small, &len, &it, timeout_ns, NULL);
 		Py_END_ALLOW_THREADS
 	}
 	if (rc != PYW_Q_OK) {
 		return outcome(self, rc, 0);
+	}
+	if (it == NULL) {
+		const char *p = small;
+		return pyw_decode(&p, small + len, NULL, 0);
 	}
 	const char *p = it->data;
 	PyObject *v = pyw_decode(&p, it->data + it->len, it->refs.v, it->refs.n);

@@ -20,6 +20,8 @@ struct pyw_queue {
 	_Atomic int closed;
 	int recv_waiting, send_waiting;
 	pyw_item *head, *tail;
+	pyw_item *spare; /* small nodes kept for reuse, linked by next */
+	size_t nspare;
 	struct pyw_queue *reg_prev, *reg_next; /* registry list, under reg_mu */
 };
 
@@ -28,14 +30,23 @@ static pyw_queue *reg_head;
 static _Atomic int64_t next_id = 1;
 
 /* Items made by pyw_item_new hold their bytes in the same allocation, right after the header
- * (one malloc per item); items made by pyw_item_take own a separate block. */
+ * (one malloc per item), with room for at least PYW_SMALL_ITEM bytes; items made by
+ * pyw_item_take own a separate block. */
 static char *item_data(pyw_item *it) { return (char *)(it + 1); }
+
+/* A node that can carry any small item: inline bytes, no references held. */
+static int reusable(const pyw_item *it) {
+	return it->data == (const char *)(it + 1) && it->len <= PYW_SMALL_ITEM && it->refs.v == NULL;
+}
+
+/* Most small nodes a queue keeps (a few KiB); beyond it they are freed. */
+#define SPARE_MAX 256
 
 pyw_item *pyw_item_new(const char *data, size_t len, pyw_shared *const *refs, size_t nrefs) {
 	if (len > SIZE_MAX - sizeof(pyw_item)) {
 		return NULL;
 	}
-	pyw_item *it = malloc(sizeof *it + len);
+	pyw_item *it = malloc(sizeof *it + (len < PYW_SMALL_ITEM ? PYW_SMALL_ITEM : len));
 	if (it == NULL) {
 		return NULL;
 	}
@@ -151,6 +162,10 @@ void pyw_queue_decref(pyw_queue *q) {
 	for (pyw_item *it = q->head, *next; it != NULL; it = next) {
 		next = it->next;
 		pyw_item_free(it);
+	}
+	for (pyw_item *it = q->spare, *next; it != NULL; it = next) {
+		next = it->next;
+		free(it);
 	}
 	pthread_cond_destroy(&q->can_recv);
 	pthread_cond_destroy(&q->can_send);
@@ -308,23 +323,28 @@ static int wait_for(pyw_queue *q, int for_items, int64_t timeout_ns, int *cancel
 	}
 }
 
+/* Links it at the tail (q->mu held, room checked) and wakes a receiver. */
+static void link_item(pyw_queue *q, pyw_item *it) {
+	it->next = NULL;
+	if (q->tail != NULL) {
+		q->tail->next = it;
+	} else {
+		q->head = it;
+	}
+	q->tail = it;
+	/* every writer of len holds q->mu: a plain store, no locked instruction */
+	atomic_store_explicit(&q->len, atomic_load_explicit(&q->len, memory_order_relaxed) + 1, memory_order_relaxed);
+	if (q->recv_waiting > 0) {
+		pthread_cond_signal(&q->can_recv);
+	}
+}
+
 int pyw_queue_push(pyw_queue *q, pyw_item *it, int64_t timeout_ns, int *cancel) {
 	int registered = 0;
 	pthread_mutex_lock(&q->mu);
 	int rc = wait_for(q, 0, timeout_ns, cancel, &registered);
 	if (rc == PYW_Q_OK) {
-		it->next = NULL;
-		if (q->tail != NULL) {
-			q->tail->next = it;
-		} else {
-			q->head = it;
-		}
-		q->tail = it;
-		/* every writer of len holds q->mu: a plain store, no locked instruction */
-		atomic_store_explicit(&q->len, atomic_load_explicit(&q->len, memory_order_relaxed) + 1, memory_order_relaxed);
-		if (q->recv_waiting > 0) {
-			pthread_cond_signal(&q->can_recv);
-		}
+		link_item(q, it);
 	}
 	pthread_mutex_unlock(&q->mu);
 	if (registered) {
@@ -367,11 +387,6 @@ int pyw_queue_pop_many(pyw_queue *q, pyw_item **out, size_t max, size_t *n, int6
 		pyw_wait_end();
 	}
 	return rc;
-}
-
-int pyw_queue_pop(pyw_queue *q, pyw_item **out, int64_t timeout_ns, int *cancel) {
-	size_t n;
-	return pyw_queue_pop_many(q, out, 1, &n, timeout_ns, cancel);
 }
 
 int pyw_queue_push_many(pyw_queue *q, pyw_item **chain, size_t *pushed, int64_t timeout_ns, int *cancel) {
@@ -427,13 +442,83 @@ void pyw_queue_cancel(pyw_queue *q, int *cancel) {
 
 int pyw_queue_send_copy(pyw_queue *q, const char *data, size_t len, pyw_shared *const *refs, size_t nrefs,
                         int64_t timeout_ns, int *cancel) {
-	pyw_item *it = pyw_item_new(data, len, refs, nrefs);
-	if (it == NULL) {
-		return PYW_Q_NOMEM;
+	if (len > PYW_SMALL_ITEM || nrefs > 0) {
+		pyw_item *it = pyw_item_new(data, len, refs, nrefs);
+		if (it == NULL) {
+			return PYW_Q_NOMEM;
+		}
+		int rc = pyw_queue_push(q, it, timeout_ns, cancel);
+		if (rc != PYW_Q_OK) {
+			pyw_item_free(it);
+		}
+		return rc;
 	}
-	int rc = pyw_queue_push(q, it, timeout_ns, cancel);
-	if (rc != PYW_Q_OK) {
-		pyw_item_free(it);
+	int registered = 0;
+	pthread_mutex_lock(&q->mu);
+	int rc = wait_for(q, 0, timeout_ns, cancel, &registered);
+	if (rc == PYW_Q_OK) {
+		pyw_item *it = q->spare;
+		if (it != NULL) {
+			q->spare = it->next;
+			q->nspare--;
+		} else {
+			/* only while the items in flight grow in number: a small malloc under the lock */
+			it = pyw_item_new(NULL, 0, NULL, 0);
+		}
+		if (it == NULL) {
+			rc = PYW_Q_NOMEM;
+		} else {
+			if (len > 0) {
+				memcpy(it->data, data, len);
+			}
+			it->len = len;
+			link_item(q, it);
+		}
 	}
+	pthread_mutex_unlock(&q->mu);
+	if (registered) {
+		pyw_wait_end();
+	}
+	return rc;
+}
+
+int pyw_queue_recv_copy(pyw_queue *q, char *small, size_t *len, pyw_item **big, int64_t timeout_ns, int *cancel) {
+	int registered = 0;
+	pyw_item *drop = NULL;
+	*big = NULL;
+	*len = 0;
+	pthread_mutex_lock(&q->mu);
+	int rc = wait_for(q, 1, timeout_ns, cancel, &registered);
+	if (rc == PYW_Q_OK) {
+		pyw_item *it = q->head;
+		q->head = it->next;
+		if (q->head == NULL) {
+			q->tail = NULL;
+		}
+		it->next = NULL;
+		atomic_store_explicit(&q->len, atomic_load_explicit(&q->len, memory_order_relaxed) - 1, memory_order_relaxed);
+		if (q->send_waiting > 0) {
+			pthread_cond_signal(&q->can_send);
+		}
+		if (reusable(it)) {
+			memcpy(small, it->data, it->len);
+			*len = it->len;
+			if (q->nspare < SPARE_MAX) {
+				it->len = 0;
+				it->next = q->spare;
+				q->spare = it;
+				q->nspare++;
+			} else {
+				drop = it;
+			}
+		} else {
+			*big = it;
+		}
+	}
+	pthread_mutex_unlock(&q->mu);
+	if (registered) {
+		pyw_wait_end();
+	}
+	free(drop);
 	return rc;
 }

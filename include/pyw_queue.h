@@ -56,12 +56,11 @@ int pyw_queue_is_closed(pyw_queue *q);
  * call closed it, 0 if it was closed already. */
 int pyw_queue_close(pyw_queue *q);
 
-/* Push/pop. timeout_ns < 0 waits as long as needed, 0 does not wait. cancel, when not NULL, is
- * a flag set by pyw_queue_cancel to abandon the wait. On any outcome but PYW_Q_OK, push leaves
- * the item with the caller. */
+/* Push, and every push and pop below: timeout_ns < 0 waits as long as needed, 0 does not wait.
+ * cancel, when not NULL, is a flag set by pyw_queue_cancel to abandon the wait. On any outcome
+ * but PYW_Q_OK, push leaves the item with the caller. */
 int pyw_queue_push(pyw_queue *q, pyw_item *it, int64_t timeout_ns, int *cancel);
-int pyw_queue_pop(pyw_queue *q, pyw_item **out, int64_t timeout_ns, int *cancel);
-/* Bulk versions: one lock acquisition for many items. pop_many waits like pop for the first
+/* Bulk versions: one lock acquisition for many items. pop_many waits like recv_copy for the first
  * item, then takes up to max as a chain (linked by next) and sets *n. push_many appends the
  * chain in order, waiting for room as needed; on any outcome it sets *pushed and leaves the
  * items not pushed in *chain, with the caller. */
@@ -70,9 +69,18 @@ int pyw_queue_push_many(pyw_queue *q, pyw_item **chain, size_t *pushed, int64_t 
 /* Sets *cancel and wakes q's waiters so that the wait using it returns PYW_Q_CANCELLED. */
 void pyw_queue_cancel(pyw_queue *q, int *cancel);
 
-/* Go's send in one call: copy data into a new item and push it (freed again unless PYW_Q_OK). */
+/* Small items (up to PYW_SMALL_ITEM bytes, no shared buffers) are copied into and out of item
+ * nodes that the queue keeps for reuse: in a steady stream neither side calls malloc or free,
+ * which between two threads contend on the sender's malloc arena. */
+#define PYW_SMALL_ITEM 64
+
+/* Send in one call: copies data into an item (a kept node when it is small) and pushes it;
+ * nothing stays with the caller. */
 int pyw_queue_send_copy(pyw_queue *q, const char *data, size_t len, pyw_shared *const *refs, size_t nrefs,
                         int64_t timeout_ns, int *cancel);
+/* Pop that copies a small item into small (PYW_SMALL_ITEM bytes), sets *len and *big = NULL, and
+ * keeps its node for reuse; any other item is handed over in *big (the caller frees it). */
+int pyw_queue_recv_copy(pyw_queue *q, char *small, size_t *len, pyw_item **big, int64_t timeout_ns, int *cancel);
 
 /* Registers the Channel type and its exceptions in the pyworkers module (channels/pychan.c). */
 int pyw_channels_register(void);
