@@ -67,21 +67,37 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 }
 
-// BenchmarkCPUSpeedup: 4 CPU-bound tasks (~100 ms each) on 1 worker against 2 warm workers,
-// timed in ABBA pairs (bench.Speedup). Each iteration is one pair; the metrics are the median,
-// lowest and highest ratio over all pairs. Use -benchtime Nx: the default runs one.
+// BenchmarkCPUSpeedup: 4 CPU-bound calls (~100 ms each) on 1 worker against 2 warm workers,
+// timed in ABBA pairs (bench.Speedup), two pairs per iteration; metrics: the median, lowest and
+// highest ratio over all pairs. When python3.14 is on PATH, each iteration also times the same
+// calls in 2 separate python processes against 1 (bench.SeparateSpeedup: what the machine gives
+// at that moment to work that shares nothing) and reports pyworkers' ratio as a fraction of it.
+// Use -benchtime Nx.
 func BenchmarkCPUSpeedup(b *testing.B) {
-	var all []float64
+	python, _ := exec.LookPath("python3.14")
+	var ours, separate, fraction []float64
 	for b.Loop() {
-		_, r, err := bench.Speedup(bg, 2, 2, bench.CPU100ms)
+		med, r, err := bench.Speedup(bg, 2, 2, bench.CPU100ms)
 		if err != nil {
 			b.Fatal(err)
 		}
-		all = append(all, r...)
+		ours = append(ours, r...)
+		if python != "" {
+			c, err := bench.SeparateSpeedup(bg, python, filepath.Join(benchDir, "peers.py"), 2, 2, bench.CPU100ms)
+			if err != nil {
+				b.Fatal(err)
+			}
+			separate = append(separate, c)
+			fraction = append(fraction, med/c)
+		}
 	}
-	b.ReportMetric(bench.Median(all), "speedup-2v1")
-	b.ReportMetric(slices.Min(all), "lowest")
-	b.ReportMetric(slices.Max(all), "highest")
+	b.ReportMetric(bench.Median(ours), "speedup-2v1")
+	b.ReportMetric(slices.Min(ours), "lowest")
+	b.ReportMetric(slices.Max(ours), "highest")
+	if python != "" {
+		b.ReportMetric(bench.Median(separate), "separate-processes-2v1")
+		b.ReportMetric(bench.Median(fraction), "of-separate")
+	}
 }
 
 // BenchmarkPayload: 1 MB of bytes to a worker and back (copied both ways).
@@ -152,7 +168,7 @@ func BenchmarkPeers(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	for _, name := range slices.Concat(bench.PeerNames, []string{bench.Separate}) {
+	for _, name := range bench.PeerNames {
 		m := peers[name]
 		b.Run(name, func(b *testing.B) {
 			b.ReportMetric(m.RoundTripP50us*1000, "p50-ns")
@@ -163,4 +179,5 @@ func BenchmarkPeers(b *testing.B) {
 			b.ReportMetric(m.MiBPerIdleWorker, "MiB/worker")
 		})
 	}
+	b.Run(bench.Separate, func(b *testing.B) { b.ReportMetric(peers[bench.Separate].Speedup, "speedup-2v1") })
 }

@@ -174,7 +174,7 @@ func printBenchTable(std io3, rep benchReport) {
 	}
 	w.Flush()
 	if f, ok := rep.Peers[bench.Separate]; ok {
-		fmt.Fprintf(std.stdout, "\nThe machine's own ceiling for the speed-up: the same calls in %d separate python processes, nothing shared: %.2fx.\n", f.SpeedupMeasuredOn, f.Speedup)
+		fmt.Fprintf(std.stdout, "\nFor reference, the same CPU-bound calls in %d separate python processes (nothing shared) against 1: %.2fx.\n", f.SpeedupMeasuredOn, f.Speedup)
 	}
 	if rep.PeersNote != "" {
 		fmt.Fprintln(std.stdout, "\n"+rep.PeersNote)

@@ -257,11 +257,27 @@ func Pyworkers(ctx context.Context, workers int, c Counts) (Figures, error) {
 // Peers runs peers.py (from Prepare's folder) with python (a CPython 3.14) and returns the figures of
 // ThreadPoolExecutor, ProcessPoolExecutor and InterpreterPoolExecutor.
 func Peers(ctx context.Context, python, script string, workers int, quick bool) (map[string]Figures, error) {
-	args := []string{script, "--workers", strconv.Itoa(workers)}
+	args := []string{"--workers", strconv.Itoa(workers)}
 	if quick {
 		args = append(args, "--quick")
 	}
-	cmd := exec.CommandContext(ctx, python, args...)
+	return runPeers(ctx, python, script, args...)
+}
+
+// SeparateSpeedup times the same calls (benchfuncs.cpu(n)) in workers separate, warm python
+// processes against one, in rounds pairs as Speedup does, and returns the median ratio: what
+// this machine gives at the moment with nothing shared (see Separate).
+func SeparateSpeedup(ctx context.Context, python, script string, workers, rounds, n int) (float64, error) {
+	out, err := runPeers(ctx, python, script, "--workers", strconv.Itoa(workers),
+		"--only-separate", strconv.Itoa(rounds), "--call", strconv.Itoa(n))
+	if err != nil {
+		return 0, err
+	}
+	return out[Separate].Speedup, nil
+}
+
+func runPeers(ctx context.Context, python, script string, args ...string) (map[string]Figures, error) {
+	cmd := exec.CommandContext(ctx, python, append([]string{script}, args...)...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -278,8 +294,8 @@ func Peers(ctx context.Context, python, script string, workers int, quick bool) 
 var PeerNames = []string{"ThreadPoolExecutor", "ProcessPoolExecutor", "InterpreterPoolExecutor"}
 
 // Separate is Peers' entry that only holds a Speedup: the same CPU-bound calls run in independent
-// python processes with nothing shared, timed as Speedup times pyworkers. It is the machine's
-// own ceiling for any pool, and is not a peer.
+// python processes with nothing shared, timed as Speedup times pyworkers. It is not a peer but
+// the reference: what the machine gives at the moment to work that shares nothing.
 const Separate = "separate processes"
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }

@@ -1,6 +1,7 @@
 """CPython's own pools on pyworkers' benchmark workloads (benchfuncs.py beside it).
 
     python3.14 peers.py [--workers N] [--quick]
+    python3.14 peers.py [--workers N] --only-separate ROUNDS [--call N]
 
 Prints one JSON object, {pool name: {metric: value}}, with the metrics of internal/bench's
 Figures; pool/bench_test.go (BenchmarkPeers) and `pyworkers bench` report it beside pyworkers'
@@ -69,6 +70,7 @@ CHILD = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
 import benchfuncs
+benchfuncs.cpu(50_000)  # warm, as a pool's workers are: a cold first call is slower
 start, calls = float(sys.argv[2]), int(sys.argv[3])
 while time.time() < start:
     pass
@@ -80,7 +82,7 @@ print(t, time.time())
 
 
 def separate_processes(workers, rounds, call):
-    """The machine's own ceiling: the same calls (benchfuncs.cpu(call)) in separate python processes, no pool
+    """The machine's reference: the same calls (benchfuncs.cpu(call)) in separate python processes, no pool
     and nothing shared. 2*workers calls in one process against 2 calls in each of workers
     processes, all started together once they are up."""
 
@@ -150,7 +152,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only-separate", type=int, metavar="ROUNDS", default=0,
+                    help="measure only the separate processes' speed-up, in ROUNDS pairs")
+    ap.add_argument("--call", type=int, default=CPU_100MS, help="benchfuncs.cpu's n for --only-separate")
     a = ap.parse_args()
+    if a.only_separate:
+        print(json.dumps({SEPARATE: separate_processes(a.workers, a.only_separate, a.call)}))
+        return
     counts = QUICK if a.quick else FULL
     pools = {
         "ThreadPoolExecutor": cf.ThreadPoolExecutor,
