@@ -329,8 +329,8 @@ func TestHelpForEveryCommand(t *testing.T) {
 }
 
 func TestBenchQuickJSON(t *testing.T) {
-	if raceFlag != nil {
-		t.Skip("the race lane checks races; this command is exercised by the debug lane")
+	if pydebugTag != nil {
+		t.Skip("under Py_DEBUG every workload runs several times slower; the race lane runs this")
 	}
 	r := pyworkers(t, "bench", "--quick", "--json")
 	require.Equal(t, 0, r.code, r.stderr)

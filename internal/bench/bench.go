@@ -53,7 +53,7 @@ type Counts struct {
 
 var (
 	Full  = Counts{RoundTrips: 5000, Tiny: 100_000, CPU1ms: 2000, Payloads: 200, SpeedupRounds: 10, SpeedupCall: CPU100ms}
-	Quick = Counts{RoundTrips: 1000, Tiny: 20_000, CPU1ms: 400, Payloads: 50, SpeedupRounds: 4, SpeedupCall: CPU25ms}
+	Quick = Counts{RoundTrips: 1000, Tiny: 20_000, CPU1ms: 400, Payloads: 50, SpeedupRounds: 8, SpeedupCall: CPU25ms}
 )
 
 // RoundTrip calls a no-op n times, one at a time, and returns the p50 and p99 latencies.

@@ -27,7 +27,7 @@ CPU_1MS = 15_000
 CPU_25MS = 375_000
 CPU_100MS = 1_500_000
 FULL = dict(round_trips=5000, tiny=100_000, cpu1ms=2000, payloads=200, speedup_rounds=10, speedup_call=CPU_100MS)
-QUICK = dict(round_trips=1000, tiny=5000, cpu1ms=200, payloads=20, speedup_rounds=4, speedup_call=CPU_25MS)
+QUICK = dict(round_trips=1000, tiny=5000, cpu1ms=200, payloads=20, speedup_rounds=8, speedup_call=CPU_25MS)
 
 
 def rss_kib(pids):
