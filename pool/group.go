@@ -24,6 +24,9 @@ type Group struct {
 	name  string
 	spec  GroupOptions
 	tasks *channels.Channel // task handles, waited on by the workers in C with their GILs released
+	room  chan struct{}     // one token per waiting task when QueueSize bounds them (else nil)
+
+	queued atomic.Int64 // tasks submitted and not yet claimed by a worker or a canceller
 
 	submitted, done, failed, cancelled, recycles atomic.Uint64
 	alive                                        atomic.Int64
@@ -68,27 +71,54 @@ func (g *Group) submit(ctx context.Context, target string, run func(*cpython.Thr
 	if g.p.closing.Load() {
 		return nil, ErrClosed
 	}
+	if err := g.takeRoom(ctx); err != nil {
+		return nil, err
+	}
 	tk := newTask(g, ctx, target, run)
 	h := cgo.NewHandle(tk)
-	var err error
-	if g.p.opts.FailFast {
-		err = g.tasks.TrySend(int64(h))
-	} else {
-		err = g.tasks.Send(ctx, int64(h))
-	}
-	if err != nil {
+	g.queued.Add(1)
+	if err := g.tasks.Send(ctx, int64(h)); err != nil { // unbounded: fails only once closed
 		h.Delete()
-		switch {
-		case errors.Is(err, channels.ErrClosed):
+		g.queued.Add(-1)
+		g.giveRoom()
+		if errors.Is(err, channels.ErrClosed) {
 			return nil, ErrClosed
-		case errors.Is(err, channels.ErrFull):
-			return nil, ErrQueueFull
 		}
 		return nil, err
 	}
 	g.submitted.Add(1)
 	tk.watch() // after the task is queued: a watch that fires at once finds it there
 	return &Future{t: tk}, nil
+}
+
+// takeRoom waits for room in a bounded queue (or, with FailFast, fails at once when there is
+// none); every task that gets room gives it back once, when it is claimed.
+func (g *Group) takeRoom(ctx context.Context) error {
+	if g.room == nil {
+		return nil
+	}
+	select {
+	case g.room <- struct{}{}:
+		return nil
+	default:
+	}
+	if g.p.opts.FailFast {
+		return ErrQueueFull
+	}
+	select {
+	case g.room <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-g.p.closed:
+		return ErrClosed
+	}
+}
+
+func (g *Group) giveRoom() {
+	if g.room != nil {
+		<-g.room
+	}
 }
 
 // Check imports target's module and finds the function on one of the group's workers without
@@ -242,7 +272,7 @@ func (tk *task) watch() {
 		return
 	}
 	stop := context.AfterFunc(tk.ctx, func() {
-		if tk.state.CompareAndSwap(stateQueued, stateClaimed) {
+		if tk.claim() {
 			tk.g.cancelled.Add(1)
 			tk.finish(nil, tk.ctx.Err())
 			return
@@ -260,6 +290,17 @@ func (tk *task) watch() {
 	if tk.state.Load() == stateDone {
 		stop()
 	}
+}
+
+// claim takes a queued task for a worker or a canceller: true for exactly one caller, which then
+// owns it. The task stops waiting: it leaves the queue depth and gives back its room.
+func (tk *task) claim() bool {
+	if !tk.state.CompareAndSwap(stateQueued, stateClaimed) {
+		return false
+	}
+	tk.g.queued.Add(-1)
+	tk.g.giveRoom()
+	return true
 }
 
 // finish records the outcome, once, by the task's owner (the worker or the canceller).
@@ -452,6 +493,9 @@ func (w *worker) serve() endReason {
 		for {
 			v, err := g.tasks.Recv(context.Background())
 			if err != nil {
+				if !errors.Is(err, channels.ErrClosed) && !g.p.closing.Load() && !w.retired.Load() {
+					end = endRecycle // could not wait for work (not closed): a fresh worker takes the slot
+				}
 				return nil // closed and drained
 			}
 			tk := takeTask(v)
@@ -459,7 +503,7 @@ func (w *worker) serve() endReason {
 				continue
 			}
 			tk.worker.Store(w) // before the claim: a watch that fires from now on finds its worker
-			if !tk.state.CompareAndSwap(stateQueued, stateClaimed) {
+			if !tk.claim() {
 				continue // cancelled while queued
 			}
 			if g.p.closing.Load() {

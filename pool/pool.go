@@ -43,7 +43,8 @@ type Options struct {
 	// Config is what pyworkers.config() returns inside every worker.
 	Config any
 	// QueueSize bounds the tasks waiting for a worker (0: unbounded). When the queue is full,
-	// Call and Submit wait, or with FailFast return ErrQueueFull at once.
+	// Call and Submit wait, or with FailFast return ErrQueueFull at once. A queued task whose
+	// context ends leaves the count at once.
 	QueueSize int
 	FailFast  bool
 	// MaxTasksPerWorker recycles a worker (a fresh interpreter replaces it) after this many
@@ -132,7 +133,9 @@ func New(opts Options) (*Pool, error) {
 	var mu sync.Mutex
 	var ready sync.WaitGroup
 	for name, spec := range specs {
-		tasks, err := channels.New(spec.QueueSize)
+		// Unbounded: QueueSize is kept by room, which counts only tasks still waiting (a
+		// cancelled task's handle stays in the queue until a worker skips it, but takes no room).
+		tasks, err := channels.New(0)
 		if err != nil {
 			ready.Wait()
 			p.Close() // the groups made so far, and their workers
@@ -140,6 +143,9 @@ func New(opts Options) (*Pool, error) {
 		}
 		g := &Group{p: p, name: name, spec: spec, tasks: tasks, workers: make([]*worker, spec.Workers),
 			slots: make([]slotStats, spec.Workers)}
+		if spec.QueueSize > 0 {
+			g.room = make(chan struct{}, spec.QueueSize)
+		}
 		p.groups[name] = g
 		for id := range spec.Workers {
 			ready.Add(1)
@@ -222,7 +228,7 @@ func (p *Pool) CloseContext(ctx context.Context) error {
 			if rerr != nil {
 				break
 			}
-			if tk := takeTask(v); tk != nil && tk.state.CompareAndSwap(stateQueued, stateClaimed) {
+			if tk := takeTask(v); tk != nil && tk.claim() {
 				tk.finish(nil, ErrClosed)
 			}
 		}
@@ -240,7 +246,7 @@ type Stats struct {
 type GroupStats struct {
 	Name      string
 	Workers   int    // workers alive now
-	Queued    int    // tasks waiting for a worker
+	Queued    int    // tasks waiting for a worker (not counting cancelled ones)
 	Submitted uint64 // tasks accepted
 	Done      uint64 // tasks that returned a result
 	Failed    uint64 // tasks that ended with an error other than cancellation
@@ -261,7 +267,7 @@ func (p *Pool) Stats() Stats {
 	s := Stats{Uptime: time.Since(p.started)}
 	for _, g := range p.groups {
 		gs := GroupStats{
-			Name: g.name, Queued: g.tasks.Len(), Workers: int(g.alive.Load()),
+			Name: g.name, Queued: int(g.queued.Load()), Workers: int(g.alive.Load()),
 			Submitted: g.submitted.Load(), Done: g.done.Load(), Failed: g.failed.Load(),
 			Cancelled: g.cancelled.Load(), Recycles: g.recycles.Load(),
 		}

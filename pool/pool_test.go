@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pyworkers/pyworkers/channels"
 	"github.com/pyworkers/pyworkers/cpython"
 	"github.com/pyworkers/pyworkers/pool"
 )
@@ -233,6 +234,52 @@ func TestBackpressure(t *testing.T) {
 	defer cancel()
 	_, err = blocking.Submit(ctx, "pwtest:noop") // waits for room, until its deadline
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
+}
+
+// A cancelled queued task gives its room back at once, not when a busy worker gets round to
+// skipping it; the queue depth in Stats counts only tasks still waiting.
+func TestCancelledQueuedTaskFreesItsRoom(t *testing.T) {
+	for _, failFast := range []bool{true, false} {
+		p := newPool(t, pool.Options{Workers: 1, QueueSize: 1, FailFast: failFast})
+		queued := func() int { return p.Stats().Groups[0].Queued }
+		gate, err := channels.New(0) // the worker's task waits on it until it is closed
+		require.NoError(t, err)
+		busy, err := p.Submit(bg, "pwchan:consume", gate.ID())
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return queued() == 0 }, 10*time.Second, time.Millisecond, "the worker takes it")
+
+		ctx, cancel := context.WithCancel(bg)
+		waiting, err := p.Submit(ctx, "pwtest:noop")
+		require.NoError(t, err)
+		assert.Equal(t, 1, queued())
+		short, cancelShort := context.WithTimeout(bg, 20*time.Millisecond)
+		_, err = p.Submit(short, "pwtest:noop")
+		cancelShort()
+		if failFast {
+			require.ErrorIs(t, err, pool.ErrQueueFull)
+		} else {
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+		}
+
+		cancel()
+		_, err = waiting.Wait(bg)
+		require.ErrorIs(t, err, context.Canceled)
+		assert.Equal(t, 0, queued())
+		// room again, with the worker still busy (the deadline only keeps a regression from hanging)
+		nextCtx, cancelNext := context.WithTimeout(bg, 10*time.Second)
+		defer cancelNext()
+		next, err := p.Submit(nextCtx, "pwtest:ident", 7)
+		require.NoError(t, err, "failFast=%v", failFast)
+		assert.Equal(t, 1, queued())
+
+		gate.Close()
+		_, err = busy.Wait(bg)
+		require.NoError(t, err)
+		v, err := next.Wait(bg)
+		require.NoError(t, err)
+		assert.Equal(t, int64(7), v)
+		assert.Equal(t, 0, queued())
+	}
 }
 
 func TestMapKeepsOrderAndStopsEarly(t *testing.T) {
