@@ -92,12 +92,24 @@ def setup(cfg):
     sys.stdin = sys.__stdin__ = io.StringIO()
 
 
+def _fresh(v):
+    """A copy of a decoded value whose containers are all new (the rest is immutable). Not the
+    copy module: importing it costs an idle worker memory, and importing it late would find a
+    user's copy.py beside a target file first."""
+    t = type(v)
+    if t is list:
+        return [_fresh(x) for x in v]
+    if t is dict:
+        return {k: _fresh(x) for k, x in v.items()}
+    if t is tuple:
+        return tuple(_fresh(x) for x in v)
+    return v
+
+
 def _install_api(config, worker_id, workers):
     def config_():
         """The configuration the Go side gave this interpreter (a fresh copy each call)."""
-        import copy  # on first use: an idle worker should not pay for it
-
-        return copy.deepcopy(config)
+        return _fresh(config)
 
     def worker_id_():
         """This worker's number, 0 ... workers() - 1."""

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -85,11 +86,19 @@ func TestExecEvalAndMainGlobals(t *testing.T) {
 	v, err = i.Eval(bg, "__import__('pyworkers').config()")
 	require.NoError(t, err)
 	assert.Equal(t, map[string]any{"model": "A", "sizes": []any{int64(1), int64(2)}}, v)
-	// config() hands out copies: changing one does not change the next
-	require.NoError(t, i.Exec(bg, "import pyworkers\npyworkers.config()['model'] = 'changed'"))
-	v, err = i.Eval(bg, "(pyworkers.worker_id(), pyworkers.workers(), pyworkers.config()['model'])")
+	// config() hands out copies, nested containers too: changing one does not change the next
+	require.NoError(t, i.Exec(bg, "import pyworkers\nc = pyworkers.config()\nc['model'] = 'changed'\nc['sizes'].append(3)"))
+	v, err = i.Eval(bg, "(pyworkers.worker_id(), pyworkers.workers(), pyworkers.config())")
 	require.NoError(t, err)
-	assert.Equal(t, cpython.Tuple{int64(3), int64(8), "A"}, v)
+	assert.Equal(t, cpython.Tuple{int64(3), int64(8), map[string]any{"model": "A", "sizes": []any{int64(1), int64(2)}}}, v)
+	// a copy.py beside a target file does not stand in for the stdlib's inside config()
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "copy.py"), []byte("raise ImportError('not the stdlib copy')\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "job.py"), []byte("import pyworkers\ndef conf():\n    return pyworkers.config()['model']\n"), 0o644))
+	fresh := newInterp(t, cpython.InterpreterConfig{Config: map[string]any{"model": "B"}})
+	v, err = fresh.Call(bg, filepath.Join(dir, "job.py")+":conf")
+	require.NoError(t, err)
+	assert.Equal(t, "B", v)
 
 	v, err = i.Eval(bg, "__import__('sys').argv")
 	require.NoError(t, err)
