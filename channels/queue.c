@@ -4,6 +4,7 @@
 #include "pyw_queue.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,18 +216,27 @@ static int64_t now_ns(void) {
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* How many threads may spin at once, process-wide: one per core. Two threads handing items
- * back and forth must both be able to spin: with one slot on 2 cores, ping-pong runs often fell
- * into a pattern where one side always slept (p50 6.4 us instead of 1.6). On one core spinning
- * only delays the thread that will answer: no slot (-1; 0 means not yet known). */
+/* How many threads may spin at once, process-wide: one per core this process may run on (its
+ * affinity: taskset, cpusets). Two threads handing items back and forth must both be able to
+ * spin: with one slot on 2 cores, ping-pong runs often fell into a pattern where one side always
+ * slept (p50 6.4 us instead of 1.6). On one core spinning only delays the thread that will
+ * answer: no slot (-1; 0 means not yet known). */
 static _Atomic int spinners;
 static int max_spinners;
+
+static int usable_cpus(void) {
+	cpu_set_t set;
+	if (sched_getaffinity(0, sizeof set, &set) == 0) {
+		return CPU_COUNT(&set);
+	}
+	return (int)sysconf(_SC_NPROCESSORS_ONLN);
+}
 
 static int spin_slots(void) {
 	int m = __atomic_load_n(&max_spinners, __ATOMIC_RELAXED);
 	if (m == 0) {
-		long n = sysconf(_SC_NPROCESSORS_ONLN);
-		m = n > 1 ? (int)n : -1;
+		int n = usable_cpus();
+		m = n > 1 ? n : -1;
 		__atomic_store_n(&max_spinners, m, __ATOMIC_RELAXED);
 	}
 	return m;
