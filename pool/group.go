@@ -77,12 +77,21 @@ func (g *Group) submit(ctx context.Context, target string, run func(*cpython.Thr
 	tk := newTask(g, ctx, target, run)
 	h := cgo.NewHandle(tk)
 	g.queued.Add(1)
-	if err := g.tasks.Send(ctx, int64(h)); err != nil { // unbounded: fails only once closed
+	var err error
+	if g.p.opts.FailFast {
+		err = g.tasks.TrySend(int64(h))
+	} else {
+		err = g.tasks.Send(ctx, int64(h)) // waits only when cancelled tasks fill it (handleBound)
+	}
+	if err != nil {
 		h.Delete()
 		g.queued.Add(-1)
 		g.giveRoom()
-		if errors.Is(err, channels.ErrClosed) {
+		switch {
+		case errors.Is(err, channels.ErrClosed):
 			return nil, ErrClosed
+		case errors.Is(err, channels.ErrFull):
+			return nil, ErrQueueFull
 		}
 		return nil, err
 	}
@@ -273,6 +282,7 @@ func (tk *task) watch() {
 	}
 	stop := context.AfterFunc(tk.ctx, func() {
 		if tk.claim() {
+			tk.run = nil // its handle may wait in the queue a while: hold no arguments meanwhile
 			tk.g.cancelled.Add(1)
 			tk.finish(nil, tk.ctx.Err())
 			return
@@ -396,6 +406,7 @@ const (
 	endStop    endReason = iota // the queue is closed: the pool is closing
 	endRecycle                  // task limit, or a fatal condition: start a fresh interpreter
 	endRetired                  // given up on (stuck after an interrupt): a replacement runs already
+	endBroken                   // could not wait for work: start a fresh interpreter after a pause
 )
 
 func (p *Pool) startSlot(g *Group, id int, ready func(error)) {
@@ -419,23 +430,40 @@ func (g *Group) runSlot(id int, ready func(error)) {
 			}
 		}
 		if err != nil { // a restart failed (its set-up raised?): try again, slower each time
-			select {
-			case <-time.After(backoff):
-			case <-g.p.closed:
+			if !g.pause(backoff) {
 				return
 			}
 			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
-		backoff = 50 * time.Millisecond
 		end := w.serve()
 		w.in.Close()
 		g.alive.Add(-1)
 		g.setWorker(id, w, nil)
-		if end != endRecycle {
+		switch end {
+		case endRecycle:
+			backoff = 50 * time.Millisecond
+		case endBroken: // it could not wait for work: if that persists, do not spin on restarts
+			if !g.pause(backoff) {
+				return
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		default:
 			return
 		}
 		g.recycles.Add(1)
+	}
+}
+
+// pause waits d; false if the pool closed meanwhile.
+func (g *Group) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-g.p.closed:
+		return false
 	}
 }
 
@@ -494,7 +522,7 @@ func (w *worker) serve() endReason {
 			v, err := g.tasks.Recv(context.Background())
 			if err != nil {
 				if !errors.Is(err, channels.ErrClosed) && !g.p.closing.Load() && !w.retired.Load() {
-					end = endRecycle // could not wait for work (not closed): a fresh worker takes the slot
+					end = endBroken // could not wait for work (not closed): a fresh worker takes the slot
 				}
 				return nil // closed and drained
 			}

@@ -133,9 +133,10 @@ func New(opts Options) (*Pool, error) {
 	var mu sync.Mutex
 	var ready sync.WaitGroup
 	for name, spec := range specs {
-		// Unbounded: QueueSize is kept by room, which counts only tasks still waiting (a
-		// cancelled task's handle stays in the queue until a worker skips it, but takes no room).
-		tasks, err := channels.New(0)
+		// QueueSize is kept by room, which counts only tasks still waiting: a cancelled task's
+		// handle stays in the queue until a worker skips it, but takes no room. The queue's own
+		// bound only caps the memory such handles hold while every worker is busy.
+		tasks, err := channels.New(handleBound(spec.QueueSize))
 		if err != nil {
 			ready.Wait()
 			p.Close() // the groups made so far, and their workers
@@ -234,6 +235,15 @@ func (p *Pool) CloseContext(ctx context.Context) error {
 		}
 	}
 	return err
+}
+
+// handleBound is the capacity of a group's task queue for a QueueSize: 0 (unbounded) for 0, else
+// room for the waiting tasks and for many more cancelled ones that no worker has skipped yet.
+func handleBound(queueSize int) int {
+	if queueSize == 0 {
+		return 0
+	}
+	return 4*queueSize + 1024
 }
 
 // Stats is a snapshot of a pool's counters.

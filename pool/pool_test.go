@@ -282,6 +282,40 @@ func TestCancelledQueuedTaskFreesItsRoom(t *testing.T) {
 	}
 }
 
+// Tasks cancelled while every worker is busy give back their room, but their handles wait in
+// the queue until a worker skips them: a bounded pool caps how many (4×QueueSize + 1024), so a
+// client that keeps submitting and cancelling cannot grow memory without bound.
+func TestCancelledTasksDoNotGrowTheQueueWithoutBound(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1, QueueSize: 1, FailFast: true})
+	gate, err := channels.New(0)
+	require.NoError(t, err)
+	busy, err := p.Submit(bg, "pwchan:consume", gate.ID())
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return p.Stats().Groups[0].Queued == 0 }, 10*time.Second, time.Millisecond)
+	accepted := 0
+	for range 1100 {
+		ctx, cancel := context.WithCancel(bg)
+		f, err := p.Submit(ctx, "pwtest:noop")
+		if err != nil {
+			cancel()
+			require.ErrorIs(t, err, pool.ErrQueueFull)
+			continue
+		}
+		accepted++
+		cancel()
+		_, err = f.Wait(bg)
+		require.ErrorIs(t, err, context.Canceled)
+	}
+	assert.Equal(t, 4*1+1024, accepted)
+	gate.Close() // the worker comes free and skips the cancelled handles
+	_, err = busy.Wait(bg)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := p.Call(bg, "pwtest:noop")
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond)
+}
+
 func TestMapKeepsOrderAndStopsEarly(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 2})
 	inputs := func(yield func(any) bool) {
