@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/pyworkers/pyworkers/cpython"
 )
@@ -55,6 +56,14 @@ func (g *Group) SubmitBatch(ctx context.Context, target string, items [][]any) (
 // SubmitBatch queues a batch on the default group; see Group.SubmitBatch.
 func (p *Pool) SubmitBatch(ctx context.Context, target string, items [][]any) (*BatchFuture, error) {
 	return p.def.SubmitBatch(ctx, target, items)
+}
+
+// ranFor is how long the batch ran on its worker, once Wait has returned (0 if it never ran).
+func (b *BatchFuture) ranFor() time.Duration {
+	if b == nil || b.f == nil || b.f.t == nil {
+		return 0
+	}
+	return b.f.t.busy
 }
 
 // Len is the number of calls in the batch.

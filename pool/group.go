@@ -148,8 +148,8 @@ type Args []any
 // Map sends inputs in batches of up to mapBatch calls (one hand-off each, see SubmitBatch) and
 // keeps up to mapWindow batches per worker in flight: enough that the oldest is usually done
 // when Map waits for it, few enough that memory stays bounded. A batch runs on one worker, so
-// its size follows the measured rate: about mapBatchWork of one worker's time. Tiny calls go 32
-// at a time; calls of a millisecond or more go one by one and spread over all workers.
+// its size follows the time calls take on the workers: about mapBatchWork per batch. Tiny calls
+// go 32 at a time; calls of a millisecond or more go one by one and spread over all workers.
 const (
 	mapBatch     = 32
 	mapWindow    = 4
@@ -157,12 +157,12 @@ const (
 )
 
 // Map calls target once for each input and yields the results in input order as they are
-// ready. It sends the inputs to the workers in batches (see SubmitBatch) sized by the measured
-// rate to about a millisecond of a worker's time: single calls at first and for slow
-// functions, up to 32 calls for tiny ones. It keeps at most 4 batches per worker in flight, so
-// memory stays bounded however many inputs there are; a slow input iterator delays only the
-// batch it is filling. Stopping the iteration
-// early cancels the calls in flight. Cancelling ctx ends it with errors wrapping ctx.Err().
+// ready. It sends the inputs to the workers in batches (see SubmitBatch) sized to about a
+// millisecond of a worker's time, by the time the calls so far took on the workers: single
+// calls at first and for slow functions, up to 32 calls for tiny ones. It keeps at most 4
+// batches per worker in flight, so memory stays bounded however many inputs there are; a slow
+// input iterator delays only the batch it is filling. Stopping the iteration early cancels the
+// calls in flight. Cancelling ctx ends it with errors wrapping ctx.Err().
 func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) iter.Seq2[any, error] {
 	return func(yield func(any, error) bool) {
 		ctx, cancel := context.WithCancel(ctx)
@@ -177,12 +177,17 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 		}
 		fifo := make([]pending, 0, window)
 		more := true
-		start, done := time.Now(), 0
+		// Time the finished batches spent on their workers, and their calls: the cost of a call
+		// there, hand-off included, whatever the number of workers or the caller's pace.
+		var ran time.Duration
+		calls := 0
 		for {
-			size := 1 // until a result says how long calls take
-			if done > 0 {
-				perWorker := float64(done) / time.Since(start).Seconds() / float64(max(g.spec.Workers, 1))
-				size = min(max(int(perWorker*mapBatchWork.Seconds()), 1), mapBatch)
+			size := 1 // until a batch says how long calls take
+			if calls > 0 {
+				size = mapBatch
+				if perCall := ran / time.Duration(calls); perCall > 0 {
+					size = int(min(max(mapBatchWork/perCall, 1), mapBatch))
+				}
 			}
 			for more && len(fifo) < window {
 				items := make([][]any, 0, size)
@@ -220,7 +225,12 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 					results = fill(p.n, err)
 				}
 			}
-			done += len(results)
+			if err == nil {
+				if d := p.b.ranFor(); d > 0 {
+					ran += d
+					calls += p.n
+				}
+			}
 			for _, r := range results {
 				if !yield(r.Value, r.Err) {
 					return
@@ -253,6 +263,7 @@ type task struct {
 	res   *channels.Channel // one item when done: wakes a waiter blocked in C at once
 	val   any
 	err   error
+	busy  time.Duration // how long it ran on its worker (0: it never ran), set before done
 	done  chan struct{} // closed when done, for Future.Done and extra waiters
 
 	waiting   atomic.Bool            // a Wait is blocked on res
@@ -576,6 +587,7 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 			end = endRecycle
 		}
 	}
+	tk.busy = busy
 	tk.finish(val, err)
 	switch {
 	case retired || w.retired.Load():

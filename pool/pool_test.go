@@ -372,6 +372,29 @@ func TestMapSpreadsSlowCalls(t *testing.T) {
 	assert.Len(t, ran, 2, "calls per worker: %v", ran)
 }
 
+// Tiny calls are batched however many workers share them: batch sizes follow the time calls
+// take on the workers, not the rate per worker (which single-call batches would keep low).
+func TestMapBatchesTinyCallsOnManyWorkers(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 16})
+	const n = 4000
+	inputs := func(yield func(any) bool) {
+		for k := range n {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+	got := 0
+	for v, err := range p.Map(bg, "pwtest:ident", inputs) {
+		require.NoError(t, err)
+		require.Equal(t, int64(got), v)
+		got++
+	}
+	require.Equal(t, n, got)
+	tasks := p.Stats().Groups[0].Submitted
+	assert.Less(t, tasks, uint64(n/4), "%d calls went to the workers as %d tasks", n, tasks)
+}
+
 func slicesSeq(xs ...any) iter.Seq[any] {
 	return func(yield func(any) bool) {
 		for _, x := range xs {
