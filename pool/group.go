@@ -177,8 +177,9 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 		}
 		fifo := make([]pending, 0, window)
 		more := true
-		// Time the finished batches spent on their workers, and their calls: the cost of a call
-		// there, hand-off included, whatever the number of workers or the caller's pace.
+		// Time the finished batches ran on their workers, and their calls: the cost of a call
+		// there (encoding and decoding included), whatever the number of workers or the
+		// caller's pace.
 		var ran time.Duration
 		calls := 0
 		for {
@@ -451,9 +452,11 @@ func (g *Group) runSlot(id int, ready func(error)) {
 		w.in.Close()
 		g.alive.Add(-1)
 		g.setWorker(id, w, nil)
+		if w.tasks > 0 {
+			backoff = 50 * time.Millisecond // it did work: failures before it no longer count
+		}
 		switch end {
 		case endRecycle:
-			backoff = 50 * time.Millisecond
 		case endBroken: // it could not wait for work: if that persists, do not spin on restarts
 			if !g.pause(backoff) {
 				return
@@ -532,6 +535,8 @@ func (w *worker) serve() endReason {
 		for {
 			v, err := g.tasks.Recv(context.Background())
 			if err != nil {
+				// Not seen in practice (the items are int64 handles; an interrupt is only pending
+				// while a task runs). Had an item been taken, its task would be lost with it.
 				if !errors.Is(err, channels.ErrClosed) && !g.p.closing.Load() && !w.retired.Load() {
 					end = endBroken // could not wait for work (not closed): a fresh worker takes the slot
 				}

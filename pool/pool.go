@@ -6,6 +6,7 @@ import (
 	"expvar"
 	"fmt"
 	"io"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -240,8 +241,8 @@ func (p *Pool) CloseContext(ctx context.Context) error {
 // handleBound is the capacity of a group's task queue for a QueueSize: 0 (unbounded) for 0, else
 // room for the waiting tasks and for many more cancelled ones that no worker has skipped yet.
 func handleBound(queueSize int) int {
-	if queueSize == 0 {
-		return 0
+	if queueSize == 0 || queueSize > (math.MaxInt-1024)/4 {
+		return 0 // unbounded, or so large that the bound could not be counted
 	}
 	return 4*queueSize + 1024
 }
