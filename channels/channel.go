@@ -143,7 +143,7 @@ func (c *Channel) send(ctx context.Context, v any, wait bool) error {
 	var err error
 	eb.b, err = wire.AppendRefs(eb.b[:0], &eb.refs, v)
 	if err != nil {
-		return conversionError(err)
+		return conversionError("", err)
 	}
 	data, n, refs, nrefs := eb.c()
 	op := func(timeout C.int64_t, cancel *C.int) C.int {
@@ -172,23 +172,31 @@ func (c *Channel) recv(ctx context.Context, wait bool) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	// A small item is copied into small (C keeps no pointer to it); others come as it.
-	var small [C.PYW_SMALL_ITEM]byte
-	var n C.size_t
-	var it *C.pyw_item
+	rb := recvBufs.Get().(*recvBuf)
+	defer recvBufs.Put(rb)
 	op := func(timeout C.int64_t, cancel *C.int) C.int {
-		return C.pyw_queue_recv_copy(c.q, (*C.char)(unsafe.Pointer(&small[0])), &n, &it, timeout, cancel)
+		return C.pyw_queue_recv_copy(c.q, (*C.char)(unsafe.Pointer(&rb.small[0])), &rb.n, &rb.it, timeout, cancel)
 	}
 	rc := c.wait(ctx, op, wait, C.PYW_Q_EMPTY)
 	runtime.KeepAlive(c)
 	if err := c.result(ctx, rc); err != nil {
 		return nil, err
 	}
-	if it == nil {
-		return decode(small[:n], nil)
+	if rb.it == nil {
+		return decode(rb.small[:rb.n], nil) // decoding copies: rb can go back to the pool
 	}
-	defer C.pyw_item_free(it)
-	return decodeItem(it)
+	defer C.pyw_item_free(rb.it)
+	return decodeItem(rb.it)
+}
+
+var recvBufs = sync.Pool{New: func() any { return new(recvBuf) }}
+
+// recvBuf is where one receive lands: a small item copied into small (C keeps no pointer to
+// it), any other handed over as it.
+type recvBuf struct {
+	small [C.PYW_SMALL_ITEM]byte
+	n     C.size_t
+	it    *C.pyw_item
 }
 
 // wait runs op without waiting first; if it would have to wait (busy) and waiting is allowed,
@@ -236,10 +244,11 @@ func (c *Channel) result(ctx context.Context, rc C.int) error {
 	return fmt.Errorf("channels: internal: unexpected queue outcome %d", int(rc))
 }
 
-func conversionError(err error) error {
+// conversionError reports a value that cannot be sent; root prefixes the path (SendMany's index).
+func conversionError(root string, err error) error {
 	var we *wire.Error
 	if errors.As(err, &we) {
-		return &cpython.ConversionError{What: "value", Path: we.Path, Reason: we.Msg}
+		return &cpython.ConversionError{What: "value", Path: root + we.Path, Reason: we.Msg}
 	}
 	return fmt.Errorf("channels: cannot send: %w", err)
 }
@@ -270,14 +279,7 @@ func (c *Channel) SendMany(ctx context.Context, vs []any) (int, error) {
 		return 0, err
 	}
 	var chain, last *C.pyw_item
-	freeChain := func() {
-		for it := chain; it != nil; {
-			next := it.next
-			C.pyw_item_free(it)
-			it = next
-		}
-		chain = nil
-	}
+	freeChain := func() { C.pyw_item_free_chain(chain); chain = nil }
 	eb := encodeBufs.Get().(*encodeBuf)
 	defer encodeBufs.Put(eb)
 	for i, v := range vs {
@@ -285,11 +287,7 @@ func (c *Channel) SendMany(ctx context.Context, vs []any) (int, error) {
 		eb.b, err = wire.AppendRefs(eb.b[:0], &eb.refs, v)
 		if err != nil {
 			freeChain()
-			ce := conversionError(err)
-			if cerr, ok := ce.(*cpython.ConversionError); ok {
-				cerr.Path = fmt.Sprintf("[%d]%s", i, cerr.Path)
-			}
-			return 0, ce
+			return 0, conversionError(fmt.Sprintf("[%d]", i), err)
 		}
 		it := C.pyw_item_new(eb.c())
 		eb.refs.Clear()
@@ -338,17 +336,13 @@ func (c *Channel) RecvMany(ctx context.Context, max int) ([]any, error) {
 	}
 	out := make([]any, 0, int(n))
 	var derr error
-	for it := chain; it != nil; {
-		next := it.next
-		if derr == nil {
-			var v any
-			if v, derr = decodeItem(it); derr == nil {
-				out = append(out, v)
-			}
+	for it := chain; it != nil && derr == nil; it = it.next {
+		var v any
+		if v, derr = decodeItem(it); derr == nil {
+			out = append(out, v)
 		}
-		C.pyw_item_free(it)
-		it = next
 	}
+	C.pyw_item_free_chain(chain) // taken items are freed even when one fails to decode
 	if derr != nil {
 		return nil, derr
 	}

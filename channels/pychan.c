@@ -113,18 +113,23 @@ static PyObject *outcome(PyObject *self, int rc, int sending) {
 	return NULL;
 }
 
-/* Encoding scratch space of this thread, reused: small items cost one malloc (the item). */
+/* Encoding scratch space of this thread, reused from one send to the next. */
 static _Thread_local pyw_buf scratch;
+
+/* After each use: a huge item's space is not kept for good. */
+static void scratch_trim(void) {
+	if (scratch.cap > (1u << 20)) {
+		pyw_buf_free(&scratch);
+	}
+}
 
 static PyObject *do_send(PyObject *self, PyObject *obj, int64_t timeout_ns) {
 	pyw_refs refs = {0};
 	pyw_enc_err e;
-	if (scratch.cap > (1u << 20)) {
-		pyw_buf_free(&scratch);
-	}
 	scratch.len = 0;
 	if (pyw_encode(&scratch, &refs, 1, obj, &e) < 0) {
 		pyw_refs_free(&refs);
+		scratch_trim();
 		if (e.path[0]) {
 			return PyErr_Format(PyExc_TypeError, "cannot send this value: at %s: %s", e.path, e.msg);
 		}
@@ -140,9 +145,7 @@ static PyObject *do_send(PyObject *self, PyObject *obj, int64_t timeout_ns) {
 		Py_END_ALLOW_THREADS
 	}
 	pyw_refs_free(&refs);
-	if (scratch.cap > (1u << 20)) {
-		pyw_buf_free(&scratch); /* do not keep a huge item's space for good */
-	}
+	scratch_trim();
 	if (rc != PYW_Q_OK) {
 		return outcome(self, rc, 1);
 	}
@@ -255,30 +258,20 @@ static PyObject *chan_send_many(PyObject *self, PyObject *args, PyObject *kwds) 
 		scratch.len = 0;
 		if (pyw_encode(&scratch, &refs, 1, objs[i], &e) < 0) {
 			pyw_refs_free(&refs);
-			for (pyw_item *it = chain, *next; it != NULL; it = next) {
-				next = it->next;
-				pyw_item_free(it);
-			}
-			Py_DECREF(seq);
-			return PyErr_Format(PyExc_TypeError, "cannot send item %zd: %s%s%s", i, e.path, e.path[0] ? ": " : "", e.msg);
+			PyErr_Format(PyExc_TypeError, "cannot send item %zd: %s%s%s", i, e.path, e.path[0] ? ": " : "", e.msg);
+			goto fail;
 		}
 		pyw_item *it = pyw_item_new(scratch.data, scratch.len, refs.v, refs.n);
 		pyw_refs_free(&refs);
 		if (it == NULL) {
-			for (pyw_item *x = chain, *next; x != NULL; x = next) {
-				next = x->next;
-				pyw_item_free(x);
-			}
-			Py_DECREF(seq);
-			return PyErr_NoMemory();
+			PyErr_NoMemory();
+			goto fail;
 		}
 		*tail = it;
 		tail = &it->next;
 	}
 	Py_DECREF(seq);
-	if (scratch.cap > (1u << 20)) {
-		pyw_buf_free(&scratch);
-	}
+	scratch_trim();
 	pyw_queue *q = ((ChannelObject *)self)->q;
 	size_t pushed;
 	int rc = pyw_queue_push_many(q, &chain, &pushed, 0, NULL);
@@ -289,14 +282,17 @@ static PyObject *chan_send_many(PyObject *self, PyObject *args, PyObject *kwds) 
 		Py_END_ALLOW_THREADS
 		pushed += more;
 	}
-	for (pyw_item *it = chain, *next; it != NULL; it = next) { /* what was not sent */
-		next = it->next;
-		pyw_item_free(it);
-	}
+	pyw_item_free_chain(chain); /* what was not sent */
 	if (rc != PYW_Q_OK) {
 		return outcome(self, rc, 1);
 	}
 	return PyLong_FromSize_t(pushed);
+
+fail:
+	pyw_item_free_chain(chain);
+	Py_DECREF(seq);
+	scratch_trim();
+	return NULL;
 }
 
 /* recv_many(max=64, timeout=None): wait for one item like recv, return it with up to max-1

@@ -32,15 +32,11 @@ static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 static pyw_queue *reg_head;
 static _Atomic int64_t next_id = 1;
 
-/* Items made by pyw_item_new hold their bytes in the same allocation, right after the header
- * (one malloc per item), with room for at least PYW_SMALL_ITEM bytes; items made by
- * pyw_item_take own a separate block. */
-static char *item_data(pyw_item *it) { return (char *)(it + 1); }
+/* An item holds its bytes in the same allocation, right after the header (one malloc per item),
+ * with room for at least PYW_SMALL_ITEM bytes. */
 
-/* A node that can carry any small item: inline bytes, no references held. */
-static int reusable(const pyw_item *it) {
-	return it->data == (const char *)(it + 1) && it->len <= PYW_SMALL_ITEM && it->refs.v == NULL;
-}
+/* A node that can carry any small item: no references held. */
+static int reusable(const pyw_item *it) { return it->len <= PYW_SMALL_ITEM && it->refs.v == NULL; }
 
 /* Most small nodes a queue keeps (a few KiB); beyond it they are freed. */
 #define SPARE_MAX 256
@@ -54,7 +50,7 @@ pyw_item *pyw_item_new(const char *data, size_t len, pyw_shared *const *refs, si
 		return NULL;
 	}
 	memset(it, 0, sizeof *it);
-	it->data = item_data(it);
+	it->data = (char *)(it + 1);
 	if (len > 0) {
 		memcpy(it->data, data, len);
 	}
@@ -68,28 +64,19 @@ pyw_item *pyw_item_new(const char *data, size_t len, pyw_shared *const *refs, si
 	return it;
 }
 
-pyw_item *pyw_item_take(pyw_buf *buf, pyw_refs *refs) {
-	pyw_item *it = calloc(1, sizeof *it);
-	if (it == NULL) {
-		return NULL;
-	}
-	it->data = buf->data;
-	it->len = buf->len;
-	it->refs = *refs;
-	memset(buf, 0, sizeof *buf);
-	memset(refs, 0, sizeof *refs);
-	return it;
-}
-
 void pyw_item_free(pyw_item *it) {
 	if (it == NULL) {
 		return;
 	}
 	pyw_refs_free(&it->refs);
-	if (it->data != item_data(it)) {
-		free(it->data);
-	}
 	free(it);
+}
+
+void pyw_item_free_chain(pyw_item *it) {
+	for (pyw_item *next; it != NULL; it = next) {
+		next = it->next;
+		pyw_item_free(it);
+	}
 }
 
 pyw_queue *pyw_queue_new(size_t capacity) {
@@ -163,14 +150,8 @@ void pyw_queue_decref(pyw_queue *q) {
 		q->reg_next->reg_prev = q->reg_prev;
 	}
 	pthread_mutex_unlock(&reg_mu);
-	for (pyw_item *it = q->head, *next; it != NULL; it = next) {
-		next = it->next;
-		pyw_item_free(it);
-	}
-	for (pyw_item *it = q->spare, *next; it != NULL; it = next) {
-		next = it->next;
-		free(it);
-	}
+	pyw_item_free_chain(q->head);
+	pyw_item_free_chain(q->spare);
 	pthread_cond_destroy(&q->can_recv);
 	pthread_cond_destroy(&q->can_send);
 	pthread_mutex_destroy(&q->mu);
@@ -181,12 +162,7 @@ int64_t pyw_queue_id(pyw_queue *q) { return q->id; }
 size_t pyw_queue_capacity(pyw_queue *q) { return q->capacity; }
 size_t pyw_queue_len(pyw_queue *q) { return atomic_load_explicit(&q->len, memory_order_relaxed); }
 
-int pyw_queue_is_closed(pyw_queue *q) {
-	pthread_mutex_lock(&q->mu);
-	int c = q->closed;
-	pthread_mutex_unlock(&q->mu);
-	return c;
-}
+int pyw_queue_is_closed(pyw_queue *q) { return atomic_load(&q->closed); }
 
 int pyw_queue_close(pyw_queue *q) {
 	pthread_mutex_lock(&q->mu);
@@ -338,28 +314,64 @@ static int wait_for(pyw_queue *q, int for_items, int64_t timeout_ns, int *cancel
 	}
 }
 
-/* Links it at the tail (q->mu held, room checked) and wakes a receiver. */
-static void link_item(pyw_queue *q, pyw_item *it) {
-	it->next = NULL;
-	if (q->tail != NULL) {
-		q->tail->next = it;
-	} else {
-		q->head = it;
-	}
-	q->tail = it;
-	/* every writer of len holds q->mu: a plain store, no locked instruction */
-	atomic_store_explicit(&q->len, atomic_load_explicit(&q->len, memory_order_relaxed) + 1, memory_order_relaxed);
-	if (q->recv_waiting > 0) {
-		pthread_cond_signal(&q->can_recv);
+/* Every writer of len holds q->mu: a plain store, no locked instruction. */
+static void add_len(pyw_queue *q, size_t k, int sign) {
+	size_t len = atomic_load_explicit(&q->len, memory_order_relaxed);
+	atomic_store_explicit(&q->len, sign > 0 ? len + k : len - k, memory_order_relaxed);
+}
+
+/* Wakes one waiter on cv for one item or slot, all of them for more. */
+static void wake(pthread_cond_t *cv, int waiting, size_t k) {
+	if (waiting > 0) {
+		if (k > 1) {
+			pthread_cond_broadcast(cv);
+		} else {
+			pthread_cond_signal(cv);
+		}
 	}
 }
 
-int pyw_queue_push(pyw_queue *q, pyw_item *it, int64_t timeout_ns, int *cancel) {
+/* Appends the chain first..last of k items at the tail (q->mu held, room checked) and wakes
+ * receivers. */
+static void link_chain(pyw_queue *q, pyw_item *first, pyw_item *last, size_t k) {
+	last->next = NULL;
+	if (q->tail != NULL) {
+		q->tail->next = first;
+	} else {
+		q->head = first;
+	}
+	q->tail = last;
+	add_len(q, k, +1);
+	wake(&q->can_recv, q->recv_waiting, k);
+}
+
+/* Takes up to max items from the head as a chain (q->mu held, the queue not empty), sets *k and
+ * wakes senders. */
+static pyw_item *unlink_chain(pyw_queue *q, size_t max, size_t *k) {
+	pyw_item *first = q->head, *last = first;
+	size_t n = 1;
+	while (n < max && last->next != NULL) {
+		last = last->next;
+		n++;
+	}
+	q->head = last->next;
+	if (q->head == NULL) {
+		q->tail = NULL;
+	}
+	last->next = NULL;
+	add_len(q, n, -1);
+	wake(&q->can_send, q->send_waiting, n);
+	*k = n;
+	return first;
+}
+
+/* Pushes one item made by pyw_item_new; on any outcome but PYW_Q_OK it stays with the caller. */
+static int push(pyw_queue *q, pyw_item *it, int64_t timeout_ns, int *cancel) {
 	int registered = 0;
 	pthread_mutex_lock(&q->mu);
 	int rc = wait_for(q, 0, timeout_ns, cancel, &registered);
 	if (rc == PYW_Q_OK) {
-		link_item(q, it);
+		link_chain(q, it, it, 1);
 	}
 	pthread_mutex_unlock(&q->mu);
 	if (registered) {
@@ -374,28 +386,7 @@ int pyw_queue_pop_many(pyw_queue *q, pyw_item **out, size_t max, size_t *n, int6
 	pthread_mutex_lock(&q->mu);
 	int rc = wait_for(q, 1, timeout_ns, cancel, &registered);
 	if (rc == PYW_Q_OK) {
-		/* take up to max items as one chain */
-		pyw_item *first = q->head, *last = first;
-		size_t k = 1;
-		while (k < max && last->next != NULL) {
-			last = last->next;
-			k++;
-		}
-		q->head = last->next;
-		if (q->head == NULL) {
-			q->tail = NULL;
-		}
-		last->next = NULL;
-		atomic_store_explicit(&q->len, atomic_load_explicit(&q->len, memory_order_relaxed) - k, memory_order_relaxed);
-		if (q->send_waiting > 0) {
-			if (k > 1) {
-				pthread_cond_broadcast(&q->can_send);
-			} else {
-				pthread_cond_signal(&q->can_send);
-			}
-		}
-		*out = first;
-		*n = k;
+		*out = unlink_chain(q, max, n);
 	}
 	pthread_mutex_unlock(&q->mu);
 	if (registered) {
@@ -423,22 +414,8 @@ int pyw_queue_push_many(pyw_queue *q, pyw_item **chain, size_t *pushed, int64_t 
 			k++;
 		}
 		*chain = last->next;
-		last->next = NULL;
-		if (q->tail != NULL) {
-			q->tail->next = first;
-		} else {
-			q->head = first;
-		}
-		q->tail = last;
-		atomic_store_explicit(&q->len, len + k, memory_order_relaxed);
+		link_chain(q, first, last, k);
 		*pushed += k;
-		if (q->recv_waiting > 0) {
-			if (k > 1) {
-				pthread_cond_broadcast(&q->can_recv);
-			} else {
-				pthread_cond_signal(&q->can_recv);
-			}
-		}
 	}
 	pthread_mutex_unlock(&q->mu);
 	if (registered) {
@@ -462,7 +439,7 @@ int pyw_queue_send_copy(pyw_queue *q, const char *data, size_t len, pyw_shared *
 		if (it == NULL) {
 			return PYW_Q_NOMEM;
 		}
-		int rc = pyw_queue_push(q, it, timeout_ns, cancel);
+		int rc = push(q, it, timeout_ns, cancel);
 		if (rc != PYW_Q_OK) {
 			pyw_item_free(it);
 		}
@@ -487,7 +464,7 @@ int pyw_queue_send_copy(pyw_queue *q, const char *data, size_t len, pyw_shared *
 				memcpy(it->data, data, len);
 			}
 			it->len = len;
-			link_item(q, it);
+			link_chain(q, it, it, 1);
 		}
 	}
 	pthread_mutex_unlock(&q->mu);
@@ -505,16 +482,8 @@ int pyw_queue_recv_copy(pyw_queue *q, char *small, size_t *len, pyw_item **big, 
 	pthread_mutex_lock(&q->mu);
 	int rc = wait_for(q, 1, timeout_ns, cancel, &registered);
 	if (rc == PYW_Q_OK) {
-		pyw_item *it = q->head;
-		q->head = it->next;
-		if (q->head == NULL) {
-			q->tail = NULL;
-		}
-		it->next = NULL;
-		atomic_store_explicit(&q->len, atomic_load_explicit(&q->len, memory_order_relaxed) - 1, memory_order_relaxed);
-		if (q->send_waiting > 0) {
-			pthread_cond_signal(&q->can_send);
-		}
+		size_t k;
+		pyw_item *it = unlink_chain(q, 1, &k);
 		if (reusable(it)) {
 			memcpy(small, it->data, it->len);
 			*len = it->len;

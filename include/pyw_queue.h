@@ -28,16 +28,15 @@
 
 typedef struct pyw_item {
 	struct pyw_item *next;
-	char *data; /* malloc'd, owned */
+	char *data; /* the item's own bytes, right after this header */
 	size_t len;
 	pyw_refs refs; /* owned references */
 } pyw_item;
 
 /* Makes an item of a copy of data, with a reference to each of refs. NULL: out of memory. */
 pyw_item *pyw_item_new(const char *data, size_t len, pyw_shared *const *refs, size_t nrefs);
-/* Makes an item that takes over buf's memory and refs' references (both left empty). */
-pyw_item *pyw_item_take(pyw_buf *buf, pyw_refs *refs);
 void pyw_item_free(pyw_item *it);
+void pyw_item_free_chain(pyw_item *it); /* it and every item after it (linked by next) */
 
 typedef struct pyw_queue pyw_queue;
 
@@ -56,11 +55,9 @@ int pyw_queue_is_closed(pyw_queue *q);
  * call closed it, 0 if it was closed already. */
 int pyw_queue_close(pyw_queue *q);
 
-/* Push, and every push and pop below: timeout_ns < 0 waits as long as needed, 0 does not wait.
- * cancel, when not NULL, is a flag set by pyw_queue_cancel to abandon the wait. On any outcome
- * but PYW_Q_OK, push leaves the item with the caller. */
-int pyw_queue_push(pyw_queue *q, pyw_item *it, int64_t timeout_ns, int *cancel);
-/* Bulk versions: one lock acquisition for many items. pop_many waits like recv_copy for the first
+/* Every push and pop below: timeout_ns < 0 waits as long as needed, 0 does not wait. cancel,
+ * when not NULL, is a flag set by pyw_queue_cancel to abandon the wait.
+ * Bulk versions: one lock acquisition for many items. pop_many waits like recv_copy for the first
  * item, then takes up to max as a chain (linked by next) and sets *n. push_many appends the
  * chain in order, waiting for room as needed; on any outcome it sets *pushed and leaves the
  * items not pushed in *chain, with the caller. */

@@ -88,7 +88,7 @@ func (r *Refs) Clear() {
 // On error, refs is as it was.
 func AppendRefs(buf []byte, refs *Refs, v any) ([]byte, error) {
 	n := len(refs.P)
-	out, err := appendValueRefs(buf, refs, v)
+	out, err := appendValue(buf, refs, v, 0)
 	if err != nil {
 		for _, p := range refs.P[n:] {
 			SharedOps.Decref(p)

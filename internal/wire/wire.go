@@ -91,10 +91,6 @@ func Append(buf []byte, v any) ([]byte, error) {
 	return appendValue(buf, nil, v, 0)
 }
 
-func appendValueRefs(buf []byte, refs *Refs, v any) ([]byte, error) {
-	return appendValue(buf, refs, v, 0)
-}
-
 var bigIntType = reflect.TypeFor[*big.Int]()
 
 func appendValue(b []byte, refs *Refs, v any, depth int) ([]byte, error) {
@@ -314,28 +310,13 @@ func quoteShort(s string) string {
 	return strconv.QuoteToASCII(s)
 }
 
-// Decode decodes the value at the start of b and returns it with the bytes after it.
-func Decode(b []byte) (any, []byte, error) {
-	var d decoder
-	return d.value(b, 0)
-}
-
-// decoder carries the table of shared buffers 'B' tags refer to (none for plain Decode).
+// decoder carries the table of shared buffers 'B' tags refer to (none for DecodeAll).
 type decoder struct {
 	refs []unsafe.Pointer
 }
 
-// DecodeAll decodes exactly one value that must fill b.
-func DecodeAll(b []byte) (any, error) {
-	v, rest, err := Decode(b)
-	if err != nil {
-		return nil, err
-	}
-	if len(rest) != 0 {
-		return nil, malformed("%d trailing bytes after the value", len(rest))
-	}
-	return v, nil
-}
+// DecodeAll decodes exactly one value that must fill b (no shared buffers: see DecodeRefs).
+func DecodeAll(b []byte) (any, error) { return DecodeRefs(b, nil) }
 
 func readLen(b []byte, what string) (int, []byte, error) {
 	n, k := binary.Uvarint(b)
