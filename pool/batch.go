@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,12 +59,42 @@ func (p *Pool) SubmitBatch(ctx context.Context, target string, items [][]any) (*
 	return p.def.SubmitBatch(ctx, target, items)
 }
 
-// ranFor is how long the batch ran on its worker, once Wait has returned (0 if it never ran).
-func (b *BatchFuture) ranFor() time.Duration {
-	if b == nil || b.f == nil || b.f.t == nil {
-		return 0
+// BatchSizer chooses how many calls to put in the next SubmitBatch from how long the batches
+// so far ran on their workers, aiming at Work per batch: a batch runs on one worker, so too big
+// a batch leaves the other workers idle and too small a one pays a hand-off per few calls. The
+// time is the calls' own on the worker, so the size does not depend on the number of workers
+// or on the caller's pace. It says 1 until a batch has finished. The zero value aims at 1 ms
+// and at most 32 calls. A BatchSizer is not safe for concurrent use.
+type BatchSizer struct {
+	Max  int           // most calls in a batch (0: 32)
+	Work time.Duration // time a batch should run on its worker (0: 1 ms)
+
+	ran   time.Duration
+	calls int
+}
+
+// Observe counts a batch whose Wait has returned its results; other batches are ignored.
+func (s *BatchSizer) Observe(b *BatchFuture) {
+	b.mu.Lock()
+	ok := b.done && b.err == nil
+	b.mu.Unlock()
+	if ok && b.f.t.busy > 0 { // the worker set busy before the task was done
+		s.ran += b.f.t.busy
+		s.calls += len(b.items)
 	}
-	return b.f.t.busy
+}
+
+// Size is the number of calls for the next batch.
+func (s *BatchSizer) Size() int {
+	most, work := cmp.Or(s.Max, 32), cmp.Or(s.Work, time.Millisecond)
+	if s.calls == 0 {
+		return 1
+	}
+	perCall := s.ran / time.Duration(s.calls)
+	if perCall <= 0 {
+		return most
+	}
+	return int(min(max(work/perCall, 1), time.Duration(most)))
 }
 
 // Len is the number of calls in the batch.
@@ -144,15 +175,14 @@ func fill(n int, err error) []Result {
 // outcome Call would (a result that cannot cross, a SystemExit that replaces the worker).
 func (b *BatchFuture) oneByOne(ctx context.Context) ([]Result, error) {
 	fs := make([]*Future, len(b.items))
-	for i, args := range b.items {
-		f, err := b.g.Submit(b.ctx, b.target, args...)
-		if err != nil {
-			f = failed(err)
-		}
-		fs[i] = f
-	}
 	out := make([]Result, len(fs))
+	for i, args := range b.items {
+		fs[i], out[i].Err = b.g.Submit(b.ctx, b.target, args...)
+	}
 	for i, f := range fs {
+		if f == nil {
+			continue // not submitted: its error is set
+		}
 		out[i].Value, out[i].Err = f.Wait(ctx)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

@@ -41,11 +41,6 @@ type slotStats struct {
 	busy  atomic.Int64 // ns
 }
 
-func (g *Group) slotTasks(id int) uint64       { return g.slotStat(id).tasks.Load() }
-func (g *Group) slotBusy(id int) time.Duration { return time.Duration(g.slotStat(id).busy.Load()) }
-
-func (g *Group) slotStat(id int) *slotStats { return &g.slots[id] }
-
 // Name is the group's name ("" for the default group).
 func (g *Group) Name() string { return g.name }
 
@@ -145,16 +140,10 @@ func (g *Group) Check(ctx context.Context, target string) error {
 // keyword arguments); any other input is passed as the one argument.
 type Args []any
 
-// Map sends inputs in batches of up to mapBatch calls (one hand-off each, see SubmitBatch) and
+// Map sends inputs in batches sized by a BatchSizer (one hand-off each, see SubmitBatch) and
 // keeps up to mapWindow batches per worker in flight: enough that the oldest is usually done
-// when Map waits for it, few enough that memory stays bounded. A batch runs on one worker, so
-// its size follows the time calls take on the workers: about mapBatchWork per batch. Tiny calls
-// go 32 at a time; calls of a millisecond or more go one by one and spread over all workers.
-const (
-	mapBatch     = 32
-	mapWindow    = 4
-	mapBatchWork = time.Millisecond
-)
+// when Map waits for it, few enough that memory stays bounded.
+const mapWindow = 4
 
 // Map calls target once for each input and yields the results in input order as they are
 // ready. It sends the inputs to the workers in batches (see SubmitBatch) sized to about a
@@ -177,19 +166,9 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 		}
 		fifo := make([]pending, 0, window)
 		more := true
-		// Time the finished batches ran on their workers, and their calls: the cost of a call
-		// there (encoding and decoding included), whatever the number of workers or the
-		// caller's pace.
-		var ran time.Duration
-		calls := 0
+		var sizer BatchSizer
 		for {
-			size := 1 // until a batch says how long calls take
-			if calls > 0 {
-				size = mapBatch
-				if perCall := ran / time.Duration(calls); perCall > 0 {
-					size = int(min(max(mapBatchWork/perCall, 1), mapBatch))
-				}
-			}
+			size := sizer.Size()
 			for more && len(fifo) < window {
 				items := make([][]any, 0, size)
 				for len(items) < size {
@@ -219,18 +198,15 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 			p := fifo[0]
 			copy(fifo, fifo[1:])
 			fifo = fifo[:len(fifo)-1]
-			results, err := fill(p.n, p.err), p.err
+			var results []Result
+			err := p.err
 			if err == nil {
 				results, err = p.b.Wait(ctx)
-				if err != nil {
-					results = fill(p.n, err)
-				}
 			}
-			if err == nil {
-				if d := p.b.ranFor(); d > 0 {
-					ran += d
-					calls += p.n
-				}
+			if err != nil {
+				results = fill(p.n, err)
+			} else {
+				sizer.Observe(p.b)
 			}
 			for _, r := range results {
 				if !yield(r.Value, r.Err) {
@@ -352,18 +328,12 @@ func takeTask(v any) *task {
 
 // Future is the pending result of a submitted call. Its methods are safe for concurrent use.
 type Future struct {
-	t   *task
-	err error // set for a future that failed before it was queued (Map)
+	t *task
 }
-
-func failed(err error) *Future { return &Future{err: err} }
 
 // Wait returns the call's result, waiting for it. If ctx ends first, Wait returns ctx.Err()
 // (the task goes on unless its own context, given to Submit, ends too).
 func (f *Future) Wait(ctx context.Context) (any, error) {
-	if f.err != nil {
-		return nil, f.err
-	}
 	tk := f.t
 	if tk.waiting.CompareAndSwap(false, true) {
 		// Also when the task is done already: taking its signal (sent right after) lets the
@@ -392,14 +362,7 @@ func (tk *task) wrapCtx(ctx context.Context) error {
 }
 
 // Done is closed when the result is ready.
-func (f *Future) Done() <-chan struct{} {
-	if f.err != nil {
-		c := make(chan struct{})
-		close(c)
-		return c
-	}
-	return f.t.done
-}
+func (f *Future) Done() <-chan struct{} { return f.t.done }
 
 // ---- workers
 
@@ -431,7 +394,21 @@ func (p *Pool) startSlot(g *Group, id int, ready func(error)) {
 
 // runSlot keeps slot id of the group filled with a working interpreter until the pool closes.
 func (g *Group) runSlot(id int, ready func(error)) {
-	backoff := 50 * time.Millisecond
+	const firstPause, lastPause = 50 * time.Millisecond, 5 * time.Second
+	pause := firstPause
+	// wait pauses before the next start after a failure, longer each time; false if the pool
+	// closed meanwhile.
+	wait := func() bool {
+		t := time.NewTimer(pause)
+		defer t.Stop()
+		pause = min(2*pause, lastPause)
+		select {
+		case <-t.C:
+			return true
+		case <-g.p.closed:
+			return false
+		}
+	}
 	for !g.p.closing.Load() {
 		w, err := g.startWorker(id)
 		if ready != nil {
@@ -442,10 +419,9 @@ func (g *Group) runSlot(id int, ready func(error)) {
 			}
 		}
 		if err != nil { // a restart failed (its set-up raised?): try again, slower each time
-			if !g.pause(backoff) {
+			if !wait() {
 				return
 			}
-			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
 		end := w.serve()
@@ -453,31 +429,18 @@ func (g *Group) runSlot(id int, ready func(error)) {
 		g.alive.Add(-1)
 		g.setWorker(id, w, nil)
 		if w.tasks > 0 {
-			backoff = 50 * time.Millisecond // it did work: failures before it no longer count
+			pause = firstPause // it did work: failures before it no longer count
 		}
 		switch end {
 		case endRecycle:
 		case endBroken: // it could not wait for work: if that persists, do not spin on restarts
-			if !g.pause(backoff) {
+			if !wait() {
 				return
 			}
-			backoff = min(2*backoff, 5*time.Second)
 		default:
 			return
 		}
 		g.recycles.Add(1)
-	}
-}
-
-// pause waits d; false if the pool closed meanwhile.
-func (g *Group) pause(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-g.p.closed:
-		return false
 	}
 }
 
@@ -570,7 +533,7 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 	val, err := tk.run(t)
 	busy := time.Since(start)
 	retired := !w.current.CompareAndSwap(tk, nil) // the grace timer took it: this worker is given up
-	st := g.slotStat(w.id)
+	st := &g.slots[w.id]
 	st.tasks.Add(1)
 	st.busy.Add(int64(busy))
 	w.tasks++

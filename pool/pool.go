@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -282,21 +283,14 @@ func (p *Pool) Stats() Stats {
 			Submitted: g.submitted.Load(), Done: g.done.Load(), Failed: g.failed.Load(),
 			Cancelled: g.cancelled.Load(), Recycles: g.recycles.Load(),
 		}
-		for id := range g.spec.Workers {
-			gs.PerWorker = append(gs.PerWorker, WorkerStats{ID: id, Tasks: g.slotTasks(id), Busy: g.slotBusy(id)})
+		for id := range g.slots {
+			st := &g.slots[id]
+			gs.PerWorker = append(gs.PerWorker, WorkerStats{ID: id, Tasks: st.tasks.Load(), Busy: time.Duration(st.busy.Load())})
 		}
 		s.Groups = append(s.Groups, gs)
 	}
-	sortGroups(s.Groups)
+	slices.SortFunc(s.Groups, func(a, b GroupStats) int { return strings.Compare(a.Name, b.Name) })
 	return s
-}
-
-func sortGroups(gs []GroupStats) {
-	for i := 1; i < len(gs); i++ {
-		for j := i; j > 0 && strings.Compare(gs[j-1].Name, gs[j].Name) > 0; j-- {
-			gs[j-1], gs[j] = gs[j], gs[j-1]
-		}
-	}
 }
 
 // expvar variables cannot be removed, so each name is published once and shows the latest pool

@@ -100,6 +100,7 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 		window = *workers // a line's deadline runs from its hand-off: keep the queue short
 	}
 	m := &mapper{p: p, target: target, star: *star, timeout: *timeout, window: window}
+	m.sizer.Max = maxRun
 	st, err := m.run(ctx, in, std.stdout, std.stderr, showProgress)
 	fmt.Fprintf(std.stderr, "pyworkers map: %d lines, %d ok, %d failed in %.2fs\n", st.lines, st.ok, st.failed, st.elapsed.Seconds())
 	switch {
@@ -152,10 +153,11 @@ type mapper struct {
 	star    bool
 	timeout time.Duration
 	window  int
-	// runMax is how many lines may go to a worker as one batch. It follows the measured rate:
-	// batching pays for tiny calls, and costs slow ones what Ctrl-C would otherwise keep (a
-	// batch is written whole or not at all).
+	// runMax is how many lines may go to a worker as one batch, set by the writer from sizer
+	// (the time batches run on the workers): batching pays for tiny calls, and costs slow ones
+	// parallelism and what Ctrl-C would otherwise keep (a batch is written whole or not at all).
 	runMax atomic.Int32
+	sizer  pool.BatchSizer // the writer's only
 }
 
 type mapStats struct {
@@ -235,8 +237,9 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout, stderr io.Writer
 		}
 		results := e.results()
 		e.abandon()
-		if rate := float64(st.lines+len(results)) / time.Since(start).Seconds(); rate > 0 {
-			m.runMax.Store(int32(min(max(rate/2000, 1), maxRun)))
+		if e.batch != nil {
+			m.sizer.Observe(e.batch)
+			m.runMax.Store(int32(m.sizer.Size()))
 		}
 		for _, r := range results {
 			if ctx.Err() != nil && r.Err != nil && isCancellation(r.Err) {
