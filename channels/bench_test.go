@@ -1,18 +1,18 @@
 package channels_test
 
 import (
-	"sort"
 	"testing"
 	"time"
 
 	"github.com/pyworkers/pyworkers/channels"
 	"github.com/pyworkers/pyworkers/cpython"
+	"github.com/pyworkers/pyworkers/internal/measure"
 )
 
 func reportPercentiles(b *testing.B, lat []time.Duration) {
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
-	b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Nanoseconds()), "p99-ns")
+	p50, p99 := measure.Percentiles(lat)
+	b.ReportMetric(float64(p50.Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(p99.Nanoseconds()), "p99-ns")
 }
 
 // startEcho runs pwchan.echo(in → out) in a new interpreter until in is closed.

@@ -1,24 +1,21 @@
 package cpython_test
 
 import (
-	"os"
 	"runtime"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/pyworkers/pyworkers/cpython"
+	"github.com/pyworkers/pyworkers/internal/measure"
 )
 
 // rssBytes is this process's resident set size.
 func rssBytes(b *testing.B) int64 {
-	data, err := os.ReadFile("/proc/self/statm")
+	rss, err := measure.RSS(0)
 	if err != nil {
-		b.Skip("no /proc/self/statm")
+		b.Skip(err)
 	}
-	f := strings.Fields(string(data))
-	pages, _ := strconv.ParseInt(f[1], 10, 64)
-	return pages * int64(os.Getpagesize())
+	return rss
 }
 
 // BenchmarkCreateClose: one own-GIL interpreter created, given one call, and ended; reports

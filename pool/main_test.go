@@ -2,7 +2,6 @@ package pool_test
 
 import (
 	"context"
-	"os"
 	"testing"
 
 	"github.com/pyworkers/pyworkers/internal/bench"
@@ -15,12 +14,10 @@ var bg = context.Background()
 var benchDir string
 
 func TestMain(m *testing.M) {
-	var err error
-	if benchDir, err = bench.Prepare(); err != nil {
+	dir, cleanup, err := bench.Setup()
+	if err != nil {
 		panic(err)
 	}
-	bench.Path = []string{benchDir}
-	pwtest.Main(m, func() error { return os.RemoveAll(benchDir) })
+	benchDir = dir
+	pwtest.Main(m, cleanup)
 }
-
-func pwtestDir() string { return pwtest.PythonDir }

@@ -8,6 +8,7 @@ import (
 	"expvar"
 	"fmt"
 	"iter"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/pyworkers/pyworkers/channels"
 	"github.com/pyworkers/pyworkers/cpython"
+	"github.com/pyworkers/pyworkers/internal/pwtest"
 	"github.com/pyworkers/pyworkers/pool"
 )
 
@@ -318,15 +320,8 @@ func TestCancelledTasksDoNotGrowTheQueueWithoutBound(t *testing.T) {
 
 func TestMapKeepsOrderAndStopsEarly(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 2})
-	inputs := func(yield func(any) bool) {
-		for k := range 200 {
-			if !yield(pool.Args{k, 1000}) {
-				return
-			}
-		}
-	}
 	k := 0
-	for v, err := range p.Map(bg, "pwtest:add", inputs) {
+	for v, err := range p.Map(bg, "pwtest:add", seqN(200, func(k int) any { return pool.Args{k, 1000} })) {
 		require.NoError(t, err)
 		require.Equal(t, int64(k+1000), v)
 		k++
@@ -355,7 +350,7 @@ func TestMapKeepsOrderAndStopsEarly(t *testing.T) {
 
 	// errors arrive in place
 	var errs []string
-	for _, err := range p.Map(bg, "pwtest:boom", slicesSeq("a", "b")) {
+	for _, err := range p.Map(bg, "pwtest:boom", slices.Values([]any{"a", "b"})) {
 		errs = append(errs, err.Error())
 	}
 	assert.Equal(t, []string{"ValueError: a", "ValueError: b"}, errs)
@@ -365,7 +360,7 @@ func TestMapKeepsOrderAndStopsEarly(t *testing.T) {
 func TestMapSpreadsSlowCalls(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 2})
 	ran := map[int64]int{}
-	for v, err := range p.Map(bg, "pwtest:slow_worker_id", slicesSeq(0.1, 0.1, 0.1, 0.1)) {
+	for v, err := range p.Map(bg, "pwtest:slow_worker_id", slices.Values([]any{0.1, 0.1, 0.1, 0.1})) {
 		require.NoError(t, err)
 		ran[v.(int64)]++
 	}
@@ -377,15 +372,8 @@ func TestMapSpreadsSlowCalls(t *testing.T) {
 func TestMapBatchesTinyCallsOnManyWorkers(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 16})
 	const n = 4000
-	inputs := func(yield func(any) bool) {
-		for k := range n {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 	got := 0
-	for v, err := range p.Map(bg, "pwtest:ident", inputs) {
+	for v, err := range p.Map(bg, "pwtest:ident", seqN(n, func(k int) any { return k })) {
 		require.NoError(t, err)
 		require.Equal(t, int64(got), v)
 		got++
@@ -395,10 +383,11 @@ func TestMapBatchesTinyCallsOnManyWorkers(t *testing.T) {
 	assert.Less(t, tasks, uint64(n/4), "%d calls went to the workers as %d tasks", n, tasks)
 }
 
-func slicesSeq(xs ...any) iter.Seq[any] {
+// seqN yields input(0) ... input(n-1).
+func seqN(n int, input func(k int) any) iter.Seq[any] {
 	return func(yield func(any) bool) {
-		for _, x := range xs {
-			if !yield(x) {
+		for k := range n {
+			if !yield(input(k)) {
 				return
 			}
 		}
@@ -546,7 +535,7 @@ func TestSoak(t *testing.T) {
 func TestCheckTarget(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 1})
 	require.NoError(t, p.Check(bg, "pwtest:add"))
-	require.NoError(t, p.Check(bg, pwtestDir()+"/scriptfile.py:area"))
+	require.NoError(t, p.Check(bg, pwtest.PythonDir+"/scriptfile.py:area"))
 	var pe *cpython.PythonError
 	require.ErrorAs(t, p.Check(bg, "pwtest:nope"), &pe)
 	assert.Equal(t, "AttributeError", pe.Type)

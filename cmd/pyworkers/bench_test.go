@@ -6,24 +6,15 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/pyworkers/pyworkers/internal/measure"
 )
 
 func vmRSSMiB(pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			kib, _ := strconv.ParseFloat(f[1], 64)
-			return kib / 1024
-		}
-	}
-	return 0
+	rss, _ := measure.RSS(pid) // 0 once the process has gone
+	return float64(rss) / (1 << 20)
 }
 
 // BenchmarkMapMillionLines: `pyworkers map -w 2` of a trivial function over 1,000,000 input

@@ -13,10 +13,10 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/pyworkers/pyworkers/internal/measure"
 	"github.com/pyworkers/pyworkers/pool"
 )
 
@@ -66,8 +66,8 @@ func RoundTrip(ctx context.Context, p *pool.Pool, n int) (p50, p99 time.Duration
 		}
 		lat = append(lat, time.Since(t0))
 	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	return lat[len(lat)/2], lat[len(lat)*99/100], nil
+	p50, p99 = measure.Percentiles(lat)
+	return p50, p99, nil
 }
 
 // Throughput runs n calls of target(args...) through Map and returns calls per second.
@@ -190,7 +190,7 @@ func IdleWorkerMiB(ctx context.Context) (float64, error) {
 			}
 		}
 		runtime.GC()
-		return RSS()
+		return measure.RSS(0)
 	}
 	one, err := measure(1)
 	if err != nil {
@@ -201,16 +201,6 @@ func IdleWorkerMiB(ctx context.Context) (float64, error) {
 		return 0, err
 	}
 	return float64(nine-one) / 8 / (1 << 20), nil
-}
-
-// RSS is this process's resident set size in bytes.
-func RSS() (int64, error) {
-	data, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		return 0, fmt.Errorf("reading RSS: %w", err)
-	}
-	pages, err := strconv.ParseInt(strings.Fields(string(data))[1], 10, 64)
-	return pages * int64(os.Getpagesize()), err
 }
 
 // Pyworkers measures every workload through pyworkers' pool with the given number of workers.

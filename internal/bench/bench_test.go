@@ -2,7 +2,6 @@ package bench_test
 
 import (
 	"context"
-	"os"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -13,12 +12,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	dir, err := bench.Prepare()
+	_, cleanup, err := bench.Setup()
 	if err != nil {
 		panic(err)
 	}
-	bench.Path = []string{dir}
-	pwtest.Main(m, func() error { return os.RemoveAll(dir) })
+	pwtest.Main(m, cleanup)
 }
 
 func TestMedian(t *testing.T) {

@@ -12,6 +12,16 @@ import (
 //go:embed py/benchfuncs.py py/peers.py
 var files embed.FS
 
+// Setup prepares the Python of the benchmarks for the tests of a package (TestMain): it writes
+// the files (Prepare), puts their folder on Path, and returns a function that removes it.
+func Setup() (dir string, cleanup func() error, err error) {
+	if dir, err = Prepare(); err != nil {
+		return "", nil, err
+	}
+	Path = []string{dir}
+	return dir, func() error { return os.RemoveAll(dir) }, nil
+}
+
 // Prepare writes benchfuncs.py and peers.py to a new temporary folder. Put the folder on the
 // path of the interpreters that run the workloads; remove it when done.
 func Prepare() (dir string, err error) {
