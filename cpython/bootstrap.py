@@ -225,7 +225,7 @@ def _load_file(path):
     return module
 
 
-_BOOT = "<pyworkers bootstrap>"
+_BOOT = sys._getframe().f_code.co_filename  # the name runtime.c compiles this source under
 
 
 def _strip_boot_frames(e, seen):

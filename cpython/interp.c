@@ -1,6 +1,7 @@
 // interp.c — own-GIL interpreters: create, run, call, interrupt, end.
 #include "pyw.h"
 
+#include <marshal.h>
 #include <stdatomic.h>
 #include <string.h>
 #ifdef __GLIBC__
@@ -143,9 +144,8 @@ static void give_back_memory(void) {
 #endif
 }
 
-pyw_interp *pyw_interp_new(uintptr_t handle, const char *boot, size_t bootlen, const char *setup,
-                           size_t setuplen, pyw_result *res, pyw_buf *errbuf) {
-	(void)bootlen;
+pyw_interp *pyw_interp_new(uintptr_t handle, const char *setup, size_t setuplen, pyw_result *res,
+                           pyw_buf *errbuf) {
 	PyInterpreterConfig cfg = {
 	    .use_main_obmalloc = 0,
 	    .allow_fork = 0, /* a Go process must never fork a live CPython */
@@ -205,7 +205,7 @@ pyw_interp *pyw_interp_new(uintptr_t handle, const char *boot, size_t bootlen, c
 		goto fail;
 	}
 	Py_CLEAR(r);
-	code = Py_CompileString(boot, "<pyworkers bootstrap>", Py_file_input);
+	code = PyMarshal_ReadObjectFromString(pyw_boot_code, pyw_boot_len);
 	if (code == NULL) {
 		goto fail;
 	}

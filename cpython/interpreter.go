@@ -168,12 +168,10 @@ func firstWriter(ws ...io.Writer) io.Writer {
 func (i *Interpreter) thread(setup []byte, created chan<- error) {
 	runtime.LockOSThread()
 	i.handle = cgo.NewHandle(i)
-	boot := C.CString(bootstrapSource)
 	var res C.pyw_result
 	var errbuf C.pyw_buf
-	c := C.pyw_interp_new(C.uintptr_t(i.handle), boot, C.size_t(len(bootstrapSource)),
-		(*C.char)(unsafe.Pointer(&setup[0])), C.size_t(len(setup)), &res, &errbuf)
-	C.free(unsafe.Pointer(boot))
+	c := C.pyw_interp_new(C.uintptr_t(i.handle), (*C.char)(unsafe.Pointer(&setup[0])), C.size_t(len(setup)),
+		&res, &errbuf)
 	unlockLifecycle()
 	if c == nil {
 		err := resultError(context.Background(), &res, "interpreter set-up")

@@ -126,8 +126,10 @@ func runtimeThread(home string, started chan<- error) {
 	runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
 	chome := C.CString(home)
 	defer C.free(unsafe.Pointer(chome))
+	boot := C.CString(bootstrapSource)
+	defer C.free(unsafe.Pointer(boot))
 	var errbuf [512]C.char
-	main := C.pyw_runtime_init(chome, &errbuf[0], C.size_t(len(errbuf)))
+	main := C.pyw_runtime_init(chome, boot, &errbuf[0], C.size_t(len(errbuf)))
 	if main == nil {
 		started <- fmt.Errorf("cpython: cannot start CPython: %s (check that the CPython 3.14 of scripts/build-python.sh is the one linked, or set Config.Home)", C.GoString(&errbuf[0]))
 		return

@@ -91,18 +91,23 @@ typedef struct pyw_interp {
 } pyw_interp;
 
 /* ---- runtime (runtime.c) */
-/* Starts CPython. On failure returns NULL and writes a message to err. */
-PyThreadState *pyw_runtime_init(const char *home, char *err, size_t errlen);
+/* Starts CPython and compiles boot, the bootstrap's source. On failure returns NULL and writes a
+ * message to err. */
+PyThreadState *pyw_runtime_init(const char *home, const char *boot, char *err, size_t errlen);
 /* Reads runtime facts (main interpreter, on the runtime thread). */
 void pyw_runtime_info(PyThreadState *main, char *version, size_t vlen, char *prefix, size_t plen, int *debug);
 int pyw_runtime_finalize(PyThreadState *main);
+/* The bootstrap (bootstrap.py), compiled once by pyw_runtime_init and kept marshalled: every
+ * interpreter loads its own code objects from these bytes. */
+extern const char *pyw_boot_code;
+extern Py_ssize_t pyw_boot_len;
 
 /* ---- interpreters (interp.c) */
-/* Creates an own-GIL interpreter on the calling thread and runs the bootstrap source in it with
- * setup (an encoded dict). On failure returns NULL and sets *res (data in *errbuf, which the
- * caller frees with pyw_buf_free). */
-pyw_interp *pyw_interp_new(uintptr_t handle, const char *boot, size_t bootlen, const char *setup,
-                           size_t setuplen, pyw_result *res, pyw_buf *errbuf);
+/* Creates an own-GIL interpreter on the calling thread and runs the bootstrap in it with setup
+ * (an encoded dict). On failure returns NULL and sets *res (data in *errbuf, which the caller
+ * frees with pyw_buf_free). */
+pyw_interp *pyw_interp_new(uintptr_t handle, const char *setup, size_t setuplen, pyw_result *res,
+                           pyw_buf *errbuf);
 void pyw_interp_end(pyw_interp *w);
 /* Runs source: mode 0 = exec in __main__, 1 = eval in __main__ (result encoded). */
 pyw_result pyw_interp_run(pyw_interp *w, int mode, const char *src, size_t len, const char *name,
