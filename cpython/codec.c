@@ -1,9 +1,24 @@
 // codec.c — Python objects to and from the wire format (include/pyw_wire.h). GIL held throughout.
 #include "pyw.h"
 
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+void pyw_buf_printf(pyw_buf *b, const char *fmt, ...) {
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0 || pyw_buf_reserve(b, (size_t)n + 1) < 0) {
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
 
 int pyw_buf_reserve(pyw_buf *b, size_t extra) {
 	if (b->cap - b->len >= extra) {

@@ -21,10 +21,7 @@ static _Thread_local pyw_interp *current;
 static pyw_result encode_into(pyw_buf *out, pyw_refs *refs, PyObject *o, int status) {
 	pyw_result r = {status, NULL, 0, 0, NULL, 0};
 	pyw_enc_err e;
-	out->len = 0;
-	if (refs != NULL) {
-		pyw_refs_clear(refs);
-	}
+	out->len = 0; /* refs: cleared by begin() */
 	if (pyw_encode(out, refs, 0, o, &e) == 0) {
 		r.data = out->data;
 		r.len = out->len;
@@ -32,6 +29,15 @@ static pyw_result encode_into(pyw_buf *out, pyw_refs *refs, PyObject *o, int sta
 			r.refs = refs->v;
 			r.nrefs = refs->n;
 		}
+		return r;
+	}
+	if (status != PYW_OK) {
+		/* an exception's own (type, message, traceback) did not encode: say so in plain text */
+		out->len = 0;
+		pyw_buf_printf(out, "cannot report a Python error: at %s: %s", e.path, e.msg);
+		r.status = PYW_FAILED;
+		r.data = out->data;
+		r.len = out->len;
 		return r;
 	}
 	/* o itself has no encoding: report where and why, as (path, message) */
@@ -51,7 +57,7 @@ static pyw_result encode_into(pyw_buf *out, pyw_refs *refs, PyObject *o, int sta
 	if (pyw_encode(out, NULL, 0, t, &e) < 0) {
 		r.status = PYW_FAILED;
 	} else {
-		r.status = status == PYW_OK ? PYW_CONVERT : PYW_FAILED;
+		r.status = PYW_CONVERT;
 		r.data = out->data;
 		r.len = out->len;
 	}
@@ -82,6 +88,19 @@ static pyw_result capture_error(pyw_buf *out, PyObject *helpers) {
 	return r;
 }
 
+/* Injects KeyboardInterrupt into the task (GIL held) and flags our waits to return. */
+static void inject(pyw_interp *w, uint64_t task) {
+	w->interrupted_task = task;
+	PyThreadState_SetAsyncExc(w->thread_ident, PyExc_KeyboardInterrupt);
+	atomic_store(&w->interrupt_pending, 1);
+}
+
+/* Takes back an injected interrupt that was not raised yet (GIL held). */
+static void withdraw(pyw_interp *w) {
+	PyThreadState_SetAsyncExc(w->thread_ident, NULL);
+	atomic_store(&w->interrupt_pending, 0);
+}
+
 static void begin(pyw_interp *w, uint64_t task) {
 	PyEval_RestoreThread(w->tstate);
 	if (w->out.cap > PYW_OUT_KEEP) {
@@ -91,9 +110,7 @@ static void begin(pyw_interp *w, uint64_t task) {
 	w->current_task = task;
 	if (task != 0 && w->precancel == task) {
 		/* interrupted before it began (the interrupter came first): interrupt it now */
-		w->interrupted_task = task;
-		PyThreadState_SetAsyncExc(w->thread_ident, PyExc_KeyboardInterrupt);
-		atomic_store(&w->interrupt_pending, 1);
+		inject(w, task);
 	}
 }
 
@@ -102,14 +119,14 @@ static void begin(pyw_interp *w, uint64_t task) {
 static int end_task(pyw_interp *w, uint64_t task) {
 	w->current_task = 0;
 	atomic_store(&w->interrupt_pending, 0);
-	if (task != 0 && w->interrupted_task == task) {
-		w->interrupted_task = 0;
-		PyObject *pending = PyErr_GetRaisedException();
-		PyThreadState_SetAsyncExc(w->thread_ident, NULL);
-		PyErr_SetRaisedException(pending);
-		return 1;
+	if (task == 0 || w->interrupted_task != task) {
+		return 0;
 	}
-	return 0;
+	w->interrupted_task = 0;
+	PyObject *pending = PyErr_GetRaisedException();
+	withdraw(w);
+	PyErr_SetRaisedException(pending);
+	return 1;
 }
 
 static pyw_result finish(pyw_interp *w, uint64_t task, PyObject *value) {
@@ -160,22 +177,9 @@ pyw_interp *pyw_interp_new(uintptr_t handle, const char *setup, size_t setuplen,
 	res->interrupted = 0;
 	if (PyStatus_Exception(st)) {
 		char msg[512];
-		snprintf(msg, sizeof msg, "%s%s%s", st.func ? st.func : "", st.func ? ": " : "",
-		         st.err_msg ? st.err_msg : "cannot create interpreter");
-		/* no thread state is current: we cannot use Python to encode; do it by hand */
-		size_t n = strlen(msg);
+		pyw_status_msg(st, "cannot create interpreter", msg, sizeof msg);
 		errbuf->len = 0;
-		if (pyw_buf_reserve(errbuf, n + 12) == 0) {
-			errbuf->data[errbuf->len++] = PYW_TAG_STR;
-			size_t v = n;
-			while (v >= 0x80) {
-				errbuf->data[errbuf->len++] = (char)(v | 0x80);
-				v >>= 7;
-			}
-			errbuf->data[errbuf->len++] = (char)v;
-			memcpy(errbuf->data + errbuf->len, msg, n);
-			errbuf->len += n;
-		}
+		pyw_buf_printf(errbuf, "%s", msg);
 		res->status = PYW_FAILED;
 		res->data = errbuf->data;
 		res->len = errbuf->len;
@@ -341,9 +345,7 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task) {
 		w->precancel = task;
 	}
 	if (cur != 0 && (task == 0 || cur == task)) {
-		w->interrupted_task = cur;
-		PyThreadState_SetAsyncExc(w->thread_ident, PyExc_KeyboardInterrupt);
-		atomic_store(&w->interrupt_pending, 1);
+		inject(w, cur);
 		done = 1;
 	}
 	PyThreadState_Clear(ts);
@@ -391,8 +393,7 @@ void pyw_wait_end(void) {
 PyObject *pyw_raise_interrupt(void) {
 	pyw_interp *w = current;
 	if (w != NULL) {
-		PyThreadState_SetAsyncExc(w->thread_ident, NULL);
-		atomic_store(&w->interrupt_pending, 0); /* raised once; code that catches it may go on */
+		withdraw(w); /* raised once; code that catches it may go on */
 	}
 	PyErr_SetNone(PyExc_KeyboardInterrupt);
 	return NULL;

@@ -14,6 +14,7 @@ import (
 	"runtime/cgo"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -516,13 +517,9 @@ func decodeResult(r *C.pyw_result, what string) (any, error) {
 		}
 		return nil, &ConversionError{What: what, Path: s[0], Reason: s[1]}
 	}
-	msg := "out of memory"
-	if data != nil {
-		if v, err := wire.DecodeAll(data); err == nil {
-			if s, ok := v.(string); ok {
-				msg = s
-			}
-		}
+	msg := "out of memory" // PYW_FAILED: plain text, or none when even that could not be made
+	if len(data) > 0 {
+		msg = strings.ToValidUTF8(string(data), "\uFFFD")
 	}
 	return nil, errors.New("cpython: " + msg)
 }

@@ -164,7 +164,8 @@ static PyObject *current_module(void) {
 	return m;
 }
 
-PyObject *pyw_buffer_type(void) {
+/* The pyworkers.Buffer type of the current interpreter (borrowed), or NULL with an exception. */
+static PyObject *current_buffer_type(void) {
 	PyObject *m = current_module();
 	if (m == NULL) {
 		return NULL;
@@ -181,7 +182,7 @@ PyObject *pyw_buffer_type(void) {
 }
 
 PyObject *pyw_buffer_wrap(pyw_shared *s, int readonly) {
-	PyTypeObject *t = (PyTypeObject *)pyw_buffer_type();
+	PyTypeObject *t = (PyTypeObject *)current_buffer_type();
 	if (t == NULL) {
 		return NULL;
 	}

@@ -34,9 +34,8 @@ static int compile_boot(const char *boot, char *err, size_t errlen) {
 	return 0;
 }
 
-static void status_msg(PyStatus st, char *err, size_t errlen) {
-	snprintf(err, errlen, "%s%s%s", st.func ? st.func : "", st.func ? ": " : "",
-	         st.err_msg ? st.err_msg : "Python asked to exit during start-up");
+void pyw_status_msg(PyStatus st, const char *otherwise, char *err, size_t errlen) {
+	snprintf(err, errlen, "%s%s%s", st.func ? st.func : "", st.func ? ": " : "", st.err_msg ? st.err_msg : otherwise);
 }
 
 PyThreadState *pyw_runtime_init(const char *home, const char *boot, char *err, size_t errlen) {
@@ -62,7 +61,7 @@ PyThreadState *pyw_runtime_init(const char *home, const char *boot, char *err, s
 	}
 	PyConfig_Clear(&cfg);
 	if (PyStatus_Exception(st)) {
-		status_msg(st, err, errlen);
+		pyw_status_msg(st, "Python asked to exit during start-up", err, errlen);
 		return NULL;
 	}
 	if (compile_boot(boot, err, errlen) < 0) {

@@ -24,9 +24,8 @@
 /* Status of a call into an interpreter (pyw_result.status). */
 #define PYW_OK 0          /* data: the encoded result */
 #define PYW_PYERR 1       /* data: encoded (type, message, traceback) of the Python exception */
-#define PYW_INTERRUPTED 2 /* like PYW_PYERR, and the exception is the interrupt we injected */
 #define PYW_CONVERT 3     /* data: encoded (path, message): the result has no wire encoding */
-#define PYW_FAILED 4      /* data: encoded str: a failure of pyworkers itself (e.g. out of memory) */
+#define PYW_FAILED 4      /* data: UTF-8 text (none: out of memory): a failure of pyworkers itself */
 
 /* A shared buffer: interpreter-neutral memory with an atomic reference count. It crosses
  * interpreters (and Go) by reference, so large payloads move without a copy. */
@@ -58,6 +57,8 @@ typedef struct {
 } pyw_buf;
 
 int pyw_buf_reserve(pyw_buf *b, size_t extra);
+/* Appends printf-formatted text (nothing when out of memory). */
+void pyw_buf_printf(pyw_buf *b, const char *fmt, ...);
 void pyw_buf_free(pyw_buf *b);
 
 typedef struct {
@@ -94,6 +95,8 @@ typedef struct pyw_interp {
 /* Starts CPython and compiles boot, the bootstrap's source. On failure returns NULL and writes a
  * message to err. */
 PyThreadState *pyw_runtime_init(const char *home, const char *boot, char *err, size_t errlen);
+/* Writes what a failed PyStatus says (otherwise when it says nothing) to err. */
+void pyw_status_msg(PyStatus st, const char *otherwise, char *err, size_t errlen);
 /* Reads runtime facts (main interpreter, on the runtime thread). */
 void pyw_runtime_info(PyThreadState *main, char *version, size_t vlen, char *prefix, size_t plen, int *debug);
 int pyw_runtime_finalize(PyThreadState *main);
@@ -145,8 +148,6 @@ int pyw_module_set_handle(PyObject *module, uintptr_t handle);
 /* Other packages (channels) add to the module: fn runs in every interpreter's module exec.
  * Register before the runtime starts (from a Go init function). */
 int pyw_module_add_ext(int (*fn)(PyObject *module));
-/* The pyworkers.Buffer type of the current interpreter (borrowed), or NULL with an exception. */
-PyObject *pyw_buffer_type(void);
 PyObject *pyw_buffer_wrap(pyw_shared *s, int readonly); /* new Buffer object holding a reference */
 pyw_shared *pyw_buffer_shared(PyObject *o);             /* s if o is a Buffer (borrowed), else NULL */
 
