@@ -6,6 +6,7 @@ import "C"
 
 import (
 	"context"
+	"encoding/binary"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -106,26 +107,18 @@ func NewInterpreter(ctx context.Context, cfg InterpreterConfig) (*Interpreter, e
 	if workers <= 0 {
 		workers = 1
 	}
-	setup := map[string]any{
-		"path":      append(append([]string(nil), rt.cfg.Path...), cfg.Path...),
-		"main":      cfg.Main,
-		"config":    cfg.Config,
-		"worker_id": cfg.WorkerID,
-		"workers":   workers,
+	setup := []setupField{
+		{"path", append(append([]string(nil), rt.cfg.Path...), cfg.Path...)},
+		{"main", cfg.Main},
+		{"config", cfg.Config},
+		{"worker_id", cfg.WorkerID},
+		{"workers", workers},
 	}
 	if cfg.Argv != nil {
-		setup["argv"] = cfg.Argv
+		setup = append(setup, setupField{"argv", cfg.Argv})
 	}
-	setupBuf, err := wire.Append(nil, setup)
+	setupBuf, err := encodeSetup(setup)
 	if err != nil {
-		var we *wire.Error
-		if errors.As(err, &we) {
-			what, path := "main", trimRoot(we.Path, `["main"]`)
-			if path == we.Path {
-				what, path = "config", trimRoot(we.Path, `["config"]`)
-			}
-			return nil, &ConversionError{What: what, Path: path, Reason: we.Msg}
-		}
 		return nil, err
 	}
 	if err := lockLifecycle(ctx); err != nil {
@@ -148,11 +141,23 @@ func NewInterpreter(ctx context.Context, cfg InterpreterConfig) (*Interpreter, e
 	return i, nil
 }
 
-func trimRoot(path, root string) string {
-	if len(path) >= len(root) && path[:len(root)] == root {
-		return path[len(root):]
+type setupField struct {
+	name  string
+	value any
+}
+
+// encodeSetup encodes the set-up as one dict, field by field, so that a value that cannot
+// cross is reported against its field (ConversionError.What).
+func encodeSetup(fields []setupField) ([]byte, error) {
+	buf := binary.AppendUvarint([]byte{wire.TagDict}, uint64(len(fields)))
+	for _, f := range fields {
+		var err error
+		buf, _ = wire.Append(buf, f.name) // a plain ASCII key
+		if buf, err = wire.Append(buf, f.value); err != nil {
+			return nil, conversionError(f.name, "", err)
+		}
 	}
-	return path
+	return buf, nil
 }
 
 func firstWriter(ws ...io.Writer) io.Writer {
