@@ -346,7 +346,9 @@ func TestMapKeepsOrderAndStopsEarly(t *testing.T) {
 			break
 		}
 	}
-	assert.LessOrEqual(t, pulled.Load(), int64(4*2*32+1), "Map pulls only a window ahead")
+	// at most a window of batches (4 per worker, up to 32 calls each) beyond what was yielded;
+	// batches start small and grow, so how many were yielded before the window filled varies
+	assert.LessOrEqual(t, pulled.Load()-int64(n), int64(4*2*32+1), "Map pulls only a window ahead")
 
 	// errors arrive in place
 	var errs []string
