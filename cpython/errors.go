@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 
 	"github.com/pyworkers/pyworkers/internal/wire"
@@ -152,3 +153,9 @@ func (p *PanicError) Unwrap() error {
 	}
 	return nil
 }
+
+var moduleName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$`)
+
+// IsModuleName reports whether s is a dotted Python module name (ASCII identifiers), the form
+// pool's Preload and the CLI's doctor accept; it says nothing of whether the module exists.
+func IsModuleName(s string) bool { return moduleName.MatchString(s) }

@@ -6,8 +6,8 @@ import "C"
 
 import (
 	"context"
-	"encoding/binary"
 	_ "embed"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"

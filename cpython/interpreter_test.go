@@ -418,3 +418,12 @@ func TestOutputOfManyInterpretersNeverMixesLines(t *testing.T) {
 		require.Equal(t, strings.Repeat(body[:1], 40), body, "mixed line %q", l)
 	}
 }
+
+func TestIsModuleName(t *testing.T) {
+	for _, ok := range []string{"json", "os.path", "_private", "a1.b_2.c"} {
+		assert.True(t, cpython.IsModuleName(ok), ok)
+	}
+	for _, bad := range []string{"", "1abc", "a..b", "a.", ".a", "a-b", "a b", "import os"} {
+		assert.False(t, cpython.IsModuleName(bad), bad)
+	}
+}

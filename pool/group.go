@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"regexp"
 	"runtime/cgo"
 	"sync"
 	"sync/atomic"
@@ -14,8 +13,6 @@ import (
 	"github.com/pyworkers/pyworkers/channels"
 	"github.com/pyworkers/pyworkers/cpython"
 )
-
-var moduleName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$`)
 
 // Group is a set of workers with the same set-up and one queue: the pool's default group, or a
 // named one (Options.Groups). All methods are safe for concurrent use.
@@ -463,7 +460,7 @@ func (g *Group) startWorker(id int) (*worker, error) {
 	}
 	err = in.Do(context.Background(), func(t *cpython.Thread) error {
 		for _, m := range g.spec.Preload {
-			if !moduleName.MatchString(m) {
+			if !cpython.IsModuleName(m) {
 				return fmt.Errorf("preloading %q: not a module name", m)
 			}
 			if err := t.Exec(context.Background(), "import "+m); err != nil {

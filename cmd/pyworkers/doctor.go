@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 
 	"github.com/pyworkers/pyworkers/cpython"
 )
@@ -25,8 +24,6 @@ Examples:
 Flags:
 `
 
-var moduleName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$`)
-
 type doctorReport struct {
 	Python struct {
 		Version string `json:"version"`
@@ -43,9 +40,7 @@ type moduleReport struct {
 }
 
 type moduleError struct {
-	Type      string `json:"type"`
-	Message   string `json:"message"`
-	Traceback string `json:"traceback,omitempty"`
+	errorJSON
 	// NotSubinterpreterCapable: an extension module refused own-GIL interpreters.
 	NotSubinterpreterCapable  bool   `json:"not_subinterpreter_capable,omitempty"`
 	IncompatibleExtensionName string `json:"incompatible_extension,omitempty"`
@@ -58,7 +53,7 @@ func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
 		return exitOK, err
 	}
 	for _, m := range fs.Args() {
-		if !moduleName.MatchString(m) {
+		if !cpython.IsModuleName(m) {
 			return exitUsage, usagef("%q is not a module name", m)
 		}
 	}
@@ -79,9 +74,8 @@ func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
 		r.OK = err == nil
 		if err != nil {
 			failed++
-			r.Error = &moduleError{Type: "Error", Message: err.Error()}
+			r.Error = &moduleError{errorJSON: errorJSONOf(err)}
 			if pe := (*cpython.PythonError)(nil); errors.As(err, &pe) {
-				r.Error.Type, r.Error.Message, r.Error.Traceback = pe.Type, pe.Message, pe.Traceback
 				if name, ok := pe.IncompatibleModule(); ok {
 					r.Error.NotSubinterpreterCapable, r.Error.IncompatibleExtensionName = true, name
 				}

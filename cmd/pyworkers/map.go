@@ -219,7 +219,7 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout, stderr io.Writer
 	flushEach := isTerminal(stdout)
 	var st mapStats
 	var lastProgress time.Time
-	var buf bytes.Buffer
+	buf := newLineBuf()
 	stopped := false
 	for !stopped {
 		var e entry
@@ -251,11 +251,11 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout, stderr io.Writer
 			buf.Reset()
 			err := r.Err
 			if err == nil {
-				err = writeOK(&buf, r.Value)
+				err = writeOK(buf, r.Value)
 			}
 			if err != nil {
 				buf.Reset()
-				writeError(&buf, err, m.timeout)
+				writeError(buf, err, m.timeout)
 				st.failed++
 			} else {
 				st.ok++
@@ -427,15 +427,26 @@ func jsonKind(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
+// lineBuf holds one output line at a time, with its JSON encoder made once.
+type lineBuf struct {
+	bytes.Buffer
+	enc *json.Encoder
+}
+
+func newLineBuf() *lineBuf {
+	lb := &lineBuf{}
+	lb.enc = json.NewEncoder(&lb.Buffer)
+	lb.enc.SetEscapeHTML(false)
+	return lb
+}
+
 // writeOK writes {"ok": val}, or fails naming what JSON cannot hold.
-func writeOK(buf *bytes.Buffer, val any) error {
+func writeOK(buf *lineBuf, val any) error {
 	if err := jsonable(val, ""); err != nil {
 		return err
 	}
 	buf.WriteString(`{"ok":`)
-	enc := json.NewEncoder(buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(val); err != nil {
+	if err := buf.enc.Encode(val); err != nil {
 		return err
 	}
 	buf.Truncate(buf.Len() - 1) // Encode's newline
@@ -488,15 +499,26 @@ func jsonable(v any, path string) error {
 	return &resultError{fmt.Sprintf("%s has Go type %T, which JSON cannot hold", where(), v)}
 }
 
-type errorLine struct {
-	Error struct {
-		Type      string `json:"type"`
-		Message   string `json:"message"`
-		Traceback string `json:"traceback,omitempty"`
-	} `json:"error"`
+// errorJSON is how the CLI reports an error in JSON (map's lines, doctor's report): a Python
+// exception's type, message and traceback, or "Error" and the error's text.
+type errorJSON struct {
+	Type      string `json:"type"`
+	Message   string `json:"message"`
+	Traceback string `json:"traceback,omitempty"`
 }
 
-func writeError(buf *bytes.Buffer, err error, timeout time.Duration) {
+func errorJSONOf(err error) errorJSON {
+	if pe := (*cpython.PythonError)(nil); errors.As(err, &pe) {
+		return errorJSON{pe.Type, pe.Message, pe.Traceback}
+	}
+	return errorJSON{"Error", err.Error(), ""}
+}
+
+type errorLine struct {
+	Error errorJSON `json:"error"`
+}
+
+func writeError(buf *lineBuf, err error, timeout time.Duration) {
 	var el errorLine
 	e := &el.Error
 	var pe *cpython.PythonError
@@ -509,8 +531,6 @@ func writeError(buf *bytes.Buffer, err error, timeout time.Duration) {
 		if errors.As(err, &pe) {
 			e.Traceback = pe.Traceback
 		}
-	case errors.As(err, &pe):
-		e.Type, e.Message, e.Traceback = pe.Type, pe.Message, pe.Traceback
 	case errors.As(err, &ce):
 		where := "the " + ce.What
 		if ce.Path != "" {
@@ -522,11 +542,9 @@ func writeError(buf *bytes.Buffer, err error, timeout time.Duration) {
 	case errors.As(err, &re):
 		e.Type, e.Message = "TypeError", re.msg
 	default:
-		e.Type, e.Message = "Error", err.Error()
+		*e = errorJSONOf(err) // a Python exception, or pyworkers' own error
 	}
-	enc := json.NewEncoder(buf)
-	enc.SetEscapeHTML(false)
-	enc.Encode(el)
+	buf.enc.Encode(el)
 }
 
 func isTerminal(w io.Writer) bool {
