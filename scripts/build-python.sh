@@ -72,9 +72,7 @@ native_ok() {
 
 use_native() {
 	say "using the CPython $(pkg-config --modversion python-3.14-embed) already on this machine ($(pkg-config --variable=prefix python-3.14-embed))"
-	local dbg=0
-	pkg-config --exists python-3.14d-embed 2>/dev/null && dbg=1
-	write_env "PYWORKERS_PY_MODE=native" "PYWORKERS_PY_DEBUG=$dbg"
+	write_env "PYWORKERS_PY_MODE=native"
 }
 
 # ---------------------------------------------------------------- source
@@ -127,15 +125,13 @@ use_source() {
 	mkdir -p "$base"
 	fetch_source "$src" "$sum" "$base/cpython.tar"
 	build_variant "$base/cpython.tar" "$base/release"
-	local dbg=0
 	if [ "${PYWORKERS_NO_DEBUG:-0}" != 1 ]; then
 		build_variant "$base/cpython.tar" "$base/debug" --with-pydebug
-		dbg=1
 	fi
 	"$base/release/bin/python3.14" -c 'import sys; assert sys.version_info[:2] == (3, 14), sys.version' ||
 		die "$src is not CPython 3.14" "use a Python-3.14.x tarball"
 	say "CPython from source ready in $base"
-	write_env "PYWORKERS_PY_MODE=source" "PYWORKERS_PY_PREFIX=$base/release" "PYWORKERS_PY_DEBUG_PREFIX=$base/debug" "PYWORKERS_PY_DEBUG=$dbg"
+	write_env "PYWORKERS_PY_MODE=source" "PYWORKERS_PY_PREFIX=$base/release" "PYWORKERS_PY_DEBUG_PREFIX=$base/debug"
 }
 
 # ---------------------------------------------------------------- root
@@ -226,7 +222,7 @@ use_root() {
 		say "root ready at $root (python3.14 $(root_python_version "$root"))"
 	fi
 	command -v bwrap >/dev/null 2>&1 || need_host_tool bwrap bubblewrap
-	write_env "PYWORKERS_PY_MODE=root" "PYWORKERS_PY_ROOT=$root" "PYWORKERS_PY_DEBUG=1"
+	write_env "PYWORKERS_PY_MODE=root" "PYWORKERS_PY_ROOT=$root"
 }
 
 mode="${PYWORKERS_PYTHON_MODE:-}"

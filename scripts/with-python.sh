@@ -35,7 +35,7 @@ load_env() {
 	local k v
 	while IFS='=' read -r k v; do
 		case "$k" in
-		PYWORKERS_PY_MODE | PYWORKERS_PY_ROOT | PYWORKERS_PY_PREFIX | PYWORKERS_PY_DEBUG_PREFIX | PYWORKERS_PY_DEBUG) printf -v "$k" '%s' "$v" ;;
+		PYWORKERS_PY_MODE | PYWORKERS_PY_ROOT | PYWORKERS_PY_PREFIX | PYWORKERS_PY_DEBUG_PREFIX) printf -v "$k" '%s' "$v" ;;
 		esac
 	done <"$ENV_FILE"
 	case "$PYWORKERS_PY_MODE" in
