@@ -123,21 +123,14 @@ def _install_api(config, worker_id, workers):
         fn.__name__ = fn.__qualname__ = name
         fn.__module__ = "pyworkers"
         setattr(_pyworkers, name, fn)
-    _pyworkers._call_many = _call_many
 
 
-_many_targets = {}
-
-
-def _call_many(target, items):
-    """Call target once per (args, kwargs-or-None) item; one [ok, result-or-error] per item.
+def call_many(fn, items):
+    """Call fn once per (args, kwargs-or-None) item; one (ok, result-or-error) per item.
 
     Exceptions are caught per item (errors as format_exc tuples); BaseExceptions that are not
     Exceptions (SystemExit, KeyboardInterrupt) end the whole batch, as they would end a call.
-    Package pool uses this to run many small calls in one task."""
-    fn = _many_targets.get(target)
-    if fn is None:
-        fn = _many_targets[target] = resolve(target)
+    interp.c's pyw_interp_call_many (Thread.CallMany) calls it with a resolved target."""
     out = []
     for args, kwargs in items:
         try:

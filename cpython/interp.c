@@ -332,6 +332,23 @@ pyw_result pyw_interp_call(pyw_interp *w, size_t slot, const char *args, size_t 
 	return finish(w, task, r);
 }
 
+pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, size_t len,
+                                pyw_shared *const *refs, size_t nrefs, uint64_t task) {
+	begin(w, task);
+	if (slot >= w->nslots || w->slots[slot] == NULL) {
+		PyErr_SetString(PyExc_SystemError, "pyworkers: call of an unresolved target");
+		return finish(w, task, NULL);
+	}
+	PyObject *fn = helper(w, "call_many"), *r = NULL;
+	const char *p = items;
+	PyObject *list = fn ? pyw_decode(&p, items + len, refs, nrefs) : NULL;
+	if (list != NULL) {
+		r = PyObject_CallFunctionObjArgs(fn, w->slots[slot], list, NULL);
+		Py_DECREF(list);
+	}
+	return finish(w, task, r);
+}
+
 int pyw_interp_interrupt(pyw_interp *w, uint64_t task) {
 	PyThreadState *ts = PyThreadState_New(w->interp);
 	if (ts == NULL) {

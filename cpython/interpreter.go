@@ -411,11 +411,58 @@ func (t *Thread) run(ctx context.Context, mode int, src string) (any, error) {
 // and cached per interpreter; a failed resolution is retried on the next call. Cancellation as
 // Exec.
 func (t *Thread) Call(ctx context.Context, target string, args ...any) (any, error) {
-	i := t.interp()
+	return t.interp().call(ctx, target, args, nil, false)
+}
+
+// CallResult is one call's outcome in CallMany.
+type CallResult struct {
+	Value any
+	Err   error
+}
+
+// CallMany calls target once per item, in this one turn of the interpreter, and returns one
+// CallResult per item, in order: each item is the arguments of one call (a final Kwargs gives
+// keyword arguments), and an item's Exception is its own Err (a *PythonError), the batch going
+// on. What would end a Call ends the batch and is the error returned: a BaseException that is
+// not an Exception (SystemExit, KeyboardInterrupt: ctx's interrupt), a result that cannot cross,
+// an argument that cannot (a *ConversionError whose path starts with the item's index).
+func (t *Thread) CallMany(ctx context.Context, target string, items [][]any) ([]CallResult, error) {
+	v, err := t.interp().call(ctx, target, nil, items, true)
+	if err != nil {
+		return nil, err
+	}
+	list, ok := v.([]any)
+	if !ok || len(list) != len(items) {
+		return nil, fmt.Errorf("cpython: internal: %d calls gave %T", len(items), v)
+	}
+	out := make([]CallResult, len(list))
+	for k, x := range list {
+		pair, ok := x.(Tuple)
+		if !ok || len(pair) != 2 {
+			return nil, fmt.Errorf("cpython: internal: call outcome %T", x)
+		}
+		if pair[0] == true {
+			out[k].Value = pair[1]
+		} else if out[k].Err, err = pythonError(pair[1]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// call encodes args (or, for many, items), resolves target and runs the call(s) as one
+// interruptible task; the result is CallMany's raw list when many.
+func (i *Interpreter) call(ctx context.Context, target string, args []any, items [][]any, many bool) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	buf, err := encodeCall(i.argBuf[:0], &i.argRefs, args)
+	var buf []byte
+	var err error
+	if many {
+		buf, err = encodeCalls(i.argBuf[:0], &i.argRefs, items)
+	} else {
+		buf, err = encodeCall(i.argBuf[:0], &i.argRefs, args)
+	}
 	i.argBuf = buf
 	defer i.argRefs.Clear()
 	if err != nil {
@@ -428,7 +475,13 @@ func (t *Thread) Call(ctx context.Context, target string, args ...any) (any, err
 	task := taskIDs.Add(1)
 	stop := i.watch(ctx, task)
 	refs, nrefs := cRefs(&i.argRefs)
-	r := C.pyw_interp_call(i.c, slot, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), refs, nrefs, C.uint64_t(task))
+	data, n := (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf))
+	var r C.pyw_result
+	if many {
+		r = C.pyw_interp_call_many(i.c, slot, data, n, refs, nrefs, C.uint64_t(task))
+	} else {
+		r = C.pyw_interp_call(i.c, slot, data, n, refs, nrefs, C.uint64_t(task))
+	}
 	stop()
 	return result(ctx, &r, "result")
 }
@@ -510,11 +563,15 @@ func decodeResult(r *C.pyw_result, what string) (any, error) {
 		}
 		return v, nil
 	case C.PYW_PYERR:
-		s, err := decodeStrings(data, 3)
+		v, err := wire.DecodeAll(data)
 		if err != nil {
 			return nil, err
 		}
-		return nil, &PythonError{Type: s[0], Message: s[1], Traceback: s[2]}
+		pe, err := pythonError(v)
+		if err != nil {
+			return nil, err
+		}
+		return nil, pe
 	case C.PYW_CONVERT:
 		s, err := decodeStrings(data, 2)
 		if err != nil {

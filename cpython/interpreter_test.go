@@ -427,3 +427,33 @@ func TestIsModuleName(t *testing.T) {
 		assert.False(t, cpython.IsModuleName(bad), bad)
 	}
 }
+
+// CallMany: one outcome per item in order, an item's exception its own; what would end a Call
+// ends the batch.
+func TestCallMany(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {
+		rs, err := th.CallMany(bg, "pwtest:add", [][]any{{1, 2}, {"a", 3}, {1, cpython.Kwargs{"b": 41}}, {}})
+		require.NoError(t, err)
+		require.Len(t, rs, 4)
+		assert.Equal(t, cpython.CallResult{Value: int64(3)}, rs[0])
+		assert.Equal(t, "TypeError", pwtest.PyErr(t, rs[1].Err).Type)
+		assert.Equal(t, cpython.CallResult{Value: int64(42)}, rs[2])
+		assert.Equal(t, "TypeError", pwtest.PyErr(t, rs[3].Err).Type)
+
+		rs, err = th.CallMany(bg, "pwtest:add", nil)
+		require.NoError(t, err)
+		assert.Empty(t, rs)
+
+		_, err = th.CallMany(bg, "pwtest:exit_with", [][]any{{3}})
+		assert.Equal(t, "SystemExit", pwtest.PyErr(t, err).Type)
+		_, err = th.CallMany(bg, "pwtest:no_such_function", [][]any{{1}})
+		assert.Equal(t, "AttributeError", pwtest.PyErr(t, err).Type)
+		_, err = th.CallMany(bg, "pwtest:ident", [][]any{{1}, {make(chan int)}})
+		var ce *cpython.ConversionError
+		require.ErrorAs(t, err, &ce)
+		assert.Equal(t, "argument", ce.What)
+		assert.Equal(t, "[1][0][0]", ce.Path)
+		return nil
+	}))
+}

@@ -62,12 +62,43 @@ func encodeCall(buf []byte, refs *wire.Refs, args []any) ([]byte, error) {
 	return buf, nil
 }
 
+// encodeCalls appends CallMany's items: a list of (args tuple, kwargs dict or None).
+func encodeCalls(buf []byte, refs *wire.Refs, items [][]any) ([]byte, error) {
+	calls := make([]any, len(items))
+	for k, item := range items {
+		args, kw := SplitKwargs(item)
+		var kwargs any // None when there are none
+		if kw != nil {
+			kwargs = map[string]any(kw)
+		}
+		calls[k] = Tuple{Tuple(args), kwargs}
+	}
+	buf, err := wire.AppendRefs(buf, refs, calls)
+	if err != nil {
+		return buf, conversionError("argument", "", err)
+	}
+	return buf, nil
+}
+
+// pythonError is the PythonError of a (type, message, traceback) record from the bootstrap.
+func pythonError(v any) (*PythonError, error) {
+	s, err := stringTuple(v, 3)
+	if err != nil {
+		return nil, err
+	}
+	return &PythonError{Type: s[0], Message: s[1], Traceback: s[2]}, nil
+}
+
 // decodeStrings decodes a tuple of n strings (error records from C).
 func decodeStrings(b []byte, n int) ([]string, error) {
 	v, err := wire.DecodeAll(b)
 	if err != nil {
 		return nil, err
 	}
+	return stringTuple(v, n)
+}
+
+func stringTuple(v any, n int) ([]string, error) {
 	t, ok := v.(Tuple)
 	if !ok || len(t) != n {
 		return nil, fmt.Errorf("cpython: internal: want a tuple of %d strings, got %T", n, v)

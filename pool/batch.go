@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -12,10 +11,7 @@ import (
 )
 
 // Result is one call's outcome in a batch.
-type Result struct {
-	Value any
-	Err   error
-}
+type Result = cpython.CallResult
 
 // BatchFuture is the pending outcome of SubmitBatch. Its methods are safe for concurrent use.
 type BatchFuture struct {
@@ -38,16 +34,7 @@ type BatchFuture struct {
 // calls run again one by one, so that every item gets the outcome it would get from Call.
 // ctx governs the whole batch.
 func (g *Group) SubmitBatch(ctx context.Context, target string, items [][]any) (*BatchFuture, error) {
-	enc := make([]any, len(items))
-	for i, item := range items {
-		args, kw := cpython.SplitKwargs(item)
-		var kwargs any // None when there are none
-		if kw != nil {
-			kwargs = map[string]any(kw)
-		}
-		enc[i] = cpython.Tuple{cpython.Tuple(args), kwargs}
-	}
-	f, err := g.Submit(ctx, "pyworkers:_call_many", target, enc)
+	f, err := g.submit(ctx, target, func(t *cpython.Thread) (any, error) { return t.CallMany(ctx, target, items) })
 	if err != nil {
 		return nil, err
 	}
@@ -132,35 +119,7 @@ func (b *BatchFuture) wait(ctx context.Context) ([]Result, error) {
 		}
 		return fill(len(b.items), err), nil
 	}
-	list, ok := v.([]any)
-	if !ok || len(list) != len(b.items) {
-		return nil, fmt.Errorf("pool: internal: batch of %d gave %T", len(b.items), v)
-	}
-	out := make([]Result, len(list))
-	for i, x := range list {
-		pair, ok := x.(cpython.Tuple)
-		if !ok || len(pair) != 2 {
-			return nil, fmt.Errorf("pool: internal: batch item %T", x)
-		}
-		if pair[0] == true {
-			out[i].Value = pair[1]
-			continue
-		}
-		out[i].Err = pythonError(pair[1])
-	}
-	return out, nil
-}
-
-func pythonError(v any) error {
-	t, ok := v.(cpython.Tuple)
-	if !ok || len(t) != 3 {
-		return fmt.Errorf("pool: internal: batch error %T", v)
-	}
-	s := make([]string, 3)
-	for i := range t {
-		s[i], _ = t[i].(string)
-	}
-	return &cpython.PythonError{Type: s[0], Message: s[1], Traceback: s[2]}
+	return v.([]Result), nil
 }
 
 func fill(n int, err error) []Result {
