@@ -40,17 +40,21 @@ usage() {
 	exit "${1:-0}"
 }
 
+check=""
 case "${1:-}" in
 -h | --help) usage 0 ;;
+--check) check=1 ;; # --check MODE DIR: is what python.env describes still usable? (exit status; with-python.sh)
 "") ;;
 *) usage 2 ;;
 esac
 
-mkdir -p "$CACHE"
-exec 9>"$CACHE/.lock"
-if ! flock -n 9; then
-	say "another build-python.sh holds $CACHE/.lock; waiting for it"
-	flock 9
+if [ -z "$check" ]; then
+	mkdir -p "$CACHE"
+	exec 9>"$CACHE/.lock"
+	if ! flock -n 9; then
+		say "another build-python.sh holds $CACHE/.lock; waiting for it"
+		flock 9
+	fi
 fi
 
 write_env() { # write_env KEY=VALUE... — atomically replace python.env
@@ -224,6 +228,18 @@ use_root() {
 	command -v bwrap >/dev/null 2>&1 || need_host_tool bwrap bubblewrap
 	write_env "PYWORKERS_PY_MODE=root" "PYWORKERS_PY_ROOT=$root"
 }
+
+usable() { # usable MODE DIR — the one test of a provisioned CPython, here and for with-python.sh
+	case "$1" in
+	native) return 0 ;;
+	source) [ -f "$2/.pyworkers-complete" ] ;;
+	root) root_ready "$2" ;;
+	*) return 1 ;;
+	esac
+}
+if [ -n "$check" ]; then
+	usable "${2:-}" "${3:-}" && exit 0 || exit 1
+fi
 
 mode="${PYWORKERS_PYTHON_MODE:-}"
 if [ -z "$mode" ]; then

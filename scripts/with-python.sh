@@ -38,12 +38,7 @@ load_env() {
 		PYWORKERS_PY_MODE | PYWORKERS_PY_ROOT | PYWORKERS_PY_PREFIX | PYWORKERS_PY_DEBUG_PREFIX) printf -v "$k" '%s' "$v" ;;
 		esac
 	done <"$ENV_FILE"
-	case "$PYWORKERS_PY_MODE" in
-	native) return 0 ;;
-	source) [ -f "$PYWORKERS_PY_PREFIX/.pyworkers-complete" ] ;;
-	root) [ -f "$PYWORKERS_PY_ROOT/.pyworkers-complete" ] ;;
-	*) return 1 ;;
-	esac
+	"$here/scripts/build-python.sh" --check "$PYWORKERS_PY_MODE" "${PYWORKERS_PY_ROOT:-$PYWORKERS_PY_PREFIX}"
 }
 
 if ! load_env || [ -n "${PYWORKERS_PYTHON_MODE:-}" -a "${PYWORKERS_PYTHON_MODE:-}" != "$PYWORKERS_PY_MODE" ]; then
