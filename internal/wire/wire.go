@@ -197,38 +197,52 @@ func AppendBigInt(b []byte, x *big.Int) []byte {
 	return b
 }
 
-func appendSeq(b []byte, refs *Refs, tag byte, items []any, depth int) ([]byte, error) {
+// appendHeader starts a container of n elements (its tag and length), depth permitting.
+func appendHeader(b []byte, tag byte, n, depth int) ([]byte, error) {
 	if depth >= MaxDepth {
 		return b, unsupported("nested deeper than %d containers", MaxDepth)
 	}
-	b = append(b, tag)
-	b = binary.AppendUvarint(b, uint64(len(items)))
-	var err error
-	for i, it := range items {
-		if b, err = appendValue(b, refs, it, depth+1); err != nil {
-			return b, prefix(err, "["+strconv.Itoa(i)+"]")
-		}
+	return binary.AppendUvarint(append(b, tag), uint64(n)), nil
+}
+
+// appendItem appends element i of a sequence.
+func appendItem(b []byte, refs *Refs, i int, v any, depth int) ([]byte, error) {
+	b, err := appendValue(b, refs, v, depth+1)
+	if err != nil {
+		return b, prefix(err, "["+strconv.Itoa(i)+"]")
 	}
 	return b, nil
 }
 
-func appendMap(b []byte, refs *Refs, m map[string]any, depth int) ([]byte, error) {
-	if depth >= MaxDepth {
-		return b, unsupported("nested deeper than %d containers", MaxDepth)
+// appendEntry appends one key and value of a dict.
+func appendEntry(b []byte, refs *Refs, k string, v any, depth int) ([]byte, error) {
+	if !utf8.ValidString(k) {
+		return b, unsupported("map key is not valid UTF-8 (%s)", quoteShort(k))
 	}
-	b = append(b, TagDict)
-	b = binary.AppendUvarint(b, uint64(len(m)))
-	var err error
-	for k, v := range m {
-		if !utf8.ValidString(k) {
-			return b, unsupported("map key is not valid UTF-8 (%s)", quoteShort(k))
-		}
-		b = appendBlob(b, TagStr, k)
-		if b, err = appendValue(b, refs, v, depth+1); err != nil {
-			return b, prefix(err, "["+strconv.Quote(k)+"]")
-		}
+	b, err := appendValue(appendBlob(b, TagStr, k), refs, v, depth+1)
+	if err != nil {
+		return b, prefix(err, "["+strconv.Quote(k)+"]")
 	}
 	return b, nil
+}
+
+func appendSeq(b []byte, refs *Refs, tag byte, items []any, depth int) ([]byte, error) {
+	b, err := appendHeader(b, tag, len(items), depth)
+	for i := 0; i < len(items) && err == nil; i++ {
+		b, err = appendItem(b, refs, i, items[i], depth)
+	}
+	return b, err
+}
+
+func appendMap(b []byte, refs *Refs, m map[string]any, depth int) ([]byte, error) {
+	b, err := appendHeader(b, TagDict, len(m), depth)
+	for k, v := range m {
+		if err != nil {
+			break
+		}
+		b, err = appendEntry(b, refs, k, v, depth)
+	}
+	return b, err
 }
 
 // appendReflect handles named types and typed containers ([]int, map[string]float64, ...).
@@ -256,40 +270,20 @@ func appendReflect(b []byte, refs *Refs, rv reflect.Value, depth int) ([]byte, e
 			reflect.Copy(reflect.ValueOf(buf), rv)
 			return appendValue(b, refs, buf, depth)
 		}
-		if depth >= MaxDepth {
-			return b, unsupported("nested deeper than %d containers", MaxDepth)
+		b, err := appendHeader(b, TagList, rv.Len(), depth)
+		for i := 0; i < rv.Len() && err == nil; i++ {
+			b, err = appendItem(b, refs, i, rv.Index(i).Interface(), depth)
 		}
-		b = append(b, TagList)
-		b = binary.AppendUvarint(b, uint64(rv.Len()))
-		var err error
-		for i := range rv.Len() {
-			if b, err = appendValue(b, refs, rv.Index(i).Interface(), depth+1); err != nil {
-				return b, prefix(err, "["+strconv.Itoa(i)+"]")
-			}
-		}
-		return b, nil
+		return b, err
 	case reflect.Map:
 		if rv.Type().Key().Kind() != reflect.String {
 			return b, unsupported("map key type %s is not supported (Python dicts crossing interpreters need str keys)", rv.Type().Key())
 		}
-		if depth >= MaxDepth {
-			return b, unsupported("nested deeper than %d containers", MaxDepth)
+		b, err := appendHeader(b, TagDict, rv.Len(), depth)
+		for iter := rv.MapRange(); err == nil && iter.Next(); {
+			b, err = appendEntry(b, refs, iter.Key().String(), iter.Value().Interface(), depth)
 		}
-		b = append(b, TagDict)
-		b = binary.AppendUvarint(b, uint64(rv.Len()))
-		iter := rv.MapRange()
-		var err error
-		for iter.Next() {
-			k := iter.Key().String()
-			if !utf8.ValidString(k) {
-				return b, unsupported("map key is not valid UTF-8 (%s)", quoteShort(k))
-			}
-			b = appendBlob(b, TagStr, k)
-			if b, err = appendValue(b, refs, iter.Value().Interface(), depth+1); err != nil {
-				return b, prefix(err, "["+strconv.Quote(k)+"]")
-			}
-		}
-		return b, nil
+		return b, err
 	case reflect.Pointer:
 		if rv.Type() == bigIntType {
 			return appendValue(b, refs, rv.Interface().(*big.Int), depth)
