@@ -75,15 +75,18 @@ func main() {
 		fmt.Fprintln(os.Stderr, "pyworkers: interrupted again: exiting now")
 		os.Exit(exitInterrupt)
 	}()
+	var profile *os.File
 	if path := os.Getenv("PYWORKERS_CPUPROFILE"); path != "" { // for pyworkers' own developers
 		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
-			code := run(ctx, os.Args[1:], io3{os.Stdin, os.Stdout, os.Stderr})
-			pprof.StopCPUProfile()
-			f.Close()
-			os.Exit(code)
+			profile = f
 		}
 	}
-	os.Exit(run(ctx, os.Args[1:], io3{os.Stdin, os.Stdout, os.Stderr}))
+	code := run(ctx, os.Args[1:], io3{os.Stdin, os.Stdout, os.Stderr})
+	if profile != nil {
+		pprof.StopCPUProfile()
+		profile.Close()
+	}
+	os.Exit(code)
 }
 
 func run(ctx context.Context, args []string, std io3) int {

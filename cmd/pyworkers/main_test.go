@@ -61,11 +61,17 @@ func script(t *testing.T, src string) string {
 	return p
 }
 
+// version names pyworkers, the CPython it links, and which build of it.
 func TestVersion(t *testing.T) {
 	r := pyworkers(t, "version")
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stdout, "pyworkers ")
 	assert.Contains(t, r.stdout, "CPython 3.14.")
+	want := "release build"
+	if pydebugTag != nil {
+		want = "debug build"
+	}
+	assert.Contains(t, r.stdout, want)
 }
 
 func TestRunEveryWorkerOnce(t *testing.T) {
@@ -123,16 +129,6 @@ func TestUsageErrorsExit2(t *testing.T) {
 		assert.NotEmpty(t, r.stderr, "%v", args)
 		assert.Empty(t, r.stdout, "%v", args)
 	}
-}
-
-func TestVersionReportsTheLinkedBuild(t *testing.T) {
-	r := pyworkers(t, "version")
-	require.Equal(t, 0, r.code, r.stderr)
-	want := "release build"
-	if pydebugTag != nil {
-		want = "debug build"
-	}
-	assert.Contains(t, r.stdout, want)
 }
 
 func pyworkersIn(t *testing.T, stdin string, args ...string) result {
