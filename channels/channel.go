@@ -113,11 +113,8 @@ type encodeBuf struct {
 
 // c presents the encoding to C: its bytes and its table of shared buffers.
 func (eb *encodeBuf) c() (*C.char, C.size_t, **C.pyw_shared, C.size_t) {
-	var refs **C.pyw_shared
-	if len(eb.refs.P) > 0 {
-		refs = (**C.pyw_shared)(unsafe.Pointer(&eb.refs.P[0]))
-	}
-	return (*C.char)(unsafe.Pointer(&eb.b[0])), C.size_t(len(eb.b)), refs, C.size_t(len(eb.refs.P))
+	refs, n := eb.refs.Table()
+	return (*C.char)(unsafe.Pointer(&eb.b[0])), C.size_t(len(eb.b)), (**C.pyw_shared)(refs), C.size_t(n)
 }
 
 // Send puts a copy of v in the channel, waiting while a bounded channel is full. v may be nil,
@@ -351,11 +348,7 @@ func (c *Channel) RecvMany(ctx context.Context, max int) ([]any, error) {
 
 func decodeItem(it *C.pyw_item) (any, error) {
 	data := unsafe.Slice((*byte)(unsafe.Pointer(it.data)), int(it.len))
-	var refs []unsafe.Pointer
-	if it.refs.n > 0 {
-		refs = unsafe.Slice((*unsafe.Pointer)(unsafe.Pointer(it.refs.v)), int(it.refs.n))
-	}
-	return decode(data, refs)
+	return decode(data, wire.TableAt(unsafe.Pointer(it.refs.v), int(it.refs.n)))
 }
 
 func decode(data []byte, refs []unsafe.Pointer) (any, error) {

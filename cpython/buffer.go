@@ -44,16 +44,11 @@ func NewBuffer(n int) (*Buffer, error) {
 
 // cRefs presents a table of shared buffers to C.
 func cRefs(r *wire.Refs) (**C.pyw_shared, C.size_t) {
-	if len(r.P) == 0 {
-		return nil, 0
-	}
-	return (**C.pyw_shared)(unsafe.Pointer(&r.P[0])), C.size_t(len(r.P))
+	p, n := r.Table()
+	return (**C.pyw_shared)(p), C.size_t(n)
 }
 
 // goRefs presents a table of shared buffers from C to wire.DecodeRefs.
 func goRefs(p **C.pyw_shared, n C.size_t) []unsafe.Pointer {
-	if n == 0 {
-		return nil
-	}
-	return unsafe.Slice((*unsafe.Pointer)(unsafe.Pointer(p)), int(n))
+	return wire.TableAt(unsafe.Pointer(p), int(n))
 }

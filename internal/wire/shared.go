@@ -76,6 +76,22 @@ type Refs struct {
 	P []unsafe.Pointer
 }
 
+// Table is the table as C sees it (pyw_shared **): its first entry and length; nil for none.
+func (r *Refs) Table() (unsafe.Pointer, int) {
+	if len(r.P) == 0 {
+		return nil, 0
+	}
+	return unsafe.Pointer(&r.P[0]), len(r.P)
+}
+
+// TableAt is a table of n shared buffers that C holds at p (pyw_shared **), for DecodeRefs.
+func TableAt(p unsafe.Pointer, n int) []unsafe.Pointer {
+	if n == 0 {
+		return nil
+	}
+	return unsafe.Slice((*unsafe.Pointer)(p), n)
+}
+
 // Clear drops every reference.
 func (r *Refs) Clear() {
 	for _, p := range r.P {
