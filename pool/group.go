@@ -577,9 +577,7 @@ func (w *worker) retire() {
 	if !g.p.closing.Load() {
 		g.p.startSlot(g, w.id, nil)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	go w.in.CloseContext(ctx) // interrupts the stuck task every 100 ms until it returns
+	go w.in.CloseContext(ended) // interrupts the stuck task every 100 ms until it returns
 }
 
 // interruptAll interrupts every running task of the group (CloseContext's deadline).
@@ -587,11 +585,16 @@ func (g *Group) interruptAll() {
 	g.mu.Lock()
 	ws := append([]*worker(nil), g.workers...)
 	g.mu.Unlock()
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
 	for _, w := range ws {
 		if w != nil {
-			go w.in.CloseContext(ctx)
+			go w.in.CloseContext(ended)
 		}
 	}
 }
+
+// ended is a context that has ended: CloseContext with it interrupts at once.
+var ended = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
