@@ -196,15 +196,19 @@ type recvBuf struct {
 	it    *C.pyw_item
 }
 
-// wait runs op without waiting first; if it would have to wait (busy) and waiting is allowed,
-// it runs op again waiting, with ctx's cancellation wired to the queue.
+// wait runs op without waiting if waiting is not allowed, else waiting. With a ctx that can end,
+// op first only spins (PYW_Q_SPIN_ONLY): most waits end there, without the cost of wiring ctx's
+// cancellation to the queue, which only a wait that goes to sleep needs. A spin is at most
+// 20 µs: ctx's end is noticed that late at worst.
 func (c *Channel) wait(ctx context.Context, op func(C.int64_t, *C.int) C.int, wait bool, busy C.int) C.int {
-	rc := op(0, nil)
-	if rc != busy || !wait {
-		return rc
-	}
-	if ctx.Done() == nil {
+	switch {
+	case !wait:
+		return op(0, nil)
+	case ctx.Done() == nil:
 		return op(-1, nil)
+	}
+	if rc := op(C.PYW_Q_SPIN_ONLY, nil); rc != busy {
+		return rc
 	}
 	cancel := (*C.int)(C.calloc(1, C.size_t(unsafe.Sizeof(C.int(0)))))
 	defer C.free(unsafe.Pointer(cancel))
@@ -213,7 +217,7 @@ func (c *Channel) wait(ctx context.Context, op func(C.int64_t, *C.int) C.int, wa
 		C.pyw_queue_cancel(c.q, cancel)
 		close(cancelled)
 	})
-	rc = op(-1, cancel)
+	rc := op(-1, cancel)
 	if !stop() {
 		<-cancelled // the canceller has the flag: let it finish before the flag is freed
 	}

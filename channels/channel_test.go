@@ -621,3 +621,92 @@ func TestGoSendManyRecvMany(t *testing.T) {
 	assert.Equal(t, 2, n)
 	assert.Equal(t, 2, d.Len())
 }
+
+// A waiter spins for a while before it sleeps, and a send (or receive) wakes no sleeper while
+// spinners are enough to take what is there: this checks that no item and no free slot is ever
+// left with every waiter asleep. Items come in bursts separated by pauses around the spin's
+// length, so that waiters are caught spinning, giving up their spin, and asleep; each burst must
+// be taken before the next one is sent.
+func TestNoWakeUpIsLost(t *testing.T) {
+	const bursts = 2000
+	pauses := []time.Duration{0, 5 * time.Microsecond, 18 * time.Microsecond, 25 * time.Microsecond, 100 * time.Microsecond}
+	within := func(t *testing.T, what string, k int, f func() error) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- f() }()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("burst %d: %s: still waiting after 5 s, every waiter asleep", k, what)
+		}
+	}
+	t.Run("receivers", func(t *testing.T) {
+		c := newChan(t, 0)
+		got := make(chan int64, 8)
+		var wg sync.WaitGroup
+		for r := range 3 {
+			wg.Go(func() {
+				ctx := bg
+				if r == 0 { // one waits with a context that can end: spin first, then sleep
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithCancel(bg)
+					defer cancel()
+				}
+				for {
+					v, err := c.Recv(ctx)
+					if err != nil {
+						return
+					}
+					got <- v.(int64)
+				}
+			})
+		}
+		defer wg.Wait()
+		defer c.Close()
+		n := int64(0)
+		for k := range bursts {
+			size := 1 + k%3
+			for range size {
+				require.NoError(t, c.Send(bg, n))
+				n++
+			}
+			within(t, "receiving", k, func() error {
+				for range size {
+					<-got
+				}
+				return nil
+			})
+			time.Sleep(pauses[k%len(pauses)])
+		}
+	})
+	t.Run("senders", func(t *testing.T) {
+		c := newChan(t, 1)
+		var wg sync.WaitGroup
+		for s := range 3 {
+			wg.Go(func() {
+				ctx := bg
+				if s == 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithCancel(bg)
+					defer cancel()
+				}
+				for c.Send(ctx, s) == nil {
+				}
+			})
+		}
+		defer wg.Wait()
+		defer c.Close()
+		for k := range bursts {
+			within(t, "waiting for a sender", k, func() error {
+				for range 1 + k%3 {
+					if _, err := c.Recv(bg); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			time.Sleep(pauses[k%len(pauses)])
+		}
+	})
+}

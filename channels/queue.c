@@ -17,7 +17,8 @@ struct pyw_queue {
 	pthread_mutex_t mu;
 	pyw_item *head, *tail;
 	_Atomic size_t len;
-	int recv_waiting, send_waiting;
+	int recv_waiting, send_waiting;     /* asleep on can_recv / can_send */
+	_Atomic int recv_spinning, send_spinning; /* spinning before they would sleep (spin) */
 	pyw_item *spare; /* small nodes kept for reuse, linked by next */
 	size_t nspare;
 	size_t capacity; /* 0: unbounded */
@@ -224,6 +225,8 @@ static void spin(pyw_queue *q, int for_items, int *cancel) {
 		atomic_fetch_sub_explicit(&spinners, 1, memory_order_relaxed);
 		return; /* enough threads spin already: sleep at once */
 	}
+	_Atomic int *spinning = for_items ? &q->recv_spinning : &q->send_spinning;
+	atomic_fetch_add_explicit(spinning, 1, memory_order_relaxed);
 	int64_t until = now_ns() + SPIN_NS;
 	for (int i = 1;; i++) {
 		size_t len = atomic_load_explicit(&q->len, memory_order_relaxed);
@@ -236,6 +239,7 @@ static void spin(pyw_queue *q, int for_items, int *cancel) {
 			break;
 		}
 	}
+	atomic_fetch_sub_explicit(spinning, 1, memory_order_relaxed);
 	atomic_fetch_sub_explicit(&spinners, 1, memory_order_relaxed);
 }
 
@@ -289,7 +293,7 @@ static int wait_for(pyw_queue *q, int for_items, int64_t timeout_ns, int *cancel
 		if (q->closed) {
 			return PYW_Q_CLOSED;
 		}
-		if (timeout_ns == 0) {
+		if (timeout_ns == 0 || (timeout_ns == PYW_Q_SPIN_ONLY && spun)) {
 			return for_items ? PYW_Q_EMPTY : PYW_Q_FULL;
 		}
 		if (!spun || !*registered) {
@@ -320,9 +324,19 @@ static void add_len(pyw_queue *q, size_t k, int sign) {
 	atomic_store_explicit(&q->len, sign > 0 ? len + k : len - k, memory_order_relaxed);
 }
 
-/* Wakes one waiter on cv for one item or slot, all of them for more. */
-static void wake(pthread_cond_t *cv, int waiting, size_t k) {
-	if (waiting > 0) {
+/* Room left in a bounded queue (senders wait only on those). */
+static size_t free_slots(const pyw_queue *q) {
+	size_t len = atomic_load_explicit(&q->len, memory_order_relaxed);
+	return q->capacity == 0 ? SIZE_MAX : q->capacity - len;
+}
+
+/* Wakes one waiter on cv for one item or slot, all of them for more; none when threads
+ * spinning for them are at least as many as what is there to take (ready). A spinner always
+ * checks the queue again under mu before it sleeps, so skipping the wake loses nothing; waking
+ * a sleeper that a spinner beats to the item costs a futex call here and, there, a thread that
+ * wakes for nothing and then spins, taking a spin slot from the thread the next item is for. */
+static void wake(pthread_cond_t *cv, int waiting, _Atomic int *spinning, size_t k, size_t ready) {
+	if (waiting > 0 && (size_t)atomic_load_explicit(spinning, memory_order_relaxed) < ready) {
 		if (k > 1) {
 			pthread_cond_broadcast(cv);
 		} else {
@@ -342,7 +356,7 @@ static void link_chain(pyw_queue *q, pyw_item *first, pyw_item *last, size_t k) 
 	}
 	q->tail = last;
 	add_len(q, k, +1);
-	wake(&q->can_recv, q->recv_waiting, k);
+	wake(&q->can_recv, q->recv_waiting, &q->recv_spinning, k, atomic_load_explicit(&q->len, memory_order_relaxed));
 }
 
 /* Takes up to max items from the head as a chain (q->mu held, the queue not empty), sets *k and
@@ -360,7 +374,7 @@ static pyw_item *unlink_chain(pyw_queue *q, size_t max, size_t *k) {
 	}
 	last->next = NULL;
 	add_len(q, n, -1);
-	wake(&q->can_send, q->send_waiting, n);
+	wake(&q->can_send, q->send_waiting, &q->send_spinning, n, free_slots(q));
 	*k = n;
 	return first;
 }
@@ -405,8 +419,7 @@ int pyw_queue_push_many(pyw_queue *q, pyw_item **chain, size_t *pushed, int64_t 
 			break;
 		}
 		/* move as many as there is room for, in order */
-		size_t len = atomic_load_explicit(&q->len, memory_order_relaxed);
-		size_t room = q->capacity == 0 ? SIZE_MAX : q->capacity - len;
+		size_t room = free_slots(q);
 		size_t k = 0;
 		pyw_item *first = *chain, *last = NULL;
 		for (pyw_item *it = first; it != NULL && k < room; it = it->next) {
