@@ -34,7 +34,7 @@ type BatchFuture struct {
 // calls run again one by one, so that every item gets the outcome it would get from Call.
 // ctx governs the whole batch.
 func (g *Group) SubmitBatch(ctx context.Context, target string, items [][]any) (*BatchFuture, error) {
-	f, err := g.submit(ctx, target, func(t *cpython.Thread) (any, error) { return t.CallMany(ctx, target, items) })
+	f, err := g.submit(ctx, target, func(t *cpython.Thread) (any, error) { return t.CallMany(ctx, target, items) }, true)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package pool_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -23,16 +24,26 @@ func benchPool(b *testing.B, opts pool.Options) *pool.Pool {
 	return newPool(b, opts)
 }
 
-// BenchmarkRoundTrip: one tiny task at a time through a 2-worker pool (Call of a no-op).
+// BenchmarkRoundTrip: one tiny task at a time through a 2-worker pool (Call of a no-op), with
+// context.Background and with a context that can be cancelled (as a request's would be).
 func BenchmarkRoundTrip(b *testing.B) {
 	p := benchPool(b, pool.Options{Workers: 2})
-	b.ReportAllocs()
-	p50, p99, err := bench.RoundTrip(bg, p, b.N)
-	if err != nil {
-		b.Fatal(err)
+	cancellable, cancel := context.WithCancel(bg)
+	defer cancel()
+	for _, c := range []struct {
+		name string
+		ctx  context.Context
+	}{{"background", bg}, {"cancellable", cancellable}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			p50, p99, err := bench.RoundTrip(c.ctx, p, b.N)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(p50.Nanoseconds()), "p50-ns")
+			b.ReportMetric(float64(p99.Nanoseconds()), "p99-ns")
+		})
 	}
-	b.ReportMetric(float64(p50.Nanoseconds()), "p50-ns")
-	b.ReportMetric(float64(p99.Nanoseconds()), "p99-ns")
 }
 
 // BenchmarkThroughput: tiny tasks through a 2-worker pool, from Map and from many goroutines.

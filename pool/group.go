@@ -43,20 +43,35 @@ func (g *Group) Name() string { return g.name }
 
 // Call runs target with args on one of the group's workers; see Pool.Call.
 func (g *Group) Call(ctx context.Context, target string, args ...any) (any, error) {
-	f, err := g.Submit(ctx, target, args...)
-	if err != nil {
-		return nil, err
-	}
-	return f.Wait(ctx)
+	return g.call(ctx, target, callRun(ctx, target, args))
 }
 
 // Submit queues a call and returns its Future; see Pool.Submit.
 func (g *Group) Submit(ctx context.Context, target string, args ...any) (*Future, error) {
-	return g.submit(ctx, target, func(t *cpython.Thread) (any, error) { return t.Call(ctx, target, args...) })
+	return g.submit(ctx, target, callRun(ctx, target, args), true)
+}
+
+func callRun(ctx context.Context, target string, args []any) func(*cpython.Thread) (any, error) {
+	return func(t *cpython.Thread) (any, error) { return t.Call(ctx, target, args...) }
+}
+
+// call queues run and waits for its outcome. The caller is the task's watcher (no
+// context.AfterFunc per task): when ctx ends its wait ends, and it cancels the task itself.
+func (g *Group) call(ctx context.Context, target string, run func(*cpython.Thread) (any, error)) (any, error) {
+	f, err := g.submit(ctx, target, run, false)
+	if err != nil {
+		return nil, err
+	}
+	v, err := f.Wait(ctx)
+	if err != nil && ctx.Err() != nil {
+		f.t.cancel()
+	}
+	return v, err
 }
 
 // submit queues run, which a worker calls on its thread; target names the task in errors.
-func (g *Group) submit(ctx context.Context, target string, run func(*cpython.Thread) (any, error)) (*Future, error) {
+// watched: a context.AfterFunc cancels the task when ctx ends (else the caller must, see call).
+func (g *Group) submit(ctx context.Context, target string, run func(*cpython.Thread) (any, error), watched bool) (*Future, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -88,7 +103,9 @@ func (g *Group) submit(ctx context.Context, target string, run func(*cpython.Thr
 		return nil, err
 	}
 	g.submitted.Add(1)
-	tk.watch() // after the task is queued: a watch that fires at once finds it there
+	if watched {
+		tk.watch() // after the task is queued: a watch that fires at once finds it there
+	}
 	return &Future{t: tk}, nil
 }
 
@@ -125,11 +142,7 @@ func (g *Group) giveRoom() {
 // Check imports target's module and finds the function on one of the group's workers without
 // calling it: a target that cannot be imported fails here, before any work is queued.
 func (g *Group) Check(ctx context.Context, target string) error {
-	f, err := g.submit(ctx, target, func(t *cpython.Thread) (any, error) { return nil, t.Resolve(ctx, target) })
-	if err != nil {
-		return err
-	}
-	_, err = f.Wait(ctx)
+	_, err := g.call(ctx, target, func(t *cpython.Thread) (any, error) { return nil, t.Resolve(ctx, target) })
 	return err
 }
 
@@ -258,32 +271,39 @@ func newTask(g *Group, ctx context.Context, target string, run func(*cpython.Thr
 	return &task{g: g, ctx: ctx, target: target, run: run, res: resultChans.Get().(*channels.Channel), done: make(chan struct{})}
 }
 
-// watch arranges for what happens when the task's context ends: a queued task leaves the queue
-// at once (a worker that pops it later skips it); for a running one (interrupted by the
-// interpreter itself) the worker is given up if the task has not stopped after InterruptGrace.
+// watch arranges for cancel to run when the task's context ends.
 func (tk *task) watch() {
 	if tk.ctx.Done() == nil {
 		return
 	}
-	stop := context.AfterFunc(tk.ctx, func() {
-		if tk.claim() {
-			tk.run = nil // its handle may wait in the queue a while: hold no arguments meanwhile
-			tk.g.cancelled.Add(1)
-			tk.finish(nil, tk.ctx.Err())
-			return
-		}
-		if w := tk.worker.Load(); w != nil {
-			time.AfterFunc(tk.g.p.opts.InterruptGrace, func() {
-				// Take the task from the worker: either this or run's own CAS wins, never both.
-				if w.current.CompareAndSwap(tk, nil) {
-					w.retire()
-				}
-			})
-		}
-	})
+	stop := context.AfterFunc(tk.ctx, tk.cancel)
 	tk.stopWatch.Store(&stop)
 	if tk.state.Load() == stateDone {
 		stop()
+	}
+}
+
+// cancel is what happens when the task's context ends: a queued task leaves the queue at once
+// (a worker that pops it later skips it); a running one is interrupted by its interpreter
+// (cpython's own watch of the same context), and its worker is given up if it has not stopped
+// after InterruptGrace.
+func (tk *task) cancel() {
+	if tk.claim() {
+		tk.run = nil // its handle may wait in the queue a while: hold no arguments meanwhile
+		tk.g.cancelled.Add(1)
+		tk.finish(nil, tk.ctx.Err())
+		return
+	}
+	if tk.state.Load() == stateDone {
+		return
+	}
+	if w := tk.worker.Load(); w != nil {
+		time.AfterFunc(tk.g.p.opts.InterruptGrace, func() {
+			// Take the task from the worker: either this or run's own CAS wins, never both.
+			if w.current.CompareAndSwap(tk, nil) {
+				w.retire()
+			}
+		})
 	}
 }
 

@@ -81,26 +81,42 @@ func TestErrorsAndKwargs(t *testing.T) {
 	assert.Equal(t, "ModuleNotFoundError", pe.Type)
 }
 
+// A queued task whose context ends leaves the queue at once and never runs: Submit's through a
+// watch on its context, Call's through its caller, who waits for it anyway.
 func TestCancelQueuedTaskNeverRuns(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 1})
-	busy, err := p.Submit(bg, "pwtest:sleep_then", 0.3, "busy")
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(bg)
-	queued, err := p.Submit(ctx, "pwtest:count_calls")
-	require.NoError(t, err)
-	cancel()
-	start := time.Now()
-	_, err = queued.Wait(bg)
-	assert.ErrorIs(t, err, context.Canceled)
-	assert.Less(t, time.Since(start), 200*time.Millisecond, "a queued task is removed at once")
-	v, err := busy.Wait(bg)
-	require.NoError(t, err)
-	assert.Equal(t, "busy", v)
-	// the cancelled task never ran on the only worker
-	v, err = p.Call(bg, "pwtest:count_calls")
+	ways := map[string]func(ctx context.Context, cancel context.CancelFunc) error{
+		"Submit": func(ctx context.Context, cancel context.CancelFunc) error {
+			queued, err := p.Submit(ctx, "pwtest:count_calls")
+			require.NoError(t, err)
+			cancel()
+			_, err = queued.Wait(bg)
+			return err
+		},
+		"Call": func(ctx context.Context, cancel context.CancelFunc) error {
+			time.AfterFunc(20*time.Millisecond, cancel)
+			_, err := p.Call(ctx, "pwtest:count_calls")
+			return err
+		},
+	}
+	for _, way := range []string{"Submit", "Call"} {
+		busy, err := p.Submit(bg, "pwtest:sleep_then", 0.3, "busy")
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(bg)
+		start := time.Now()
+		err = ways[way](ctx, cancel)
+		assert.ErrorIs(t, err, context.Canceled, way)
+		assert.Less(t, time.Since(start), 200*time.Millisecond, "%s: a queued task is removed at once", way)
+		assert.Zero(t, p.Stats().Groups[0].Queued, way)
+		v, err := busy.Wait(bg)
+		require.NoError(t, err)
+		assert.Equal(t, "busy", v)
+	}
+	// the cancelled tasks never ran on the only worker
+	v, err := p.Call(bg, "pwtest:count_calls")
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), v)
-	assert.Equal(t, uint64(1), p.Stats().Groups[0].Cancelled)
+	assert.Equal(t, uint64(2), p.Stats().Groups[0].Cancelled)
 }
 
 func TestTimeoutInterruptsRunningTaskAndWorkerGoesOn(t *testing.T) {
