@@ -122,15 +122,15 @@ func (eb *encodeBuf) c() (*C.char, C.size_t, **C.pyw_shared, C.size_t) {
 // maps with string keys, and *cpython.Buffer (shared, not copied); anything else is a
 // *cpython.ConversionError and nothing is sent. Errors: ErrClosed, ctx.Err().
 func (c *Channel) Send(ctx context.Context, v any) error {
-	return c.send(ctx, v, true)
+	return c.send(ctx, v, block)
 }
 
 // TrySend is Send without waiting: ErrFull when a bounded channel is full.
 func (c *Channel) TrySend(v any) error {
-	return c.send(context.Background(), v, false)
+	return c.send(context.Background(), v, noWait)
 }
 
-func (c *Channel) send(ctx context.Context, v any, wait bool) error {
+func (c *Channel) send(ctx context.Context, v any, mode waitMode) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -146,7 +146,7 @@ func (c *Channel) send(ctx context.Context, v any, wait bool) error {
 	op := func(timeout C.int64_t, cancel *C.int) C.int {
 		return C.pyw_queue_send_copy(c.q, data, n, refs, nrefs, timeout, cancel)
 	}
-	rc := c.wait(ctx, op, wait, C.PYW_Q_FULL)
+	rc := c.wait(ctx, op, mode, C.PYW_Q_FULL)
 	runtime.KeepAlive(c)
 	return c.result(ctx, rc)
 }
@@ -157,15 +157,23 @@ func (c *Channel) send(ctx context.Context, v any, wait bool) error {
 // Release when done). Python bytes of 64 KiB or more travel as shared buffers, so they arrive
 // as *cpython.Buffer too. Errors: ErrClosed once the channel is closed and drained, ctx.Err().
 func (c *Channel) Recv(ctx context.Context) (any, error) {
-	return c.recv(ctx, true)
+	return c.recv(ctx, block)
 }
 
 // TryRecv is Recv without waiting: ErrEmpty when there is nothing to take.
 func (c *Channel) TryRecv() (any, error) {
-	return c.recv(context.Background(), false)
+	return c.recv(context.Background(), noWait)
 }
 
-func (c *Channel) recv(ctx context.Context, wait bool) (any, error) {
+// TrySpinRecv is TryRecv that first waits as long as Recv would spin before it sleeps (up to
+// 20 µs of CPU, and only while fewer threads than cores spin): for a caller that expects an item
+// soon and would rather sleep elsewhere, say on a Go channel, than in C. ErrEmpty when nothing
+// came.
+func (c *Channel) TrySpinRecv() (any, error) {
+	return c.recv(context.Background(), spinOnly)
+}
+
+func (c *Channel) recv(ctx context.Context, mode waitMode) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -174,7 +182,7 @@ func (c *Channel) recv(ctx context.Context, wait bool) (any, error) {
 	op := func(timeout C.int64_t, cancel *C.int) C.int {
 		return C.pyw_queue_recv_copy(c.q, (*C.char)(unsafe.Pointer(&rb.small[0])), &rb.n, &rb.it, timeout, cancel)
 	}
-	rc := c.wait(ctx, op, wait, C.PYW_Q_EMPTY)
+	rc := c.wait(ctx, op, mode, C.PYW_Q_EMPTY)
 	runtime.KeepAlive(c)
 	if err := c.result(ctx, rc); err != nil {
 		return nil, err
@@ -196,14 +204,25 @@ type recvBuf struct {
 	it    *C.pyw_item
 }
 
-// wait runs op without waiting if waiting is not allowed, else waiting. With a ctx that can end,
-// op first only spins (PYW_Q_SPIN_ONLY): most waits end there, without the cost of wiring ctx's
-// cancellation to the queue, which only a wait that goes to sleep needs. A spin is at most
-// 20 µs: ctx's end is noticed that late at worst.
-func (c *Channel) wait(ctx context.Context, op func(C.int64_t, *C.int) C.int, wait bool, busy C.int) C.int {
+// How long an operation may wait for an item or for room.
+type waitMode int
+
+const (
+	noWait   waitMode = iota
+	spinOnly          // while it would spin before sleeping (PYW_Q_SPIN_ONLY)
+	block             // as long as needed, or until ctx ends
+)
+
+// wait runs op as mode allows. To block with a ctx that can end, op first only spins: most
+// waits end there, without the cost of wiring ctx's cancellation to the queue, which only a
+// wait that goes to sleep needs. A spin is at most 20 µs: ctx's end is noticed that late at
+// worst.
+func (c *Channel) wait(ctx context.Context, op func(C.int64_t, *C.int) C.int, mode waitMode, busy C.int) C.int {
 	switch {
-	case !wait:
+	case mode == noWait:
 		return op(0, nil)
+	case mode == spinOnly:
+		return op(C.PYW_Q_SPIN_ONLY, nil)
 	case ctx.Done() == nil:
 		return op(-1, nil)
 	}
@@ -310,7 +329,7 @@ func (c *Channel) SendMany(ctx context.Context, vs []any) (int, error) {
 		total += int(pushed)
 		return rc
 	}
-	rc := c.wait(ctx, op, true, C.PYW_Q_FULL)
+	rc := c.wait(ctx, op, block, C.PYW_Q_FULL)
 	runtime.KeepAlive(c)
 	freeChain() // what was not sent
 	return total, c.result(ctx, rc)
@@ -330,7 +349,7 @@ func (c *Channel) RecvMany(ctx context.Context, max int) ([]any, error) {
 	op := func(timeout C.int64_t, cancel *C.int) C.int {
 		return C.pyw_queue_pop_many(c.q, &chain, C.size_t(max), &n, timeout, cancel)
 	}
-	rc := c.wait(ctx, op, true, C.PYW_Q_EMPTY)
+	rc := c.wait(ctx, op, block, C.PYW_Q_EMPTY)
 	runtime.KeepAlive(c)
 	if err := c.result(ctx, rc); err != nil {
 		return nil, err

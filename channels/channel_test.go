@@ -265,6 +265,27 @@ func TestTimeoutsAndCancellation(t *testing.T) {
 	assert.Equal(t, "ValueError", pe.Type)
 }
 
+// TrySpinRecv takes what is there or comes during its spin, and otherwise gives up like
+// TryRecv, without sleeping.
+func TestTrySpinRecv(t *testing.T) {
+	c := newChan(t, 0)
+	start := time.Now()
+	_, err := c.TrySpinRecv()
+	assert.ErrorIs(t, err, channels.ErrEmpty)
+	assert.Less(t, time.Since(start), time.Second, "it does not sleep until an item comes")
+	require.NoError(t, c.Send(bg, "x"))
+	v, err := c.TrySpinRecv()
+	require.NoError(t, err)
+	assert.Equal(t, "x", v)
+	require.NoError(t, c.Send(bg, "y"))
+	c.Close()
+	v, err = c.TrySpinRecv()
+	require.NoError(t, err)
+	assert.Equal(t, "y", v)
+	_, err = c.TrySpinRecv()
+	assert.ErrorIs(t, err, channels.ErrClosed)
+}
+
 // A task blocked in recv() is woken by its interrupt at once, not when some timeout passes.
 func TestInterruptWakesABlockedReceiver(t *testing.T) {
 	c := newChan(t, 0)
