@@ -119,6 +119,44 @@ func TestCancelQueuedTaskNeverRuns(t *testing.T) {
 	assert.Equal(t, uint64(2), p.Stats().Groups[0].Cancelled)
 }
 
+// Waits past the few that wait in C spin and then park on the task's done channel (here all of
+// them): results, errors and cancellation are the same, and the signal a finished task leaves in
+// its channel is taken before the channel serves a later task (else that task's Wait would
+// return before it is done, with nil).
+func TestWaitsParkedInGo(t *testing.T) {
+	defer pool.SetCWaitersMax(0)()
+	p := newPool(t, pool.Options{Workers: 2})
+	for i := range 100 {
+		v, err := p.Call(bg, "pwtest:sleep_then", 0.0003, i) // longer than a spin: parks
+		require.NoError(t, err)
+		require.Equal(t, int64(i), v)
+		v, err = p.Call(bg, "pwtest:ident", i) // usually taken by the spin
+		require.NoError(t, err)
+		require.Equal(t, int64(i), v)
+	}
+	_, err := p.Call(bg, "pwtest:boom", "parked")
+	pe := pwtest.PyErr(t, err)
+	assert.Equal(t, "ValueError", pe.Type)
+
+	ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)
+	defer cancel()
+	_, err = p.Call(ctx, "pwtest:spin")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+
+	// several goroutines waiting for one task: one takes the signal, all get the result
+	f, err := p.Submit(bg, "pwtest:sleep_then", 0.05, "shared")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			v, err := f.Wait(bg)
+			assert.NoError(t, err)
+			assert.Equal(t, "shared", v)
+		})
+	}
+	wg.Wait()
+}
+
 func TestTimeoutInterruptsRunningTaskAndWorkerGoesOn(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 1})
 	_, err := p.Call(bg, "pwtest:count_calls")

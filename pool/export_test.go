@@ -1,0 +1,8 @@
+package pool
+
+// SetCWaitersMax sets how many Waits may wait in C at once (0: none, every Wait spins and then
+// parks in Go); the returned func restores the value.
+func SetCWaitersMax(n int32) (restore func()) {
+	old := cWaitersMax.Swap(n)
+	return func() { cWaitersMax.Store(old) }
+}
