@@ -224,7 +224,7 @@ func (c *Channel) wait(ctx context.Context, op func(C.int64_t, *C.int) C.int, mo
 	case mode == spinOnly:
 		return op(C.PYW_Q_SPIN_ONLY, nil)
 	case ctx.Done() == nil:
-		return op(-1, nil)
+		return op(C.PYW_Q_FOREVER, nil)
 	}
 	if rc := op(C.PYW_Q_SPIN_ONLY, nil); rc != busy {
 		return rc
@@ -236,7 +236,7 @@ func (c *Channel) wait(ctx context.Context, op func(C.int64_t, *C.int) C.int, mo
 		C.pyw_queue_cancel(c.q, cancel)
 		close(cancelled)
 	})
-	rc := op(-1, cancel)
+	rc := op(C.PYW_Q_NO_SPIN, cancel) // it has just spun
 	if !stop() {
 		<-cancelled // the canceller has the flag: let it finish before the flag is freed
 	}

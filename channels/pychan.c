@@ -74,10 +74,10 @@ static void chan_dealloc(PyObject *o) {
 	Py_DECREF(tp);
 }
 
-/* timeout: None → wait as long as needed (-1); a number of seconds ≥ 0 → nanoseconds. */
+/* timeout: None → wait as long as needed (PYW_Q_FOREVER); a number of seconds ≥ 0 → nanoseconds. */
 static int parse_timeout(PyObject *t, int64_t *ns) {
 	if (t == NULL || t == Py_None) {
-		*ns = -1;
+		*ns = PYW_Q_FOREVER;
 		return 0;
 	}
 	double s = PyFloat_AsDouble(t);
@@ -88,7 +88,7 @@ static int parse_timeout(PyObject *t, int64_t *ns) {
 		PyErr_SetString(PyExc_ValueError, "timeout must be None or a number of seconds >= 0");
 		return -1;
 	}
-	*ns = s > 9e9 ? -1 : (int64_t)(s * 1e9);
+	*ns = s > 9e9 ? PYW_Q_FOREVER : (int64_t)(s * 1e9);
 	return 0;
 }
 

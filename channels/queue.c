@@ -281,7 +281,7 @@ static int wait_for(pyw_queue *q, int for_items, int64_t timeout_ns, int *cancel
 	}
 	pthread_cond_t *cv = for_items ? &q->can_recv : &q->can_send;
 	int *waiting = for_items ? &q->recv_waiting : &q->send_waiting;
-	int spun = 0;
+	int spun = timeout_ns == PYW_Q_NO_SPIN;
 	for (;;) {
 		if (!for_items && q->closed) {
 			return PYW_Q_CLOSED;
@@ -472,6 +472,9 @@ int pyw_queue_send_copy(pyw_queue *q, const char *data, size_t len, pyw_shared *
 		}
 		if (it == NULL) {
 			rc = PYW_Q_NOMEM;
+			/* a pop may have skipped waking a sleeping sender for this slot, counting on this
+			 * thread (it spun) to take it: pass it on */
+			wake(&q->can_send, q->send_waiting, &q->send_spinning, 1, free_slots(q));
 		} else {
 			if (len > 0) {
 				memcpy(it->data, data, len);

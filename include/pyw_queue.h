@@ -26,8 +26,10 @@
 #define PYW_Q_INTERRUPTED 6 /* the interpreter's task was interrupted (pyw_wait_interrupted) */
 #define PYW_Q_NOMEM 7
 
-/* A timeout_ns: wait while spinning, never sleep (see below). */
+/* Special values of timeout_ns (see below). */
+#define PYW_Q_FOREVER (-1)
 #define PYW_Q_SPIN_ONLY (-2)
+#define PYW_Q_NO_SPIN (-3)
 
 typedef struct pyw_item {
 	struct pyw_item *next;
@@ -58,11 +60,12 @@ int pyw_queue_is_closed(pyw_queue *q);
  * call closed it, 0 if it was closed already. */
 int pyw_queue_close(pyw_queue *q);
 
-/* Every push and pop below: timeout_ns < 0 waits as long as needed, 0 does not wait,
- * PYW_Q_SPIN_ONLY waits only as long as it would spin before sleeping (PYW_Q_FULL / PYW_Q_EMPTY
- * then, as for 0): a caller that must set up a cancel flag to sleep can skip that when the other
- * side answers within the spin. cancel, when not NULL, is a flag set by pyw_queue_cancel to
- * abandon the wait.
+/* Every push and pop below: timeout_ns > 0 waits up to that many nanoseconds, 0 does not wait,
+ * PYW_Q_FOREVER waits as long as needed (spinning a little, then asleep). PYW_Q_SPIN_ONLY waits
+ * only as long as it would spin before sleeping (PYW_Q_FULL / PYW_Q_EMPTY then, as for 0), and
+ * PYW_Q_NO_SPIN as long as needed but asleep at once: a caller that must set up a cancel flag to
+ * sleep spins first without it, and sets it up only when that was not enough. cancel, when not
+ * NULL, is a flag set by pyw_queue_cancel to abandon the wait.
  * Bulk versions: one lock acquisition for many items. pop_many waits like recv_copy for the first
  * item, then takes up to max as a chain (linked by next) and sets *n. push_many appends the
  * chain in order, waiting for room as needed; on any outcome it sets *pushed and leaves the
