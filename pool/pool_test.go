@@ -124,8 +124,8 @@ func TestCancelQueuedTaskNeverRuns(t *testing.T) {
 // its channel is taken before the channel serves a later task (else that task's Wait would
 // return before it is done, with nil).
 func TestWaitsParkedInGo(t *testing.T) {
-	defer pool.SetCWaitersMax(0)()
 	p := newPool(t, pool.Options{Workers: 2})
+	defer pool.SetCWaitersMax(0)() // after New, which sets it from GOMAXPROCS
 	for i := range 100 {
 		v, err := p.Call(bg, "pwtest:sleep_then", 0.0003, i) // longer than a spin: parks
 		require.NoError(t, err)
@@ -155,6 +155,24 @@ func TestWaitsParkedInGo(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// A result that is there when Wait's context has ended is returned, not the context's error,
+// whether the waiter waits in C or parks.
+func TestWaitPrefersAResultToAnEndedContext(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1})
+	ended, cancel := context.WithCancel(bg)
+	cancel()
+	for _, inC := range []int32{1, 0} {
+		restore := pool.SetCWaitersMax(inC)
+		f, err := p.Submit(bg, "pwtest:ident", inC)
+		require.NoError(t, err)
+		<-f.Done()
+		v, err := f.Wait(ended)
+		require.NoError(t, err, "waiting in C: %v", inC == 1)
+		assert.Equal(t, int64(inC), v)
+		restore()
+	}
 }
 
 func TestTimeoutInterruptsRunningTaskAndWorkerGoesOn(t *testing.T) {
