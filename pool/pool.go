@@ -103,7 +103,6 @@ func New(opts Options) (*Pool, error) {
 	if opts.InterruptGrace <= 0 {
 		opts.InterruptGrace = 2 * time.Second
 	}
-	cWaitersMax.Store(int32(runtime.GOMAXPROCS(0)))
 	p := &Pool{opts: opts, groups: map[string]*Group{}, closed: make(chan struct{}), started: time.Now()}
 	specs := map[string]GroupOptions{"": {
 		Workers: opts.Workers, Setup: opts.Setup, Preload: opts.Preload, Config: opts.Config,

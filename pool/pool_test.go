@@ -8,6 +8,7 @@ import (
 	"expvar"
 	"fmt"
 	"iter"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -64,6 +65,25 @@ func TestCallsFromManyGoroutines(t *testing.T) {
 		assert.Positive(t, w.Busy)
 	}
 	assert.Equal(t, uint64(64*50), perWorker)
+}
+
+// Waiters past cWaitersMax park instead of each holding an OS thread asleep in C: a burst of
+// 1,000 concurrent calls does not make 1,000 threads (Go's runtime ends a process at 10,000).
+func TestManyWaitersDoNotEachTakeAThread(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 2})
+	defer pool.SetCWaitersMax(16)()
+	threads := pprof.Lookup("threadcreate")
+	before := threads.Count()
+	var wg sync.WaitGroup
+	for i := range 1000 {
+		wg.Go(func() {
+			v, err := p.Call(bg, "pwtest:sleep_then", 0.001, i)
+			assert.NoError(t, err)
+			assert.Equal(t, int64(i), v)
+		})
+	}
+	wg.Wait()
+	assert.Less(t, threads.Count()-before, 16+100, "threads made for 1,000 concurrent calls")
 }
 
 func TestErrorsAndKwargs(t *testing.T) {
@@ -125,7 +145,7 @@ func TestCancelQueuedTaskNeverRuns(t *testing.T) {
 // return before it is done, with nil).
 func TestWaitsParkedInGo(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 2})
-	defer pool.SetCWaitersMax(0)() // after New, which sets it from GOMAXPROCS
+	defer pool.SetCWaitersMax(0)()
 	for i := range 100 {
 		v, err := p.Call(bg, "pwtest:sleep_then", 0.0003, i) // longer than a spin: parks
 		require.NoError(t, err)
