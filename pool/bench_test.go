@@ -80,31 +80,37 @@ func BenchmarkThroughput(b *testing.B) {
 
 // BenchmarkCPUSpeedup: 4 CPU-bound calls (~100 ms each) on 1 worker against 2 warm workers,
 // timed in ABBA pairs (bench.Speedup), two pairs per iteration; metrics: the median, lowest and
-// highest ratio over all pairs. When python3.14 is on PATH, each iteration also times the same
-// calls in 2 separate python processes against 1 (bench.SeparateSpeedup: what the machine gives
-// at that moment to work that shares nothing) and reports pyworkers' ratio as a fraction of it.
-// Use -benchtime Nx.
+// highest ratio over all pairs, and the medians of what it is made of (see bench.Pairs): how
+// busy the 2 workers were, and how much longer a call took while 2 ran than while 1 did.
+// When python3.14 is on PATH, each iteration also times the same calls in 2 separate python
+// processes against 1 (bench.SeparateSpeedup: what the machine gives at that moment to work
+// that shares nothing) and reports pyworkers' ratio as a fraction of it. Use -benchtime Nx.
 func BenchmarkCPUSpeedup(b *testing.B) {
 	python, _ := exec.LookPath("python3.14")
-	var ours, separate, fraction []float64
+	var all bench.Pairs
+	var separate, fraction []float64
 	for b.Loop() {
-		med, r, err := bench.Speedup(bg, 2, 2, bench.CPU100ms)
+		pairs, err := bench.Speedup(bg, 2, 2, bench.CPU100ms)
 		if err != nil {
 			b.Fatal(err)
 		}
-		ours = append(ours, r...)
+		all.Ratio = append(all.Ratio, pairs.Ratio...)
+		all.Busy = append(all.Busy, pairs.Busy...)
+		all.CallTime = append(all.CallTime, pairs.CallTime...)
 		if python != "" {
 			c, err := bench.SeparateSpeedup(bg, python, filepath.Join(benchDir, "peers.py"), 2, 2, bench.CPU100ms)
 			if err != nil {
 				b.Fatal(err)
 			}
 			separate = append(separate, c)
-			fraction = append(fraction, med/c)
+			fraction = append(fraction, bench.Median(pairs.Ratio)/c)
 		}
 	}
-	b.ReportMetric(bench.Median(ours), "speedup-2v1")
-	b.ReportMetric(slices.Min(ours), "lowest")
-	b.ReportMetric(slices.Max(ours), "highest")
+	b.ReportMetric(bench.Median(all.Ratio), "speedup-2v1")
+	b.ReportMetric(slices.Min(all.Ratio), "lowest")
+	b.ReportMetric(slices.Max(all.Ratio), "highest")
+	b.ReportMetric(bench.Median(all.Busy), "workers-busy")
+	b.ReportMetric(bench.Median(all.CallTime), "call-time-2v1")
 	if python != "" {
 		b.ReportMetric(bench.Median(separate), "separate-processes-2v1")
 		b.ReportMetric(bench.Median(fraction), "of-separate")

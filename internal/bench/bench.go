@@ -88,36 +88,67 @@ func Throughput(ctx context.Context, p *pool.Pool, n int, target string, args ..
 	return float64(n) / time.Since(t0).Seconds(), nil
 }
 
+// Pairs is what Speedup measured: one entry per ABBA pair in each slice, in order.
+type Pairs struct {
+	// Ratio is the wall time of one worker over that of the many: the speed-up.
+	Ratio []float64
+	// Busy is how busy the many workers were: their time in calls over workers × wall time.
+	// Below 1 when a worker waited for a call, or finished its calls before another did (with
+	// 2 calls each, a worker on a slower core makes the other wait for it).
+	Busy []float64
+	// CallTime is the mean time of a call while the many workers ran over that while one did:
+	// how much slower the machine runs each of several busy cores (1: not at all). Ratio =
+	// workers × Busy / CallTime, to within the single worker's idle moments.
+	CallTime []float64
+}
+
 // Speedup measures how much faster `workers` workers finish 2×workers calls of benchfuncs.cpu(n)
 // than one worker does. Both pools are made and warmed before any clock starts. It runs rounds
-// pairs of timings in ABBA order (one, many; many, one; ...) and returns the median of the
-// pairs' ratios: the CPU speed of a shared virtual machine drifts over seconds, and timing the
-// single worker only before the many (as a plain before/after would) folds that drift into the
-// result. all holds every pair's ratio, in order.
-func Speedup(ctx context.Context, workers, rounds, n int) (median float64, all []float64, err error) {
+// pairs of timings in ABBA order (one, many; many, one; ...): the CPU speed of a shared virtual
+// machine drifts over seconds, and timing the single worker only before the many (as a plain
+// before/after would) folds that drift into the result. The speed-up is Median(pairs.Ratio).
+func Speedup(ctx context.Context, workers, rounds, n int) (Pairs, error) {
+	var out Pairs
 	if workers < 1 || rounds < 1 {
-		return 0, nil, fmt.Errorf("bench: Speedup needs workers ≥ 1 and rounds ≥ 1, got %d and %d", workers, rounds)
+		return out, fmt.Errorf("bench: Speedup needs workers ≥ 1 and rounds ≥ 1, got %d and %d", workers, rounds)
 	}
 	var pools [2]*pool.Pool
 	for i, size := range []int{1, workers} {
+		var err error
 		if pools[i], err = pool.New(pool.Options{Workers: size, Path: Path}); err != nil {
-			return 0, nil, err
+			return out, err
 		}
 		defer pools[i].Close()
 		if _, err := cpuWall(ctx, pools[i], size, 1); err != nil { // import benchfuncs everywhere
-			return 0, nil, err
+			return out, err
 		}
 	}
 	for r := range rounds {
-		var d [2]time.Duration
+		var wall, busy [2]time.Duration
 		for _, i := range [][2]int{{0, 1}, {1, 0}}[r%2] {
-			if d[i], err = cpuWall(ctx, pools[i], 2*workers, n); err != nil {
-				return 0, nil, err
+			before := busyTime(pools[i])
+			var err error
+			if wall[i], err = cpuWall(ctx, pools[i], 2*workers, n); err != nil {
+				return out, err
 			}
+			busy[i] = busyTime(pools[i]) - before
 		}
-		all = append(all, d[0].Seconds()/d[1].Seconds())
+		out.Ratio = append(out.Ratio, wall[0].Seconds()/wall[1].Seconds())
+		out.Busy = append(out.Busy, busy[1].Seconds()/(float64(workers)*wall[1].Seconds()))
+		out.CallTime = append(out.CallTime, busy[1].Seconds()/busy[0].Seconds())
 	}
-	return Median(all), all, nil
+	return out, nil
+}
+
+// busyTime is the time p's workers have spent in calls so far.
+func busyTime(p *pool.Pool) time.Duration {
+	var d time.Duration
+	for _, g := range p.Stats().Groups {
+		for _, w := range g.PerWorker {
+			d += w.Busy
+		}
+	}
+	return d
 }
 
 // cpuWall runs tasks calls of benchfuncs.cpu(n) at once on p and returns the wall time.
@@ -238,9 +269,11 @@ func Pyworkers(ctx context.Context, workers int, c Counts) (Figures, error) {
 		return f, err
 	}
 	f.Payload1MBms = ms(pay)
-	if f.Speedup, _, err = Speedup(ctx, workers, c.SpeedupRounds, c.SpeedupCall); err != nil {
+	pairs, err := Speedup(ctx, workers, c.SpeedupRounds, c.SpeedupCall)
+	if err != nil {
 		return f, err
 	}
+	f.Speedup = Median(pairs.Ratio)
 	return f, nil
 }
 
