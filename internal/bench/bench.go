@@ -39,10 +39,16 @@ type Figures struct {
 
 // Sizes of the workloads (benchfuncs.cpu(n) ≈ n/15 µs on the reference machine).
 const (
-	CPU1ms   = 15_000
-	CPU25ms  = 375_000
-	CPU100ms = 1_500_000
+	CPU1ms  = 15_000
+	CPU6ms  = 90_000
+	CPU25ms = 375_000
 )
+
+// SpeedupCallsPerWorker: the speed-up is measured with this many calls per worker (all of them on
+// the single worker), so that a pool can even out its workers as it would over any real batch:
+// with 2 calls each, the result hung on which worker's core ran slower (on a shared VM, one
+// often does) and the other worker idled while it finished.
+const SpeedupCallsPerWorker = 8
 
 // Counts of repetitions; Quick is for `pyworkers bench --quick`.
 type Counts struct {
@@ -52,8 +58,8 @@ type Counts struct {
 }
 
 var (
-	Full  = Counts{RoundTrips: 5000, Tiny: 100_000, CPU1ms: 2000, Payloads: 200, SpeedupRounds: 10, SpeedupCall: CPU100ms}
-	Quick = Counts{RoundTrips: 1000, Tiny: 20_000, CPU1ms: 400, Payloads: 50, SpeedupRounds: 8, SpeedupCall: CPU25ms}
+	Full  = Counts{RoundTrips: 5000, Tiny: 100_000, CPU1ms: 2000, Payloads: 200, SpeedupRounds: 10, SpeedupCall: CPU25ms}
+	Quick = Counts{RoundTrips: 1000, Tiny: 20_000, CPU1ms: 400, Payloads: 50, SpeedupRounds: 8, SpeedupCall: CPU6ms}
 )
 
 // RoundTrip calls a no-op n times, one at a time, and returns the p50 and p99 latencies.
@@ -102,8 +108,8 @@ type Pairs struct {
 	CallTime []float64
 }
 
-// Speedup measures how much faster `workers` workers finish 2×workers calls of benchfuncs.cpu(n)
-// than one worker does. Both pools are made and warmed before any clock starts. It runs rounds
+// Speedup measures how much faster `workers` workers finish SpeedupCallsPerWorker×workers calls
+// of benchfuncs.cpu(n) than one worker does. Both pools are made and warmed before any clock starts. It runs rounds
 // pairs of timings in ABBA order (one, many; many, one; ...): the CPU speed of a shared virtual
 // machine drifts over seconds, and timing the single worker only before the many (as a plain
 // before/after would) folds that drift into the result. The speed-up is Median(pairs.Ratio).
@@ -128,7 +134,7 @@ func Speedup(ctx context.Context, workers, rounds, n int) (Pairs, error) {
 		for _, i := range [][2]int{{0, 1}, {1, 0}}[r%2] {
 			before := busyTime(pools[i])
 			var err error
-			if wall[i], err = cpuWall(ctx, pools[i], 2*workers, n); err != nil {
+			if wall[i], err = cpuWall(ctx, pools[i], SpeedupCallsPerWorker*workers, n); err != nil {
 				return out, err
 			}
 			busy[i] = busyTime(pools[i]) - before

@@ -24,10 +24,11 @@ sys.path.insert(0, HERE)
 import benchfuncs  # noqa: E402
 
 CPU_1MS = 15_000
+CPU_6MS = 90_000
 CPU_25MS = 375_000
-CPU_100MS = 1_500_000
-FULL = dict(round_trips=5000, tiny=100_000, cpu1ms=2000, payloads=200, speedup_rounds=10, speedup_call=CPU_100MS)
-QUICK = dict(round_trips=1000, tiny=5000, cpu1ms=200, payloads=20, speedup_rounds=8, speedup_call=CPU_25MS)
+SPEEDUP_CALLS_PER_WORKER = 8  # as internal/bench's SpeedupCallsPerWorker
+FULL = dict(round_trips=5000, tiny=100_000, cpu1ms=2000, payloads=200, speedup_rounds=10, speedup_call=CPU_25MS)
+QUICK = dict(round_trips=1000, tiny=5000, cpu1ms=200, payloads=20, speedup_rounds=8, speedup_call=CPU_6MS)
 
 
 def rss_kib(pids):
@@ -82,13 +83,14 @@ print(t, time.time())
 
 
 def separate_processes(workers, rounds, call):
-    """The machine's reference: the same calls (benchfuncs.cpu(call)) in separate python processes, no pool
-    and nothing shared. 2*workers calls in one process against 2 calls in each of workers
-    processes, all started together once they are up."""
+    """The machine's reference: the same calls (benchfuncs.cpu(call)) in separate python
+    processes, no pool and nothing shared. SPEEDUP_CALLS_PER_WORKER*workers calls in one process
+    against SPEEDUP_CALLS_PER_WORKER calls in each of workers processes, all started together
+    once they are up."""
 
     def wall(n):
         start = time.time() + 0.2
-        args = [HERE, repr(start), str(2 * workers // n), str(call)]
+        args = [HERE, repr(start), str(SPEEDUP_CALLS_PER_WORKER * workers // n), str(call)]
         procs = [subprocess.Popen([sys.executable, "-c", CHILD, *args], stdout=subprocess.PIPE, text=True) for _ in range(n)]
         spans = [tuple(map(float, p.communicate()[0].split())) for p in procs]
         if any(p.returncode for p in procs):
@@ -128,7 +130,7 @@ def measure(make, workers, counts):
 
     def cpu_wall(n):
         t = time.perf_counter()
-        list(pools[n].map(benchfuncs.cpu, [counts["speedup_call"]] * (2 * workers)))
+        list(pools[n].map(benchfuncs.cpu, [counts["speedup_call"]] * (SPEEDUP_CALLS_PER_WORKER * workers)))
         return time.perf_counter() - t
 
     out["speedup"] = paired_speedup(cpu_wall, workers, counts["speedup_rounds"])
@@ -154,7 +156,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only-separate", type=int, metavar="ROUNDS", default=0,
                     help="measure only the separate processes' speed-up, in ROUNDS pairs")
-    ap.add_argument("--call", type=int, default=CPU_100MS, help="benchfuncs.cpu's n for --only-separate")
+    ap.add_argument("--call", type=int, default=CPU_25MS, help="benchfuncs.cpu's n for --only-separate")
     a = ap.parse_args()
     if a.only_separate:
         print(json.dumps({SEPARATE: separate_processes(a.workers, a.only_separate, a.call)}))
