@@ -83,7 +83,9 @@ func TestManyWaitersDoNotEachTakeAThread(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	assert.Less(t, threads.Count()-before, 16+100, "threads made for 1,000 concurrent calls")
+	made := threads.Count() - before
+	t.Logf("threads made for 1,000 concurrent calls: %d", made)
+	assert.Less(t, made, 16+100)
 }
 
 func TestErrorsAndKwargs(t *testing.T) {
