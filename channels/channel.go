@@ -28,7 +28,7 @@ var (
 	ErrClosed = errors.New("channels: channel closed")
 	// ErrFull: TrySend on a full bounded channel.
 	ErrFull = errors.New("channels: channel full")
-	// ErrEmpty: TryRecv on an empty channel.
+	// ErrEmpty: TryRecv (or TrySpinRecv) found the channel empty.
 	ErrEmpty = errors.New("channels: channel empty")
 	// ErrNoChannel: Open of an id no live channel has.
 	ErrNoChannel = errors.New("channels: no channel with that id")
@@ -165,10 +165,10 @@ func (c *Channel) TryRecv() (any, error) {
 	return c.recv(context.Background(), noWait)
 }
 
-// TrySpinRecv is TryRecv that first waits as long as Recv would spin before it sleeps (up to
-// 20 µs of CPU, and only while fewer threads than cores spin): for a caller that expects an item
-// soon and would rather sleep elsewhere, say on a Go channel, than in C. ErrEmpty when nothing
-// came.
+// TrySpinRecv is TryRecv that first waits as long as Recv would spin before it sleeps: up to
+// 20 µs, and only if a spin slot is free (one per CPU the process may use, none on one CPU). For
+// a caller that expects an item soon and would rather sleep elsewhere, say on a Go channel, than
+// in C. ErrEmpty when nothing came.
 func (c *Channel) TrySpinRecv() (any, error) {
 	return c.recv(context.Background(), spinOnly)
 }

@@ -14,8 +14,8 @@
 // result in C as well, on the task's own one-slot channel, woken directly by the worker: a
 // goroutine readied from a worker's locked thread can wait milliseconds for Go's scheduler
 // (until sysmon takes back the P the worker keeps through its next cgo call). Each caller
-// waiting in C holds an OS thread, so past 256 at once, process-wide, callers park in Go
-// instead: Go ends a process at 10,000 threads.
+// waiting in C holds an OS thread, so past 256 at once, process-wide, callers spin in C and
+// then park in Go instead: Go ends a process at 10,000 threads.
 //
 // # Cancellation
 //

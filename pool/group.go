@@ -55,8 +55,9 @@ func callRun(ctx context.Context, target string, args []any) func(*cpython.Threa
 	return func(t *cpython.Thread) (any, error) { return t.Call(ctx, target, args...) }
 }
 
-// call queues run and waits for its outcome. The caller is the task's watcher (no
-// context.AfterFunc per task): when ctx ends its wait ends, and it cancels the task itself.
+// call queues run and waits for its outcome. The caller is the task's watcher (no watch of the
+// pool's own per task; cpython's Thread.Call still arms one while the task runs, to interrupt
+// it): when ctx ends its wait ends, and it cancels the task itself.
 func (g *Group) call(ctx context.Context, target string, run func(*cpython.Thread) (any, error)) (any, error) {
 	f, err := g.submit(ctx, target, run, false)
 	if err != nil {
@@ -253,7 +254,7 @@ type task struct {
 	busy  time.Duration // how long it ran on its worker (0: it never ran), set before done
 	done  chan struct{} // closed when done, for Future.Done and extra waiters
 
-	waiting   atomic.Bool            // a Wait spins on res or will take its signal
+	waiting   atomic.Bool            // a Wait owns res's signal (the first one, until it gives up)
 	worker    atomic.Pointer[worker] // the worker running it
 	stopWatch atomic.Pointer[func() bool]
 }
@@ -348,14 +349,15 @@ type Future struct {
 	t *task
 }
 
-// Wait returns the call's result, waiting for it. If ctx ends first, Wait returns ctx.Err()
-// (the task goes on unless its own context, given to Submit, ends too); a result that is there
-// by then is returned instead.
+// Wait returns the call's result, waiting for it. If ctx ends first, Wait returns an error
+// wrapping ctx.Err() (the task goes on unless its own context, given to Submit, ends too); a
+// result that is there by then is returned instead.
 //
 // How it waits: the first waiter of a task waits on the task's own channel in C, spinning for up
 // to 20 µs and then asleep, woken directly by the worker (a tiny call's round trip is then
-// 3-5 µs). Each such waiter holds an OS thread, so at most cWaitersMax wait in C at once,
-// process-wide; past that, waiters spin in C and then park on done. Parking is for extreme
+// 3-5 µs). Each such waiter holds an OS thread, so at most 256 wait in C at once, process-wide;
+// past that, a first waiter spins in C and then parks on done. Further waiters of the same
+// task park on done at once. Parking is for extreme
 // concurrency only: Go's runtime would end the process at 10,000 threads (debug.SetMaxThreads),
 // and a goroutine readied by a worker waits in the worker's P until sysmon takes that P back,
 // up to 10 ms on an otherwise quiet process (parking from 3 waiters up on 2 cores cut the CPU

@@ -99,8 +99,8 @@ type Pairs struct {
 	// Ratio is the wall time of one worker over that of the many: the speed-up.
 	Ratio []float64
 	// Busy is how busy the many workers were: their time in calls over workers × wall time.
-	// Below 1 when a worker waited for a call, or finished its calls before another did (with
-	// 2 calls each, a worker on a slower core makes the other wait for it).
+	// Below 1 when a worker waited for a call, or had no call left while another finished its
+	// last (at the end of the batch; more so when one worker's core runs slower).
 	Busy []float64
 	// CallTime is the mean time of a call while the many workers ran over that while one did:
 	// how much slower the machine runs each of several busy cores (1: not at all). Ratio =

@@ -5,7 +5,8 @@
 
 Prints one JSON object, {pool name: {metric: value}}, with the metrics of internal/bench's
 Figures; pool/bench_test.go (BenchmarkPeers) and `pyworkers bench` report it beside pyworkers'
-own figures, measured the same way. One more entry, "separate processes", holds only a
+own figures, measured the same way (with fewer calls in QUICK than internal/bench's Quick, for
+the slow pools' sake). One more entry, "separate processes", holds only a
 speed-up: the same calls in independent python processes, the most this machine gives.
 """
 
