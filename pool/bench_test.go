@@ -117,6 +117,27 @@ func BenchmarkCPUSpeedup(b *testing.B) {
 	}
 }
 
+// BenchmarkPythonSpeed: the same loop of 300 ~1 ms calls timed inside one pyworkers interpreter
+// and inside python3.14, alternately (bench.PythonSpeed, 4 rounds per iteration): Python's own
+// speed on the libpython pyworkers links and in the executable CPython's pools run in.
+func BenchmarkPythonSpeed(b *testing.B) {
+	python, err := exec.LookPath("python3.14")
+	if err != nil {
+		b.Skip("python3.14 is not on PATH (run through scripts/with-python.sh)")
+	}
+	var ours, theirs []float64
+	for b.Loop() {
+		o, t, err := bench.PythonSpeed(bg, python, filepath.Join(benchDir, "peers.py"), 4, 300, bench.CPU1ms)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ours, theirs = append(ours, o), append(theirs, t)
+	}
+	b.ReportMetric(bench.Median(ours), "pyworkers-ms/call")
+	b.ReportMetric(bench.Median(theirs), "python3.14-ms/call")
+	b.ReportMetric(bench.Median(ours)/bench.Median(theirs), "ratio")
+}
+
 // BenchmarkPayload: 1 MB of bytes to a worker and back (copied both ways).
 func BenchmarkPayload(b *testing.B) {
 	p := benchPool(b, pool.Options{Workers: 2})

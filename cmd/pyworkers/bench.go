@@ -20,9 +20,12 @@ Measures standard workloads through pyworkers' pool and, in the same run, throug
 ThreadPoolExecutor, ProcessPoolExecutor and InterpreterPoolExecutor (with the python3.14 that
 pyworkers runs on): tiny-task round trip and throughput, ~1 ms CPU-bound tasks, the speed-up
 of CPU-bound tasks (8 per worker, ~25 ms each; ~6 ms with --quick) on N workers against 1,
-1 MB payloads, pool start to first result, and resident memory per idle worker. Prints a table with each figure's
-ratio to the best peer (--json for machines). Speed-ups are medians of paired timings; beside
-them, the same calls in N separate python processes show the most this machine gives.
+1 MB payloads, pool start to first result, and resident memory per idle worker. Prints a table
+with each figure's ratio to the best peer (--json for machines). Speed-ups are medians of
+paired timings; beside them, the same calls in N separate python processes show the most this
+machine gives. Last, the same ~1 ms call timed inside one interpreter, alternately in pyworkers
+and in that python3.14: the peers run in that executable, which may run Python faster or
+slower than the libpython pyworkers links, and the CPU-bound rows carry that difference.
 --quick takes under two minutes on 2 cores.
 
 Examples:
@@ -39,6 +42,8 @@ type benchReport struct {
 	Pyworkers bench.Figures            `json:"pyworkers"`
 	Peers     map[string]bench.Figures `json:"peers,omitempty"`
 	PeersNote string                   `json:"peers_note,omitempty"`
+	// PeersPython is the python3.14 the peers ran in (Peers[bench.OneInterpreter] is its own speed).
+	PeersPython string `json:"peers_python,omitempty"`
 }
 
 func cmdBench(ctx context.Context, args []string, std io3) (int, error) {
@@ -82,9 +87,17 @@ func cmdBench(ctx context.Context, args []string, std io3) (int, error) {
 		rep.PeersNote = "no python3.14 found next to the linked CPython or on PATH: peers not measured"
 	} else {
 		fmt.Fprintf(std.stderr, "pyworkers bench: measuring CPython's pools with %s...\n", python)
-		if rep.Peers, err = bench.Peers(ctx, python, filepath.Join(dir, "peers.py"), *workers, *quick); err != nil {
+		script := filepath.Join(dir, "peers.py")
+		if rep.Peers, err = bench.Peers(ctx, python, script, *workers, *quick); err != nil {
 			return exitFailed, err
 		}
+		ours, theirs, err := bench.PythonSpeed(context.Background(), python, script, counts.LoopRounds, counts.LoopCalls, bench.CPU1ms)
+		if err != nil {
+			return exitFailed, err
+		}
+		rep.Pyworkers.PythonCallMs = ours
+		rep.Peers[bench.OneInterpreter] = bench.Figures{PythonCallMs: theirs}
+		rep.PeersPython = python
 	}
 	if ctx.Err() != nil {
 		return exitInterrupt, nil
@@ -175,6 +188,18 @@ func printBenchTable(std io3, rep benchReport) {
 	w.Flush()
 	if f, ok := rep.Peers[bench.Separate]; ok {
 		fmt.Fprintf(std.stdout, "\nFor reference, the same CPU-bound calls in %d separate python processes (nothing shared) against 1: %.2fx.\n", f.SpeedupMeasuredOn, f.Speedup)
+	}
+	if f, ok := rep.Peers[bench.OneInterpreter]; ok && f.PythonCallMs > 0 && rep.Pyworkers.PythonCallMs > 0 {
+		r := rep.Pyworkers.PythonCallMs / f.PythonCallMs
+		fmt.Fprintf(std.stdout, "\nPython itself, the same ~1 ms call inside one interpreter: %.2f ms in pyworkers, %.2f ms in %s.\n",
+			rep.Pyworkers.PythonCallMs, f.PythonCallMs, rep.PeersPython)
+		if r > 1.1 || r < 1/1.1 {
+			how, x := "slower", r
+			if r < 1 {
+				how, x = "faster", 1/r
+			}
+			fmt.Fprintf(std.stdout, "Python runs %.2fx %s on the libpython pyworkers links than in that executable (another build of CPython); the CPU-bound rows carry that difference.\n", x, how)
+		}
 	}
 	if rep.PeersNote != "" {
 		fmt.Fprintln(std.stdout, "\n"+rep.PeersNote)

@@ -339,8 +339,10 @@ func TestBenchQuickJSON(t *testing.T) {
 	for _, k := range []string{"roundtrip_p50_us", "tasks_per_s", "cpu_1ms_tasks_per_s", "speedup", "payload_1mb_ms", "ms_to_first_result"} {
 		assert.Positive(t, rep.Pyworkers[k], k)
 	}
-	assert.Len(t, rep.Peers, 4)
+	assert.Len(t, rep.Peers, 5)
 	assert.Positive(t, rep.Peers["separate processes"]["speedup"])
+	assert.Positive(t, rep.Pyworkers["python_call_ms"])
+	assert.Positive(t, rep.Peers["one interpreter"]["python_call_ms"])
 	assert.Positive(t, rep.Peers["InterpreterPoolExecutor"]["tasks_per_s"])
 }
 

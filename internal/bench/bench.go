@@ -25,14 +25,15 @@ var Path []string
 
 // Figures are one pool's results. Zero means not measured.
 type Figures struct {
-	RoundTripP50us    float64 `json:"roundtrip_p50_us"`    // one tiny task at a time
-	RoundTripP99us    float64 `json:"roundtrip_p99_us"`    //
-	TasksPerSec       float64 `json:"tasks_per_s"`         // tiny tasks, as fast as they go
-	CPU1msPerSec      float64 `json:"cpu_1ms_tasks_per_s"` // ~1 ms CPU-bound tasks
-	Speedup           float64 `json:"speedup"`             // CPU-bound calls: N workers against 1 (median of paired rounds)
-	Payload1MBms      float64 `json:"payload_1mb_ms"`      // 1 MB bytes there and back
-	MsToFirstResult   float64 `json:"ms_to_first_result"`  // new pool to the first result
-	MiBPerIdleWorker  float64 `json:"mib_per_idle_worker"` // resident memory of 9 idle workers against 1, per worker
+	RoundTripP50us    float64 `json:"roundtrip_p50_us"`         // one tiny task at a time
+	RoundTripP99us    float64 `json:"roundtrip_p99_us"`         //
+	TasksPerSec       float64 `json:"tasks_per_s"`              // tiny tasks, as fast as they go
+	CPU1msPerSec      float64 `json:"cpu_1ms_tasks_per_s"`      // ~1 ms CPU-bound tasks
+	Speedup           float64 `json:"speedup"`                  // CPU-bound calls: N workers against 1 (median of paired rounds)
+	Payload1MBms      float64 `json:"payload_1mb_ms"`           // 1 MB bytes there and back
+	MsToFirstResult   float64 `json:"ms_to_first_result"`       // new pool to the first result
+	MiBPerIdleWorker  float64 `json:"mib_per_idle_worker"`      // resident memory of 9 idle workers against 1, per worker
+	PythonCallMs      float64 `json:"python_call_ms,omitempty"` // a ~1 ms call timed inside one interpreter (PythonSpeed)
 	Workers           int     `json:"workers"`
 	SpeedupMeasuredOn int     `json:"speedup_workers"`
 }
@@ -55,11 +56,13 @@ type Counts struct {
 	RoundTrips, Tiny, CPU1ms, Payloads int
 	// SpeedupRounds pairs of SpeedupCall-sized calls (benchfuncs.cpu's n) measure the speed-up.
 	SpeedupRounds, SpeedupCall int
+	// LoopRounds rounds of LoopCalls ~1 ms calls measure Python's own speed (PythonSpeed).
+	LoopRounds, LoopCalls int
 }
 
 var (
-	Full  = Counts{RoundTrips: 5000, Tiny: 100_000, CPU1ms: 2000, Payloads: 200, SpeedupRounds: 10, SpeedupCall: CPU25ms}
-	Quick = Counts{RoundTrips: 1000, Tiny: 20_000, CPU1ms: 400, Payloads: 50, SpeedupRounds: 8, SpeedupCall: CPU6ms}
+	Full  = Counts{RoundTrips: 5000, Tiny: 100_000, CPU1ms: 2000, Payloads: 200, SpeedupRounds: 10, SpeedupCall: CPU25ms, LoopRounds: 5, LoopCalls: 300}
+	Quick = Counts{RoundTrips: 1000, Tiny: 20_000, CPU1ms: 400, Payloads: 50, SpeedupRounds: 8, SpeedupCall: CPU6ms, LoopRounds: 3, LoopCalls: 100}
 )
 
 // RoundTrip calls a no-op n times, one at a time, and returns the p50 and p99 latencies.
@@ -321,6 +324,59 @@ func runPeers(ctx context.Context, python, script string, args ...string) (map[s
 
 // PeerNames in the order they are reported.
 var PeerNames = []string{"ThreadPoolExecutor", "ProcessPoolExecutor", "InterpreterPoolExecutor"}
+
+// OneInterpreter is the entry of peers.py --only-loop: Python's own speed in that executable.
+const OneInterpreter = "one interpreter"
+
+// PythonSpeed times the same loop, calls calls of benchfuncs.cpu(n), inside one pyworkers
+// interpreter and inside python (a python3.14 executable, running peers.py --only-loop),
+// alternately in ABBA order, rounds times each, and returns the median time per call of each:
+// how fast Python itself runs on the libpython pyworkers links and in that executable. The two
+// can differ: Debian's python3.14 executable is linked statically from a separate, faster
+// build than its shared libpython (see the README's "Measured").
+func PythonSpeed(ctx context.Context, python, script string, rounds, calls, n int) (ours, theirs float64, err error) {
+	if rounds < 1 || calls < 1 {
+		return 0, 0, fmt.Errorf("bench: PythonSpeed needs rounds ≥ 1 and calls ≥ 1, got %d and %d", rounds, calls)
+	}
+	p, err := pool.New(pool.Options{Workers: 1, Path: Path})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer p.Close()
+	inPool := func(k int) (float64, error) {
+		v, err := p.Call(ctx, "benchfuncs:loop", k, n)
+		if err != nil {
+			return 0, err
+		}
+		secs, ok := v.(float64)
+		if !ok {
+			return 0, fmt.Errorf("bench: benchfuncs.loop returned %T, not float", v)
+		}
+		return secs / float64(k) * 1e3, nil
+	}
+	if _, err := inPool(1); err != nil { // warm, as peers.py warms its side
+		return 0, 0, err
+	}
+	var a, b []float64
+	for r := range rounds {
+		for _, mine := range [][2]bool{{true, false}, {false, true}}[r%2] {
+			if mine {
+				v, err := inPool(calls)
+				if err != nil {
+					return 0, 0, err
+				}
+				a = append(a, v)
+				continue
+			}
+			out, err := runPeers(ctx, python, script, "--only-loop", strconv.Itoa(calls), "--call", strconv.Itoa(n))
+			if err != nil {
+				return 0, 0, err
+			}
+			b = append(b, out[OneInterpreter].PythonCallMs)
+		}
+	}
+	return Median(a), Median(b), nil
+}
 
 // Separate is Peers' entry that only holds a Speedup: the same CPU-bound calls run in independent
 // python processes with nothing shared, timed as Speedup times pyworkers. It is not a peer but

@@ -2,11 +2,14 @@ package bench_test
 
 import (
 	"context"
+	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pyworkers/pyworkers/cpython"
 	"github.com/pyworkers/pyworkers/internal/bench"
 	"github.com/pyworkers/pyworkers/internal/pwtest"
 )
@@ -52,6 +55,30 @@ func TestSpeedup(t *testing.T) {
 		// Ratio = 2 × Busy / CallTime, but for the single worker's idle moments (hand-offs)
 		assert.InEpsilon(t, 2*pairs.Busy[i]/pairs.CallTime[i], r, 0.25, "round %d", i)
 	}
+}
+
+// PythonSpeed times the same loop in a pyworkers interpreter and in a python3.14 executable
+// (python3.14d when pyworkers links the Py_DEBUG build, several times slower).
+func TestPythonSpeed(t *testing.T) {
+	info, err := cpython.RuntimeInfo()
+	require.NoError(t, err)
+	name := "python3.14"
+	if info.Debug {
+		name = "python3.14d"
+	}
+	python, err := exec.LookPath(name)
+	if err != nil {
+		t.Skip(name + " is not on PATH (run through scripts/with-python.sh)")
+	}
+	ours, theirs, err := bench.PythonSpeed(context.Background(), python, filepath.Join(bench.Path[0], "peers.py"), 2, 20, 2000)
+	require.NoError(t, err)
+	t.Logf("ms per call: %.3f in pyworkers, %.3f in %s", ours, theirs, python)
+	assert.Positive(t, ours)
+	assert.Positive(t, theirs)
+	assert.Less(t, ours/theirs, 10.0, "the same loop, 10x apart: not the same work")
+	assert.Greater(t, ours/theirs, 0.1, "the same loop, 10x apart: not the same work")
+	_, _, err = bench.PythonSpeed(context.Background(), python, "", 0, 20, 2000)
+	assert.ErrorContains(t, err, "rounds ≥ 1")
 }
 
 func TestSpeedupRejectsBadCounts(t *testing.T) {

@@ -2,12 +2,15 @@
 
     python3.14 peers.py [--workers N] [--quick]
     python3.14 peers.py [--workers N] --only-separate ROUNDS [--call N]
+    python3.14 peers.py --only-loop CALLS [--call N]
 
 Prints one JSON object, {pool name: {metric: value}}, with the metrics of internal/bench's
 Figures; pool/bench_test.go (BenchmarkPeers) and `pyworkers bench` report it beside pyworkers'
 own figures, measured the same way (with fewer calls in QUICK than internal/bench's Quick, for
 the slow pools' sake). One more entry, "separate processes", holds only a
 speed-up: the same calls in independent python processes, the most this machine gives.
+--only-loop prints {"one interpreter": {"python_call_ms": ...}}: CALLS calls of
+benchfuncs.cpu(N) timed in this process's own interpreter, Python's own speed.
 """
 
 import argparse
@@ -149,6 +152,7 @@ def measure(make, workers, counts):
 
 
 SEPARATE = "separate processes"
+ONE = "one interpreter"
 
 
 def main():
@@ -157,8 +161,15 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only-separate", type=int, metavar="ROUNDS", default=0,
                     help="measure only the separate processes' speed-up, in ROUNDS pairs")
-    ap.add_argument("--call", type=int, default=CPU_25MS, help="benchfuncs.cpu's n for --only-separate")
+    ap.add_argument("--only-loop", type=int, metavar="CALLS", default=0,
+                    help="time CALLS calls of benchfuncs.cpu in this interpreter, nothing else")
+    ap.add_argument("--call", type=int, default=CPU_25MS, help="benchfuncs.cpu's n for --only-separate and --only-loop")
     a = ap.parse_args()
+    if a.only_loop:
+        benchfuncs.loop(1, a.call)  # warm, as the pyworkers side is
+        ms = benchfuncs.loop(a.only_loop, a.call) / a.only_loop * 1e3
+        print(json.dumps({ONE: {"python_call_ms": ms}}))
+        return
     if a.only_separate:
         print(json.dumps({SEPARATE: separate_processes(a.workers, a.only_separate, a.call)}))
         return
