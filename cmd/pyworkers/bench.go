@@ -42,8 +42,8 @@ type benchReport struct {
 	Pyworkers bench.Figures            `json:"pyworkers"`
 	Peers     map[string]bench.Figures `json:"peers,omitempty"`
 	PeersNote string                   `json:"peers_note,omitempty"`
-	// PeersPython is the python3.14 the peers ran in (Peers[bench.OneInterpreter] is its own speed).
-	PeersPython string `json:"peers_python,omitempty"`
+	// PeersPythonPath is the executable the peers ran in (Peers[bench.OneInterpreter]: its speed).
+	PeersPythonPath string `json:"peers_python_path,omitempty"`
 }
 
 func cmdBench(ctx context.Context, args []string, std io3) (int, error) {
@@ -80,24 +80,35 @@ func cmdBench(ctx context.Context, args []string, std io3) (int, error) {
 	fmt.Fprintf(std.stderr, "pyworkers bench: measuring pyworkers with %d workers...\n", *workers)
 	// Calls are measured with context.Background, as the pool benchmarks measure them: a
 	// cancellable context adds its own watchers to every call. Ctrl-C is seen when this ends.
-	if rep.Pyworkers, err = bench.Pyworkers(context.Background(), *workers, counts); err != nil {
+	// failed is the exit for err: an interrupt (Ctrl-C also reaches the python children, which
+	// then fail) is not a failure.
+	failed := func(err error) (int, error) {
+		if ctx.Err() != nil {
+			return exitInterrupt, nil
+		}
 		return exitFailed, err
 	}
+	if rep.Pyworkers, err = bench.Pyworkers(context.Background(), *workers, counts); err != nil {
+		return failed(err)
+	}
+	if ctx.Err() != nil {
+		return exitInterrupt, nil
+	}
 	if python := findPython(info); python == "" {
-		rep.PeersNote = "no python3.14 found next to the linked CPython or on PATH: peers not measured"
+		rep.PeersNote = "no " + pythonName(info) + " found next to the linked CPython or on PATH: peers not measured"
 	} else {
 		fmt.Fprintf(std.stderr, "pyworkers bench: measuring CPython's pools with %s...\n", python)
 		script := filepath.Join(dir, "peers.py")
 		if rep.Peers, err = bench.Peers(ctx, python, script, *workers, *quick); err != nil {
-			return exitFailed, err
+			return failed(err)
 		}
-		ours, theirs, err := bench.PythonSpeed(context.Background(), python, script, counts.LoopRounds, counts.LoopCalls, bench.CPU1ms)
+		ours, theirs, err := bench.PythonSpeed(ctx, python, script, counts.LoopRounds, counts.LoopCalls, bench.CPU1ms)
 		if err != nil {
-			return exitFailed, err
+			return failed(err)
 		}
 		rep.Pyworkers.PythonCallMs = ours
 		rep.Peers[bench.OneInterpreter] = bench.Figures{PythonCallMs: theirs}
-		rep.PeersPython = python
+		rep.PeersPythonPath = python
 	}
 	if ctx.Err() != nil {
 		return exitInterrupt, nil
@@ -112,19 +123,23 @@ func cmdBench(ctx context.Context, args []string, std io3) (int, error) {
 }
 
 // findPython is the python3.14 (python3.14d for a debug build) of the CPython this binary
-// links, else one on PATH.
+// links, else one of that name on PATH: a debug build is not compared with a release one.
 func findPython(info cpython.Info) string {
-	name := "python3.14"
-	if info.Debug {
-		name = "python3.14d"
-	}
+	name := pythonName(info)
 	if p := filepath.Join(info.Prefix, "bin", name); isExecutable(p) {
 		return p
 	}
-	if p, err := exec.LookPath("python3.14"); err == nil {
+	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
 	return ""
+}
+
+func pythonName(info cpython.Info) string {
+	if info.Debug {
+		return "python3.14d"
+	}
+	return "python3.14"
 }
 
 func isExecutable(p string) bool {
@@ -192,7 +207,7 @@ func printBenchTable(std io3, rep benchReport) {
 	if f, ok := rep.Peers[bench.OneInterpreter]; ok && f.PythonCallMs > 0 && rep.Pyworkers.PythonCallMs > 0 {
 		r := rep.Pyworkers.PythonCallMs / f.PythonCallMs
 		fmt.Fprintf(std.stdout, "\nPython itself, the same ~1 ms call inside one interpreter: %.2f ms in pyworkers, %.2f ms in %s.\n",
-			rep.Pyworkers.PythonCallMs, f.PythonCallMs, rep.PeersPython)
+			rep.Pyworkers.PythonCallMs, f.PythonCallMs, rep.PeersPythonPath)
 		if r > 1.1 || r < 1/1.1 {
 			how, x := "slower", r
 			if r < 1 {

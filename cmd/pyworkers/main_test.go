@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -344,6 +346,48 @@ func TestBenchQuickJSON(t *testing.T) {
 	assert.Positive(t, rep.Pyworkers["python_call_ms"])
 	assert.Positive(t, rep.Peers["one interpreter"]["python_call_ms"])
 	assert.Positive(t, rep.Peers["InterpreterPoolExecutor"]["tasks_per_s"])
+}
+
+// Ctrl-C from a terminal reaches the whole process group: while bench measures CPython's pools,
+// its python child fails too, and bench exits 130 as interrupted, not 1 with that failure.
+func TestBenchInterruptedWhileMeasuringPeers(t *testing.T) {
+	if pydebugTag != nil {
+		t.Skip("under Py_DEBUG every workload runs several times slower; the race lane runs this")
+	}
+	cmd := exec.Command(binary, "bench", "--quick")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	defer cmd.Process.Kill()
+	peers := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		seen := false
+		for sc.Scan() {
+			if !seen && strings.Contains(sc.Text(), "measuring CPython's pools") {
+				seen = true
+				close(peers)
+			}
+		}
+	}()
+	select {
+	case <-peers:
+	case <-time.After(3 * time.Minute):
+		t.Fatal("bench never reached CPython's pools")
+	}
+	time.Sleep(300 * time.Millisecond) // the python child is running
+	require.NoError(t, syscall.Kill(-cmd.Process.Pid, syscall.SIGINT))
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("bench did not stop on Ctrl-C")
+	}
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee)
+	assert.Equal(t, 130, ee.ExitCode())
 }
 
 // Ctrl-C while the input is idle (a terminal, `tail -f`): map stops at once, it does not wait
