@@ -25,15 +25,15 @@ var Path []string
 
 // Figures are one pool's results. Zero means not measured.
 type Figures struct {
-	RoundTripP50us    float64 `json:"roundtrip_p50_us"`         // one tiny task at a time
-	RoundTripP99us    float64 `json:"roundtrip_p99_us"`         //
-	TasksPerSec       float64 `json:"tasks_per_s"`              // tiny tasks, as fast as they go
-	CPU1msPerSec      float64 `json:"cpu_1ms_tasks_per_s"`      // ~1 ms CPU-bound tasks
-	Speedup           float64 `json:"speedup"`                  // CPU-bound calls: N workers against 1 (median of paired rounds)
-	Payload1MBms      float64 `json:"payload_1mb_ms"`           // 1 MB bytes there and back
-	MsToFirstResult   float64 `json:"ms_to_first_result"`       // new pool to the first result
-	MiBPerIdleWorker  float64 `json:"mib_per_idle_worker"`      // resident memory of 9 idle workers against 1, per worker
-	PythonCallMs      float64 `json:"python_call_ms,omitempty"` // a ~1 ms call timed inside one interpreter (PythonSpeed)
+	RoundTripP50us    float64 `json:"roundtrip_p50_us"`    // one tiny task at a time
+	RoundTripP99us    float64 `json:"roundtrip_p99_us"`    //
+	TasksPerSec       float64 `json:"tasks_per_s"`         // tiny tasks, as fast as they go
+	CPU1msPerSec      float64 `json:"cpu_1ms_tasks_per_s"` // ~1 ms CPU-bound tasks
+	Speedup           float64 `json:"speedup"`             // CPU-bound calls: N workers against 1 (median of paired rounds)
+	Payload1MBms      float64 `json:"payload_1mb_ms"`      // 1 MB bytes there and back
+	MsToFirstResult   float64 `json:"ms_to_first_result"`  // new pool to the first result
+	MiBPerIdleWorker  float64 `json:"mib_per_idle_worker"` // resident memory of 9 idle workers against 1, per worker
+	PythonCallMs      float64 `json:"python_call_ms"`      // a ~1 ms call timed inside one interpreter (PythonSpeed)
 	Workers           int     `json:"workers"`
 	SpeedupMeasuredOn int     `json:"speedup_workers"`
 }
@@ -61,8 +61,8 @@ type Counts struct {
 }
 
 var (
-	Full  = Counts{RoundTrips: 5000, Tiny: 100_000, CPU1ms: 2000, Payloads: 200, SpeedupRounds: 10, SpeedupCall: CPU25ms, LoopRounds: 5, LoopCalls: 300}
-	Quick = Counts{RoundTrips: 1000, Tiny: 20_000, CPU1ms: 400, Payloads: 50, SpeedupRounds: 8, SpeedupCall: CPU6ms, LoopRounds: 3, LoopCalls: 100}
+	Full  = Counts{RoundTrips: 5000, Tiny: 100_000, CPU1ms: 2000, Payloads: 200, SpeedupRounds: 10, SpeedupCall: CPU25ms, LoopRounds: 4, LoopCalls: 300}
+	Quick = Counts{RoundTrips: 1000, Tiny: 20_000, CPU1ms: 400, Payloads: 50, SpeedupRounds: 8, SpeedupCall: CPU6ms, LoopRounds: 2, LoopCalls: 100}
 )
 
 // RoundTrip calls a no-op n times, one at a time, and returns the p50 and p99 latencies.
@@ -372,7 +372,11 @@ func PythonSpeed(ctx context.Context, python, script string, rounds, calls, n in
 			if err != nil {
 				return 0, 0, err
 			}
-			b = append(b, out[OneInterpreter].PythonCallMs)
+			v := out[OneInterpreter].PythonCallMs
+			if v <= 0 {
+				return 0, 0, fmt.Errorf("bench: %s --only-loop gave no time per call", script)
+			}
+			b = append(b, v)
 		}
 	}
 	return Median(a), Median(b), nil

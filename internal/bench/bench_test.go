@@ -2,6 +2,7 @@ package bench_test
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -41,7 +42,7 @@ func TestMedian(t *testing.T) {
 // Speedup runs real calls on two warm pools: one entry per round in each figure, all of them
 // sane, and the speed-up is what the pool's and the machine's shares make.
 func TestSpeedup(t *testing.T) {
-	pairs, err := bench.Speedup(context.Background(), 2, 3, 20_000)
+	pairs, err := bench.Speedup(context.Background(), 2, 3, bench.CPU6ms)
 	require.NoError(t, err)
 	require.Len(t, pairs.Ratio, 3)
 	require.Len(t, pairs.Busy, 3)
@@ -52,7 +53,9 @@ func TestSpeedup(t *testing.T) {
 		assert.Greater(t, pairs.Busy[i], 0.0)
 		assert.LessOrEqual(t, pairs.Busy[i], 1.0, "workers cannot be busier than the wall time")
 		assert.Greater(t, pairs.CallTime[i], 0.0)
-		// Ratio = 2 × Busy / CallTime, but for the single worker's idle moments (hand-offs)
+		// Ratio = 2 × Busy / CallTime, but for the single worker's idle moments (hand-offs, and
+		// a Go scheduler stall of up to a few ms: calls of ~6 ms keep that under the tolerance)
+		t.Logf("round %d: ratio %.3f, 2 × busy / call time %.3f", i, r, 2*pairs.Busy[i]/pairs.CallTime[i])
 		assert.InEpsilon(t, 2*pairs.Busy[i]/pairs.CallTime[i], r, 0.25, "round %d", i)
 	}
 }
@@ -66,11 +69,14 @@ func TestPythonSpeed(t *testing.T) {
 	if info.Debug {
 		name = "python3.14d"
 	}
-	python, err := exec.LookPath(name)
-	if err != nil {
-		t.Skip(name + " is not on PATH (run through scripts/with-python.sh)")
+	python := filepath.Join(info.Prefix, "bin", name) // the linked CPython's own, as pyworkers bench finds it
+	if _, err := os.Stat(python); err != nil {
+		if python, err = exec.LookPath(name); err != nil {
+			t.Skip(name + " is neither in the linked CPython's bin nor on PATH")
+		}
 	}
-	ours, theirs, err := bench.PythonSpeed(context.Background(), python, filepath.Join(bench.Path[0], "peers.py"), 2, 20, 2000)
+	// 3 rounds: the median drops one stalled round
+	ours, theirs, err := bench.PythonSpeed(context.Background(), python, filepath.Join(bench.Path[0], "peers.py"), 3, 50, 2000)
 	require.NoError(t, err)
 	t.Logf("ms per call: %.3f in pyworkers, %.3f in %s", ours, theirs, python)
 	assert.Positive(t, ours)
