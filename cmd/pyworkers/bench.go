@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"syscall"
 	"text/tabwriter"
 
 	"github.com/pyworkers/pyworkers/cpython"
@@ -81,9 +83,9 @@ func cmdBench(ctx context.Context, args []string, std io3) (int, error) {
 	// Calls are measured with context.Background, as the pool benchmarks measure them: a
 	// cancellable context adds its own watchers to every call. Ctrl-C is seen when this ends.
 	// failed is the exit for err: an interrupt (Ctrl-C also reaches the python children, which
-	// then fail) is not a failure.
+	// then fail, maybe before this process has seen its own signal) is not a failure.
 	failed := func(err error) (int, error) {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || endedBySIGINT(err) {
 			return exitInterrupt, nil
 		}
 		return exitFailed, err
@@ -120,6 +122,17 @@ func cmdBench(ctx context.Context, args []string, std io3) (int, error) {
 	}
 	printBenchTable(std, rep)
 	return exitOK, nil
+}
+
+// endedBySIGINT tells whether err is a child process's end by SIGINT (CPython re-raises an
+// unhandled KeyboardInterrupt as the signal).
+func endedBySIGINT(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGINT
 }
 
 // findPython is the python3.14 (python3.14d for a debug build) of the CPython this binary
