@@ -79,12 +79,11 @@ func (g *Group) submit(ctx context.Context, target string, run func(*cpython.Thr
 	if g.p.closing.Load() {
 		return nil, ErrClosed
 	}
-	if err := g.takeRoom(ctx); err != nil {
+	if err := g.enter(ctx); err != nil {
 		return nil, err
 	}
 	tk := newTask(g, ctx, target, run)
 	h := cgo.NewHandle(tk)
-	g.queued.Add(1)
 	var err error
 	if g.p.opts.FailFast {
 		err = g.tasks.TrySend(int64(h))
@@ -93,8 +92,7 @@ func (g *Group) submit(ctx context.Context, target string, run func(*cpython.Thr
 	}
 	if err != nil {
 		h.Delete()
-		g.queued.Add(-1)
-		g.giveRoom()
+		g.leave()
 		switch {
 		case errors.Is(err, channels.ErrClosed):
 			return nil, ErrClosed
@@ -108,6 +106,21 @@ func (g *Group) submit(ctx context.Context, target string, run func(*cpython.Thr
 		tk.watch() // after the task is queued: a watch that fires at once finds it there
 	}
 	return &Future{t: tk}, nil
+}
+
+// enter counts a task into the queue depth once it has room (see takeRoom); every task that
+// entered leaves once: when it is claimed, or when it could not be queued after all.
+func (g *Group) enter(ctx context.Context) error {
+	if err := g.takeRoom(ctx); err != nil {
+		return err
+	}
+	g.queued.Add(1)
+	return nil
+}
+
+func (g *Group) leave() {
+	g.queued.Add(-1)
+	g.giveRoom()
 }
 
 // takeRoom waits for room in a bounded queue (or, with FailFast, fails at once when there is
@@ -314,8 +327,7 @@ func (tk *task) claim() bool {
 	if !tk.state.CompareAndSwap(stateQueued, stateClaimed) {
 		return false
 	}
-	tk.g.queued.Add(-1)
-	tk.g.giveRoom()
+	tk.g.leave()
 	return true
 }
 
