@@ -96,8 +96,8 @@ func cmdBench(ctx context.Context, args []string, std io3) (int, error) {
 	if ctx.Err() != nil {
 		return exitInterrupt, nil
 	}
-	if python := findPython(info); python == "" {
-		rep.PeersNote = "no " + pythonName(info) + " found next to the linked CPython or on PATH: peers not measured"
+	if python := bench.FindPython(info); python == "" {
+		rep.PeersNote = "no " + bench.PythonName(info) + " found next to the linked CPython or on PATH: peers not measured"
 	} else {
 		fmt.Fprintf(std.stderr, "pyworkers bench: measuring CPython's pools with %s...\n", python)
 		script := filepath.Join(dir, "peers.py")
@@ -133,31 +133,6 @@ func endedBySIGINT(err error) bool {
 	}
 	ws, ok := ee.Sys().(syscall.WaitStatus)
 	return ok && ws.Signaled() && ws.Signal() == syscall.SIGINT
-}
-
-// findPython is the python3.14 (python3.14d for a debug build) of the CPython this binary
-// links, else one of that name on PATH: a debug build is not compared with a release one.
-func findPython(info cpython.Info) string {
-	name := pythonName(info)
-	if p := filepath.Join(info.Prefix, "bin", name); isExecutable(p) {
-		return p
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	return ""
-}
-
-func pythonName(info cpython.Info) string {
-	if info.Debug {
-		return "python3.14d"
-	}
-	return "python3.14"
-}
-
-func isExecutable(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
 }
 
 type benchMetric struct {

@@ -134,7 +134,7 @@ func Speedup(ctx context.Context, workers, rounds, n int) (Pairs, error) {
 	}
 	for r := range rounds {
 		var wall, busy [2]time.Duration
-		for _, i := range [][2]int{{0, 1}, {1, 0}}[r%2] {
+		for _, i := range abba(r) {
 			before := busyTime(pools[i])
 			var err error
 			if wall[i], err = cpuWall(ctx, pools[i], SpeedupCallsPerWorker*workers, n); err != nil {
@@ -218,7 +218,7 @@ func Startup(ctx context.Context, workers int) (time.Duration, error) {
 
 // IdleWorkerMiB measures this process's RSS with 9 idle workers against 1, per extra worker.
 func IdleWorkerMiB(ctx context.Context) (float64, error) {
-	measure := func(workers int) (int64, error) {
+	rssWith := func(workers int) (int64, error) {
 		p, err := pool.New(pool.Options{Workers: workers, Path: Path})
 		if err != nil {
 			return 0, err
@@ -232,11 +232,11 @@ func IdleWorkerMiB(ctx context.Context) (float64, error) {
 		runtime.GC()
 		return measure.RSS(0)
 	}
-	one, err := measure(1)
+	one, err := rssWith(1)
 	if err != nil {
 		return 0, err
 	}
-	nine, err := measure(9)
+	nine, err := rssWith(9)
 	if err != nil {
 		return 0, err
 	}
@@ -357,29 +357,38 @@ func PythonSpeed(ctx context.Context, python, script string, rounds, calls, n in
 	if _, err := inPool(1); err != nil { // warm, as peers.py warms its side
 		return 0, 0, err
 	}
-	var a, b []float64
+	inPython := func(k int) (float64, error) {
+		out, err := runPeers(ctx, python, script, "--only-loop", strconv.Itoa(k), "--call", strconv.Itoa(n))
+		if err != nil {
+			return 0, err
+		}
+		v := out[OneInterpreter].PythonCallMs
+		if v <= 0 {
+			return 0, fmt.Errorf("bench: %s --only-loop gave no time per call", script)
+		}
+		return v, nil
+	}
+	sides := [2]func(int) (float64, error){inPool, inPython}
+	var ms [2][]float64
 	for r := range rounds {
-		for _, mine := range [][2]bool{{true, false}, {false, true}}[r%2] {
-			if mine {
-				v, err := inPool(calls)
-				if err != nil {
-					return 0, 0, err
-				}
-				a = append(a, v)
-				continue
-			}
-			out, err := runPeers(ctx, python, script, "--only-loop", strconv.Itoa(calls), "--call", strconv.Itoa(n))
+		for _, i := range abba(r) {
+			v, err := sides[i](calls)
 			if err != nil {
 				return 0, 0, err
 			}
-			v := out[OneInterpreter].PythonCallMs
-			if v <= 0 {
-				return 0, 0, fmt.Errorf("bench: %s --only-loop gave no time per call", script)
-			}
-			b = append(b, v)
+			ms[i] = append(ms[i], v)
 		}
 	}
-	return Median(a), Median(b), nil
+	return Median(ms[0]), Median(ms[1]), nil
+}
+
+// abba is the order of the two sides in round r: 0 then 1, then 1 then 0, and so on, so that a
+// drift of the machine's speed weighs on both alike.
+func abba(r int) [2]int {
+	if r%2 == 0 {
+		return [2]int{0, 1}
+	}
+	return [2]int{1, 0}
 }
 
 // Separate is Peers' entry that only holds a Speedup: the same CPU-bound calls run in independent

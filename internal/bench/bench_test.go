@@ -2,8 +2,6 @@ package bench_test
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -65,15 +63,9 @@ func TestSpeedup(t *testing.T) {
 func TestPythonSpeed(t *testing.T) {
 	info, err := cpython.RuntimeInfo()
 	require.NoError(t, err)
-	name := "python3.14"
-	if info.Debug {
-		name = "python3.14d"
-	}
-	python := filepath.Join(info.Prefix, "bin", name) // the linked CPython's own, as pyworkers bench finds it
-	if _, err := os.Stat(python); err != nil {
-		if python, err = exec.LookPath(name); err != nil {
-			t.Skip(name + " is neither in the linked CPython's bin nor on PATH")
-		}
+	python := bench.FindPython(info) // the linked CPython's own, as pyworkers bench finds it
+	if python == "" {
+		t.Skip(bench.PythonName(info) + " is neither in the linked CPython's bin nor on PATH")
 	}
 	// 3 rounds: the median drops one stalled round
 	ours, theirs, err := bench.PythonSpeed(context.Background(), python, filepath.Join(bench.Path[0], "peers.py"), 3, 50, 2000)

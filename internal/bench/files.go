@@ -3,7 +3,10 @@ package bench
 import (
 	"embed"
 	"os"
+	"os/exec"
 	"path/filepath"
+
+	"github.com/pyworkers/pyworkers/cpython"
 )
 
 // The Python side of the benchmarks: the workloads, and the script that runs CPython's own
@@ -40,4 +43,31 @@ func Prepare() (dir string, err error) {
 		}
 	}
 	return dir, nil
+}
+
+// FindPython is the python3.14 (python3.14d for a debug build) of the CPython this process
+// links, else one of that name on PATH, else "": what runs peers.py. A debug build is not
+// compared with a release one.
+func FindPython(info cpython.Info) string {
+	name := PythonName(info)
+	if p := filepath.Join(info.Prefix, "bin", name); isExecutable(p) {
+		return p
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	return ""
+}
+
+// PythonName is the executable's name FindPython looks for.
+func PythonName(info cpython.Info) string {
+	if info.Debug {
+		return "python3.14d"
+	}
+	return "python3.14"
+}
+
+func isExecutable(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
 }
