@@ -143,11 +143,25 @@ func (c *Channel) send(ctx context.Context, v any, mode waitMode) error {
 		return conversionError("", err)
 	}
 	data, n, refs, nrefs := eb.c()
+	// A small item is copied into a kept node by each attempt (a waiting send may make three);
+	// a large one is built once and pushed by each.
+	var big *C.pyw_item
 	op := func(timeout C.int64_t, cancel *C.int) C.int {
-		return C.pyw_queue_send_copy(c.q, data, n, refs, nrefs, timeout, cancel)
+		if big != nil {
+			return C.pyw_queue_push(c.q, big, timeout, cancel)
+		}
+		return C.pyw_queue_send_copy(c.q, data, n, nil, 0, timeout, cancel)
+	}
+	if n > C.PYW_SMALL_ITEM || nrefs > 0 {
+		if big = C.pyw_item_new(data, n, refs, nrefs); big == nil {
+			return errors.New("channels: out of memory")
+		}
 	}
 	rc := c.wait(ctx, op, mode, C.PYW_Q_FULL)
 	runtime.KeepAlive(c)
+	if big != nil && rc != C.PYW_Q_OK {
+		C.pyw_item_free(big)
+	}
 	return c.result(ctx, rc)
 }
 

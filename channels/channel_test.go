@@ -731,3 +731,42 @@ func TestNoWakeUpIsLost(t *testing.T) {
 		}
 	})
 }
+
+// A large item (built once, pushed by every attempt) waits for room in a full bounded channel,
+// from Go and from Python, and arrives whole, once; one whose wait is cancelled is not sent.
+func TestLargeItemWaitsForRoom(t *testing.T) {
+	c := newChan(t, 1)
+	big := bytes.Repeat([]byte("x"), 1000)
+	require.NoError(t, c.Send(bg, "first"))
+	sent := make(chan error, 1)
+	go func() { sent <- c.Send(bg, big) }()
+	time.Sleep(30 * time.Millisecond) // past its spin: asleep, waiting for room
+	v, err := c.Recv(bg)
+	require.NoError(t, err)
+	assert.Equal(t, "first", v)
+	require.NoError(t, <-sent)
+	v, err = c.Recv(bg)
+	require.NoError(t, err)
+	assert.Equal(t, big, v)
+
+	require.NoError(t, c.Send(bg, "full"))
+	ctx, cancel := context.WithTimeout(bg, 30*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, c.Send(ctx, big), context.DeadlineExceeded)
+	assert.Equal(t, 1, c.Len())
+
+	i := newInterp(t)
+	done := make(chan error, 1)
+	go func() {
+		done <- i.Exec(bg, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).send(b'y' * 1000)", c.ID()))
+	}()
+	time.Sleep(30 * time.Millisecond)
+	v, err = c.Recv(bg)
+	require.NoError(t, err)
+	assert.Equal(t, "full", v)
+	require.NoError(t, <-done)
+	v, err = c.Recv(bg)
+	require.NoError(t, err)
+	assert.Equal(t, bytes.Repeat([]byte("y"), 1000), v)
+	assert.Equal(t, 0, c.Len())
+}

@@ -379,8 +379,7 @@ static pyw_item *unlink_chain(pyw_queue *q, size_t max, size_t *k) {
 	return first;
 }
 
-/* Pushes one item made by pyw_item_new; on any outcome but PYW_Q_OK it stays with the caller. */
-static int push(pyw_queue *q, pyw_item *it, int64_t timeout_ns, int *cancel) {
+int pyw_queue_push(pyw_queue *q, pyw_item *it, int64_t timeout_ns, int *cancel) {
 	int registered = 0;
 	pthread_mutex_lock(&q->mu);
 	int rc = wait_for(q, 0, timeout_ns, cancel, &registered);
@@ -452,7 +451,7 @@ int pyw_queue_send_copy(pyw_queue *q, const char *data, size_t len, pyw_shared *
 		if (it == NULL) {
 			return PYW_Q_NOMEM;
 		}
-		int rc = push(q, it, timeout_ns, cancel);
+		int rc = pyw_queue_push(q, it, timeout_ns, cancel);
 		if (rc != PYW_Q_OK) {
 			pyw_item_free(it);
 		}

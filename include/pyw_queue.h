@@ -70,6 +70,10 @@ int pyw_queue_close(pyw_queue *q);
  * item, then takes up to max as a chain (linked by next) and sets *n. push_many appends the
  * chain in order, waiting for room as needed; on any outcome it sets *pushed and leaves the
  * items not pushed in *chain, with the caller. */
+/* Pushes one item made by pyw_item_new; on any outcome but PYW_Q_OK it stays with the caller,
+ * who may push it again: a sender that tries first without waiting and then waiting builds a
+ * large item once (pyw_queue_send_copy would copy it for every attempt). */
+int pyw_queue_push(pyw_queue *q, pyw_item *it, int64_t timeout_ns, int *cancel);
 int pyw_queue_pop_many(pyw_queue *q, pyw_item **out, size_t max, size_t *n, int64_t timeout_ns, int *cancel);
 int pyw_queue_push_many(pyw_queue *q, pyw_item **chain, size_t *pushed, int64_t timeout_ns, int *cancel);
 /* Sets *cancel and wakes q's waiters so that the wait using it returns PYW_Q_CANCELLED. */
