@@ -379,6 +379,15 @@ static pyw_item *unlink_chain(pyw_queue *q, size_t max, size_t *k) {
 	return first;
 }
 
+/* Releases q->mu after an operation that may have waited; registered: wait_for's flag, which
+ * asks for pyw_wait_end once the mutex is released. */
+static void unlock(pyw_queue *q, int registered) {
+	pthread_mutex_unlock(&q->mu);
+	if (registered) {
+		pyw_wait_end();
+	}
+}
+
 int pyw_queue_push(pyw_queue *q, pyw_item *it, int64_t timeout_ns, int *cancel) {
 	int registered = 0;
 	pthread_mutex_lock(&q->mu);
@@ -386,10 +395,7 @@ int pyw_queue_push(pyw_queue *q, pyw_item *it, int64_t timeout_ns, int *cancel) 
 	if (rc == PYW_Q_OK) {
 		link_chain(q, it, it, 1);
 	}
-	pthread_mutex_unlock(&q->mu);
-	if (registered) {
-		pyw_wait_end();
-	}
+	unlock(q, registered);
 	return rc;
 }
 
@@ -401,10 +407,7 @@ int pyw_queue_pop_many(pyw_queue *q, pyw_item **out, size_t max, size_t *n, int6
 	if (rc == PYW_Q_OK) {
 		*out = unlink_chain(q, max, n);
 	}
-	pthread_mutex_unlock(&q->mu);
-	if (registered) {
-		pyw_wait_end();
-	}
+	unlock(q, registered);
 	return rc;
 }
 
@@ -429,10 +432,7 @@ int pyw_queue_push_many(pyw_queue *q, pyw_item **chain, size_t *pushed, int64_t 
 		link_chain(q, first, last, k);
 		*pushed += k;
 	}
-	pthread_mutex_unlock(&q->mu);
-	if (registered) {
-		pyw_wait_end();
-	}
+	unlock(q, registered);
 	return rc;
 }
 
@@ -482,10 +482,7 @@ int pyw_queue_send_copy(pyw_queue *q, const char *data, size_t len, pyw_shared *
 			link_chain(q, it, it, 1);
 		}
 	}
-	pthread_mutex_unlock(&q->mu);
-	if (registered) {
-		pyw_wait_end();
-	}
+	unlock(q, registered);
 	return rc;
 }
 
@@ -514,10 +511,7 @@ int pyw_queue_recv_copy(pyw_queue *q, char *small, size_t *len, pyw_item **big, 
 			*big = it;
 		}
 	}
-	pthread_mutex_unlock(&q->mu);
-	if (registered) {
-		pyw_wait_end();
-	}
+	unlock(q, registered);
 	free(drop);
 	return rc;
 }

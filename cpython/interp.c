@@ -311,13 +311,22 @@ pyw_result pyw_interp_resolve(pyw_interp *w, const char *target, size_t len, siz
 	return finish(w, task, r);
 }
 
+/* The callable in slot, borrowed; NULL with SystemError if the slot was never resolved. */
+static PyObject *resolved(pyw_interp *w, size_t slot) {
+	if (slot >= w->nslots || w->slots[slot] == NULL) {
+		PyErr_SetString(PyExc_SystemError, "pyworkers: call of an unresolved target");
+		return NULL;
+	}
+	return w->slots[slot];
+}
+
 pyw_result pyw_interp_call(pyw_interp *w, size_t slot, const char *args, size_t len, pyw_shared *const *refs,
                            size_t nrefs, uint64_t task) {
 	begin(w, task);
 	const char *p = args, *end = args + len;
 	PyObject *a = NULL, *kw = NULL, *r = NULL;
-	if (slot >= w->nslots || w->slots[slot] == NULL) {
-		PyErr_SetString(PyExc_SystemError, "pyworkers: call of an unresolved target");
+	PyObject *target = resolved(w, slot);
+	if (target == NULL) {
 		return finish(w, task, NULL);
 	}
 	a = pyw_decode(&p, end, refs, nrefs);
@@ -325,7 +334,7 @@ pyw_result pyw_interp_call(pyw_interp *w, size_t slot, const char *args, size_t 
 	if (kw != NULL && (!PyTuple_Check(a) || (kw != Py_None && !PyDict_Check(kw)))) {
 		PyErr_SetString(PyExc_SystemError, "pyworkers: malformed call arguments");
 	} else if (kw != NULL) {
-		r = PyObject_Call(w->slots[slot], a, kw == Py_None ? NULL : kw);
+		r = PyObject_Call(target, a, kw == Py_None ? NULL : kw);
 	}
 	Py_XDECREF(a);
 	Py_XDECREF(kw);
@@ -335,15 +344,15 @@ pyw_result pyw_interp_call(pyw_interp *w, size_t slot, const char *args, size_t 
 pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, size_t len,
                                 pyw_shared *const *refs, size_t nrefs, uint64_t task) {
 	begin(w, task);
-	if (slot >= w->nslots || w->slots[slot] == NULL) {
-		PyErr_SetString(PyExc_SystemError, "pyworkers: call of an unresolved target");
+	PyObject *target = resolved(w, slot);
+	if (target == NULL) {
 		return finish(w, task, NULL);
 	}
 	PyObject *fn = helper(w, "call_many"), *r = NULL;
 	const char *p = items;
 	PyObject *list = fn ? pyw_decode(&p, items + len, refs, nrefs) : NULL;
 	if (list != NULL) {
-		r = PyObject_CallFunctionObjArgs(fn, w->slots[slot], list, NULL);
+		r = PyObject_CallFunctionObjArgs(fn, target, list, NULL);
 		Py_DECREF(list);
 	}
 	return finish(w, task, r);
