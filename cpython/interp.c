@@ -16,10 +16,10 @@ static PyObject *str_or_replace(const char *s) { return PyUnicode_DecodeUTF8(s, 
 /* The interpreter whose own thread this is (NULL on any other thread). */
 static _Thread_local pyw_interp *current;
 
-/* Encodes o into out as the whole result (shared buffers into refs when given); status on
- * success. */
-static pyw_result encode_into(pyw_buf *out, pyw_refs *refs, PyObject *o, int status) {
-	pyw_result r = {status, NULL, 0, 0, NULL, 0};
+/* Encodes o, a call's return value, into out as the whole result (shared buffers into refs);
+ * a value that has no encoding becomes PYW_CONVERT with (path, message). */
+static pyw_result encode_into(pyw_buf *out, pyw_refs *refs, PyObject *o) {
+	pyw_result r = {PYW_OK, NULL, 0, 0, NULL, 0};
 	pyw_enc_err e;
 	out->len = 0; /* refs: cleared by begin() */
 	if (pyw_encode(out, refs, 0, o, &e) == 0) {
@@ -29,15 +29,6 @@ static pyw_result encode_into(pyw_buf *out, pyw_refs *refs, PyObject *o, int sta
 			r.refs = refs->v;
 			r.nrefs = refs->n;
 		}
-		return r;
-	}
-	if (status != PYW_OK) {
-		/* an exception's own (type, message, traceback) did not encode: say so in plain text */
-		out->len = 0;
-		pyw_buf_printf(out, "cannot report a Python error: at %s: %s", e.path, e.msg);
-		r.status = PYW_FAILED;
-		r.data = out->data;
-		r.len = out->len;
 		return r;
 	}
 	/* o itself has no encoding: report where and why, as (path, message) */
@@ -81,10 +72,20 @@ static pyw_result capture_error(pyw_buf *out, PyObject *helpers) {
 	}
 	Py_XDECREF(exc);
 	pyw_result r = {PYW_FAILED, NULL, 0, 0, NULL, 0};
-	if (t != NULL) {
-		r = encode_into(out, NULL, t, PYW_PYERR);
-		Py_DECREF(t);
+	if (t == NULL) {
+		return r;
 	}
+	pyw_enc_err e;
+	out->len = 0;
+	if (pyw_encode(out, NULL, 0, t, &e) == 0) {
+		r.status = PYW_PYERR;
+	} else { /* its own (type, message, traceback) did not encode: say so in plain text */
+		out->len = 0;
+		pyw_buf_printf(out, "cannot report a Python error: at %s: %s", e.path, e.msg);
+	}
+	Py_DECREF(t);
+	r.data = out->data;
+	r.len = out->len;
 	return r;
 }
 
@@ -135,7 +136,7 @@ static pyw_result finish(pyw_interp *w, uint64_t task, PyObject *value) {
 	if (value == NULL) {
 		r = capture_error(&w->out, w->helpers);
 	} else {
-		r = encode_into(&w->out, &w->out_refs, value, PYW_OK);
+		r = encode_into(&w->out, &w->out_refs, value);
 		Py_DECREF(value);
 	}
 	r.interrupted = interrupted;
