@@ -47,14 +47,13 @@ func (p *Pool) SubmitBatch(ctx context.Context, target string, items [][]any) (*
 }
 
 // BatchSizer chooses how many calls to put in the next SubmitBatch from how long the batches
-// so far ran on their workers, aiming at Work per batch: a batch runs on one worker, so too big
+// so far ran on their workers, aiming at 1 ms per batch: a batch runs on one worker, so too big
 // a batch leaves the other workers idle and too small a one pays a hand-off per few calls. The
 // time is the calls' own on the worker, so the size does not depend on the number of workers
-// or on the caller's pace. It says 1 until a batch has finished. The zero value aims at 1 ms
-// and at most 32 calls. A BatchSizer is not safe for concurrent use.
+// or on the caller's pace. It says 1 until a batch has finished. A BatchSizer is not safe for
+// concurrent use.
 type BatchSizer struct {
-	Max  int           // most calls in a batch (0: 32)
-	Work time.Duration // time a batch should run on its worker (0: 1 ms)
+	Max int // most calls in a batch (0: 32)
 
 	ran   time.Duration
 	calls int
@@ -71,9 +70,12 @@ func (s *BatchSizer) Observe(b *BatchFuture) {
 	}
 }
 
+// batchWork is the time a batch should run on its worker.
+const batchWork = time.Millisecond
+
 // Size is the number of calls for the next batch.
 func (s *BatchSizer) Size() int {
-	most, work := cmp.Or(s.Max, 32), cmp.Or(s.Work, time.Millisecond)
+	most, work := cmp.Or(s.Max, 32), batchWork
 	if s.calls == 0 {
 		return 1
 	}

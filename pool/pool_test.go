@@ -33,6 +33,22 @@ func newPool(t testing.TB, opts pool.Options) *pool.Pool {
 	return p
 }
 
+// holdWorker keeps p's only worker busy on a task that waits for a channel, until release,
+// which returns when that task is done.
+func holdWorker(t *testing.T, p *pool.Pool) (release func()) {
+	t.Helper()
+	gate, err := channels.New(0)
+	require.NoError(t, err)
+	busy, err := p.Submit(bg, "pwchan:consume", gate.ID())
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return p.Stats().Groups[0].Queued == 0 }, 10*time.Second, time.Millisecond, "the worker takes it")
+	return func() {
+		gate.Close()
+		_, err := busy.Wait(bg)
+		require.NoError(t, err)
+	}
+}
+
 func TestCallsFromManyGoroutines(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 2})
 	var wg sync.WaitGroup
@@ -338,11 +354,7 @@ func TestCancelledQueuedTaskFreesItsRoom(t *testing.T) {
 	for _, failFast := range []bool{true, false} {
 		p := newPool(t, pool.Options{Workers: 1, QueueSize: 1, FailFast: failFast})
 		queued := func() int { return p.Stats().Groups[0].Queued }
-		gate, err := channels.New(0) // the worker's task waits on it until it is closed
-		require.NoError(t, err)
-		busy, err := p.Submit(bg, "pwchan:consume", gate.ID())
-		require.NoError(t, err)
-		require.Eventually(t, func() bool { return queued() == 0 }, 10*time.Second, time.Millisecond, "the worker takes it")
+		release := holdWorker(t, p)
 
 		ctx, cancel := context.WithCancel(bg)
 		waiting, err := p.Submit(ctx, "pwtest:noop")
@@ -368,9 +380,7 @@ func TestCancelledQueuedTaskFreesItsRoom(t *testing.T) {
 		require.NoError(t, err, "failFast=%v", failFast)
 		assert.Equal(t, 1, queued())
 
-		gate.Close()
-		_, err = busy.Wait(bg)
-		require.NoError(t, err)
+		release()
 		v, err := next.Wait(bg)
 		require.NoError(t, err)
 		assert.Equal(t, int64(7), v)
@@ -383,11 +393,7 @@ func TestCancelledQueuedTaskFreesItsRoom(t *testing.T) {
 // client that keeps submitting and cancelling cannot grow memory without bound.
 func TestCancelledTasksDoNotGrowTheQueueWithoutBound(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 1, QueueSize: 1, FailFast: true})
-	gate, err := channels.New(0)
-	require.NoError(t, err)
-	busy, err := p.Submit(bg, "pwchan:consume", gate.ID())
-	require.NoError(t, err)
-	require.Eventually(t, func() bool { return p.Stats().Groups[0].Queued == 0 }, 10*time.Second, time.Millisecond)
+	release := holdWorker(t, p)
 	accepted := 0
 	for range 1100 {
 		ctx, cancel := context.WithCancel(bg)
@@ -403,9 +409,7 @@ func TestCancelledTasksDoNotGrowTheQueueWithoutBound(t *testing.T) {
 		require.ErrorIs(t, err, context.Canceled)
 	}
 	assert.Equal(t, 4*1+1024, accepted)
-	gate.Close() // the worker comes free and skips the cancelled handles
-	_, err = busy.Wait(bg)
-	require.NoError(t, err)
+	release() // the worker comes free and skips the cancelled handles
 	require.Eventually(t, func() bool {
 		_, err := p.Call(bg, "pwtest:noop")
 		return err == nil
