@@ -378,16 +378,24 @@ func TestBenchInterruptedWhileMeasuringPeers(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond) // the python child is running
 	require.NoError(t, syscall.Kill(-cmd.Process.Pid, syscall.SIGINT))
+	assert.Equal(t, 130, exitCodeWithin(t, cmd, 30*time.Second, "bench did not stop on Ctrl-C"))
+}
+
+// exitCodeWithin waits for cmd's exit, killing it and failing the test after timeout.
+func exitCodeWithin(t *testing.T, cmd *exec.Cmd, timeout time.Duration, why string) int {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+	var err error
 	select {
 	case err = <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("bench did not stop on Ctrl-C")
+	case <-time.After(timeout):
+		cmd.Process.Kill()
+		t.Fatal(why)
 	}
 	var ee *exec.ExitError
 	require.ErrorAs(t, err, &ee)
-	assert.Equal(t, 130, ee.ExitCode())
+	return ee.ExitCode()
 }
 
 // Ctrl-C while the input is idle (a terminal, `tail -f`): map stops at once, it does not wait
@@ -405,16 +413,7 @@ func TestMapInterruptedWhileInputIsIdle(t *testing.T) {
 	require.NoError(t, err)
 	time.Sleep(500 * time.Millisecond)
 	require.NoError(t, cmd.Process.Signal(os.Interrupt))
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err = <-done:
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		t.Fatal("map did not stop on Ctrl-C while its input was idle")
-	}
-	var ee *exec.ExitError
-	require.ErrorAs(t, err, &ee)
-	assert.Equal(t, 130, ee.ExitCode(), errb.String())
+	code := exitCodeWithin(t, cmd, 10*time.Second, "map did not stop on Ctrl-C while its input was idle")
+	assert.Equal(t, 130, code, errb.String())
 	assert.Equal(t, "{\"ok\":2}\n{\"ok\":4}\n", out.String())
 }
