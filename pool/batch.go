@@ -34,11 +34,11 @@ type BatchFuture struct {
 // calls run again one by one, so that every item gets the outcome it would get from Call.
 // ctx governs the whole batch.
 func (g *Group) SubmitBatch(ctx context.Context, target string, items [][]any) (*BatchFuture, error) {
-	f, err := g.submit(ctx, target, func(t *cpython.Thread) (any, error) { return t.CallMany(ctx, target, items) }, true)
+	tk, err := g.submit(ctx, target, opCallMany, nil, items, true)
 	if err != nil {
 		return nil, err
 	}
-	return &BatchFuture{g: g, ctx: ctx, target: target, items: items, f: f}, nil
+	return &BatchFuture{g: g, ctx: ctx, target: target, items: items, f: &Future{t: tk}}, nil
 }
 
 // SubmitBatch queues a batch on the default group; see Group.SubmitBatch.

@@ -43,36 +43,37 @@ func (g *Group) Name() string { return g.name }
 
 // Call runs target with args on one of the group's workers; see Pool.Call.
 func (g *Group) Call(ctx context.Context, target string, args ...any) (any, error) {
-	return g.call(ctx, target, callRun(ctx, target, args))
+	return g.call(ctx, target, opCall, args)
 }
 
 // Submit queues a call and returns its Future; see Pool.Submit.
 func (g *Group) Submit(ctx context.Context, target string, args ...any) (*Future, error) {
-	return g.submit(ctx, target, callRun(ctx, target, args), true)
-}
-
-func callRun(ctx context.Context, target string, args []any) func(*cpython.Thread) (any, error) {
-	return func(t *cpython.Thread) (any, error) { return t.Call(ctx, target, args...) }
-}
-
-// call queues run and waits for its outcome. The caller is the task's watcher (no watch of the
-// pool's own per task; cpython's Thread.Call still arms one while the task runs, to interrupt
-// it): when ctx ends its wait ends, and it cancels the task itself.
-func (g *Group) call(ctx context.Context, target string, run func(*cpython.Thread) (any, error)) (any, error) {
-	f, err := g.submit(ctx, target, run, false)
+	tk, err := g.submit(ctx, target, opCall, args, nil, true)
 	if err != nil {
 		return nil, err
 	}
-	v, err := f.Wait(ctx)
+	return &Future{t: tk}, nil
+}
+
+// call queues an operation and waits for its outcome. The caller is the task's watcher (no
+// watch of the pool's own per task; cpython's Thread.Call still arms one while the task runs,
+// to interrupt it): when ctx ends its wait ends, and it cancels the task itself.
+func (g *Group) call(ctx context.Context, target string, op taskOp, args []any) (any, error) {
+	tk, err := g.submit(ctx, target, op, args, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	v, err := tk.wait(ctx)
 	if err != nil && ctx.Err() != nil {
-		f.t.cancel()
+		tk.cancel()
 	}
 	return v, err
 }
 
-// submit queues run, which a worker calls on its thread; target names the task in errors.
-// watched: a context.AfterFunc cancels the task when ctx ends (else the caller must, see call).
-func (g *Group) submit(ctx context.Context, target string, run func(*cpython.Thread) (any, error), watched bool) (*Future, error) {
+// submit queues a task that a worker runs on its thread (see task.exec); target names it in
+// errors. watched: a context.AfterFunc cancels the task when ctx ends (else the caller must,
+// see call).
+func (g *Group) submit(ctx context.Context, target string, op taskOp, args []any, items [][]any, watched bool) (*task, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -82,7 +83,8 @@ func (g *Group) submit(ctx context.Context, target string, run func(*cpython.Thr
 	if err := g.enter(ctx); err != nil {
 		return nil, err
 	}
-	tk := newTask(g, ctx, target, run)
+	tk := newTask(g, ctx, target, op)
+	tk.args, tk.items = args, items
 	h := cgo.NewHandle(tk)
 	var err error
 	if g.p.opts.FailFast {
@@ -105,7 +107,7 @@ func (g *Group) submit(ctx context.Context, target string, run func(*cpython.Thr
 	if watched {
 		tk.watch() // after the task is queued: a watch that fires at once finds it there
 	}
-	return &Future{t: tk}, nil
+	return tk, nil
 }
 
 // enter counts a task into the queue depth once it has room (see takeRoom); every task that
@@ -156,7 +158,7 @@ func (g *Group) giveRoom() {
 // Check imports target's module and finds the function on one of the group's workers without
 // calling it: a target that cannot be imported fails here, before any work is queued.
 func (g *Group) Check(ctx context.Context, target string) error {
-	_, err := g.call(ctx, target, func(t *cpython.Thread) (any, error) { return nil, t.Resolve(ctx, target) })
+	_, err := g.call(ctx, target, opResolve, nil)
 	return err
 }
 
@@ -254,11 +256,22 @@ const (
 	stateDone          // val and err are set
 )
 
+// What a task asks its worker to do.
+type taskOp int
+
+const (
+	opCall     taskOp = iota // call target with args
+	opCallMany               // call target once per item (SubmitBatch)
+	opResolve                // import and find target without calling it (Check)
+)
+
 type task struct {
 	g      *Group
 	ctx    context.Context
-	target string                             // for error messages
-	run    func(*cpython.Thread) (any, error) // what the worker does with it
+	target string
+	op     taskOp
+	args   []any
+	items  [][]any
 
 	state atomic.Int32
 	res   *channels.Channel // one item when done: wakes a waiter blocked in C at once
@@ -281,8 +294,19 @@ var resultChans = sync.Pool{New: func() any {
 	return c
 }}
 
-func newTask(g *Group, ctx context.Context, target string, run func(*cpython.Thread) (any, error)) *task {
-	return &task{g: g, ctx: ctx, target: target, run: run, res: resultChans.Get().(*channels.Channel), done: make(chan struct{})}
+func newTask(g *Group, ctx context.Context, target string, op taskOp) *task {
+	return &task{g: g, ctx: ctx, target: target, op: op, res: resultChans.Get().(*channels.Channel), done: make(chan struct{})}
+}
+
+// exec does what the task asks, on its worker's thread.
+func (tk *task) exec(t *cpython.Thread) (any, error) {
+	switch tk.op {
+	case opCallMany:
+		return t.CallMany(tk.ctx, tk.target, tk.items)
+	case opResolve:
+		return nil, t.Resolve(tk.ctx, tk.target)
+	}
+	return t.Call(tk.ctx, tk.target, tk.args...)
 }
 
 // watch arranges for cancel to run when the task's context ends.
@@ -303,7 +327,7 @@ func (tk *task) watch() {
 // after InterruptGrace.
 func (tk *task) cancel() {
 	if tk.claim() {
-		tk.run = nil // its handle may wait in the queue a while: hold no arguments meanwhile
+		tk.args, tk.items = nil, nil // its handle may wait in the queue a while: hold no arguments meanwhile
 		tk.g.cancelled.Add(1)
 		tk.finish(nil, tk.ctx.Err())
 		return
@@ -374,8 +398,9 @@ type Future struct {
 // and a goroutine readied by a worker waits in the worker's P until sysmon takes that P back,
 // up to 10 ms on an otherwise quiet process (parking from 3 waiters up on 2 cores cut the CPU
 // speed-up of 4 calls of 25 ms from 1.9-2.0x to 1.4-1.6x).
-func (f *Future) Wait(ctx context.Context) (any, error) {
-	tk := f.t
+func (f *Future) Wait(ctx context.Context) (any, error) { return f.t.wait(ctx) }
+
+func (tk *task) wait(ctx context.Context) (any, error) {
 	if !tk.waiting.CompareAndSwap(false, true) {
 		select {
 		case <-tk.done:
@@ -601,7 +626,7 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 	g := w.g
 	w.current.Store(tk)
 	start := time.Now()
-	val, err := tk.run(t)
+	val, err := tk.exec(t)
 	busy := time.Since(start)
 	retired := !w.current.CompareAndSwap(tk, nil) // the grace timer took it: this worker is given up
 	st := &g.slots[w.id]
