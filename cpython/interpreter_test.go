@@ -454,6 +454,9 @@ func TestCallMany(t *testing.T) {
 		require.ErrorAs(t, err, &ce)
 		assert.Equal(t, "argument", ce.What)
 		assert.Equal(t, "[1][0][0]", ce.Path)
+		_, err = th.CallMany(bg, "pwtest:add", [][]any{{1}, {1, 2}, {1, cpython.Kwargs{"b": make(chan int)}}})
+		require.ErrorAs(t, err, &ce)
+		assert.Equal(t, `[2][1]["b"]`, ce.Path)
 		return nil
 	}))
 }

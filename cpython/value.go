@@ -47,37 +47,48 @@ func SplitKwargs(args []any) ([]any, Kwargs) {
 // encodeCall appends the call encoding (a tuple of positional arguments, then a dict of keyword
 // arguments or None) to buf.
 func encodeCall(buf []byte, refs *wire.Refs, args []any) ([]byte, error) {
+	return encodeArgs(buf, refs, args, -1, 0)
+}
+
+// encodeCalls appends CallMany's items: a list of (args tuple, kwargs dict or None), encoded in
+// place (no per-item values are built: this is on the path of every Map batch).
+func encodeCalls(buf []byte, refs *wire.Refs, items [][]any) ([]byte, error) {
+	buf, err := wire.AppendHeader(buf, wire.TagList, len(items), 0)
+	for k := 0; k < len(items) && err == nil; k++ {
+		if buf, err = wire.AppendHeader(buf, wire.TagTuple, 2, 1); err == nil {
+			buf, err = encodeArgs(buf, refs, items[k], k, 2)
+		}
+	}
+	return buf, err
+}
+
+// encodeArgs appends one call's arguments: a tuple of the positional ones, then a dict of the
+// keyword ones or None, each depth containers deep. item is the call's index in a CallMany
+// batch, -1 for Call; a ConversionError's path starts at "args"/"kwargs" for Call and at
+// "[item][0]"/"[item][1]" in a batch (where the two sit in the list of pairs).
+func encodeArgs(buf []byte, refs *wire.Refs, args []any, item, depth int) ([]byte, error) {
 	args, kw := SplitKwargs(args)
-	buf, err := wire.AppendRefs(buf, refs, Tuple(args))
+	buf, err := wire.AppendRefsAt(buf, refs, Tuple(args), depth)
 	if err != nil {
-		return buf, conversionError("argument", "args", err)
+		return buf, conversionError("argument", argsRoot(item, 0), err)
 	}
 	if kw == nil {
 		return append(buf, wire.TagNone), nil
 	}
-	buf, err = wire.AppendRefs(buf, refs, map[string]any(kw))
+	buf, err = wire.AppendRefsAt(buf, refs, map[string]any(kw), depth)
 	if err != nil {
-		return buf, conversionError("argument", "kwargs", err)
+		return buf, conversionError("argument", argsRoot(item, 1), err)
 	}
 	return buf, nil
 }
 
-// encodeCalls appends CallMany's items: a list of (args tuple, kwargs dict or None).
-func encodeCalls(buf []byte, refs *wire.Refs, items [][]any) ([]byte, error) {
-	calls := make([]any, len(items))
-	for k, item := range items {
-		args, kw := SplitKwargs(item)
-		var kwargs any // None when there are none
-		if kw != nil {
-			kwargs = map[string]any(kw)
-		}
-		calls[k] = Tuple{Tuple(args), kwargs}
+// argsRoot is where part 0 (positional) or 1 (keyword) of call item's arguments sits; see
+// encodeArgs.
+func argsRoot(item, part int) string {
+	if item < 0 {
+		return [...]string{"args", "kwargs"}[part]
 	}
-	buf, err := wire.AppendRefs(buf, refs, calls)
-	if err != nil {
-		return buf, conversionError("argument", "", err)
-	}
-	return buf, nil
+	return fmt.Sprintf("[%d][%d]", item, part)
 }
 
 // pythonError is the PythonError of a (type, message, traceback) record from the bootstrap.

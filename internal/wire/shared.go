@@ -103,8 +103,14 @@ func (r *Refs) Clear() {
 // AppendRefs is Append that also accepts *Buffer values, encoding them by reference into refs.
 // On error, refs is as it was.
 func AppendRefs(buf []byte, refs *Refs, v any) ([]byte, error) {
+	return AppendRefsAt(buf, refs, v, 0)
+}
+
+// AppendRefsAt is AppendRefs for a value nested depth containers deep (see AppendHeader), so
+// that the depth limit counts the containers around it.
+func AppendRefsAt(buf []byte, refs *Refs, v any, depth int) ([]byte, error) {
 	n := len(refs.P)
-	out, err := appendValue(buf, refs, v, 0)
+	out, err := appendValue(buf, refs, v, depth)
 	if err != nil {
 		for _, p := range refs.P[n:] {
 			SharedOps.Decref(p)

@@ -197,8 +197,10 @@ func AppendBigInt(b []byte, x *big.Int) []byte {
 	return b
 }
 
-// appendHeader starts a container of n elements (its tag and length), depth permitting.
-func appendHeader(b []byte, tag byte, n, depth int) ([]byte, error) {
+// AppendHeader starts a container of n elements (its tag and length) at nesting depth (0 at the
+// top level), depth permitting. The caller appends the elements after it, each with
+// AppendRefsAt at depth+1 (for TagDict, a key and a value per element, as appendMap does).
+func AppendHeader(b []byte, tag byte, n, depth int) ([]byte, error) {
 	if depth >= MaxDepth {
 		return b, unsupported("nested deeper than %d containers", MaxDepth)
 	}
@@ -227,7 +229,7 @@ func appendEntry(b []byte, refs *Refs, k string, v any, depth int) ([]byte, erro
 }
 
 func appendSeq(b []byte, refs *Refs, tag byte, items []any, depth int) ([]byte, error) {
-	b, err := appendHeader(b, tag, len(items), depth)
+	b, err := AppendHeader(b, tag, len(items), depth)
 	for i := 0; i < len(items) && err == nil; i++ {
 		b, err = appendItem(b, refs, i, items[i], depth)
 	}
@@ -235,7 +237,7 @@ func appendSeq(b []byte, refs *Refs, tag byte, items []any, depth int) ([]byte, 
 }
 
 func appendMap(b []byte, refs *Refs, m map[string]any, depth int) ([]byte, error) {
-	b, err := appendHeader(b, TagDict, len(m), depth)
+	b, err := AppendHeader(b, TagDict, len(m), depth)
 	for k, v := range m {
 		if err != nil {
 			break
@@ -270,7 +272,7 @@ func appendReflect(b []byte, refs *Refs, rv reflect.Value, depth int) ([]byte, e
 			reflect.Copy(reflect.ValueOf(buf), rv)
 			return appendValue(b, refs, buf, depth)
 		}
-		b, err := appendHeader(b, TagList, rv.Len(), depth)
+		b, err := AppendHeader(b, TagList, rv.Len(), depth)
 		for i := 0; i < rv.Len() && err == nil; i++ {
 			b, err = appendItem(b, refs, i, rv.Index(i).Interface(), depth)
 		}
@@ -279,7 +281,7 @@ func appendReflect(b []byte, refs *Refs, rv reflect.Value, depth int) ([]byte, e
 		if rv.Type().Key().Kind() != reflect.String {
 			return b, unsupported("map key type %s is not supported (Python dicts crossing interpreters need str keys)", rv.Type().Key())
 		}
-		b, err := appendHeader(b, TagDict, rv.Len(), depth)
+		b, err := AppendHeader(b, TagDict, rv.Len(), depth)
 		for iter := rv.MapRange(); err == nil && iter.Next(); {
 			b, err = appendEntry(b, refs, iter.Key().String(), iter.Value().Interface(), depth)
 		}
