@@ -78,7 +78,7 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 }
 
-// BenchmarkCPUSpeedup: 16 CPU-bound calls (~25 ms each) on 1 worker against 2 warm workers,
+// BenchmarkCPUSpeedup: 64 CPU-bound calls (~6 ms each) on 1 worker against 2 warm workers,
 // timed in ABBA pairs (bench.Speedup), two pairs per iteration; metrics: the median, lowest and
 // highest ratio over all pairs, and the medians of what it is made of (see bench.Pairs): how
 // busy the 2 workers were, and how much longer a call took while 2 ran than while 1 did.
@@ -90,7 +90,7 @@ func BenchmarkCPUSpeedup(b *testing.B) {
 	var all bench.Pairs
 	var separate, fraction []float64
 	for b.Loop() {
-		pairs, err := bench.Speedup(bg, 2, 2, bench.CPU25ms)
+		pairs, err := bench.Speedup(bg, 2, 2, bench.CPU6ms)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -98,7 +98,7 @@ func BenchmarkCPUSpeedup(b *testing.B) {
 		all.Busy = append(all.Busy, pairs.Busy...)
 		all.CallTime = append(all.CallTime, pairs.CallTime...)
 		if python != "" {
-			c, err := bench.SeparateSpeedup(bg, python, filepath.Join(benchDir, "peers.py"), 2, 2, bench.CPU25ms)
+			c, err := bench.SeparateSpeedup(bg, python, filepath.Join(benchDir, "peers.py"), 2, 2, bench.CPU6ms)
 			if err != nil {
 				b.Fatal(err)
 			}

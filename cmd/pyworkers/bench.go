@@ -21,7 +21,7 @@ const benchUsage = `Usage: pyworkers bench [-w N] [--json] [--quick]
 Measures standard workloads through pyworkers' pool and, in the same run, through CPython's
 ThreadPoolExecutor, ProcessPoolExecutor and InterpreterPoolExecutor (with the python3.14 that
 pyworkers runs on): tiny-task round trip and throughput, ~1 ms CPU-bound tasks, the speed-up
-of CPU-bound tasks (8 per worker, ~25 ms each; ~6 ms with --quick) on N workers against 1,
+of CPU-bound tasks (32 per worker, ~6 ms each; ~1 ms with --quick) on N workers against 1,
 1 MB payloads, pool start to first result, and resident memory per idle worker. Prints a table
 with each figure's ratio to the best peer (--json for machines). Speed-ups are medians of
 paired timings; beside them, the same calls in N separate python processes show the most this

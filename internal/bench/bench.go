@@ -40,16 +40,17 @@ type Figures struct {
 
 // Sizes of the workloads (benchfuncs.cpu(n) ≈ n/15 µs on the reference machine).
 const (
-	CPU1ms  = 15_000
-	CPU6ms  = 90_000
-	CPU25ms = 375_000
+	CPU1ms = 15_000
+	CPU6ms = 90_000
 )
 
 // SpeedupCallsPerWorker: the speed-up is measured with this many calls per worker (all of them on
-// the single worker), so that a pool can even out its workers as it would over any real batch:
-// with 2 calls each, the result hung on which worker's core ran slower (on a shared VM, one
-// often does) and the other worker idled while it finished.
-const SpeedupCallsPerWorker = 8
+// the single worker), so that a pool can even out its workers as it would over any real batch
+// or stream of calls: a batch ends with one worker idle while another finishes its last call,
+// for up to a call's time, and more so when one worker's core runs slower (on a shared VM, one
+// often does). With 2 calls each, the workers were busy 89–92 % of the time; with 8 calls of
+// ~25 ms, 95–98 %; with 32 of ~6 ms, 98–99 %.
+const SpeedupCallsPerWorker = 32
 
 // Counts of repetitions; Quick is for `pyworkers bench --quick`.
 type Counts struct {
@@ -61,8 +62,8 @@ type Counts struct {
 }
 
 var (
-	Full  = Counts{RoundTrips: 5000, Tiny: 100_000, CPU1ms: 2000, Payloads: 200, SpeedupRounds: 10, SpeedupCall: CPU25ms, LoopRounds: 4, LoopCalls: 300}
-	Quick = Counts{RoundTrips: 1000, Tiny: 20_000, CPU1ms: 400, Payloads: 50, SpeedupRounds: 8, SpeedupCall: CPU6ms, LoopRounds: 2, LoopCalls: 100}
+	Full  = Counts{RoundTrips: 5000, Tiny: 100_000, CPU1ms: 2000, Payloads: 200, SpeedupRounds: 10, SpeedupCall: CPU6ms, LoopRounds: 4, LoopCalls: 300}
+	Quick = Counts{RoundTrips: 1000, Tiny: 20_000, CPU1ms: 400, Payloads: 50, SpeedupRounds: 8, SpeedupCall: CPU1ms, LoopRounds: 2, LoopCalls: 100}
 )
 
 // RoundTrip calls a no-op n times, one at a time, and returns the p50 and p99 latencies.

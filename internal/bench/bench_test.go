@@ -40,7 +40,7 @@ func TestMedian(t *testing.T) {
 // Speedup runs real calls on two warm pools: one entry per round in each figure, all of them
 // sane, and the speed-up is what the pool's and the machine's shares make.
 func TestSpeedup(t *testing.T) {
-	pairs, err := bench.Speedup(context.Background(), 2, 3, bench.CPU6ms)
+	pairs, err := bench.Speedup(context.Background(), 2, 3, bench.CPU1ms)
 	require.NoError(t, err)
 	require.Len(t, pairs.Ratio, 3)
 	require.Len(t, pairs.Busy, 3)

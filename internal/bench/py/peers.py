@@ -29,10 +29,9 @@ import benchfuncs  # noqa: E402
 
 CPU_1MS = 15_000
 CPU_6MS = 90_000
-CPU_25MS = 375_000
-SPEEDUP_CALLS_PER_WORKER = 8  # as internal/bench's SpeedupCallsPerWorker
-FULL = dict(round_trips=5000, tiny=100_000, cpu1ms=2000, payloads=200, speedup_rounds=10, speedup_call=CPU_25MS)
-QUICK = dict(round_trips=1000, tiny=5000, cpu1ms=200, payloads=20, speedup_rounds=8, speedup_call=CPU_6MS)
+SPEEDUP_CALLS_PER_WORKER = 32  # as internal/bench's SpeedupCallsPerWorker
+FULL = dict(round_trips=5000, tiny=100_000, cpu1ms=2000, payloads=200, speedup_rounds=10, speedup_call=CPU_6MS)
+QUICK = dict(round_trips=1000, tiny=5000, cpu1ms=200, payloads=20, speedup_rounds=8, speedup_call=CPU_1MS)
 
 
 def rss_kib(pids):
@@ -163,7 +162,7 @@ def main():
                     help="measure only the separate processes' speed-up, in ROUNDS pairs")
     ap.add_argument("--only-loop", type=int, metavar="CALLS", default=0,
                     help="time CALLS calls of benchfuncs.cpu in this interpreter, nothing else")
-    ap.add_argument("--call", type=int, default=CPU_25MS, help="benchfuncs.cpu's n for --only-separate and --only-loop")
+    ap.add_argument("--call", type=int, default=CPU_6MS, help="benchfuncs.cpu's n for --only-separate and --only-loop")
     a = ap.parse_args()
     if a.only_loop:
         benchfuncs.loop(1, a.call)  # warm, as the pyworkers side is
