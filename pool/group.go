@@ -197,17 +197,23 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 			size := sizer.Size()
 			for more && len(fifo) < window {
 				items := make([][]any, 0, size)
+				var ones []any // one backing array for the batch's single arguments
 				for len(items) < size {
 					in, ok := next()
 					if !ok {
 						more = false
 						break
 					}
-					args := []any{in}
 					if a, ok := in.(Args); ok {
-						args = a
+						items = append(items, a)
+						continue
 					}
-					items = append(items, args)
+					if ones == nil {
+						ones = make([]any, size)
+					}
+					k := len(items)
+					ones[k] = in
+					items = append(items, ones[k:k+1:k+1])
 				}
 				if len(items) == 0 {
 					break

@@ -426,6 +426,25 @@ func TestMapKeepsOrderAndStopsEarly(t *testing.T) {
 	}
 	assert.Equal(t, 200, k)
 
+	// single inputs and Args mixed in the same batches: each call gets its own arguments
+	k = 0
+	mixed := seqN(500, func(k int) any {
+		if k%3 == 0 {
+			return pool.Args{k, 1000}
+		}
+		return k
+	})
+	for v, err := range p.Map(bg, "pwtest:add", mixed) {
+		require.NoError(t, err)
+		want := k
+		if k%3 == 0 {
+			want += 1000
+		}
+		require.Equal(t, int64(want), v, "input %d", k)
+		k++
+	}
+	assert.Equal(t, 500, k)
+
 	// an endless input, stopped after 10 results: bounded in flight, nothing leaks
 	var pulled atomic.Int64
 	endless := iter.Seq[any](func(yield func(any) bool) {
