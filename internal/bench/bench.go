@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/pyworkers/pyworkers/internal/measure"
@@ -161,21 +160,23 @@ func busyTime(p *pool.Pool) time.Duration {
 	return d
 }
 
-// cpuWall runs tasks calls of benchfuncs.cpu(n) at once on p and returns the wall time.
+// cpuWall submits tasks calls of benchfuncs.cpu(n) at once to p, waits for them in order and
+// returns the wall time: as a Go program runs a batch, and as peers.py's executor.map does.
 func cpuWall(ctx context.Context, p *pool.Pool, tasks, n int) (time.Duration, error) {
-	var wg sync.WaitGroup
-	errs := make(chan error, tasks)
+	futures := make([]*pool.Future, tasks)
 	t0 := time.Now()
-	for range tasks {
-		wg.Go(func() {
-			if _, err := p.Call(ctx, "benchfuncs:cpu", n); err != nil {
-				errs <- err
-			}
-		})
+	for k := range futures {
+		var err error
+		if futures[k], err = p.Submit(ctx, "benchfuncs:cpu", n); err != nil {
+			return 0, err
+		}
 	}
-	wg.Wait()
-	close(errs)
-	return time.Since(t0), <-errs
+	for _, f := range futures {
+		if _, err := f.Wait(ctx); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(t0), nil
 }
 
 // Median of xs (xs is not changed); 0 for none.
