@@ -126,7 +126,8 @@ def _install_api(config, worker_id, workers):
 
 
 def call_many(fn, items):
-    """Call fn once per (args, kwargs-or-None) item; one (ok, result-or-error) per item.
+    """Call fn once per (args, kwargs-or-None) item; a flat list of ok, result-or-error for each
+    item in turn (no pair per item: each would cost an object here and two values in Go).
 
     Exceptions are caught per item (errors as format_exc tuples); BaseExceptions that are not
     Exceptions (SystemExit, KeyboardInterrupt) end the whole batch, as they would end a call.
@@ -134,9 +135,13 @@ def call_many(fn, items):
     out = []
     for args, kwargs in items:
         try:
-            out.append((True, fn(*args, **kwargs) if kwargs else fn(*args)))
+            v = fn(*args, **kwargs) if kwargs else fn(*args)
         except Exception as e:
-            out.append((False, format_exc(e)))
+            out.append(False)
+            out.append(format_exc(e))
+        else:
+            out.append(True)
+            out.append(v)
     return out
 
 

@@ -428,26 +428,44 @@ type CallResult struct {
 // an argument that cannot (a *ConversionError whose path starts with the item's index).
 func (t *Thread) CallMany(ctx context.Context, target string, items [][]any) ([]CallResult, error) {
 	v, err := t.interp().call(ctx, target, nil, items, true)
+	if ce := (*ConversionError)(nil); errors.As(err, &ce) && ce.What == "result" {
+		ce.Path = itemPath(ce.Path)
+	}
 	if err != nil {
 		return nil, err
 	}
-	list, ok := v.([]any)
-	if !ok || len(list) != len(items) {
+	list, ok := v.([]any) // ok, result-or-error for each item in turn (bootstrap.call_many)
+	if !ok || len(list) != 2*len(items) {
 		return nil, fmt.Errorf("cpython: internal: %d calls gave %T", len(items), v)
 	}
-	out := make([]CallResult, len(list))
-	for k, x := range list {
-		pair, ok := x.(Tuple)
-		if !ok || len(pair) != 2 {
-			return nil, fmt.Errorf("cpython: internal: call outcome %T", x)
-		}
-		if pair[0] == true {
-			out[k].Value = pair[1]
-		} else if out[k].Err, err = pythonError(pair[1]); err != nil {
-			return nil, err
+	out := make([]CallResult, len(items))
+	for k := range out {
+		switch ok, x := list[2*k], list[2*k+1]; ok {
+		case true:
+			out[k].Value = x
+		case false:
+			if out[k].Err, err = pythonError(x); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, fmt.Errorf("cpython: internal: call outcome flag %T", ok)
 		}
 	}
 	return out, nil
+}
+
+// itemPath turns the path of a value in call_many's flat list of outcomes ("[2k+1]...", the
+// result of item k) into the item's ("[k]...").
+func itemPath(p string) string {
+	end := strings.IndexByte(p, ']')
+	if !strings.HasPrefix(p, "[") || end < 0 {
+		return p
+	}
+	n, err := strconv.Atoi(p[1:end])
+	if err != nil {
+		return p
+	}
+	return "[" + strconv.Itoa(n/2) + p[end:]
 }
 
 // call encodes args (or, for many, items), resolves target and runs the call(s) as one

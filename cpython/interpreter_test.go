@@ -457,6 +457,11 @@ func TestCallMany(t *testing.T) {
 		_, err = th.CallMany(bg, "pwtest:add", [][]any{{1}, {1, 2}, {1, cpython.Kwargs{"b": make(chan int)}}})
 		require.ErrorAs(t, err, &ce)
 		assert.Equal(t, `[2][1]["b"]`, ce.Path)
+		// a result that cannot cross ends the batch; its path starts at the item's index
+		_, err = th.CallMany(bg, "pwtest:main_eval", [][]any{{"1"}, {"2"}, {"[3, {4}]"}})
+		require.ErrorAs(t, err, &ce)
+		assert.Equal(t, "result", ce.What)
+		assert.Equal(t, "[2][1]", ce.Path)
 		return nil
 	}))
 }
