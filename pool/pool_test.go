@@ -498,8 +498,13 @@ func TestMapBatchesTinyCallsOnManyWorkers(t *testing.T) {
 		got++
 	}
 	require.Equal(t, n, got)
+	// Calls one by one would be n tasks. The sizer times batches by the wall clock on their
+	// workers, which counts the time 16 workers wait for 2 cores, more so while other tests
+	// load the machine: measured 299-436 tasks (release), 548-779 (Py_DEBUG), 625-808 and
+	// 775-1491 (Py_DEBUG beside 2 and 6 busy loops), 1446 once in the Py_DEBUG lane while the
+	// cpython package's tests ran beside it. Half of n still tells batching from none.
 	tasks := p.Stats().Groups[0].Submitted
-	assert.Less(t, tasks, uint64(n/4), "%d calls went to the workers as %d tasks", n, tasks)
+	assert.Less(t, tasks, uint64(n/2), "%d calls went to the workers as %d tasks", n, tasks)
 }
 
 // seqN yields input(0) ... input(n-1).
