@@ -123,7 +123,8 @@ pyw_result pyw_interp_resolve(pyw_interp *w, const char *target, size_t len, siz
 pyw_result pyw_interp_call(pyw_interp *w, size_t slot, const char *args, size_t len, pyw_shared *const *refs,
                            size_t nrefs, uint64_t task);
 /* Calls slot once per item of items (an encoded list of (args tuple, kwargs dict or None)); the
- * result is a list of (True, value) or (False, (type, message, traceback)). */
+ * result is a flat list: for each item in turn, True and the value, or False and (type,
+ * message, traceback). */
 pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, size_t len,
                                 pyw_shared *const *refs, size_t nrefs, uint64_t task);
 /* From any other thread: injects KeyboardInterrupt into task if (and only if) it is still the

@@ -49,8 +49,8 @@ func (p *Pool) SubmitBatch(ctx context.Context, target string, items [][]any) (*
 // BatchSizer chooses how many calls to put in the next SubmitBatch from how long the batches
 // so far ran on their workers, aiming at 1 ms per batch: a batch runs on one worker, so too big
 // a batch leaves the other workers idle and too small a one pays a hand-off per few calls. The
-// time is the calls' own on the worker, so the size does not depend on the number of workers
-// or on the caller's pace. It is wall time: with more busy threads than cores it includes the
+// time is measured on the worker, so the size does not depend on the caller's pace. It is
+// wall time: with more busy threads than cores (more workers than cores, too) it includes the
 // time a worker waited for a CPU, and batches come out smaller than the calls alone would make
 // them (wall time is what a batch holds its worker for; CPU time would let calls that wait, on
 // I/O or a sleep, pile up on one worker). It says 1 until a batch has finished. A BatchSizer is
