@@ -19,3 +19,25 @@ func TestHandleBound(t *testing.T) {
 	assert.Equal(t, 4*big+1024, handleBound(big))
 	assert.Positive(t, handleBound(big))
 }
+
+// Task numbers: each put gives a number that takes back that task once; freed numbers are
+// reused, so numbers stay as small as the tasks queued at once (and cross without allocating).
+func TestTaskTable(t *testing.T) {
+	var tt taskTable
+	a, b := &task{target: "a"}, &task{target: "b"}
+	na, nb := tt.put(a), tt.put(b)
+	assert.NotEqual(t, na, nb)
+	assert.Same(t, a, tt.take(na))
+	assert.Nil(t, tt.take(na), "a number takes its task back once")
+	assert.Nil(t, tt.take(-1))
+	assert.Nil(t, tt.take(99))
+	c := &task{target: "c"}
+	assert.Equal(t, na, tt.put(c), "a freed number is reused")
+	assert.Same(t, b, tt.take(nb))
+	assert.Same(t, c, tt.take(na))
+	for range 1000 {
+		n := tt.put(a)
+		assert.Less(t, n, int64(2))
+		tt.take(n)
+	}
+}

@@ -8,7 +8,7 @@
 // # How work flows
 //
 // Each worker is a cpython.Interpreter on its own locked OS thread. A call becomes a task whose
-// handle goes into the group's C-level queue (package channels); idle workers wait for tasks in C
+// number goes into the group's C-level queue (package channels); idle workers wait for tasks in C
 // with their GILs released, spinning briefly before they sleep, so a task is picked up within
 // about a microsecond when workers are busy and a few when they sleep. The caller waits for the
 // result in C as well, on the task's own one-slot channel, woken directly by the worker: a

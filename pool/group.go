@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"runtime/cgo"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,8 +19,9 @@ type Group struct {
 	p     *Pool
 	name  string
 	spec  GroupOptions
-	tasks *channels.Channel // task handles, waited on by the workers in C with their GILs released
-	room  chan struct{}     // one token per waiting task when QueueSize bounds them (else nil)
+	tasks *channels.Channel // task numbers (see taskTable), waited on by the workers in C with their GILs released
+	table taskTable
+	room  chan struct{} // one token per waiting task when QueueSize bounds them (else nil)
 
 	queued atomic.Int64 // tasks submitted and not yet claimed by a worker or a canceller
 
@@ -85,15 +85,15 @@ func (g *Group) submit(ctx context.Context, target string, op taskOp, args []any
 	}
 	tk := newTask(g, ctx, target, op)
 	tk.args, tk.items = args, items
-	h := cgo.NewHandle(tk)
+	n := g.table.put(tk)
 	var err error
 	if g.p.opts.FailFast {
-		err = g.tasks.TrySend(int64(h))
+		err = g.tasks.TrySend(n)
 	} else {
-		err = g.tasks.Send(ctx, int64(h)) // waits only when cancelled tasks fill it (handleBound)
+		err = g.tasks.Send(ctx, n) // waits only when cancelled tasks fill it (handleBound)
 	}
 	if err != nil {
-		h.Delete()
+		g.table.take(n)
 		g.leave()
 		switch {
 		case errors.Is(err, channels.ErrClosed):
@@ -374,15 +374,49 @@ func (tk *task) finish(val any, err error) {
 	close(tk.done)
 }
 
-// takeTask turns a queue item back into its task, ending the handle.
-func takeTask(v any) *task {
+// takeTask turns an item of the group's queue back into its task (nil for anything else).
+func (g *Group) takeTask(v any) *task {
 	n, ok := v.(int64)
 	if !ok {
 		return nil
 	}
-	h := cgo.Handle(n)
-	tk := h.Value().(*task)
-	h.Delete()
+	return g.table.take(n)
+}
+
+// taskTable numbers the tasks in a group's queue: the C queue carries the number (C keeps no Go
+// pointer) and the worker that receives it takes the task back. Numbers are reused, so they
+// stay as small as the number of tasks queued at once, and a number below 256 crosses with no
+// allocation at all (cgo.Handle, used before, cost 2-3 allocations per task on a round trip).
+// The table keeps its largest size: 8 bytes per task that was ever queued at the same time.
+type taskTable struct {
+	mu    sync.Mutex
+	slots []*task
+	free  []int64 // unused slots' numbers
+}
+
+func (t *taskTable) put(tk *task) int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if k := len(t.free); k > 0 {
+		n := t.free[k-1]
+		t.free = t.free[:k-1]
+		t.slots[n] = tk
+		return n
+	}
+	t.slots = append(t.slots, tk)
+	return int64(len(t.slots) - 1)
+}
+
+// take returns task n and frees its number; nil when n holds no task.
+func (t *taskTable) take(n int64) *task {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n < 0 || n >= int64(len(t.slots)) || t.slots[n] == nil {
+		return nil
+	}
+	tk := t.slots[n]
+	t.slots[n] = nil
+	t.free = append(t.free, n)
 	return tk
 }
 
@@ -600,14 +634,14 @@ func (w *worker) serve() endReason {
 		for {
 			v, err := g.tasks.Recv(context.Background())
 			if err != nil {
-				// Not seen in practice (the items are int64 handles; an interrupt is only pending
+				// Not seen in practice (the items are int64 task numbers; an interrupt is only pending
 				// while a task runs). Had an item been taken, its task would be lost with it.
 				if !errors.Is(err, channels.ErrClosed) && !g.p.closing.Load() && !w.retired.Load() {
 					end = endBroken // could not wait for work (not closed): a fresh worker takes the slot
 				}
 				return nil // closed and drained
 			}
-			tk := takeTask(v)
+			tk := g.takeTask(v)
 			if tk == nil {
 				continue
 			}
@@ -641,7 +675,6 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 	w.tasks++
 
 	end := endStop
-	var pe *cpython.PythonError
 	if g.p.closing.Load() && errors.Is(err, cpython.ErrClosed) {
 		err = fmt.Errorf("%w: %w", ErrClosed, err) // interrupted by CloseContext's deadline
 	}
@@ -652,6 +685,7 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 		g.cancelled.Add(1)
 	default:
 		g.failed.Add(1)
+		var pe *cpython.PythonError // here, not above: errors.As takes its address, so it is allocated
 		if errors.As(err, &pe) && (pe.Type == "SystemExit" || pe.Type == "MemoryError") {
 			err = fmt.Errorf("%w (its interpreter raised %s): %w", ErrWorkerLost, pe.Type, err)
 			end = endRecycle

@@ -231,7 +231,7 @@ func (p *Pool) CloseContext(ctx context.Context) error {
 			if rerr != nil {
 				break
 			}
-			if tk := takeTask(v); tk != nil && tk.claim() {
+			if tk := g.takeTask(v); tk != nil && tk.claim() {
 				tk.finish(nil, ErrClosed)
 			}
 		}
