@@ -25,7 +25,9 @@ of CPU-bound tasks (32 per worker, ~6 ms each; ~1 ms with --quick) on N workers 
 1 MB payloads, pool start to first result, and resident memory per idle worker. Prints a table
 with each figure's ratio to the best peer (--json for machines). Speed-ups are medians of
 paired timings; beside them, the same calls in N separate python processes show the most this
-machine gives. Last, the same ~1 ms call timed inside one interpreter, alternately in pyworkers
+machine gives, and pyworkers' own is taken apart: how busy its workers were, and how much
+longer a call ran with N busy than with 1 (a machine that slows down several busy cores).
+Last, the same ~1 ms call timed inside one interpreter, alternately in pyworkers
 and in that python3.14: the peers run in that executable, which may run Python faster or
 slower than the libpython pyworkers links, and the CPU-bound rows carry that difference.
 --quick takes under two minutes on 2 cores.
@@ -191,6 +193,10 @@ func printBenchTable(std io3, rep benchReport) {
 	w.Flush()
 	if f, ok := rep.Peers[bench.Separate]; ok {
 		fmt.Fprintf(std.stdout, "\nFor reference, the same CPU-bound calls in %d separate python processes (nothing shared) against 1: %.2fx.\n", f.SpeedupMeasuredOn, f.Speedup)
+	}
+	if f := rep.Pyworkers; f.SpeedupBusy > 0 && f.SpeedupCallTime > 0 {
+		fmt.Fprintf(std.stdout, "pyworkers' speed-up taken apart: its %d workers were busy %.1f %% of the time; a call took %.2fx as long with %d running as with 1 (1.00 when this machine runs %d busy cores as fast as one).\n",
+			f.SpeedupMeasuredOn, 100*f.SpeedupBusy, f.SpeedupCallTime, f.SpeedupMeasuredOn, f.SpeedupMeasuredOn)
 	}
 	if f, ok := rep.Peers[bench.OneInterpreter]; ok && f.PythonCallMs > 0 && rep.Pyworkers.PythonCallMs > 0 {
 		r := rep.Pyworkers.PythonCallMs / f.PythonCallMs

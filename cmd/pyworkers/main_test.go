@@ -343,6 +343,10 @@ func TestBenchQuickJSON(t *testing.T) {
 	}
 	assert.Len(t, rep.Peers, 5)
 	assert.Positive(t, rep.Peers["separate processes"]["speedup"])
+	busy := rep.Pyworkers["speedup_workers_busy"] // a share of the time: sane, not a speed target
+	assert.Greater(t, busy, 0.3)
+	assert.LessOrEqual(t, busy, 1.01)
+	assert.Positive(t, rep.Pyworkers["speedup_call_time_ratio"])
 	assert.Positive(t, rep.Pyworkers["python_call_ms"])
 	assert.Positive(t, rep.Peers["one interpreter"]["python_call_ms"])
 	assert.Positive(t, rep.Peers["InterpreterPoolExecutor"]["tasks_per_s"])

@@ -24,15 +24,19 @@ var Path []string
 
 // Figures are one pool's results. Zero means not measured.
 type Figures struct {
-	RoundTripP50us    float64 `json:"roundtrip_p50_us"`    // one tiny task at a time
-	RoundTripP99us    float64 `json:"roundtrip_p99_us"`    //
-	TasksPerSec       float64 `json:"tasks_per_s"`         // tiny tasks, as fast as they go
-	CPU1msPerSec      float64 `json:"cpu_1ms_tasks_per_s"` // ~1 ms CPU-bound tasks
-	Speedup           float64 `json:"speedup"`             // CPU-bound calls: N workers against 1 (median of paired rounds)
-	Payload1MBms      float64 `json:"payload_1mb_ms"`      // 1 MB bytes there and back
-	MsToFirstResult   float64 `json:"ms_to_first_result"`  // new pool to the first result
-	MiBPerIdleWorker  float64 `json:"mib_per_idle_worker"` // resident memory of 9 idle workers against 1, per worker
-	PythonCallMs      float64 `json:"python_call_ms"`      // a ~1 ms call timed inside one interpreter (PythonSpeed)
+	RoundTripP50us   float64 `json:"roundtrip_p50_us"`    // one tiny task at a time
+	RoundTripP99us   float64 `json:"roundtrip_p99_us"`    //
+	TasksPerSec      float64 `json:"tasks_per_s"`         // tiny tasks, as fast as they go
+	CPU1msPerSec     float64 `json:"cpu_1ms_tasks_per_s"` // ~1 ms CPU-bound tasks
+	Speedup          float64 `json:"speedup"`             // CPU-bound calls: N workers against 1 (median of paired rounds)
+	Payload1MBms     float64 `json:"payload_1mb_ms"`      // 1 MB bytes there and back
+	MsToFirstResult  float64 `json:"ms_to_first_result"`  // new pool to the first result
+	MiBPerIdleWorker float64 `json:"mib_per_idle_worker"` // resident memory of 9 idle workers against 1, per worker
+	PythonCallMs     float64 `json:"python_call_ms"`      // a ~1 ms call timed inside one interpreter (PythonSpeed)
+	// What pyworkers' Speedup is made of (medians of Pairs.Busy and Pairs.CallTime; not measured
+	// for CPython's pools): Speedup ≈ workers × SpeedupBusy / SpeedupCallTime.
+	SpeedupBusy       float64 `json:"speedup_workers_busy"`    // how busy the workers were while timed
+	SpeedupCallTime   float64 `json:"speedup_call_time_ratio"` // a call's time with N workers busy over with 1
 	Workers           int     `json:"workers"`
 	SpeedupMeasuredOn int     `json:"speedup_workers"`
 }
@@ -286,6 +290,7 @@ func Pyworkers(ctx context.Context, workers int, c Counts) (Figures, error) {
 		return f, err
 	}
 	f.Speedup = Median(pairs.Ratio)
+	f.SpeedupBusy, f.SpeedupCallTime = Median(pairs.Busy), Median(pairs.CallTime)
 	return f, nil
 }
 
