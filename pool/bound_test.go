@@ -40,4 +40,18 @@ func TestTaskTable(t *testing.T) {
 		assert.Less(t, n, int64(2))
 		tt.take(n)
 	}
+
+	// a burst past tableKeep: its memory goes once every task is taken, not before
+	ns := make([]int64, tableKeep+10)
+	for k := range ns {
+		ns[k] = tt.put(a)
+	}
+	for _, n := range ns[1:] {
+		assert.Same(t, a, tt.take(n))
+	}
+	assert.Len(t, tt.slots, tableKeep+10, "a task is still queued")
+	assert.Same(t, a, tt.take(ns[0]))
+	assert.Empty(t, tt.slots)
+	assert.Empty(t, tt.free)
+	assert.Equal(t, int64(0), tt.put(b))
 }

@@ -387,7 +387,8 @@ func (g *Group) takeTask(v any) *task {
 // pointer) and the worker that receives it takes the task back. Numbers are reused, so they
 // stay as small as the number of tasks queued at once, and a number below 256 crosses with no
 // allocation at all (cgo.Handle, used before, cost 2-3 allocations per task on a round trip).
-// The table keeps its largest size: 8 bytes per task that was ever queued at the same time.
+// The table grows to the most tasks queued at once (16 bytes each) and lets that memory go when
+// it is empty again, past tableKeep slots.
 type taskTable struct {
 	mu    sync.Mutex
 	slots []*task
@@ -417,8 +418,14 @@ func (t *taskTable) take(n int64) *task {
 	tk := t.slots[n]
 	t.slots[n] = nil
 	t.free = append(t.free, n)
+	if len(t.free) == len(t.slots) && len(t.slots) > tableKeep {
+		t.slots, t.free = nil, nil // empty after a burst: no number is out, start afresh
+	}
 	return tk
 }
+
+// tableKeep is how many slots an empty taskTable keeps (4096 × 16 bytes).
+const tableKeep = 4096
 
 // Future is the pending result of a submitted call. Its methods are safe for concurrent use.
 type Future struct {
