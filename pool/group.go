@@ -283,8 +283,8 @@ type task struct {
 	res   *channels.Channel // one item when done: wakes a waiter blocked in C at once
 	val   any
 	err   error
-	busy  time.Duration // how long it ran on its worker (0: it never ran), set before done
-	done  chan struct{} // closed when done, for Future.Done and extra waiters
+	busy  time.Duration                 // how long it ran on its worker (0: it never ran), set before done
+	done  atomic.Pointer[chan struct{}] // closed when done; made on first use: see doneChan
 
 	waiting   atomic.Bool            // a Wait owns res's signal (the first one, until it gives up)
 	worker    atomic.Pointer[worker] // the worker running it
@@ -301,7 +301,7 @@ var resultChans = sync.Pool{New: func() any {
 }}
 
 func newTask(g *Group, ctx context.Context, target string, op taskOp) *task {
-	return &task{g: g, ctx: ctx, target: target, op: op, res: resultChans.Get().(*channels.Channel), done: make(chan struct{})}
+	return &task{g: g, ctx: ctx, target: target, op: op, res: resultChans.Get().(*channels.Channel)}
 }
 
 // exec does what the task asks, on its worker's thread.
@@ -371,8 +371,32 @@ func (tk *task) finish(val any, err error) {
 		(*stop)()
 	}
 	tk.res.TrySend(nil) // before done closes: a waiter woken by done finds the signal to take
-	close(tk.done)
+	if c := tk.done.Swap(&closedChan); c != nil {
+		close(*c)
+	}
 }
+
+// doneChan is closed when the task is done. Only Future.Done, a second Wait and a Wait parked in
+// Go need one, so it is made on first use rather than for every task: a Call (first Wait, in C)
+// never makes it. Either it is made before finish, which closes it, or it is closedChan.
+func (tk *task) doneChan() <-chan struct{} {
+	for {
+		if c := tk.done.Load(); c != nil {
+			return *c
+		}
+		c := make(chan struct{})
+		if tk.done.CompareAndSwap(nil, &c) {
+			return c
+		}
+	}
+}
+
+// closedChan is every finished task's doneChan.
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
 
 // takeTask turns an item of the group's queue back into its task (nil for anything else).
 func (g *Group) takeTask(v any) *task {
@@ -450,10 +474,10 @@ func (f *Future) Wait(ctx context.Context) (any, error) { return f.t.wait(ctx) }
 func (tk *task) wait(ctx context.Context) (any, error) {
 	if !tk.waiting.CompareAndSwap(false, true) {
 		select {
-		case <-tk.done:
+		case <-tk.doneChan():
 		case <-ctx.Done():
 			select {
-			case <-tk.done:
+			case <-tk.doneChan():
 			default:
 				return nil, tk.wrapCtx(ctx)
 			}
@@ -473,7 +497,7 @@ func (tk *task) wait(ctx context.Context) (any, error) {
 			return tk.recycle()
 		}
 		select {
-		case <-tk.done:
+		case <-tk.doneChan():
 		case <-ctx.Done():
 		}
 	}
@@ -505,7 +529,7 @@ func (tk *task) wrapCtx(ctx context.Context) error {
 }
 
 // Done is closed when the result is ready.
-func (f *Future) Done() <-chan struct{} { return f.t.done }
+func (f *Future) Done() <-chan struct{} { return f.t.doneChan() }
 
 // ---- workers
 

@@ -213,6 +213,48 @@ func TestWaitPrefersAResultToAnEndedContext(t *testing.T) {
 	}
 }
 
+// Done and Wait agree however they are mixed: Done asked for before the result (made then,
+// closed by the worker), after it (already closed), and several Waits at once, each with the
+// result.
+func TestFutureDoneAndManyWaiters(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1})
+	f, err := p.Submit(bg, "pwtest:sleep_then", 0.1, 7)
+	require.NoError(t, err)
+	select {
+	case <-f.Done():
+		t.Fatal("Done before the call returned")
+	default:
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			v, err := f.Wait(bg)
+			assert.NoError(t, err)
+			assert.Equal(t, int64(7), v)
+		})
+	}
+	select {
+	case <-f.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done asked for before the result is never closed")
+	}
+	wg.Wait()
+	v, err := f.Wait(bg)
+	require.NoError(t, err)
+	assert.Equal(t, int64(7), v)
+
+	g, err := p.Submit(bg, "pwtest:ident", 8)
+	require.NoError(t, err)
+	v, err = g.Wait(bg)
+	require.NoError(t, err)
+	assert.Equal(t, int64(8), v)
+	select {
+	case <-g.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done first asked for after the result is not closed")
+	}
+}
+
 func TestTimeoutInterruptsRunningTaskAndWorkerGoesOn(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 1})
 	_, err := p.Call(bg, "pwtest:count_calls")
