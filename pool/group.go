@@ -333,7 +333,7 @@ func (tk *task) watch() {
 // after InterruptGrace.
 func (tk *task) cancel() {
 	if tk.claim() {
-		tk.args, tk.items = nil, nil // its handle may wait in the queue a while: hold no arguments meanwhile
+		tk.args, tk.items = nil, nil // its number may wait in the queue a while: hold no arguments meanwhile
 		tk.g.cancelled.Add(1)
 		tk.finish(nil, tk.ctx.Err())
 		return

@@ -136,8 +136,8 @@ func New(opts Options) (*Pool, error) {
 	var ready sync.WaitGroup
 	for name, spec := range specs {
 		// QueueSize is kept by room, which counts only tasks still waiting: a cancelled task's
-		// handle stays in the queue until a worker skips it, but takes no room. The queue's own
-		// bound only caps the memory such handles hold while every worker is busy.
+		// number stays in the queue until a worker skips it, but takes no room. The queue's own
+		// bound only caps the memory such numbers hold while every worker is busy.
 		tasks, err := channels.New(handleBound(spec.QueueSize))
 		if err != nil {
 			ready.Wait()
