@@ -2,8 +2,12 @@ package pool_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
+	"time"
 
+	"github.com/pyworkers/pyworkers/cpython"
 	"github.com/pyworkers/pyworkers/pool"
 )
 
@@ -38,4 +42,115 @@ func Example() {
 	// 3 <nil>
 	// 7 <nil>
 	// 11 <nil>
+}
+
+// A call whose context ends is interrupted inside Python, however it is busy; the worker goes on
+// with the next task.
+func Example_timeout() {
+	p, err := pool.New(pool.Options{
+		Workers: 1,
+		Setup:   "def forever():\n    while True:\n        pass\n\ndef hello(name):\n    return 'hello ' + name",
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer p.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err = p.Call(ctx, "__main__:forever")
+	fmt.Println(errors.Is(err, context.DeadlineExceeded))
+
+	v, err := p.Call(context.Background(), "__main__:hello", "again")
+	fmt.Println(v, err)
+	// Output:
+	// true
+	// hello again <nil>
+}
+
+// A Python exception comes back as a *cpython.PythonError with its type, message and traceback.
+func Example_pythonError() {
+	p, err := pool.New(pool.Options{Workers: 1, Setup: "def div(a, b):\n    return a / b"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer p.Close()
+
+	_, err = p.Call(context.Background(), "__main__:div", 1, 0)
+	var pe *cpython.PythonError
+	if errors.As(err, &pe) {
+		fmt.Println(pe.Type, "-", pe.Message)
+		fmt.Println(strings.Contains(pe.Traceback, "in div"))
+	}
+	// Output:
+	// ZeroDivisionError - division by zero
+	// true
+}
+
+// Named groups of workers, each with its own set-up (one interpreter per model), and calls
+// addressed to a group by name.
+func Example_groups() {
+	which := "\ndef which():\n    return MODEL"
+	p, err := pool.New(pool.Options{
+		Workers: 1,
+		Setup:   "MODEL = 'default'" + which,
+		Groups: map[string]pool.GroupOptions{
+			"a": {Workers: 1, Setup: "MODEL = 'model A'" + which},
+			"b": {Workers: 1, Setup: "MODEL = 'model B'" + which},
+		},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer p.Close()
+
+	ctx := context.Background()
+	for _, name := range []string{"", "a", "b"} {
+		g, err := p.Group(name)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		v, err := g.Call(ctx, "__main__:which")
+		fmt.Println(v, err)
+	}
+	_, err = p.Group("c")
+	fmt.Println(errors.Is(err, pool.ErrNoGroup))
+	// Output:
+	// default <nil>
+	// model A <nil>
+	// model B <nil>
+	// true
+}
+
+// Submit queues calls and returns Futures to wait on, in any order, from any goroutine.
+func ExamplePool_Submit() {
+	p, err := pool.New(pool.Options{Workers: 2, Setup: "def square(x):\n    return x * x"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer p.Close()
+
+	ctx := context.Background()
+	var futures []*pool.Future
+	for x := range 4 {
+		f, err := p.Submit(ctx, "__main__:square", x)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		fmt.Println(f.Wait(ctx))
+	}
+	// Output:
+	// 0 <nil>
+	// 1 <nil>
+	// 4 <nil>
+	// 9 <nil>
 }
