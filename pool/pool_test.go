@@ -233,11 +233,7 @@ func TestFutureDoneAndManyWaiters(t *testing.T) {
 			assert.Equal(t, int64(7), v)
 		})
 	}
-	select {
-	case <-f.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("Done asked for before the result is never closed")
-	}
+	requireClosed(t, f.Done(), "Done asked for before the result")
 	wg.Wait()
 	v, err := f.Wait(bg)
 	require.NoError(t, err)
@@ -248,10 +244,16 @@ func TestFutureDoneAndManyWaiters(t *testing.T) {
 	v, err = g.Wait(bg)
 	require.NoError(t, err)
 	assert.Equal(t, int64(8), v)
+	requireClosed(t, g.Done(), "Done first asked for after the result")
+}
+
+// requireClosed fails the test unless ch closes within 10 seconds.
+func requireClosed(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
 	select {
-	case <-g.Done():
+	case <-ch:
 	case <-time.After(10 * time.Second):
-		t.Fatal("Done first asked for after the result is not closed")
+		t.Fatalf("%s: not closed after 10s", what)
 	}
 }
 
