@@ -109,6 +109,7 @@ var encodeBufs = sync.Pool{New: func() any { return new(encodeBuf) }}
 type encodeBuf struct {
 	b    []byte
 	refs wire.Refs
+	keep *C.pyw_item // a large item built by one send attempt for the next (pyw_queue_send)
 }
 
 // c presents the encoding to C: its bytes and its table of shared buffers.
@@ -143,25 +144,15 @@ func (c *Channel) send(ctx context.Context, v any, mode waitMode) error {
 		return conversionError("", err)
 	}
 	data, n, refs, nrefs := eb.c()
-	// A small item is copied into a kept node by each attempt (a waiting send may make three);
-	// a large one is built once and pushed by each.
-	var big *C.pyw_item
+	// A waiting send may make three attempts: a large item is built by the first and kept for
+	// the others (a small one is copied into a kept node by each).
 	op := func(timeout C.int64_t, cancel *C.int) C.int {
-		if big != nil {
-			return C.pyw_queue_push(c.q, big, timeout, cancel)
-		}
-		return C.pyw_queue_send_copy(c.q, data, n, nil, 0, timeout, cancel)
-	}
-	if n > C.PYW_SMALL_ITEM || nrefs > 0 {
-		if big = C.pyw_item_new(data, n, refs, nrefs); big == nil {
-			return errors.New("channels: out of memory")
-		}
+		return C.pyw_queue_send(c.q, data, n, refs, nrefs, &eb.keep, timeout, cancel)
 	}
 	rc := c.wait(ctx, op, mode, C.PYW_Q_FULL)
 	runtime.KeepAlive(c)
-	if big != nil && rc != C.PYW_Q_OK {
-		C.pyw_item_free(big)
-	}
+	C.pyw_item_free(eb.keep)
+	eb.keep = nil
 	return c.result(ctx, rc)
 }
 
@@ -299,8 +290,10 @@ func (c *Channel) sendRaw(b []byte) error {
 	if len(b) > 0 {
 		p = (*C.char)(unsafe.Pointer(&b[0]))
 	}
-	rc := C.pyw_queue_send_copy(c.q, p, C.size_t(len(b)), nil, 0, 0, nil)
+	var keep *C.pyw_item
+	rc := C.pyw_queue_send(c.q, p, C.size_t(len(b)), nil, 0, &keep, 0, nil)
 	runtime.KeepAlive(c)
+	C.pyw_item_free(keep)
 	return c.result(context.Background(), rc)
 }
 

@@ -137,25 +137,16 @@ static PyObject *do_send(PyObject *self, PyObject *obj, int64_t timeout_ns) {
 	}
 	pyw_queue *q = ((ChannelObject *)self)->q;
 	/* First without waiting, GIL held (the mutex is held only briefly); release the GIL only
-	 * to wait. The item holds its own references to shared buffers. A small item is copied
-	 * into a kept node by each attempt; a large one is built once for both. */
-	pyw_item *big = NULL;
-	int rc;
-	if (scratch.len > PYW_SMALL_ITEM || refs.n > 0) {
-		big = pyw_item_new(scratch.data, scratch.len, refs.v, refs.n);
-		rc = big == NULL ? PYW_Q_NOMEM : pyw_queue_push(q, big, 0, NULL);
-	} else {
-		rc = pyw_queue_send_copy(q, scratch.data, scratch.len, NULL, 0, 0, NULL);
-	}
+	 * to wait. The item holds its own references to shared buffers; a large one is built once
+	 * for both attempts (keep). */
+	pyw_item *keep = NULL;
+	int rc = pyw_queue_send(q, scratch.data, scratch.len, refs.v, refs.n, &keep, 0, NULL);
 	if (rc == PYW_Q_FULL && timeout_ns != 0) {
 		Py_BEGIN_ALLOW_THREADS
-		rc = big != NULL ? pyw_queue_push(q, big, timeout_ns, NULL)
-		                 : pyw_queue_send_copy(q, scratch.data, scratch.len, NULL, 0, timeout_ns, NULL);
+		rc = pyw_queue_send(q, scratch.data, scratch.len, refs.v, refs.n, &keep, timeout_ns, NULL);
 		Py_END_ALLOW_THREADS
 	}
-	if (big != NULL && rc != PYW_Q_OK) {
-		pyw_item_free(big);
-	}
+	pyw_item_free(keep);
 	pyw_refs_free(&refs);
 	scratch_trim();
 	if (rc != PYW_Q_OK) {

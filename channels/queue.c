@@ -319,9 +319,11 @@ static int wait_for(pyw_queue *q, int for_items, int64_t timeout_ns, int *cancel
 }
 
 /* Every writer of len holds q->mu: a plain store, no locked instruction. */
-static void add_len(pyw_queue *q, size_t k, int sign) {
+static size_t add_len(pyw_queue *q, size_t k, int sign) {
 	size_t len = atomic_load_explicit(&q->len, memory_order_relaxed);
-	atomic_store_explicit(&q->len, sign > 0 ? len + k : len - k, memory_order_relaxed);
+	len = sign > 0 ? len + k : len - k;
+	atomic_store_explicit(&q->len, len, memory_order_relaxed);
+	return len;
 }
 
 /* Room left in a bounded queue (senders wait only on those). */
@@ -355,8 +357,8 @@ static void link_chain(pyw_queue *q, pyw_item *first, pyw_item *last, size_t k) 
 		q->head = first;
 	}
 	q->tail = last;
-	add_len(q, k, +1);
-	wake(&q->can_recv, q->recv_waiting, &q->recv_spinning, k, atomic_load_explicit(&q->len, memory_order_relaxed));
+	size_t len = add_len(q, k, +1);
+	wake(&q->can_recv, q->recv_waiting, &q->recv_spinning, k, len);
 }
 
 /* Takes up to max items from the head as a chain (q->mu held, the queue not empty), sets *k and
@@ -388,7 +390,8 @@ static void unlock(pyw_queue *q, int registered) {
 	}
 }
 
-int pyw_queue_push(pyw_queue *q, pyw_item *it, int64_t timeout_ns, int *cancel) {
+/* Pushes one item made by pyw_item_new; on any outcome but PYW_Q_OK it stays with the caller. */
+static int push(pyw_queue *q, pyw_item *it, int64_t timeout_ns, int *cancel) {
 	int registered = 0;
 	pthread_mutex_lock(&q->mu);
 	int rc = wait_for(q, 0, timeout_ns, cancel, &registered);
@@ -444,16 +447,15 @@ void pyw_queue_cancel(pyw_queue *q, int *cancel) {
 	pthread_mutex_unlock(&q->mu);
 }
 
-int pyw_queue_send_copy(pyw_queue *q, const char *data, size_t len, pyw_shared *const *refs, size_t nrefs,
-                        int64_t timeout_ns, int *cancel) {
-	if (len > PYW_SMALL_ITEM || nrefs > 0) {
-		pyw_item *it = pyw_item_new(data, len, refs, nrefs);
-		if (it == NULL) {
+int pyw_queue_send(pyw_queue *q, const char *data, size_t len, pyw_shared *const *refs, size_t nrefs,
+                   pyw_item **keep, int64_t timeout_ns, int *cancel) {
+	if (*keep != NULL || len > PYW_SMALL_ITEM || nrefs > 0) {
+		if (*keep == NULL && (*keep = pyw_item_new(data, len, refs, nrefs)) == NULL) {
 			return PYW_Q_NOMEM;
 		}
-		int rc = pyw_queue_push(q, it, timeout_ns, cancel);
-		if (rc != PYW_Q_OK) {
-			pyw_item_free(it);
+		int rc = push(q, *keep, timeout_ns, cancel);
+		if (rc == PYW_Q_OK) {
+			*keep = NULL;
 		}
 		return rc;
 	}

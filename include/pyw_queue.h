@@ -70,10 +70,6 @@ int pyw_queue_close(pyw_queue *q);
  * item, then takes up to max as a chain (linked by next) and sets *n. push_many appends the
  * chain in order, waiting for room as needed; on any outcome it sets *pushed and leaves the
  * items not pushed in *chain, with the caller. */
-/* Pushes one item made by pyw_item_new; on any outcome but PYW_Q_OK it stays with the caller,
- * who may push it again: a sender that tries first without waiting and then waiting builds a
- * large item once (pyw_queue_send_copy would copy it for every attempt). */
-int pyw_queue_push(pyw_queue *q, pyw_item *it, int64_t timeout_ns, int *cancel);
 int pyw_queue_pop_many(pyw_queue *q, pyw_item **out, size_t max, size_t *n, int64_t timeout_ns, int *cancel);
 int pyw_queue_push_many(pyw_queue *q, pyw_item **chain, size_t *pushed, int64_t timeout_ns, int *cancel);
 /* Sets *cancel and wakes q's waiters so that the wait using it returns PYW_Q_CANCELLED. */
@@ -84,10 +80,12 @@ void pyw_queue_cancel(pyw_queue *q, int *cancel);
  * which between two threads contend on the sender's malloc arena. */
 #define PYW_SMALL_ITEM 64
 
-/* Send in one call: copies data into an item (a kept node when it is small) and pushes it;
- * nothing stays with the caller. */
-int pyw_queue_send_copy(pyw_queue *q, const char *data, size_t len, pyw_shared *const *refs, size_t nrefs,
-                        int64_t timeout_ns, int *cancel);
+/* Sends data (with refs to shared buffers): a small item is copied into a kept node, any other
+ * is built into *keep (when *keep is NULL) and pushed. *keep is NULL again on PYW_Q_OK; on any
+ * other outcome the built item stays in *keep, so that a sender that tries again (first without
+ * waiting, then waiting) builds it once. The caller frees *keep at the end (pyw_item_free). */
+int pyw_queue_send(pyw_queue *q, const char *data, size_t len, pyw_shared *const *refs, size_t nrefs,
+                   pyw_item **keep, int64_t timeout_ns, int *cancel);
 /* Pop that copies a small item into small (PYW_SMALL_ITEM bytes), sets *len and *big = NULL, and
  * keeps its node for reuse; any other item is handed over in *big (the caller frees it). */
 int pyw_queue_recv_copy(pyw_queue *q, char *small, size_t *len, pyw_item **big, int64_t timeout_ns, int *cancel);
