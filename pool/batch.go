@@ -15,11 +15,8 @@ type Result = cpython.CallResult
 
 // BatchFuture is the pending outcome of SubmitBatch. Its methods are safe for concurrent use.
 type BatchFuture struct {
-	g      *Group
-	ctx    context.Context
-	target string
-	items  [][]any
-	f      *Future
+	items [][]any // the task's own are dropped when it is cancelled; these stay for Len and fill
+	f     *Future
 
 	mu      sync.Mutex // one Wait computes the outcome (it may run the items again one by one)
 	done    bool
@@ -34,11 +31,12 @@ type BatchFuture struct {
 // calls run again one by one, so that every item gets the outcome it would get from Call.
 // ctx governs the whole batch.
 func (g *Group) SubmitBatch(ctx context.Context, target string, items [][]any) (*BatchFuture, error) {
-	tk, err := g.submit(ctx, target, opCallMany, nil, items, true)
+	tk, err := g.submit(ctx, target, opCallMany, nil, items)
 	if err != nil {
 		return nil, err
 	}
-	return &BatchFuture{g: g, ctx: ctx, target: target, items: items, f: &Future{t: tk}}, nil
+	tk.watch()
+	return &BatchFuture{items: items, f: &Future{t: tk}}, nil
 }
 
 // SubmitBatch queues a batch on the default group; see Group.SubmitBatch.
@@ -78,7 +76,7 @@ const batchWork = time.Millisecond
 
 // Size is the number of calls for the next batch.
 func (s *BatchSizer) Size() int {
-	most, work := cmp.Or(s.Max, 32), batchWork
+	most := cmp.Or(s.Max, 32)
 	if s.calls == 0 {
 		return 1
 	}
@@ -86,7 +84,7 @@ func (s *BatchSizer) Size() int {
 	if perCall <= 0 {
 		return most
 	}
-	return int(min(max(work/perCall, 1), time.Duration(most)))
+	return int(min(max(batchWork/perCall, 1), time.Duration(most)))
 }
 
 // Len is the number of calls in the batch.
@@ -114,7 +112,7 @@ func (b *BatchFuture) wait(ctx context.Context) ([]Result, error) {
 		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
 			return nil, err
 		}
-		if b.ctx.Err() != nil && errors.Is(err, b.ctx.Err()) {
+		if own := b.f.t.ctx; own.Err() != nil && errors.Is(err, own.Err()) { // the batch's context
 			return fill(len(b.items), err), nil
 		}
 		var ce *cpython.ConversionError
@@ -140,8 +138,9 @@ func fill(n int, err error) []Result {
 func (b *BatchFuture) oneByOne(ctx context.Context) ([]Result, error) {
 	fs := make([]*Future, len(b.items))
 	out := make([]Result, len(fs))
+	tk := b.f.t
 	for i, args := range b.items {
-		fs[i], out[i].Err = b.g.Submit(b.ctx, b.target, args...)
+		fs[i], out[i].Err = tk.g.Submit(tk.ctx, tk.target, args...)
 	}
 	for i, f := range fs {
 		if f == nil {

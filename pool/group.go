@@ -48,10 +48,11 @@ func (g *Group) Call(ctx context.Context, target string, args ...any) (any, erro
 
 // Submit queues a call and returns its Future; see Pool.Submit.
 func (g *Group) Submit(ctx context.Context, target string, args ...any) (*Future, error) {
-	tk, err := g.submit(ctx, target, opCall, args, nil, true)
+	tk, err := g.submit(ctx, target, opCall, args, nil)
 	if err != nil {
 		return nil, err
 	}
+	tk.watch()
 	return &Future{t: tk}, nil
 }
 
@@ -59,7 +60,7 @@ func (g *Group) Submit(ctx context.Context, target string, args ...any) (*Future
 // watch of the pool's own per task; cpython's Thread.Call still arms one while the task runs,
 // to interrupt it): when ctx ends its wait ends, and it cancels the task itself.
 func (g *Group) call(ctx context.Context, target string, op taskOp, args []any) (any, error) {
-	tk, err := g.submit(ctx, target, op, args, nil, false)
+	tk, err := g.submit(ctx, target, op, args, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -71,9 +72,9 @@ func (g *Group) call(ctx context.Context, target string, op taskOp, args []any) 
 }
 
 // submit queues a task that a worker runs on its thread (see task.exec); target names it in
-// errors. watched: a context.AfterFunc cancels the task when ctx ends (else the caller must,
-// see call).
-func (g *Group) submit(ctx context.Context, target string, op taskOp, args []any, items [][]any, watched bool) (*task, error) {
+// errors. Someone must cancel the task when ctx ends: its caller (see call), or a watch armed
+// once it is queued (task.watch: a watch that fires at once finds it there).
+func (g *Group) submit(ctx context.Context, target string, op taskOp, args []any, items [][]any) (*task, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -83,8 +84,7 @@ func (g *Group) submit(ctx context.Context, target string, op taskOp, args []any
 	if err := g.enter(ctx); err != nil {
 		return nil, err
 	}
-	tk := newTask(g, ctx, target, op)
-	tk.args, tk.items = args, items
+	tk := newTask(g, ctx, target, op, args, items)
 	n := g.table.put(tk)
 	var err error
 	if g.p.opts.FailFast {
@@ -104,35 +104,20 @@ func (g *Group) submit(ctx context.Context, target string, op taskOp, args []any
 		return nil, err
 	}
 	g.submitted.Add(1)
-	if watched {
-		tk.watch() // after the task is queued: a watch that fires at once finds it there
-	}
 	return tk, nil
 }
 
-// enter counts a task into the queue depth once it has room (see takeRoom); every task that
-// entered leaves once: when it is claimed, or when it could not be queued after all.
+// enter counts a task into the queue depth, waiting for room in a bounded queue (or, with
+// FailFast, failing at once when there is none). Every task that entered leaves once: when it
+// is claimed, or when it could not be queued after all.
 func (g *Group) enter(ctx context.Context) error {
-	if err := g.takeRoom(ctx); err != nil {
-		return err
-	}
-	g.queued.Add(1)
-	return nil
-}
-
-func (g *Group) leave() {
-	g.queued.Add(-1)
-	g.giveRoom()
-}
-
-// takeRoom waits for room in a bounded queue (or, with FailFast, fails at once when there is
-// none); every task that gets room gives it back once, when it is claimed.
-func (g *Group) takeRoom(ctx context.Context) error {
 	if g.room == nil {
+		g.queued.Add(1)
 		return nil
 	}
 	select {
 	case g.room <- struct{}{}:
+		g.queued.Add(1)
 		return nil
 	default:
 	}
@@ -141,6 +126,7 @@ func (g *Group) takeRoom(ctx context.Context) error {
 	}
 	select {
 	case g.room <- struct{}{}:
+		g.queued.Add(1)
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -149,7 +135,8 @@ func (g *Group) takeRoom(ctx context.Context) error {
 	}
 }
 
-func (g *Group) giveRoom() {
+func (g *Group) leave() {
+	g.queued.Add(-1)
 	if g.room != nil {
 		<-g.room
 	}
@@ -300,8 +287,8 @@ var resultChans = sync.Pool{New: func() any {
 	return c
 }}
 
-func newTask(g *Group, ctx context.Context, target string, op taskOp) *task {
-	return &task{g: g, ctx: ctx, target: target, op: op, res: resultChans.Get().(*channels.Channel)}
+func newTask(g *Group, ctx context.Context, target string, op taskOp, args []any, items [][]any) *task {
+	return &task{g: g, ctx: ctx, target: target, op: op, args: args, items: items, res: resultChans.Get().(*channels.Channel)}
 }
 
 // exec does what the task asks, on its worker's thread.
@@ -473,16 +460,17 @@ func (f *Future) Wait(ctx context.Context) (any, error) { return f.t.wait(ctx) }
 
 func (tk *task) wait(ctx context.Context) (any, error) {
 	if !tk.waiting.CompareAndSwap(false, true) {
+		done := tk.doneChan()
 		select {
-		case <-tk.doneChan():
+		case <-done:
 		case <-ctx.Done():
-			select {
-			case <-tk.doneChan():
-			default:
-				return nil, tk.wrapCtx(ctx)
-			}
 		}
-		return tk.val, tk.err
+		select { // done, or ctx ended: a result that is there wins
+		case <-done:
+			return tk.val, tk.err
+		default:
+			return nil, tk.wrapCtx(ctx)
+		}
 	}
 	// The first waiter takes the task's signal, so that its channel can serve another task.
 	if cWaiters.Add(1) <= cWaitersMax.Load() {
