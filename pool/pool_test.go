@@ -123,26 +123,30 @@ func TestErrorsAndKwargs(t *testing.T) {
 // watch on its context, Call's through its caller, who waits for it anyway.
 func TestCancelQueuedTaskNeverRuns(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 1})
-	ways := map[string]func(ctx context.Context, cancel context.CancelFunc) error{
-		"Submit": func(ctx context.Context, cancel context.CancelFunc) error {
+	ways := []struct {
+		name string
+		run  func(ctx context.Context, cancel context.CancelFunc) error
+	}{
+		{"Submit", func(ctx context.Context, cancel context.CancelFunc) error {
 			queued, err := p.Submit(ctx, "pwtest:count_calls")
 			require.NoError(t, err)
 			cancel()
 			_, err = queued.Wait(bg)
 			return err
-		},
-		"Call": func(ctx context.Context, cancel context.CancelFunc) error {
+		}},
+		{"Call", func(ctx context.Context, cancel context.CancelFunc) error {
 			time.AfterFunc(20*time.Millisecond, cancel)
 			_, err := p.Call(ctx, "pwtest:count_calls")
 			return err
-		},
+		}},
 	}
-	for _, way := range []string{"Submit", "Call"} {
+	for _, w := range ways {
+		way := w.name
 		busy, err := p.Submit(bg, "pwtest:sleep_then", 0.3, "busy")
 		require.NoError(t, err)
 		ctx, cancel := context.WithCancel(bg)
 		start := time.Now()
-		err = ways[way](ctx, cancel)
+		err = w.run(ctx, cancel)
 		assert.ErrorIs(t, err, context.Canceled, way)
 		assert.Less(t, time.Since(start), 200*time.Millisecond, "%s: a queued task is removed at once", way)
 		assert.Zero(t, p.Stats().Groups[0].Queued, way)
@@ -202,14 +206,15 @@ func TestWaitPrefersAResultToAnEndedContext(t *testing.T) {
 	ended, cancel := context.WithCancel(bg)
 	cancel()
 	for _, inC := range []int32{1, 0} {
-		restore := pool.SetCWaitersMax(inC)
-		f, err := p.Submit(bg, "pwtest:ident", inC)
-		require.NoError(t, err)
-		<-f.Done()
-		v, err := f.Wait(ended)
-		require.NoError(t, err, "waiting in C: %v", inC == 1)
-		assert.Equal(t, int64(inC), v)
-		restore()
+		t.Run(fmt.Sprintf("inC=%d", inC), func(t *testing.T) {
+			t.Cleanup(pool.SetCWaitersMax(inC)) // restored even when a require fails
+			f, err := p.Submit(bg, "pwtest:ident", inC)
+			require.NoError(t, err)
+			<-f.Done()
+			v, err := f.Wait(ended)
+			require.NoError(t, err, "waiting in C: %v", inC == 1)
+			assert.Equal(t, int64(inC), v)
+		})
 	}
 }
 
