@@ -68,7 +68,7 @@ func encodeCalls(buf []byte, refs *wire.Refs, items [][]any) ([]byte, error) {
 // "[item][0]"/"[item][1]" in a batch (where the two sit in the list of pairs).
 func encodeArgs(buf []byte, refs *wire.Refs, args []any, item, depth int) ([]byte, error) {
 	args, kw := SplitKwargs(args)
-	buf, err := wire.AppendRefsAt(buf, refs, Tuple(args), depth)
+	buf, err := wire.AppendTupleAt(buf, refs, args, depth)
 	if err != nil {
 		return buf, conversionError("argument", argsRoot(item, 0), err)
 	}

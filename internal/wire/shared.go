@@ -111,13 +111,28 @@ func AppendRefs(buf []byte, refs *Refs, v any) ([]byte, error) {
 func AppendRefsAt(buf []byte, refs *Refs, v any, depth int) ([]byte, error) {
 	n := len(refs.P)
 	out, err := appendValue(buf, refs, v, depth)
-	if err != nil {
-		for _, p := range refs.P[n:] {
-			SharedOps.Decref(p)
-		}
-		refs.P = refs.P[:n]
-	}
+	refs.undoOnError(n, err)
 	return out, err
+}
+
+// AppendTupleAt is AppendRefsAt(buf, refs, Tuple(items), depth) without making an interface
+// value of the tuple, which would cost an allocation per call on the path of every call.
+func AppendTupleAt(buf []byte, refs *Refs, items []any, depth int) ([]byte, error) {
+	n := len(refs.P)
+	out, err := appendSeq(buf, refs, TagTuple, items, depth)
+	refs.undoOnError(n, err)
+	return out, err
+}
+
+// undoOnError drops the references taken after the first n when err is not nil.
+func (r *Refs) undoOnError(n int, err error) {
+	if err == nil {
+		return
+	}
+	for _, p := range r.P[n:] {
+		SharedOps.Decref(p)
+	}
+	r.P = r.P[:n]
 }
 
 func appendBuffer(b []byte, refs *Refs, x *Buffer) ([]byte, error) {
