@@ -317,6 +317,7 @@ func SeparateSpeedup(ctx context.Context, python, script string, workers, rounds
 }
 
 func runPeers(ctx context.Context, python, script string, args ...string) (map[string]Figures, error) {
+	args = append(args, "--calls-per-worker", strconv.Itoa(SpeedupCallsPerWorker)) // like for like
 	cmd := exec.CommandContext(ctx, python, append([]string{script}, args...)...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()

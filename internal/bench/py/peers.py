@@ -29,7 +29,6 @@ import benchfuncs  # noqa: E402
 
 CPU_1MS = 15_000
 CPU_6MS = 90_000
-SPEEDUP_CALLS_PER_WORKER = 32  # as internal/bench's SpeedupCallsPerWorker
 FULL = dict(round_trips=5000, tiny=100_000, cpu1ms=2000, payloads=200, speedup_rounds=10, speedup_call=CPU_6MS)
 QUICK = dict(round_trips=1000, tiny=5000, cpu1ms=200, payloads=20, speedup_rounds=8, speedup_call=CPU_1MS)
 
@@ -79,21 +78,19 @@ start, calls = float(sys.argv[2]), int(sys.argv[3])
 while time.time() < start:
     pass
 t = time.time()
-for _ in range(calls):
-    benchfuncs.cpu(int(sys.argv[4]))
+benchfuncs.loop(calls, int(sys.argv[4]))
 print(t, time.time())
 """
 
 
-def separate_processes(workers, rounds, call):
+def separate_processes(workers, rounds, call, per_worker):
     """The machine's reference: the same calls (benchfuncs.cpu(call)) in separate python
-    processes, no pool and nothing shared. SPEEDUP_CALLS_PER_WORKER*workers calls in one process
-    against SPEEDUP_CALLS_PER_WORKER calls in each of workers processes, all started together
-    once they are up."""
+    processes, no pool and nothing shared. per_worker*workers calls in one process against
+    per_worker calls in each of workers processes, all started together once they are up."""
 
     def wall(n):
         start = time.time() + 0.2
-        args = [HERE, repr(start), str(SPEEDUP_CALLS_PER_WORKER * workers // n), str(call)]
+        args = [HERE, repr(start), str(per_worker * workers // n), str(call)]
         procs = [subprocess.Popen([sys.executable, "-c", CHILD, *args], stdout=subprocess.PIPE, text=True) for _ in range(n)]
         spans = [tuple(map(float, p.communicate()[0].split())) for p in procs]
         if any(p.returncode for p in procs):
@@ -133,7 +130,7 @@ def measure(make, workers, counts):
 
     def cpu_wall(n):
         t = time.perf_counter()
-        list(pools[n].map(benchfuncs.cpu, [counts["speedup_call"]] * (SPEEDUP_CALLS_PER_WORKER * workers)))
+        list(pools[n].map(benchfuncs.cpu, [counts["speedup_call"]] * (counts["per_worker"] * workers)))
         return time.perf_counter() - t
 
     out["speedup"] = paired_speedup(cpu_wall, workers, counts["speedup_rounds"])
@@ -163,6 +160,8 @@ def main():
     ap.add_argument("--only-loop", type=int, metavar="CALLS", default=0,
                     help="time CALLS calls of benchfuncs.cpu in this interpreter, nothing else")
     ap.add_argument("--call", type=int, default=CPU_6MS, help="benchfuncs.cpu's n for --only-separate and --only-loop")
+    ap.add_argument("--calls-per-worker", type=int, default=32,
+                    help="CPU-bound calls per worker in a speed-up timing (internal/bench passes its SpeedupCallsPerWorker)")
     a = ap.parse_args()
     if a.only_loop:
         benchfuncs.loop(1, a.call)  # warm, as the pyworkers side is
@@ -170,16 +169,16 @@ def main():
         print(json.dumps({ONE: {"python_call_ms": ms}}))
         return
     if a.only_separate:
-        print(json.dumps({SEPARATE: separate_processes(a.workers, a.only_separate, a.call)}))
+        print(json.dumps({SEPARATE: separate_processes(a.workers, a.only_separate, a.call, a.calls_per_worker)}))
         return
-    counts = QUICK if a.quick else FULL
+    counts = dict(QUICK if a.quick else FULL, per_worker=a.calls_per_worker)
     pools = {
         "ThreadPoolExecutor": cf.ThreadPoolExecutor,
         "ProcessPoolExecutor": cf.ProcessPoolExecutor,
         "InterpreterPoolExecutor": cf.InterpreterPoolExecutor,
     }
     out = {name: measure(make, a.workers, counts) for name, make in pools.items()}
-    out[SEPARATE] = separate_processes(a.workers, counts["speedup_rounds"], counts["speedup_call"])
+    out[SEPARATE] = separate_processes(a.workers, counts["speedup_rounds"], counts["speedup_call"], a.calls_per_worker)
     print(json.dumps(out))
 
 
