@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/pyworkers/pyworkers/cpython"
 	"github.com/pyworkers/pyworkers/internal/bench"
 	"github.com/pyworkers/pyworkers/pool"
 )
@@ -22,6 +23,16 @@ import (
 func benchPool(b *testing.B, opts pool.Options) *pool.Pool {
 	opts.Path = bench.Path
 	return newPool(b, opts)
+}
+
+// peersPython is the python that runs peers.py, found as pyworkers bench finds it (bench.FindPython:
+// the linked CPython's own, python3.14d for a debug build); "" when there is none.
+func peersPython(b *testing.B) string {
+	info, err := cpython.RuntimeInfo()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return bench.FindPython(info)
 }
 
 // BenchmarkRoundTrip: one tiny task at a time through a 2-worker pool (Call of a no-op), with
@@ -86,7 +97,7 @@ func BenchmarkThroughput(b *testing.B) {
 // processes against 1 (bench.SeparateSpeedup: what the machine gives at that moment to work
 // that shares nothing) and reports pyworkers' ratio as a fraction of it. Use -benchtime Nx.
 func BenchmarkCPUSpeedup(b *testing.B) {
-	python, _ := exec.LookPath("python3.14")
+	python := peersPython(b)
 	var all bench.Pairs
 	var separate, fraction []float64
 	for b.Loop() {
@@ -121,9 +132,9 @@ func BenchmarkCPUSpeedup(b *testing.B) {
 // and inside python3.14, alternately (bench.PythonSpeed, 4 rounds per iteration): Python's own
 // speed on the libpython pyworkers links and in the executable CPython's pools run in.
 func BenchmarkPythonSpeed(b *testing.B) {
-	python, err := exec.LookPath("python3.14")
-	if err != nil {
-		b.Skip("python3.14 is not on PATH (run through scripts/with-python.sh)")
+	python := peersPython(b)
+	if python == "" {
+		b.Skip("no python3.14 of the linked CPython, nor on PATH (run through scripts/with-python.sh)")
 	}
 	var ours, theirs []float64
 	for b.Loop() {
@@ -193,13 +204,14 @@ const rssChildEnv = "PYWORKERS_RSS_CHILD"
 
 // BenchmarkPeers runs CPython's own pools (ThreadPoolExecutor, ProcessPoolExecutor,
 // InterpreterPoolExecutor) on the same workloads in the same run, with the provisioned
-// python3.14 (testdata/bench/peers.py), and reports their figures beside pyworkers' own.
+// python3.14 (internal/bench/py/peers.py), and reports their figures beside pyworkers' own.
 func BenchmarkPeers(b *testing.B) {
-	python, err := exec.LookPath("python3.14")
-	if err != nil {
-		b.Skip("python3.14 is not on PATH (run through scripts/with-python.sh)")
+	python := peersPython(b)
+	if python == "" {
+		b.Skip("no python3.14 of the linked CPython, nor on PATH (run through scripts/with-python.sh)")
 	}
 	var peers map[string]bench.Figures
+	var err error
 	for b.Loop() {
 		peers, err = bench.Peers(bg, python, filepath.Join(benchDir, "peers.py"), 2, true)
 		if err != nil {
