@@ -171,9 +171,9 @@ func (c *Channel) TryRecv() (any, error) {
 }
 
 // TrySpinRecv is TryRecv that first waits as long as Recv would spin before it sleeps: up to
-// 20 µs, and only if a spin slot is free (one per CPU the process may use, none on one CPU). For
-// a caller that expects an item soon and would rather sleep elsewhere, say on a Go channel, than
-// in C. ErrEmpty when nothing came.
+// 20 µs (SPIN_NS in queue.c), and only if a spin slot is free (one per CPU the process may use,
+// none on one CPU). For a caller that expects an item soon and would rather sleep elsewhere,
+// say on a Go channel, than in C. ErrEmpty when nothing came.
 func (c *Channel) TrySpinRecv() (any, error) {
 	return c.recv(context.Background(), spinOnly)
 }
@@ -220,8 +220,8 @@ const (
 
 // wait runs op as mode allows. To block with a ctx that can end, op first only spins: most
 // waits end there, without the cost of wiring ctx's cancellation to the queue, which only a
-// wait that goes to sleep needs. A spin is at most 20 µs: ctx's end is noticed that late at
-// worst.
+// wait that goes to sleep needs. A spin is at most 20 µs (SPIN_NS in queue.c): ctx's end is
+// noticed that late at worst.
 func (c *Channel) wait(ctx context.Context, op func(C.int64_t, *C.int) C.int, mode waitMode, busy C.int) C.int {
 	switch {
 	case mode == noWait:

@@ -428,10 +428,10 @@ type CallResult struct {
 // an argument that cannot (a *ConversionError whose path starts with the item's index).
 func (t *Thread) CallMany(ctx context.Context, target string, items [][]any) ([]CallResult, error) {
 	v, err := t.interp().call(ctx, target, nil, items, true)
-	if ce := (*ConversionError)(nil); errors.As(err, &ce) && ce.What == "result" {
-		ce.Path = itemPath(ce.Path)
-	}
 	if err != nil {
+		if ce := (*ConversionError)(nil); errors.As(err, &ce) && ce.What == "result" {
+			ce.Path = itemPath(ce.Path)
+		}
 		return nil, err
 	}
 	list, ok := v.([]any) // ok, result-or-error for each item in turn (bootstrap.call_many)
