@@ -18,10 +18,17 @@ type BatchFuture struct {
 	items [][]any // the task's own are dropped when it is cancelled; these stay for Len and fill
 	f     *Future
 
-	mu      sync.Mutex // one Wait computes the outcome (it may run the items again one by one)
-	done    bool
-	results []Result
-	err     error
+	// When the batch has to run again call by call (see SubmitBatch), the first Wait that finds
+	// so starts resubmit once; every Wait then waits for the same calls.
+	redo   sync.Once
+	redone chan struct{} // closed when calls is set
+	calls  []redoCall
+}
+
+// redoCall is one item's own call when a batch runs again call by call.
+type redoCall struct {
+	f   *Future // nil when Submit failed
+	err error   // Submit's error
 }
 
 // SubmitBatch queues many calls of target as one task: one hand-off to a worker instead of one
@@ -60,13 +67,13 @@ type BatchSizer struct {
 	calls int
 }
 
-// Observe counts a batch whose Wait has returned its results; other batches are ignored.
+// Observe counts a batch that has run to its results on a worker; other batches (not done yet,
+// cancelled, failed as a whole) are ignored.
 func (s *BatchSizer) Observe(b *BatchFuture) {
-	b.mu.Lock()
-	ok := b.done && b.err == nil
-	b.mu.Unlock()
-	if ok && b.f.t.busy > 0 { // the worker set busy before the task was done
-		s.ran += b.f.t.busy
+	tk := b.f.t
+	// busy and err are set before the state says done.
+	if tk.state.Load() == stateDone && tk.err == nil && tk.busy > 0 {
+		s.ran += tk.busy
 		s.calls += len(b.items)
 	}
 }
@@ -92,37 +99,26 @@ func (b *BatchFuture) Len() int { return len(b.items) }
 
 // Wait returns one Result per item, in order. The error is for the batch as a whole: the
 // pool closed, ctx (Wait's) ended, or the batch's context ended (every item then has that
-// error too).
+// error too). Wait may be called again, also concurrently, and waits for the same calls: when
+// the batch had to run again call by call, its calls are submitted once, whichever Wait finds
+// that first, and a Wait that gives up leaves them running for the next.
 func (b *BatchFuture) Wait(ctx context.Context) ([]Result, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.done {
-		return b.results, b.err
-	}
-	results, err := b.wait(ctx)
-	if ctx.Err() == nil { // an outcome, not this Wait giving up: keep it for every later Wait
-		b.done, b.results, b.err = true, results, err
-	}
-	return results, err
-}
-
-func (b *BatchFuture) wait(ctx context.Context) ([]Result, error) {
 	v, err := b.f.Wait(ctx)
-	if err != nil {
-		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
-			return nil, err
-		}
-		if own := b.f.t.ctx; own.Err() != nil && errors.Is(err, own.Err()) { // the batch's context
-			return fill(len(b.items), err), nil
-		}
-		var ce *cpython.ConversionError
-		var pe *cpython.PythonError
-		if errors.As(err, &ce) || errors.As(err, &pe) || errors.Is(err, ErrWorkerLost) {
-			return b.oneByOne(ctx)
-		}
+	if err == nil {
+		return v.([]Result), nil
+	}
+	if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+		return nil, err
+	}
+	if own := b.f.t.ctx; own.Err() != nil && errors.Is(err, own.Err()) { // the batch's context
 		return fill(len(b.items), err), nil
 	}
-	return v.([]Result), nil
+	var ce *cpython.ConversionError
+	var pe *cpython.PythonError
+	if errors.As(err, &ce) || errors.As(err, &pe) || errors.Is(err, ErrWorkerLost) {
+		return b.oneByOne(ctx)
+	}
+	return fill(len(b.items), err), nil
 }
 
 func fill(n int, err error) []Result {
@@ -133,23 +129,39 @@ func fill(n int, err error) []Result {
 	return out
 }
 
-// oneByOne runs the batch's items as separate calls: the way to give each item exactly the
-// outcome Call would (a result that cannot cross, a SystemExit that replaces the worker).
+// oneByOne waits for the batch's items run as separate calls: the way to give each item exactly
+// the outcome Call would (a result that cannot cross, a SystemExit that replaces the worker).
 func (b *BatchFuture) oneByOne(ctx context.Context) ([]Result, error) {
-	fs := make([]*Future, len(b.items))
-	out := make([]Result, len(fs))
-	tk := b.f.t
-	for i, args := range b.items {
-		fs[i], out[i].Err = tk.g.Submit(tk.ctx, tk.target, args...)
+	b.redo.Do(func() {
+		b.redone = make(chan struct{})
+		go b.resubmit() // Submit may wait for room in a bounded queue: no Wait waits on it past its ctx
+	})
+	select {
+	case <-b.redone:
+	case <-ctx.Done():
+		return nil, b.f.t.wrapCtx(ctx)
 	}
-	for i, f := range fs {
-		if f == nil {
-			continue // not submitted: its error is set
+	out := make([]Result, len(b.calls))
+	for i, c := range b.calls {
+		if c.f == nil {
+			out[i].Err = c.err
+			continue
 		}
-		out[i].Value, out[i].Err = f.Wait(ctx)
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		out[i].Value, out[i].Err = c.f.Wait(ctx)
+		if out[i].Err != nil && ctx.Err() != nil {
+			return nil, b.f.t.wrapCtx(ctx)
 		}
 	}
 	return out, nil
+}
+
+// resubmit submits each item as a call of its own, under the batch's context, and closes redone.
+func (b *BatchFuture) resubmit() {
+	tk := b.f.t
+	calls := make([]redoCall, len(b.items))
+	for i, args := range b.items {
+		calls[i].f, calls[i].err = tk.g.Submit(tk.ctx, tk.target, args...)
+	}
+	b.calls = calls
+	close(b.redone)
 }

@@ -86,6 +86,7 @@ func (g *Group) submit(ctx context.Context, target string, op taskOp, args []any
 	}
 	tk := newTask(g, ctx, target, op, args, items)
 	n := g.table.put(tk)
+	g.submitted.Add(1) // before a worker can count it done (see Stats)
 	var err error
 	if g.p.opts.FailFast {
 		err = g.tasks.TrySend(n)
@@ -94,6 +95,7 @@ func (g *Group) submit(ctx context.Context, target string, op taskOp, args []any
 	}
 	if err != nil {
 		g.table.take(n)
+		g.submitted.Add(^uint64(0))
 		g.leave()
 		switch {
 		case errors.Is(err, channels.ErrClosed):
@@ -103,7 +105,6 @@ func (g *Group) submit(ctx context.Context, target string, op taskOp, args []any
 		}
 		return nil, err
 	}
-	g.submitted.Add(1)
 	return tk, nil
 }
 
@@ -539,7 +540,18 @@ const (
 	endBroken                   // could not wait for work: start a fresh interpreter after a pause
 )
 
+// startSlot starts a goroutine that keeps slot id of g filled (runSlot), unless the pool is
+// closing: a replacement asked for while Close runs (retire) must not add to the slots Close
+// waits for once its wait may have begun.
 func (p *Pool) startSlot(g *Group, id int, ready func(error)) {
+	p.slotMu.Lock()
+	defer p.slotMu.Unlock()
+	if p.closing.Load() {
+		if ready != nil {
+			ready(ErrClosed)
+		}
+		return
+	}
 	p.slots.Add(1)
 	go func() {
 		defer p.slots.Done()
@@ -669,6 +681,7 @@ func (w *worker) serve() endReason {
 				continue // cancelled while queued
 			}
 			if g.p.closing.Load() {
+				g.cancelled.Add(1)
 				tk.finish(nil, ErrClosed)
 				continue
 			}
@@ -732,9 +745,7 @@ func (w *worker) retire() {
 	}
 	g := w.g
 	g.recycles.Add(1)
-	if !g.p.closing.Load() {
-		g.p.startSlot(g, w.id, nil)
-	}
+	g.p.startSlot(g, w.id, nil) // not once the pool is closing
 	go w.in.CloseContext(ended) // interrupts the stuck task every 100 ms until it returns
 }
 

@@ -62,7 +62,9 @@ type Options struct {
 	// set-up and queue ("one interpreter per model"); address them with Pool.Group. Fields left
 	// zero in a group take the pool's values, except Setup, Preload and Config.
 	Groups map[string]GroupOptions
-	// Name, when set, publishes Stats as the expvar variable "pyworkers.pool.<Name>".
+	// Name, when set, publishes Stats as the expvar variable "pyworkers.pool.<Name>" once every
+	// worker has started. A later pool with the same Name takes the variable over; New fails at
+	// once if the name is an expvar variable of something else.
 	Name string
 }
 
@@ -85,7 +87,8 @@ type Pool struct {
 	closing atomic.Bool
 	closed  chan struct{}
 	close   sync.Once
-	slots   sync.WaitGroup
+	slots   sync.WaitGroup // one per running slot goroutine (startSlot)
+	slotMu  sync.Mutex     // orders slots.Add in startSlot before Close's slots.Wait
 	started time.Time
 }
 
@@ -127,7 +130,7 @@ func New(opts Options) (*Pool, error) {
 		specs[name] = g
 	}
 	if opts.Name != "" {
-		if err := p.publish(); err != nil {
+		if err := p.publish(false); err != nil { // a taken name fails before any worker starts
 			return nil, err
 		}
 	}
@@ -168,6 +171,14 @@ func New(opts Options) (*Pool, error) {
 		p.Close()
 		return nil, firstErrs[0]
 	}
+	if opts.Name != "" {
+		// Only now: Stats reads the groups New has been filling, and a pool that failed to start
+		// must not take the variable from a live one.
+		if err := p.publish(true); err != nil {
+			p.Close()
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
@@ -206,7 +217,9 @@ func (p *Pool) Close() error { return p.CloseContext(context.Background()) }
 // an error wrapping ErrClosed) and returns ctx.Err() after everything has ended.
 func (p *Pool) CloseContext(ctx context.Context) error {
 	p.close.Do(func() {
-		p.closing.Store(true)
+		p.slotMu.Lock()
+		p.closing.Store(true) // from here on no slot starts (startSlot), so slots.Wait below is final
+		p.slotMu.Unlock()
 		for _, g := range p.groups {
 			g.tasks.Close()
 		}
@@ -232,6 +245,7 @@ func (p *Pool) CloseContext(ctx context.Context) error {
 				break
 			}
 			if tk := g.takeTask(v); tk != nil && tk.claim() {
+				g.cancelled.Add(1)
 				tk.finish(nil, ErrClosed)
 			}
 		}
@@ -254,7 +268,11 @@ type Stats struct {
 	Groups []GroupStats
 }
 
-// GroupStats counts one group's work.
+// GroupStats counts one group's work. Every accepted task ends as exactly one of Done, Failed
+// and Cancelled, so Submitted = Done + Failed + Cancelled + the tasks queued or running (a
+// snapshot never shows more ended tasks than accepted ones). A batch (SubmitBatch) is one task;
+// one that has to run again call by call (see SubmitBatch) ends as Failed, and each of its
+// calls is then a task of its own.
 type GroupStats struct {
 	Name      string
 	Workers   int    // workers alive now
@@ -262,7 +280,7 @@ type GroupStats struct {
 	Submitted uint64 // tasks accepted
 	Done      uint64 // tasks that returned a result
 	Failed    uint64 // tasks that ended with an error other than cancellation
-	Cancelled uint64 // tasks whose context ended first (removed from the queue, or interrupted)
+	Cancelled uint64 // tasks whose context ended first (taken from the queue, or interrupted), or that Close ended
 	Recycles  uint64 // workers replaced: task limit, SystemExit, MemoryError, lost to an interrupt
 	PerWorker []WorkerStats
 }
@@ -278,10 +296,12 @@ type WorkerStats struct {
 func (p *Pool) Stats() Stats {
 	s := Stats{Uptime: time.Since(p.started)}
 	for _, g := range p.groups {
+		// Ended counts first, then Submitted: a task is counted submitted before it can end.
+		done, failed, cancelled := g.done.Load(), g.failed.Load(), g.cancelled.Load()
 		gs := GroupStats{
 			Name: g.name, Queued: int(g.queued.Load()), Workers: int(g.alive.Load()),
-			Submitted: g.submitted.Load(), Done: g.done.Load(), Failed: g.failed.Load(),
-			Cancelled: g.cancelled.Load(), Recycles: g.recycles.Load(),
+			Submitted: g.submitted.Load(), Done: done, Failed: failed,
+			Cancelled: cancelled, Recycles: g.recycles.Load(),
 		}
 		for id := range g.slots {
 			st := &g.slots[id]
@@ -294,13 +314,15 @@ func (p *Pool) Stats() Stats {
 }
 
 // expvar variables cannot be removed, so each name is published once and shows the latest pool
-// that used it.
+// that started with it.
 var (
 	publishMu sync.Mutex
 	published = map[string]*atomic.Pointer[Pool]{}
 )
 
-func (p *Pool) publish() error {
+// publish makes the pool's expvar variable show p; with show false it only checks that the name
+// is free for it (not an expvar variable of something else).
+func (p *Pool) publish(show bool) error {
 	name := "pyworkers.pool." + p.opts.Name
 	publishMu.Lock()
 	defer publishMu.Unlock()
@@ -308,6 +330,9 @@ func (p *Pool) publish() error {
 	if !ok {
 		if expvar.Get(name) != nil {
 			return fmt.Errorf("pool: an expvar variable %q exists already: give the pool another Name", name)
+		}
+		if !show {
+			return nil
 		}
 		cur = new(atomic.Pointer[Pool])
 		published[name] = cur
@@ -318,6 +343,8 @@ func (p *Pool) publish() error {
 			return nil
 		}))
 	}
-	cur.Store(p)
+	if show {
+		cur.Store(p)
+	}
 	return nil
 }

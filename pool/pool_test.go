@@ -591,11 +591,28 @@ func TestCloseDuringLoadLosesNothing(t *testing.T) {
 		})
 	}
 	time.Sleep(100 * time.Millisecond)
+	var futures []*pool.Future // queued behind the callers' calls when Close comes
+	for range 200 {
+		f, err := p.Submit(bg, "pwtest:sleep_then", 0.001, -1)
+		require.NoError(t, err)
+		futures = append(futures, f)
+	}
 	require.NoError(t, p.Close())
 	wg.Wait()
 	assert.Positive(t, ok.Load())
 	assert.Equal(t, int64(16), closed.Load(), "every caller ends with ErrClosed, none hangs")
 	assert.Zero(t, other.Load())
+	var endedClosed int
+	for _, f := range futures {
+		if _, err := f.Wait(bg); err != nil {
+			require.ErrorIs(t, err, pool.ErrClosed)
+			endedClosed++
+		}
+	}
+	assert.Positive(t, endedClosed, "Close came while some were queued")
+	s := p.Stats().Groups[0]
+	assert.Equal(t, s.Submitted, s.Done+s.Failed+s.Cancelled, "every accepted task is counted as ended once: %+v", s)
+	assert.GreaterOrEqual(t, s.Cancelled, uint64(endedClosed))
 	_, err = p.Call(bg, "pwtest:noop")
 	assert.ErrorIs(t, err, pool.ErrClosed)
 	assert.NoError(t, p.Close(), "Close is idempotent")
@@ -626,9 +643,40 @@ func TestStatsAsExpvar(t *testing.T) {
 	assert.Equal(t, uint64(1), s.Groups[0].Done)
 	// a new pool may take the name over
 	p2 := newPool(t, pool.Options{Workers: 1, Name: "stats-test"})
-	_ = p2
 	require.NoError(t, json.Unmarshal([]byte(expvar.Get("pyworkers.pool.stats-test").String()), &s))
 	assert.Equal(t, uint64(0), s.Groups[0].Done)
+	_, err = p2.Call(bg, "pwtest:noop")
+	require.NoError(t, err)
+
+	// A pool that fails to start leaves the variable to the live one; scrapes while pools start
+	// read nothing half-made (-race).
+	scrape, stop := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(scrape)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				_ = expvar.Get("pyworkers.pool.stats-test").String()
+			}
+		}
+	}()
+	_, err = pool.New(pool.Options{Workers: 2, Name: "stats-test", Setup: "raise ValueError('no')",
+		Groups: map[string]pool.GroupOptions{"a": {Workers: 1}, "b": {Workers: 1}}})
+	require.Error(t, err)
+	p3 := newPool(t, pool.Options{Workers: 1, Name: "stats-test",
+		Groups: map[string]pool.GroupOptions{"a": {Workers: 1}, "b": {Workers: 1}, "c": {Workers: 1}}})
+	close(stop)
+	<-scrape
+	require.NoError(t, json.Unmarshal([]byte(expvar.Get("pyworkers.pool.stats-test").String()), &s))
+	assert.Len(t, s.Groups, 4, "the last pool that started")
+	require.NoError(t, p3.Close())
+	require.NoError(t, p2.Close())
+	_, err = pool.New(pool.Options{Workers: 1, Name: "stats-test", Setup: "raise ValueError('no')"})
+	require.Error(t, err)
+	require.NoError(t, json.Unmarshal([]byte(expvar.Get("pyworkers.pool.stats-test").String()), &s))
+	assert.Len(t, s.Groups, 4, "not the one that failed")
 }
 
 func TestOutputOfWorkers(t *testing.T) {
@@ -774,8 +822,46 @@ func TestSubmitBatch(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, first, again)
 
+	// ... also when it runs again call by call and a Wait gives up meanwhile: the next Wait
+	// waits for the same calls (one worker: count_calls counts every run of the item)
+	one := newPool(t, pool.Options{Workers: 1})
+	slowCount := "__import__('time').sleep(0.3) or __import__('pwtest').count_calls()"
+	b, err = one.SubmitBatch(bg, "pwtest:main_eval", [][]any{{slowCount}, {"{1, 2}"}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(bg, 400*time.Millisecond) // the batch ran, its redo runs
+	defer cancel()
+	_, err = b.Wait(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	res, err = b.Wait(bg)
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), res[0].Value, "once in the batch, once on its own")
+	assert.ErrorAs(t, res[1].Err, &ce)
+	v, err := one.Call(bg, "pwtest:count_calls")
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), v, "the item ran on its own once, not once per Wait")
+
+	// a Wait keeps to its own context while another waits for the same batch
+	b, err = one.SubmitBatch(bg, "pwtest:sleep_then", [][]any{{1.0, 1}})
+	require.NoError(t, err)
+	long := make(chan struct{})
+	go func() {
+		defer close(long)
+		_, err := b.Wait(bg)
+		assert.NoError(t, err)
+	}()
+	short, cancelShort := context.WithTimeout(bg, 50*time.Millisecond)
+	defer cancelShort()
+	_, err = b.Wait(short)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	select {
+	case <-long:
+		t.Error("the short Wait returned only after the batch was done")
+	default:
+	}
+	<-long
+
 	// the batch's context ends: every item has that error
-	ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)
+	ctx, cancel = context.WithTimeout(bg, 50*time.Millisecond)
 	defer cancel()
 	b, err = p.SubmitBatch(ctx, "pwtest:spin", [][]any{{}, {}})
 	require.NoError(t, err)
