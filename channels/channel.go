@@ -32,6 +32,10 @@ var (
 	ErrEmpty = errors.New("channels: channel empty")
 	// ErrNoChannel: Open of an id no live channel has.
 	ErrNoChannel = errors.New("channels: no channel with that id")
+	// ErrInterrupted: a wait on an interpreter's own thread — Go code that its Python code
+	// called, such as an output writer — ended because the interpreter's task was interrupted
+	// (its context ended), as a wait in Python would with KeyboardInterrupt.
+	ErrInterrupted = errors.New("channels: wait interrupted with the interpreter's task")
 )
 
 // Channel is a queue between goroutines and Python interpreters: Go sends and receives here,
@@ -265,6 +269,8 @@ func (c *Channel) result(ctx context.Context, rc C.int) error {
 		return context.Canceled
 	case C.PYW_Q_NOMEM:
 		return errors.New("channels: out of memory")
+	case C.PYW_Q_INTERRUPTED:
+		return ErrInterrupted
 	}
 	return fmt.Errorf("channels: internal: unexpected queue outcome %d", int(rc))
 }

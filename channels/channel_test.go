@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/pyworkers/pyworkers/channels"
 	"github.com/pyworkers/pyworkers/cpython"
+	"github.com/pyworkers/pyworkers/internal/measure"
 	"github.com/pyworkers/pyworkers/internal/pwtest"
 )
 
@@ -263,6 +265,36 @@ func TestTimeoutsAndCancellation(t *testing.T) {
 	assert.Equal(t, "pyworkers.ChannelEmpty", pe.Type)
 	pe = pwtest.PyErr(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).recv(timeout=-1)", c.ID())))
 	assert.Equal(t, "ValueError", pe.Type)
+	pe = pwtest.PyErr(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).recv(timeout=1e-12)", c.ID())))
+	assert.Equal(t, "TimeoutError", pe.Type, "a timeout below a nanosecond is still a timeout")
+}
+
+// send_many's timeout is for the whole call: a receiver that frees a slot now and then, each
+// time sooner than the timeout, does not keep it going.
+func TestSendManyTimeoutIsForTheWholeCall(t *testing.T) {
+	c := newChan(t, 1)
+	i := newInterp(t)
+	stop := make(chan struct{})
+	taken := make(chan int)
+	go func() {
+		n := 0
+		defer func() { taken <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if _, err := c.TryRecv(); err == nil {
+				n++
+			}
+		}
+	}()
+	pe := pwtest.PyErr(t, i.Exec(bg, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).send_many(range(50), timeout=0.3)", c.ID())))
+	close(stop)
+	n := <-taken
+	assert.Equal(t, "TimeoutError", pe.Type)
+	assert.Less(t, n, 45, "it gave up long before the receiver took everything")
 }
 
 // TrySpinRecv takes what is there or comes during its spin, and otherwise gives up like
@@ -769,4 +801,87 @@ func TestLargeItemWaitsForRoom(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, bytes.Repeat([]byte("y"), 1000), v)
 	assert.Equal(t, 0, c.Len())
+}
+
+// An interrupt that Python code caught is spent: a channel wait in its cleanup waits as asked
+// instead of raising KeyboardInterrupt a second time.
+func TestCaughtInterruptDoesNotEndTheNextWait(t *testing.T) {
+	out, empty := newChan(t, 0), newChan(t, 0)
+	i := newInterp(t)
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	err := i.Exec(ctx, fmt.Sprintf(`
+import pyworkers
+out = pyworkers.Channel(%d)
+try:
+    while True:
+        pass
+except KeyboardInterrupt:
+    for wait in ("recv", "recv_many"):
+        try:
+            getattr(pyworkers.Channel(%d), wait)(timeout=0.05)
+            out.send(wait + " returned")
+        except TimeoutError:
+            out.send(wait + " timed out")
+        except KeyboardInterrupt:
+            out.send(wait + " interrupted again")
+`, out.ID(), empty.ID()))
+	var ie *cpython.InterruptedError
+	require.ErrorAs(t, err, &ie, "the task was interrupted, though it caught the interrupt")
+	for _, want := range []string{"recv timed out", "recv_many timed out"} {
+		v, err := out.TryRecv()
+		require.NoError(t, err)
+		assert.Equal(t, want, v)
+	}
+}
+
+// Python threads that send and end take their encoding space with them: a worker whose code
+// starts a thread per task does not grow by a buffer per thread.
+func TestSendingThreadsLeaveNoMemory(t *testing.T) {
+	c := newChan(t, 0)
+	i := newInterp(t)
+	const threads = 150 // each encodes 0.9 MB
+	run := func() int64 {
+		require.NoError(t, i.Exec(bg, fmt.Sprintf(`
+import pyworkers, threading
+def one():
+    ch = pyworkers.Channel(%d)
+    ch.send("x" * 900_000)
+    ch.recv()
+for _ in range(%d):
+    t = threading.Thread(target=one)
+    t.start()
+    t.join()
+`, c.ID(), threads)))
+		rss, err := measure.RSS(os.Getpid())
+		require.NoError(t, err)
+		return rss
+	}
+	before := run() // the first round warms the allocator's arenas and thread stacks
+	after := run()
+	assert.Less(t, after-before, int64(threads*900_000/3), "RSS grew by %d MB", (after-before)>>20)
+}
+
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// Go code that Python calls on the interpreter's thread (here its output writer) and that waits
+// on a channel is interrupted with the task, as Python code would be.
+func TestGoWaitOnAnInterpretersThreadIsInterrupted(t *testing.T) {
+	c := newChan(t, 0)
+	waited := make(chan error, 1)
+	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stdout: writerFunc(func(p []byte) (int, error) {
+		_, err := c.Recv(bg)
+		waited <- err
+		return len(p), nil
+	})})
+	require.NoError(t, err)
+	defer i.Close()
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	err = i.Exec(ctx, "print('waits for the channel', flush=True)")
+	var ie *cpython.InterruptedError
+	assert.ErrorAs(t, err, &ie)
+	assert.ErrorIs(t, <-waited, channels.ErrInterrupted)
 }

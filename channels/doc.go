@@ -13,7 +13,12 @@
 // sooner than a sleeping thread can wake) and then sleeps on a condition variable until an item,
 // a free slot, close, its timeout, or cancellation arrives. In Python the wait happens with the
 // interpreter's GIL released, so the interpreter's other threads run meanwhile, and interrupting
-// the task (cancelling its context in Go) wakes it at once.
+// the task (cancelling its context in Go) wakes it at once: the wait raises KeyboardInterrupt
+// once (code that catches it may wait again in its cleanup), and Go code that Python called on
+// the interpreter's thread gets ErrInterrupted. Only the interpreter's own thread is woken so:
+// a thread that Python code started and that waits with no timeout keeps waiting, and since an
+// interpreter ends only after its threads (as Python itself does at exit), closing it then
+// waits until that thread gets an item or the channel is closed.
 //
 // # Values
 //

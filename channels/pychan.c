@@ -89,6 +89,9 @@ static int parse_timeout(PyObject *t, int64_t *ns) {
 		return -1;
 	}
 	*ns = s > 9e9 ? PYW_Q_FOREVER : (int64_t)(s * 1e9);
+	if (*ns == 0 && s > 0) {
+		*ns = 1; /* a wait, however short: it ends in TimeoutError, not as a timeout of 0 would */
+	}
 	return 0;
 }
 
@@ -113,8 +116,27 @@ static PyObject *outcome(PyObject *self, int rc, int sending) {
 	return NULL;
 }
 
-/* Encoding scratch space of this thread, reused from one send to the next. */
+/* Encoding scratch space of this thread, reused from one send to the next (scratch_get), and
+ * freed when the thread ends: Python code may start threads that send and end, many of them. */
 static _Thread_local pyw_buf scratch;
+static _Thread_local int scratch_owned; /* scratch_key frees it when this thread ends */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_made;
+
+static void scratch_free(void *b) { pyw_buf_free((pyw_buf *)b); }
+
+static void scratch_key_make(void) { scratch_key_made = pthread_key_create(&scratch_key, scratch_free) == 0; }
+
+/* This thread's scratch space, emptied. */
+static pyw_buf *scratch_get(void) {
+	if (!scratch_owned) {
+		pthread_once(&scratch_once, scratch_key_make);
+		scratch_owned = scratch_key_made && pthread_setspecific(scratch_key, &scratch) == 0;
+	}
+	scratch.len = 0;
+	return &scratch;
+}
 
 /* After each use: a huge item's space is not kept for good. */
 static void scratch_trim(void) {
@@ -126,8 +148,7 @@ static void scratch_trim(void) {
 static PyObject *do_send(PyObject *self, PyObject *obj, int64_t timeout_ns) {
 	pyw_refs refs = {0};
 	pyw_enc_err e;
-	scratch.len = 0;
-	if (pyw_encode(&scratch, &refs, 1, obj, &e) < 0) {
+	if (pyw_encode(scratch_get(), &refs, 1, obj, &e) < 0) {
 		pyw_refs_free(&refs);
 		scratch_trim();
 		if (e.path[0]) {
@@ -142,6 +163,7 @@ static PyObject *do_send(PyObject *self, PyObject *obj, int64_t timeout_ns) {
 	pyw_item *keep = NULL;
 	int rc = pyw_queue_send(q, scratch.data, scratch.len, refs.v, refs.n, &keep, 0, NULL);
 	if (rc == PYW_Q_FULL && timeout_ns != 0) {
+		pyw_wait_prepare();
 		Py_BEGIN_ALLOW_THREADS
 		rc = pyw_queue_send(q, scratch.data, scratch.len, refs.v, refs.n, &keep, timeout_ns, NULL);
 		Py_END_ALLOW_THREADS
@@ -162,6 +184,7 @@ static PyObject *do_recv(PyObject *self, int64_t timeout_ns) {
 	pyw_item *it = NULL;
 	int rc = pyw_queue_recv_copy(q, small, &len, &it, 0, NULL);
 	if (rc == PYW_Q_EMPTY && timeout_ns != 0) {
+		pyw_wait_prepare();
 		Py_BEGIN_ALLOW_THREADS
 		rc = pyw_queue_recv_copy(q, small, &len, &it, timeout_ns, NULL);
 		Py_END_ALLOW_THREADS
@@ -258,8 +281,7 @@ static PyObject *chan_send_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	for (Py_ssize_t i = 0; i < n; i++) {
 		pyw_refs refs = {0};
 		pyw_enc_err e;
-		scratch.len = 0;
-		if (pyw_encode(&scratch, &refs, 1, objs[i], &e) < 0) {
+		if (pyw_encode(scratch_get(), &refs, 1, objs[i], &e) < 0) {
 			pyw_refs_free(&refs);
 			PyErr_Format(PyExc_TypeError, "cannot send item %zd: %s%s%s", i, e.path, e.path[0] ? ": " : "", e.msg);
 			goto fail;
@@ -280,6 +302,7 @@ static PyObject *chan_send_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	int rc = pyw_queue_push_many(q, &chain, &pushed, 0, NULL);
 	if (rc == PYW_Q_FULL && ns != 0) {
 		size_t more;
+		pyw_wait_prepare();
 		Py_BEGIN_ALLOW_THREADS
 		rc = pyw_queue_push_many(q, &chain, &more, ns, NULL);
 		Py_END_ALLOW_THREADS
@@ -318,6 +341,7 @@ static PyObject *chan_recv_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	size_t n = 0;
 	int rc = pyw_queue_pop_many(q, &chain, (size_t)max, &n, 0, NULL);
 	if (rc == PYW_Q_EMPTY && ns != 0) {
+		pyw_wait_prepare();
 		Py_BEGIN_ALLOW_THREADS
 		rc = pyw_queue_pop_many(q, &chain, (size_t)max, &n, ns, NULL);
 		Py_END_ALLOW_THREADS

@@ -219,6 +219,9 @@ static int spin_slots(void) {
 	return m;
 }
 
+/* Whether the caller's cancel flag (pyw_queue_cancel) is set; read with or without q->mu. */
+static int cancelled(const int *cancel) { return cancel != NULL && __atomic_load_n(cancel, __ATOMIC_RELAXED); }
+
 /* Spins (q->mu not held) until the queue may have what the caller waits for. */
 static void spin(pyw_queue *q, int for_items, int *cancel) {
 	if (atomic_fetch_add_explicit(&spinners, 1, memory_order_relaxed) >= spin_slots()) {
@@ -231,7 +234,7 @@ static void spin(pyw_queue *q, int for_items, int *cancel) {
 	for (int i = 1;; i++) {
 		size_t len = atomic_load_explicit(&q->len, memory_order_relaxed);
 		if ((for_items ? len > 0 : len < q->capacity) || atomic_load_explicit(&q->closed, memory_order_relaxed) ||
-		    (cancel != NULL && *(volatile int *)cancel) || pyw_wait_interrupted()) {
+		    cancelled(cancel) || pyw_wait_interrupted()) {
 			break;
 		}
 		cpu_relax();
@@ -253,35 +256,44 @@ static void deadline_after(struct timespec *ts, int64_t ns) {
 	}
 }
 
+/* One operation's wait, across every wait_for it makes (push_many waits once per run of items
+ * that fits): one deadline, one spin, one registration for interrupts. */
+typedef struct {
+	int64_t timeout_ns;
+	int *cancel;
+	struct timespec deadline; /* with timeout_ns > 0, once has_deadline */
+	int has_deadline, spun;
+	int registered; /* the caller calls pyw_wait_end after unlocking (see unlock) */
+} waiter;
+
+static waiter waiter_for(int64_t timeout_ns, int *cancel) {
+	waiter w = {.timeout_ns = timeout_ns, .cancel = cancel, .spun = timeout_ns == PYW_Q_NO_SPIN};
+	return w;
+}
+
 /* Waits on cv (q->mu held) until woken, the deadline passes, the wait is cancelled or the
  * interpreter's task is interrupted. Returns PYW_Q_OK when woken (the caller re-checks). */
-static int wait_on(pyw_queue *q, pthread_cond_t *cv, int64_t timeout_ns, const struct timespec *deadline,
-                   int *cancel) {
-	if (cancel != NULL && *cancel) {
+static int wait_on(pyw_queue *q, pthread_cond_t *cv, const waiter *w) {
+	if (cancelled(w->cancel)) {
 		return PYW_Q_CANCELLED;
 	}
 	if (pyw_wait_interrupted()) {
 		return PYW_Q_INTERRUPTED;
 	}
-	if (timeout_ns < 0) {
+	if (w->timeout_ns < 0) {
 		pthread_cond_wait(cv, &q->mu);
 		return PYW_Q_OK;
 	}
-	int rc = pthread_cond_timedwait(cv, &q->mu, deadline);
+	int rc = pthread_cond_timedwait(cv, &q->mu, &w->deadline);
 	return rc == ETIMEDOUT ? PYW_Q_TIMEOUT : PYW_Q_OK;
 }
 
 /* The wait shared by push (for a free slot) and pop (for an item), q->mu held. Returns PYW_Q_OK
  * when the caller can go ahead. A sender fails on a closed queue at once; a receiver first
- * drains what is left. *registered tells the caller to call pyw_wait_end after unlocking. */
-static int wait_for(pyw_queue *q, int for_items, int64_t timeout_ns, int *cancel, int *registered) {
-	struct timespec deadline;
-	if (timeout_ns > 0) {
-		deadline_after(&deadline, timeout_ns);
-	}
+ * drains what is left. */
+static int wait_for(pyw_queue *q, int for_items, waiter *w) {
 	pthread_cond_t *cv = for_items ? &q->can_recv : &q->can_send;
 	int *waiting = for_items ? &q->recv_waiting : &q->send_waiting;
-	int spun = timeout_ns == PYW_Q_NO_SPIN;
 	for (;;) {
 		if (!for_items && q->closed) {
 			return PYW_Q_CLOSED;
@@ -293,24 +305,28 @@ static int wait_for(pyw_queue *q, int for_items, int64_t timeout_ns, int *cancel
 		if (q->closed) {
 			return PYW_Q_CLOSED;
 		}
-		if (timeout_ns == 0 || (timeout_ns == PYW_Q_SPIN_ONLY && spun)) {
+		if (w->timeout_ns == 0 || (w->timeout_ns == PYW_Q_SPIN_ONLY && w->spun)) {
 			return for_items ? PYW_Q_EMPTY : PYW_Q_FULL;
 		}
-		if (!spun || !*registered) {
+		if (w->timeout_ns > 0 && !w->has_deadline) {
+			deadline_after(&w->deadline, w->timeout_ns); /* from the operation's first wait */
+			w->has_deadline = 1;
+		}
+		if (!w->spun || !w->registered) {
 			pthread_mutex_unlock(&q->mu);
-			if (!spun) {
-				spin(q, for_items, cancel);
-				spun = 1;
+			if (!w->spun) {
+				spin(q, for_items, w->cancel);
+				w->spun = 1;
 			} else {
 				/* lock order: the interpreter's wait_mu, then q->mu */
 				pyw_wait_begin(&q->mu, cv);
-				*registered = 1;
+				w->registered = 1;
 			}
 			pthread_mutex_lock(&q->mu);
 			continue;
 		}
 		(*waiting)++;
-		int rc = wait_on(q, cv, timeout_ns, &deadline, cancel);
+		int rc = wait_on(q, cv, w);
 		(*waiting)--;
 		if (rc != PYW_Q_OK) {
 			return rc;
@@ -381,45 +397,45 @@ static pyw_item *unlink_chain(pyw_queue *q, size_t max, size_t *k) {
 	return first;
 }
 
-/* Releases q->mu after an operation that may have waited; registered: wait_for's flag, which
- * asks for pyw_wait_end once the mutex is released. */
-static void unlock(pyw_queue *q, int registered) {
+/* Releases q->mu after an operation that may have waited (w's waits). */
+static void unlock(pyw_queue *q, const waiter *w) {
 	pthread_mutex_unlock(&q->mu);
-	if (registered) {
+	if (w->registered) {
 		pyw_wait_end();
 	}
 }
 
 /* Pushes one item made by pyw_item_new; on any outcome but PYW_Q_OK it stays with the caller. */
 static int push(pyw_queue *q, pyw_item *it, int64_t timeout_ns, int *cancel) {
-	int registered = 0;
+	waiter w = waiter_for(timeout_ns, cancel);
 	pthread_mutex_lock(&q->mu);
-	int rc = wait_for(q, 0, timeout_ns, cancel, &registered);
+	int rc = wait_for(q, 0, &w);
 	if (rc == PYW_Q_OK) {
 		link_chain(q, it, it, 1);
 	}
-	unlock(q, registered);
+	unlock(q, &w);
 	return rc;
 }
 
 int pyw_queue_pop_many(pyw_queue *q, pyw_item **out, size_t max, size_t *n, int64_t timeout_ns, int *cancel) {
-	int registered = 0;
+	waiter w = waiter_for(timeout_ns, cancel);
 	*n = 0;
 	pthread_mutex_lock(&q->mu);
-	int rc = wait_for(q, 1, timeout_ns, cancel, &registered);
+	int rc = wait_for(q, 1, &w);
 	if (rc == PYW_Q_OK) {
 		*out = unlink_chain(q, max, n);
 	}
-	unlock(q, registered);
+	unlock(q, &w);
 	return rc;
 }
 
 int pyw_queue_push_many(pyw_queue *q, pyw_item **chain, size_t *pushed, int64_t timeout_ns, int *cancel) {
-	int registered = 0, rc = PYW_Q_OK;
+	waiter w = waiter_for(timeout_ns, cancel);
+	int rc = PYW_Q_OK;
 	*pushed = 0;
 	pthread_mutex_lock(&q->mu);
 	while (*chain != NULL) {
-		rc = wait_for(q, 0, timeout_ns, cancel, &registered);
+		rc = wait_for(q, 0, &w);
 		if (rc != PYW_Q_OK) {
 			break;
 		}
@@ -435,13 +451,13 @@ int pyw_queue_push_many(pyw_queue *q, pyw_item **chain, size_t *pushed, int64_t 
 		link_chain(q, first, last, k);
 		*pushed += k;
 	}
-	unlock(q, registered);
+	unlock(q, &w);
 	return rc;
 }
 
 void pyw_queue_cancel(pyw_queue *q, int *cancel) {
 	pthread_mutex_lock(&q->mu);
-	*(volatile int *)cancel = 1;
+	__atomic_store_n(cancel, 1, __ATOMIC_RELAXED); /* also read by spinners, without q->mu */
 	pthread_cond_broadcast(&q->can_recv);
 	pthread_cond_broadcast(&q->can_send);
 	pthread_mutex_unlock(&q->mu);
@@ -459,9 +475,9 @@ int pyw_queue_send(pyw_queue *q, const char *data, size_t len, pyw_shared *const
 		}
 		return rc;
 	}
-	int registered = 0;
+	waiter w = waiter_for(timeout_ns, cancel);
 	pthread_mutex_lock(&q->mu);
-	int rc = wait_for(q, 0, timeout_ns, cancel, &registered);
+	int rc = wait_for(q, 0, &w);
 	if (rc == PYW_Q_OK) {
 		pyw_item *it = q->spare;
 		if (it != NULL) {
@@ -484,17 +500,17 @@ int pyw_queue_send(pyw_queue *q, const char *data, size_t len, pyw_shared *const
 			link_chain(q, it, it, 1);
 		}
 	}
-	unlock(q, registered);
+	unlock(q, &w);
 	return rc;
 }
 
 int pyw_queue_recv_copy(pyw_queue *q, char *small, size_t *len, pyw_item **big, int64_t timeout_ns, int *cancel) {
-	int registered = 0;
+	waiter w = waiter_for(timeout_ns, cancel);
 	pyw_item *drop = NULL;
 	*big = NULL;
 	*len = 0;
 	pthread_mutex_lock(&q->mu);
-	int rc = wait_for(q, 1, timeout_ns, cancel, &registered);
+	int rc = wait_for(q, 1, &w);
 	if (rc == PYW_Q_OK) {
 		size_t k;
 		pyw_item *it = unlink_chain(q, 1, &k);
@@ -513,7 +529,7 @@ int pyw_queue_recv_copy(pyw_queue *q, char *small, size_t *len, pyw_item **big, 
 			*big = it;
 		}
 	}
-	unlock(q, registered);
+	unlock(q, &w);
 	free(drop);
 	return rc;
 }

@@ -401,6 +401,14 @@ void pyw_wait_begin(pthread_mutex_t *mu, pthread_cond_t *cv) {
 	pthread_mutex_unlock(&w->wait_mu);
 }
 
+void pyw_wait_prepare(void) {
+	pyw_interp *w = current;
+	/* inject sets both under the GIL; the eval loop clears async_exc when it raises it */
+	if (w != NULL && atomic_load(&w->interrupt_pending) && PyThreadState_Get()->async_exc == NULL) {
+		atomic_store(&w->interrupt_pending, 0);
+	}
+}
+
 int pyw_wait_interrupted(void) {
 	pyw_interp *w = current;
 	return w != NULL && atomic_load(&w->interrupt_pending);

@@ -162,6 +162,10 @@ pyw_shared *pyw_buffer_shared(PyObject *o);             /* s if o is a Buffer (b
  * Threads that are not an interpreter's own thread register nothing (both are no-ops). */
 void pyw_wait_begin(pthread_mutex_t *mu, pthread_cond_t *cv);
 int pyw_wait_interrupted(void);
+/* GIL held, before releasing it to wait: an interrupt the eval loop has already raised (the
+ * code may have caught it) stops ending waits, so a wait in its cleanup is not interrupted a
+ * second time. */
+void pyw_wait_prepare(void);
 void pyw_wait_end(void);
 /* GIL held: raise KeyboardInterrupt for an interrupt a wait noticed, withdrawing the pending
  * asynchronous one so it is raised once. Returns NULL for convenience. */

@@ -68,8 +68,9 @@ int pyw_queue_close(pyw_queue *q);
  * NULL, is a flag set by pyw_queue_cancel to abandon the wait.
  * Bulk versions: one lock acquisition for many items. pop_many waits like recv_copy for the first
  * item, then takes up to max as a chain (linked by next) and sets *n. push_many appends the
- * chain in order, waiting for room as needed; on any outcome it sets *pushed and leaves the
- * items not pushed in *chain, with the caller. */
+ * chain in order, waiting for room as needed (timeout_ns is for the whole call, however many
+ * waits it takes); on any outcome it sets *pushed and leaves the items not pushed in *chain,
+ * with the caller. */
 int pyw_queue_pop_many(pyw_queue *q, pyw_item **out, size_t max, size_t *n, int64_t timeout_ns, int *cancel);
 int pyw_queue_push_many(pyw_queue *q, pyw_item **chain, size_t *pushed, int64_t timeout_ns, int *cancel);
 /* Sets *cancel and wakes q's waiters so that the wait using it returns PYW_Q_CANCELLED. */
