@@ -885,3 +885,35 @@ func TestGoWaitOnAnInterpretersThreadIsInterrupted(t *testing.T) {
 	assert.ErrorAs(t, err, &ie)
 	assert.ErrorIs(t, <-waited, channels.ErrInterrupted)
 }
+
+// A receiver that cannot decode what it took (here: sys.modules['pyworkers'] replaced, so no
+// Buffer can be made for a shared payload) puts it back: the next receiver gets it.
+func TestItemsThatCannotBeDecodedStayInTheChannel(t *testing.T) {
+	c := newChan(t, 3)
+	i := newInterp(t)
+	require.NoError(t, i.Exec(bg, fmt.Sprintf(`
+import pyworkers, sys
+ch = pyworkers.Channel(%d)
+ch.send(b"x" * 70000)
+ch.send_many([b"y" * 70000, 1])
+me = sys.modules["pyworkers"]
+sys.modules["pyworkers"] = sys
+errors = []
+for op in (ch.recv, ch.recv_many):
+    try:
+        op()
+        errors.append("none")
+    except RuntimeError:
+        errors.append("RuntimeError")
+sys.modules["pyworkers"] = me
+got = [bytes(ch.recv(timeout=5)[:1]), [x if isinstance(x, int) else bytes(x[:1]) for x in ch.recv_many(timeout=5)]]
+`, c.ID())))
+	v, err := i.Eval(bg, "errors")
+	require.NoError(t, err)
+	assert.Equal(t, []any{"RuntimeError", "RuntimeError"}, v)
+	v, err = i.Eval(bg, "got")
+	require.NoError(t, err)
+	assert.Equal(t, []any{[]byte("x"), []any{[]byte("y"), int64(1)}}, v, "in order, none lost")
+	assert.Equal(t, 0, c.Len())
+	require.NoError(t, c.Send(bg, "room"), "the capacity counts the items put back and taken again")
+}

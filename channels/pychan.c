@@ -192,13 +192,23 @@ static PyObject *do_recv(PyObject *self, int64_t timeout_ns) {
 	if (rc != PYW_Q_OK) {
 		return outcome(self, rc, 0);
 	}
+	/* An item that cannot be decoded here (no memory, or no Buffer type) goes back to the queue's
+	 * head for the next receiver: nothing taken is lost. */
 	if (it == NULL) {
 		const char *p = small;
-		return pyw_decode(&p, small + len, NULL, 0);
+		PyObject *v = pyw_decode(&p, small + len, NULL, 0);
+		if (v == NULL) {
+			pyw_queue_unget(q, pyw_item_new(small, len, NULL, 0)); /* a copy: its node was reused */
+		}
+		return v;
 	}
 	const char *p = it->data;
 	PyObject *v = pyw_decode(&p, it->data + it->len, it->refs.v, it->refs.n);
-	pyw_item_free(it);
+	if (v == NULL) {
+		pyw_queue_unget(q, it);
+	} else {
+		pyw_item_free(it);
+	}
 	return v;
 }
 
@@ -351,19 +361,19 @@ static PyObject *chan_recv_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	}
 	PyObject *list = PyList_New((Py_ssize_t)n);
 	Py_ssize_t i = 0;
-	for (pyw_item *it = chain, *next; it != NULL; it = next, i++) {
-		next = it->next;
-		PyObject *v = NULL;
-		if (list != NULL) {
-			const char *p = it->data;
-			v = pyw_decode(&p, it->data + it->len, it->refs.v, it->refs.n);
-			if (v == NULL) {
-				Py_CLEAR(list);
-			} else {
-				PyList_SET_ITEM(list, i, v);
-			}
+	for (pyw_item *it = chain; it != NULL && list != NULL; it = it->next, i++) {
+		const char *p = it->data;
+		PyObject *v = pyw_decode(&p, it->data + it->len, it->refs.v, it->refs.n);
+		if (v == NULL) {
+			Py_CLEAR(list);
+		} else {
+			PyList_SET_ITEM(list, i, v);
 		}
-		pyw_item_free(it); /* taken items are freed even when one fails to decode */
+	}
+	if (list == NULL) {
+		pyw_queue_unget(q, chain); /* all of them, in order, for the next receiver (see do_recv) */
+	} else {
+		pyw_item_free_chain(chain);
 	}
 	return list;
 }

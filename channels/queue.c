@@ -342,10 +342,11 @@ static size_t add_len(pyw_queue *q, size_t k, int sign) {
 	return len;
 }
 
-/* Room left in a bounded queue (senders wait only on those). */
+/* Room left in a bounded queue (senders wait only on those); none past the capacity, which
+ * only items put back (pyw_queue_unget) go beyond. */
 static size_t free_slots(const pyw_queue *q) {
 	size_t len = atomic_load_explicit(&q->len, memory_order_relaxed);
-	return q->capacity == 0 ? SIZE_MAX : q->capacity - len;
+	return q->capacity == 0 ? SIZE_MAX : len >= q->capacity ? 0 : q->capacity - len;
 }
 
 /* Wakes one waiter on cv for one item or slot, all of them for more; none when threads
@@ -453,6 +454,26 @@ int pyw_queue_push_many(pyw_queue *q, pyw_item **chain, size_t *pushed, int64_t 
 	}
 	unlock(q, &w);
 	return rc;
+}
+
+void pyw_queue_unget(pyw_queue *q, pyw_item *chain) {
+	if (chain == NULL) {
+		return;
+	}
+	pyw_item *last = chain;
+	size_t k = 1;
+	for (; last->next != NULL; last = last->next) {
+		k++;
+	}
+	pthread_mutex_lock(&q->mu);
+	last->next = q->head;
+	q->head = chain;
+	if (q->tail == NULL) {
+		q->tail = last;
+	}
+	size_t len = add_len(q, k, +1);
+	wake(&q->can_recv, q->recv_waiting, &q->recv_spinning, k, len);
+	pthread_mutex_unlock(&q->mu);
 }
 
 void pyw_queue_cancel(pyw_queue *q, int *cancel) {

@@ -73,6 +73,9 @@ int pyw_queue_close(pyw_queue *q);
  * with the caller. */
 int pyw_queue_pop_many(pyw_queue *q, pyw_item **out, size_t max, size_t *n, int64_t timeout_ns, int *cancel);
 int pyw_queue_push_many(pyw_queue *q, pyw_item **chain, size_t *pushed, int64_t timeout_ns, int *cancel);
+/* Puts a chain of items taken from q back at its head, in order, even past its capacity: for a
+ * receiver that could not deliver what it took (decoding failed), so that nothing is lost. */
+void pyw_queue_unget(pyw_queue *q, pyw_item *chain);
 /* Sets *cancel and wakes q's waiters so that the wait using it returns PYW_Q_CANCELLED. */
 void pyw_queue_cancel(pyw_queue *q, int *cancel);
 
