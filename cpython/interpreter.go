@@ -46,6 +46,11 @@ type InterpreterConfig struct {
 	// nil means the runtime's Config.Stdout / Config.Stderr. A writer shared by several
 	// interpreters gets their lines one batch at a time, never mixed mid-line.
 	Stdout, Stderr io.Writer
+	// ExternalInterrupts is for an owner that watches the contexts it passes to Thread's
+	// methods anyway, as a pool waiting for each call's result does: the methods then do not
+	// watch ctx themselves (a context.AfterFunc, three allocations per call), and the owner
+	// calls InterruptContext when a context ends. Without it, they interrupt on their own.
+	ExternalInterrupts bool
 }
 
 // Interpreter is one own-GIL CPython subinterpreter living on its own goroutine, locked to one
@@ -67,6 +72,12 @@ type Interpreter struct {
 	imu   sync.Mutex // serialises interrupts against the interpreter's end
 	ended bool       // guarded by imu
 	c     *C.pyw_interp
+
+	// With ExternalInterrupts: what InterruptContext interrupts (see watch), guarded by imu.
+	external    bool
+	watched     <-chan struct{} // the Done channel of the running operation's ctx
+	watchedTask uint64
+	unwatchFn   func() bool // i.unwatch, made once
 
 	// Used only on the interpreter's thread.
 	slots   map[string]C.size_t
@@ -130,7 +141,10 @@ func NewInterpreter(ctx context.Context, cfg InterpreterConfig) (*Interpreter, e
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 		slots:   make(map[string]C.size_t),
+
+		external: cfg.ExternalInterrupts,
 	}
+	i.unwatchFn = i.unwatch
 	i.stdout.def = firstWriter(cfg.Stdout, rt.cfg.Stdout)
 	i.stderr.def = firstWriter(cfg.Stderr, rt.cfg.Stderr)
 	created := make(chan error, 1)
@@ -333,6 +347,11 @@ func (i *Interpreter) Done() <-chan struct{} { return i.done }
 func (i *Interpreter) interrupt(task uint64) {
 	i.imu.Lock()
 	defer i.imu.Unlock()
+	i.interruptLocked(task)
+}
+
+// interruptLocked is interrupt with imu held.
+func (i *Interpreter) interruptLocked(task uint64) {
 	if i.ended {
 		return
 	}
@@ -340,6 +359,26 @@ func (i *Interpreter) interrupt(task uint64) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	C.pyw_interp_interrupt(i.c, C.uint64_t(task))
+}
+
+// InterruptContext is for interpreters with ExternalInterrupts, once ctx has ended: it
+// interrupts the operation running now if it was given ctx, or a context that ends with it (the
+// same Done channel), as Thread's methods do themselves otherwise; an operation given ctx that
+// has yet to start does not start. It reports whether it interrupted one. Call it from any
+// goroutine except the interpreter's own; it waits for the interpreter's GIL (at most a switch
+// interval while Python code runs, longer while C code holds the GIL).
+func (i *Interpreter) InterruptContext(ctx context.Context) bool {
+	done := ctx.Done()
+	if done == nil || ctx.Err() == nil {
+		return false
+	}
+	i.imu.Lock()
+	defer i.imu.Unlock()
+	if i.watched != done {
+		return false
+	}
+	i.interruptLocked(i.watchedTask)
+	return true
 }
 
 // Thread is an interpreter's own thread, handed to the function given to Interpreter.Do. Its
@@ -401,7 +440,10 @@ func (t *Thread) run(ctx context.Context, mode int, src string) (any, error) {
 	cname := C.CString(name)
 	defer C.free(unsafe.Pointer(cname))
 	task := taskIDs.Add(1)
-	stop := i.watch(ctx, task)
+	stop, ok := i.watch(ctx, task)
+	if !ok {
+		return nil, ctx.Err()
+	}
 	r := C.pyw_interp_run(i.c, C.int(mode), csrc, C.size_t(len(src)), cname, C.uint64_t(task))
 	stop()
 	return result(ctx, &r, "result")
@@ -491,7 +533,10 @@ func (i *Interpreter) call(ctx context.Context, target string, args []any, items
 		return nil, err
 	}
 	task := taskIDs.Add(1)
-	stop := i.watch(ctx, task)
+	stop, ok := i.watch(ctx, task)
+	if !ok {
+		return nil, ctx.Err()
+	}
 	refs, nrefs := cRefs(&i.argRefs)
 	data, n := (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf))
 	var r C.pyw_result
@@ -521,9 +566,12 @@ func (i *Interpreter) resolve(ctx context.Context, target string) (C.size_t, err
 		return slot, nil
 	}
 	slot := C.size_t(len(i.slots))
-	ctarget := C.CString(target)
 	task := taskIDs.Add(1)
-	stop := i.watch(ctx, task) // importing can take long, or hang
+	stop, ok := i.watch(ctx, task) // importing can take long, or hang
+	if !ok {
+		return 0, ctx.Err()
+	}
+	ctarget := C.CString(target)
 	r := C.pyw_interp_resolve(i.c, ctarget, C.size_t(len(target)), slot, C.uint64_t(task))
 	stop()
 	C.free(unsafe.Pointer(ctarget))
@@ -534,13 +582,38 @@ func (i *Interpreter) resolve(ctx context.Context, target string) (C.size_t, err
 	return slot, nil
 }
 
-// watch arranges for task to be interrupted when ctx ends; the returned func disarms it.
-func (i *Interpreter) watch(ctx context.Context, task uint64) func() bool {
-	if ctx.Done() == nil {
-		return func() bool { return true }
+// watch arranges for task to be interrupted when ctx ends and returns the func that disarms it.
+// With ExternalInterrupts it records the task for InterruptContext instead, and returns false
+// when ctx has ended already (InterruptContext may have come before the record): nothing is
+// armed then, and the caller returns ctx.Err() without running the task.
+func (i *Interpreter) watch(ctx context.Context, task uint64) (func() bool, bool) {
+	done := ctx.Done()
+	if done == nil {
+		return unwatched, true
 	}
-	return context.AfterFunc(ctx, func() { i.interrupt(task) })
+	if !i.external {
+		return context.AfterFunc(ctx, func() { i.interrupt(task) }), true
+	}
+	i.imu.Lock()
+	i.watched, i.watchedTask = done, task
+	i.imu.Unlock()
+	if ctx.Err() != nil {
+		i.unwatch()
+		return nil, false
+	}
+	return i.unwatchFn, true
 }
+
+// unwatch ends the record watch made with ExternalInterrupts.
+func (i *Interpreter) unwatch() bool {
+	i.imu.Lock()
+	i.watched, i.watchedTask = nil, 0
+	i.imu.Unlock()
+	return true
+}
+
+// unwatched is what watch returns for a context that cannot end.
+func unwatched() bool { return true }
 
 // result converts what C returned into a Go value or error. The data it points to belongs to
 // the interpreter and is copied here.

@@ -211,6 +211,45 @@ func TestInterruptDuringBlockingCallDoesNotLeak(t *testing.T) {
 	assert.Equal(t, int64(19999900000), v)
 }
 
+// With ExternalInterrupts a call does not interrupt itself when its context ends: its owner
+// does, with InterruptContext.
+func TestExternalInterrupts(t *testing.T) {
+	started := make(chan struct{}, 1)
+	i := newInterp(t, cpython.InterpreterConfig{ExternalInterrupts: true, Stdout: writerFunc(func(p []byte) (int, error) {
+		started <- struct{}{}
+		return len(p), nil
+	})})
+	ctx, cancel := context.WithCancel(bg)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := i.Call(ctx, "pwtest:main_eval", "print('started', flush=True) or exec('while True: pass')")
+		errc <- err
+	}()
+	<-started
+	assert.False(t, i.InterruptContext(ctx), "not before ctx has ended")
+	cancel()
+	select {
+	case err := <-errc:
+		t.Fatalf("the call stopped by itself: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	other, cancelOther := context.WithCancel(bg)
+	cancelOther()
+	assert.False(t, i.InterruptContext(other), "another context's end")
+	assert.True(t, i.InterruptContext(ctx))
+	err := <-errc
+	var ie *cpython.InterruptedError
+	require.ErrorAs(t, err, &ie)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.False(t, i.InterruptContext(ctx), "nothing runs with it any more")
+	// a call given a context that has ended does not run; the interpreter goes on
+	_, err = i.Call(ctx, "pwtest:count_calls")
+	assert.ErrorIs(t, err, context.Canceled)
+	v, err := i.Call(bg, "pwtest:count_calls")
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), v)
+}
+
 func TestCancelledBeforeStartRunsNothing(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
 	ctx, cancel := context.WithCancel(bg)
@@ -465,3 +504,7 @@ func TestCallMany(t *testing.T) {
 		return nil
 	}))
 }
+
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -57,8 +57,8 @@ func (g *Group) Submit(ctx context.Context, target string, args ...any) (*Future
 }
 
 // call queues an operation and waits for its outcome. The caller is the task's watcher (no
-// watch of the pool's own per task; cpython's Thread.Call still arms one while the task runs,
-// to interrupt it): when ctx ends its wait ends, and it cancels the task itself.
+// watch of the pool's own per task, and none of cpython's while it runs): when ctx ends its
+// wait ends, and it cancels the task itself.
 func (g *Group) call(ctx context.Context, target string, op taskOp, args []any) (any, error) {
 	tk, err := g.submit(ctx, target, op, args, nil)
 	if err != nil {
@@ -316,9 +316,10 @@ func (tk *task) watch() {
 }
 
 // cancel is what happens when the task's context ends: a queued task leaves the queue at once
-// (a worker that pops it later skips it); a running one is interrupted by its interpreter
-// (cpython's own watch of the same context), and its worker is given up if it has not stopped
-// after InterruptGrace.
+// (a worker that pops it later skips it); a running one is interrupted (the workers'
+// interpreters leave that to the pool: cpython.InterpreterConfig.ExternalInterrupts), and its
+// worker is given up if it has not stopped after InterruptGrace. A worker that has claimed the
+// task but not started it yet finds the context ended and does not start it.
 func (tk *task) cancel() {
 	if tk.claim() {
 		tk.args, tk.items = nil, nil // its number may wait in the queue a while: hold no arguments meanwhile
@@ -330,6 +331,7 @@ func (tk *task) cancel() {
 		return
 	}
 	if w := tk.worker.Load(); w != nil {
+		go w.in.InterruptContext(tk.ctx) // it waits for the worker's GIL: not on the caller's time
 		time.AfterFunc(tk.g.p.opts.InterruptGrace, func() {
 			// Take the task from the worker: either this or run's own CAS wins, never both.
 			if w.current.CompareAndSwap(tk, nil) {
@@ -624,6 +626,7 @@ func (g *Group) startWorker(id int) (*worker, error) {
 	in, err := cpython.NewInterpreter(context.Background(), cpython.InterpreterConfig{
 		Path: opts.Path, Config: g.spec.Config, WorkerID: id, Workers: g.spec.Workers,
 		Stdout: opts.Stdout, Stderr: opts.Stderr,
+		ExternalInterrupts: true, // every task's context is watched here already (task.cancel)
 	})
 	if err != nil {
 		return nil, err
