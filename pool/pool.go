@@ -46,7 +46,9 @@ type Options struct {
 	Config any
 	// QueueSize bounds the tasks waiting for a worker (0: unbounded). When the queue is full,
 	// Call and Submit wait, or with FailFast return ErrQueueFull at once. A queued task whose
-	// context ends leaves the count at once.
+	// context ends leaves the count at once; its place in the underlying C queue is freed when
+	// a worker passes it, so after 4×QueueSize+1024 such tasks while every worker stays busy,
+	// Call and Submit wait (or fail fast) until the workers move on, whatever the count says.
 	QueueSize int
 	FailFast  bool
 	// MaxTasksPerWorker recycles a worker (a fresh interpreter replaces it) after this many
