@@ -884,6 +884,22 @@ func TestGoWaitOnAnInterpretersThreadIsInterrupted(t *testing.T) {
 	var ie *cpython.InterruptedError
 	assert.ErrorAs(t, err, &ie)
 	assert.ErrorIs(t, <-waited, channels.ErrInterrupted)
+
+	// ... once: an interrupt that Python caught does not end the waits of its cleanup's output
+	w2, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stdout: writerFunc(func(p []byte) (int, error) {
+		ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)
+		defer cancel()
+		_, err := c.Recv(ctx)
+		waited <- err
+		return len(p), nil
+	})})
+	require.NoError(t, err)
+	defer w2.Close()
+	ctx2, cancel2 := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel2()
+	err = w2.Exec(ctx2, "try:\n    while True: pass\nexcept KeyboardInterrupt:\n    print('cleaning up', flush=True)")
+	assert.ErrorAs(t, err, &ie)
+	assert.ErrorIs(t, <-waited, context.DeadlineExceeded, "the writer's own wait ran its course")
 }
 
 // A receiver that cannot decode what it took (here: sys.modules['pyworkers'] replaced, so no

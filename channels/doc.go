@@ -7,7 +7,11 @@
 // unbounded. Items are stored in pyworkers' interpreter-neutral encoding, so an item belongs to
 // no interpreter: it outlives the one that sent it, and each is received exactly once. A closed
 // channel refuses sends at once and lets receivers drain what is left before they get
-// ErrClosed (ChannelClosed in Python).
+// ErrClosed (ChannelClosed in Python). A receive that took an item it cannot hand over (out of
+// memory; in Python also sys.modules['pyworkers'] replaced, so that no Buffer can be made)
+// raises and puts the item back at the head, for the next receive: code that catches that
+// error and receives again in the same state gets it again, and a receiver that already saw the
+// channel closed and drained meanwhile has missed it.
 //
 // Waiting never polls: a waiter spins for a few microseconds (the other side usually answers
 // sooner than a sleeping thread can wake) and then sleeps on a condition variable until an item,

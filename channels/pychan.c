@@ -197,8 +197,10 @@ static PyObject *do_recv(PyObject *self, int64_t timeout_ns) {
 	if (it == NULL) {
 		const char *p = small;
 		PyObject *v = pyw_decode(&p, small + len, NULL, 0);
-		if (v == NULL) {
-			pyw_queue_unget(q, pyw_item_new(small, len, NULL, 0)); /* a copy: its node was reused */
+		if (v == NULL && pyw_queue_unget_small(q, small, len) != PYW_Q_OK) {
+			/* decoding a small item fails only for want of memory, and there was none to put it
+			 * back either: say so rather than lose it silently */
+			PyErr_SetString(PyExc_MemoryError, "out of memory: a received item could neither be decoded nor put back");
 		}
 		return v;
 	}

@@ -456,6 +456,17 @@ int pyw_queue_push_many(pyw_queue *q, pyw_item **chain, size_t *pushed, int64_t 
 	return rc;
 }
 
+/* Links the chain first..last of k items at the head (q->mu held) and wakes receivers. */
+static void link_head(pyw_queue *q, pyw_item *first, pyw_item *last, size_t k) {
+	last->next = q->head;
+	q->head = first;
+	if (q->tail == NULL) {
+		q->tail = last;
+	}
+	size_t len = add_len(q, k, +1);
+	wake(&q->can_recv, q->recv_waiting, &q->recv_spinning, k, len);
+}
+
 void pyw_queue_unget(pyw_queue *q, pyw_item *chain) {
 	if (chain == NULL) {
 		return;
@@ -466,14 +477,27 @@ void pyw_queue_unget(pyw_queue *q, pyw_item *chain) {
 		k++;
 	}
 	pthread_mutex_lock(&q->mu);
-	last->next = q->head;
-	q->head = chain;
-	if (q->tail == NULL) {
-		q->tail = last;
-	}
-	size_t len = add_len(q, k, +1);
-	wake(&q->can_recv, q->recv_waiting, &q->recv_spinning, k, len);
+	link_head(q, chain, last, k);
 	pthread_mutex_unlock(&q->mu);
+}
+
+int pyw_queue_unget_small(pyw_queue *q, const char *data, size_t len) {
+	pthread_mutex_lock(&q->mu);
+	pyw_item *it = q->spare; /* most likely the node recv_copy just gave back */
+	if (it != NULL) {
+		q->spare = it->next;
+		q->nspare--;
+	} else if ((it = pyw_item_new(NULL, 0, NULL, 0)) == NULL) {
+		pthread_mutex_unlock(&q->mu);
+		return PYW_Q_NOMEM;
+	}
+	if (len > 0) {
+		memcpy(it->data, data, len);
+	}
+	it->len = len;
+	link_head(q, it, it, 1);
+	pthread_mutex_unlock(&q->mu);
+	return PYW_Q_OK;
 }
 
 void pyw_queue_cancel(pyw_queue *q, int *cancel) {

@@ -73,11 +73,13 @@ type Interpreter struct {
 	ended bool       // guarded by imu
 	c     *C.pyw_interp
 
-	// With ExternalInterrupts: what InterruptContext interrupts (see watch), guarded by imu.
+	// With ExternalInterrupts: what InterruptContext interrupts (see watch). wmu, not imu, so
+	// that the interpreter's thread never waits for an interrupter that waits for the GIL.
 	external    bool
-	watched     <-chan struct{} // the Done channel of the running operation's ctx
-	watchedTask uint64
-	unwatchFn   func() bool // i.unwatch, made once
+	wmu         sync.Mutex
+	watched     <-chan struct{} // guarded by wmu: the Done channel of the running operation's ctx
+	watchedTask uint64          // guarded by wmu
+	unwatchFn   func() bool     // i.unwatch, made once
 
 	// Used only on the interpreter's thread.
 	slots   map[string]C.size_t
@@ -342,23 +344,19 @@ func (i *Interpreter) CloseContext(ctx context.Context) error {
 // Done is closed when the interpreter has ended.
 func (i *Interpreter) Done() <-chan struct{} { return i.done }
 
-// interrupt injects KeyboardInterrupt into task (0: whatever runs) if it is still running.
-// Called from any goroutine except the interpreter's own.
-func (i *Interpreter) interrupt(task uint64) {
+// interrupt injects KeyboardInterrupt into task (0: whatever runs) if it is running now, and
+// reports whether it did (a task that has yet to begin is interrupted when it begins). Called
+// from any goroutine except the interpreter's own.
+func (i *Interpreter) interrupt(task uint64) bool {
 	i.imu.Lock()
 	defer i.imu.Unlock()
-	i.interruptLocked(task)
-}
-
-// interruptLocked is interrupt with imu held.
-func (i *Interpreter) interruptLocked(task uint64) {
 	if i.ended {
-		return
+		return false
 	}
 	// The temporary thread state belongs to this OS thread until it is deleted.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	C.pyw_interp_interrupt(i.c, C.uint64_t(task))
+	return C.pyw_interp_interrupt(i.c, C.uint64_t(task)) == 1
 }
 
 // InterruptContext is for interpreters with ExternalInterrupts, once ctx has ended: it
@@ -372,13 +370,12 @@ func (i *Interpreter) InterruptContext(ctx context.Context) bool {
 	if done == nil || ctx.Err() == nil {
 		return false
 	}
-	i.imu.Lock()
-	defer i.imu.Unlock()
-	if i.watched != done {
-		return false
-	}
-	i.interruptLocked(i.watchedTask)
-	return true
+	i.wmu.Lock()
+	task := i.watchedTask
+	found := i.watched == done
+	i.wmu.Unlock()
+	// The task may end meanwhile: interrupt reaches only that task (by its number), never the next.
+	return found && i.interrupt(task)
 }
 
 // Thread is an interpreter's own thread, handed to the function given to Interpreter.Do. Its
@@ -594,9 +591,9 @@ func (i *Interpreter) watch(ctx context.Context, task uint64) (func() bool, bool
 	if !i.external {
 		return context.AfterFunc(ctx, func() { i.interrupt(task) }), true
 	}
-	i.imu.Lock()
+	i.wmu.Lock()
 	i.watched, i.watchedTask = done, task
-	i.imu.Unlock()
+	i.wmu.Unlock()
 	if ctx.Err() != nil {
 		i.unwatch()
 		return nil, false
@@ -606,9 +603,9 @@ func (i *Interpreter) watch(ctx context.Context, task uint64) (func() bool, bool
 
 // unwatch ends the record watch made with ExternalInterrupts.
 func (i *Interpreter) unwatch() bool {
-	i.imu.Lock()
+	i.wmu.Lock()
 	i.watched, i.watchedTask = nil, 0
-	i.imu.Unlock()
+	i.wmu.Unlock()
 	return true
 }
 

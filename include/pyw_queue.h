@@ -76,6 +76,10 @@ int pyw_queue_push_many(pyw_queue *q, pyw_item **chain, size_t *pushed, int64_t 
 /* Puts a chain of items taken from q back at its head, in order, even past its capacity: for a
  * receiver that could not deliver what it took (decoding failed), so that nothing is lost. */
 void pyw_queue_unget(pyw_queue *q, pyw_item *chain);
+/* The same for a small item received by copy (pyw_queue_recv_copy, no refs): it goes back in a
+ * node the queue keeps, so it needs no memory in the common case. PYW_Q_NOMEM when it did and
+ * there was none (the item is then lost). */
+int pyw_queue_unget_small(pyw_queue *q, const char *data, size_t len);
 /* Sets *cancel and wakes q's waiters so that the wait using it returns PYW_Q_CANCELLED. */
 void pyw_queue_cancel(pyw_queue *q, int *cancel);
 
