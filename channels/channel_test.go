@@ -867,39 +867,39 @@ type writerFunc func(p []byte) (int, error)
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // Go code that Python calls on the interpreter's thread (here its output writer) and that waits
-// on a channel is interrupted with the task, as Python code would be.
+// on a channel is interrupted with the task, as Python code would be; once: an interrupt that
+// Python caught does not end the waits of its cleanup's output.
 func TestGoWaitOnAnInterpretersThreadIsInterrupted(t *testing.T) {
 	c := newChan(t, 0)
-	waited := make(chan error, 1)
-	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stdout: writerFunc(func(p []byte) (int, error) {
-		_, err := c.Recv(bg)
-		waited <- err
-		return len(p), nil
-	})})
-	require.NoError(t, err)
-	defer i.Close()
-	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
-	defer cancel()
-	err = i.Exec(ctx, "print('waits for the channel', flush=True)")
-	var ie *cpython.InterruptedError
-	assert.ErrorAs(t, err, &ie)
-	assert.ErrorIs(t, <-waited, channels.ErrInterrupted)
-
-	// ... once: an interrupt that Python caught does not end the waits of its cleanup's output
-	w2, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stdout: writerFunc(func(p []byte) (int, error) {
-		ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)
-		defer cancel()
-		_, err := c.Recv(ctx)
-		waited <- err
-		return len(p), nil
-	})})
-	require.NoError(t, err)
-	defer w2.Close()
-	ctx2, cancel2 := context.WithTimeout(bg, 100*time.Millisecond)
-	defer cancel2()
-	err = w2.Exec(ctx2, "try:\n    while True: pass\nexcept KeyboardInterrupt:\n    print('cleaning up', flush=True)")
-	assert.ErrorAs(t, err, &ie)
-	assert.ErrorIs(t, <-waited, context.DeadlineExceeded, "the writer's own wait ran its course")
+	for _, tc := range []struct {
+		name, code string
+		writerWait time.Duration // 0: no deadline of its own
+		want       error
+	}{
+		{"interrupted while waiting", "print('waits for the channel', flush=True)", 0, channels.ErrInterrupted},
+		{"caught before", "try:\n    while True: pass\nexcept KeyboardInterrupt:\n    print('cleaning up', flush=True)",
+			50 * time.Millisecond, context.DeadlineExceeded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			waited := make(chan error, 1)
+			i := newInterpWith(t, cpython.InterpreterConfig{Stdout: writerFunc(func(p []byte) (int, error) {
+				ctx := bg
+				if tc.writerWait > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(bg, tc.writerWait)
+					defer cancel()
+				}
+				_, err := c.Recv(ctx)
+				waited <- err
+				return len(p), nil
+			})})
+			ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+			defer cancel()
+			var ie *cpython.InterruptedError
+			assert.ErrorAs(t, i.Exec(ctx, tc.code), &ie)
+			assert.ErrorIs(t, <-waited, tc.want)
+		})
+	}
 }
 
 // A receiver that cannot decode what it took (here: sys.modules['pyworkers'] replaced, so no

@@ -14,7 +14,13 @@ func TestMain(m *testing.M) { pwtest.Main(m, nil) }
 
 func newInterp(t testing.TB) *cpython.Interpreter {
 	t.Helper()
-	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{})
+	return newInterpWith(t, cpython.InterpreterConfig{})
+}
+
+// newInterpWith is newInterp with cfg.
+func newInterpWith(t testing.TB, cfg cpython.InterpreterConfig) *cpython.Interpreter {
+	t.Helper()
+	i, err := cpython.NewInterpreter(bg, cfg)
 	if err != nil {
 		t.Fatalf("NewInterpreter: %+v", err)
 	}
