@@ -52,7 +52,7 @@ type benchReport struct {
 
 func cmdBench(ctx context.Context, args []string, std io3) (int, error) {
 	fs := newFlags("bench", benchUsage, std)
-	workers := fs.IntP("workers", "w", min(runtime.NumCPU(), 4), "number of workers")
+	workers := fs.IntP("workers", "w", max(2, min(runtime.NumCPU(), 4)), "number of workers (at least 2: the speed-up is 2 or more against 1)")
 	asJSON := fs.Bool("json", false, "write the figures as JSON")
 	quick := fs.Bool("quick", false, "fewer repetitions (under two minutes)")
 	if done, err := parse(fs, args); done || err != nil {

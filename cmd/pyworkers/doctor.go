@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/pyworkers/pyworkers/cpython"
@@ -67,7 +68,7 @@ func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
 	failed := 0
 	for _, m := range fs.Args() {
 		r := moduleReport{Name: m}
-		err := importInFreshInterpreter(ctx, m, cwd)
+		err := importInFreshInterpreter(ctx, m, cwd, std.stderr)
 		if err != nil && ctx.Err() != nil {
 			return exitInterrupt, nil
 		}
@@ -111,8 +112,9 @@ func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
 
 // importInFreshInterpreter imports module in a new own-GIL interpreter, so that one module's
 // failure or side effects cannot colour the next one's result.
-func importInFreshInterpreter(ctx context.Context, module, cwd string) error {
-	in, err := cpython.NewInterpreter(ctx, cpython.InterpreterConfig{Path: []string{cwd}})
+// What importing prints goes to stderr: stdout is the report (JSON with --json).
+func importInFreshInterpreter(ctx context.Context, module, cwd string, stderr io.Writer) error {
+	in, err := cpython.NewInterpreter(ctx, cpython.InterpreterConfig{Path: []string{cwd}, Stdout: stderr, Stderr: stderr})
 	if err != nil {
 		return err
 	}

@@ -104,6 +104,27 @@ func TestRunFailureShowsTracebackAndExits1(t *testing.T) {
 	assert.Contains(t, r.stderr, p+`", line 3`)
 }
 
+// As with python SCRIPT.py: the script's folder is on sys.path, sys.exit(0) is success, and a
+// line longer than the output buffer keeps its one prefix.
+func TestRunLikePython(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "helper.py"), []byte("WORD = 'beside'\n"), 0o644))
+	job := filepath.Join(dir, "job.py")
+	require.NoError(t, os.WriteFile(job, []byte("import sys, helper\nprint(helper.WORD, 'x' * 100_000)\nsys.exit(0)\n"), 0o644))
+	r := pyworkers(t, "run", "-w", "2", job)
+	require.Equal(t, 0, r.code, r.stderr)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Len(t, lines, 2, "two long lines, not split")
+	for _, l := range lines {
+		assert.Regexp(t, `^\[[01]\] beside x+$`, l)
+		assert.Len(t, l, len("[0] beside ")+100_000)
+	}
+	p := script(t, "import sys\nsys.exit(3)\n")
+	r = pyworkers(t, "run", "-w", "1", p)
+	assert.Equal(t, 1, r.code, "another exit code is a failure")
+	assert.Contains(t, r.stderr, "SystemExit: 3")
+}
+
 func TestRunTimeoutStopsAHungScript(t *testing.T) {
 	p := script(t, "while True:\n    pass\n")
 	r := pyworkers(t, "run", "-w", "2", "--timeout", "200ms", p)
@@ -120,6 +141,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"run", "/no/such/script.py"},
 		{"run", "-w", "0", "x.py"},
 		{"run", "--no-such-flag", "x.py"},
+		{"run", "--timeout", "-1s", "x.py"},
 		{"bench", "-w", "1"},
 		{"bench", "extra"},
 		{"bench", "--bogus"},
@@ -253,6 +275,7 @@ func TestMapUsageErrorsBeforeAnyWork(t *testing.T) {
 		{[]string{"map", p + ":f", "/no/such/input.jsonl"}, "cannot read INPUT"},
 		{[]string{"map", "--bogus", p + ":f"}, "unknown flag"},
 		{[]string{"map", "--progress", "sometimes", p + ":f"}, "--progress"},
+		{[]string{"map", "--timeout", "-5s", p + ":f"}, "--timeout"},
 	} {
 		r := pyworkersIn(t, "1\n", c.args...)
 		assert.Equal(t, 2, r.code, "%v: %s", c.args, r.stderr)
@@ -260,6 +283,16 @@ func TestMapUsageErrorsBeforeAnyWork(t *testing.T) {
 		assert.Empty(t, r.stdout, "%v", c.args)
 		assert.Equal(t, 1, strings.Count(r.stderr, "pyworkers map:"), "said once: %s", r.stderr)
 	}
+}
+
+// A line's --timeout starts when a worker is free for it: lines that wait for a worker do not
+// time out meanwhile.
+func TestMapTimeoutCountsFromAFreeWorker(t *testing.T) {
+	p := script(t, "import time\ndef nap(x):\n    time.sleep(0.4)\n    return x\n")
+	// the third line would wait 0.8 s and then run 0.4 s, past 1 s, were its deadline running
+	r := pyworkersIn(t, "1\n2\n3\n4\n", "map", "-w", "1", "--timeout", "1s", p+":nap")
+	require.Equal(t, 0, r.code, r.stdout+r.stderr)
+	assert.Len(t, jsonLines(t, r.stdout), 4)
 }
 
 // Ctrl-C: what finished is written as complete lines, in order, and the exit status is 130.
@@ -310,6 +343,12 @@ func TestDoctor(t *testing.T) {
 	assert.True(t, strings.HasPrefix(rep.Python.Version, "3.14."))
 	require.Len(t, rep.Modules, 2)
 	assert.True(t, rep.Modules[0].OK && rep.Modules[1].OK)
+
+	// what a module prints on import goes to stderr: stdout stays the JSON report
+	r = pyworkers(t, "doctor", "--json", "this")
+	assert.Equal(t, 0, r.code, r.stderr)
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep), r.stdout)
+	assert.Contains(t, r.stderr, "Beautiful is better than ugly.")
 
 	r = pyworkers(t, "doctor", "not a module")
 	assert.Equal(t, 2, r.code)

@@ -46,7 +46,7 @@ Flags:
 func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	fs := newFlags("map", mapUsage, std)
 	workers := fs.IntP("workers", "w", runtime.NumCPU(), "number of interpreters")
-	timeout := fs.Duration("timeout", 0, "stop a call after this long (e.g. 500ms), counted from when its line is handed to the workers; 0: no limit")
+	timeout := fs.Duration("timeout", 0, "stop a call after this long (e.g. 500ms), counted from when a worker is free for its line; 0: no limit")
 	setup := fs.String("setup", "", "Python code every worker runs before it takes work")
 	star := fs.Bool("star", false, "spread an array line into positional arguments, an object into keyword arguments")
 	progress := fs.String("progress", "auto", "progress on stderr: auto (when stderr is a terminal), always, never")
@@ -59,6 +59,9 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	target := fs.Arg(0)
 	if *workers < 1 {
 		return exitUsage, usagef("-w must be at least 1, got %d", *workers)
+	}
+	if *timeout < 0 {
+		return exitUsage, usagef("--timeout must not be negative, got %v", *timeout)
 	}
 	showProgress, err := progressWanted(*progress, std.stderr)
 	if err != nil {
@@ -84,6 +87,9 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	}
 	defer p.Close()
 	if err := p.Check(ctx, target); err != nil {
+		if ctx.Err() != nil { // Ctrl-C while the workers imported the target, not a bad target
+			return exitInterrupt, nil
+		}
 		return exitUsage, usageErrorWithTraceback(fmt.Sprintf("cannot use target %s", target), err)
 	}
 
@@ -95,11 +101,12 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 		p.CloseContext(done)
 	})
 	defer stop()
-	window := 4 * *workers
+	m := &mapper{p: p, target: target, star: *star, timeout: *timeout, window: 4 * *workers}
 	if *timeout > 0 {
-		window = *workers // a line's deadline runs from its hand-off: keep the queue short
+		// A line's deadline runs from its hand-off: hand a line over only when a worker is free
+		// for it, so that no deadline runs out in the queue.
+		m.free = make(chan struct{}, *workers)
 	}
-	m := &mapper{p: p, target: target, star: *star, timeout: *timeout, window: window}
 	m.sizer.Max = maxRun
 	st, err := m.run(ctx, in, std.stdout, std.stderr, showProgress)
 	fmt.Fprintf(std.stderr, "pyworkers map: %d lines, %d ok, %d failed in %.2fs\n", st.lines, st.ok, st.failed, st.elapsed.Seconds())
@@ -158,6 +165,7 @@ type mapper struct {
 	// parallelism and what Ctrl-C would otherwise keep (a batch is written whole or not at all).
 	runMax atomic.Int32
 	sizer  pool.BatchSizer // the writer's only
+	free   chan struct{}   // with a timeout: one token per line running (at most one per worker)
 }
 
 type mapStats struct {
@@ -216,7 +224,6 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout, stderr io.Writer
 	go func() { readErr <- m.read(ctx, in, entries) }()
 
 	out := bufio.NewWriterSize(stdout, 64<<10)
-	flushEach := isTerminal(stdout)
 	var st mapStats
 	var lastProgress time.Time
 	buf := newLineBuf()
@@ -225,12 +232,16 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout, stderr io.Writer
 		var e entry
 		var ok bool
 		select {
-		case e, ok = <-entries:
-		case <-ctx.Done():
-			// Ctrl-C while the input is idle: do not wait for more input (the reader may sit in
-			// a read of a terminal or a pipe); what was written is whole lines already.
-			stopped = true
-			continue
+		case e, ok = <-entries: // what is there first, also after Ctrl-C: finished lines are written
+		default:
+			select {
+			case e, ok = <-entries:
+			case <-ctx.Done():
+				// Ctrl-C while the input is idle: do not wait for more input (the reader may sit
+				// in a read of a terminal or a pipe); what was written is whole lines already.
+				stopped = true
+				continue
+			}
 		}
 		if !ok {
 			break
@@ -265,10 +276,10 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout, stderr io.Writer
 				return st, fmt.Errorf("writing results: %w", err) // no one reads them: stop
 			}
 		}
-		if flushEach {
-			if err := out.Flush(); err != nil {
-				return st, fmt.Errorf("writing results: %w", err)
-			}
+		// Out with each batch's lines: a reader downstream (| jq, | head) sees results as they
+		// come, and it costs one write per batch of up to 64 lines.
+		if err := out.Flush(); err != nil {
+			return st, fmt.Errorf("writing results: %w", err)
 		}
 		if progress && time.Since(lastProgress) > 200*time.Millisecond {
 			lastProgress = time.Now()
@@ -345,11 +356,26 @@ func (m *mapper) read(ctx context.Context, in io.Reader, entries chan<- entry) e
 			if len(items) > 0 {
 				// Not ctx: Ctrl-C reaches the calls through the pool (see cmdMap).
 				tctx, cancel := context.Background(), context.CancelFunc(func() {})
-				if m.timeout > 0 {
+				if m.free != nil {
+					select {
+					case m.free <- struct{}{}: // a worker is free for this line
+					case <-ctx.Done():
+						return nil
+					}
 					tctx, cancel = context.WithTimeout(tctx, m.timeout)
 				}
 				e.batch, e.err = m.p.SubmitBatch(tctx, m.target, items)
 				e.cancel = cancel
+				if m.free != nil {
+					if e.err != nil {
+						<-m.free
+					} else {
+						go func(b *pool.BatchFuture) { // its worker is free again when it is done
+							b.Wait(context.Background())
+							<-m.free
+						}(e.batch)
+					}
+				}
 			}
 			entries <- e
 		}

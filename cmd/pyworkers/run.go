@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"syscall"
@@ -18,10 +19,11 @@ import (
 const runUsage = `Usage: pyworkers run [-w N] [--timeout D] [--no-prefix] SCRIPT.py [-- ARGS...]
 
 Runs SCRIPT.py once in each of N fresh own-GIL interpreters, all at the same time. Inside,
-pyworkers.worker_id() (0 ... N-1) and pyworkers.workers() (N) tell which one is running, and
-sys.argv is SCRIPT.py followed by ARGS. Each line a worker prints is prefixed "[k] ".
-Exit status: 0 when every worker succeeded; 1 otherwise, with each failure's traceback on
-stderr; 2 for a bad command line.
+pyworkers.worker_id() (0 ... N-1) and pyworkers.workers() (N) tell which one is running,
+sys.argv is SCRIPT.py followed by ARGS, and the script's folder is on sys.path, as with
+python SCRIPT.py. Each line a worker prints is prefixed "[k] ".
+Exit status: 0 when every worker succeeded (sys.exit() and sys.exit(0) count as success); 1
+otherwise, with each failure's traceback on stderr; 2 for a bad command line; 130 after Ctrl-C.
 
 Examples:
   pyworkers run -w 4 testdata/demo/isqrt.py
@@ -51,6 +53,9 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 	if *workers < 1 {
 		return exitUsage, usagef("-w must be at least 1, got %d", *workers)
 	}
+	if *timeout < 0 {
+		return exitUsage, usagef("--timeout must not be negative, got %v", *timeout)
+	}
 	if st, err := os.Stat(script); err != nil || st.IsDir() {
 		return exitUsage, usagef("cannot read script %q", script)
 	}
@@ -68,7 +73,7 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 			}
 			interp, err := cpython.NewInterpreter(ctx, cpython.InterpreterConfig{
 				Argv: append([]string{script}, scriptArgs...), WorkerID: k, Workers: *workers,
-				Stdout: out, Stderr: errw,
+				Stdout: out, Stderr: errw, Path: []string{filepath.Dir(script)}, // as python SCRIPT.py does
 			})
 			if err != nil {
 				results[k].err = err
@@ -87,9 +92,13 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 	wg.Wait()
 	wall := time.Since(start)
 
+	if ctx.Err() != nil { // Ctrl-C: the workers were interrupted, not failing
+		fmt.Fprintf(stderr, "pyworkers run: interrupted after %.2fs\n", wall.Seconds())
+		return exitInterrupt, nil
+	}
 	failed := 0
 	for k, r := range results {
-		if r.err == nil {
+		if r.err == nil || exitedOK(r.err) {
 			continue
 		}
 		failed++
@@ -107,6 +116,13 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 	return exitOK, nil
 }
 
+// exitedOK: the script ended with sys.exit(), sys.exit(0) or sys.exit(None), which Python
+// itself treats as success.
+func exitedOK(err error) bool {
+	var pe *cpython.PythonError
+	return errors.As(err, &pe) && pe.Type == "SystemExit" && (pe.Message == "" || pe.Message == "0")
+}
+
 // processCPU is the user+system CPU time this process has used so far.
 func processCPU() time.Duration {
 	var ru syscall.Rusage
@@ -116,12 +132,14 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// prefixWriter puts a prefix before every line. cpython hands it whole lines (a last one may
-// lack its newline), so every Write starts at the beginning of a line.
+// prefixWriter puts a prefix before every line. cpython hands it whole lines as a rule, but a
+// line longer than its buffer comes in parts (and a last one may lack its newline), so it
+// remembers whether the next Write goes on a line already begun.
 type prefixWriter struct {
-	w      io.Writer
-	prefix string
-	buf    bytes.Buffer
+	w       io.Writer
+	prefix  string
+	buf     bytes.Buffer
+	midLine bool
 }
 
 func (p *prefixWriter) Write(b []byte) (int, error) {
@@ -133,8 +151,11 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		if i >= 0 {
 			line = b[:i+1]
 		}
-		p.buf.WriteString(p.prefix)
+		if !p.midLine {
+			p.buf.WriteString(p.prefix)
+		}
 		p.buf.Write(line)
+		p.midLine = line[len(line)-1] != '\n'
 		b = b[len(line):]
 	}
 	_, err := p.w.Write(p.buf.Bytes())
