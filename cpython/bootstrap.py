@@ -17,16 +17,22 @@ class _Stream:
     line_buffering = True
     closed = False
 
-    def __init__(self, fd, name):
+    def __init__(self, fd, name, errors="strict"):
         self._fd = fd
         self.name = name
+        self.errors = errors
         self.buffer = _Binary(self)
 
     def write(self, s):
         if not isinstance(s, str):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
         if s:
-            _pyworkers._write(self._fd, s)
+            try:
+                _pyworkers._write(self._fd, s)
+            except UnicodeEncodeError:  # lone surrogates: stderr escapes them, as CPython's does
+                if self.errors == "strict":
+                    raise
+                _pyworkers._write(self._fd, s.encode("utf-8", self.errors).decode("utf-8"))
         return len(s)
 
     def writelines(self, lines):
@@ -87,7 +93,7 @@ def setup(cfg):
     sys.modules["__main__"].__dict__.update(cfg.get("main") or {})
     _install_api(cfg.get("config"), cfg.get("worker_id", 0), cfg.get("workers", 1))
     sys.stdout = sys.__stdout__ = _Stream(1, "<stdout>")
-    sys.stderr = sys.__stderr__ = _Stream(2, "<stderr>")
+    sys.stderr = sys.__stderr__ = _Stream(2, "<stderr>", "backslashreplace")
     # Workers share the process's standard input with Go (the CLI reads it): give them none.
     sys.stdin = sys.__stdin__ = io.StringIO()
 
@@ -131,9 +137,15 @@ def call_many(fn, items):
 
     Exceptions are caught per item (errors as format_exc tuples); BaseExceptions that are not
     Exceptions (SystemExit, KeyboardInterrupt) end the whole batch, as they would end a call.
+    An interrupt ends the batch at the next item also when something swallowed its
+    KeyboardInterrupt (an item's code, or traceback formatting, which catches everything while
+    it calls str() on an exception).
     interp.c's pyw_interp_call_many (Thread.CallMany) calls it with a resolved target."""
     out = []
+    interrupted = _pyworkers._interrupted
     for args, kwargs in items:
+        if interrupted():
+            raise KeyboardInterrupt
         try:
             v = fn(*args, **kwargs) if kwargs else fn(*args)
         except Exception as e:
@@ -206,6 +218,9 @@ def _load_file(path):
         raise FileNotFoundError(f"no such Python file: {path!r}")
     folder = os.path.dirname(full)
     if folder not in sys.path:
+        # What format_exc needs, imported before the folder can shadow it with a traceback.py.
+        import traceback  # noqa: F401
+
         sys.path.insert(0, folder)  # as when the file runs as a script: its siblings import
     stem = os.path.splitext(os.path.basename(full))[0]
     name = stem
@@ -242,9 +257,11 @@ def _strip_boot_frames(e, seen):
 
 def format_exc(e):
     """(qualified type name, str(e), full traceback text) of an exception."""
+    # Exception, not BaseException: the interrupt of a cancelled CallMany may land in here, and
+    # must end the batch rather than be taken for a formatting failure.
     try:
         _strip_boot_frames(e, set())
-    except BaseException:
+    except Exception:
         pass
     t = type(e)
     mod = getattr(t, "__module__", None)
@@ -252,13 +269,13 @@ def format_exc(e):
     name = qual if mod in (None, "builtins", "__main__") else f"{mod}.{qual}"
     try:
         msg = str(e)
-    except BaseException:
-        msg = f"<exception str() failed>"
+    except Exception:
+        msg = "<exception str() failed>"
     try:
         import traceback
 
         tb = "".join(traceback.format_exception(e))
-    except BaseException:
+    except Exception:
         tb = f"{name}: {msg}\n"
     return (_utf8_safe(name), _utf8_safe(msg), _utf8_safe(tb))
 

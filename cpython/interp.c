@@ -62,10 +62,30 @@ static pyw_result capture_error(pyw_buf *out, PyObject *helpers) {
 	PyObject *fmt = helpers ? PyDict_GetItemString(helpers, "format_exc") : NULL; /* borrowed */
 	PyObject *t = (fmt && exc) ? PyObject_CallOneArg(fmt, exc) : NULL;
 	if (t == NULL) {
+		/* No format_exc (an error while the interpreter was being set up) or it failed: the type
+		 * and what the exception says, without a traceback. */
 		PyErr_Clear();
 		const char *name = exc ? Py_TYPE(exc)->tp_name : "SystemError";
-		t = Py_BuildValue("(NsN)", str_or_replace(name), "<pyworkers could not format this exception>",
-		                  PyUnicode_FromFormat("%s: <pyworkers could not format this exception>\n", name));
+		PyObject *msg = exc ? PyObject_Str(exc) : NULL;
+		if (msg != NULL && PyUnicode_AsUTF8AndSize(msg, NULL) == NULL) {
+			Py_CLEAR(msg); /* lone surrogates: ascii() below has none */
+		}
+		if (msg == NULL && exc != NULL) {
+			PyErr_Clear();
+			msg = PyObject_ASCII(exc);
+		}
+		if (msg == NULL) {
+			PyErr_Clear();
+			msg = PyUnicode_FromString("<pyworkers could not format this exception>");
+		}
+		t = msg ? Py_BuildValue("(NOO)", str_or_replace(name), msg, msg) : NULL;
+		if (t != NULL) {
+			PyObject *tb = PyUnicode_FromFormat("%s: %U\n", name, msg);
+			if (tb == NULL || PyTuple_SetItem(t, 2, tb) < 0) { /* steals tb */
+				Py_CLEAR(t);
+			}
+		}
+		Py_XDECREF(msg);
 		if (t == NULL) {
 			PyErr_Clear();
 		}
@@ -407,6 +427,11 @@ void pyw_wait_prepare(void) {
 	if (w != NULL && atomic_load(&w->interrupt_pending) && PyThreadState_Get()->async_exc == NULL) {
 		atomic_store(&w->interrupt_pending, 0);
 	}
+}
+
+int pyw_task_interrupted(void) {
+	pyw_interp *w = current;
+	return w != NULL && w->current_task != 0 && w->interrupted_task == w->current_task;
 }
 
 int pyw_wait_interrupted(void) {

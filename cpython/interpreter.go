@@ -317,7 +317,10 @@ func (i *Interpreter) Call(ctx context.Context, target string, args ...any) (any
 
 // Close ends the interpreter after the operation running now, if any, has finished; waiting
 // operations get ErrClosed. It is idempotent and cheap to call again. Close must not be called
-// from the interpreter's own thread (inside Do).
+// from the interpreter's own thread (inside Do). As at Python's own exit, the interpreter ends
+// only once the threads its code started (threading.Thread) have finished and its atexit
+// functions have run: a thread that never finishes keeps Close waiting, and so CloseContext
+// too, whose interrupts reach the interpreter's own thread only.
 func (i *Interpreter) Close() error { return i.CloseContext(context.Background()) }
 
 // CloseContext is Close with a deadline: when ctx ends before the running operation finishes,

@@ -469,6 +469,52 @@ func TestIsModuleName(t *testing.T) {
 
 // CallMany: one outcome per item in order, an item's exception its own; what would end a Call
 // ends the batch.
+// The interrupt of a cancelled CallMany ends the batch also when it lands while an item's
+// exception is being formatted (its str() is slow), instead of being taken for a failure to
+// format it.
+func TestCallManyInterruptedWhileFormattingAnError(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	items := make([][]any, 40) // 2 s of formatting in all
+	err := i.Do(bg, func(th *cpython.Thread) error {
+		_, err := th.CallMany(ctx, "pwtest:raise_slow_str", items)
+		return err
+	})
+	var ie *cpython.InterruptedError
+	require.ErrorAs(t, err, &ie)
+	v, err := i.Call(bg, "pwtest:count_calls")
+	require.NoError(t, err)
+	assert.Less(t, v.(int64), int64(20), "the batch went on after its interrupt")
+}
+
+// Writing what UTF-8 cannot hold (a lone surrogate) to sys.stderr escapes it, as CPython's own
+// stderr does, instead of raising in the middle of error reporting; stdout stays strict.
+func TestStderrEscapesWhatUTF8CannotHold(t *testing.T) {
+	var errOut strings.Builder
+	i := newInterp(t, cpython.InterpreterConfig{Stderr: writerFunc(func(p []byte) (int, error) { return errOut.Write(p) })})
+	require.NoError(t, i.Exec(bg, "import sys\nprint('bad \\udcff name', file=sys.stderr)"))
+	assert.Equal(t, "bad \\udcff name\n", errOut.String())
+	pe := pwtest.PyErr(t, i.Exec(bg, "print('bad \\udcff name')"))
+	assert.Equal(t, "UnicodeEncodeError", pe.Type)
+}
+
+// A target file's folder goes on sys.path, as for a script; a traceback.py beside it does not
+// take the place of the stdlib's in pyworkers' own error reporting.
+func TestTargetFolderDoesNotShadowTracebackFormatting(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "traceback.py"), []byte("raise RuntimeError('the wrong traceback module')\n"), 0o644))
+	target := filepath.Join(dir, "job.py")
+	require.NoError(t, os.WriteFile(target, []byte("def f():\n    raise ValueError('from the job')\n"), 0o644))
+	i := newInterp(t, cpython.InterpreterConfig{})
+	_, err := i.Call(bg, target+":f")
+	var pe *cpython.PythonError
+	require.ErrorAs(t, err, &pe)
+	assert.Equal(t, "ValueError", pe.Type)
+	assert.Contains(t, pe.Traceback, "Traceback (most recent call last):")
+	assert.Contains(t, pe.Traceback, "job.py\", line 2, in f")
+}
+
 func TestCallMany(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
 	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {

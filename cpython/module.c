@@ -200,16 +200,10 @@ PyObject *pyw_buffer_wrap(pyw_shared *s, int readonly) {
 }
 
 pyw_shared *pyw_buffer_shared(PyObject *o) {
-	PyTypeObject *t = Py_TYPE(o);
-	if (!PyType_HasFeature(t, Py_TPFLAGS_HEAPTYPE)) {
-		return NULL; /* the fast answer for every built-in type */
-	}
-	PyObject *m = PyType_GetModuleByDef(t, &moddef); /* borrowed */
-	if (m == NULL) {
-		PyErr_Clear();
-		return NULL;
-	}
-	if ((PyObject *)t != state_of(m)->buffer_type) {
+	/* Buffer cannot be subclassed, and every interpreter's Buffer type has this dealloc: an
+	 * exact test that costs no lookup (PyType_GetModuleByDef raises, for any other heap type
+	 * such as a namedtuple, an exception that would have to be made and cleared each time). */
+	if (Py_TYPE(o)->tp_dealloc != buffer_dealloc) {
 		return NULL;
 	}
 	return ((BufferObject *)o)->sh;
@@ -229,9 +223,17 @@ int pyw_module_add_ext(int (*fn)(PyObject *module)) {
 	return 0;
 }
 
+/* pyworkers._interrupted(): whether the task running on this thread has been interrupted. */
+static PyObject *mod_interrupted(PyObject *m, PyObject *unused) {
+	(void)m;
+	(void)unused;
+	return PyBool_FromLong(pyw_task_interrupted());
+}
+
 static PyMethodDef methods[] = {
     {"_write", (PyCFunction)(void (*)(void))mod_write, METH_FASTCALL, "write(fd, text): send text to the Go side."},
     {"_flush", mod_flush, METH_O, "flush(fd): write out a pending partial line."},
+    {"_interrupted", mod_interrupted, METH_NOARGS, "_interrupted(): whether the running task was interrupted."},
     {NULL, NULL, 0, NULL},
 };
 

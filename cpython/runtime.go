@@ -59,6 +59,8 @@ var rt struct {
 	creating sync.WaitGroup // NewInterpreter calls between the state check and registration
 	finalize chan struct{}  // closed to ask the runtime thread to finalize
 	final    chan error     // its answer
+	finished chan struct{}  // closed when Finalize is done (finalErr set): other callers wait on it
+	finalErr error
 }
 
 var liveCount atomic.Int64
@@ -191,10 +193,16 @@ func Finalize(ctx context.Context) error {
 		rt.mu.Unlock()
 		return nil
 	case stateFinalizing, stateFinalized:
+		done := rt.finished
 		rt.mu.Unlock()
-		return nil
+		if done == nil { // finalized before it ever ran
+			return nil
+		}
+		<-done // a concurrent Finalize: return when the runtime is gone, with its outcome
+		return rt.finalErr
 	}
 	rt.state = stateFinalizing
+	rt.finished = make(chan struct{})
 	rt.mu.Unlock()
 
 	rt.creating.Wait() // interpreters being created now will be in rt.live
@@ -214,7 +222,9 @@ func Finalize(ctx context.Context) error {
 	err := <-rt.final
 	rt.mu.Lock()
 	rt.state = stateFinalized
+	rt.finalErr = err
 	rt.mu.Unlock()
+	close(rt.finished)
 	return err
 }
 

@@ -166,6 +166,9 @@ int pyw_wait_interrupted(void);
  * code may have caught it) stops ending waits, so a wait in its cleanup is not interrupted a
  * second time. */
 void pyw_wait_prepare(void);
+/* GIL held: whether the task running on this thread (an interpreter's own) has been interrupted,
+ * whether or not the KeyboardInterrupt was raised yet, or caught. */
+int pyw_task_interrupted(void);
 void pyw_wait_end(void);
 /* GIL held: raise KeyboardInterrupt for an interrupt a wait noticed, withdrawing the pending
  * asynchronous one so it is raised once. Returns NULL for convenience. */

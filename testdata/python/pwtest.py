@@ -186,3 +186,20 @@ def mixed(k):
 def main_eval(expr):
     """Evaluate expr in __main__ (where a pool's Setup puts its names)."""
     return eval(expr, sys.modules["__main__"].__dict__)
+
+
+class SlowStr(Exception):
+    """An exception whose str() takes 50 ms of CPU: where an interrupt lands while it is formatted."""
+
+    def __str__(self):
+        end = time.perf_counter() + 0.05
+        while time.perf_counter() < end:
+            pass
+        return "slow to say"
+
+
+def raise_slow_str():
+    """Counts itself with count_calls' counter, then raises SlowStr."""
+    global _calls
+    _calls += 1
+    raise SlowStr()
