@@ -132,15 +132,17 @@ def _install_api(config, worker_id, workers):
 
 
 def call_many(fn, items):
-    """Call fn once per (args, kwargs-or-None) item; a flat list of ok, result-or-error for each
-    item in turn (no pair per item: each would cost an object here and two values in Go).
+    """Call fn once per (args, kwargs-or-None) item; a flat list of flag, result-or-error for
+    each item in turn (no pair per item: each would cost an object here and two values in Go).
 
-    Exceptions are caught per item (errors as format_exc tuples); BaseExceptions that are not
-    Exceptions (SystemExit, KeyboardInterrupt) end the whole batch, as they would end a call.
-    An interrupt ends the batch at the next item also when something swallowed its
+    Flags: True (a result), False (an Exception, as a format_exc tuple; the batch goes on), or
+    "stop" for a BaseException that is not an Exception (SystemExit, KeyboardInterrupt): as it
+    would end a call, it ends the batch, and the items after it do not run (the list is then
+    shorter). An interrupt ends the batch at the next item also when something swallowed its
     KeyboardInterrupt (an item's code, or traceback formatting, which catches everything while
-    it calls str() on an exception).
-    interp.c's pyw_interp_call_many (Thread.CallMany) calls it with a resolved target."""
+    it calls str() on an exception). The C side (pyw_encode_outcomes) turns a result that cannot
+    cross into that item's own error. interp.c's pyw_interp_call_many (Thread.CallMany) calls it
+    with a resolved target."""
     out = []
     interrupted = _pyworkers._interrupted
     for args, kwargs in items:
@@ -151,6 +153,12 @@ def call_many(fn, items):
         except Exception as e:
             out.append(False)
             out.append(format_exc(e))
+        except BaseException as e:
+            out.append("stop")
+            out.append(format_exc(e))
+            if interrupted():
+                raise  # our own interrupt: the batch ends as a cancelled call does
+            return out
         else:
             out.append(True)
             out.append(v)

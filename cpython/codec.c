@@ -342,6 +342,50 @@ int pyw_encode(pyw_buf *b, pyw_refs *refs, int share_large, PyObject *o, pyw_enc
 	return rc;
 }
 
+int pyw_encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_err *err) {
+	err->path[0] = 0;
+	err->msg[0] = 0;
+	if (!PyList_CheckExact(list) || PyList_GET_SIZE(list) % 2 != 0) {
+		return fail(err, "call_many gave no flat list of outcomes%s", "");
+	}
+	Py_ssize_t n = PyList_GET_SIZE(list);
+	size_t start = b->len;
+	enc_ctx c = {b, refs, 0, err};
+	if (put_tag(b, PYW_TAG_LIST) < 0 || put_uvarint(b, (uint64_t)n) < 0) {
+		b->len = start;
+		return fail(err, "out of memory%s", "");
+	}
+	for (Py_ssize_t i = 0; i < n; i += 2) {
+		PyObject *flag = PyList_GET_ITEM(list, i), *v = PyList_GET_ITEM(list, i + 1);
+		size_t at = b->len, nrefs = refs ? refs->n : 0;
+		/* elements at depth 1, as inside the list: the decoders count depth the same way */
+		if (enc(&c, flag, 1) == 0 && enc(&c, v, 1) == 0) {
+			continue;
+		}
+		/* this outcome cannot cross: (None, (path, reason)) in its place, for that item alone */
+		b->len = at;
+		while (refs && refs->n > nrefs) {
+			pyw_shared_decref(refs->v[--refs->n]);
+		}
+		PyObject *why = Py_BuildValue("(NN)", PyUnicode_DecodeUTF8(err->path, (Py_ssize_t)strlen(err->path), "replace"),
+		                              PyUnicode_DecodeUTF8(err->msg, (Py_ssize_t)strlen(err->msg), "replace"));
+		if (why == NULL) {
+			PyErr_Clear();
+			b->len = start;
+			return fail(err, "out of memory%s", "");
+		}
+		err->path[0] = 0;
+		err->msg[0] = 0;
+		int rc = enc(&c, Py_None, 1) == 0 && enc(&c, why, 1) == 0 ? 0 : -1;
+		Py_DECREF(why);
+		if (rc < 0) {
+			b->len = start;
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* ---- decoding */
 
 static int get_uvarint(const char **p, const char *end, uint64_t *v) {

@@ -16,6 +16,8 @@ var (
 	ErrClosed = errors.New("cpython: interpreter closed")
 	// ErrFinalized: Finalize has run; CPython cannot be started again in this process.
 	ErrFinalized = errors.New("cpython: runtime finalized (CPython cannot be restarted in one process)")
+	// ErrNotRun: a CallMany item after one that ended the batch (SystemExit): it did not run.
+	ErrNotRun = errors.New("cpython: not run: an earlier call of its batch ended the batch")
 	// ErrInitialized: Initialize was called while the runtime was already running.
 	ErrInitialized = errors.New("cpython: runtime already initialized")
 	// ErrUnsupportedValue: a value has no counterpart on the other side (see ConversionError).

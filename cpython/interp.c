@@ -16,13 +16,14 @@ static PyObject *str_or_replace(const char *s) { return PyUnicode_DecodeUTF8(s, 
 /* The interpreter whose own thread this is (NULL on any other thread). */
 static _Thread_local pyw_interp *current;
 
-/* Encodes o, a call's return value, into out as the whole result (shared buffers into refs);
- * a value that has no encoding becomes PYW_CONVERT with (path, message). */
-static pyw_result encode_into(pyw_buf *out, pyw_refs *refs, PyObject *o) {
+/* Encodes o, a call's return value (with outcomes: call_many's list, see pyw_encode_outcomes),
+ * into out as the whole result (shared buffers into refs); a value that has no encoding becomes
+ * PYW_CONVERT with (path, message). */
+static pyw_result encode_into(pyw_buf *out, pyw_refs *refs, PyObject *o, int outcomes) {
 	pyw_result r = {PYW_OK, NULL, 0, 0, NULL, 0};
 	pyw_enc_err e;
 	out->len = 0; /* refs: cleared by begin() */
-	if (pyw_encode(out, refs, 0, o, &e) == 0) {
+	if ((outcomes ? pyw_encode_outcomes(out, refs, o, &e) : pyw_encode(out, refs, 0, o, &e)) == 0) {
 		r.data = out->data;
 		r.len = out->len;
 		if (refs != NULL) {
@@ -150,19 +151,21 @@ static int end_task(pyw_interp *w, uint64_t task) {
 	return 1;
 }
 
-static pyw_result finish(pyw_interp *w, uint64_t task, PyObject *value) {
+static pyw_result finish_as(pyw_interp *w, uint64_t task, PyObject *value, int outcomes) {
 	int interrupted = end_task(w, task);
 	pyw_result r;
 	if (value == NULL) {
 		r = capture_error(&w->out, w->helpers);
 	} else {
-		r = encode_into(&w->out, &w->out_refs, value);
+		r = encode_into(&w->out, &w->out_refs, value, outcomes);
 		Py_DECREF(value);
 	}
 	r.interrupted = interrupted;
 	PyEval_SaveThread();
 	return r;
 }
+
+static pyw_result finish(pyw_interp *w, uint64_t task, PyObject *value) { return finish_as(w, task, value, 0); }
 
 static PyObject *helper(pyw_interp *w, const char *name) {
 	PyObject *f = PyDict_GetItemString(w->helpers, name); /* borrowed */
@@ -376,7 +379,7 @@ pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, s
 		r = PyObject_CallFunctionObjArgs(fn, target, list, NULL);
 		Py_DECREF(list);
 	}
-	return finish(w, task, r);
+	return finish_as(w, task, r, 1);
 }
 
 int pyw_interp_interrupt(pyw_interp *w, uint64_t task) {

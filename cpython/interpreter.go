@@ -464,50 +464,56 @@ type CallResult struct {
 
 // CallMany calls target once per item, in this one turn of the interpreter, and returns one
 // CallResult per item, in order: each item is the arguments of one call (a final Kwargs gives
-// keyword arguments), and an item's Exception is its own Err (a *PythonError), the batch going
-// on. What would end a Call ends the batch and is the error returned: a BaseException that is
-// not an Exception (SystemExit, KeyboardInterrupt: ctx's interrupt), a result that cannot cross,
-// an argument that cannot (a *ConversionError whose path starts with the item's index).
+// keyword arguments). An item's Exception is its own Err (a *PythonError), and so is a result
+// that cannot cross (a *ConversionError whose path starts with the item's index); the batch
+// goes on. A BaseException that is not an Exception (SystemExit; a KeyboardInterrupt the code
+// raised itself) ends the batch as it would end a Call: that item has it as its Err, the items
+// after it have ErrNotRun and did not run, and it is also the error returned, with the
+// results. What stops the batch before any item runs is the error, with no results: an
+// argument that cannot cross (a *ConversionError whose path starts with the item's index), a
+// target that cannot be resolved, ctx's end (an *InterruptedError, also when some items ran).
 func (t *Thread) CallMany(ctx context.Context, target string, items [][]any) ([]CallResult, error) {
 	v, err := t.interp().call(ctx, target, nil, items, true)
 	if err != nil {
-		if ce := (*ConversionError)(nil); errors.As(err, &ce) && ce.What == "result" {
-			ce.Path = itemPath(ce.Path)
-		}
 		return nil, err
 	}
-	list, ok := v.([]any) // ok, result-or-error for each item in turn (bootstrap.call_many)
-	if !ok || len(list) != 2*len(items) {
+	list, ok := v.([]any) // flag, result-or-error for each item in turn (bootstrap.call_many)
+	if !ok || len(list)%2 != 0 || len(list) > 2*len(items) {
 		return nil, fmt.Errorf("cpython: internal: %d calls gave %T", len(items), v)
 	}
 	out := make([]CallResult, len(items))
+	var stop error
 	for k := range out {
-		switch ok, x := list[2*k], list[2*k+1]; ok {
+		if 2*k >= len(list) {
+			if stop == nil {
+				return nil, fmt.Errorf("cpython: internal: %d calls gave %d outcomes", len(items), len(list)/2)
+			}
+			out[k].Err = ErrNotRun
+			continue
+		}
+		switch flag, x := list[2*k], list[2*k+1]; flag {
 		case true:
 			out[k].Value = x
-		case false:
+		case false, "stop":
 			if out[k].Err, err = pythonError(x); err != nil {
 				return nil, err
 			}
+			if flag == "stop" {
+				stop = out[k].Err
+			}
+		case nil: // a result that cannot cross: (path, reason), see pyw_encode_outcomes
+			why, ok := x.(Tuple)
+			if !ok || len(why) != 2 {
+				return nil, fmt.Errorf("cpython: internal: conversion outcome %T", x)
+			}
+			path, _ := why[0].(string)
+			reason, _ := why[1].(string)
+			out[k].Err = &ConversionError{What: "result", Path: "[" + strconv.Itoa(k) + "]" + path, Reason: reason}
 		default:
-			return nil, fmt.Errorf("cpython: internal: call outcome flag %T", ok)
+			return nil, fmt.Errorf("cpython: internal: call outcome flag %v", flag)
 		}
 	}
-	return out, nil
-}
-
-// itemPath turns the path of a value in call_many's flat list of outcomes ("[2k+1]...", the
-// result of item k) into the item's ("[k]...").
-func itemPath(p string) string {
-	end := strings.IndexByte(p, ']')
-	if !strings.HasPrefix(p, "[") || end < 0 {
-		return p
-	}
-	n, err := strconv.Atoi(p[1:end])
-	if err != nil {
-		return p
-	}
-	return "[" + strconv.Itoa(n/2) + p[end:]
+	return out, stop
 }
 
 // call encodes args (or, for many, items), resolves target and runs the call(s) as one

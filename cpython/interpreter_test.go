@@ -467,8 +467,6 @@ func TestIsModuleName(t *testing.T) {
 	}
 }
 
-// CallMany: one outcome per item in order, an item's exception its own; what would end a Call
-// ends the batch.
 // The interrupt of a cancelled CallMany ends the batch also when it lands while an item's
 // exception is being formatted (its str() is slow), instead of being taken for a failure to
 // format it.
@@ -515,6 +513,9 @@ func TestTargetFolderDoesNotShadowTracebackFormatting(t *testing.T) {
 	assert.Contains(t, pe.Traceback, "job.py\", line 2, in f")
 }
 
+// CallMany: one outcome per item in order, an item's exception or unconvertible result its
+// own; a BaseException (SystemExit) ends the batch at its item, and the items after it do not
+// run; what stops the batch before any item runs is the error.
 func TestCallMany(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
 	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {
@@ -530,8 +531,10 @@ func TestCallMany(t *testing.T) {
 		require.NoError(t, err)
 		assert.Empty(t, rs)
 
-		_, err = th.CallMany(bg, "pwtest:exit_with", [][]any{{3}})
+		rs, err = th.CallMany(bg, "pwtest:exit_with", [][]any{{3}})
 		assert.Equal(t, "SystemExit", pwtest.PyErr(t, err).Type)
+		require.Len(t, rs, 1)
+		assert.Equal(t, "SystemExit", pwtest.PyErr(t, rs[0].Err).Type)
 		_, err = th.CallMany(bg, "pwtest:no_such_function", [][]any{{1}})
 		assert.Equal(t, "AttributeError", pwtest.PyErr(t, err).Type)
 		_, err = th.CallMany(bg, "pwtest:ident", [][]any{{1}, {make(chan int)}})
@@ -542,11 +545,26 @@ func TestCallMany(t *testing.T) {
 		_, err = th.CallMany(bg, "pwtest:add", [][]any{{1}, {1, 2}, {1, cpython.Kwargs{"b": make(chan int)}}})
 		require.ErrorAs(t, err, &ce)
 		assert.Equal(t, `[2][1]["b"]`, ce.Path)
-		// a result that cannot cross ends the batch; its path starts at the item's index
-		_, err = th.CallMany(bg, "pwtest:main_eval", [][]any{{"1"}, {"2"}, {"[3, {4}]"}})
-		require.ErrorAs(t, err, &ce)
+		// a result that cannot cross is its item's error alone; its path starts at the item's index
+		rs, err = th.CallMany(bg, "pwtest:main_eval", [][]any{{"1"}, {"[3, {4}]"}, {"2"}})
+		require.NoError(t, err)
+		require.Len(t, rs, 3)
+		assert.Equal(t, cpython.CallResult{Value: int64(1)}, rs[0])
+		require.ErrorAs(t, rs[1].Err, &ce)
 		assert.Equal(t, "result", ce.What)
-		assert.Equal(t, "[2][1]", ce.Path)
+		assert.Equal(t, "[1][1]", ce.Path)
+		assert.Equal(t, cpython.CallResult{Value: int64(2)}, rs[2])
+		// SystemExit at the second item: the first has its result, the rest did not run
+		rs, err = th.CallMany(bg, "pwtest:main_eval", [][]any{
+			{"__import__('pwtest').count_calls()"}, {"__import__('sys').exit(4)"}, {"__import__('pwtest').count_calls()"}})
+		assert.Equal(t, "SystemExit", pwtest.PyErr(t, err).Type)
+		require.Len(t, rs, 3)
+		assert.Equal(t, int64(1), rs[0].Value)
+		assert.Equal(t, "SystemExit", pwtest.PyErr(t, rs[1].Err).Type)
+		assert.ErrorIs(t, rs[2].Err, cpython.ErrNotRun)
+		v, err := th.Call(bg, "pwtest:count_calls")
+		require.NoError(t, err)
+		assert.Equal(t, int64(2), v, "the third item did not run")
 		return nil
 	}))
 }

@@ -143,6 +143,11 @@ typedef struct {
 	char msg[256];
 } pyw_enc_err;
 int pyw_encode(pyw_buf *b, pyw_refs *refs, int share_large, PyObject *o, pyw_enc_err *err);
+/* Encodes call_many's flat list of outcomes (flag, value, flag, value, ...) as a list, each
+ * outcome on its own: one whose value cannot cross becomes (None, (path, reason)), so that it
+ * fails that item alone. -1 (with err) only when the list itself is not such a list or memory
+ * runs out. */
+int pyw_encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_err *err);
 /* Decodes one value from *p (advancing it); 'B' tags index refs[0..nrefs) and become read-only
  * memoryviews of pyworkers.Buffer. NULL with a Python exception set on failure. */
 PyObject *pyw_decode(const char **p, const char *end, pyw_shared *const *refs, size_t nrefs);

@@ -18,8 +18,8 @@ type BatchFuture struct {
 	items [][]any // the task's own are dropped when it is cancelled; these stay for Len and fill
 	f     *Future
 
-	// When the batch has to run again call by call (see SubmitBatch), the first Wait that finds
-	// so starts resubmit once; every Wait then waits for the same calls.
+	// When (some of) the batch's items have to run as calls of their own (see SubmitBatch), the
+	// first Wait that finds so starts resubmit once; every Wait then waits for the same calls.
 	redo   sync.Once
 	redone chan struct{} // closed when calls is set
 	calls  []redoCall
@@ -33,10 +33,12 @@ type redoCall struct {
 
 // SubmitBatch queues many calls of target as one task: one hand-off to a worker instead of one
 // per call, which is what makes tiny calls cheap. Each item is the arguments of one call (a
-// final cpython.Kwargs gives keyword arguments). Each call's exception is its own Result.Err
-// (a *cpython.PythonError); a result that cannot cross, or a SystemExit, makes the batch's
-// calls run again one by one, so that every item gets the outcome it would get from Call.
-// ctx governs the whole batch.
+// final cpython.Kwargs gives keyword arguments), and gets the outcome Call would give it, each
+// call running once: its exception (a *cpython.PythonError) or a result that cannot cross (a
+// *cpython.ConversionError) is its own Result.Err. A SystemExit ends the batch on its worker,
+// which is replaced (that item's Err wraps ErrWorkerLost); the items after it then run as calls
+// of their own. So do all items when the batch could not start (an argument that cannot cross,
+// a target that cannot be imported). ctx governs the whole batch.
 func (g *Group) SubmitBatch(ctx context.Context, target string, items [][]any) (*BatchFuture, error) {
 	tk, err := g.submit(ctx, target, opCallMany, nil, items)
 	if err != nil {
@@ -100,8 +102,8 @@ func (b *BatchFuture) Len() int { return len(b.items) }
 // Wait returns one Result per item, in order. The error is for the batch as a whole: the
 // pool closed, ctx (Wait's) ended, or the batch's context ended (every item then has that
 // error too). Wait may be called again, also concurrently, and waits for the same calls: when
-// the batch had to run again call by call, its calls are submitted once, whichever Wait finds
-// that first, and a Wait that gives up leaves them running for the next.
+// items have to run as calls of their own (see SubmitBatch), those calls are submitted once,
+// whichever Wait finds that first, and a Wait that gives up leaves them running for the next.
 func (b *BatchFuture) Wait(ctx context.Context) ([]Result, error) {
 	v, err := b.f.Wait(ctx)
 	if err == nil {
@@ -113,10 +115,30 @@ func (b *BatchFuture) Wait(ctx context.Context) ([]Result, error) {
 	if own := b.f.t.ctx; own.Err() != nil && errors.Is(err, own.Err()) { // the batch's context
 		return fill(len(b.items), err), nil
 	}
+	if ran, _ := v.([]Result); len(ran) == len(b.items) {
+		// An item ended the batch (SystemExit): it gets what Call would give it (err: the worker
+		// was replaced), the items before it keep their outcomes, those after it (ErrNotRun) run
+		// now, each on its own. Nothing runs twice.
+		stop := len(ran)
+		for stop > 0 && errors.Is(ran[stop-1].Err, cpython.ErrNotRun) {
+			stop--
+		}
+		out := append([]Result(nil), ran[:stop]...)
+		if stop > 0 {
+			out[stop-1].Err = err
+		}
+		rest, err := b.oneByOne(ctx, stop)
+		if err != nil {
+			return nil, err
+		}
+		return append(out, rest...), nil
+	}
+	// Nothing ran: an argument that cannot cross, a target that cannot be resolved. Each call on
+	// its own gives each item its own outcome.
 	var ce *cpython.ConversionError
 	var pe *cpython.PythonError
 	if errors.As(err, &ce) || errors.As(err, &pe) || errors.Is(err, ErrWorkerLost) {
-		return b.oneByOne(ctx)
+		return b.oneByOne(ctx, 0)
 	}
 	return fill(len(b.items), err), nil
 }
@@ -129,12 +151,12 @@ func fill(n int, err error) []Result {
 	return out
 }
 
-// oneByOne waits for the batch's items run as separate calls: the way to give each item exactly
-// the outcome Call would (a result that cannot cross, a SystemExit that replaces the worker).
-func (b *BatchFuture) oneByOne(ctx context.Context) ([]Result, error) {
+// oneByOne waits for the batch's items from index from on, run as separate calls. from is the
+// same for every Wait of a batch (it follows from the batch's one outcome).
+func (b *BatchFuture) oneByOne(ctx context.Context, from int) ([]Result, error) {
 	b.redo.Do(func() {
 		b.redone = make(chan struct{})
-		go b.resubmit() // Submit may wait for room in a bounded queue: no Wait waits on it past its ctx
+		go b.resubmit(from) // Submit may wait for room in a bounded queue: no Wait waits on it past its ctx
 	})
 	select {
 	case <-b.redone:
@@ -155,11 +177,12 @@ func (b *BatchFuture) oneByOne(ctx context.Context) ([]Result, error) {
 	return out, nil
 }
 
-// resubmit submits each item as a call of its own, under the batch's context, and closes redone.
-func (b *BatchFuture) resubmit() {
+// resubmit submits each item from index from on as a call of its own, under the batch's
+// context, and closes redone.
+func (b *BatchFuture) resubmit(from int) {
 	tk := b.f.t
-	calls := make([]redoCall, len(b.items))
-	for i, args := range b.items {
+	calls := make([]redoCall, len(b.items)-from)
+	for i, args := range b.items[from:] {
 		calls[i].f, calls[i].err = tk.g.Submit(tk.ctx, tk.target, args...)
 	}
 	b.calls = calls

@@ -822,24 +822,26 @@ func TestSubmitBatch(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, first, again)
 
-	// ... also when it runs again call by call and a Wait gives up meanwhile: the next Wait
-	// waits for the same calls (one worker: count_calls counts every run of the item)
-	one := newPool(t, pool.Options{Workers: 1})
-	slowCount := "__import__('time').sleep(0.3) or __import__('pwtest').count_calls()"
-	b, err = one.SubmitBatch(bg, "pwtest:main_eval", [][]any{{slowCount}, {"{1, 2}"}})
+	// ... also when items run as calls of their own after a SystemExit, and a Wait gives up
+	// meanwhile: the next Wait waits for the same calls, and no item runs twice
+	var printed bytes.Buffer
+	one := newPool(t, pool.Options{Workers: 1, Stdout: &printed})
+	slow := func(k int) []any {
+		return []any{fmt.Sprintf("print('ran %d', flush=True) or __import__('time').sleep(0.3) or %d", k, k)}
+	}
+	b, err = one.SubmitBatch(bg, "pwtest:main_eval", [][]any{slow(0), {"__import__('sys').exit(1)"}, slow(2), {"{3}"}})
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(bg, 400*time.Millisecond) // the batch ran, its redo runs
+	ctx, cancel := context.WithTimeout(bg, 400*time.Millisecond) // item 0 ran, item 2 runs on its own
 	defer cancel()
 	_, err = b.Wait(ctx)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	res, err = b.Wait(bg)
 	require.NoError(t, err)
-	assert.Equal(t, int64(2), res[0].Value, "once in the batch, once on its own")
-	assert.ErrorAs(t, res[1].Err, &ce)
-	v, err := one.Call(bg, "pwtest:count_calls")
-	require.NoError(t, err)
-	assert.Equal(t, int64(3), v, "the item ran on its own once, not once per Wait")
-
+	require.Len(t, res, 4)
+	assert.Equal(t, int64(0), res[0].Value)
+	assert.ErrorIs(t, res[1].Err, pool.ErrWorkerLost)
+	assert.Equal(t, int64(2), res[2].Value)
+	assert.ErrorAs(t, res[3].Err, &ce)
 	// a Wait keeps to its own context while another waits for the same batch
 	b, err = one.SubmitBatch(bg, "pwtest:sleep_then", [][]any{{1.0, 1}})
 	require.NoError(t, err)
@@ -859,6 +861,9 @@ func TestSubmitBatch(t *testing.T) {
 	default:
 	}
 	<-long
+	require.NoError(t, one.Close())
+	assert.Equal(t, 1, strings.Count(printed.String(), "ran 0\n"), printed.String())
+	assert.Equal(t, 1, strings.Count(printed.String(), "ran 2\n"), printed.String())
 
 	// the batch's context ends: every item has that error
 	ctx, cancel = context.WithTimeout(bg, 50*time.Millisecond)
