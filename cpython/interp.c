@@ -123,6 +123,16 @@ static void withdraw(pyw_interp *w) {
 	atomic_store(&w->interrupt_pending, 0);
 }
 
+/* What the entry points below return when called on another thread than the interpreter's
+ * own (a Thread used from the wrong goroutine): its thread state is not theirs to attach. */
+#define OWN_THREAD_ONLY(w)                                                                                 \
+	do {                                                                                               \
+		if (current != (w)) {                                                                      \
+			pyw_result wrong = {PYW_WRONG_THREAD, NULL, 0, 0, NULL, 0};                        \
+			return wrong;                                                                      \
+		}                                                                                          \
+	} while (0)
+
 static void begin(pyw_interp *w, uint64_t task) {
 	PyEval_RestoreThread(w->tstate);
 	if (w->out.cap > PYW_OUT_KEEP) {
@@ -294,6 +304,7 @@ void pyw_interp_end(pyw_interp *w) {
 
 pyw_result pyw_interp_run(pyw_interp *w, int mode, const char *src, size_t len, const char *name,
                           uint64_t task) {
+	OWN_THREAD_ONLY(w);
 	begin(w, task);
 	PyObject *fn = helper(w, "run");
 	PyObject *s = fn ? PyUnicode_DecodeUTF8(src, (Py_ssize_t)len, "strict") : NULL;
@@ -306,6 +317,7 @@ pyw_result pyw_interp_run(pyw_interp *w, int mode, const char *src, size_t len, 
 }
 
 pyw_result pyw_interp_resolve(pyw_interp *w, const char *target, size_t len, size_t slot, uint64_t task) {
+	OWN_THREAD_ONLY(w);
 	begin(w, task);
 	PyObject *r = NULL;
 	if (slot >= w->nslots) {
@@ -346,6 +358,7 @@ static PyObject *resolved(pyw_interp *w, size_t slot) {
 
 pyw_result pyw_interp_call(pyw_interp *w, size_t slot, const char *args, size_t len, pyw_shared *const *refs,
                            size_t nrefs, uint64_t task) {
+	OWN_THREAD_ONLY(w);
 	begin(w, task);
 	const char *p = args, *end = args + len;
 	PyObject *a = NULL, *kw = NULL, *r = NULL;
@@ -367,6 +380,7 @@ pyw_result pyw_interp_call(pyw_interp *w, size_t slot, const char *args, size_t 
 
 pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, size_t len,
                                 pyw_shared *const *refs, size_t nrefs, uint64_t task) {
+	OWN_THREAD_ONLY(w);
 	begin(w, task);
 	PyObject *target = resolved(w, slot);
 	if (target == NULL) {

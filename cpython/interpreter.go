@@ -396,6 +396,9 @@ func (t *Thread) interp() *Interpreter {
 	return t.i
 }
 
+const wrongThread = "cpython: a Thread was used from another goroutine than the one Do gave it to " +
+	"(it is valid only on that goroutine, until Do's function returns)"
+
 // Interpreter returns the interpreter this thread runs.
 func (t *Thread) Interpreter() *Interpreter { return t.interp() }
 
@@ -645,6 +648,11 @@ func resultError(ctx context.Context, r *C.pyw_result, what string) error {
 }
 
 func decodeResult(r *C.pyw_result, what string) (any, error) {
+	// The C side refuses a call on another thread than the interpreter's own (for free: a
+	// thread-local read); a check here, before each call, would cost a tenth of a tiny call.
+	if r.status == C.PYW_WRONG_THREAD {
+		panic(wrongThread)
+	}
 	var data []byte
 	if r.data != nil {
 		data = unsafe.Slice((*byte)(unsafe.Pointer(r.data)), int(r.len))

@@ -250,6 +250,27 @@ func TestExternalInterrupts(t *testing.T) {
 	assert.Equal(t, int64(1), v)
 }
 
+// A Thread used from another goroutine panics there: the C side refuses to run on a thread
+// that is not the interpreter's own.
+func TestThreadFromAnotherGoroutinePanics(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	var got any
+	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			defer func() { got = recover() }()
+			th.Call(bg, "pwtest:noop")
+		}()
+		<-done
+		return nil
+	}))
+	assert.Contains(t, got, "another goroutine")
+	v, err := i.Eval(bg, "1 + 1")
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), v, "the interpreter is untouched")
+}
+
 func TestCancelledBeforeStartRunsNothing(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
 	ctx, cancel := context.WithCancel(bg)

@@ -26,6 +26,7 @@
 #define PYW_PYERR 1       /* data: encoded (type, message, traceback) of the Python exception */
 #define PYW_CONVERT 3     /* data: encoded (path, message): the result has no wire encoding */
 #define PYW_FAILED 4      /* data: UTF-8 text (none: out of memory): a failure of pyworkers itself */
+#define PYW_WRONG_THREAD 5 /* called on a thread that is not the interpreter's own: nothing ran */
 
 /* A shared buffer: interpreter-neutral memory with an atomic reference count. It crosses
  * interpreters (and Go) by reference, so large payloads move without a copy. */
