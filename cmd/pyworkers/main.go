@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -68,12 +69,13 @@ func main() {
 	// second one exits at once.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	var stoppedBy atomic.Value // the first signal
 	go func() {
-		<-sigs
+		stoppedBy.Store(<-sigs)
 		cancel()
 		<-sigs
 		fmt.Fprintln(os.Stderr, "pyworkers: interrupted again: exiting now")
-		os.Exit(exitInterrupt)
+		os.Exit(signalExit(stoppedBy.Load()))
 	}()
 	var profile *os.File
 	if path := os.Getenv("PYWORKERS_CPUPROFILE"); path != "" { // for pyworkers' own developers
@@ -82,11 +84,23 @@ func main() {
 		}
 	}
 	code := run(ctx, os.Args[1:], io3{os.Stdin, os.Stdout, os.Stderr})
+	if code == exitInterrupt {
+		code = signalExit(stoppedBy.Load())
+	}
 	if profile != nil {
 		pprof.StopCPUProfile()
 		profile.Close()
 	}
 	os.Exit(code)
+}
+
+// signalExit is the exit status after a signal, as shells report it: 128 + its number (130
+// for Ctrl-C, 143 for SIGTERM).
+func signalExit(sig any) int {
+	if s, ok := sig.(syscall.Signal); ok {
+		return 128 + int(s)
+	}
+	return exitInterrupt
 }
 
 func run(ctx context.Context, args []string, std io3) int {

@@ -276,6 +276,8 @@ func TestMapUsageErrorsBeforeAnyWork(t *testing.T) {
 		{[]string{"map", "--bogus", p + ":f"}, "unknown flag"},
 		{[]string{"map", "--progress", "sometimes", p + ":f"}, "--progress"},
 		{[]string{"map", "--timeout", "-5s", p + ":f"}, "--timeout"},
+		{[]string{"map", "-w", "100000", p + ":f"}, "at most"},
+		{[]string{"map", p + ":f", t.TempDir()}, "is a directory"},
 	} {
 		r := pyworkersIn(t, "1\n", c.args...)
 		assert.Equal(t, 2, r.code, "%v: %s", c.args, r.stderr)
@@ -283,6 +285,21 @@ func TestMapUsageErrorsBeforeAnyWork(t *testing.T) {
 		assert.Empty(t, r.stdout, "%v", c.args)
 		assert.Equal(t, 1, strings.Count(r.stderr, "pyworkers map:"), "said once: %s", r.stderr)
 	}
+}
+
+// Input that is not what it seems is an error line of its own, never a silent substitute.
+func TestMapInputErrors(t *testing.T) {
+	r := pyworkersIn(t, "1\n\n\"caf\xe9\"\n1e999\n2\n", "map", "json:dumps")
+	assert.Equal(t, 1, r.code, r.stderr)
+	lines := jsonLines(t, r.stdout)
+	require.Len(t, lines, 5)
+	assert.Equal(t, "1", lines[0]["ok"])
+	for k, says := range map[int]string{1: "empty line", 2: "UTF-8", 3: "out of range"} {
+		e, ok := lines[k]["error"].(map[string]any)
+		require.True(t, ok, "line %d: %v", k, lines[k])
+		assert.Contains(t, e["message"], says, "line %d", k)
+	}
+	assert.Equal(t, "2", lines[4]["ok"])
 }
 
 // A line's --timeout starts when a worker is free for it: lines that wait for a worker do not
@@ -445,18 +462,23 @@ func exitCodeWithin(t *testing.T, cmd *exec.Cmd, timeout time.Duration, why stri
 // for more input.
 func TestMapInterruptedWhileInputIsIdle(t *testing.T) {
 	p := script(t, mapScript)
-	cmd := exec.Command(binary, "map", p+":f")
-	stdin, err := cmd.StdinPipe()
-	require.NoError(t, err)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	require.NoError(t, cmd.Start())
-	defer stdin.Close()
-	_, err = stdin.Write([]byte("1\n2\n"))
-	require.NoError(t, err)
-	time.Sleep(500 * time.Millisecond)
-	require.NoError(t, cmd.Process.Signal(os.Interrupt))
-	code := exitCodeWithin(t, cmd, 10*time.Second, "map did not stop on Ctrl-C while its input was idle")
-	assert.Equal(t, 130, code, errb.String())
-	assert.Equal(t, "{\"ok\":2}\n{\"ok\":4}\n", out.String())
+	for _, c := range []struct {
+		sig  os.Signal
+		code int // as shells report a signal: 128 + its number
+	}{{os.Interrupt, 130}, {syscall.SIGTERM, 143}} {
+		cmd := exec.Command(binary, "map", p+":f")
+		stdin, err := cmd.StdinPipe()
+		require.NoError(t, err)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		require.NoError(t, cmd.Start())
+		defer stdin.Close()
+		_, err = stdin.Write([]byte("1\n2\n"))
+		require.NoError(t, err)
+		time.Sleep(500 * time.Millisecond)
+		require.NoError(t, cmd.Process.Signal(c.sig))
+		code := exitCodeWithin(t, cmd, 10*time.Second, "map did not stop on a signal while its input was idle")
+		assert.Equal(t, c.code, code, "%v: %s", c.sig, errb.String())
+		assert.Equal(t, "{\"ok\":2}\n{\"ok\":4}\n", out.String(), "%v", c.sig)
+	}
 }

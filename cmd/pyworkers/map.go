@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pyworkers/pyworkers/cpython"
 	"github.com/pyworkers/pyworkers/pool"
@@ -32,8 +33,8 @@ argument; with --star an array is spread into positional arguments and an object
 arguments. Tuples come back as arrays; a result JSON cannot hold (bytes, NaN, ...) and a line
 that is not JSON give an error line, not an abort. What the function prints goes to standard
 error. Exit status: 0 when every line succeeded, 1 when some failed, 2 for a bad command line
-or a TARGET that cannot be imported (said before any work starts), 130 after Ctrl-C (the lines
-finished by then are written; a second Ctrl-C exits at once).
+or a TARGET that cannot be imported (said before any work starts), 130 after Ctrl-C and 143
+after SIGTERM (the lines finished by then are written; a second signal exits at once).
 
 Examples:
   printf '1\n2\n3\n' | pyworkers map -w 2 testdata/demo/isqrt.py:isqrt_sum
@@ -63,6 +64,9 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	if *timeout < 0 {
 		return exitUsage, usagef("--timeout must not be negative, got %v", *timeout)
 	}
+	if *workers > maxWorkers {
+		return exitUsage, usagef("-w %d: at most %d (each worker holds an OS thread, and Go allows a process 10,000)", *workers, maxWorkers)
+	}
 	showProgress, err := progressWanted(*progress, std.stderr)
 	if err != nil {
 		return exitUsage, err
@@ -75,6 +79,10 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 		f, err := os.Open(fs.Arg(1))
 		if err != nil {
 			return exitUsage, usagef("cannot read INPUT: %v", err)
+		}
+		if st, err := f.Stat(); err == nil && st.IsDir() {
+			f.Close()
+			return exitUsage, usagef("cannot read INPUT: %s is a directory", fs.Arg(1))
 		}
 		defer f.Close()
 		in = f
@@ -112,6 +120,11 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	fmt.Fprintf(std.stderr, "pyworkers map: %d lines, %d ok, %d failed in %.2fs\n", st.lines, st.ok, st.failed, st.elapsed.Seconds())
 	switch {
 	case err != nil:
+		// Results cannot be written (a full disk) or input read: the calls still running have
+		// nowhere to go; interrupt them rather than wait (the deferred Close is then at once).
+		ended, cancel := context.WithCancel(context.Background())
+		cancel()
+		p.CloseContext(ended)
 		return exitFailed, err
 	case ctx.Err() != nil:
 		return exitInterrupt, nil
@@ -306,6 +319,9 @@ func isCancellation(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, pool.ErrClosed) || errors.Is(err, cpython.ErrClosed)
 }
 
+// maxWorkers bounds -w: each worker holds an OS thread, and Go ends a process at 10,000.
+const maxWorkers = 4096
+
 // maxRun is the most lines sent to a worker as one batch.
 const maxRun = 64
 
@@ -391,6 +407,12 @@ func (e *inputError) Error() string { return e.msg }
 
 // args decodes one line into call arguments; numbers stay integers when they are.
 func (m *mapper) args(text []byte) ([]any, error) {
+	if len(bytes.TrimSpace(text)) == 0 {
+		return nil, errors.New("an empty line, not JSON")
+	}
+	if !utf8.Valid(text) {
+		return nil, errors.New("not JSON: not valid UTF-8") // the decoder would replace it unseen
+	}
 	d := json.NewDecoder(bytes.NewReader(text))
 	d.UseNumber()
 	var v any
@@ -400,7 +422,10 @@ func (m *mapper) args(text []byte) ([]any, error) {
 	if d.More() {
 		return nil, errors.New("not JSON: more than one value on the line")
 	}
-	v = fromJSON(v)
+	v, err := fromJSON(v)
+	if err != nil {
+		return nil, err
+	}
 	if m.star {
 		switch x := v.(type) {
 		case []any:
@@ -413,30 +438,40 @@ func (m *mapper) args(text []byte) ([]any, error) {
 	return []any{v}, nil
 }
 
-func fromJSON(v any) any {
+// fromJSON turns the decoder's numbers into int64, *big.Int or float64; a number no float64
+// holds (1e999) is an error, not infinity.
+func fromJSON(v any) (any, error) {
+	var err error
 	switch x := v.(type) {
 	case json.Number:
 		s := string(x)
 		if !strings.ContainsAny(s, ".eE") {
 			if n, err := x.Int64(); err == nil {
-				return n
+				return n, nil
 			}
 			if b, ok := new(big.Int).SetString(s, 10); ok {
-				return b
+				return b, nil
 			}
 		}
-		f, _ := x.Float64()
-		return f
+		f, err := x.Float64()
+		if err != nil {
+			return nil, fmt.Errorf("number %s is out of range for a float", s)
+		}
+		return f, nil
 	case []any:
 		for i := range x {
-			x[i] = fromJSON(x[i])
+			if x[i], err = fromJSON(x[i]); err != nil {
+				return nil, err
+			}
 		}
 	case map[string]any:
 		for k := range x {
-			x[k] = fromJSON(x[k])
+			if x[k], err = fromJSON(x[k]); err != nil {
+				return nil, err
+			}
 		}
 	}
-	return v
+	return v, nil
 }
 
 func jsonKind(v any) string {

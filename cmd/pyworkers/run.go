@@ -23,7 +23,7 @@ pyworkers.worker_id() (0 ... N-1) and pyworkers.workers() (N) tell which one is 
 sys.argv is SCRIPT.py followed by ARGS, and the script's folder is on sys.path, as with
 python SCRIPT.py. Each line a worker prints is prefixed "[k] ".
 Exit status: 0 when every worker succeeded (sys.exit() and sys.exit(0) count as success); 1
-otherwise, with each failure's traceback on stderr; 2 for a bad command line; 130 after Ctrl-C.
+otherwise, with each failure's traceback on stderr; 2 for a bad command line; 130 after Ctrl-C (143 after SIGTERM).
 
 Examples:
   pyworkers run -w 4 testdata/demo/isqrt.py
