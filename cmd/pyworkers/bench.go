@@ -92,7 +92,12 @@ func cmdBench(ctx context.Context, args []string, std io3) (int, error) {
 		}
 		return exitFailed, err
 	}
-	if rep.Pyworkers, err = bench.Pyworkers(context.Background(), *workers, counts); err != nil {
+	notice := context.AfterFunc(ctx, func() { // say so at once: the phase may take a minute
+		fmt.Fprintln(std.stderr, "pyworkers bench: stopping when this measurement ends (interrupt again to exit now)")
+	})
+	rep.Pyworkers, err = bench.Pyworkers(context.Background(), *workers, counts)
+	notice()
+	if err != nil {
 		return failed(err)
 	}
 	if ctx.Err() != nil {

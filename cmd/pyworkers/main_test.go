@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -410,6 +411,40 @@ func TestBenchQuickJSON(t *testing.T) {
 
 // Ctrl-C from a terminal reaches the whole process group: while bench measures CPython's pools,
 // its python child fails too, and bench exits 130 as interrupted, not 1 with that failure.
+// Ctrl-C while pyworkers itself is measured: bench says at once that it stops after this part,
+// then does (exit 130).
+func TestBenchInterruptedWhileMeasuringPyworkers(t *testing.T) {
+	cmd := exec.Command(binary, "bench", "--quick")
+	var errb syncBuffer
+	cmd.Stderr = &errb
+	require.NoError(t, cmd.Start())
+	defer cmd.Process.Kill()
+	require.Eventually(t, func() bool { return strings.Contains(errb.String(), "measuring pyworkers") },
+		time.Minute, 10*time.Millisecond)
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	require.Eventually(t, func() bool { return strings.Contains(errb.String(), "stopping when this measurement ends") },
+		10*time.Second, 10*time.Millisecond, "no word of the interrupt: %s", errb.String())
+	assert.Equal(t, 130, exitCodeWithin(t, cmd, 3*time.Minute, "bench did not stop on Ctrl-C"))
+}
+
+// syncBuffer is a bytes.Buffer that a command writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 func TestBenchInterruptedWhileMeasuringPeers(t *testing.T) {
 	if pydebugTag != nil {
 		t.Skip("under Py_DEBUG every workload runs several times slower; the race lane runs this")
