@@ -232,6 +232,11 @@ def _load_file(path):
 
         sys.path.insert(0, folder)  # as when the file runs as a script: its siblings import
     stem = os.path.splitext(os.path.basename(full))[0]
+    same = sys.modules.get(stem)
+    known = getattr(same, "__file__", None)
+    if known and os.path.exists(known) and os.path.samefile(known, full):
+        _files[full] = same  # imported already, by a sibling's "import stem": one module, not two
+        return same
     name = stem
     if not stem.isidentifier() or stem in sys.modules or stem in sys.stdlib_module_names:
         name = f"_pyworkers_file{len(_files)}_{stem if stem.isidentifier() else 'module'}"

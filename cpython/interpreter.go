@@ -453,8 +453,11 @@ func (t *Thread) run(ctx context.Context, mode int, src string) (any, error) {
 }
 
 // Call calls target with args on this thread. The target is resolved (imported) on first use
-// and cached per interpreter; a failed resolution is retried on the next call. Cancellation as
-// Exec.
+// and cached per interpreter; a failed resolution is retried on the next call. A file target is
+// imported as a module named after the file (a private name when another module has that
+// name), its folder put at the front of sys.path as for a script, so its siblings import; a
+// file that a sibling imported already is that same module. A changed file is not reloaded:
+// a fresh interpreter (a recycled worker) sees the change. Cancellation as Exec.
 func (t *Thread) Call(ctx context.Context, target string, args ...any) (any, error) {
 	return t.interp().call(ctx, target, args, nil, false)
 }

@@ -271,6 +271,19 @@ func TestThreadFromAnotherGoroutinePanics(t *testing.T) {
 	assert.Equal(t, int64(2), v, "the interpreter is untouched")
 }
 
+// A target file that a sibling imported already is that module, not a second copy of it.
+func TestTargetFileImportedBySiblingIsOneModule(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "shared_state.py"), []byte("SEEN = []\ndef count():\n    return len(SEEN)\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "user.py"), []byte("import shared_state\ndef use():\n    shared_state.SEEN.append(1)\n"), 0o644))
+	i := newInterp(t, cpython.InterpreterConfig{})
+	_, err := i.Call(bg, filepath.Join(dir, "user.py")+":use")
+	require.NoError(t, err)
+	v, err := i.Call(bg, filepath.Join(dir, "shared_state.py")+":count")
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), v)
+}
+
 func TestCancelledBeforeStartRunsNothing(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
 	ctx, cancel := context.WithCancel(bg)
