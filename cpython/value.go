@@ -2,6 +2,7 @@ package cpython
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/pyworkers/pyworkers/internal/wire"
 )
@@ -9,7 +10,7 @@ import (
 // Tuple is a Python tuple. Pass one to send a tuple; a Python tuple comes back as one.
 type Tuple = wire.Tuple
 
-// Kwargs, as the last argument of Call, passes keyword arguments.
+// Kwargs, as the last argument of Call, passes keyword arguments (anywhere else it is an error).
 //
 //	t.Call(ctx, "json:dumps", data, cpython.Kwargs{"indent": 2})
 type Kwargs map[string]any
@@ -68,6 +69,12 @@ func encodeCalls(buf []byte, refs *wire.Refs, items [][]any) ([]byte, error) {
 // "[item][0]"/"[item][1]" in a batch (where the two sit in the list of pairs).
 func encodeArgs(buf []byte, refs *wire.Refs, args []any, item, depth int) ([]byte, error) {
 	args, kw := SplitKwargs(args)
+	for k, a := range args {
+		if _, ok := a.(Kwargs); ok { // not last: surely a mistake, not a dict meant as Kwargs
+			return buf, &ConversionError{What: "argument", Path: argsRoot(item, 0) + "[" + strconv.Itoa(k) + "]",
+				Reason: "Kwargs must be the last argument (pass a map[string]any for a dict)"}
+		}
+	}
 	buf, err := wire.AppendTupleAt(buf, refs, args, depth)
 	if err != nil {
 		return buf, conversionError("argument", argsRoot(item, 0), err)

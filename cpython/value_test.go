@@ -146,6 +146,7 @@ func TestGoValuesThatCannotCross(t *testing.T) {
 		{"nested", []any{[]any{1, map[string]any{"x": []any{2, make(chan int)}}}}, `args[0][1]["x"][1]`, "chan int"},
 		{"kwargs", []any{cpython.Kwargs{"bad": struct{}{}}}, `kwargs["bad"]`, "struct"},
 		{"nil big", []any{(*big.Int)(nil)}, "args[0]", "nil *big.Int"},
+		{"kwargs not last", []any{cpython.Kwargs{"b": 1}, 2}, "args[0]", "Kwargs must be the last argument"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
