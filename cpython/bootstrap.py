@@ -193,6 +193,23 @@ def run(src, mode, name):
 
 
 _files = {}
+_folders = []  # the folders _load_file put on sys.path
+
+
+def _import_traceback():
+    """The stdlib's traceback module for format_exc, imported on first need (it costs a worker
+    tens of milliseconds and memory), without the target folders on sys.path: a traceback.py
+    beside a target must not take its place in pyworkers' error reports."""
+    tb = sys.modules.get("traceback")
+    if tb is not None:
+        return tb
+    saved = sys.path[:]
+    sys.path[:] = [p for p in saved if p not in _folders]
+    try:
+        import traceback
+    finally:
+        sys.path[:] = saved
+    return traceback
 
 
 def resolve(target):
@@ -227,10 +244,8 @@ def _load_file(path):
         raise FileNotFoundError(f"no such Python file: {path!r}")
     folder = os.path.dirname(full)
     if folder not in sys.path:
-        # What format_exc needs, imported before the folder can shadow it with a traceback.py.
-        import traceback  # noqa: F401
-
         sys.path.insert(0, folder)  # as when the file runs as a script: its siblings import
+        _folders.append(folder)
     stem = os.path.splitext(os.path.basename(full))[0]
     same = sys.modules.get(stem)
     known = getattr(same, "__file__", None)
@@ -286,9 +301,7 @@ def format_exc(e):
     except Exception:
         msg = "<exception str() failed>"
     try:
-        import traceback
-
-        tb = "".join(traceback.format_exception(e))
+        tb = "".join(_import_traceback().format_exception(e))
     except Exception:
         tb = f"{name}: {msg}\n"
     return (_utf8_safe(name), _utf8_safe(msg), _utf8_safe(tb))

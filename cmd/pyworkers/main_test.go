@@ -506,13 +506,14 @@ func TestMapInterruptedWhileInputIsIdle(t *testing.T) {
 		cmd := exec.Command(binary, "map", p+":f")
 		stdin, err := cmd.StdinPipe()
 		require.NoError(t, err)
-		var out, errb bytes.Buffer
+		var out, errb syncBuffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		require.NoError(t, cmd.Start())
 		defer stdin.Close()
 		_, err = stdin.Write([]byte("1\n2\n"))
 		require.NoError(t, err)
-		time.Sleep(500 * time.Millisecond)
+		// the two lines are written as they finish, then map waits for more input
+		require.Eventually(t, func() bool { return strings.Count(out.String(), "\n") == 2 }, time.Minute, 10*time.Millisecond)
 		require.NoError(t, cmd.Process.Signal(c.sig))
 		code := exitCodeWithin(t, cmd, 10*time.Second, "map did not stop on a signal while its input was idle")
 		assert.Equal(t, c.code, code, "%v: %s", c.sig, errb.String())
