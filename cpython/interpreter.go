@@ -537,6 +537,9 @@ func (i *Interpreter) call(ctx context.Context, target string, args []any, items
 	}
 	i.argBuf = buf
 	defer i.argRefs.Clear()
+	if cap(buf) > argBufKeep {
+		defer func() { i.argBuf = nil }() // one huge call's buffer is not kept for the interpreter's life
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -560,6 +563,10 @@ func (i *Interpreter) call(ctx context.Context, target string, args []any, items
 	stop()
 	return result(ctx, &r, "result")
 }
+
+// argBufKeep is the most an interpreter keeps of the buffer it encodes calls' arguments in, from
+// one call to the next (payloads that large cross without a copy as a Buffer anyway).
+const argBufKeep = 1 << 20
 
 // Resolve imports target's module and finds the callable, as the first Call of it would, without
 // calling it: to check a target before work starts. The result is cached like Call's.
