@@ -30,7 +30,9 @@ type Kwargs map[string]any
 //	map[string]any, map[string]T         dict            map[string]any
 //	*Buffer (shared, not copied)         memoryview      *Buffer (from a pyworkers.Buffer)
 //
-// Named types convert by their underlying kind. Anything else is a *ConversionError naming the
+// A nil slice or map is an empty list, bytes or dict (as encoding/json would not: there it is
+// null), and a nil *big.Int or *Buffer is an error. Named types convert by their underlying
+// kind. Anything else is a *ConversionError naming the
 // type and where it was, for example `at [1]["when"]: Go type time.Time has no Python
 // counterpart`. A Python str holding lone surrogates is an error, never mojibake.
 

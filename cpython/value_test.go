@@ -126,6 +126,19 @@ func TestPythonValuesToGo(t *testing.T) {
 	}
 }
 
+// Nil slices and maps are empty containers in Python, as the conversion table says.
+func TestNilContainersAreEmpty(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	for _, c := range []struct {
+		in   any
+		want string
+	}{{[]int(nil), "list0"}, {[]byte(nil), "bytes0"}, {map[string]any(nil), "dict0"}} {
+		v, err := i.Call(bg, "pwtest:type_and_len", c.in)
+		require.NoError(t, err)
+		assert.Equal(t, c.want, v, "%T", c.in)
+	}
+}
+
 func TestGoValuesThatCannotCross(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
 	cases := []struct {

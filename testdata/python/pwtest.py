@@ -203,3 +203,8 @@ def raise_slow_str():
     global _calls
     _calls += 1
     raise SlowStr()
+
+
+def type_and_len(x):
+    """The type name and length of x, e.g. 'list0'."""
+    return type(x).__name__ + str(len(x))
