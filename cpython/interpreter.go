@@ -89,6 +89,7 @@ type Interpreter struct {
 	stdout  stream
 	stderr  stream
 	runs    int
+	inCall  atomic.Bool // a Thread method is running (Thread.enter): another at once is misuse
 }
 
 type op struct {
@@ -396,8 +397,23 @@ func (t *Thread) interp() *Interpreter {
 	return t.i
 }
 
-const wrongThread = "cpython: a Thread was used from another goroutine than the one Do gave it to " +
-	"(it is valid only on that goroutine, until Do's function returns)"
+// enter starts a Thread method that runs Python; leave ends it. A second one at once can only
+// come from another goroutine (or from code called back during the first): it panics before it
+// touches anything of the interpreter's (its buffers, target cache, interrupt record), which
+// would corrupt the running call; used from another goroutine one at a time, the C side refuses
+// it (PYW_WRONG_THREAD).
+func (t *Thread) enter() *Interpreter {
+	i := t.interp()
+	if !i.inCall.CompareAndSwap(false, true) {
+		panic(wrongThread)
+	}
+	return i
+}
+
+func (i *Interpreter) leave() { i.inCall.Store(false) }
+
+const wrongThread = "cpython: a Thread was used from another goroutine than the one Do gave it to, " +
+	"or while it ran a call (it is valid only on that goroutine, one call at a time, until Do's function returns)"
 
 // Interpreter returns the interpreter this thread runs.
 func (t *Thread) Interpreter() *Interpreter { return t.interp() }
@@ -432,7 +448,8 @@ func (t *Thread) RunFile(ctx context.Context, path string) error {
 }
 
 func (t *Thread) run(ctx context.Context, mode int, src string) (any, error) {
-	i := t.interp()
+	i := t.enter()
+	defer i.leave()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -459,7 +476,9 @@ func (t *Thread) run(ctx context.Context, mode int, src string) (any, error) {
 // file that a sibling imported already is that same module. A changed file is not reloaded:
 // a fresh interpreter (a recycled worker) sees the change. Cancellation as Exec.
 func (t *Thread) Call(ctx context.Context, target string, args ...any) (any, error) {
-	return t.interp().call(ctx, target, args, nil, false)
+	i := t.enter()
+	defer i.leave()
+	return i.call(ctx, target, args, nil, false)
 }
 
 // CallResult is one call's outcome in CallMany.
@@ -479,7 +498,9 @@ type CallResult struct {
 // argument that cannot cross (a *ConversionError whose path starts with the item's index), a
 // target that cannot be resolved, ctx's end (an *InterruptedError, also when some items ran).
 func (t *Thread) CallMany(ctx context.Context, target string, items [][]any) ([]CallResult, error) {
-	v, err := t.interp().call(ctx, target, nil, items, true)
+	i := t.enter()
+	defer i.leave()
+	v, err := i.call(ctx, target, nil, items, true)
 	if err != nil {
 		return nil, err
 	}
@@ -571,7 +592,8 @@ const argBufKeep = 1 << 20
 // Resolve imports target's module and finds the callable, as the first Call of it would, without
 // calling it: to check a target before work starts. The result is cached like Call's.
 func (t *Thread) Resolve(ctx context.Context, target string) error {
-	i := t.interp()
+	i := t.enter()
+	defer i.leave()
 	if err := ctx.Err(); err != nil {
 		return err
 	}

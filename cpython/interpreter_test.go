@@ -269,6 +269,23 @@ func TestThreadFromAnotherGoroutinePanics(t *testing.T) {
 	v, err := i.Eval(bg, "1 + 1")
 	require.NoError(t, err)
 	assert.Equal(t, int64(2), v, "the interpreter is untouched")
+
+	// ... also while the owner is in a call: before it touches the call's buffers
+	got = nil
+	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			defer func() { got = recover() }()
+			time.Sleep(50 * time.Millisecond) // the owner is in its call by now, as a rule
+			th.Call(bg, "pwtest:add", "not", "this")
+		}()
+		v, err := th.Call(bg, "pwtest:sleep_then", 0.3, "owner's")
+		<-done
+		assert.Equal(t, "owner's", v)
+		return err
+	}))
+	assert.Contains(t, got, "another goroutine")
 }
 
 // A target file that a sibling imported already is that module, not a second copy of it.
