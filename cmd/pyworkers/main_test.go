@@ -122,6 +122,10 @@ func TestRunLikePython(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, "[0] "+strings.Repeat("x", 100_000)+"\n[0] after\n", r.stdout)
 
+	for _, exit := range []string{"sys.exit()", "sys.exit(None)", "sys.exit(False)", "raise SystemExit"} {
+		r = pyworkers(t, "run", "-w", "1", script(t, "import sys\n"+exit+"\n"))
+		assert.Equal(t, 0, r.code, "%s: %s", exit, r.stderr)
+	}
 	p := script(t, "import sys\nsys.exit(3)\n")
 	r = pyworkers(t, "run", "-w", "1", p)
 	assert.Equal(t, 1, r.code, "another exit code is a failure")

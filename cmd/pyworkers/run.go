@@ -116,11 +116,19 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 	return exitOK, nil
 }
 
-// exitedOK: the script ended with sys.exit(), sys.exit(0) or sys.exit(None), which Python
-// itself treats as success.
+// exitedOK: the script ended with sys.exit(), sys.exit(0), sys.exit(None) or sys.exit(False),
+// which Python itself treats as success. (By the exception's text, str(SystemExit(code)): ""
+// also comes from sys.exit(""), which Python would end with status 1; a rare case.)
 func exitedOK(err error) bool {
 	var pe *cpython.PythonError
-	return errors.As(err, &pe) && pe.Type == "SystemExit" && (pe.Message == "" || pe.Message == "0")
+	if !errors.As(err, &pe) || pe.Type != "SystemExit" {
+		return false
+	}
+	switch pe.Message {
+	case "", "0", "None", "False":
+		return true
+	}
+	return false
 }
 
 // processCPU is the user+system CPU time this process has used so far.
