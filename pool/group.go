@@ -323,8 +323,7 @@ func (tk *task) watch() {
 func (tk *task) cancel() {
 	if tk.claim() {
 		tk.args, tk.items = nil, nil // its number may wait in the queue a while: hold no arguments meanwhile
-		tk.g.cancelled.Add(1)
-		tk.finish(nil, tk.ctx.Err())
+		tk.drop(tk.ctx.Err())
 		return
 	}
 	if tk.state.Load() == stateDone {
@@ -349,6 +348,13 @@ func (tk *task) claim() bool {
 	}
 	tk.g.leave()
 	return true
+}
+
+// drop ends a task that did not run (cancelled while queued, or ended by Close) with err,
+// counted as cancelled: every accepted task is counted once as done, failed or cancelled.
+func (tk *task) drop(err error) {
+	tk.g.cancelled.Add(1)
+	tk.finish(nil, err)
 }
 
 // finish records the outcome, once, by the task's owner (the worker or the canceller).
@@ -684,8 +690,7 @@ func (w *worker) serve() endReason {
 				continue // cancelled while queued
 			}
 			if g.p.closing.Load() {
-				g.cancelled.Add(1)
-				tk.finish(nil, ErrClosed)
+				tk.drop(ErrClosed)
 				continue
 			}
 			if end = w.run(t, tk); end != endStop {

@@ -132,7 +132,7 @@ func New(opts Options) (*Pool, error) {
 		specs[name] = g
 	}
 	if opts.Name != "" {
-		if err := p.publish(false); err != nil { // a taken name fails before any worker starts
+		if err := p.checkName(); err != nil { // a taken name fails before any worker starts
 			return nil, err
 		}
 	}
@@ -176,7 +176,7 @@ func New(opts Options) (*Pool, error) {
 	if opts.Name != "" {
 		// Only now: Stats reads the groups New has been filling, and a pool that failed to start
 		// must not take the variable from a live one.
-		if err := p.publish(true); err != nil {
+		if err := p.publish(); err != nil {
 			p.Close()
 			return nil, err
 		}
@@ -247,8 +247,7 @@ func (p *Pool) CloseContext(ctx context.Context) error {
 				break
 			}
 			if tk := g.takeTask(v); tk != nil && tk.claim() {
-				g.cancelled.Add(1)
-				tk.finish(nil, ErrClosed)
+				tk.drop(ErrClosed)
 			}
 		}
 	}
@@ -322,31 +321,46 @@ var (
 	published = map[string]*atomic.Pointer[Pool]{}
 )
 
-// publish makes the pool's expvar variable show p; with show false it only checks that the name
-// is free for it (not an expvar variable of something else).
-func (p *Pool) publish(show bool) error {
-	name := "pyworkers.pool." + p.opts.Name
+// checkName fails when the pool's expvar name belongs to something other than a pool.
+func (p *Pool) checkName() error {
 	publishMu.Lock()
 	defer publishMu.Unlock()
-	cur, ok := published[name]
-	if !ok {
-		if expvar.Get(name) != nil {
-			return fmt.Errorf("pool: an expvar variable %q exists already: give the pool another Name", name)
-		}
-		if !show {
-			return nil
-		}
+	_, err := p.published()
+	return err
+}
+
+// publish makes the pool's expvar variable show p.
+func (p *Pool) publish() error {
+	publishMu.Lock()
+	defer publishMu.Unlock()
+	cur, err := p.published()
+	if err != nil {
+		return err
+	}
+	if cur == nil {
 		cur = new(atomic.Pointer[Pool])
-		published[name] = cur
-		expvar.Publish(name, expvar.Func(func() any {
+		published[p.varName()] = cur
+		expvar.Publish(p.varName(), expvar.Func(func() any {
 			if p := cur.Load(); p != nil {
 				return p.Stats()
 			}
 			return nil
 		}))
 	}
-	if show {
-		cur.Store(p)
-	}
+	cur.Store(p)
 	return nil
+}
+
+func (p *Pool) varName() string { return "pyworkers.pool." + p.opts.Name }
+
+// published is what the pool's expvar name shows (nil: nothing yet), or an error when the name
+// belongs to something other than a pool. publishMu held.
+func (p *Pool) published() (*atomic.Pointer[Pool], error) {
+	if cur, ok := published[p.varName()]; ok {
+		return cur, nil
+	}
+	if expvar.Get(p.varName()) != nil {
+		return nil, fmt.Errorf("pool: an expvar variable %q exists already: give the pool another Name", p.varName())
+	}
+	return nil, nil
 }
