@@ -103,11 +103,12 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 
 	// Ctrl-C stops the reading and interrupts the calls running then (through the pool, so that
 	// a call needs no watcher of its own unless it has a timeout).
-	stop := context.AfterFunc(ctx, func() {
-		done, cancel := context.WithCancel(context.Background())
+	closeNow := func() { // close, interrupting what still runs
+		ended, cancel := context.WithCancel(context.Background())
 		cancel()
-		p.CloseContext(done)
-	})
+		p.CloseContext(ended)
+	}
+	stop := context.AfterFunc(ctx, closeNow)
 	defer stop()
 	m := &mapper{p: p, target: target, star: *star, timeout: *timeout, window: 4 * *workers}
 	if *timeout > 0 {
@@ -122,9 +123,7 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	case err != nil:
 		// Results cannot be written (a full disk) or input read: the calls still running have
 		// nowhere to go; interrupt them rather than wait (the deferred Close is then at once).
-		ended, cancel := context.WithCancel(context.Background())
-		cancel()
-		p.CloseContext(ended)
+		closeNow()
 		return exitFailed, err
 	case ctx.Err() != nil:
 		return exitInterrupt, nil
