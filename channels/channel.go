@@ -155,8 +155,10 @@ func (c *Channel) send(ctx context.Context, v any, mode waitMode) error {
 	}
 	rc := c.wait(ctx, op, mode, C.PYW_Q_FULL)
 	runtime.KeepAlive(c)
-	C.pyw_item_free(eb.keep)
-	eb.keep = nil
+	if eb.keep != nil { // a large item that was not sent (a small one never is kept): no cgo call else
+		C.pyw_item_free(eb.keep)
+		eb.keep = nil
+	}
 	return c.result(ctx, rc)
 }
 

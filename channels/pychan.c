@@ -163,8 +163,7 @@ static PyObject *do_send(PyObject *self, PyObject *obj, int64_t timeout_ns) {
 	pyw_item *keep = NULL;
 	int rc = pyw_queue_send(q, scratch.data, scratch.len, refs.v, refs.n, &keep, 0, NULL);
 	if (rc == PYW_Q_FULL && timeout_ns != 0) {
-		pyw_wait_prepare();
-		Py_BEGIN_ALLOW_THREADS
+		PYW_BEGIN_WAIT
 		rc = pyw_queue_send(q, scratch.data, scratch.len, refs.v, refs.n, &keep, timeout_ns, NULL);
 		Py_END_ALLOW_THREADS
 	}
@@ -184,8 +183,7 @@ static PyObject *do_recv(PyObject *self, int64_t timeout_ns) {
 	pyw_item *it = NULL;
 	int rc = pyw_queue_recv_copy(q, small, &len, &it, 0, NULL);
 	if (rc == PYW_Q_EMPTY && timeout_ns != 0) {
-		pyw_wait_prepare();
-		Py_BEGIN_ALLOW_THREADS
+		PYW_BEGIN_WAIT
 		rc = pyw_queue_recv_copy(q, small, &len, &it, timeout_ns, NULL);
 		Py_END_ALLOW_THREADS
 	}
@@ -314,8 +312,7 @@ static PyObject *chan_send_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	int rc = pyw_queue_push_many(q, &chain, &pushed, 0, NULL);
 	if (rc == PYW_Q_FULL && ns != 0) {
 		size_t more;
-		pyw_wait_prepare();
-		Py_BEGIN_ALLOW_THREADS
+		PYW_BEGIN_WAIT
 		rc = pyw_queue_push_many(q, &chain, &more, ns, NULL);
 		Py_END_ALLOW_THREADS
 		pushed += more;
@@ -353,8 +350,7 @@ static PyObject *chan_recv_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	size_t n = 0;
 	int rc = pyw_queue_pop_many(q, &chain, (size_t)max, &n, 0, NULL);
 	if (rc == PYW_Q_EMPTY && ns != 0) {
-		pyw_wait_prepare();
-		Py_BEGIN_ALLOW_THREADS
+		PYW_BEGIN_WAIT
 		rc = pyw_queue_pop_many(q, &chain, (size_t)max, &n, ns, NULL);
 		Py_END_ALLOW_THREADS
 	}

@@ -481,23 +481,31 @@ void pyw_queue_unget(pyw_queue *q, pyw_item *chain) {
 	pthread_mutex_unlock(&q->mu);
 }
 
-int pyw_queue_unget_small(pyw_queue *q, const char *data, size_t len) {
-	pthread_mutex_lock(&q->mu);
-	pyw_item *it = q->spare; /* most likely the node recv_copy just gave back */
+/* A node holding a copy of a small item (q->mu held): one the queue keeps, else a new one (only
+ * while the items in flight grow in number: a small malloc under the lock). NULL: no memory. */
+static pyw_item *small_node(pyw_queue *q, const char *data, size_t len) {
+	pyw_item *it = q->spare;
 	if (it != NULL) {
 		q->spare = it->next;
 		q->nspare--;
 	} else if ((it = pyw_item_new(NULL, 0, NULL, 0)) == NULL) {
-		pthread_mutex_unlock(&q->mu);
-		return PYW_Q_NOMEM;
+		return NULL;
 	}
 	if (len > 0) {
 		memcpy(it->data, data, len);
 	}
 	it->len = len;
-	link_head(q, it, it, 1);
+	return it;
+}
+
+int pyw_queue_unget_small(pyw_queue *q, const char *data, size_t len) {
+	pthread_mutex_lock(&q->mu);
+	pyw_item *it = small_node(q, data, len); /* as a rule the node recv_copy just gave back */
+	if (it != NULL) {
+		link_head(q, it, it, 1);
+	}
 	pthread_mutex_unlock(&q->mu);
-	return PYW_Q_OK;
+	return it != NULL ? PYW_Q_OK : PYW_Q_NOMEM;
 }
 
 void pyw_queue_cancel(pyw_queue *q, int *cancel) {
@@ -524,24 +532,13 @@ int pyw_queue_send(pyw_queue *q, const char *data, size_t len, pyw_shared *const
 	pthread_mutex_lock(&q->mu);
 	int rc = wait_for(q, 0, &w);
 	if (rc == PYW_Q_OK) {
-		pyw_item *it = q->spare;
-		if (it != NULL) {
-			q->spare = it->next;
-			q->nspare--;
-		} else {
-			/* only while the items in flight grow in number: a small malloc under the lock */
-			it = pyw_item_new(NULL, 0, NULL, 0);
-		}
+		pyw_item *it = small_node(q, data, len);
 		if (it == NULL) {
 			rc = PYW_Q_NOMEM;
 			/* a pop may have skipped waking a sleeping sender for this slot, counting on this
 			 * thread (it spun) to take it: pass it on */
 			wake(&q->can_send, q->send_waiting, &q->send_spinning, 1, free_slots(q));
 		} else {
-			if (len > 0) {
-				memcpy(it->data, data, len);
-			}
-			it->len = len;
 			link_chain(q, it, it, 1);
 		}
 	}

@@ -680,8 +680,9 @@ func resultError(ctx context.Context, r *C.pyw_result, what string) error {
 }
 
 func decodeResult(r *C.pyw_result, what string) (any, error) {
-	// The C side refuses a call on another thread than the interpreter's own (for free: a
-	// thread-local read); a check here, before each call, would cost a tenth of a tiny call.
+	// The C side refuses a call on another thread than the interpreter's own (a thread-local
+	// read): a Thread used from another goroutine while no call of its own runs (Thread.enter
+	// catches one that does; a Go-side thread check per call would cost a tenth of a tiny call).
 	if r.status == C.PYW_WRONG_THREAD {
 		panic(wrongThread)
 	}

@@ -35,8 +35,7 @@ static PyObject *mod_write(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 	int rc;
 	/* args[1] keeps s alive while the GIL is released for a possibly slow writer, which may wait
 	 * on a channel: an interrupt already raised (and caught) must not end that wait */
-	pyw_wait_prepare();
-	Py_BEGIN_ALLOW_THREADS
+	PYW_BEGIN_WAIT
 	rc = pywGoWrite(h, fd, (char *)s, (size_t)n);
 	Py_END_ALLOW_THREADS
 	if (rc != 0) {
@@ -57,8 +56,7 @@ static PyObject *mod_flush(PyObject *m, PyObject *arg) {
 		Py_RETURN_NONE;
 	}
 	int rc;
-	pyw_wait_prepare(); /* as in mod_write */
-	Py_BEGIN_ALLOW_THREADS
+	PYW_BEGIN_WAIT
 	rc = pywGoFlush(h, fd);
 	Py_END_ALLOW_THREADS
 	if (rc != 0) {

@@ -172,6 +172,11 @@ int pyw_wait_interrupted(void);
  * code may have caught it) stops ending waits, so a wait in its cleanup is not interrupted a
  * second time. */
 void pyw_wait_prepare(void);
+/* Py_BEGIN_ALLOW_THREADS for a call that may wait in one of our waits (a queue, or Go code that
+ * may wait on one): pyw_wait_prepare first, always. Ended by Py_END_ALLOW_THREADS. */
+#define PYW_BEGIN_WAIT                                                                                     \
+	pyw_wait_prepare();                                                                                \
+	Py_BEGIN_ALLOW_THREADS
 /* GIL held: whether the task running on this thread (an interpreter's own) has been interrupted,
  * whether or not the KeyboardInterrupt was raised yet, or caught. */
 int pyw_task_interrupted(void);
