@@ -368,29 +368,8 @@ func (m *mapper) read(ctx context.Context, in io.Reader, entries chan<- entry) e
 			}
 		}
 		if e.lines > 0 {
-			if len(items) > 0 {
-				// Not ctx: Ctrl-C reaches the calls through the pool (see cmdMap).
-				tctx, cancel := context.Background(), context.CancelFunc(func() {})
-				if m.free != nil {
-					select {
-					case m.free <- struct{}{}: // a worker is free for this line
-					case <-ctx.Done():
-						return nil
-					}
-					tctx, cancel = context.WithTimeout(tctx, m.timeout)
-				}
-				e.batch, e.err = m.p.SubmitBatch(tctx, m.target, items)
-				e.cancel = cancel
-				if m.free != nil {
-					if e.err != nil {
-						<-m.free
-					} else {
-						go func(b *pool.BatchFuture) { // its worker is free again when it is done
-							b.Wait(context.Background())
-							<-m.free
-						}(e.batch)
-					}
-				}
+			if len(items) > 0 && !m.submit(ctx, &e, items) {
+				return nil // Ctrl-C while waiting for a free worker
 			}
 			entries <- e
 		}
@@ -398,6 +377,32 @@ func (m *mapper) read(ctx context.Context, in io.Reader, entries chan<- entry) e
 			return nil
 		}
 	}
+}
+
+// submit hands items to the workers as e's batch; false when ctx ended first. Not under ctx:
+// Ctrl-C reaches the calls through the pool (see cmdMap). With --timeout the batch (one line)
+// has its deadline and is handed over only when a worker is free for it (m.free).
+func (m *mapper) submit(ctx context.Context, e *entry, items [][]any) bool {
+	if m.timeout <= 0 {
+		e.batch, e.err = m.p.SubmitBatch(context.Background(), m.target, items)
+		return true
+	}
+	select {
+	case m.free <- struct{}{}: // a worker is free for this line
+	case <-ctx.Done():
+		return false
+	}
+	tctx, cancel := context.WithTimeout(context.Background(), m.timeout)
+	e.cancel = cancel
+	if e.batch, e.err = m.p.SubmitBatch(tctx, m.target, items); e.err != nil {
+		<-m.free
+		return true
+	}
+	go func(b *pool.BatchFuture) { // its worker is free again when it is done
+		b.Wait(context.Background())
+		<-m.free
+	}(e.batch)
+	return true
 }
 
 type inputError struct{ msg string }
