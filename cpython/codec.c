@@ -327,6 +327,14 @@ static int enc(enc_ctx *c, PyObject *o, int depth) {
 	            t->tp_name);
 }
 
+/* Takes back what a failed encoding wrote: b back to len bytes, refs back to nrefs. */
+static void unwind(pyw_buf *b, pyw_refs *refs, size_t len, size_t nrefs) {
+	b->len = len;
+	while (refs && refs->n > nrefs) {
+		pyw_shared_decref(refs->v[--refs->n]);
+	}
+}
+
 int pyw_encode(pyw_buf *b, pyw_refs *refs, int share_large, PyObject *o, pyw_enc_err *err) {
 	err->path[0] = 0;
 	err->msg[0] = 0;
@@ -334,10 +342,7 @@ int pyw_encode(pyw_buf *b, pyw_refs *refs, int share_large, PyObject *o, pyw_enc
 	enc_ctx c = {b, refs, share_large, err};
 	int rc = enc(&c, o, 0);
 	if (rc < 0) {
-		b->len = start;
-		while (refs && refs->n > nrefs) {
-			pyw_shared_decref(refs->v[--refs->n]);
-		}
+		unwind(b, refs, start, nrefs);
 	}
 	return rc;
 }
@@ -349,7 +354,7 @@ int pyw_encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_err 
 		return fail(err, "call_many gave no flat list of outcomes%s", "");
 	}
 	Py_ssize_t n = PyList_GET_SIZE(list);
-	size_t start = b->len;
+	size_t start = b->len, nrefs0 = refs ? refs->n : 0;
 	enc_ctx c = {b, refs, 0, err};
 	if (put_tag(b, PYW_TAG_LIST) < 0 || put_uvarint(b, (uint64_t)n) < 0) {
 		b->len = start;
@@ -363,15 +368,12 @@ int pyw_encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_err 
 			continue;
 		}
 		/* this outcome cannot cross: (None, (path, reason)) in its place, for that item alone */
-		b->len = at;
-		while (refs && refs->n > nrefs) {
-			pyw_shared_decref(refs->v[--refs->n]);
-		}
+		unwind(b, refs, at, nrefs);
 		PyObject *why = Py_BuildValue("(NN)", PyUnicode_DecodeUTF8(err->path, (Py_ssize_t)strlen(err->path), "replace"),
 		                              PyUnicode_DecodeUTF8(err->msg, (Py_ssize_t)strlen(err->msg), "replace"));
 		if (why == NULL) {
 			PyErr_Clear();
-			b->len = start;
+			unwind(b, refs, start, nrefs0);
 			return fail(err, "out of memory%s", "");
 		}
 		err->path[0] = 0;
@@ -379,7 +381,7 @@ int pyw_encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_err 
 		int rc = enc(&c, Py_None, 1) == 0 && enc(&c, why, 1) == 0 ? 0 : -1;
 		Py_DECREF(why);
 		if (rc < 0) {
-			b->len = start;
+			unwind(b, refs, start, nrefs0);
 			return -1;
 		}
 	}
