@@ -150,8 +150,8 @@ func (g *Group) Check(ctx context.Context, target string) error {
 	return err
 }
 
-// Args, as an input of Map, is spread into positional arguments (a final cpython.Kwargs into
-// keyword arguments); any other input is passed as the one argument.
+// Args is an input of Map spread into positional arguments (a final cpython.Kwargs into keyword
+// arguments); any other input is passed as the one argument.
 type Args []any
 
 // Map sends inputs in batches sized by a BatchSizer (one hand-off each, see SubmitBatch) and

@@ -47,7 +47,7 @@ const (
 	CPU6ms = 90_000
 )
 
-// SpeedupCallsPerWorker: the speed-up is measured with this many calls per worker (all of them on
+// SpeedupCallsPerWorker is how many calls per worker the speed-up is measured with (all of them on
 // the single worker), so that a pool can even out its workers as it would over any real batch
 // or stream of calls: a batch ends with one worker idle while another finishes its last call,
 // for up to a call's time, and more so when one worker's core runs slower (on a shared VM, one
