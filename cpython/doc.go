@@ -8,7 +8,8 @@
 // CPython is started once per process, by Initialize or implicitly by the first
 // NewInterpreter, with an isolated configuration: environment variables such as PYTHONPATH are
 // ignored, Python installs no signal handlers (signals stay Go's), and the Python home is the
-// one the linked libpython was built for unless Config.Home says otherwise. The main
+// one the linked libpython was built for unless Config.Home says otherwise; Config.Executable
+// names a virtual environment's python to use that environment's packages. The main
 // interpreter lives on a goroutine of its own, locked to its OS thread, and runs no user code.
 // Finalize closes whatever interpreters are still open and then finalizes CPython on that same
 // thread; afterwards every call returns ErrFinalized (CPython cannot be restarted in one

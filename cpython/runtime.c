@@ -38,7 +38,7 @@ void pyw_status_msg(PyStatus st, const char *otherwise, char *err, size_t errlen
 	snprintf(err, errlen, "%s%s%s", st.func ? st.func : "", st.func ? ": " : "", st.err_msg ? st.err_msg : otherwise);
 }
 
-PyThreadState *pyw_runtime_init(const char *home, const char *boot, char *err, size_t errlen) {
+PyThreadState *pyw_runtime_init(const char *home, const char *executable, const char *boot, char *err, size_t errlen) {
 	if (!inittab_added) {
 		if (PyImport_AppendInittab("pyworkers", pyw_module_init) < 0) {
 			snprintf(err, errlen, "PyImport_AppendInittab(pyworkers) failed");
@@ -55,6 +55,9 @@ PyThreadState *pyw_runtime_init(const char *home, const char *boot, char *err, s
 	PyStatus st = PyConfig_SetBytesString(&cfg, &cfg.program_name, "pyworkers");
 	if (!PyStatus_Exception(st) && home != NULL && home[0] != 0) {
 		st = PyConfig_SetBytesString(&cfg, &cfg.home, home);
+	}
+	if (!PyStatus_Exception(st) && executable != NULL && executable[0] != 0) {
+		st = PyConfig_SetBytesString(&cfg, &cfg.executable, executable); /* also finds a venv (getpath) */
 	}
 	if (!PyStatus_Exception(st)) {
 		st = Py_InitializeFromConfig(&cfg);

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -23,6 +24,14 @@ type Config struct {
 	// libpython was built for, which is right for the provisioned toolchain and for installed
 	// CPythons alike. Environment variables such as PYTHONHOME are ignored (isolated config).
 	Home string
+	// Executable is sys.executable in every interpreter: the python program that child
+	// processes started from Python (multiprocessing, subprocess.run([sys.executable, ...]))
+	// run. A virtual environment's python (VENV/bin/python) also makes every interpreter use
+	// that environment, as running that python would: sys.prefix is the environment and its
+	// site-packages, with their .pth files, are on sys.path. Empty: sys.executable is "" (no
+	// python program is known), and no environment is used. Initialize refuses one that names
+	// no file, or whose environment's pyvenv.cfg gives a Python version other than 3.14.
+	Executable string
 	// Path is put at the front of sys.path in every interpreter.
 	Path []string
 	// Stdout and Stderr receive every interpreter's sys.stdout / sys.stderr unless its
@@ -100,6 +109,9 @@ func Initialize(cfg Config) error {
 }
 
 func startLocked(cfg Config) error {
+	if err := checkExecutable(cfg.Executable); err != nil {
+		return err // the caller's to fix: the runtime stays unstarted
+	}
 	rt.cfg = cfg
 	rt.cfg.Path = append([]string(nil), cfg.Path...)
 	if rt.cfg.Stdout == nil {
@@ -112,7 +124,7 @@ func startLocked(cfg Config) error {
 	rt.finalize = make(chan struct{})
 	rt.final = make(chan error, 1)
 	started := make(chan error, 1)
-	go runtimeThread(cfg.Home, started)
+	go runtimeThread(cfg.Home, cfg.Executable, started)
 	if err := <-started; err != nil {
 		rt.state = stateFailed
 		rt.initErr = err
@@ -122,16 +134,49 @@ func startLocked(cfg Config) error {
 	return nil
 }
 
+// checkExecutable refuses a Config.Executable that is not a file, or that belongs to a virtual
+// environment of another Python version (CPython would start, but find none of its packages).
+func checkExecutable(exe string) error {
+	if exe == "" {
+		return nil
+	}
+	st, err := os.Stat(exe)
+	if err == nil && st.IsDir() {
+		err = fmt.Errorf("%s is a directory", exe)
+	}
+	if err != nil {
+		return fmt.Errorf("cpython: Config.Executable: %w", err)
+	}
+	// As CPython looks for it: pyvenv.cfg beside the executable or one folder up.
+	for _, cfgPath := range []string{filepath.Join(filepath.Dir(exe), "pyvenv.cfg"), filepath.Join(filepath.Dir(filepath.Dir(exe)), "pyvenv.cfg")} {
+		b, err := os.ReadFile(cfgPath)
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(b)) {
+			key, val, ok := strings.Cut(line, "=")
+			key, val = strings.TrimSpace(key), strings.TrimSpace(val)
+			if ok && (key == "version" || key == "version_info") && val != "3.14" && !strings.HasPrefix(val, "3.14.") {
+				return fmt.Errorf("cpython: Config.Executable: %s belongs to a Python %s environment (%s); pyworkers runs CPython 3.14", exe, val, cfgPath)
+			}
+		}
+		break
+	}
+	return nil
+}
+
 // runtimeThread owns the main interpreter: it initializes CPython, parks with the GIL released
 // until Finalize, then finalizes on the same OS thread, as CPython requires.
-func runtimeThread(home string, started chan<- error) {
+func runtimeThread(home, executable string, started chan<- error) {
 	runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
 	chome := C.CString(home)
 	defer C.free(unsafe.Pointer(chome))
+	cexe := C.CString(executable)
+	defer C.free(unsafe.Pointer(cexe))
 	boot := C.CString(bootstrapSource)
 	defer C.free(unsafe.Pointer(boot))
 	var errbuf [512]C.char
-	main := C.pyw_runtime_init(chome, boot, &errbuf[0], C.size_t(len(errbuf)))
+	main := C.pyw_runtime_init(chome, cexe, boot, &errbuf[0], C.size_t(len(errbuf)))
 	if main == nil {
 		started <- fmt.Errorf("cpython: cannot start CPython: %s (check that the CPython 3.14 of scripts/build-python.sh is the one linked, or set Config.Home)", C.GoString(&errbuf[0]))
 		return

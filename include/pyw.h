@@ -95,7 +95,7 @@ typedef struct pyw_interp {
 /* ---- runtime (runtime.c) */
 /* Starts CPython and compiles boot, the bootstrap's source. On failure returns NULL and writes a
  * message to err. */
-PyThreadState *pyw_runtime_init(const char *home, const char *boot, char *err, size_t errlen);
+PyThreadState *pyw_runtime_init(const char *home, const char *executable, const char *boot, char *err, size_t errlen);
 /* Writes what a failed PyStatus says (otherwise when it says nothing) to err. */
 void pyw_status_msg(PyStatus st, const char *otherwise, char *err, size_t errlen);
 /* Reads runtime facts (main interpreter, on the runtime thread). */

@@ -5,6 +5,11 @@
 //	defer p.Close()
 //	v, err := p.Call(ctx, "mypkg.scoring:score", doc)        // or "path/to/file.py:score"
 //
+// The pool starts CPython when it is not running yet. To use a virtual environment's packages,
+// start it first with that environment's python:
+//
+//	cpython.Initialize(cpython.Config{Executable: ".venv/bin/python"})
+//
 // # How work flows
 //
 // Each worker is a cpython.Interpreter on its own locked OS thread. A call becomes a task whose

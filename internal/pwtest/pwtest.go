@@ -7,7 +7,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -20,13 +22,19 @@ import (
 // PythonDir is testdata/python as an absolute path, set by Main.
 var PythonDir string
 
+// OwnRuntimeEnv, set in a test binary's environment, makes Main leave the runtime unstarted: for
+// a test that re-runs its binary to start CPython with a Config of its own (ChildProcess).
+const OwnRuntimeEnv = "PYWORKERS_TEST_OWN_RUNTIME"
+
 // Main runs the tests of a package of this module, then finalizes CPython, runs after (when not
 // nil), and exits with the combined status.
 func Main(m *testing.M, after func() error) {
 	root, err := moduleRoot()
 	if err == nil {
 		PythonDir = filepath.Join(root, "testdata", "python")
-		err = cpython.Initialize(cpython.Config{Path: []string{PythonDir}})
+		if os.Getenv(OwnRuntimeEnv) == "" {
+			err = cpython.Initialize(cpython.Config{Path: []string{PythonDir}})
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pyworkers tests:", err)
@@ -52,6 +60,24 @@ func Main(m *testing.M, after func() error) {
 		}
 	}
 	os.Exit(code)
+}
+
+// ChildProcess reports whether this process is the child ChildProcess started for test t; if
+// not, it runs t alone again in a fresh process of this test binary, with OwnRuntimeEnv set to
+// payload (so that the child can start the runtime with a Config of its own), and returns the
+// child's output after checking that it passed. A child reads its payload with
+// os.Getenv(OwnRuntimeEnv).
+func ChildProcess(t *testing.T, payload string) (child bool, out string) {
+	t.Helper()
+	if os.Getenv(OwnRuntimeEnv) != "" {
+		return true, ""
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^"+regexp.QuoteMeta(t.Name())+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), OwnRuntimeEnv+"="+payload)
+	b, err := cmd.CombinedOutput()
+	require.NoError(t, err, "the child process failed:\n%s", b)
+	require.Contains(t, string(b), "--- PASS: "+t.Name()+" ", "the child did not run the test")
+	return false, string(b)
 }
 
 // moduleRoot is the nearest directory above the working directory (a test's package directory)
