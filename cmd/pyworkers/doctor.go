@@ -11,16 +11,19 @@ import (
 	"github.com/pyworkers/pyworkers/cpython"
 )
 
-const doctorUsage = `Usage: pyworkers doctor [--json] [MODULE...]
+const doctorUsage = `Usage: pyworkers doctor [--json] [--python PATH] [MODULE...]
 
 Shows the CPython pyworkers runs on (version, release or debug build, prefix) and, for each
 MODULE, whether it imports in a fresh own-GIL interpreter: run it on a deployment before
 relying on a library. Extension modules that do not support per-interpreter GILs (numpy today)
-are named as such. Exit status 1 when any module fails, 2 for a bad command line.
+are named as such. With a virtual environment active (or --python naming its python), the
+prefix is that environment and its packages are the ones tried. Exit status 1 when any module
+fails, 2 for a bad command line.
 
 Examples:
   pyworkers doctor json decimal sqlite3
   pyworkers doctor --json numpy > report.json
+  pyworkers doctor --python .venv/bin/python mypkg
 
 Flags:
 `
@@ -50,6 +53,7 @@ type moduleError struct {
 func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
 	fs := newFlags("doctor", doctorUsage, std)
 	asJSON := fs.Bool("json", false, "write the report as JSON")
+	python := pythonFlag(fs)
 	if done, err := parse(fs, args); done || err != nil {
 		return exitOK, err
 	}
@@ -57,6 +61,9 @@ func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
 		if !cpython.IsModuleName(m) {
 			return exitUsage, usagef("%q is not a module name", m)
 		}
+	}
+	if err := startPython(*python); err != nil {
+		return exitUsage, err
 	}
 	info, err := cpython.RuntimeInfo()
 	if err != nil {

@@ -1,12 +1,13 @@
 // Command pyworkers runs Python code in parallel in own-GIL CPython interpreters.
 //
-//	pyworkers run [-w N] [--timeout D] [--no-prefix] SCRIPT.py [-- ARGS...]
-//	pyworkers map [-w N] [--timeout D] [--setup CODE] [--star] TARGET [INPUT]
+//	pyworkers run [-w N] [--timeout D] [--no-prefix] [--python PATH] SCRIPT.py [-- ARGS...]
+//	pyworkers map [-w N] [--timeout D] [--setup CODE] [--star] [--python PATH] TARGET [INPUT]
 //	pyworkers bench [-w N] [--json] [--quick]
-//	pyworkers doctor [--json] [MODULE...]
+//	pyworkers doctor [--json] [--python PATH] [MODULE...]
 //	pyworkers version
 //
-// Run `pyworkers help` or `pyworkers COMMAND --help` for details.
+// map, run and doctor use the active virtual environment (VIRTUAL_ENV), or the one whose python
+// --python names. Run `pyworkers help` or `pyworkers COMMAND --help` for details.
 package main
 
 import (
@@ -16,7 +17,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
+	"strings"
 	"sync/atomic"
 	"syscall"
 
@@ -169,6 +172,29 @@ func parse(fs *pflag.FlagSet, args []string) (done bool, err error) {
 		return false, usagef("%v (see pyworkers %s --help)", err, fs.Name())
 	}
 	return false, nil
+}
+
+// pythonFlag adds --python, shared by the commands that run user code (map, run, doctor).
+func pythonFlag(fs *pflag.FlagSet) *string {
+	return fs.String("python", "", "a python executable whose environment the workers use, as that python would: a virtual environment's bin/python puts its packages on sys.path (default: $VIRTUAL_ENV/bin/python when a virtual environment is active); it is also sys.executable")
+}
+
+// startPython starts CPython with --python's executable, or the active virtual environment's
+// python; with neither, the runtime starts with the first interpreter, with no environment.
+func startPython(python string) error {
+	from := "--python " + python
+	if python == "" {
+		venv := os.Getenv("VIRTUAL_ENV")
+		if venv == "" {
+			return nil
+		}
+		python = filepath.Join(venv, "bin", "python")
+		from = "the active virtual environment (VIRTUAL_ENV=" + venv + ")"
+	}
+	if err := cpython.Initialize(cpython.Config{Executable: python}); err != nil {
+		return usagef("%s: %v", from, strings.TrimPrefix(err.Error(), "cpython: Config.Executable: "))
+	}
+	return nil
 }
 
 // version is set at build time with -ldflags "-X main.version=..."; "dev" otherwise.

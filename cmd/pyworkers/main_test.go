@@ -24,6 +24,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	os.Unsetenv("VIRTUAL_ENV") // the tests' pyworkers use no environment but those they make
 	dir, err := os.MkdirTemp("", "pyworkers-cli-test")
 	if err == nil {
 		binary = filepath.Join(dir, "pyworkers")
@@ -164,7 +165,14 @@ func TestUsageErrorsExit2(t *testing.T) {
 
 func pyworkersIn(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
+	return pyworkersEnv(t, nil, stdin, args...)
+}
+
+// pyworkersEnv runs pyworkers with env added to the tests' environment.
+func pyworkersEnv(t *testing.T, env []string, stdin string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -523,4 +531,63 @@ func TestMapInterruptedWhileInputIsIdle(t *testing.T) {
 		assert.Equal(t, c.code, code, "%v: %s", c.sig, errb.String())
 		assert.Equal(t, "{\"ok\":2}\n{\"ok\":4}\n", out.String(), "%v", c.sig)
 	}
+}
+
+// A virtual environment's packages import in the workers when it is active (VIRTUAL_ENV) or
+// named with --python, in map, run and doctor; one of another Python version is refused.
+func TestPythonEnvironment(t *testing.T) {
+	r := pyworkers(t, "doctor", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var rep struct {
+		Python struct{ Build, Prefix string }
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+	python := filepath.Join(rep.Python.Prefix, "bin", "python3.14")
+	if rep.Python.Build == "debug" {
+		python += "d"
+	}
+	if _, err := os.Stat(python); err != nil {
+		t.Skipf("no python of the linked CPython to make a virtual environment with: %v", err)
+	}
+	venv := t.TempDir()
+	out, err := exec.Command(python, "-m", "venv", "--without-pip", venv).CombinedOutput()
+	require.NoError(t, err, "%s -m venv: %s", python, out)
+	site, err := filepath.Glob(filepath.Join(venv, "lib", "python3.14*", "site-packages"))
+	require.NoError(t, err)
+	require.Len(t, site, 1)
+	require.NoError(t, os.WriteFile(filepath.Join(site[0], "in_venv.py"), []byte("def twice(x):\n    return 2 * x\n"), 0o644))
+
+	active := []string{"VIRTUAL_ENV=" + venv}
+	r = pyworkersEnv(t, active, "21\n", "map", "in_venv:twice")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, `{"ok":42}`+"\n", r.stdout)
+	r = pyworkersEnv(t, nil, "21\n", "map", "--python", filepath.Join(venv, "bin", "python"), "in_venv:twice")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, `{"ok":42}`+"\n", r.stdout)
+	r = pyworkersEnv(t, nil, "21\n", "map", "in_venv:twice")
+	assert.Equal(t, 2, r.code, "no environment: the module is not there")
+	assert.Contains(t, r.stderr, "No module named 'in_venv'")
+
+	p := script(t, "import in_venv, sys\nprint(in_venv.twice(2), sys.prefix == sys.exec_prefix, sys.executable)\n")
+	r = pyworkersEnv(t, active, "", "run", "-w", "2", "--no-prefix", p)
+	assert.Equal(t, 0, r.code, r.stderr)
+	want := fmt.Sprintf("4 True %s\n", filepath.Join(venv, "bin", "python"))
+	assert.Equal(t, want+want, r.stdout)
+
+	r = pyworkersEnv(t, active, "", "doctor", "in_venv")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "prefix "+venv)
+	assert.Regexp(t, `in_venv\s+ok`, r.stdout)
+
+	old := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(old, "bin"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(old, "pyvenv.cfg"), []byte("home = /usr/bin\nversion = 3.12.3\n"), 0o644))
+	require.NoError(t, os.Symlink(python, filepath.Join(old, "bin", "python")))
+	r = pyworkersEnv(t, []string{"VIRTUAL_ENV=" + old}, "1\n", "map", "in_venv:twice")
+	assert.Equal(t, 2, r.code)
+	assert.Equal(t, "pyworkers map: the active virtual environment (VIRTUAL_ENV="+old+"): "+old+
+		"/bin/python belongs to a Python 3.12.3 environment ("+old+"/pyvenv.cfg); pyworkers runs CPython 3.14\n", r.stderr)
+	r = pyworkersEnv(t, nil, "", "doctor", "--python", filepath.Join(old, "nothing"))
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "pyworkers doctor: --python "+filepath.Join(old, "nothing")+": stat ")
 }

@@ -21,14 +21,15 @@ import (
 	"github.com/pyworkers/pyworkers/pool"
 )
 
-const mapUsage = `Usage: pyworkers map [-w N] [--timeout D] [--setup CODE] [--star] TARGET [INPUT]
+const mapUsage = `Usage: pyworkers map [-w N] [--timeout D] [--setup CODE] [--star] [--python PATH] TARGET [INPUT]
 
 Calls TARGET once per line of INPUT (JSON Lines; standard input when INPUT is omitted or "-")
 on N own-GIL interpreters, and writes one JSON line per input line to standard output, in
 input order:
   {"ok": RESULT}
   {"error": {"type": "ValueError", "message": "...", "traceback": "..."}}
-TARGET is path/to/file.py:func or pkg.module:func. Each line's JSON value is the function's one
+TARGET is path/to/file.py:func or pkg.module:func (from the active virtual environment too, or
+the one whose python --python names). Each line's JSON value is the function's one
 argument; with --star an array is spread into positional arguments and an object into keyword
 arguments. Tuples come back as arrays; a result JSON cannot hold (bytes, NaN, ...) and a line
 that is not JSON give an error line, not an abort. What the function prints goes to standard
@@ -51,6 +52,7 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	setup := fs.String("setup", "", "Python code every worker runs before it takes work")
 	star := fs.Bool("star", false, "spread an array line into positional arguments, an object into keyword arguments")
 	progress := fs.String("progress", "auto", "progress on stderr: auto (when stderr is a terminal), always, never")
+	python := pythonFlag(fs)
 	if done, err := parse(fs, args); done || err != nil {
 		return exitOK, err
 	}
@@ -72,6 +74,9 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 		return exitUsage, err
 	}
 	if err := checkTargetSyntax(target); err != nil {
+		return exitUsage, err
+	}
+	if err := startPython(*python); err != nil {
 		return exitUsage, err
 	}
 	in := std.stdin

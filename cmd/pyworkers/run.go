@@ -16,12 +16,13 @@ import (
 	"github.com/pyworkers/pyworkers/cpython"
 )
 
-const runUsage = `Usage: pyworkers run [-w N] [--timeout D] [--no-prefix] SCRIPT.py [-- ARGS...]
+const runUsage = `Usage: pyworkers run [-w N] [--timeout D] [--no-prefix] [--python PATH] SCRIPT.py [-- ARGS...]
 
 Runs SCRIPT.py once in each of N fresh own-GIL interpreters, all at the same time. Inside,
 pyworkers.worker_id() (0 ... N-1) and pyworkers.workers() (N) tell which one is running,
 sys.argv is SCRIPT.py followed by ARGS, and the script's folder is on sys.path, as with
-python SCRIPT.py. Each line a worker prints is prefixed "[k] ".
+python SCRIPT.py; an active virtual environment's packages import (or --python's). Each line a
+worker prints is prefixed "[k] ".
 Exit status: 0 when every worker succeeded (sys.exit() and sys.exit(0) count as success); 1
 otherwise, with each failure's traceback on stderr; 2 for a bad command line; 130 after Ctrl-C (143 after SIGTERM).
 
@@ -39,6 +40,7 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 	workers := fs.IntP("workers", "w", runtime.NumCPU(), "number of interpreters")
 	timeout := fs.Duration("timeout", 0, "stop each worker after this long (e.g. 30s); 0: no limit")
 	noPrefix := fs.Bool("no-prefix", false, `do not prefix output lines with "[k] "`)
+	python := pythonFlag(fs)
 	if done, err := parse(fs, args); done || err != nil {
 		return exitOK, err
 	}
@@ -58,6 +60,9 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 	}
 	if st, err := os.Stat(script); err != nil || st.IsDir() {
 		return exitUsage, usagef("cannot read script %q", script)
+	}
+	if err := startPython(*python); err != nil {
+		return exitUsage, err
 	}
 
 	type outcome struct{ err error }
