@@ -591,3 +591,49 @@ func TestPythonEnvironment(t *testing.T) {
 	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, "pyworkers doctor: --python "+filepath.Join(old, "nothing")+": stat ")
 }
+
+// map's standard output holds its JSON lines and nothing else: what the function writes to
+// file descriptor 1 past sys.stdout (a child process, os.write) goes to stderr, as prints do.
+func TestMapStdoutIsOnlyJSON(t *testing.T) {
+	p := script(t, `import os, subprocess
+def f(x):
+    print("printed", x)
+    os.system("echo from-a-shell")
+    subprocess.run(["echo", "from-subprocess"])
+    os.write(1, b"written-to-fd-1\n")
+    return x
+`)
+	r := pyworkersIn(t, "1\n2\n", "map", "-w", "2", p+":f")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "{\"ok\":1}\n{\"ok\":2}\n", r.stdout)
+	for _, s := range []string{"printed ", "from-a-shell", "from-subprocess", "written-to-fd-1"} {
+		assert.Equal(t, 2, strings.Count(r.stderr, s), "%q once per line on stderr:\n%s", s, r.stderr)
+	}
+}
+
+// When the reader of map's results goes away (| head), map stops its calls and exits with the
+// status a shell gives a process ended by SIGPIPE, however much input is left.
+func TestMapStopsWhenNoOneReads(t *testing.T) {
+	p := script(t, mapScript)
+	cmd := exec.Command(binary, "map", "-w", "2", p+":f")
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	var errb syncBuffer
+	cmd.Stderr = &errb
+	require.NoError(t, cmd.Start())
+	go func() { // endless input: map must not wait for its end
+		defer stdin.Close()
+		for k := 0; ; k++ {
+			if _, err := fmt.Fprintf(stdin, "%d\n", k); err != nil {
+				return
+			}
+		}
+	}()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, "{\"ok\":0}\n", line)
+	require.NoError(t, stdout.Close())
+	assert.Equal(t, 141, exitCodeWithin(t, cmd, 30*time.Second, "map went on with no one reading its results"), errb.String())
+}

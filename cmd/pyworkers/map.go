@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -33,9 +34,11 @@ the one whose python --python names). Each line's JSON value is the function's o
 argument; with --star an array is spread into positional arguments and an object into keyword
 arguments. Tuples come back as arrays; a result JSON cannot hold (bytes, NaN, ...) and a line
 that is not JSON give an error line, not an abort. What the function prints goes to standard
-error. Exit status: 0 when every line succeeded, 1 when some failed, 2 for a bad command line
-or a TARGET that cannot be imported (said before any work starts), 130 after Ctrl-C and 143
-after SIGTERM (the lines finished by then are written; a second signal exits at once).
+error, and so does what child processes or C code write to standard output. Exit status: 0
+when every line succeeded, 1 when some failed, 2 for a bad command line or a TARGET that cannot
+be imported (said before any work starts), 130 after Ctrl-C and 143 after SIGTERM (the lines
+finished by then are written; a second signal exits at once), 141 when the reader of the
+results went away (| head).
 
 Examples:
   printf '1\n2\n3\n' | pyworkers map -w 2 testdata/demo/isqrt.py:isqrt_sum
@@ -79,6 +82,7 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	if err := startPython(*python); err != nil {
 		return exitUsage, err
 	}
+	results := privateStdout(std.stdout) // before any Python runs: stray native writes go to stderr
 	in := std.stdin
 	if fs.NArg() == 2 && fs.Arg(1) != "-" {
 		f, err := os.Open(fs.Arg(1))
@@ -122,9 +126,13 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 		m.free = make(chan struct{}, *workers)
 	}
 	m.sizer.Max = maxRun
-	st, err := m.run(ctx, in, std.stdout, std.stderr, showProgress)
+	st, err := m.run(ctx, in, results, std.stderr, showProgress)
 	fmt.Fprintf(std.stderr, "pyworkers map: %d lines, %d ok, %d failed in %.2fs\n", st.lines, st.ok, st.failed, st.elapsed.Seconds())
 	switch {
+	case errors.Is(err, syscall.EPIPE):
+		// No one reads the results any more (| head): stop the calls, quietly.
+		closeNow()
+		return exitBrokenPipe, nil
 	case err != nil:
 		// Results cannot be written (a full disk) or input read: the calls still running have
 		// nowhere to go; interrupt them rather than wait (the deferred Close is then at once).

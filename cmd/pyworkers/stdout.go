@@ -1,0 +1,39 @@
+package main
+
+import (
+	"io"
+	"os"
+	"syscall"
+)
+
+// exitBrokenPipe is map's exit status when the reader of its results went away (| head): what a
+// shell reports for a process ended by SIGPIPE, which is how pyworkers ended before its results
+// had their own file descriptor.
+const exitBrokenPipe = 128 + int(syscall.SIGPIPE)
+
+// privateStdout keeps map's standard output for its JSON lines alone. What Python prints through
+// sys.stdout goes to stderr (the pool's writers), but native code writes to file descriptor 1
+// directly: a child process (os.system, subprocess without capture), os.write(1, ...), a C
+// library's printf. So fd 1 becomes a copy of fd 2, for everything else in the process and its
+// children, and the results go to a private duplicate of the original standard output (close
+// on exec). It returns w itself, changing nothing, when w is not this process's os.Stdout or fd
+// 1 cannot be duplicated (it is closed, say).
+func privateStdout(w io.Writer) io.Writer {
+	if f, ok := w.(*os.File); !ok || f != os.Stdout {
+		return w
+	}
+	syscall.ForkLock.RLock() // no child may inherit the duplicate before it is close-on-exec
+	fd, err := syscall.Dup(1)
+	if err == nil {
+		syscall.CloseOnExec(fd)
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		return w
+	}
+	if err := syscall.Dup3(2, 1, 0); err != nil {
+		syscall.Close(fd)
+		return w
+	}
+	return os.NewFile(uintptr(fd), "stdout")
+}
