@@ -65,6 +65,10 @@ func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
 	if err := startPython(*python); err != nil {
 		return exitUsage, err
 	}
+	stdout := std.stdout
+	if *asJSON {
+		stdout = privateStdout(stdout) // the report alone: a module's native writes go to stderr
+	}
 	info, err := cpython.RuntimeInfo()
 	if err != nil {
 		return exitFailed, err
@@ -92,7 +96,7 @@ func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
 		rep.Modules = append(rep.Modules, r)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(std.stdout)
+		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
 			return exitFailed, err

@@ -384,6 +384,17 @@ func TestDoctor(t *testing.T) {
 
 	r = pyworkers(t, "doctor", "not a module")
 	assert.Equal(t, 2, r.code)
+
+	// nor does what a module writes to file descriptor 1 natively
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "noisy.py"), []byte("import os\nos.system('echo from-a-shell')\nos.write(1, b'fd-1\\n')\n"), 0o644))
+	cmd := exec.Command(binary, "doctor", "--json", "noisy")
+	cmd.Dir = dir
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	require.NoError(t, cmd.Run(), e.String())
+	require.NoError(t, json.Unmarshal(o.Bytes(), &rep), o.String())
+	assert.Contains(t, e.String(), "from-a-shell\nfd-1\n")
 }
 
 func TestHelpForEveryCommand(t *testing.T) {

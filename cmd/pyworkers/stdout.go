@@ -11,7 +11,8 @@ import (
 // had their own file descriptor.
 const exitBrokenPipe = 128 + int(syscall.SIGPIPE)
 
-// privateStdout keeps map's standard output for its JSON lines alone. What Python prints through
+// privateStdout keeps standard output for what the command writes there alone (map's JSON lines,
+// doctor's JSON report). What Python prints through
 // sys.stdout goes to stderr (the pool's writers), but native code writes to file descriptor 1
 // directly: a child process (os.system, subprocess without capture), os.write(1, ...), a C
 // library's printf. So fd 1 becomes a copy of fd 2, for everything else in the process and its
