@@ -96,6 +96,10 @@ def setup(cfg):
     sys.stderr = sys.__stderr__ = _Stream(2, "<stderr>", "backslashreplace")
     # Workers share the process's standard input with Go (the CLI reads it): give them none.
     sys.stdin = sys.__stdin__ = io.StringIO()
+    # A sleep that an interrupt cuts short (time is built in: importing it costs nothing).
+    import time
+
+    time.sleep = _pyworkers.sleep
 
 
 def _fresh(v):

@@ -37,8 +37,9 @@
 // Every blocking call takes a context.Context. Cancelling the context of a running Exec, Eval,
 // Call or RunFile injects KeyboardInterrupt into the running Python code (a BaseException, so
 // `except Exception` does not swallow it). Pure-Python code stops within CPython's switch
-// interval (about 5 ms); a blocking C call such as time.sleep or a socket read sees the
-// interrupt only when it returns. The call then returns an *InterruptedError that wraps
+// interval (about 5 ms), and time.sleep at once (every interpreter's time.sleep is
+// pyworkers.sleep, which an interrupt ends); another blocking C call, such as a socket read,
+// select or a lock's wait, sees the interrupt only when it returns. The call then returns an *InterruptedError that wraps
 // ctx.Err() and the KeyboardInterrupt's *PythonError (its traceback shows where the code was
 // stopped), and the interpreter is ready for the next call. An interrupt never leaks into a
 // later call.

@@ -428,8 +428,8 @@ func (t *Thread) SetOutput(stdout, stderr io.Writer) {
 
 // Exec runs Python statements in __main__. Cancelling ctx while they run injects
 // KeyboardInterrupt (within about 5 ms, CPython's switch interval) and returns an
-// *InterruptedError wrapping ctx.Err(). A blocking C call (time.sleep, a socket read) sees the
-// interrupt only when it returns.
+// *InterruptedError wrapping ctx.Err(). time.sleep stops at once; another blocking C call (a
+// socket read, select) sees the interrupt only when it returns.
 func (t *Thread) Exec(ctx context.Context, src string) error {
 	_, err := t.run(ctx, 0, src)
 	return err

@@ -197,10 +197,10 @@ func TestInterruptInfiniteLoop(t *testing.T) {
 
 func TestInterruptDuringBlockingCallDoesNotLeak(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
-	// time.sleep only sees the interrupt when it returns; the call then ends interrupted
+	// select.select only sees the interrupt when it returns; the call then ends interrupted
 	ctx, cancel := context.WithTimeout(bg, 30*time.Millisecond)
 	defer cancel()
-	err := i.Exec(ctx, "import time\ntime.sleep(0.3)")
+	err := i.Exec(ctx, "import select\nselect.select([], [], [], 0.3)")
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	// and no pending interrupt may hit the following code
 	for range 3 {
@@ -209,6 +209,68 @@ func TestInterruptDuringBlockingCallDoesNotLeak(t *testing.T) {
 	v, err := i.Eval(bg, "total")
 	require.NoError(t, err)
 	assert.Equal(t, int64(19999900000), v)
+}
+
+// time.sleep is pyworkers.sleep in every interpreter: the same sleep, but an interrupt ends it
+// at once (CPython's own would sleep its whole time first), and only the task's own: a sleep in
+// a thread the task started, or one in the task's cleanup after it caught the interrupt, runs
+// its course.
+func TestInterruptEndsSleep(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Exec(bg, `
+import time, threading, pyworkers
+assert time.sleep is pyworkers.sleep
+def sleeper(secs):
+    t = time.monotonic()
+    try:
+        time.sleep(secs)
+    except KeyboardInterrupt:
+        global slept
+        slept = time.monotonic() - t
+        time.sleep(0.05)  # cleanup after the interrupt was caught: not cut short
+        slept_after = time.monotonic() - t - slept
+        assert slept_after >= 0.05, slept_after
+        raise
+def in_thread(secs):
+    out = []
+    th = threading.Thread(target=lambda: (time.sleep(secs), out.append("slept")))
+    th.start()
+    th.join()
+    return out
+`))
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	_, err := i.Call(ctx, "__main__:sleeper", 3600)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	var ie *cpython.InterruptedError
+	require.ErrorAs(t, err, &ie)
+	require.NotNil(t, ie.Python)
+	assert.Equal(t, "KeyboardInterrupt", ie.Python.Type)
+	assert.Contains(t, ie.Python.Traceback, "time.sleep(secs)")
+	slept, err := i.Eval(bg, "slept")
+	require.NoError(t, err)
+	assert.Less(t, slept.(float64), 3600.0, "the sleep ended when the call was interrupted")
+
+	// a thread of the task sleeps its time (its join is what the interrupt ends)
+	v, err := i.Call(bg, "__main__:in_thread", 0.01)
+	require.NoError(t, err)
+	assert.Equal(t, []any{"slept"}, v)
+
+	// the same arguments and errors as CPython's time.sleep
+	require.NoError(t, i.Exec(bg, "time.sleep(0); time.sleep(0.001); time.sleep(1e-9)"))
+	for _, c := range []struct{ src, typ, msg string }{
+		{"time.sleep(-1)", "ValueError", "sleep length must be non-negative"},
+		{"time.sleep(float('nan'))", "ValueError", "Invalid value NaN (not a number)"},
+		{"time.sleep('1')", "TypeError", ""},
+		{"time.sleep(1e300)", "OverflowError", ""},
+		{"time.sleep()", "TypeError", ""},
+	} {
+		pe := pwtest.PyErr(t, i.Exec(bg, c.src))
+		assert.Equal(t, c.typ, pe.Type, c.src)
+		if c.msg != "" {
+			assert.Equal(t, c.msg, pe.Message, c.src)
+		}
+	}
 }
 
 // With ExternalInterrupts a call does not interrupt itself when its context ends: its owner

@@ -5,6 +5,9 @@
 
 #include "_cgo_export.h"
 
+#include <errno.h>
+#include <time.h>
+
 typedef struct {
 	uintptr_t handle;      /* cgo.Handle of the Go *Interpreter; 0 until set */
 	PyObject *buffer_type; /* pyworkers.Buffer of this interpreter */
@@ -228,10 +231,73 @@ static PyObject *mod_interrupted(PyObject *m, PyObject *unused) {
 	return PyBool_FromLong(pyw_task_interrupted());
 }
 
+/* pyworkers.sleep(secs): time.sleep, except that an interrupt of the task sleeping (its context
+ * ended) ends it at once, with KeyboardInterrupt. CPython's own sleep notices an interrupt only
+ * when it has slept its time: signals, which would cut it short, reach only the main
+ * interpreter. bootstrap.setup makes it every interpreter's time.sleep. On threads other than
+ * the interpreter's own (threads the task started) it sleeps as time.sleep does. */
+static PyObject *mod_sleep(PyObject *m, PyObject *arg) {
+	(void)m;
+	double secs = PyFloat_AsDouble(arg);
+	if (secs == -1.0 && PyErr_Occurred()) {
+		return NULL;
+	}
+	if (secs != secs) {
+		PyErr_SetString(PyExc_ValueError, "Invalid value NaN (not a number)");
+		return NULL;
+	}
+	if (secs < 0) {
+		PyErr_SetString(PyExc_ValueError, "sleep length must be non-negative");
+		return NULL;
+	}
+	if (secs >= 9e9) { /* past what a 64-bit count of nanoseconds holds (292 years) */
+		PyErr_SetString(PyExc_OverflowError, "sleep length is too large");
+		return NULL;
+	}
+	int64_t ns = (int64_t)(secs * 1e9);
+	ns += (double)ns < secs * 1e9; /* rounded up, as CPython rounds a timeout */
+	struct timespec deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += ns / 1000000000;
+	deadline.tv_nsec += ns % 1000000000;
+	if (deadline.tv_nsec >= 1000000000) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	pthread_cond_t cv;
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&cv, &attr);
+	pthread_condattr_destroy(&attr);
+	int interrupted = 0;
+	PYW_BEGIN_WAIT
+	pyw_wait_begin(&mu, &cv); /* before mu: the interpreter's wait_mu comes first */
+	pthread_mutex_lock(&mu);
+	while (!(interrupted = pyw_wait_interrupted())) {
+		if (pthread_cond_timedwait(&cv, &mu, &deadline) == ETIMEDOUT) {
+			break;
+		}
+	}
+	pthread_mutex_unlock(&mu);
+	pyw_wait_end();
+	Py_END_ALLOW_THREADS
+	pthread_cond_destroy(&cv);
+	if (interrupted) {
+		return pyw_raise_interrupt();
+	}
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"_write", (PyCFunction)(void (*)(void))mod_write, METH_FASTCALL, "write(fd, text): send text to the Go side."},
     {"_flush", mod_flush, METH_O, "flush(fd): write out a pending partial line."},
     {"_interrupted", mod_interrupted, METH_NOARGS, "_interrupted(): whether the running task was interrupted."},
+    {"sleep", mod_sleep, METH_O,
+     "sleep(seconds)\n--\n\nDelay execution for a given number of seconds, as time.sleep does (it is this\n"
+     "interpreter's time.sleep), except that an interrupt of the task (its context ended) ends\n"
+     "the sleep at once with KeyboardInterrupt."},
     {NULL, NULL, 0, NULL},
 };
 

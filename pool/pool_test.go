@@ -269,14 +269,23 @@ func TestTimeoutInterruptsRunningTaskAndWorkerGoesOn(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 1})
 	_, err := p.Call(bg, "pwtest:count_calls")
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
-	defer cancel()
-	_, err = p.Call(ctx, "pwtest:spin")
-	require.ErrorIs(t, err, context.DeadlineExceeded)
-	// the same interpreter takes the next task (its state survived)
-	v, err := p.Call(bg, "pwtest:count_calls")
-	require.NoError(t, err)
-	assert.Equal(t, int64(2), v)
+	for k, c := range []struct {
+		target string
+		args   []any
+	}{
+		{"pwtest:spin", nil},
+		{"pwtest:sleep_then", []any{3600, "never"}}, // time.sleep too stops at the interrupt
+	} {
+		ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+		_, err = p.Call(ctx, c.target, c.args...)
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded, c.target)
+		// the same interpreter takes the next task (its state survived): it was not given up
+		v, err := p.Call(bg, "pwtest:count_calls")
+		require.NoError(t, err)
+		assert.Equal(t, int64(k+2), v, c.target)
+	}
+	assert.Zero(t, p.Stats().Groups[0].Recycles)
 }
 
 func TestSystemExitAndMemoryErrorReplaceTheWorker(t *testing.T) {
