@@ -233,7 +233,92 @@ def resolve(target):
         obj = getattr(obj, part)
     if not callable(obj):
         raise TypeError(f"{target!r} is a {type(obj).__name__}, which is not callable")
-    return obj
+    return _sync(obj)
+
+
+_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE (importing inspect costs a worker ~10 ms)
+
+
+def _sync(obj):
+    """obj, or, for an async function (or method), a plain function that runs it to completion
+    on this interpreter's event loop: a call of an async target returns its result, as
+    asyncio.run would, not a coroutine."""
+    code = getattr(getattr(obj, "__func__", obj), "__code__", None)
+    if code is None or not code.co_flags & _CO_COROUTINE:
+        return obj
+
+    def call(*args, **kwargs):
+        return _run_async(obj(*args, **kwargs))
+
+    call.__name__ = getattr(obj, "__name__", "call")
+    call.__qualname__ = getattr(obj, "__qualname__", call.__name__)
+    call.__wrapped__ = obj
+    return call
+
+
+_loop = None  # this interpreter's event loop for async targets, made on first use and kept
+_asyncio_dir = None  # the asyncio package's folder, once it is imported here
+
+
+def _run_async(coro):
+    """Run coro on this interpreter's event loop until it completes. The loop is kept for later
+    calls (unlike asyncio.run's), so that what a module binds to it, a client session say, goes
+    on working. An interrupt wakes a loop waiting for events (_wake_loop); the task is then
+    cancelled and given its chance to clean up before the interrupt ends the call."""
+    global _loop, _asyncio_dir
+    if _loop is None:
+        import asyncio
+        import atexit
+        import os
+
+        _asyncio_dir = os.path.dirname(asyncio.__file__) + os.sep
+        _loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(_loop)
+        atexit.register(_close_loop)  # atexit runs when the interpreter ends
+    task = _loop.create_task(coro)
+    try:
+        return _loop.run_until_complete(task)
+    except BaseException as e:
+        if not task.done():  # interrupted while the loop waited, not in the task's own code
+            # where the task waits, outermost first (read now: cancelling moves the frames on)
+            stack = [(f, f.f_lasti, f.f_lineno) for f in task.get_stack()]
+            task.cancel()
+            try:
+                _loop.run_until_complete(task)
+            except BaseException:
+                pass
+            if isinstance(e, KeyboardInterrupt) and stack:
+                # Show where the task was stopped, as an interrupt of a plain call does, rather
+                # than the loop's select.
+                import types
+
+                tb = None
+                for f, lasti, lineno in reversed(stack):
+                    tb = types.TracebackType(tb, f, lasti, lineno)
+                e.__traceback__ = tb
+        raise
+
+
+def _wake_loop():
+    """interp.c calls this after injecting an interrupt, on the interrupting thread (this
+    interpreter's GIL held): a loop waiting in select would see the interrupt only when its wait
+    ends, an asyncio.sleep(3600) later."""
+    loop = _loop
+    if loop is not None and loop.is_running():
+        loop.call_soon_threadsafe(_noop)
+
+
+def _noop():
+    pass
+
+
+def _close_loop():
+    loop = _loop
+    if loop is not None and not loop.is_closed():
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
 
 
 def _load_file(path):
@@ -275,12 +360,16 @@ _BOOT = sys._getframe().f_code.co_filename  # the name runtime.c compiles this s
 
 
 def _strip_boot_frames(e, seen):
-    """Drop this module's frames from the front of e's traceback (and its chained exceptions):
-    users should see their code, not ours."""
+    """Drop this module's frames from the front of e's traceback (and its chained exceptions),
+    and asyncio's that an async target's error comes through: users should see their code, not
+    ours."""
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         tb = e.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename == _BOOT:
+        while tb is not None and (
+            tb.tb_frame.f_code.co_filename == _BOOT
+            or (_asyncio_dir is not None and tb.tb_frame.f_code.co_filename.startswith(_asyncio_dir))
+        ):
             tb = tb.tb_next
         if tb is not None or e.__traceback__ is not None:
             e.__traceback__ = tb

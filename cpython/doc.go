@@ -44,6 +44,15 @@
 // stopped), and the interpreter is ready for the next call. An interrupt never leaks into a
 // later call.
 //
+// # Async targets
+//
+// A target that is an async function (async def, a method too) is run to completion, as
+// asyncio.run would, and its result returned: on an event loop the interpreter makes on first
+// use and keeps, so that what a module binds to it (a client session) works in later calls.
+// An interrupt wakes the loop, cancels the task (its finally blocks and async with exits run),
+// and the KeyboardInterrupt's traceback shows where the task waited. Calls run one at a time
+// even so: a batch's items do not run concurrently on one interpreter.
+//
 // # Values
 //
 // Arguments and results cross by value in pyworkers' interpreter-neutral encoding, never as

@@ -412,6 +412,13 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task) {
 		inject(w, cur);
 		done = 1;
 	}
+	if (done && w->helpers != NULL) {
+		/* an async target's event loop waiting in select: wake it (bootstrap._wake_loop) */
+		PyObject *wake = PyDict_GetItemString(w->helpers, "_wake_loop"); /* borrowed */
+		PyObject *r = wake ? PyObject_CallNoArgs(wake) : NULL;
+		Py_XDECREF(r);
+		PyErr_Clear();
+	}
 	PyThreadState_Clear(ts);
 	PyThreadState_DeleteCurrent();
 	if (done) {

@@ -211,6 +211,21 @@ func TestInterruptDuringBlockingCallDoesNotLeak(t *testing.T) {
 	assert.Equal(t, int64(19999900000), v)
 }
 
+// interruptedCall calls target with a context that times out after 100 ms, checks that the call
+// was interrupted then, and returns the KeyboardInterrupt it ended with.
+func interruptedCall(t *testing.T, i *cpython.Interpreter, target string, args ...any) *cpython.PythonError {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	_, err := i.Call(ctx, target, args...)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	var ie *cpython.InterruptedError
+	require.ErrorAs(t, err, &ie)
+	require.NotNil(t, ie.Python, "the interrupted code's traceback")
+	assert.Equal(t, "KeyboardInterrupt", ie.Python.Type)
+	return ie.Python
+}
+
 // time.sleep is pyworkers.sleep in every interpreter: the same sleep, but an interrupt ends it
 // at once (CPython's own would sleep its whole time first), and only the task's own: a sleep in
 // a thread the task started, or one in the task's cleanup after it caught the interrupt, runs
@@ -238,15 +253,7 @@ def in_thread(secs):
     th.join()
     return out
 `))
-	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
-	defer cancel()
-	_, err := i.Call(ctx, "__main__:sleeper", 3600)
-	require.ErrorIs(t, err, context.DeadlineExceeded)
-	var ie *cpython.InterruptedError
-	require.ErrorAs(t, err, &ie)
-	require.NotNil(t, ie.Python)
-	assert.Equal(t, "KeyboardInterrupt", ie.Python.Type)
-	assert.Contains(t, ie.Python.Traceback, "time.sleep(secs)")
+	assert.Contains(t, interruptedCall(t, i, "__main__:sleeper", 3600).Traceback, "time.sleep(secs)")
 	slept, err := i.Eval(bg, "slept")
 	require.NoError(t, err)
 	assert.Less(t, slept.(float64), 3600.0, "the sleep ended when the call was interrupted")

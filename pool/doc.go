@@ -22,6 +22,9 @@
 // waiting in C holds an OS thread, so past 256 at once, process-wide, callers spin in C and
 // then park in Go instead: Go ends a process at 10,000 threads.
 //
+// Targets may be async functions: each call runs to completion on the worker's own event loop
+// (see package cpython, Async targets).
+//
 // # Cancellation
 //
 // Every blocking call takes a context. A task whose context ends while it is queued leaves the

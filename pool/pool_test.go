@@ -274,7 +274,8 @@ func TestTimeoutInterruptsRunningTaskAndWorkerGoesOn(t *testing.T) {
 		args   []any
 	}{
 		{"pwtest:spin", nil},
-		{"pwtest:sleep_then", []any{3600, "never"}}, // time.sleep too stops at the interrupt
+		{"pwtest:sleep_then", []any{3600, "never"}},       // time.sleep too stops at the interrupt
+		{"pwtest:async_sleep_then", []any{3600, "never"}}, // and an async target's event loop
 	} {
 		ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
 		_, err = p.Call(ctx, c.target, c.args...)

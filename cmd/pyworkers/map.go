@@ -30,8 +30,8 @@ input order:
   {"ok": RESULT}
   {"error": {"type": "ValueError", "message": "...", "traceback": "..."}}
 TARGET is path/to/file.py:func or pkg.module:func (from the active virtual environment too, or
-the one whose python --python names). Each line's JSON value is the function's one
-argument; with --star an array is spread into positional arguments and an object into keyword
+the one whose python --python names); an async function is run to completion. Each line's JSON
+value is the function's one argument; with --star an array is spread into positional arguments and an object into keyword
 arguments. Tuples come back as arrays; a result JSON cannot hold (bytes, NaN, ...) and a line
 that is not JSON give an error line, not an abort. What the function prints goes to standard
 error, and so does what child processes or C code write to standard output. Exit status: 0

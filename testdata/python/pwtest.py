@@ -208,3 +208,11 @@ def raise_slow_str():
 def type_and_len(x):
     """The type name and length of x, e.g. 'list0'."""
     return type(x).__name__ + str(len(x))
+
+
+async def async_sleep_then(seconds, value):
+    """sleep_then as an async target (run on the worker's event loop)."""
+    import asyncio
+
+    await asyncio.sleep(seconds)
+    return value

@@ -1,0 +1,94 @@
+package cpython_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pyworkers/pyworkers/cpython"
+	"github.com/pyworkers/pyworkers/internal/pwtest"
+)
+
+const asyncSrc = `
+import asyncio
+async def double(x):
+    await asyncio.sleep(0)
+    return 2 * x
+async def fails(x):
+    await asyncio.sleep(0)
+    raise ValueError(f"bad {x}")
+async def loop_id():
+    return id(asyncio.get_running_loop())
+class Model:
+    async def predict(self, x):
+        return x + 1
+model = Model()
+cleaned = []
+async def sleeps(secs):
+    try:
+        await asyncio.sleep(secs)
+    finally:
+        cleaned.append(secs)
+def plain_coroutine():  # a plain function returning a coroutine is not run
+    coro = double(1)
+    coro.close()
+    return coro
+`
+
+// An async function as a target is run to completion, as asyncio.run would, on an event loop
+// the interpreter keeps; its errors show the user's frames, not asyncio's.
+func TestAsyncTargets(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Exec(bg, asyncSrc))
+
+	v, err := i.Call(bg, "__main__:double", 21)
+	require.NoError(t, err)
+	assert.Equal(t, int64(42), v)
+	v, err = i.Call(bg, "__main__:model.predict", 1)
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), v)
+
+	_, err = i.Call(bg, "__main__:fails", 1)
+	pe := pwtest.PyErr(t, err)
+	assert.Equal(t, "ValueError", pe.Type)
+	assert.Equal(t, "Traceback (most recent call last):\n  File \"<exec-1>\", line 8, in fails\n    raise ValueError(f\"bad {x}\")\nValueError: bad 1\n", pe.Traceback)
+
+	// one loop for every call: what a module binds to it goes on working
+	first, err := i.Call(bg, "__main__:loop_id")
+	require.NoError(t, err)
+	second, err := i.Call(bg, "__main__:loop_id")
+	require.NoError(t, err)
+	assert.Equal(t, first, second)
+
+	// in a batch, each item is run to completion, with its own result or error
+	err = i.Do(bg, func(th *cpython.Thread) error {
+		res, err := th.CallMany(bg, "__main__:double", [][]any{{1}, {2}, {"x"}})
+		require.NoError(t, err)
+		assert.Equal(t, []cpython.CallResult{{Value: int64(2)}, {Value: int64(4)}, {Value: "xx"}}, res)
+		res, err = th.CallMany(bg, "__main__:fails", [][]any{{1}})
+		require.NoError(t, err)
+		require.Len(t, res, 1)
+		assert.ErrorContains(t, res[0].Err, "ValueError: bad 1")
+		return nil
+	})
+	require.NoError(t, err)
+
+	_, err = i.Call(bg, "__main__:plain_coroutine")
+	require.ErrorContains(t, err, "'coroutine' is not supported")
+}
+
+// An interrupt reaches an async target that waits for events: the loop is woken, the task is
+// cancelled (its finally blocks run), and the error shows where it waited.
+func TestAsyncTargetInterrupted(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Exec(bg, asyncSrc))
+	assert.Contains(t, interruptedCall(t, i, "__main__:sleeps", 3600).Traceback, "in sleeps\n    await asyncio.sleep(secs)\n")
+	v, err := i.Eval(bg, "cleaned")
+	require.NoError(t, err)
+	assert.Equal(t, []any{int64(3600)}, v, "the task's finally ran")
+	// the loop serves the next call
+	v, err = i.Call(bg, "__main__:double", 2)
+	require.NoError(t, err)
+	assert.Equal(t, int64(4), v)
+}
