@@ -1,7 +1,9 @@
 package cpython_test
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -91,4 +93,24 @@ func TestAsyncTargetInterrupted(t *testing.T) {
 	v, err = i.Call(bg, "__main__:double", 2)
 	require.NoError(t, err)
 	assert.Equal(t, int64(4), v)
+}
+
+// However early an interrupt lands in an interpreter's first async call (importing asyncio,
+// making the loop), the interpreter is left as it was: the next async call works, and the
+// interrupt is not one that stopped an import half-way. (pwtest imports no asyncio itself.)
+func TestAsyncFirstCallInterruptedEarly(t *testing.T) {
+	for _, ms := range []int{1, 3, 10, 20, 30, 50} {
+		i := newInterp(t, cpython.InterpreterConfig{})
+		_, err := i.Call(bg, "pwtest:add", 1, 2) // pwtest imported: the interrupt is not in that
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(bg, time.Duration(ms)*time.Millisecond)
+		_, err = i.Call(ctx, "pwtest:async_sleep_then", 3600, "never")
+		cancel()
+		var ie *cpython.InterruptedError
+		require.ErrorAs(t, err, &ie, "%d ms", ms)
+		assert.False(t, ie.InImport(), "%d ms: %+v", ms, ie.Python)
+		v, err := i.Call(bg, "pwtest:async_sleep_then", 0, "slept")
+		require.NoError(t, err, "%d ms", ms)
+		assert.Equal(t, "slept", v)
+	}
 }

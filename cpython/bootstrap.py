@@ -265,26 +265,21 @@ def _run_async(coro):
     calls (unlike asyncio.run's), so that what a module binds to it, a client session say, goes
     on working. An interrupt wakes a loop waiting for events (_wake_loop); the task is then
     cancelled and given its chance to clean up before the interrupt ends the call."""
-    global _loop, _asyncio_dir
-    if _loop is None:
-        import asyncio
-        import atexit
-        import os
-
-        _asyncio_dir = os.path.dirname(asyncio.__file__) + os.sep
-        _loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(_loop)
-        atexit.register(_close_loop)  # atexit runs when the interpreter ends
-    task = _loop.create_task(coro)
     try:
-        return _loop.run_until_complete(task)
+        loop = _loop or _new_loop()
+        task = loop.create_task(coro)
+    except BaseException:
+        coro.close()  # it never ran: no "coroutine was never awaited" warning
+        raise
+    try:
+        return loop.run_until_complete(task)
     except BaseException as e:
         if not task.done():  # interrupted while the loop waited, not in the task's own code
             # where the task waits, outermost first (read now: cancelling moves the frames on)
             stack = [(f, f.f_lasti, f.f_lineno) for f in task.get_stack()]
             task.cancel()
             try:
-                _loop.run_until_complete(task)
+                loop.run_until_complete(task)
             except BaseException:
                 pass
             if isinstance(e, KeyboardInterrupt) and stack:
@@ -297,6 +292,35 @@ def _run_async(coro):
                     tb = types.TracebackType(tb, f, lasti, lineno)
                 e.__traceback__ = tb
         raise
+
+
+def _new_loop():
+    """Make this interpreter's event loop (importing asyncio, ~50 ms, on first need only)."""
+    global _loop, _asyncio_dir
+    before = set(sys.modules)
+    loop = None
+    try:
+        import asyncio
+        import atexit
+        import os
+
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        atexit.register(_close_loop)  # atexit runs when the interpreter ends
+        _asyncio_dir = os.path.dirname(asyncio.__file__) + os.sep
+    except BaseException as e:
+        # An interrupt can land in the middle of importing asyncio: the modules it left half
+        # made would trip the next import (a NameError in asyncio/__init__), so they go. Then
+        # the interpreter is as it was, and the interrupt's traceback does not show asyncio's
+        # modules (which would make the pool replace the worker: InterruptedError.InImport).
+        if loop is not None:
+            loop.close()
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
+        e.__traceback__ = e.__context__ = None  # nor what importlib was handling then
+        raise
+    _loop = loop
+    return loop
 
 
 def _wake_loop():

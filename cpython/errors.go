@@ -108,6 +108,39 @@ func (e *InterruptedError) Unwrap() []error {
 	return []error{e.Cause, e.Python}
 }
 
+// InImport reports whether the interrupt stopped a module's import half-way (its traceback runs
+// through a module's body, or through importlib): the interpreter's modules may then be half
+// made, a package cut short is imported again over the submodules that stayed, and code that
+// imports them later can fail in odd ways (NameError in a package's __init__). Such an
+// interpreter is best replaced; the pool does so.
+func (e *InterruptedError) InImport() bool {
+	if e.Python == nil {
+		return false
+	}
+	// The interrupt's own frames, not those of exceptions chained before it.
+	tb := e.Python.Traceback
+	for _, sep := range []string{"\nDuring handling of the above exception, another exception occurred:\n", "\nThe above exception was the direct cause of the following exception:\n"} {
+		if i := strings.LastIndex(tb, sep); i >= 0 {
+			tb = tb[i+len(sep):]
+		}
+	}
+	first := true
+	for line := range strings.Lines(tb) {
+		if !strings.HasPrefix(line, `  File "`) {
+			continue
+		}
+		if strings.HasPrefix(line, `  File "<frozen importlib.`) {
+			return true
+		}
+		// the first frame is the code that was run (an Exec's or a script's is a <module> too)
+		if !first && strings.HasSuffix(strings.TrimRight(line, "\n"), ", in <module>") {
+			return true
+		}
+		first = false
+	}
+	return false
+}
+
 // ConversionError is a value that cannot cross between Go and Python: a Go type with no
 // Python counterpart, a Python object that is not None/bool/int/float/str/bytes/tuple/list/dict
 // (with str keys), a string that is not valid UTF-8. It wraps ErrUnsupportedValue.

@@ -226,6 +226,30 @@ func interruptedCall(t *testing.T, i *cpython.Interpreter, target string, args .
 	return ie.Python
 }
 
+// An interrupt that stops an import half-way says so (InterruptedError.InImport): the
+// interpreter's modules may be half made. Other interrupts do not, an Exec's own top-level code
+// included.
+func TestInterruptInImport(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Exec(bg, "def imports():\n    import pwtest_hang"))
+	for _, c := range []struct {
+		run      func(ctx context.Context) error
+		inImport bool
+	}{
+		{func(ctx context.Context) error { _, err := i.Call(ctx, "__main__:imports"); return err }, true},
+		{func(ctx context.Context) error { _, err := i.Call(ctx, "pwtest_hang:f"); return err }, true}, // resolving
+		{func(ctx context.Context) error { _, err := i.Call(ctx, "pwtest:spin"); return err }, false},
+		{func(ctx context.Context) error { return i.Exec(ctx, "while True:\n    pass") }, false},
+	} {
+		ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)
+		err := c.run(ctx)
+		cancel()
+		var ie *cpython.InterruptedError
+		require.ErrorAs(t, err, &ie)
+		assert.Equal(t, c.inImport, ie.InImport(), "%+v", ie.Python)
+	}
+}
+
 // time.sleep is pyworkers.sleep in every interpreter: the same sleep, but an interrupt ends it
 // at once (CPython's own would sleep its whole time first), and only the task's own: a sleep in
 // a thread the task started, or one in the task's cleanup after it caught the interrupt, runs

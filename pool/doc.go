@@ -36,7 +36,9 @@
 //
 // A worker whose task raises SystemExit or MemoryError, or that reaches MaxTasksPerWorker, is
 // ended and replaced by a fresh interpreter (the task gets an error wrapping ErrWorkerLost and
-// the *cpython.PythonError). A task that keeps running more than InterruptGrace after its
+// the *cpython.PythonError). So is a worker whose task was interrupted in the middle of an
+// import, which can leave modules half made (cpython.InterruptedError.InImport; the task's
+// error is its cancellation's). A task that keeps running more than InterruptGrace after its
 // interrupt (it swallowed KeyboardInterrupt) costs its worker: a replacement takes the slot at
 // once, and the old interpreter is interrupted every 100 ms until it stops, then ended. Python
 // code that never stops can never be ended: a running OS thread cannot be killed safely, so

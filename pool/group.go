@@ -723,6 +723,9 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 		g.done.Add(1)
 	case tk.ctx.Err() != nil && errors.Is(err, tk.ctx.Err()), errors.Is(err, ErrClosed):
 		g.cancelled.Add(1)
+		if interruptedInImport(err) {
+			end = endRecycle // its modules may be half made: a fresh interpreter takes the slot
+		}
 	default:
 		g.failed.Add(1)
 		var pe *cpython.PythonError // here, not above: errors.As takes its address, so it is allocated
@@ -742,6 +745,13 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 		return endRecycle
 	}
 	return endStop
+}
+
+// interruptedInImport reports whether err is an interrupt that stopped an import half-way
+// (cpython.InterruptedError.InImport).
+func interruptedInImport(err error) bool {
+	var ie *cpython.InterruptedError
+	return errors.As(err, &ie) && ie.InImport()
 }
 
 // retire gives up on the worker when its task was cancelled and did not stop within

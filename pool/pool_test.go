@@ -289,6 +289,26 @@ func TestTimeoutInterruptsRunningTaskAndWorkerGoesOn(t *testing.T) {
 	assert.Zero(t, p.Stats().Groups[0].Recycles)
 }
 
+// A task interrupted in the middle of an import may leave its interpreter's modules half made:
+// its worker is replaced, and the task's error is its cancellation.
+func TestInterruptedImportReplacesTheWorker(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1})
+	v, err := p.Call(bg, "pwtest:count_calls")
+	require.NoError(t, err)
+	require.Equal(t, int64(1), v)
+	ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)
+	defer cancel()
+	_, err = p.Call(ctx, "pwtest_hang:f") // its module's import never ends
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.NotErrorIs(t, err, pool.ErrWorkerLost)
+	v, err = p.Call(bg, "pwtest:count_calls")
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), v, "a fresh interpreter")
+	s := p.Stats().Groups[0]
+	assert.Equal(t, uint64(1), s.Recycles)
+	assert.Equal(t, uint64(1), s.Cancelled)
+}
+
 func TestSystemExitAndMemoryErrorReplaceTheWorker(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 1})
 	for _, target := range []string{"pwtest:exit_with", "pwtest:raise_memory_error"} {
@@ -721,12 +741,15 @@ func TestSoak(t *testing.T) {
 				if k >= n {
 					return
 				}
-				timeout := time.Minute
+				timeout, target, args := time.Minute, "pwtest:mixed", []any{k}
 				if k%50 == 49 {
-					timeout = 10 * time.Millisecond // the spinning kind: stopped by its deadline
+					timeout = 10 * time.Millisecond // the kind that runs until its deadline stops it
+					if k/50%4 == 3 {
+						target, args = "pwtest:async_sleep_then", []any{3600, k} // awaiting
+					}
 				}
 				ctx, cancel := context.WithTimeout(bg, timeout)
-				v, err := p.Call(ctx, "pwtest:mixed", k)
+				v, err := p.Call(ctx, target, args...)
 				cancel()
 				results[k].Add(1)
 				var pe *cpython.PythonError

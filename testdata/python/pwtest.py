@@ -179,7 +179,9 @@ def mixed(k):
         if k % 1000 == 43:
             sys.exit(k)
         return -k
-    while True:  # runs until its deadline interrupts it
+    if k // 50 % 2:  # runs until its deadline interrupts it: a sleep, or a busy loop
+        time.sleep(3600)
+    while True:
         pass
 
 
