@@ -412,13 +412,16 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task) {
 		inject(w, cur);
 		done = 1;
 	}
-	if (done && w->helpers != NULL) {
-		/* an async target's event loop waiting in select: wake it (bootstrap._wake_loop) */
+	PyObject *loop = (done && w->helpers != NULL) ? PyDict_GetItemString(w->helpers, "_loop") : NULL;
+	if (loop != NULL && loop != Py_None) {
+		/* An interpreter that has run async targets: its event loop may be waiting in select,
+		 * where the interrupt would not be seen; wake it (bootstrap._wake_loop). Only then does
+		 * Python code run on this thread. */
 		PyObject *wake = PyDict_GetItemString(w->helpers, "_wake_loop"); /* borrowed */
 		PyObject *r = wake ? PyObject_CallNoArgs(wake) : NULL;
 		Py_XDECREF(r);
-		PyErr_Clear();
 	}
+	PyErr_Clear();
 	PyThreadState_Clear(ts);
 	PyThreadState_DeleteCurrent();
 	if (done) {
