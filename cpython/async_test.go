@@ -1,6 +1,7 @@
 package cpython_test
 
 import (
+	"bytes"
 	"context"
 	"testing"
 	"time"
@@ -113,4 +114,29 @@ func TestAsyncFirstCallInterruptedEarly(t *testing.T) {
 		require.NoError(t, err, "%d ms", ms)
 		assert.Equal(t, "slept", v)
 	}
+}
+
+// When the interpreter ends, the tasks a call left running on its loop are cancelled and
+// finish, as asyncio.run's are: their cleanup runs, and asyncio has no "Task was destroyed but
+// it is pending" to say.
+func TestAsyncBackgroundTasksEndWithTheInterpreter(t *testing.T) {
+	var out bytes.Buffer // pyworkers serialises the interpreter's writes to it
+	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stdout: &out, Stderr: &out})
+	require.NoError(t, err)
+	require.NoError(t, i.Exec(bg, `
+import asyncio
+keep = set()
+async def forever():
+    try:
+        await asyncio.sleep(3600)
+    finally:
+        print("background task cleaned up")
+async def start():
+    keep.add(asyncio.get_running_loop().create_task(forever()))
+    await asyncio.sleep(0)
+`))
+	_, err = i.Call(bg, "__main__:start")
+	require.NoError(t, err)
+	require.NoError(t, i.Close())
+	assert.Equal(t, "background task cleaned up\n", out.String())
 }

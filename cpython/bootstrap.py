@@ -100,6 +100,8 @@ def setup(cfg):
     import time
 
     time.sleep = _pyworkers.sleep
+    # An interrupt swallowed where CPython ignores exceptions is raised again (module.c).
+    sys.unraisablehook = _pyworkers._unraisablehook
 
 
 def _fresh(v):
@@ -223,18 +225,31 @@ def resolve(target):
         raise ValueError(
             f"target {target!r} must look like 'package.module:function' or 'path/to/file.py:function'"
         )
-    if modname.endswith(".py") or "/" in modname:
-        obj = _load_file(modname)
-    else:
-        import importlib
+    before = set(sys.modules)
+    try:
+        if modname.endswith(".py") or "/" in modname:
+            obj = _load_file(modname)
+        else:
+            import importlib
 
-        obj = importlib.import_module(modname)
+            obj = importlib.import_module(modname)
+    except KeyboardInterrupt as e:
+        # Cut short (a call's deadline came first): the modules the import left half made
+        # would trip the next import of them, so they go, and the interpreter is as it was;
+        # the note tells the Go side so (InterruptedError.InImport).
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
+        e.add_note(_IMPORT_UNDONE)
+        raise
     for part in attr.split("."):
         obj = getattr(obj, part)
     if not callable(obj):
         raise TypeError(f"{target!r} is a {type(obj).__name__}, which is not callable")
     return _sync(obj)
 
+
+# Said by resolve of a target's import it undid; cpython/errors.go (importUndone) looks for it.
+_IMPORT_UNDONE = "(pyworkers: the interrupted import was undone)"
 
 _CO_COROUTINE = 0x80  # inspect.CO_COROUTINE (importing inspect costs a worker ~10 ms)
 
@@ -337,12 +352,23 @@ def _noop():
 
 
 def _close_loop():
+    """At the interpreter's end (atexit): as asyncio.run ends, cancel the tasks still pending
+    (background tasks a call left running) and let them finish, then close the loop."""
     loop = _loop
-    if loop is not None and not loop.is_closed():
-        try:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            loop.close()
+    if loop is None or loop.is_closed():
+        return
+    import asyncio
+
+    try:
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
 
 
 def _load_file(path):

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -125,9 +127,31 @@ func TestHangingImportIsInterruptible(t *testing.T) {
 	defer cancel()
 	_, err := i.Call(ctx, "pwtest_hang:f")
 	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Contains(t, err.(*cpython.InterruptedError).Python.Traceback, "KeyboardInterrupt\n(pyworkers: the interrupted import was undone)\n")
 	v, err := i.Eval(bg, "'pwtest_hang' in __import__('sys').modules")
 	require.NoError(t, err)
 	assert.Equal(t, false, v, "the half-imported module is not left behind")
+}
+
+// A target's import that an interrupt cuts short is undone whole: a package whose submodules
+// were imported before the interrupt is imported afresh next time, not over them (which fails).
+func TestInterruptedTargetImportIsUndone(t *testing.T) {
+	dir := t.TempDir()
+	pkg := filepath.Join(dir, "halfpkg")
+	require.NoError(t, os.MkdirAll(pkg, 0o755))
+	write := func(name, src string) { require.NoError(t, os.WriteFile(filepath.Join(pkg, name), []byte(src), 0o644)) }
+	write("sub.py", "X = 1\n")
+	// the package's own __init__ uses the submodule's name, bound by importing it (as asyncio's
+	// does), and then takes long enough to be interrupted, once
+	write("__init__.py", "from .sub import *\nY = sub.X\nimport os, time\nif not os.path.exists(__file__ + '.slow-done'):\n    open(__file__ + '.slow-done', 'w').close()\n    time.sleep(3600)\ndef f():\n    return Y\n")
+	i := newInterp(t, cpython.InterpreterConfig{Path: []string{dir}})
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	_, err := i.Call(ctx, "halfpkg:f")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	v, err := i.Call(bg, "halfpkg:f")
+	require.NoError(t, err, "the second import of the package")
+	assert.Equal(t, int64(1), v)
 }
 
 func TestForeignPyworkersModuleIsAnErrorNotACrash(t *testing.T) {

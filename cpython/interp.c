@@ -456,6 +456,15 @@ void pyw_wait_prepare(void) {
 	}
 }
 
+int pyw_reinterrupt(void) {
+	pyw_interp *w = current;
+	if (w == NULL || w->current_task == 0 || w->interrupted_task != w->current_task) {
+		return 0;
+	}
+	inject(w, w->current_task);
+	return 1;
+}
+
 int pyw_task_interrupted(void) {
 	pyw_interp *w = current;
 	return w != NULL && w->current_task != 0 && w->interrupted_task == w->current_task;

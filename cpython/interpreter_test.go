@@ -231,13 +231,13 @@ func interruptedCall(t *testing.T, i *cpython.Interpreter, target string, args .
 // included.
 func TestInterruptInImport(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
-	require.NoError(t, i.Exec(bg, "def imports():\n    import pwtest_hang"))
 	for _, c := range []struct {
 		run      func(ctx context.Context) error
 		inImport bool
 	}{
-		{func(ctx context.Context) error { _, err := i.Call(ctx, "__main__:imports"); return err }, true},
-		{func(ctx context.Context) error { _, err := i.Call(ctx, "pwtest_hang:f"); return err }, true}, // resolving
+		{func(ctx context.Context) error { _, err := i.Call(ctx, "pwtest:import_hang"); return err }, true},
+		// a target's own import, cut short, is undone: the interpreter is as it was
+		{func(ctx context.Context) error { _, err := i.Call(ctx, "pwtest_hang:f"); return err }, false},
 		{func(ctx context.Context) error { _, err := i.Call(ctx, "pwtest:spin"); return err }, false},
 		{func(ctx context.Context) error { return i.Exec(ctx, "while True:\n    pass") }, false},
 	} {
@@ -248,6 +248,33 @@ func TestInterruptInImport(t *testing.T) {
 		require.ErrorAs(t, err, &ie)
 		assert.Equal(t, c.inImport, ie.InImport(), "%+v", ie.Python)
 	}
+}
+
+// An interrupt that lands where CPython ignores exceptions (here a __del__; weakref callbacks
+// during imports are the usual place) is raised again in the task, not lost.
+func TestInterruptSwallowedByDelIsRaisedAgain(t *testing.T) {
+	var errOut bytes.Buffer
+	i := newInterp(t, cpython.InterpreterConfig{Stderr: &errOut})
+	require.NoError(t, i.Exec(bg, `
+import time, pyworkers
+class Holder:
+    def __del__(self):
+        while not pyworkers._interrupted():  # until the interrupt comes, which lands here
+            pass
+def f():
+    Holder()  # its __del__ runs now
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        pass
+    return "ran on"
+`))
+	interruptedCall(t, i, "__main__:f")
+	assert.NotContains(t, errOut.String(), "Exception ignored")
+
+	// other exceptions that CPython ignores are printed as before
+	require.NoError(t, i.Exec(bg, "class Bad:\n    def __del__(self):\n        raise ValueError('in del')\nBad()"))
+	assert.Contains(t, errOut.String(), "Exception ignored while calling deallocator")
+	assert.Contains(t, errOut.String(), "ValueError: in del")
 }
 
 // time.sleep is pyworkers.sleep in every interpreter: the same sleep, but an interrupt ends it

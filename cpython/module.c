@@ -290,10 +290,34 @@ static PyObject *mod_sleep(PyObject *m, PyObject *arg) {
 	Py_RETURN_NONE;
 }
 
+/* pyworkers._unraisablehook(u), every interpreter's sys.unraisablehook (bootstrap.setup): an
+ * interrupt that lands in code whose exceptions CPython ignores (a weakref callback, a __del__,
+ * often during an import) would be lost, and the task would run on; it is raised again instead
+ * of printed as ignored. In C: Python code run after the new injection, in a hook written in
+ * Python, would take the interrupt itself, and lose it the same way. */
+static PyObject *mod_unraisablehook(PyObject *m, PyObject *u) {
+	(void)m;
+	PyObject *t = PyObject_GetAttrString(u, "exc_type");
+	if (t == NULL) {
+		return NULL;
+	}
+	int ours = t == PyExc_KeyboardInterrupt && pyw_reinterrupt();
+	Py_DECREF(t);
+	if (ours) {
+		Py_RETURN_NONE;
+	}
+	PyObject *dflt = PySys_GetObject("__unraisablehook__"); /* borrowed */
+	if (dflt == NULL) {
+		Py_RETURN_NONE;
+	}
+	return PyObject_CallOneArg(dflt, u);
+}
+
 static PyMethodDef methods[] = {
     {"_write", (PyCFunction)(void (*)(void))mod_write, METH_FASTCALL, "write(fd, text): send text to the Go side."},
     {"_flush", mod_flush, METH_O, "flush(fd): write out a pending partial line."},
     {"_interrupted", mod_interrupted, METH_NOARGS, "_interrupted(): whether the running task was interrupted."},
+    {"_unraisablehook", mod_unraisablehook, METH_O, "sys.unraisablehook that raises a swallowed interrupt of the running task again."},
     {"sleep", mod_sleep, METH_O,
      "sleep(seconds)\n--\n\nDelay execution for a given number of seconds, as time.sleep does (it is this\n"
      "interpreter's time.sleep), except that an interrupt of the task (its context ended) ends\n"

@@ -180,6 +180,10 @@ void pyw_wait_prepare(void);
 /* GIL held: whether the task running on this thread (an interpreter's own) has been interrupted,
  * whether or not the KeyboardInterrupt was raised yet, or caught. */
 int pyw_task_interrupted(void);
+/* GIL held, on an interpreter's own thread: the running task's interrupt was raised and then
+ * swallowed by code that ignores exceptions (a weakref callback, a __del__: CPython reports
+ * them to sys.unraisablehook: module.c's); inject it again. 1 if it did. */
+int pyw_reinterrupt(void);
 void pyw_wait_end(void);
 /* GIL held: raise KeyboardInterrupt for an interrupt a wait noticed, withdrawing the pending
  * asynchronous one so it is raised once. Returns NULL for convenience. */

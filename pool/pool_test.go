@@ -298,7 +298,7 @@ func TestInterruptedImportReplacesTheWorker(t *testing.T) {
 	require.Equal(t, int64(1), v)
 	ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)
 	defer cancel()
-	_, err = p.Call(ctx, "pwtest_hang:f") // its module's import never ends
+	_, err = p.Call(ctx, "pwtest:import_hang") // imports, inside the call, a module that never finishes
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.NotErrorIs(t, err, pool.ErrWorkerLost)
 	v, err = p.Call(bg, "pwtest:count_calls")

@@ -218,3 +218,7 @@ async def async_sleep_then(seconds, value):
 
     await asyncio.sleep(seconds)
     return value
+
+def import_hang():
+    """Import, inside a call, a module whose import never finishes (until interrupted)."""
+    import pwtest_hang  # noqa: F401
