@@ -154,3 +154,38 @@ func ExamplePool_Submit() {
 	// 4 <nil>
 	// 9 <nil>
 }
+
+// An async function is a target like any other: each call runs it to completion on the worker's
+// own event loop, which stays from call to call (so a client session kept in the module goes on
+// working); a deadline reaches the call while it awaits.
+func Example_async() {
+	p, err := pool.New(pool.Options{Workers: 1, Setup: `
+import asyncio
+cache = {}
+async def fetch(key):
+    if key not in cache:
+        await asyncio.sleep(0.01)  # an HTTP request, say
+        cache[key] = key.upper()
+    return cache[key]
+async def wait_forever():
+    await asyncio.Event().wait()
+`})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer p.Close()
+
+	ctx := context.Background()
+	for range 2 {
+		fmt.Println(p.Call(ctx, "__main__:fetch", "answer"))
+	}
+	tctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	_, err = p.Call(tctx, "__main__:wait_forever")
+	fmt.Println(errors.Is(err, context.DeadlineExceeded))
+	// Output:
+	// ANSWER <nil>
+	// ANSWER <nil>
+	// true
+}
