@@ -235,10 +235,10 @@ def resolve(target):
             obj = importlib.import_module(modname)
     except KeyboardInterrupt as e:
         # Cut short (a call's deadline came first): the modules the import left half made
-        # would trip the next import of them, so they go, and the interpreter is as it was;
-        # the note tells the Go side so (InterruptedError.InImport).
+        # would trip the next import of them, so they go (InterruptedError.InImport still
+        # reports it: what finished may have registered itself elsewhere).
         for name in set(sys.modules) - before:
-            del sys.modules[name]
+            sys.modules.pop(name, None)
         e.add_note(_IMPORT_UNDONE)
         raise
     for part in attr.split("."):
@@ -248,7 +248,7 @@ def resolve(target):
     return _sync(obj)
 
 
-# Said by resolve of a target's import it undid; cpython/errors.go (importUndone) looks for it.
+# Said by resolve of a target's import it undid (its traceback's last line).
 _IMPORT_UNDONE = "(pyworkers: the interrupted import was undone)"
 
 _CO_COROUTINE = 0x80  # inspect.CO_COROUTINE (importing inspect costs a worker ~10 ms)
@@ -272,14 +272,16 @@ def _sync(obj):
 
 
 _loop = None  # this interpreter's event loop for async targets, made on first use and kept
+_wake = None  # the socket pair that wakes it for an interrupt (see _new_loop)
 _asyncio_dir = None  # the asyncio package's folder, once it is imported here
+_CLEANUP_SECONDS = 1.0  # how long an interrupted task, or one left at the end, may clean up
 
 
 def _run_async(coro):
     """Run coro on this interpreter's event loop until it completes. The loop is kept for later
     calls (unlike asyncio.run's), so that what a module binds to it, a client session say, goes
-    on working. An interrupt wakes a loop waiting for events (_wake_loop); the task is then
-    cancelled and given its chance to clean up before the interrupt ends the call."""
+    on working. An interrupt wakes a loop waiting for events (interp.c writes to _wake); the
+    task is then cancelled and given a second to clean up before the interrupt ends the call."""
     try:
         loop = _loop or _new_loop()
         task = loop.create_task(coro)
@@ -289,17 +291,17 @@ def _run_async(coro):
     try:
         return loop.run_until_complete(task)
     except BaseException as e:
-        if not task.done():  # interrupted while the loop waited, not in the task's own code
+        if task.done():
+            if not task.cancelled():
+                task.exception()  # taken: no "Task exception was never retrieved" later
+        else:  # interrupted while the loop ran, not in the task's own code
             # where the task waits, outermost first (read now: cancelling moves the frames on)
             stack = [(f, f.f_lasti, f.f_lineno) for f in task.get_stack()]
             task.cancel()
-            try:
-                loop.run_until_complete(task)
-            except BaseException:
-                pass
+            _finish(loop, {task})
             if isinstance(e, KeyboardInterrupt) and stack:
                 # Show where the task was stopped, as an interrupt of a plain call does, rather
-                # than the loop's select.
+                # than the loop's own code.
                 import types
 
                 tb = None
@@ -309,66 +311,91 @@ def _run_async(coro):
         raise
 
 
+def _finish(loop, tasks):
+    """Run the loop until the (cancelled) tasks end, for at most _CLEANUP_SECONDS: an interrupt
+    that landed in the loop's own code may have dropped a task's wake-up, and a task may not
+    end at all. What they raise is taken, not logged."""
+    import asyncio
+
+    try:
+        loop.run_until_complete(asyncio.wait(tasks, timeout=_CLEANUP_SECONDS))
+    except BaseException:
+        pass
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()
+
+
 def _new_loop():
     """Make this interpreter's event loop (importing asyncio, ~50 ms, on first need only)."""
-    global _loop, _asyncio_dir
+    global _loop, _wake, _asyncio_dir
     before = set(sys.modules)
-    loop = None
+    loop = wake = None
     try:
         import asyncio
         import atexit
         import os
+        import socket
 
         loop = asyncio.new_event_loop()
+        # interp.c writes a byte to wake[1] after injecting an interrupt: a loop waiting in
+        # select would otherwise see it only when its wait ends (an asyncio.sleep(3600) later).
+        # A byte from C, not a call_soon_threadsafe: no Python code runs on the interrupter.
+        wake = socket.socketpair()
+        for sock in wake:
+            sock.setblocking(False)
+        loop.add_reader(wake[0].fileno(), _drain, wake[0])
+        _pyworkers._set_wake_fd(wake[1].fileno())
         asyncio.set_event_loop(loop)
         atexit.register(_close_loop)  # atexit runs when the interpreter ends
         _asyncio_dir = os.path.dirname(asyncio.__file__) + os.sep
-    except BaseException as e:
+    except BaseException:
         # An interrupt can land in the middle of importing asyncio: the modules it left half
-        # made would trip the next import (a NameError in asyncio/__init__), so they go. Then
-        # the interpreter is as it was, and the interrupt's traceback does not show asyncio's
-        # modules (which would make the pool replace the worker: InterruptedError.InImport).
+        # made would trip the next import (a NameError in asyncio/__init__), so they go.
+        _pyworkers._set_wake_fd(-1)
         if loop is not None:
             loop.close()
+        for sock in wake or ():
+            sock.close()
         for name in set(sys.modules) - before:
-            del sys.modules[name]
-        e.__traceback__ = e.__context__ = None  # nor what importlib was handling then
+            sys.modules.pop(name, None)
         raise
-    _loop = loop
+    _loop, _wake = loop, wake
     return loop
 
 
-def _wake_loop():
-    """interp.c calls this after injecting an interrupt, on the interrupting thread (this
-    interpreter's GIL held): a loop waiting in select would see the interrupt only when its wait
-    ends, an asyncio.sleep(3600) later."""
-    loop = _loop
-    if loop is not None and loop.is_running():
-        loop.call_soon_threadsafe(_noop)
-
-
-def _noop():
-    pass
+def _drain(sock):
+    try:
+        while sock.recv(256):
+            pass
+    except OSError:  # BlockingIOError: drained
+        pass
 
 
 def _close_loop():
     """At the interpreter's end (atexit): as asyncio.run ends, cancel the tasks still pending
-    (background tasks a call left running) and let them finish, then close the loop."""
-    loop = _loop
-    if loop is None or loop.is_closed():
+    (background tasks a call left running) and let them finish, then close the loop. (No
+    shutdown of the default executor: threading's own atexit has ended its threads, and no new
+    thread may start now.)"""
+    global _loop, _wake
+    loop, wake = _loop, _wake
+    if loop is None:
         return
-    import asyncio
-
+    _pyworkers._set_wake_fd(-1)  # before the socket closes: its number may be reused
     try:
+        import asyncio
+
         tasks = asyncio.all_tasks(loop)
         for task in tasks:
             task.cancel()
         if tasks:
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            _finish(loop, tasks)
         loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
     finally:
         loop.close()
+        for sock in wake or ():
+            sock.close()
+        _loop = _wake = None
 
 
 def _load_file(path):

@@ -50,8 +50,21 @@
 // asyncio.run would, and its result returned: on an event loop the interpreter makes on first
 // use and keeps, so that what a module binds to it (a client session) works in later calls.
 // An interrupt wakes the loop, cancels the task (its finally blocks and async with exits run),
-// and the KeyboardInterrupt's traceback shows where the task waited. Calls run one at a time
-// even so: a batch's items do not run concurrently on one interpreter.
+// and the KeyboardInterrupt's traceback shows where the task waited (a task that does not end
+// within a second of its cancellation is left pending). Calls run one at a time even so: a
+// batch's items do not run concurrently on one interpreter. A target is async when its code
+// is a coroutine's (async def, a method too); a partial of one, or an object with an async
+// __call__, returns a coroutine, which cannot cross. An event loop the code runs itself
+// (asyncio.run inside a plain function) is not woken: an interrupt reaches it when its wait
+// ends. When the interpreter ends, the tasks left on its loop are cancelled, as asyncio.run
+// does.
+//
+// time.sleep in every interpreter is pyworkers.sleep, which an interrupt cuts short (a name
+// bound to the original before pyworkers set up the interpreter, by a .pth file, keeps it). An
+// interrupt that lands where CPython ignores exceptions (a weakref callback, a __del__) is
+// raised again rather than lost, through sys.unraisablehook: the finalizers still to run in
+// that moment are cut short as well, and a sys.unraisablehook of the user's own loses such an
+// interrupt again.
 //
 // # Values
 //

@@ -112,8 +112,11 @@ func (e *InterruptedError) Unwrap() []error {
 // through a module's body, or through importlib): the interpreter's modules may then be half
 // made, a package cut short is imported again over the submodules that stayed, and code that
 // imports them later can fail in odd ways (NameError in a package's __init__). Such an
-// interpreter is best replaced; the pool does so. The import of a call's target module is not
-// such a case: pyworkers undoes it when it is cut short (the traceback's last line says so).
+// interpreter is best replaced; the pool does so. pyworkers' own imports (a call's target
+// module, asyncio for an async target) take out what they added to sys.modules when they are
+// cut short, so that their next import starts afresh (the traceback's last line then says so);
+// modules those imports finished may still have registered themselves elsewhere, so InImport
+// reports them too. A <module> frame that is not an import (code run by exec) counts as one.
 func (e *InterruptedError) InImport() bool {
 	if e.Python == nil {
 		return false
@@ -124,9 +127,6 @@ func (e *InterruptedError) InImport() bool {
 		if i := strings.LastIndex(tb, sep); i >= 0 {
 			tb = tb[i+len(sep):]
 		}
-	}
-	if strings.Contains(tb, importUndone) {
-		return false // the target's own import, undone: its modules are as they were
 	}
 	first := true
 	for line := range strings.Lines(tb) {
@@ -144,10 +144,6 @@ func (e *InterruptedError) InImport() bool {
 	}
 	return false
 }
-
-// importUndone is the note bootstrap.resolve adds to an interrupt of a target's import that it
-// undid (_IMPORT_UNDONE there).
-const importUndone = "(pyworkers: the interrupted import was undone)"
 
 // ConversionError is a value that cannot cross between Go and Python: a Go type with no
 // Python counterpart, a Python object that is not None/bool/int/float/str/bytes/tuple/list/dict

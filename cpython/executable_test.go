@@ -92,6 +92,13 @@ func TestExecutableRefused(t *testing.T) {
 	require.NoError(t, os.Symlink("/bin/true", filepath.Join(old, "bin", "python")))
 	require.EqualError(t, cpython.Initialize(cpython.Config{Executable: filepath.Join(old, "bin", "python")}),
 		"cpython: Config.Executable: "+old+"/bin/python belongs to a Python 3.12.3 environment ("+old+"/pyvenv.cfg); pyworkers runs CPython 3.14")
+	// made by another CPython 3.14 installation: its standard library would be loaded
+	other := filepath.Join(t.TempDir(), "venv-other")
+	require.NoError(t, os.MkdirAll(filepath.Join(other, "bin"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(other, "pyvenv.cfg"), []byte("home = /opt/elsewhere/bin\nversion_info = 3.14.0\n"), 0o644))
+	require.NoError(t, os.Symlink("/bin/true", filepath.Join(other, "bin", "python")))
+	err = cpython.Initialize(cpython.Config{Executable: filepath.Join(other, "bin", "python")})
+	require.ErrorContains(t, err, "belongs to an environment made by the python in /opt/elsewhere/bin, another CPython than the one pyworkers is linked with")
 	require.NoError(t, cpython.Initialize(cpython.Config{}), "the runtime starts after a refused Config")
 	in := newInterp(t, cpython.InterpreterConfig{})
 	v, err := in.Eval(context.Background(), `__import__("sys").executable`)

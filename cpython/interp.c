@@ -1,6 +1,8 @@
 // interp.c — own-GIL interpreters: create, run, call, interrupt, end.
 #include "pyw.h"
 
+#include <sys/socket.h>
+
 #include <marshal.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -228,6 +230,7 @@ pyw_interp *pyw_interp_new(uintptr_t handle, const char *setup, size_t setuplen,
 	w->tstate = ts;
 	w->interp = PyThreadState_GetInterpreter(ts);
 	w->thread_ident = PyThread_get_thread_ident();
+	w->wake_fd = -1;
 	pthread_mutex_init(&w->wait_mu, NULL);
 	current = w;
 	mod = PyImport_ImportModule("pyworkers");
@@ -412,16 +415,13 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task) {
 		inject(w, cur);
 		done = 1;
 	}
-	PyObject *loop = (done && w->helpers != NULL) ? PyDict_GetItemString(w->helpers, "_loop") : NULL;
-	if (loop != NULL && loop != Py_None) {
+	if (done && w->wake_fd >= 0) {
 		/* An interpreter that has run async targets: its event loop may be waiting in select,
-		 * where the interrupt would not be seen; wake it (bootstrap._wake_loop). Only then does
-		 * Python code run on this thread. */
-		PyObject *wake = PyDict_GetItemString(w->helpers, "_wake_loop"); /* borrowed */
-		PyObject *r = wake ? PyObject_CallNoArgs(wake) : NULL;
-		Py_XDECREF(r);
+		 * where the interrupt would not be seen; a byte on its wake socket ends the wait
+		 * (bootstrap._new_loop). Under the GIL, so that the socket cannot close meanwhile. */
+		char b = 0;
+		(void)send(w->wake_fd, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 	}
-	PyErr_Clear();
 	PyThreadState_Clear(ts);
 	PyThreadState_DeleteCurrent();
 	if (done) {
@@ -453,6 +453,13 @@ void pyw_wait_prepare(void) {
 	/* inject sets both under the GIL; the eval loop clears async_exc when it raises it */
 	if (w != NULL && atomic_load(&w->interrupt_pending) && PyThreadState_Get()->async_exc == NULL) {
 		atomic_store(&w->interrupt_pending, 0);
+	}
+}
+
+void pyw_set_wake_fd(int fd) {
+	pyw_interp *w = current;
+	if (w != NULL) {
+		w->wake_fd = fd;
 	}
 }
 

@@ -238,9 +238,18 @@ static PyObject *mod_interrupted(PyObject *m, PyObject *unused) {
  * the interpreter's own (threads the task started) it sleeps as time.sleep does. */
 static PyObject *mod_sleep(PyObject *m, PyObject *arg) {
 	(void)m;
-	double secs = PyFloat_AsDouble(arg);
-	if (secs == -1.0 && PyErr_Occurred()) {
-		return NULL;
+	double secs;
+	if (PyFloat_Check(arg)) {
+		secs = PyFloat_AS_DOUBLE(arg);
+	} else if (PyIndex_Check(arg)) { /* ints, as time.sleep takes them: not anything with __float__ */
+		PyObject *i = PyNumber_Index(arg);
+		secs = i ? PyLong_AsDouble(i) : -1.0;
+		Py_XDECREF(i);
+		if (secs == -1.0 && PyErr_Occurred()) {
+			return NULL;
+		}
+	} else {
+		return PyErr_Format(PyExc_TypeError, "'%T' object cannot be interpreted as an integer or float", arg);
 	}
 	if (secs != secs) {
 		PyErr_SetString(PyExc_ValueError, "Invalid value NaN (not a number)");
@@ -313,10 +322,23 @@ static PyObject *mod_unraisablehook(PyObject *m, PyObject *u) {
 	return PyObject_CallOneArg(dflt, u);
 }
 
+/* pyworkers._set_wake_fd(fd): the socket an interrupt of this interpreter writes a byte to, to
+ * wake its event loop (bootstrap._new_loop); -1 for none. */
+static PyObject *mod_set_wake_fd(PyObject *m, PyObject *arg) {
+	(void)m;
+	int fd = PyLong_AsInt(arg);
+	if (fd == -1 && PyErr_Occurred()) {
+		return NULL;
+	}
+	pyw_set_wake_fd(fd);
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"_write", (PyCFunction)(void (*)(void))mod_write, METH_FASTCALL, "write(fd, text): send text to the Go side."},
     {"_flush", mod_flush, METH_O, "flush(fd): write out a pending partial line."},
     {"_interrupted", mod_interrupted, METH_NOARGS, "_interrupted(): whether the running task was interrupted."},
+    {"_set_wake_fd", mod_set_wake_fd, METH_O, "_set_wake_fd(fd): the socket an interrupt writes a byte to (-1: none)."},
     {"_unraisablehook", mod_unraisablehook, METH_O, "sys.unraisablehook that raises a swallowed interrupt of the running task again."},
     {"sleep", mod_sleep, METH_O,
      "sleep(seconds)\n--\n\nDelay execution for a given number of seconds, as time.sleep does (it is this\n"

@@ -1,6 +1,7 @@
 // runtime.c — starting and finalizing CPython (on the runtime's own locked OS thread).
 #include "pyw.h"
 
+#include <dlfcn.h>
 #include <marshal.h>
 #include <string.h>
 
@@ -103,4 +104,13 @@ int pyw_runtime_finalize(PyThreadState *main) {
 	pyw_boot_code = NULL;
 	pyw_boot_len = 0;
 	return Py_FinalizeEx();
+}
+
+int pyw_libpython_path(char *buf, size_t n) {
+	Dl_info info;
+	if (dladdr((void *)&Py_InitializeFromConfig, &info) == 0 || info.dli_fname == NULL) {
+		return -1;
+	}
+	snprintf(buf, n, "%s", info.dli_fname);
+	return 0;
 }

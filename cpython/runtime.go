@@ -29,8 +29,11 @@ type Config struct {
 	// run. A virtual environment's python (VENV/bin/python) also makes every interpreter use
 	// that environment, as running that python would: sys.prefix is the environment and its
 	// site-packages, with their .pth files, are on sys.path. Empty: sys.executable is "" (no
-	// python program is known), and no environment is used. Initialize refuses one that names
-	// no file, or whose environment's pyvenv.cfg gives a Python version other than 3.14.
+	// python program is known), and no environment is used. The environment must have been
+	// made by the CPython pyworkers is linked with (its python3.14 -m venv), since CPython takes
+	// the standard library from the environment's home: Initialize refuses one made by another
+	// installation or Python version, and a path that names no file. A relative path is made
+	// absolute.
 	Executable string
 	// Path is put at the front of sys.path in every interpreter.
 	Path []string
@@ -109,6 +112,13 @@ func Initialize(cfg Config) error {
 }
 
 func startLocked(cfg Config) error {
+	if cfg.Executable != "" {
+		abs, err := filepath.Abs(cfg.Executable) // sys.executable must not depend on the working directory
+		if err != nil {
+			return fmt.Errorf("cpython: Config.Executable: %w", err)
+		}
+		cfg.Executable = abs
+	}
 	if err := checkExecutable(cfg.Executable); err != nil {
 		return err // the caller's to fix: the runtime stays unstarted
 	}
@@ -159,10 +169,41 @@ func checkExecutable(exe string) error {
 			if ok && (key == "version" || key == "version_info") && val != "3.14" && !strings.HasPrefix(val, "3.14.") {
 				return fmt.Errorf("cpython: Config.Executable: %s belongs to a Python %s environment (%s); pyworkers runs CPython 3.14", exe, val, cfgPath)
 			}
+			if ok && key == "home" {
+				if err := checkVenvHome(exe, val); err != nil {
+					return err
+				}
+			}
 		}
 		break
 	}
 	return nil
+}
+
+// checkVenvHome refuses a virtual environment made by another CPython installation than the
+// one linked in: CPython takes the standard library from the environment's home, and another
+// build's would be loaded into this libpython (a debug build would not even find its own).
+// The linked libpython must live under the home's parent (home /usr/bin: /usr/lib/...).
+func checkVenvHome(exe, home string) error {
+	var buf [4096]C.char
+	if C.pyw_libpython_path(&buf[0], C.size_t(len(buf))) != 0 {
+		return nil
+	}
+	lib := C.GoString(&buf[0])
+	if !strings.Contains(filepath.Base(lib), "libpython") {
+		return nil // linked in statically: nothing to compare with
+	}
+	real := func(p string) string {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return r
+		}
+		return filepath.Clean(p)
+	}
+	base := real(filepath.Dir(real(home)))
+	if strings.HasPrefix(real(lib), base+string(filepath.Separator)) {
+		return nil
+	}
+	return fmt.Errorf("cpython: Config.Executable: %s belongs to an environment made by the python in %s, another CPython than the one pyworkers is linked with (%s); make the environment with that CPython's python3.14 -m venv", exe, home, lib)
 }
 
 // runtimeThread owns the main interpreter: it initializes CPython, parks with the GIL released

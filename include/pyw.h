@@ -90,6 +90,8 @@ typedef struct pyw_interp {
 	pthread_cond_t *wait_on_cv;
 	_Atomic int interrupt_pending; /* set with the injected interrupt, cleared when the task ends */
 	uint64_t precancel;            /* a task interrupted before it began; changed with the GIL held */
+	int wake_fd; /* an interrupt writes a byte here to wake the bootstrap's event loop; -1: none;
+	              * set (pyworkers._set_wake_fd) and read with the GIL held */
 } pyw_interp;
 
 /* ---- runtime (runtime.c) */
@@ -101,6 +103,9 @@ void pyw_status_msg(PyStatus st, const char *otherwise, char *err, size_t errlen
 /* Reads runtime facts (main interpreter, on the runtime thread). */
 void pyw_runtime_info(PyThreadState *main, char *version, size_t vlen, char *prefix, size_t plen, int *debug);
 int pyw_runtime_finalize(PyThreadState *main);
+/* The file the linked libpython was loaded from (dladdr; the executable itself when it is linked
+ * in statically). -1 if unknown. Callable before the runtime starts. */
+int pyw_libpython_path(char *buf, size_t n);
 /* The bootstrap (bootstrap.py), compiled once by pyw_runtime_init and kept marshalled: every
  * interpreter loads its own code objects from these bytes. */
 extern const char *pyw_boot_code;
@@ -184,6 +189,8 @@ int pyw_task_interrupted(void);
  * swallowed by code that ignores exceptions (a weakref callback, a __del__: CPython reports
  * them to sys.unraisablehook: module.c's); inject it again. 1 if it did. */
 int pyw_reinterrupt(void);
+/* GIL held, on an interpreter's own thread: the socket an interrupt writes a byte to, or -1. */
+void pyw_set_wake_fd(int fd);
 void pyw_wait_end(void);
 /* GIL held: raise KeyboardInterrupt for an interrupt a wait noticed, withdrawing the pending
  * asynchronous one so it is raised once. Returns NULL for convenience. */

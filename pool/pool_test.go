@@ -266,7 +266,9 @@ func requireClosed(t *testing.T, ch <-chan struct{}, what string) {
 }
 
 func TestTimeoutInterruptsRunningTaskAndWorkerGoesOn(t *testing.T) {
-	p := newPool(t, pool.Options{Workers: 1})
+	// asyncio preloaded: the deadline finds the async call in its await, not in a first import
+	// of asyncio (which would replace the worker: InterruptedError.InImport)
+	p := newPool(t, pool.Options{Workers: 1, Preload: []string{"asyncio"}})
 	_, err := p.Call(bg, "pwtest:count_calls")
 	require.NoError(t, err)
 	for k, c := range []struct {
@@ -730,7 +732,9 @@ func TestSoak(t *testing.T) {
 		n = 5000
 	}
 	var out bytes.Buffer
-	p := newPool(t, pool.Options{Workers: 2, Stdout: &out})
+	// asyncio preloaded: a deadline cuts the async kind short in its await, not in a first import
+	// (which would replace the worker: InterruptedError.InImport)
+	p := newPool(t, pool.Options{Workers: 2, Stdout: &out, Preload: []string{"asyncio"}})
 	var wg sync.WaitGroup
 	results := make([]atomic.Int32, n)
 	var next atomic.Int64

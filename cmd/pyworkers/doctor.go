@@ -62,12 +62,12 @@ func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
 			return exitUsage, usagef("%q is not a module name", m)
 		}
 	}
-	if err := startPython(*python); err != nil {
-		return exitUsage, err
-	}
 	stdout := std.stdout
 	if *asJSON {
-		stdout = privateStdout(stdout) // the report alone: a module's native writes go to stderr
+		stdout = privateStdout(stdout) // the report alone: native writes of Python code go to stderr
+	}
+	if err := startPython(*python, std.stderr); err != nil {
+		return exitUsage, err
 	}
 	info, err := cpython.RuntimeInfo()
 	if err != nil {

@@ -180,19 +180,22 @@ func pythonFlag(fs *pflag.FlagSet) *string {
 }
 
 // startPython starts CPython with --python's executable, or the active virtual environment's
-// python; with neither, the runtime starts with the first interpreter, with no environment.
-func startPython(python string) error {
-	from := "--python " + python
-	if python == "" {
-		venv := os.Getenv("VIRTUAL_ENV")
-		if venv == "" {
-			return nil
+// python; with neither, the runtime starts with the first interpreter, with no environment. An
+// active environment that cannot be used (another Python's) is left out with a warning on
+// stderr: it may be active for other work; a --python that cannot be used is an error.
+func startPython(python string, stderr io.Writer) error {
+	if python != "" {
+		if err := cpython.Initialize(cpython.Config{Executable: python}); err != nil {
+			return usagef("--python %s: %v", python, strings.TrimPrefix(err.Error(), "cpython: Config.Executable: "))
 		}
-		python = filepath.Join(venv, "bin", "python")
-		from = "the active virtual environment (VIRTUAL_ENV=" + venv + ")"
+		return nil
 	}
-	if err := cpython.Initialize(cpython.Config{Executable: python}); err != nil {
-		return usagef("%s: %v", from, strings.TrimPrefix(err.Error(), "cpython: Config.Executable: "))
+	venv := os.Getenv("VIRTUAL_ENV")
+	if venv == "" {
+		return nil
+	}
+	if err := cpython.Initialize(cpython.Config{Executable: filepath.Join(venv, "bin", "python")}); err != nil {
+		fmt.Fprintf(stderr, "pyworkers: not using the active virtual environment %s: %v\n", venv, strings.TrimPrefix(err.Error(), "cpython: Config.Executable: "))
 	}
 	return nil
 }

@@ -594,10 +594,15 @@ func TestPythonEnvironment(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(old, "bin"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(old, "pyvenv.cfg"), []byte("home = /usr/bin\nversion = 3.12.3\n"), 0o644))
 	require.NoError(t, os.Symlink(python, filepath.Join(old, "bin", "python")))
-	r = pyworkersEnv(t, []string{"VIRTUAL_ENV=" + old}, "1\n", "map", "in_venv:twice")
+	// an active environment of another Python is left out, with a warning; --python's is refused
+	r = pyworkersEnv(t, []string{"VIRTUAL_ENV=" + old}, "21\n", "map", "operator:neg")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, `{"ok":-21}`+"\n", r.stdout)
+	assert.Contains(t, r.stderr, "pyworkers: not using the active virtual environment "+old+": "+old+
+		"/bin/python belongs to a Python 3.12.3 environment ("+old+"/pyvenv.cfg); pyworkers runs CPython 3.14\n")
+	r = pyworkersEnv(t, nil, "1\n", "map", "--python", filepath.Join(old, "bin", "python"), "operator:neg")
 	assert.Equal(t, 2, r.code)
-	assert.Equal(t, "pyworkers map: the active virtual environment (VIRTUAL_ENV="+old+"): "+old+
-		"/bin/python belongs to a Python 3.12.3 environment ("+old+"/pyvenv.cfg); pyworkers runs CPython 3.14\n", r.stderr)
+	assert.Contains(t, r.stderr, "pyworkers map: --python "+old+"/bin/python: "+old+"/bin/python belongs to a Python 3.12.3 environment")
 	r = pyworkersEnv(t, nil, "", "doctor", "--python", filepath.Join(old, "nothing"))
 	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, "pyworkers doctor: --python "+filepath.Join(old, "nothing")+": stat ")

@@ -79,10 +79,10 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	if err := checkTargetSyntax(target); err != nil {
 		return exitUsage, err
 	}
-	if err := startPython(*python); err != nil {
+	results := privateStdout(std.stdout) // before any Python runs (a venv's .pth files run at start)
+	if err := startPython(*python, std.stderr); err != nil {
 		return exitUsage, err
 	}
-	results := privateStdout(std.stdout) // before any Python runs: stray native writes go to stderr
 	in := std.stdin
 	if fs.NArg() == 2 && fs.Arg(1) != "-" {
 		f, err := os.Open(fs.Arg(1))

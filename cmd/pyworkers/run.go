@@ -61,7 +61,7 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 	if st, err := os.Stat(script); err != nil || st.IsDir() {
 		return exitUsage, usagef("cannot read script %q", script)
 	}
-	if err := startPython(*python); err != nil {
+	if err := startPython(*python, stderr); err != nil {
 		return exitUsage, err
 	}
 
