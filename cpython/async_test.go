@@ -26,7 +26,11 @@ async def loop_id():
 class Model:
     async def predict(self, x):
         return x + 1
+    async def __call__(self, x):
+        return x + 2
 model = Model()
+import functools
+triple = functools.partial(functools.partial(double), 3)  # a partial of a partial: 2 * 3
 cleaned = []
 async def sleeps(secs):
     try:
@@ -51,6 +55,12 @@ func TestAsyncTargets(t *testing.T) {
 	v, err = i.Call(bg, "__main__:model.predict", 1)
 	require.NoError(t, err)
 	assert.Equal(t, int64(2), v)
+	v, err = i.Call(bg, "__main__:model", 1) // an async __call__
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), v)
+	v, err = i.Call(bg, "__main__:triple")
+	require.NoError(t, err)
+	assert.Equal(t, int64(6), v)
 
 	_, err = i.Call(bg, "__main__:fails", 1)
 	pe := pwtest.PyErr(t, err)

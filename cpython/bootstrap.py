@@ -254,12 +254,26 @@ _IMPORT_UNDONE = "(pyworkers: the interrupted import was undone)"
 _CO_COROUTINE = 0x80  # inspect.CO_COROUTINE (importing inspect costs a worker ~10 ms)
 
 
+def _is_async(obj):
+    """Whether calling obj returns a coroutine by its code: an async function or method, a
+    functools.partial of one, an object whose class has an async __call__."""
+    for _ in range(100):  # partials of partials
+        inner = getattr(obj, "func", None)
+        if inner is None or type(obj).__name__ != "partial":
+            break
+        obj = inner
+    code = getattr(getattr(obj, "__func__", obj), "__code__", None)
+    if code is None and not isinstance(obj, type):
+        call = getattr(type(obj), "__call__", None)
+        code = getattr(getattr(call, "__func__", call), "__code__", None)
+    return code is not None and bool(code.co_flags & _CO_COROUTINE)
+
+
 def _sync(obj):
-    """obj, or, for an async function (or method), a plain function that runs it to completion
+    """obj, or, for an async target (_is_async), a plain function that runs it to completion
     on this interpreter's event loop: a call of an async target returns its result, as
     asyncio.run would, not a coroutine."""
-    code = getattr(getattr(obj, "__func__", obj), "__code__", None)
-    if code is None or not code.co_flags & _CO_COROUTINE:
+    if not _is_async(obj):
         return obj
 
     def call(*args, **kwargs):

@@ -53,8 +53,9 @@
 // and the KeyboardInterrupt's traceback shows where the task waited (a task that does not end
 // within a second of its cancellation is left pending). Calls run one at a time even so: a
 // batch's items do not run concurrently on one interpreter. A target is async when its code
-// is a coroutine's (async def, a method too); a partial of one, or an object with an async
-// __call__, returns a coroutine, which cannot cross. An event loop the code runs itself
+// is a coroutine's: async def, a method, a functools.partial of one, an object whose class has
+// an async __call__; a plain function that returns a coroutine returns something that cannot
+// cross. An event loop the code runs itself
 // (asyncio.run inside a plain function) is not woken: an interrupt reaches it when its wait
 // ends. When the interpreter ends, the tasks left on its loop are cancelled, as asyncio.run
 // does.
