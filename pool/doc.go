@@ -23,7 +23,10 @@
 // then park in Go instead: Go ends a process at 10,000 threads.
 //
 // Targets may be async functions: each call runs to completion on the worker's own event loop
-// (see package cpython, Async targets).
+// (see package cpython, Async targets). A worker's first async call imports asyncio (tens of
+// milliseconds): with deadlines shorter than that, preload it (Options.Preload), or a deadline
+// that cuts the import short costs the worker (see Self-healing). The same holds for any
+// module whose first import is slow.
 //
 // # Cancellation
 //
