@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,8 +22,8 @@ import (
 // site-packages, their .pth files), and it is sys.executable, which child processes started
 // from Python run. The runtime starts once per process: the Config is tried in a child process.
 func TestExecutableVenv(t *testing.T) {
-	if os.Getenv(pwtest.OwnRuntimeEnv) != "" {
-		venvChild(t, os.Getenv(pwtest.OwnRuntimeEnv))
+	if exe, child := pwtest.ChildPayload(); child {
+		venvChild(t, exe)
 		return
 	}
 	info, err := cpython.RuntimeInfo()
@@ -33,22 +32,17 @@ func TestExecutableVenv(t *testing.T) {
 	if python == "" {
 		t.Skipf("no %s of the linked CPython to make a virtual environment with", bench.PythonName(info))
 	}
-	venv := t.TempDir()
-	out, err := exec.Command(python, "-m", "venv", "--without-pip", venv).CombinedOutput()
-	require.NoError(t, err, "%s -m venv: %s", python, out)
-	site, err := filepath.Glob(filepath.Join(venv, "lib", "python3.14*", "site-packages"))
-	require.NoError(t, err)
-	require.Len(t, site, 1, "the venv's site-packages")
+	venv, site := pwtest.Venv(t, python)
 	extra := t.TempDir() // reached only through a .pth file, as an editable install is
 	write := func(path, text string) {
 		require.NoError(t, os.WriteFile(path, []byte(text), 0o644))
 	}
-	write(filepath.Join(site[0], "venv_only.py"), "WHERE = 'venv'\n")
-	write(filepath.Join(site[0], "extra.pth"), extra+"\n")
+	write(filepath.Join(site, "venv_only.py"), "WHERE = 'venv'\n")
+	write(filepath.Join(site, "extra.pth"), extra+"\n")
 	write(filepath.Join(extra, "pth_only.py"), "WHERE = 'pth'\n")
 
 	exe := filepath.Join(venv, "bin", filepath.Base(python))
-	_, childOut := pwtest.ChildProcess(t, exe)
+	childOut := pwtest.ChildProcess(t, exe)
 	_, line, ok := strings.Cut(childOut, "VENV ")
 	require.True(t, ok, "no result in the child's output:\n%s", childOut)
 	line, _, _ = strings.Cut(line, "\n")
@@ -79,24 +73,19 @@ func venvChild(t *testing.T, exe string) {
 // A Config.Executable that names no file is refused before CPython starts, so that the runtime
 // can still be started with a right one; without one, sys.executable is "".
 func TestExecutableRefused(t *testing.T) {
-	if child, _ := pwtest.ChildProcess(t, "1"); !child {
+	if _, child := pwtest.ChildPayload(); !child {
+		pwtest.ChildProcess(t, "1")
 		return
 	}
 	err := cpython.Initialize(cpython.Config{Executable: "/nonexistent/python3.14"})
 	require.EqualError(t, err, "cpython: Config.Executable: stat /nonexistent/python3.14: no such file or directory")
 	dir := t.TempDir()
 	require.EqualError(t, cpython.Initialize(cpython.Config{Executable: dir}), "cpython: Config.Executable: "+dir+" is a directory")
-	old := filepath.Join(t.TempDir(), "venv312")
-	require.NoError(t, os.MkdirAll(filepath.Join(old, "bin"), 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(old, "pyvenv.cfg"), []byte("home = /usr/bin\nversion_info = 3.12.3\n"), 0o644))
-	require.NoError(t, os.Symlink("/bin/true", filepath.Join(old, "bin", "python")))
+	old := pwtest.FakeVenv(t, "home = /usr/bin\nversion_info = 3.12.3\n", "/bin/true")
 	require.EqualError(t, cpython.Initialize(cpython.Config{Executable: filepath.Join(old, "bin", "python")}),
 		"cpython: Config.Executable: "+old+"/bin/python belongs to a Python 3.12.3 environment ("+old+"/pyvenv.cfg); pyworkers runs CPython 3.14")
 	// made by another CPython 3.14 installation: its standard library would be loaded
-	other := filepath.Join(t.TempDir(), "venv-other")
-	require.NoError(t, os.MkdirAll(filepath.Join(other, "bin"), 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(other, "pyvenv.cfg"), []byte("home = /opt/elsewhere/bin\nversion_info = 3.14.0\n"), 0o644))
-	require.NoError(t, os.Symlink("/bin/true", filepath.Join(other, "bin", "python")))
+	other := pwtest.FakeVenv(t, "home = /opt/elsewhere/bin\nversion_info = 3.14.0\n", "/bin/true")
 	err = cpython.Initialize(cpython.Config{Executable: filepath.Join(other, "bin", "python")})
 	require.ErrorContains(t, err, "belongs to an environment made by the python in /opt/elsewhere/bin, another CPython than the one pyworkers is linked with")
 	require.NoError(t, cpython.Initialize(cpython.Config{}), "the runtime starts after a refused Config")

@@ -18,6 +18,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/pyworkers/pyworkers/cpython"
+	"github.com/pyworkers/pyworkers/internal/bench"
+	"github.com/pyworkers/pyworkers/internal/pwtest"
 )
 
 // binary is the pyworkers command built once for these tests.
@@ -553,20 +557,12 @@ func TestPythonEnvironment(t *testing.T) {
 		Python struct{ Build, Prefix string }
 	}
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
-	python := filepath.Join(rep.Python.Prefix, "bin", "python3.14")
-	if rep.Python.Build == "debug" {
-		python += "d"
-	}
+	python := filepath.Join(rep.Python.Prefix, "bin", bench.PythonName(cpython.Info{Debug: rep.Python.Build == "debug"}))
 	if _, err := os.Stat(python); err != nil {
 		t.Skipf("no python of the linked CPython to make a virtual environment with: %v", err)
 	}
-	venv := t.TempDir()
-	out, err := exec.Command(python, "-m", "venv", "--without-pip", venv).CombinedOutput()
-	require.NoError(t, err, "%s -m venv: %s", python, out)
-	site, err := filepath.Glob(filepath.Join(venv, "lib", "python3.14*", "site-packages"))
-	require.NoError(t, err)
-	require.Len(t, site, 1)
-	require.NoError(t, os.WriteFile(filepath.Join(site[0], "in_venv.py"), []byte("def twice(x):\n    return 2 * x\n"), 0o644))
+	venv, site := pwtest.Venv(t, python)
+	require.NoError(t, os.WriteFile(filepath.Join(site, "in_venv.py"), []byte("def twice(x):\n    return 2 * x\n"), 0o644))
 
 	active := []string{"VIRTUAL_ENV=" + venv}
 	r = pyworkersEnv(t, active, "21\n", "map", "in_venv:twice")
@@ -590,10 +586,7 @@ func TestPythonEnvironment(t *testing.T) {
 	assert.Contains(t, r.stdout, "prefix "+venv)
 	assert.Regexp(t, `in_venv\s+ok`, r.stdout)
 
-	old := t.TempDir()
-	require.NoError(t, os.MkdirAll(filepath.Join(old, "bin"), 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(old, "pyvenv.cfg"), []byte("home = /usr/bin\nversion = 3.12.3\n"), 0o644))
-	require.NoError(t, os.Symlink(python, filepath.Join(old, "bin", "python")))
+	old := pwtest.FakeVenv(t, "home = /usr/bin\nversion = 3.12.3\n", python)
 	// an active environment of another Python is left out, with a warning; --python's is refused
 	r = pyworkersEnv(t, []string{"VIRTUAL_ENV=" + old}, "21\n", "map", "operator:neg")
 	assert.Equal(t, 0, r.code, r.stderr)

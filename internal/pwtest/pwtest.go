@@ -62,22 +62,25 @@ func Main(m *testing.M, after func() error) {
 	os.Exit(code)
 }
 
-// ChildProcess reports whether this process is the child ChildProcess started for test t; if
-// not, it runs t alone again in a fresh process of this test binary, with OwnRuntimeEnv set to
-// payload (so that the child can start the runtime with a Config of its own), and returns the
-// child's output after checking that it passed. A child reads its payload with
-// os.Getenv(OwnRuntimeEnv).
-func ChildProcess(t *testing.T, payload string) (child bool, out string) {
+// ChildPayload is the payload ChildProcess gave this process, and whether this process is
+// such a child.
+func ChildPayload() (payload string, child bool) {
+	payload = os.Getenv(OwnRuntimeEnv)
+	return payload, payload != ""
+}
+
+// ChildProcess runs test t alone again in a fresh process of this test binary, with
+// OwnRuntimeEnv set to payload (so that the child can start the runtime with a Config of its
+// own; it reads the payload with ChildPayload), and returns the child's output after checking
+// that it passed.
+func ChildProcess(t *testing.T, payload string) string {
 	t.Helper()
-	if os.Getenv(OwnRuntimeEnv) != "" {
-		return true, ""
-	}
 	cmd := exec.Command(os.Args[0], "-test.run=^"+regexp.QuoteMeta(t.Name())+"$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), OwnRuntimeEnv+"="+payload)
 	b, err := cmd.CombinedOutput()
 	require.NoError(t, err, "the child process failed:\n%s", b)
 	require.Contains(t, string(b), "--- PASS: "+t.Name()+" ", "the child did not run the test")
-	return false, string(b)
+	return string(b)
 }
 
 // moduleRoot is the nearest directory above the working directory (a test's package directory)
@@ -105,4 +108,29 @@ func PyErr(t testing.TB, err error) *cpython.PythonError {
 	var pe *cpython.PythonError
 	require.ErrorAs(t, err, &pe)
 	return pe
+}
+
+// Venv makes a virtual environment (without pip) with python, in a temporary folder of t's,
+// and returns it and its site-packages folder.
+func Venv(t testing.TB, python string) (dir, sitePackages string) {
+	t.Helper()
+	dir = t.TempDir()
+	out, err := exec.Command(python, "-m", "venv", "--without-pip", dir).CombinedOutput()
+	require.NoError(t, err, "%s -m venv: %s", python, out)
+	site, err := filepath.Glob(filepath.Join(dir, "lib", "python3.14*", "site-packages"))
+	require.NoError(t, err)
+	require.Len(t, site, 1, "the venv's site-packages")
+	return dir, site[0]
+}
+
+// FakeVenv lays out what a virtual environment looks like to CPython and to pyworkers' checks,
+// in a temporary folder of t's: a pyvenv.cfg holding cfg, and bin/python, a link to python.
+// It returns the environment's folder.
+func FakeVenv(t testing.TB, cfg, python string) string {
+	t.Helper()
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "bin"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "pyvenv.cfg"), []byte(cfg), 0o644))
+	require.NoError(t, os.Symlink(python, filepath.Join(dir, "bin", "python")))
+	return dir
 }
