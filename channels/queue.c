@@ -86,9 +86,6 @@ pyw_queue *pyw_queue_new(size_t capacity) {
 		return NULL;
 	}
 	memset(q, 0, sizeof *q);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_mutexattr_t ma;
 	pthread_mutexattr_init(&ma);
 #ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
@@ -99,9 +96,8 @@ pyw_queue *pyw_queue_new(size_t capacity) {
 #endif
 	pthread_mutex_init(&q->mu, &ma);
 	pthread_mutexattr_destroy(&ma);
-	pthread_cond_init(&q->can_recv, &ca);
-	pthread_cond_init(&q->can_send, &ca);
-	pthread_condattr_destroy(&ca);
+	pyw_cond_init_monotonic(&q->can_recv);
+	pyw_cond_init_monotonic(&q->can_send);
 	q->capacity = capacity;
 	atomic_init(&q->refs, 1);
 	q->id = atomic_fetch_add(&next_id, 1);
@@ -246,16 +242,6 @@ static void spin(pyw_queue *q, int for_items, int *cancel) {
 	atomic_fetch_sub_explicit(&spinners, 1, memory_order_relaxed);
 }
 
-static void deadline_after(struct timespec *ts, int64_t ns) {
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += ns / 1000000000;
-	ts->tv_nsec += ns % 1000000000;
-	if (ts->tv_nsec >= 1000000000) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000;
-	}
-}
-
 /* One operation's wait, across every wait_for it makes (push_many waits once per run of items
  * that fits): one deadline, one spin, one registration for interrupts. */
 typedef struct {
@@ -309,7 +295,7 @@ static int wait_for(pyw_queue *q, int for_items, waiter *w) {
 			return for_items ? PYW_Q_EMPTY : PYW_Q_FULL;
 		}
 		if (w->timeout_ns > 0 && !w->has_deadline) {
-			deadline_after(&w->deadline, w->timeout_ns); /* from the operation's first wait */
+			pyw_deadline_after(&w->deadline, w->timeout_ns); /* from the operation's first wait */
 			w->has_deadline = 1;
 		}
 		if (!w->spun || !w->registered) {

@@ -357,7 +357,7 @@ int pyw_encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_err 
 	size_t start = b->len, nrefs0 = refs ? refs->n : 0;
 	enc_ctx c = {b, refs, 0, err};
 	if (put_tag(b, PYW_TAG_LIST) < 0 || put_uvarint(b, (uint64_t)n) < 0) {
-		b->len = start;
+		unwind(b, refs, start, nrefs0);
 		return fail(err, "out of memory%s", "");
 	}
 	for (Py_ssize_t i = 0; i < n; i += 2) {

@@ -464,11 +464,10 @@ void pyw_set_wake_fd(int fd) {
 }
 
 int pyw_reinterrupt(void) {
-	pyw_interp *w = current;
-	if (w == NULL || w->current_task == 0 || w->interrupted_task != w->current_task) {
+	if (!pyw_task_interrupted()) {
 		return 0;
 	}
-	inject(w, w->current_task);
+	inject(current, current->current_task);
 	return 1;
 }
 

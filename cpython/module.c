@@ -266,20 +266,10 @@ static PyObject *mod_sleep(PyObject *m, PyObject *arg) {
 	int64_t ns = (int64_t)(secs * 1e9);
 	ns += (double)ns < secs * 1e9; /* rounded up, as CPython rounds a timeout */
 	struct timespec deadline;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += ns / 1000000000;
-	deadline.tv_nsec += ns % 1000000000;
-	if (deadline.tv_nsec >= 1000000000) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000;
-	}
+	pyw_deadline_after(&deadline, ns);
 	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 	pthread_cond_t cv;
-	pthread_condattr_t attr;
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&cv, &attr);
-	pthread_condattr_destroy(&attr);
+	pyw_cond_init_monotonic(&cv);
 	int interrupted = 0;
 	PYW_BEGIN_WAIT
 	pyw_wait_begin(&mu, &cv); /* before mu: the interpreter's wait_mu comes first */

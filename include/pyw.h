@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stddef.h>
+#include <time.h>
 
 #include "pyw_wire.h"
 
@@ -166,6 +167,27 @@ int pyw_module_set_handle(PyObject *module, uintptr_t handle);
 int pyw_module_add_ext(int (*fn)(PyObject *module));
 PyObject *pyw_buffer_wrap(pyw_shared *s, int readonly); /* new Buffer object holding a reference */
 pyw_shared *pyw_buffer_shared(PyObject *o);             /* s if o is a Buffer (borrowed), else NULL */
+
+/* Initializes cv to time its waits on CLOCK_MONOTONIC (pyw_deadline_after). */
+static inline void pyw_cond_init_monotonic(pthread_cond_t *cv) {
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(cv, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
+/* The CLOCK_MONOTONIC time ns nanoseconds from now, as pthread_cond_timedwait takes it (with a
+ * condition variable set to that clock). */
+static inline void pyw_deadline_after(struct timespec *ts, int64_t ns) {
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ns / 1000000000;
+	ts->tv_nsec += ns % 1000000000;
+	if (ts->tv_nsec >= 1000000000) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000;
+	}
+}
 
 /* ---- interruptible waits (interp.c), for blocking calls made with the GIL released.
  * pyw_wait_begin registers (mu, cv) so that interrupting the current task broadcasts cv under mu;
