@@ -218,6 +218,18 @@ def _import_traceback():
     return traceback
 
 
+# Said by resolve of a target's import it undid (its traceback's last line).
+_IMPORT_UNDONE = "(pyworkers: the interrupted import was undone)"
+
+
+def _drop_new_modules(before):
+    """Undo an import an interrupt cut short: the modules it left half made would trip the
+    next import of them (a package imported again over the submodules that stayed fails, as
+    asyncio/__init__ does with a NameError), so every module not in before goes."""
+    for name in set(sys.modules) - before:
+        sys.modules.pop(name, None)
+
+
 def resolve(target):
     """'pkg.module:func' or 'path/to/file.py:func' (attribute paths like 'Class.method' too)."""
     modname, sep, attr = target.rpartition(":")
@@ -234,11 +246,9 @@ def resolve(target):
 
             obj = importlib.import_module(modname)
     except KeyboardInterrupt as e:
-        # Cut short (a call's deadline came first): the modules the import left half made
-        # would trip the next import of them, so they go (InterruptedError.InImport still
+        # Cut short (a call's deadline came first): undone (InterruptedError.InImport still
         # reports it: what finished may have registered itself elsewhere).
-        for name in set(sys.modules) - before:
-            sys.modules.pop(name, None)
+        _drop_new_modules(before)
         e.add_note(_IMPORT_UNDONE)
         raise
     for part in attr.split("."):
@@ -247,9 +257,6 @@ def resolve(target):
         raise TypeError(f"{target!r} is a {type(obj).__name__}, which is not callable")
     return _sync(obj)
 
-
-# Said by resolve of a target's import it undid (its traceback's last line).
-_IMPORT_UNDONE = "(pyworkers: the interrupted import was undone)"
 
 _CO_COROUTINE = 0x80  # inspect.CO_COROUTINE (importing inspect costs a worker ~10 ms)
 
@@ -364,15 +371,13 @@ def _new_loop():
         atexit.register(_close_loop)  # atexit runs when the interpreter ends
         _asyncio_dir = os.path.dirname(asyncio.__file__) + os.sep
     except BaseException:
-        # An interrupt can land in the middle of importing asyncio: the modules it left half
-        # made would trip the next import (a NameError in asyncio/__init__), so they go.
+        # An interrupt can land in the middle of importing asyncio: undone.
         _pyworkers._set_wake_fd(-1)
         if loop is not None:
             loop.close()
         for sock in wake or ():
             sock.close()
-        for name in set(sys.modules) - before:
-            sys.modules.pop(name, None)
+        _drop_new_modules(before)
         raise
     _loop, _wake = loop, wake
     return loop

@@ -184,19 +184,22 @@ func pythonFlag(fs *pflag.FlagSet) *string {
 // active environment that cannot be used (another Python's) is left out with a warning on
 // stderr: it may be active for other work; a --python that cannot be used is an error.
 func startPython(python string, stderr io.Writer) error {
+	exe, venv := python, os.Getenv("VIRTUAL_ENV")
+	if exe == "" && venv != "" {
+		exe = filepath.Join(venv, "bin", "python")
+	}
+	if exe == "" {
+		return nil
+	}
+	err := cpython.Initialize(cpython.Config{Executable: exe})
+	if err == nil {
+		return nil
+	}
+	why := strings.TrimPrefix(err.Error(), "cpython: Config.Executable: ")
 	if python != "" {
-		if err := cpython.Initialize(cpython.Config{Executable: python}); err != nil {
-			return usagef("--python %s: %v", python, strings.TrimPrefix(err.Error(), "cpython: Config.Executable: "))
-		}
-		return nil
+		return usagef("--python %s: %s", python, why)
 	}
-	venv := os.Getenv("VIRTUAL_ENV")
-	if venv == "" {
-		return nil
-	}
-	if err := cpython.Initialize(cpython.Config{Executable: filepath.Join(venv, "bin", "python")}); err != nil {
-		fmt.Fprintf(stderr, "pyworkers: not using the active virtual environment %s: %v\n", venv, strings.TrimPrefix(err.Error(), "cpython: Config.Executable: "))
-	}
+	fmt.Fprintf(stderr, "pyworkers: not using the active virtual environment %s: %s\n", venv, why)
 	return nil
 }
 
