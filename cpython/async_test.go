@@ -101,12 +101,138 @@ func TestAsyncTargetInterrupted(t *testing.T) {
 	v, err := i.Eval(bg, "cleaned")
 	require.NoError(t, err)
 	assert.Equal(t, []any{int64(3600)}, v, "the task's finally ran")
-	// the loop serves the next call
-	v, err = i.Call(bg, "__main__:double", 2)
-	require.NoError(t, err)
-	assert.Equal(t, int64(4), v)
+	assertLoopServes(t, i, "")
 
 	assert.Empty(t, errOut.String())
+}
+
+// An interrupt of an async call that finds the loop running another task's code cancels the
+// call's task at the loop's next turn rather than raising KeyboardInterrupt in that code: the
+// other task, a background one an earlier call started, runs on.
+func TestAsyncInterruptSparesOtherTasks(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Exec(bg, asyncSrc+`
+import time
+ticks = 0
+async def ticker():  # busy nearly all the time: where an injected interrupt would land
+    global ticks
+    while True:
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.02:
+            pass
+        ticks += 1
+        await asyncio.sleep(0)
+async def start_ticker():
+    global background
+    background = asyncio.get_running_loop().create_task(ticker())
+async def ticker_state():
+    before = ticks
+    await asyncio.sleep(0.1)
+    return [background.done(), ticks > before]
+`))
+	_, err := i.Call(bg, "__main__:start_ticker")
+	require.NoError(t, err)
+	for range 3 {
+		assert.Contains(t, interruptedCall(t, i, "__main__:sleeps", 3600).Traceback, "in sleeps\n    await asyncio.sleep(secs)\n")
+	}
+	v, err := i.Call(bg, "__main__:ticker_state")
+	require.NoError(t, err)
+	assert.Equal(t, []any{false, true}, v, "the background task is alive and ticking")
+	v, err = i.Eval(bg, "cleaned")
+	require.NoError(t, err)
+	assert.Equal(t, []any{int64(3600), int64(3600), int64(3600)}, v, "each cancelled task's finally ran")
+}
+
+// An async call whose task catches its cancellation still ends as interrupted: at once when it
+// returns, after its second of clean-up when it waits on.
+func TestAsyncInterruptCancellationCaught(t *testing.T) {
+	var errOut bytes.Buffer // "Task was destroyed but it is pending!" (waits_on) when the interpreter ends
+	i := newInterp(t, cpython.InterpreterConfig{Stderr: &errOut})
+	require.NoError(t, i.Exec(bg, `
+import asyncio
+async def returns():
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        return "caught"
+async def waits_on():
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+async def double(x):
+    return 2 * x
+`))
+	for _, target := range []string{"__main__:returns", "__main__:waits_on"} {
+		tb := interruptedCall(t, i, target).Traceback
+		assert.Contains(t, tb, "await asyncio.sleep(3600)", target)
+		assert.NotContains(t, tb, "CancelledError", target)
+		assertLoopServes(t, i, target)
+	}
+}
+
+// assertLoopServes checks that i's event loop serves a call after an interrupted one: i's
+// __main__ has asyncSrc's double.
+func assertLoopServes(t *testing.T, i *cpython.Interpreter, msg string) {
+	t.Helper()
+	v, err := i.Call(bg, "__main__:double", 2)
+	require.NoError(t, err, msg)
+	assert.Equal(t, int64(4), v, msg)
+}
+
+// An async call whose own task waits while code that never awaits holds the loop (a child
+// task that spins, or sleeps in time.sleep) is interrupted all the same: the loop cannot take
+// the request to cancel the task, and KeyboardInterrupt is injected into that code instead.
+func TestAsyncInterruptLoopBlockedByChild(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Exec(bg, `
+import asyncio, time
+async def child(how):
+    if how == "spin":
+        while True:
+            pass
+    time.sleep(3600)
+async def gathers(how):
+    await asyncio.gather(child(how))
+async def double(x):
+    return 2 * x
+`))
+	for _, how := range []string{"spin", "sleep"} {
+		assert.Contains(t, interruptedCall(t, i, "__main__:gathers", how).Traceback, "await asyncio.gather(child(how))", how)
+		assertLoopServes(t, i, how)
+	}
+}
+
+// An interrupt that comes as a batch's async item returns ends the batch: the items after it
+// do not run.
+func TestAsyncInterruptEndsBatch(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Exec(bg, `
+import asyncio, time
+ran = []
+def busy(task):  # runs once the task is done: the interrupt finds no task code running
+    t = time.perf_counter()
+    while time.perf_counter() - t < 0.3:
+        pass
+async def item(k):
+    ran.append(k)
+    if k == 0:
+        asyncio.current_task().add_done_callback(busy)
+        return k
+    await asyncio.sleep(3600)
+`))
+	err := i.Do(bg, func(th *cpython.Thread) error {
+		ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+		defer cancel()
+		_, err := th.CallMany(ctx, "__main__:item", [][]any{{0}, {1}, {2}})
+		return err
+	})
+	var ie *cpython.InterruptedError
+	require.ErrorAs(t, err, &ie)
+	v, err := i.Eval(bg, "ran")
+	require.NoError(t, err)
+	assert.Equal(t, []any{int64(0)}, v, "no item after the interrupted one ran")
 }
 
 // However early an interrupt lands in an interpreter's first async call (importing asyncio,

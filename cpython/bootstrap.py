@@ -296,40 +296,99 @@ _loop = None  # this interpreter's event loop for async targets, made on first u
 _wake = None  # the socket pair that wakes it for an interrupt (see _new_loop)
 _asyncio_dir = None  # the asyncio package's folder, once it is imported here
 _CLEANUP_SECONDS = 1.0  # how long an interrupted task, or one left at the end, may clean up
+_main = None  # the task of the async call running now
+_stopped_at = None  # where an interrupt stopped it: its stack (frame, lasti, lineno), outermost first
+_give_up = None  # the timer that ends its cleanup (see _cancel_main)
 
 
 def _run_async(coro):
     """Run coro on this interpreter's event loop until it completes. The loop is kept for later
     calls (unlike asyncio.run's), so that what a module binds to it, a client session say, goes
-    on working. An interrupt wakes a loop waiting for events (interp.c writes to _wake); the
-    task is then cancelled and given a second to clean up before the interrupt ends the call."""
+    on working.
+
+    An interrupt (interp.c, pyw_interp_interrupt) that finds the task's own code running raises
+    KeyboardInterrupt there. One that finds the loop waiting for events, or running another
+    task, asks for the task to be cancelled instead and writes a byte to _wake: the loop wakes
+    and, at its next turn, _drain cancels the task (_cancel_main), as asyncio.Runner does for a
+    first Ctrl-C; the task has a second to clean up. Either way the call ends with
+    KeyboardInterrupt, whose traceback shows where the task was stopped."""
+    global _main, _stopped_at, _give_up
     try:
+        if _pyworkers._interrupted():  # a batch's item after one that caught its interrupt
+            raise KeyboardInterrupt
         loop = _loop or _new_loop()
         task = loop.create_task(coro)
     except BaseException:
         coro.close()  # it never ran: no "coroutine was never awaited" warning
         raise
+    _main, _stopped_at = task, None
+    _pyworkers._set_main(coro)
     try:
-        return loop.run_until_complete(task)
+        result = loop.run_until_complete(task)
     except BaseException as e:
         if task.done():
             if not task.cancelled():
                 task.exception()  # taken: no "Task exception was never retrieved" later
-        else:  # interrupted while the loop ran, not in the task's own code
-            # where the task waits, outermost first (read now: cancelling moves the frames on)
-            stack = [(f, f.f_lasti, f.f_lineno) for f in task.get_stack()]
+        elif _stopped_at is None:
+            # A second interrupt (or SystemExit from a callback) outside the task's own code.
+            stack = _stack(task)  # read now: cancelling moves the frames on
             task.cancel()
             _finish(loop, {task})
-            if isinstance(e, KeyboardInterrupt) and stack:
-                # Show where the task was stopped, as an interrupt of a plain call does, rather
-                # than the loop's own code.
-                import types
+            if isinstance(e, KeyboardInterrupt):
+                _stopped_at = stack
+        if _stopped_at is None or isinstance(e, SystemExit | MemoryError):
+            raise  # not interrupted, or what ends the call (and its worker) as it is
+        raise _interrupt(_stopped_at, e)
+    else:
+        # It caught its cancellation and returned, or the interrupt came as it returned (the
+        # loop took the request once the task was done): the call was interrupted all the same.
+        if _stopped_at is not None or _pyworkers._interrupted():
+            raise _interrupt(_stopped_at, None)
+        return result
+    finally:
+        _pyworkers._set_main(None)
+        if _give_up is not None:
+            _give_up.cancel()
+        _main = _stopped_at = _give_up = None
 
-                tb = None
-                for f, lasti, lineno in reversed(stack):
-                    tb = types.TracebackType(tb, f, lasti, lineno)
-                e.__traceback__ = tb
-        raise
+
+def _stack(task):
+    return [(f, f.f_lasti, f.f_lineno) for f in task.get_stack()]
+
+
+def _interrupt(stack, e):
+    """The KeyboardInterrupt that ends an interrupted async call, raised while e (or nothing)
+    is handled: e if it is one, or a new one, with a traceback through the frames the task was
+    stopped in (as an interrupt of a plain call shows), rather than the event loop's. What the
+    task raised while it cleaned up shows as its context; its cancellation does not."""
+    import asyncio
+    import types
+
+    ki = e if isinstance(e, KeyboardInterrupt) else KeyboardInterrupt()
+    if stack:  # none when the task had returned already
+        tb = None
+        for f, lasti, lineno in reversed(stack):
+            tb = types.TracebackType(tb, f, lasti, lineno)
+        ki.__traceback__ = tb
+    ki.__suppress_context__ = isinstance(e, asyncio.CancelledError)
+    return ki
+
+
+def _cancel_main():
+    """Cancel the async call's task for an interrupt (see _run_async), once, and give it
+    _CLEANUP_SECONDS to end: then KeyboardInterrupt, raised from a callback of the loop, ends
+    the call (asyncio lets it through without harm to the loop)."""
+    global _stopped_at, _give_up
+    task = _main
+    if task is None or task.done() or _stopped_at is not None:
+        return
+    _stopped_at = _stack(task)
+    task.cancel()
+    _give_up = task.get_loop().call_later(_CLEANUP_SECONDS, _cleanup_over)
+
+
+def _cleanup_over():
+    raise KeyboardInterrupt
 
 
 def _finish(loop, tasks):
@@ -384,11 +443,14 @@ def _new_loop():
 
 
 def _drain(sock):
+    """The loop's reader of the wake socket: an interrupt wrote to it (see _run_async)."""
     try:
         while sock.recv(256):
             pass
     except OSError:  # BlockingIOError: drained
         pass
+    if _pyworkers._take_cancel():
+        _cancel_main()
 
 
 def _close_loop():

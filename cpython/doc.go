@@ -49,9 +49,16 @@
 // A target that is an async function (async def, a method too) is run to completion, as
 // asyncio.run would, and its result returned: on an event loop the interpreter makes on first
 // use and keeps, so that what a module binds to it (a client session) works in later calls.
-// An interrupt wakes the loop, cancels the task (its finally blocks and async with exits run),
-// and the KeyboardInterrupt's traceback shows where the task waited (a task that does not end
-// within a second of its cancellation is left pending). Calls run one at a time even so: a
+// An interrupt that finds the loop waiting for events, or running another task (a background
+// one an earlier call left running, or a child of the call's own: gather, TaskGroup), wakes it
+// and asks it to cancel the call's task at its next turn, as asyncio.Runner does for a first
+// Ctrl-C: background tasks run on, and the task's finally blocks and async with exits run
+// where it waited. One that finds the task's own code running raises KeyboardInterrupt there,
+// and so does a second interrupt, or the first if the loop has not taken the request within
+// 50 ms (code that never awaits holds it: KeyboardInterrupt lands in that code). Either way
+// the call ends with a KeyboardInterrupt whose traceback shows where the task was stopped,
+// also when the task caught its cancellation; a task that does not end within a second of it
+// is left pending (at once, at a second interrupt). Calls run one at a time even so: a
 // batch's items do not run concurrently on one interpreter. A target is async when its code
 // is a coroutine's: async def, a method, a functools.partial of one, an object whose class has
 // an async __call__; a plain function that returns a coroutine returns something that cannot

@@ -153,6 +153,9 @@ static void begin(pyw_interp *w, uint64_t task) {
 static int end_task(pyw_interp *w, uint64_t task) {
 	w->current_task = 0;
 	atomic_store(&w->interrupt_pending, 0);
+	w->cancel_task = 0;
+	w->cancel_pending = 0;
+	Py_CLEAR(w->main_coro); /* bootstrap._run_async clears it itself; this is for certain */
 	if (task == 0 || w->interrupted_task != task) {
 		return 0;
 	}
@@ -296,6 +299,7 @@ void pyw_interp_end(pyw_interp *w) {
 	}
 	free(w->slots);
 	Py_CLEAR(w->helpers);
+	Py_CLEAR(w->main_coro);
 	Py_EndInterpreter(w->tstate); /* leaves no thread state current */
 	current = NULL;
 	pyw_buf_free(&w->out);
@@ -399,7 +403,43 @@ pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, s
 	return finish_as(w, task, r, 1);
 }
 
-int pyw_interp_interrupt(pyw_interp *w, uint64_t task) {
+/* Whether the coroutine is running now on w's thread (GIL held by the caller, so that thread is
+ * stopped outside Python code): one of its frames is on the thread's stack. */
+static int running(pyw_interp *w, PyObject *coro) {
+	PyFrameObject *f = PyThreadState_GetFrame(w->tstate);
+	while (f != NULL) {
+		PyObject *gen = PyFrame_GetGenerator(f);
+		int found = gen == coro;
+		Py_XDECREF(gen);
+		if (found) {
+			Py_DECREF(f);
+			return 1;
+		}
+		PyFrameObject *back = PyFrame_GetBack(f);
+		Py_DECREF(f);
+		f = back;
+	}
+	return 0;
+}
+
+/* Whether an interrupt of task should ask the event loop to cancel the async call's task rather
+ * than inject KeyboardInterrupt (GIL held): the first interrupt of an async call that finds the
+ * loop waiting for events or running other tasks' code. Injected there, KeyboardInterrupt would
+ * land in asyncio's own code or kill another task; the loop, woken by the byte on its socket,
+ * cancels the call's task at its next turn instead, as asyncio.Runner does for a first Ctrl-C.
+ * An interrupt that finds the call's own code running is injected there (the task ends with
+ * it), and so is a second one, or an escalation: the loop may be blocked by code that does not
+ * await, or the task deaf to cancellation. */
+static int cancel_instead(pyw_interp *w, uint64_t task) {
+	if (w->main_coro == NULL || w->wake_fd < 0 || w->cancel_task == task) {
+		return 0;
+	}
+	int r = running(w, w->main_coro);
+	PyErr_Clear(); /* a frame object that could not be made: not found, then */
+	return !r;
+}
+
+int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 	PyThreadState *ts = PyThreadState_New(w->interp);
 	if (ts == NULL) {
 		return -1;
@@ -407,13 +447,26 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task) {
 	PyEval_RestoreThread(ts); /* waits for the worker to drop its GIL: at most a switch interval */
 	int done = 0;
 	uint64_t cur = w->current_task;
-	if (task != 0 && cur != task) {
+	if (!escalate && task != 0 && cur != task) {
 		/* not running (yet, or any more): if it has yet to begin, begin() interrupts it */
 		w->precancel = task;
 	}
 	if (cur != 0 && (task == 0 || cur == task)) {
-		inject(w, cur);
-		done = 1;
+		if (escalate) {
+			if (w->cancel_task == cur && w->cancel_pending) {
+				w->cancel_pending = 0;
+				inject(w, cur);
+				done = PYW_INJECTED;
+			}
+		} else if (cancel_instead(w, cur)) {
+			w->interrupted_task = cur;
+			w->cancel_task = cur;
+			w->cancel_pending = 1;
+			done = PYW_CANCEL_ASKED;
+		} else {
+			inject(w, cur);
+			done = PYW_INJECTED;
+		}
 	}
 	if (done && w->wake_fd >= 0) {
 		/* An interpreter that has run async targets: its event loop may be waiting in select,
@@ -461,6 +514,22 @@ void pyw_set_wake_fd(int fd) {
 	if (w != NULL) {
 		w->wake_fd = fd;
 	}
+}
+
+void pyw_set_main_coro(PyObject *coro) {
+	pyw_interp *w = current;
+	if (w != NULL) {
+		Py_XSETREF(w->main_coro, coro == Py_None ? NULL : Py_XNewRef(coro));
+	}
+}
+
+int pyw_take_cancel(void) {
+	pyw_interp *w = current;
+	if (w == NULL || !w->cancel_pending || w->cancel_task != w->current_task) {
+		return 0;
+	}
+	w->cancel_pending = 0;
+	return 1;
 }
 
 int pyw_reinterrupt(void) {

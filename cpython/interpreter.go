@@ -348,19 +348,40 @@ func (i *Interpreter) CloseContext(ctx context.Context) error {
 // Done is closed when the interpreter has ended.
 func (i *Interpreter) Done() <-chan struct{} { return i.done }
 
-// interrupt injects KeyboardInterrupt into task (0: whatever runs) if it is running now, and
-// reports whether it did (a task that has yet to begin is interrupted when it begins). Called
-// from any goroutine except the interpreter's own.
+// interrupt interrupts task (0: whatever runs) if it is running now, and reports whether it
+// did (a task that has yet to begin is interrupted when it begins). That injects
+// KeyboardInterrupt, except into an async call whose own code is not running (see the C
+// side's cancel_instead): its event loop is asked to cancel its task, and if the loop has not
+// taken the request after escalateAfter (code that never awaits blocks it: a child task's, a
+// background task's), KeyboardInterrupt is injected after all. Called from any goroutine
+// except the interpreter's own.
 func (i *Interpreter) interrupt(task uint64) bool {
+	r := i.interruptC(task, false)
+	if r == C.PYW_CANCEL_ASKED {
+		time.AfterFunc(escalateAfter, func() { i.interruptC(task, true) })
+	}
+	return r > 0
+}
+
+// escalateAfter is how long an async call's event loop has to take a request to cancel the
+// call's task before KeyboardInterrupt is injected instead: a turn of the loop between awaits
+// takes far less, unless code that does not await holds it.
+const escalateAfter = 50 * time.Millisecond
+
+func (i *Interpreter) interruptC(task uint64, escalate bool) C.int {
 	i.imu.Lock()
 	defer i.imu.Unlock()
 	if i.ended {
-		return false
+		return 0
+	}
+	esc := C.int(0)
+	if escalate {
+		esc = 1
 	}
 	// The temporary thread state belongs to this OS thread until it is deleted.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	return C.pyw_interp_interrupt(i.c, C.uint64_t(task)) == 1
+	return C.pyw_interp_interrupt(i.c, C.uint64_t(task), esc)
 }
 
 // InterruptContext is for interpreters with ExternalInterrupts, once ctx has ended: it

@@ -324,11 +324,29 @@ static PyObject *mod_set_wake_fd(PyObject *m, PyObject *arg) {
 	Py_RETURN_NONE;
 }
 
+/* pyworkers._set_main(coro): the coroutine of the async call running now on the event loop
+ * (bootstrap._run_async), or None. */
+static PyObject *mod_set_main(PyObject *m, PyObject *coro) {
+	(void)m;
+	pyw_set_main_coro(coro);
+	Py_RETURN_NONE;
+}
+
+/* pyworkers._take_cancel(): whether an interrupt asked the event loop to cancel the async call
+ * running now (bootstrap._drain); the request is taken. */
+static PyObject *mod_take_cancel(PyObject *m, PyObject *unused) {
+	(void)m;
+	(void)unused;
+	return PyBool_FromLong(pyw_take_cancel());
+}
+
 static PyMethodDef methods[] = {
     {"_write", (PyCFunction)(void (*)(void))mod_write, METH_FASTCALL, "write(fd, text): send text to the Go side."},
     {"_flush", mod_flush, METH_O, "flush(fd): write out a pending partial line."},
     {"_interrupted", mod_interrupted, METH_NOARGS, "_interrupted(): whether the running task was interrupted."},
     {"_set_wake_fd", mod_set_wake_fd, METH_O, "_set_wake_fd(fd): the socket an interrupt writes a byte to (-1: none)."},
+    {"_set_main", mod_set_main, METH_O, "_set_main(coro): the coroutine of the async call running now, or None."},
+    {"_take_cancel", mod_take_cancel, METH_NOARGS, "_take_cancel(): whether an interrupt asked to cancel the async call."},
     {"_unraisablehook", mod_unraisablehook, METH_O, "sys.unraisablehook that raises a swallowed interrupt of the running task again."},
     {"sleep", mod_sleep, METH_O,
      "sleep(seconds)\n--\n\nDelay execution for a given number of seconds, as time.sleep does (it is this\n"

@@ -93,6 +93,12 @@ typedef struct pyw_interp {
 	uint64_t precancel;            /* a task interrupted before it began; changed with the GIL held */
 	int wake_fd; /* an interrupt writes a byte here to wake the bootstrap's event loop; -1: none;
 	              * set (pyworkers._set_wake_fd) and read with the GIL held */
+	/* An async target's call (bootstrap._run_async): the coroutine it runs on the loop, and the
+	 * task whose interrupt asked the loop to cancel it instead (see pyw_interp_interrupt), not
+	 * yet taken by the loop (cancel_pending). All changed with the GIL held. */
+	PyObject *main_coro;
+	uint64_t cancel_task;
+	int cancel_pending;
 } pyw_interp;
 
 /* ---- runtime (runtime.c) */
@@ -134,9 +140,14 @@ pyw_result pyw_interp_call(pyw_interp *w, size_t slot, const char *args, size_t 
  * message, traceback). */
 pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, size_t len,
                                 pyw_shared *const *refs, size_t nrefs, uint64_t task);
-/* From any other thread: injects KeyboardInterrupt into task if (and only if) it is still the
- * running one. Returns 1 if injected. Blocks until it can take the interpreter's GIL. */
-int pyw_interp_interrupt(pyw_interp *w, uint64_t task);
+/* From any other thread: interrupts task (0: whatever runs) if (and only if) it is still the
+ * running one. Returns PYW_INJECTED for KeyboardInterrupt injected, PYW_CANCEL_ASKED when the
+ * task is an async call's whose event loop was asked to cancel it instead (the caller then
+ * escalates, below, if the loop has not taken the request soon), 0 when it did nothing. With
+ * escalate set, it only injects KeyboardInterrupt into a task whose cancel request the loop has
+ * not taken yet. Blocks until it can take the interpreter's GIL. */
+enum { PYW_INJECTED = 1, PYW_CANCEL_ASKED = 2 };
+int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate);
 
 /* ---- codec (codec.c): PyObject <-> wire; GIL held */
 /* Appends the encoding of o. pyworkers.Buffer objects (and memoryviews of them) are encoded
@@ -213,6 +224,12 @@ int pyw_task_interrupted(void);
 int pyw_reinterrupt(void);
 /* GIL held, on an interpreter's own thread: the socket an interrupt writes a byte to, or -1. */
 void pyw_set_wake_fd(int fd);
+/* GIL held, on an interpreter's own thread: the coroutine of the async call running now on the
+ * bootstrap's event loop (NULL or None: none). */
+void pyw_set_main_coro(PyObject *coro);
+/* GIL held, on an interpreter's own thread: whether an interrupt asked the event loop to cancel
+ * the running task's coroutine since the last time; the request is taken. */
+int pyw_take_cancel(void);
 void pyw_wait_end(void);
 /* GIL held: raise KeyboardInterrupt for an interrupt a wait noticed, withdrawing the pending
  * asynchronous one so it is raised once. Returns NULL for convenience. */

@@ -32,8 +32,10 @@
 //
 // Every blocking call takes a context. A task whose context ends while it is queued leaves the
 // queue at once and never runs; one that is running is interrupted (KeyboardInterrupt, within
-// CPython's 5 ms switch interval for pure-Python code, at once for time.sleep; another blocking
-// C call sees it when it returns), and the worker goes on with the next task. The caller's error wraps ctx.Err().
+// CPython's 5 ms switch interval for pure-Python code, at once for time.sleep; an async
+// target's task is cancelled where it awaits, see package cpython, Async targets; another
+// blocking C call sees it when it returns), and the worker goes on with the next task. The
+// caller's error wraps ctx.Err().
 //
 // # Self-healing
 //
