@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 
 	"github.com/pyworkers/pyworkers/cpython"
 )
@@ -18,7 +19,7 @@ MODULE, whether it imports in a fresh own-GIL interpreter: run it on a deploymen
 relying on a library. Extension modules that do not support per-interpreter GILs (numpy today)
 are named as such. With a virtual environment active (or --python naming its python), the
 prefix is that environment and its packages are the ones tried. Exit status 1 when any module
-fails, 2 for a bad command line.
+fails, 2 for a bad command line, 141 when no one reads the --json report.
 
 Examples:
   pyworkers doctor json decimal sqlite3
@@ -99,6 +100,9 @@ func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
+			if errors.Is(err, syscall.EPIPE) { // no one reads the report (| true): quietly, as map
+				return exitBrokenPipe, nil
+			}
 			return exitFailed, err
 		}
 	} else {

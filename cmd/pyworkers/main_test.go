@@ -401,6 +401,22 @@ func TestDoctor(t *testing.T) {
 	assert.Contains(t, e.String(), "from-a-shell\nfd-1\n")
 }
 
+// doctor --json whose reader has gone (| true) ends quietly with the status a shell gives a
+// process ended by SIGPIPE, as map does, not with an error about the pipe.
+func TestDoctorJSONNoOneReads(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	require.NoError(t, r.Close())
+	cmd := exec.Command(binary, "doctor", "--json", "json")
+	cmd.Stdout = w
+	var e bytes.Buffer
+	cmd.Stderr = &e
+	require.NoError(t, cmd.Start())
+	w.Close()
+	assert.Equal(t, 141, exitCodeWithin(t, cmd, 30*time.Second, "doctor did not end"), e.String())
+	assert.NotContains(t, e.String(), "broken pipe")
+}
+
 func TestHelpForEveryCommand(t *testing.T) {
 	for _, c := range []string{"run", "map", "bench", "doctor", "version"} {
 		r := pyworkers(t, c, "--help")

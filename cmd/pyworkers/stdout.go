@@ -6,9 +6,9 @@ import (
 	"syscall"
 )
 
-// exitBrokenPipe is map's exit status when the reader of its results went away (| head): what a
-// shell reports for a process ended by SIGPIPE, which is how pyworkers ended before its results
-// had their own file descriptor.
+// exitBrokenPipe is the exit status of map, and of doctor --json, when the reader of their
+// output went away (| head): what a shell reports for a process ended by SIGPIPE, which is how
+// pyworkers ended before that output had its own file descriptor.
 const exitBrokenPipe = 128 + int(syscall.SIGPIPE)
 
 // privateStdout keeps standard output for what the command writes there alone (map's JSON lines,
