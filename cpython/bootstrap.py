@@ -142,9 +142,9 @@ def call_many(fn, items):
     each item in turn (no pair per item: each would cost an object here and two values in Go).
 
     Flags: True (a result), False (an Exception, as a format_exc tuple; the batch goes on), or
-    "stop" for a BaseException that is not an Exception (SystemExit, KeyboardInterrupt): as it
-    would end a call, it ends the batch, and the items after it do not run (the list is then
-    shorter). An interrupt ends the batch also when traceback formatting swallowed its
+    "stop" for a BaseException that is not an Exception (SystemExit, KeyboardInterrupt) or a
+    MemoryError (after which the pool replaces the interpreter, as after a call's): it ends the
+    batch, and the items after it do not run (the list is then shorter). An interrupt ends the batch also when traceback formatting swallowed its
     KeyboardInterrupt (it catches everything while it calls str() on an exception): checked
     after each caught exception, not after every item, which would cost tiny calls a tenth of
     their speed. The C side (pyw_encode_outcomes) turns
@@ -155,6 +155,10 @@ def call_many(fn, items):
     for args, kwargs in items:
         try:
             v = fn(*args, **kwargs) if kwargs else fn(*args)
+        except MemoryError as e:
+            out.append("stop")
+            out.append(format_exc(e))
+            return out
         except Exception as e:
             out.append(False)
             out.append(format_exc(e))

@@ -35,9 +35,9 @@ type redoCall struct {
 // per call, which is what makes tiny calls cheap. Each item is the arguments of one call (a
 // final cpython.Kwargs gives keyword arguments), and gets the outcome Call would give it, each
 // call running once: its exception (a *cpython.PythonError) or a result that cannot cross (a
-// *cpython.ConversionError) is its own Result.Err. A SystemExit ends the batch on its worker,
-// which is replaced (that item's Err wraps ErrWorkerLost); the items after it then run as calls
-// of their own. So do all items when the batch could not start (an argument that cannot cross,
+// *cpython.ConversionError) is its own Result.Err. A SystemExit or MemoryError ends the batch on
+// its worker, which is replaced (that item's Err wraps ErrWorkerLost); the items after it then
+// run as calls of their own. So do all items when the batch could not start (an argument that cannot cross,
 // a target that cannot be imported). ctx governs the whole batch.
 func (g *Group) SubmitBatch(ctx context.Context, target string, items [][]any) (*BatchFuture, error) {
 	tk, err := g.submit(ctx, target, opCallMany, nil, items)
@@ -116,7 +116,7 @@ func (b *BatchFuture) Wait(ctx context.Context) ([]Result, error) {
 		return fill(len(b.items), err), nil
 	}
 	if ran, _ := v.([]Result); len(ran) == len(b.items) {
-		// An item ended the batch (SystemExit): it gets what Call would give it (err: the worker
+		// An item ended the batch (SystemExit, MemoryError): it gets what Call would give it (err: the worker
 		// was replaced), the items before it keep their outcomes, those after it (ErrNotRun) run
 		// now, each on its own. Nothing runs twice.
 		stop := len(ran)

@@ -328,9 +328,19 @@ func TestSystemExitAndMemoryErrorReplaceTheWorker(t *testing.T) {
 		v, err := p.Call(bg, "pwtest:count_calls")
 		require.NoError(t, err)
 		assert.Equal(t, int64(1), v, target)
+
+		// the same in a batch (as Map and pyworkers map send calls)
+		b, err := p.SubmitBatch(bg, target, [][]any{args})
+		require.NoError(t, err)
+		res, err := b.Wait(bg)
+		require.NoError(t, err)
+		require.ErrorIs(t, res[0].Err, pool.ErrWorkerLost, target)
+		v, err = p.Call(bg, "pwtest:count_calls")
+		require.NoError(t, err)
+		assert.Equal(t, int64(1), v, target)
 	}
 	s := p.Stats().Groups[0]
-	assert.Equal(t, uint64(2), s.Recycles)
+	assert.Equal(t, uint64(4), s.Recycles)
 	assert.Equal(t, 1, s.Workers)
 }
 
