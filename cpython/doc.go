@@ -12,8 +12,9 @@
 // names a virtual environment's python to use that environment's packages. The main
 // interpreter lives on a goroutine of its own, locked to its OS thread, and runs no user code.
 // Finalize closes whatever interpreters are still open and then finalizes CPython on that same
-// thread; afterwards every call returns ErrFinalized (CPython cannot be restarted in one
-// process).
+// thread; afterwards NewInterpreter, Initialize and RuntimeInfo return ErrFinalized and the
+// methods of interpreters made before return ErrClosed (CPython cannot be restarted in one
+// process). Pools (package pool) still open are closed first (Finalizing).
 //
 // # Interpreters and threads
 //

@@ -77,6 +77,17 @@ var rt struct {
 
 var liveCount atomic.Int64
 
+// finalizing is closed when Finalize begins (see Finalizing).
+var (
+	finalizing     = make(chan struct{})
+	finalizingOnce sync.Once
+)
+
+// Finalizing is closed once Finalize has begun. Finalize waits for every interpreter to end:
+// what keeps interpreters open for good closes them when it is closed (package pool closes its
+// pools, whose workers would otherwise wait for work). Safe from any goroutine.
+func Finalizing() <-chan struct{} { return finalizing }
+
 // lifecycle bounds how many interpreters are created or ended at once. Creation is CPU-bound, so
 // more than the cores buys nothing; and creating many at once has hit races inside CPython
 // (python/cpython#123134), which the tests probe with 32 concurrent creations, repeatedly, on
@@ -268,10 +279,13 @@ func RuntimeInfo() (Info, error) {
 func LiveInterpreters() int { return int(liveCount.Load()) }
 
 // Finalize closes every interpreter still open (waiting for running work; when ctx ends first,
-// running Python code is interrupted) and then finalizes CPython. Afterwards every function of
-// this package returns ErrFinalized. Calling it again, or before any use, is harmless.
+// running Python code is interrupted) and then finalizes CPython. Afterwards NewInterpreter,
+// Initialize and RuntimeInfo return ErrFinalized, and the methods of interpreters made before
+// return ErrClosed. Pools (package pool) still open are closed too (see Finalizing): their
+// queued tasks fail with pool.ErrClosed. Calling it again, or before any use, is harmless.
 // Safe from any goroutine except an interpreter's own thread (inside Do).
 func Finalize(ctx context.Context) error {
+	finalizingOnce.Do(func() { close(finalizing) })
 	rt.mu.Lock()
 	switch rt.state {
 	case stateNew, stateFailed:

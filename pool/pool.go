@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pyworkers/pyworkers/channels"
+	"github.com/pyworkers/pyworkers/cpython"
 )
 
 // Sentinel errors, wrapped by the errors of this package (test with errors.Is).
@@ -181,6 +182,16 @@ func New(opts Options) (*Pool, error) {
 			return nil, err
 		}
 	}
+	go func() {
+		// cpython.Finalize waits for every interpreter to end, and the workers wait for work
+		// until the pool closes: it closes then (running tasks finish, or Finalize's context
+		// interrupts them; queued ones fail with ErrClosed).
+		select {
+		case <-cpython.Finalizing():
+			p.Close()
+		case <-p.closed:
+		}
+	}()
 	return p, nil
 }
 

@@ -344,6 +344,47 @@ func TestSystemExitAndMemoryErrorReplaceTheWorker(t *testing.T) {
 	assert.Equal(t, 1, s.Workers)
 }
 
+// cpython.Finalize with a pool still open closes the pool rather than waiting for ever for its
+// workers, which wait for work: the running task finishes, a queued one and later calls fail
+// with ErrClosed, and no interpreter is left. (In a process of its own: Finalize is for good.)
+func TestFinalizeClosesOpenPools(t *testing.T) {
+	if _, child := pwtest.ChildPayload(); !child {
+		pwtest.ChildProcess(t, "1")
+		return
+	}
+	p, err := pool.New(pool.Options{Workers: 1, Path: []string{pwtest.PythonDir}})
+	require.NoError(t, err)
+	src, err := channels.New(0)
+	require.NoError(t, err)
+	dst, err := channels.New(0)
+	require.NoError(t, err)
+	running, err := p.Submit(bg, "pwchan:echo", src.ID(), dst.ID())
+	require.NoError(t, err)
+	queued, err := p.Submit(bg, "pwtest:sleep_then", 0, "never")
+	require.NoError(t, err)
+	require.NoError(t, src.Send(bg, "ping"))
+	v, err := dst.Recv(bg) // the first task runs
+	require.NoError(t, err)
+	require.Equal(t, "ping", v)
+
+	finalized := make(chan error, 1)
+	go func() { finalized <- cpython.Finalize(bg) }()
+	require.Eventually(t, func() bool { // the pool is closing: no call is taken
+		ctx, cancel := context.WithTimeout(bg, 10*time.Millisecond)
+		defer cancel()
+		_, err := p.Call(ctx, "pwtest:noop")
+		return errors.Is(err, pool.ErrClosed)
+	}, 10*time.Second, time.Millisecond)
+	src.Close() // the running task ends
+	require.NoError(t, <-finalized)
+	_, err = running.Wait(bg)
+	require.NoError(t, err)
+	_, err = queued.Wait(bg)
+	require.ErrorIs(t, err, pool.ErrClosed)
+	assert.NoError(t, p.Close())
+	assert.Equal(t, 0, cpython.LiveInterpreters())
+}
+
 func TestMaxTasksPerWorkerRecycles(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 1, MaxTasksPerWorker: 3})
 	var got []any
