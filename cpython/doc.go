@@ -97,8 +97,8 @@
 //
 // Each interpreter's sys.stdout and sys.stderr go to io.Writers (InterpreterConfig.Stdout and
 // Stderr, Thread.SetOutput for one turn, os.Stdout/os.Stderr by default), in whole lines, so
-// that the output of different interpreters never mixes mid-line even on a shared writer.
-// sys.stdin is empty.
+// that the output of different interpreters never mixes mid-line even on a shared writer (a
+// line longer than 64 KiB goes out in 64 KiB pieces). sys.stdin is empty.
 //
 // # Inside the interpreter
 //

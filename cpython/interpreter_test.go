@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -608,25 +610,57 @@ func TestOutputGoesToTheChosenWriters(t *testing.T) {
 	assert.True(t, strings.HasSuffix(out.String(), "é\n"))
 }
 
-func TestOutputOfManyInterpretersNeverMixesLines(t *testing.T) {
-	var shared bytes.Buffer // not safe for concurrent use by itself: pyworkers serialises writes to it
-	tags := []string{"A", "B", "C", "D"}
-	var wg sync.WaitGroup
-	for _, tag := range tags {
-		in := newInterp(t, cpython.InterpreterConfig{Stdout: &shared})
-		wg.Go(func() {
-			_, err := in.Call(bg, "pwtest:print_lines", tag, 500)
-			assert.NoError(t, err)
-		})
+// overlapCounter is a writer that counts the Writes that began while another was under way.
+type overlapCounter struct {
+	buf            bytes.Buffer
+	busy, overlaps atomic.Int32
+}
+
+func (c *overlapCounter) Write(p []byte) (int, error) {
+	if c.busy.Add(1) > 1 {
+		c.overlaps.Add(1)
 	}
-	wg.Wait()
-	lines := strings.Split(strings.TrimSuffix(shared.String(), "\n"), "\n")
-	require.Len(t, lines, 4*500)
-	for _, l := range lines {
-		body, _, ok := strings.Cut(l, " ")
-		require.True(t, ok, "line %q", l)
-		require.Len(t, body, 40, "line %q", l)
-		require.Equal(t, strings.Repeat(body[:1], 40), body, "mixed line %q", l)
+	defer c.busy.Add(-1)
+	time.Sleep(20 * time.Microsecond) // a slow writer: overlaps, if any, are likely
+	return c.buf.Write(p)
+}
+
+// sliceWriter is a writer whose type cannot be a map key (it holds a slice): pyworkers cannot
+// keep a lock per such writer, and serialises writes to all of them instead.
+type sliceWriter struct {
+	c   *overlapCounter
+	pad []byte
+}
+
+func (w sliceWriter) Write(p []byte) (int, error) { return w.c.Write(p) }
+
+// Interpreters that share a writer write to it one at a time, whole lines only.
+func TestOutputOfManyInterpretersNeverMixesLines(t *testing.T) {
+	for _, name := range []string{"pointer", "uncomparable"} {
+		c := &overlapCounter{}
+		var w io.Writer = c
+		if name == "uncomparable" {
+			w = sliceWriter{c: c}
+		}
+		tags := []string{"A", "B", "C", "D"}
+		var wg sync.WaitGroup
+		for _, tag := range tags {
+			in := newInterp(t, cpython.InterpreterConfig{Stdout: w})
+			wg.Go(func() {
+				_, err := in.Call(bg, "pwtest:print_lines", tag, 500)
+				assert.NoError(t, err)
+			})
+		}
+		wg.Wait()
+		assert.Zero(t, c.overlaps.Load(), "%s: writes that overlapped", name)
+		lines := strings.Split(strings.TrimSuffix(c.buf.String(), "\n"), "\n")
+		require.Len(t, lines, 4*500, name)
+		for _, l := range lines {
+			body, _, ok := strings.Cut(l, " ")
+			require.True(t, ok, "%s: line %q", name, l)
+			require.Len(t, body, 40, "%s: line %q", name, l)
+			require.Equal(t, strings.Repeat(body[:1], 40), body, "%s: mixed line %q", name, l)
+		}
 	}
 }
 

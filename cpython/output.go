@@ -74,19 +74,24 @@ func (s *stream) setCurrent(w io.Writer) {
 	s.cur = w
 }
 
-// writerLocks serialises writes to one io.Writer from several interpreters.
-var writerLocks sync.Map // io.Writer -> *sync.Mutex
+// writerLocks serialises writes to one io.Writer from several interpreters; writers whose type
+// cannot be a map key (a struct value holding a slice, say) share uncomparableWriters.
+var (
+	writerLocks         sync.Map // io.Writer -> *sync.Mutex
+	uncomparableWriters sync.Mutex
+)
 
 func emit(w io.Writer, p []byte) error {
 	if w == nil || len(p) == 0 {
 		return nil
 	}
+	mu := &uncomparableWriters
 	if t := reflect.TypeOf(w); t.Comparable() {
 		m, _ := writerLocks.LoadOrStore(w, new(sync.Mutex))
-		mu := m.(*sync.Mutex)
-		mu.Lock()
-		defer mu.Unlock()
+		mu = m.(*sync.Mutex)
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	_, err := w.Write(p)
 	return err
 }
