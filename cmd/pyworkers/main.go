@@ -210,6 +210,10 @@ const versionUsage = `Usage: pyworkers version
 
 Prints pyworkers' version and the CPython it runs on.
 
+Examples:
+  pyworkers version
+  scripts/with-python.sh pyworkers version   # with the provisioned CPython root
+
 `
 
 func cmdVersion(args []string, std io3) (int, error) {

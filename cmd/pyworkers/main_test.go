@@ -165,6 +165,12 @@ func TestUsageErrorsExit2(t *testing.T) {
 		assert.NotEmpty(t, r.stderr, "%v", args)
 		assert.Empty(t, r.stdout, "%v", args)
 	}
+	// as many workers as Go allows threads would end the process: refused before any starts
+	for _, cmd := range []string{"run", "map"} {
+		r := pyworkers(t, cmd, "-w", "5000", script(t, "def f(x):\n    return x\n")+map[string]string{"run": "", "map": ":f"}[cmd])
+		assert.Equal(t, 2, r.code, "%s: %s", cmd, r.stderr)
+		assert.Contains(t, r.stderr, "at most 4096", cmd)
+	}
 }
 
 func pyworkersIn(t *testing.T, stdin string, args ...string) result {

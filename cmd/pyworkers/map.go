@@ -63,14 +63,11 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 		return exitUsage, usagef("want TARGET [INPUT] (see pyworkers map --help)")
 	}
 	target := fs.Arg(0)
-	if *workers < 1 {
-		return exitUsage, usagef("-w must be at least 1, got %d", *workers)
+	if err := checkWorkers(*workers); err != nil {
+		return exitUsage, err
 	}
 	if *timeout < 0 {
 		return exitUsage, usagef("--timeout must not be negative, got %v", *timeout)
-	}
-	if *workers > maxWorkers {
-		return exitUsage, usagef("-w %d: at most %d (each worker holds an OS thread, and Go allows a process 10,000)", *workers, maxWorkers)
 	}
 	showProgress, err := progressWanted(*progress, std.stderr)
 	if err != nil {
@@ -333,6 +330,17 @@ func isCancellation(err error) bool {
 
 // maxWorkers bounds -w: each worker holds an OS thread, and Go ends a process at 10,000.
 const maxWorkers = 4096
+
+// checkWorkers is the usage error for a -w (map's, run's) out of range, or nil.
+func checkWorkers(n int) error {
+	switch {
+	case n < 1:
+		return usagef("-w must be at least 1, got %d", n)
+	case n > maxWorkers:
+		return usagef("-w %d: at most %d (each worker holds an OS thread, and Go allows a process 10,000)", n, maxWorkers)
+	}
+	return nil
+}
 
 // maxRun is the most lines sent to a worker as one batch.
 const maxRun = 64

@@ -52,8 +52,8 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 	if len(scriptArgs) > 0 && scriptArgs[0] == "--" {
 		scriptArgs = scriptArgs[1:]
 	}
-	if *workers < 1 {
-		return exitUsage, usagef("-w must be at least 1, got %d", *workers)
+	if err := checkWorkers(*workers); err != nil {
+		return exitUsage, err
 	}
 	if *timeout < 0 {
 		return exitUsage, usagef("--timeout must not be negative, got %v", *timeout)
