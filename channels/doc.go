@@ -38,7 +38,7 @@
 // Importing this package adds to the pyworkers module of every interpreter:
 //
 //	ch = pyworkers.Channel(id)            # open the channel with this id (made in Go or Python)
-//	ch = pyworkers.Channel.create(cap=0)  # make one; ch.id tells others where it is
+//	ch = pyworkers.Channel.create(capacity=0)  # make one (0: unbounded); ch.id tells others where it is
 //	ch.send(obj, timeout=None)            # ChannelClosed, TimeoutError, TypeError
 //	ch.send_nowait(obj)                   # ChannelFull
 //	obj = ch.recv(timeout=None)           # ChannelClosed once closed and drained, TimeoutError

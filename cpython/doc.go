@@ -78,10 +78,26 @@
 // # Values
 //
 // Arguments and results cross by value in pyworkers' interpreter-neutral encoding, never as
-// shared objects: nil/None, bool, integers of any size (*big.Int beyond int64), float64, UTF-8
-// strings, bytes, lists, tuples (Tuple) and dicts with str keys, nested to 10,000 levels. Any
-// other value is a *ConversionError that names the type and where it sits, e.g.
-// `at [1]["when"]`. Kwargs passes keyword arguments to Call.
+// shared objects (a *Buffer excepted), nested to 10,000 levels, in both directions:
+//
+//	Go                                   Python          Go (coming back)
+//	nil                                  None            nil
+//	bool                                 bool            bool
+//	int, int8…int64, uint…uint64         int             int64, or *big.Int when out of range
+//	*big.Int                             int             int64, or *big.Int when out of range
+//	float64, float32                     float           float64
+//	string (valid UTF-8)                 str             string
+//	[]byte, [N]byte                      bytes           []byte
+//	Tuple                                tuple           Tuple
+//	[]any, other slices and arrays       list            []any
+//	map[string]any, map[string]T         dict            map[string]any
+//	*Buffer (shared, not copied)         memoryview      *Buffer (from a pyworkers.Buffer)
+//
+// A nil slice or map is an empty list, bytes or dict (as encoding/json would not: there it is
+// null), and a nil *big.Int or *Buffer is an error. Named types convert by their underlying
+// kind. Anything else is a *ConversionError naming the type and where it was, for example
+// `at [1]["when"]: Go type time.Time has no Python counterpart`. A Python str holding lone
+// surrogates is an error, never mojibake. Kwargs passes keyword arguments to Call.
 //
 // # Errors
 //

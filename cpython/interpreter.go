@@ -31,7 +31,7 @@ var bootstrapSource string
 type InterpreterConfig struct {
 	// Main is set as globals of the interpreter's __main__ module before any other code runs
 	// (what the stdlib calls prepare_main), e.g. {"worker_id": 3, "settings": {...}}. Values
-	// convert as described at Tuple/Kwargs.
+	// convert as the package documentation says (Values).
 	Main map[string]any
 	// Path is put at the front of sys.path, after the runtime's Config.Path.
 	Path []string

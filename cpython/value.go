@@ -15,27 +15,6 @@ type Tuple = wire.Tuple
 //	t.Call(ctx, "json:dumps", data, cpython.Kwargs{"indent": 2})
 type Kwargs map[string]any
 
-// Values cross between Go and Python by value, in both directions:
-//
-//	Go                                   Python          Go (coming back)
-//	nil                                  None            nil
-//	bool                                 bool            bool
-//	int, int8…int64, uint…uint64         int             int64, or *big.Int when out of range
-//	*big.Int                             int             int64, or *big.Int when out of range
-//	float64, float32                     float           float64
-//	string (valid UTF-8)                 str             string
-//	[]byte, [N]byte                      bytes           []byte
-//	Tuple                                tuple           Tuple
-//	[]any, other slices and arrays       list            []any
-//	map[string]any, map[string]T         dict            map[string]any
-//	*Buffer (shared, not copied)         memoryview      *Buffer (from a pyworkers.Buffer)
-//
-// A nil slice or map is an empty list, bytes or dict (as encoding/json would not: there it is
-// null), and a nil *big.Int or *Buffer is an error. Named types convert by their underlying
-// kind. Anything else is a *ConversionError naming the
-// type and where it was, for example `at [1]["when"]: Go type time.Time has no Python
-// counterpart`. A Python str holding lone surrogates is an error, never mojibake.
-
 // SplitKwargs separates a final Kwargs argument (nil when there is none) from the positional
 // arguments, as Call does.
 func SplitKwargs(args []any) ([]any, Kwargs) {

@@ -27,8 +27,8 @@ var (
 	ErrQueueFull = errors.New("pool: queue full")
 	// ErrNoGroup: a call addressed to a group the pool does not have.
 	ErrNoGroup = errors.New("pool: no such group")
-	// ErrWorkerLost: the worker running the task ended under it (it raised SystemExit or
-	// MemoryError, or its interpreter was replaced); the worker has been replaced.
+	// ErrWorkerLost: the task raised SystemExit or MemoryError, which end its worker's
+	// interpreter; a fresh one has replaced it.
 	ErrWorkerLost = errors.New("pool: worker lost and replaced")
 )
 
@@ -59,7 +59,8 @@ type Options struct {
 	// its worker is given up and replaced (default 2s). The replaced interpreter is interrupted
 	// again until it stops, then ended.
 	InterruptGrace time.Duration
-	// Stdout and Stderr receive what workers print, in whole lines (default: os.Stdout/Stderr).
+	// Stdout and Stderr receive what workers print, in whole lines (default: the runtime's
+	// cpython.Config.Stdout/Stderr, which are os.Stdout/Stderr unless Initialize set them).
 	Stdout, Stderr io.Writer
 	// Groups are named groups of workers besides the default one, each with its own workers,
 	// set-up and queue ("one interpreter per model"); address them with Pool.Group. Fields left
