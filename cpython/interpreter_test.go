@@ -626,7 +626,7 @@ func (c *overlapCounter) Write(p []byte) (int, error) {
 }
 
 // sliceWriter is a writer whose type cannot be a map key (it holds a slice): pyworkers cannot
-// keep a lock per such writer, and serialises writes to all of them instead.
+// keep a lock per such writer, and serialises writes to all of its type instead.
 type sliceWriter struct {
 	c   *overlapCounter
 	pad []byte
@@ -634,13 +634,19 @@ type sliceWriter struct {
 
 func (w sliceWriter) Write(p []byte) (int, error) { return w.c.Write(p) }
 
+// wrappedWriter's type is comparable, but not its value when it holds a sliceWriter.
+type wrappedWriter struct{ io.Writer }
+
 // Interpreters that share a writer write to it one at a time, whole lines only.
 func TestOutputOfManyInterpretersNeverMixesLines(t *testing.T) {
-	for _, name := range []string{"pointer", "uncomparable"} {
+	for _, name := range []string{"pointer", "uncomparable", "uncomparable inside"} {
 		c := &overlapCounter{}
 		var w io.Writer = c
-		if name == "uncomparable" {
+		switch name {
+		case "uncomparable":
 			w = sliceWriter{c: c}
+		case "uncomparable inside":
+			w = wrappedWriter{sliceWriter{c: c}}
 		}
 		tags := []string{"A", "B", "C", "D"}
 		var wg sync.WaitGroup

@@ -74,22 +74,21 @@ func (s *stream) setCurrent(w io.Writer) {
 	s.cur = w
 }
 
-// writerLocks serialises writes to one io.Writer from several interpreters; writers whose type
-// cannot be a map key (a struct value holding a slice, say) share uncomparableWriters.
-var (
-	writerLocks         sync.Map // io.Writer -> *sync.Mutex
-	uncomparableWriters sync.Mutex
-)
+// writerLocks serialises writes to one io.Writer from several interpreters: one lock per
+// writer, or per type for writers that cannot be map keys (a struct value holding a slice, or
+// an interface that holds one), which share their type's.
+var writerLocks sync.Map // io.Writer or reflect.Type -> *sync.Mutex
 
 func emit(w io.Writer, p []byte) error {
 	if w == nil || len(p) == 0 {
 		return nil
 	}
-	mu := &uncomparableWriters
-	if t := reflect.TypeOf(w); t.Comparable() {
-		m, _ := writerLocks.LoadOrStore(w, new(sync.Mutex))
-		mu = m.(*sync.Mutex)
+	var key any = w
+	if !reflect.ValueOf(w).Comparable() { // a map key would panic
+		key = reflect.TypeOf(w)
 	}
+	m, _ := writerLocks.LoadOrStore(key, new(sync.Mutex))
+	mu := m.(*sync.Mutex)
 	mu.Lock()
 	defer mu.Unlock()
 	_, err := w.Write(p)
