@@ -143,8 +143,8 @@ def call_many(fn, items):
 
     Flags: True (a result), False (an Exception, as a format_exc tuple; the batch goes on), or
     "stop" for a BaseException that is not an Exception (SystemExit, KeyboardInterrupt) or a
-    MemoryError (after which the pool replaces the interpreter, as after a call's): it ends the
-    batch, and the items after it do not run (the list is then shorter). An interrupt ends the batch also when traceback formatting swallowed its
+    MemoryError itself, not a subclass (after which the pool replaces the interpreter, as after
+    a call's): it ends the batch, and the items after it do not run (the list is then shorter). An interrupt ends the batch also when traceback formatting swallowed its
     KeyboardInterrupt (it catches everything while it calls str() on an exception): checked
     after each caught exception, not after every item, which would cost tiny calls a tenth of
     their speed. The C side (pyw_encode_outcomes) turns
@@ -155,11 +155,11 @@ def call_many(fn, items):
     for args, kwargs in items:
         try:
             v = fn(*args, **kwargs) if kwargs else fn(*args)
-        except MemoryError as e:
-            out.append("stop")
-            out.append(format_exc(e))
-            return out
         except Exception as e:
+            if type(e) is MemoryError:  # not a subclass (numpy's): as the pool treats a call's
+                out.append("stop")
+                out.append(format_exc(e))
+                return out
             out.append(False)
             out.append(format_exc(e))
             if interrupted():

@@ -514,9 +514,10 @@ type CallResult struct {
 // keyword arguments). An item's Exception is its own Err (a *PythonError), and so is a result
 // that cannot cross (a *ConversionError whose path starts with the item's index); the batch
 // goes on. A BaseException that is not an Exception (SystemExit; a KeyboardInterrupt the code
-// raised itself), and a MemoryError, end the batch as they would end a Call (after which
-// package pool replaces the interpreter): that item has it as its Err, the items after it
-// have ErrNotRun and did not run, and it is also the error returned, with the results. What stops the batch before any item runs is the error, with no results: an
+// raised itself), and a MemoryError (not a subclass), end the batch as they would end a Call
+// (after which package pool replaces the interpreter): that item has it as its Err, the items
+// after it have ErrNotRun and did not run, and it is also the error returned, with the
+// results. What stops the batch before any item runs is the error, with no results: an
 // argument that cannot cross (a *ConversionError whose path starts with the item's index), a
 // target that cannot be resolved, ctx's end (an *InterruptedError, also when some items ran).
 func (t *Thread) CallMany(ctx context.Context, target string, items [][]any) ([]CallResult, error) {

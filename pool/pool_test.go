@@ -342,6 +342,24 @@ func TestSystemExitAndMemoryErrorReplaceTheWorker(t *testing.T) {
 	s := p.Stats().Groups[0]
 	assert.Equal(t, uint64(4), s.Recycles)
 	assert.Equal(t, 1, s.Workers)
+
+	// a subclass of MemoryError (numpy's, for one array too big) is an ordinary error: in a
+	// call, and in a batch, which goes on (one task: no item ran again on its own)
+	_, err := p.Call(bg, "pwtest:raise_memory_error_subclass")
+	require.Error(t, err)
+	require.NotErrorIs(t, err, pool.ErrWorkerLost)
+	b, err := p.SubmitBatch(bg, "pwtest:raise_memory_error_subclass", [][]any{{}, {}})
+	require.NoError(t, err)
+	res, err := b.Wait(bg)
+	require.NoError(t, err)
+	for _, r := range res {
+		var pe *cpython.PythonError
+		require.ErrorAs(t, r.Err, &pe)
+		assert.Equal(t, "pwtest.ArrayMemoryError", pe.Type)
+	}
+	after := p.Stats().Groups[0]
+	assert.Equal(t, uint64(4), after.Recycles)
+	assert.Equal(t, s.Submitted+2, after.Submitted, "the call and the batch, no more")
 }
 
 // cpython.Finalize with a pool still open closes the pool rather than waiting for ever for its

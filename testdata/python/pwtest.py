@@ -165,6 +165,14 @@ def raise_memory_error():
     raise MemoryError("pretend the interpreter ran out")
 
 
+class ArrayMemoryError(MemoryError):
+    """As numpy's _ArrayMemoryError: one allocation too big, the interpreter is fine."""
+
+
+def raise_memory_error_subclass():
+    raise ArrayMemoryError("cannot allocate 8 TiB for an array")
+
+
 def mixed(k):
     """A soak task: what it does depends on k % 50 (see pool's TestSoak)."""
     kind = k % 50
