@@ -547,10 +547,7 @@ def format_exc(e):
         _strip_boot_frames(e, set())
     except Exception:
         pass
-    t = type(e)
-    mod = getattr(t, "__module__", None)
-    qual = getattr(t, "__qualname__", t.__name__)
-    name = qual if mod in (None, "builtins", "__main__") else f"{mod}.{qual}"
+    name = _type_name(type(e))
     try:
         msg = str(e)
     except Exception:
@@ -560,6 +557,20 @@ def format_exc(e):
     except Exception:
         tb = f"{name}: {msg}\n"
     return (_utf8_safe(name), _utf8_safe(msg), _utf8_safe(tb))
+
+
+def _type_name(t):
+    """t's qualified name, as a traceback shows it. Read through type's own descriptors: a
+    metaclass may make t.__qualname__ raise, or give a name that is no str, and format_exc
+    must not fail (call_many would fail as a whole, after some of its items ran)."""
+    try:
+        qual = type.__dict__["__qualname__"].__get__(t)
+        mod = type.__dict__["__module__"].__get__(t)
+        if not isinstance(mod, str) or mod in ("builtins", "__main__"):
+            return qual
+        return f"{mod}.{qual}"
+    except Exception:
+        return "<exception type without a name>"
 
 
 def _utf8_safe(s):

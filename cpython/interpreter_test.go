@@ -728,6 +728,24 @@ func TestTargetFolderDoesNotShadowTracebackFormatting(t *testing.T) {
 // CallMany: one outcome per item in order, an item's exception or unconvertible result its
 // own; a BaseException (SystemExit) ends the batch at its item, and the items after it do not
 // run; what stops the batch before any item runs is the error.
+// An exception whose type's metaclass makes __qualname__ raise is reported like any other: in a
+// batch, as its item's error (formatting it failed the whole batch, after items had run).
+func TestOddExceptionTypeName(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	var rs []cpython.CallResult
+	var err error
+	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {
+		rs, err = th.CallMany(bg, "pwtest:odd", [][]any{{0}, {1}, {0}})
+		return nil
+	}))
+	require.NoError(t, err)
+	require.Len(t, rs, 3)
+	assert.Equal(t, "pwtest.OddError", pwtest.PyErr(t, rs[1].Err).Type)
+	assert.Equal(t, []cpython.CallResult{{Value: int64(1)}, rs[1], {Value: int64(2)}}, rs, "each item ran once")
+	_, err = i.Call(bg, "pwtest:odd", 1)
+	assert.Equal(t, "pwtest.OddError", pwtest.PyErr(t, err).Type)
+}
+
 func TestCallMany(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
 	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {

@@ -165,6 +165,24 @@ def raise_memory_error():
     raise MemoryError("pretend the interpreter ran out")
 
 
+class _NoNames(type):
+    def __getattribute__(cls, name):
+        if name == "__qualname__":
+            raise RuntimeError("this metaclass gives no names")
+        return super().__getattribute__(name)
+
+
+class OddError(Exception, metaclass=_NoNames):
+    """An exception whose type's __qualname__ raises."""
+
+
+def odd(k):
+    """count_calls(), or OddError for k == 1."""
+    if k == 1:
+        raise OddError("odd one out")
+    return count_calls()
+
+
 class ArrayMemoryError(MemoryError):
     """As numpy's _ArrayMemoryError: one allocation too big, the interpreter is fine."""
 
