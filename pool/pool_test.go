@@ -144,6 +144,8 @@ func TestCancelQueuedTaskNeverRuns(t *testing.T) {
 		way := w.name
 		busy, err := p.Submit(bg, "pwtest:sleep_then", 1.0, "busy")
 		require.NoError(t, err)
+		// taken by the worker before the next is queued (else Queued below could count it)
+		require.Eventually(t, func() bool { return p.Stats().Groups[0].Queued == 0 }, 10*time.Second, time.Millisecond, way)
 		ctx, cancel := context.WithCancel(bg)
 		err = w.run(ctx, cancel)
 		assert.ErrorIs(t, err, context.Canceled, way)
