@@ -325,18 +325,20 @@ def _run_async(coro):
     except BaseException:
         coro.close()  # it never ran: no "coroutine was never awaited" warning
         raise
-    _main, _stopped_at = task, None
-    _pyworkers._set_main(coro)
     try:
+        _main, _stopped_at = task, None
+        _pyworkers._set_main(coro)
         result = loop.run_until_complete(task)
     except BaseException as e:
         if task.done():
             if not task.cancelled():
                 task.exception()  # taken: no "Task exception was never retrieved" later
         elif _stopped_at is None:
-            # A second interrupt (or SystemExit from a callback) outside the task's own code.
-            stack = _stack(task)  # read now: cancelling moves the frames on
-            task.cancel()
+            # A second interrupt (or SystemExit from a callback) outside the task's own code,
+            # or one before the task ran at all.
+            stack = _stack(task)  # read now: running the loop moves the frames on
+            if not task.cancelling():  # _cancel_main's may be under way: once is enough
+                task.cancel()
             _finish(loop, {task})
             if isinstance(e, KeyboardInterrupt):
                 _stopped_at = stack
@@ -350,10 +352,12 @@ def _run_async(coro):
             raise _interrupt(_stopped_at, None)
         return result
     finally:
-        _pyworkers._set_main(None)
+        # The timer first: once _set_main(None) has run, an interrupt of this call is injected
+        # at once, and may land anywhere from here on.
         if _give_up is not None:
             _give_up.cancel()
         _main = _stopped_at = _give_up = None
+        _pyworkers._set_main(None)
 
 
 def _stack(task):
@@ -386,13 +390,16 @@ def _cancel_main():
     task = _main
     if task is None or task.done() or _stopped_at is not None:
         return
-    _stopped_at = _stack(task)
+    # Cancelled first: a second interrupt landing in between finds it cancelling (_run_async).
+    # Its stack is still where it waited: the loop has not run it since.
     task.cancel()
-    _give_up = task.get_loop().call_later(_CLEANUP_SECONDS, _cleanup_over)
+    _stopped_at = _stack(task)
+    _give_up = task.get_loop().call_later(_CLEANUP_SECONDS, _cleanup_over, task)
 
 
-def _cleanup_over():
-    raise KeyboardInterrupt
+def _cleanup_over(task):
+    if _main is task:  # not a later call's
+        raise KeyboardInterrupt
 
 
 def _finish(loop, tasks):

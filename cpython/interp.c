@@ -453,7 +453,8 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 	}
 	if (cur != 0 && (task == 0 || cur == task)) {
 		if (escalate) {
-			if (w->cancel_task == cur && w->cancel_pending) {
+			/* still waiting on the loop (not past its async call's end, see pyw_set_main_coro) */
+			if (w->cancel_task == cur && w->cancel_pending && w->main_coro != NULL) {
 				w->cancel_pending = 0;
 				inject(w, cur);
 				done = PYW_INJECTED;
@@ -464,6 +465,7 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 			w->cancel_pending = 1;
 			done = PYW_CANCEL_ASKED;
 		} else {
+			w->cancel_pending = 0; /* the loop must not cancel the task again for it */
 			inject(w, cur);
 			done = PYW_INJECTED;
 		}
@@ -518,8 +520,12 @@ void pyw_set_wake_fd(int fd) {
 
 void pyw_set_main_coro(PyObject *coro) {
 	pyw_interp *w = current;
-	if (w != NULL) {
-		Py_XSETREF(w->main_coro, coro == Py_None ? NULL : Py_XNewRef(coro));
+	if (w == NULL) {
+		return;
+	}
+	Py_XSETREF(w->main_coro, coro == Py_None ? NULL : Py_XNewRef(coro));
+	if (w->main_coro == NULL) {
+		w->cancel_pending = 0; /* the call is over: a request it did not take is void */
 	}
 }
 
