@@ -2,6 +2,7 @@ package pool_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pyworkers/pyworkers/cpython"
 	"github.com/pyworkers/pyworkers/internal/bench"
@@ -147,6 +149,42 @@ func BenchmarkPythonSpeed(b *testing.B) {
 	b.ReportMetric(bench.Median(ours), "pyworkers-ms/call")
 	b.ReportMetric(bench.Median(theirs), "python3.14-ms/call")
 	b.ReportMetric(bench.Median(ours)/bench.Median(theirs), "ratio")
+}
+
+// BenchmarkCancel: how long a running call takes to stop once its context is cancelled, by what
+// it is doing then: spinning in pure Python, in time.sleep, awaiting in an async target, and
+// awaiting a child task that never awaits (the loop cannot take the cancellation:
+// KeyboardInterrupt after 50 ms). Call returns at once when its context ends; the call
+// stops when the pool's only worker is free again: timed from cancel to the return of a
+// no-op call queued behind it. Metrics: the median and the slowest iteration, in ms. Each call
+// is cancelled 20 ms after it was handed over.
+func BenchmarkCancel(b *testing.B) {
+	p := benchPool(b, pool.Options{Workers: 1, Preload: []string{"asyncio", "benchfuncs"}})
+	for _, c := range []struct{ name, target string }{
+		{"spin", "benchfuncs:spin"},
+		{"time.sleep", "benchfuncs:sleep_long"},
+		{"await", "benchfuncs:await_long"},
+		{"await-loop-blocked", "benchfuncs:await_blocked"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var ms []float64
+			for b.Loop() {
+				ctx, cancel := context.WithCancel(bg)
+				var at time.Time
+				time.AfterFunc(20*time.Millisecond, func() { at = time.Now(); cancel() })
+				_, err := p.Call(ctx, c.target)
+				if !errors.Is(err, context.Canceled) {
+					b.Fatalf("%s: want a cancelled call, got %v", c.target, err)
+				}
+				if _, err := p.Call(bg, "benchfuncs:noop"); err != nil {
+					b.Fatal(err)
+				}
+				ms = append(ms, float64(time.Since(at).Microseconds())/1000)
+			}
+			b.ReportMetric(bench.Median(ms), "ms-p50")
+			b.ReportMetric(slices.Max(ms), "ms-max")
+		})
+	}
 }
 
 // BenchmarkPayload: 1 MB of bytes to a worker and back (copied both ways).
