@@ -35,7 +35,10 @@
 // CPython's 5 ms switch interval for pure-Python code, at once for time.sleep; an async
 // target's task is cancelled where it awaits, see package cpython, Async targets; another
 // blocking C call sees it when it returns), and the worker goes on with the next task. The
-// caller's error wraps ctx.Err().
+// caller's error wraps ctx.Err(). Call has it at once, as Wait does when its own ctx ends; it
+// does not wait for the interrupted task to stop (a Future whose Submit ctx ended gets its
+// error when the task has stopped). Measured (BenchmarkCancel, README): a worker is free again
+// 6 ms after the cancel of pure-Python code, 1 ms after that of a time.sleep or an await.
 //
 // # Self-healing
 //
