@@ -6,7 +6,8 @@
 #   2. source  — PYWORKERS_PYTHON_SOURCE (a tarball path or URL) with PYWORKERS_PYTHON_SHA256:
 #                builds from source into two prefixes (--enable-shared, and --with-pydebug).
 #   3. root    — a Debian unstable root made with debootstrap holding python3.14-dev, python3.14-dbg,
-#                gcc and pkg-config; commands then run inside it (scripts/with-python.sh does that).
+#                python3.14-venv (venvs with pip), gcc and pkg-config; commands then run inside it
+#                (scripts/with-python.sh does that).
 #
 # Everything is cached under ${XDG_CACHE_HOME:-$HOME/.cache}/pyworkers/. Running it again reuses
 # what is complete and rebuilds what a killed run left half-made. The result is described in
@@ -21,8 +22,8 @@
 #   PYWORKERS_NO_DEBUG=1      native/source modes: do not require/build the debug variant
 set -Eeuo pipefail
 
-readonly ROOT_PACKAGES="python3.14-dev,python3.14-dbg,gcc,libc6-dev,pkg-config,ca-certificates"
-readonly ROOT_FORMAT=1 # bump when the root's contents change, forcing a rebuild
+readonly ROOT_PACKAGES="python3.14-dev,python3.14-dbg,python3.14-venv,gcc,libc6-dev,pkg-config,ca-certificates"
+readonly ROOT_FORMAT=2 # bump when the root's contents change, forcing a rebuild (2: python3.14-venv)
 
 CACHE="${PYWORKERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pyworkers}"
 ENV_FILE="$CACHE/python.env"
@@ -185,7 +186,7 @@ root_python_version() { # the python3.14 package version inside root $1 (its bin
 
 root_ready() { # root_ready DIR — the root is complete and still has what we need
 	[ -f "$1/.pyworkers-complete" ] && [ "$(cat "$1/.pyworkers-complete")" = "format=$ROOT_FORMAT" ] &&
-		[ -x "$1/usr/bin/python3.14" ] && [ -x "$1/usr/bin/python3.14d" ] &&
+		[ -x "$1/usr/bin/python3.14" ] && [ -x "$1/usr/bin/python3.14d" ] && [ -d "$1/usr/lib/python3.14/ensurepip" ] &&
 		[ -n "$(find "$1/usr/lib" -maxdepth 3 -name python-3.14-embed.pc -print -quit 2>/dev/null)" ]
 }
 
@@ -221,7 +222,7 @@ use_root() {
 		unmount_below "$partial"
 		rm -rf --one-file-system "$partial/var/cache/apt/archives/"*.deb
 		echo "format=$ROOT_FORMAT" >"$partial/.pyworkers-complete"
-		root_ready "$partial" || die "the new root lacks python3.14/python3.14d or python-3.14-embed.pc" "see $CACHE/debootstrap.log"
+		root_ready "$partial" || die "the new root lacks python3.14/python3.14d, ensurepip or python-3.14-embed.pc" "see $CACHE/debootstrap.log"
 		mv "$partial" "$root"
 		say "root ready at $root (python3.14 $(root_python_version "$root"))"
 	fi
