@@ -331,8 +331,7 @@ def _run_async(coro):
         result = loop.run_until_complete(task)
     except BaseException as e:
         if task.done():
-            if not task.cancelled():
-                task.exception()  # taken: no "Task exception was never retrieved" later
+            _take_exception(task)
         elif _stopped_at is None:
             # A second interrupt (or SystemExit from a callback) outside the task's own code,
             # or one before the task ran at all.
@@ -413,8 +412,14 @@ def _finish(loop, tasks):
     except BaseException:
         pass
     for task in tasks:
-        if task.done() and not task.cancelled():
-            task.exception()
+        if task.done():
+            _take_exception(task)
+
+
+def _take_exception(task):
+    """Take a done task's exception: no "Task exception was never retrieved" later."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _new_loop():

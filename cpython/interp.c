@@ -153,17 +153,19 @@ static void begin(pyw_interp *w, uint64_t task) {
 static int end_task(pyw_interp *w, uint64_t task) {
 	w->current_task = 0;
 	atomic_store(&w->interrupt_pending, 0);
-	w->cancel_task = 0;
+	w->cancel_asked = 0;
 	w->cancel_pending = 0;
-	Py_CLEAR(w->main_coro); /* bootstrap._run_async clears it itself; this is for certain */
-	if (task == 0 || w->interrupted_task != task) {
-		return 0;
+	PyObject *coro = w->main_coro; /* bootstrap._run_async clears it itself; this is for certain */
+	w->main_coro = NULL;
+	int interrupted = task != 0 && w->interrupted_task == task;
+	if (interrupted) {
+		w->interrupted_task = 0;
+		PyObject *pending = PyErr_GetRaisedException();
+		withdraw(w);
+		PyErr_SetRaisedException(pending);
 	}
-	w->interrupted_task = 0;
-	PyObject *pending = PyErr_GetRaisedException();
-	withdraw(w);
-	PyErr_SetRaisedException(pending);
-	return 1;
+	Py_XDECREF(coro); /* once withdrawn: closing it runs Python code */
+	return interrupted;
 }
 
 static pyw_result finish_as(pyw_interp *w, uint64_t task, PyObject *value, int outcomes) {
@@ -430,8 +432,8 @@ static int running(pyw_interp *w, PyObject *coro) {
  * An interrupt that finds the call's own code running is injected there (the task ends with
  * it), and so is a second one, or an escalation: the loop may be blocked by code that does not
  * await, or the task deaf to cancellation. */
-static int cancel_instead(pyw_interp *w, uint64_t task) {
-	if (w->main_coro == NULL || w->wake_fd < 0 || w->cancel_task == task) {
+static int cancel_instead(pyw_interp *w) {
+	if (w->main_coro == NULL || w->wake_fd < 0 || w->cancel_asked) {
 		return 0;
 	}
 	int r = running(w, w->main_coro);
@@ -453,15 +455,15 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 	}
 	if (cur != 0 && (task == 0 || cur == task)) {
 		if (escalate) {
-			/* still waiting on the loop (not past its async call's end, see pyw_set_main_coro) */
-			if (w->cancel_task == cur && w->cancel_pending && w->main_coro != NULL) {
+			/* not taken by the loop, and the call still on it (see pyw_set_main_coro) */
+			if (w->cancel_pending) {
 				w->cancel_pending = 0;
 				inject(w, cur);
 				done = PYW_INJECTED;
 			}
-		} else if (cancel_instead(w, cur)) {
+		} else if (cancel_instead(w)) {
 			w->interrupted_task = cur;
-			w->cancel_task = cur;
+			w->cancel_asked = 1;
 			w->cancel_pending = 1;
 			done = PYW_CANCEL_ASKED;
 		} else {
@@ -479,7 +481,7 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 	}
 	PyThreadState_Clear(ts);
 	PyThreadState_DeleteCurrent();
-	if (done) {
+	if (done == PYW_INJECTED) {
 		/* wake the task if it is blocked in one of our waits (it holds no GIL then) */
 		pthread_mutex_lock(&w->wait_mu);
 		if (w->wait_on_mu != NULL) {
@@ -531,7 +533,7 @@ void pyw_set_main_coro(PyObject *coro) {
 
 int pyw_take_cancel(void) {
 	pyw_interp *w = current;
-	if (w == NULL || !w->cancel_pending || w->cancel_task != w->current_task) {
+	if (w == NULL || !w->cancel_pending) {
 		return 0;
 	}
 	w->cancel_pending = 0;

@@ -93,11 +93,12 @@ typedef struct pyw_interp {
 	uint64_t precancel;            /* a task interrupted before it began; changed with the GIL held */
 	int wake_fd; /* an interrupt writes a byte here to wake the bootstrap's event loop; -1: none;
 	              * set (pyworkers._set_wake_fd) and read with the GIL held */
-	/* An async target's call (bootstrap._run_async): the coroutine it runs on the loop, and the
-	 * task whose interrupt asked the loop to cancel it instead (see pyw_interp_interrupt), not
-	 * yet taken by the loop (cancel_pending). All changed with the GIL held. */
+	/* An async target's call (bootstrap._run_async): the coroutine it runs on the loop; whether
+	 * an interrupt of the running task asked the loop to cancel it instead (see
+	 * pyw_interp_interrupt), and whether the loop has yet to take that request. Reset when the
+	 * task ends; all changed with the GIL held. */
 	PyObject *main_coro;
-	uint64_t cancel_task;
+	int cancel_asked;
 	int cancel_pending;
 } pyw_interp;
 
