@@ -148,8 +148,7 @@ async def ticker_state():
 func TestAsyncInterruptCancellationCaught(t *testing.T) {
 	var errOut bytes.Buffer // "Task was destroyed but it is pending!" (waits_on) when the interpreter ends
 	i := newInterp(t, cpython.InterpreterConfig{Stderr: &errOut})
-	require.NoError(t, i.Exec(bg, `
-import asyncio
+	require.NoError(t, i.Exec(bg, asyncSrc+`
 async def returns():
     try:
         await asyncio.sleep(3600)
@@ -161,8 +160,6 @@ async def waits_on():
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
             pass
-async def double(x):
-    return 2 * x
 `))
 	for _, target := range []string{"__main__:returns", "__main__:waits_on"} {
 		tb := interruptedCall(t, i, target).Traceback
@@ -172,8 +169,8 @@ async def double(x):
 	}
 }
 
-// assertLoopServes checks that i's event loop serves a call after an interrupted one: i's
-// __main__ has asyncSrc's double.
+// assertLoopServes checks that i's event loop serves a call after an interrupted one (i ran
+// asyncSrc: its double).
 func assertLoopServes(t *testing.T, i *cpython.Interpreter, msg string) {
 	t.Helper()
 	v, err := i.Call(bg, "__main__:double", 2)
@@ -186,8 +183,8 @@ func assertLoopServes(t *testing.T, i *cpython.Interpreter, msg string) {
 // the request to cancel the task, and KeyboardInterrupt is injected into that code instead.
 func TestAsyncInterruptLoopBlockedByChild(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
-	require.NoError(t, i.Exec(bg, `
-import asyncio, time
+	require.NoError(t, i.Exec(bg, asyncSrc+`
+import time
 async def child(how):
     if how == "spin":
         while True:
@@ -195,8 +192,6 @@ async def child(how):
     time.sleep(3600)
 async def gathers(how):
     await asyncio.gather(child(how))
-async def double(x):
-    return 2 * x
 `))
 	for _, how := range []string{"spin", "sleep"} {
 		assert.Contains(t, interruptedCall(t, i, "__main__:gathers", how).Traceback, "await asyncio.gather(child(how))", how)

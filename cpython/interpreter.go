@@ -357,9 +357,9 @@ func (i *Interpreter) Done() <-chan struct{} { return i.done }
 // background task's), KeyboardInterrupt is injected after all. Called from any goroutine
 // except the interpreter's own.
 func (i *Interpreter) interrupt(task uint64) bool {
-	r := i.interruptC(task, false)
+	r := i.interruptC(task, 0)
 	if r == C.PYW_CANCEL_ASKED {
-		time.AfterFunc(escalateAfter, func() { i.interruptC(task, true) })
+		time.AfterFunc(escalateAfter, func() { i.interruptC(task, 1) })
 	}
 	return r > 0
 }
@@ -369,20 +369,17 @@ func (i *Interpreter) interrupt(task uint64) bool {
 // takes far less, unless code that does not await holds it.
 const escalateAfter = 50 * time.Millisecond
 
-func (i *Interpreter) interruptC(task uint64, escalate bool) C.int {
+// interruptC is pyw_interp_interrupt (escalate: 0 or 1), unless the interpreter has ended.
+func (i *Interpreter) interruptC(task uint64, escalate C.int) C.int {
 	i.imu.Lock()
 	defer i.imu.Unlock()
 	if i.ended {
 		return 0
 	}
-	esc := C.int(0)
-	if escalate {
-		esc = 1
-	}
 	// The temporary thread state belongs to this OS thread until it is deleted.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	return C.pyw_interp_interrupt(i.c, C.uint64_t(task), esc)
+	return C.pyw_interp_interrupt(i.c, C.uint64_t(task), escalate)
 }
 
 // InterruptContext is for interpreters with ExternalInterrupts, once ctx has ended: it

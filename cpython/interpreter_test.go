@@ -725,9 +725,6 @@ func TestTargetFolderDoesNotShadowTracebackFormatting(t *testing.T) {
 	assert.Contains(t, pe.Traceback, "job.py\", line 2, in f")
 }
 
-// CallMany: one outcome per item in order, an item's exception or unconvertible result its
-// own; a BaseException (SystemExit) ends the batch at its item, and the items after it do not
-// run; what stops the batch before any item runs is the error.
 // An exception whose type's metaclass makes __qualname__ raise is reported like any other: in a
 // batch, as its item's error (formatting it failed the whole batch, after items had run).
 func TestOddExceptionTypeName(t *testing.T) {
@@ -746,6 +743,9 @@ func TestOddExceptionTypeName(t *testing.T) {
 	assert.Equal(t, "pwtest.OddError", pwtest.PyErr(t, err).Type)
 }
 
+// CallMany: one outcome per item in order, an item's exception or unconvertible result its
+// own; a BaseException (SystemExit) ends the batch at its item, and the items after it do not
+// run; what stops the batch before any item runs is the error.
 func TestCallMany(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
 	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {

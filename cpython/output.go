@@ -87,7 +87,10 @@ func emit(w io.Writer, p []byte) error {
 	if !reflect.ValueOf(w).Comparable() { // a map key would panic
 		key = reflect.TypeOf(w)
 	}
-	m, _ := writerLocks.LoadOrStore(key, new(sync.Mutex))
+	m, ok := writerLocks.Load(key)
+	if !ok { // a writer's first batch: no mutex made for every later one
+		m, _ = writerLocks.LoadOrStore(key, new(sync.Mutex))
+	}
 	mu := m.(*sync.Mutex)
 	mu.Lock()
 	defer mu.Unlock()

@@ -355,9 +355,7 @@ func TestSystemExitAndMemoryErrorReplaceTheWorker(t *testing.T) {
 	res, err := b.Wait(bg)
 	require.NoError(t, err)
 	for _, r := range res {
-		var pe *cpython.PythonError
-		require.ErrorAs(t, r.Err, &pe)
-		assert.Equal(t, "pwtest.ArrayMemoryError", pe.Type)
+		assert.Equal(t, "pwtest.ArrayMemoryError", pwtest.PyErr(t, r.Err).Type)
 	}
 	after := p.Stats().Groups[0]
 	assert.Equal(t, uint64(4), after.Recycles)
