@@ -3,7 +3,9 @@ package bench_test
 import (
 	"context"
 	"path/filepath"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -40,7 +42,9 @@ func TestMedian(t *testing.T) {
 // Speedup runs real calls on two warm pools: one entry per round in each figure, all of them
 // sane, and the speed-up is what the pool's and the machine's shares make.
 func TestSpeedup(t *testing.T) {
-	pairs, err := bench.Speedup(context.Background(), 2, 3, bench.CPU1ms)
+	// Calls of ~6 ms, as the benchmark's: with ~1 ms calls the single worker's idle moments
+	// (under -race, its Go side between calls is far slower) came to 28 % of a round once.
+	pairs, err := bench.Speedup(context.Background(), 2, 3, bench.CPU6ms)
 	require.NoError(t, err)
 	require.Len(t, pairs.Ratio, 3)
 	require.Len(t, pairs.Busy, 3)
@@ -52,7 +56,7 @@ func TestSpeedup(t *testing.T) {
 		assert.LessOrEqual(t, pairs.Busy[i], 1.0, "workers cannot be busier than the wall time")
 		assert.Greater(t, pairs.CallTime[i], 0.0)
 		// Ratio = 2 × Busy / CallTime, but for the single worker's idle moments (hand-offs, and
-		// a Go scheduler stall of up to a few ms: calls of ~6 ms keep that under the tolerance)
+		// a Go scheduler stall of up to a few ms: 6 ms calls keep that under the tolerance)
 		t.Logf("round %d: ratio %.3f, 2 × busy / call time %.3f", i, r, 2*pairs.Busy[i]/pairs.CallTime[i])
 		assert.InEpsilon(t, 2*pairs.Busy[i]/pairs.CallTime[i], r, 0.25, "round %d", i)
 	}
@@ -95,4 +99,23 @@ func TestSpeedupReportsFailedCalls(t *testing.T) {
 	pwtest.PyErr(t, err)
 	assert.ErrorContains(t, err, "benchfuncs")
 	assert.Empty(t, pairs.Ratio)
+}
+
+// NativeSpeedup times real threads: 1 against 1 is about 1, 2 against 1 between what a machine
+// without a second core and one with two full ones can give; bad input is refused.
+func TestNativeSpeedup(t *testing.T) {
+	one, err := bench.NativeSpeedup(1, 2, time.Millisecond)
+	require.NoError(t, err)
+	assert.InDelta(t, 1, one, 0.5, "the same work on 1 thread twice")
+	two, err := bench.NativeSpeedup(2, 2, time.Millisecond)
+	require.NoError(t, err)
+	assert.Greater(t, two, 0.5)
+	assert.Less(t, two, 2.5, "2 threads cannot be much more than 2x faster than 1")
+	for _, c := range []struct {
+		workers, rounds int
+		call            time.Duration
+	}{{0, 1, time.Millisecond}, {1, 0, time.Millisecond}, {1, 1, 0}, {runtime.GOMAXPROCS(0) + 1, 1, time.Millisecond}} {
+		_, err := bench.NativeSpeedup(c.workers, c.rounds, c.call)
+		assert.Error(t, err, "%+v", c)
+	}
 }
