@@ -97,11 +97,13 @@ func BenchmarkThroughput(b *testing.B) {
 // busy the 2 workers were, and how much longer a call took while 2 ran than while 1 did.
 // When python3.14 is on PATH, each iteration also times the same calls in 2 separate python
 // processes against 1 (bench.SeparateSpeedup: what the machine gives at that moment to work
-// that shares nothing) and reports pyworkers' ratio as a fraction of it. Use -benchtime Nx.
+// that shares nothing) and reports pyworkers' ratio as a fraction of it. native-loop-2v1 is the
+// same for 2 threads of a Go loop that touches no memory (bench.NativeSpeedup): the machine's
+// own ceiling at that moment. Use -benchtime Nx.
 func BenchmarkCPUSpeedup(b *testing.B) {
 	python := peersPython(b)
 	var all bench.Pairs
-	var separate, fraction []float64
+	var separate, fraction, native []float64
 	for b.Loop() {
 		pairs, err := bench.Speedup(bg, 2, 2, bench.CPU6ms)
 		if err != nil {
@@ -118,12 +120,18 @@ func BenchmarkCPUSpeedup(b *testing.B) {
 			separate = append(separate, c)
 			fraction = append(fraction, bench.Median(pairs.Ratio)/c)
 		}
+		c, err := bench.NativeSpeedup(2, 2, 6*time.Millisecond)
+		if err != nil {
+			b.Fatal(err)
+		}
+		native = append(native, c)
 	}
 	b.ReportMetric(bench.Median(all.Ratio), "speedup-2v1")
 	b.ReportMetric(slices.Min(all.Ratio), "lowest")
 	b.ReportMetric(slices.Max(all.Ratio), "highest")
 	b.ReportMetric(bench.Median(all.Busy), "workers-busy")
 	b.ReportMetric(bench.Median(all.CallTime), "call-time-2v1")
+	b.ReportMetric(bench.Median(native), "native-loop-2v1")
 	if python != "" {
 		b.ReportMetric(bench.Median(separate), "separate-processes-2v1")
 		b.ReportMetric(bench.Median(fraction), "of-separate")
