@@ -6,3 +6,6 @@ func SetCWaitersMax(n int32) (restore func()) {
 	old := cWaitersMax.Swap(n)
 	return func() { cWaitersMax.Store(old) }
 }
+
+// Crowded reports whether a first waiter of one of the group's tasks would park in Go now.
+func (g *Group) Crowded() bool { return g.crowded() }

@@ -24,6 +24,9 @@ type Group struct {
 	room  chan struct{} // one token per waiting task when QueueSize bounds them (else nil)
 
 	queued atomic.Int64 // tasks submitted and not yet claimed by a worker or a canceller
+	// meanBusy is a moving average of how long the group's tasks ran, in ns (approximate: two
+	// workers may update it at once and one update is then lost). See crowded.
+	meanBusy atomic.Int64
 
 	submitted, done, failed, cancelled, recycles atomic.Uint64
 	alive                                        atomic.Int64
@@ -460,7 +463,9 @@ type Future struct {
 // to 20 µs and then asleep, woken directly by the worker (a tiny call's round trip is then
 // 3-5 µs). Each such waiter holds an OS thread, so at most 256 wait in C at once, process-wide;
 // past that, a first waiter spins in C and then parks on done. Further waiters of the same
-// task park on done at once. Parking is for extreme
+// task park on done at once, and so does a first waiter when more tasks are queued than the
+// group has workers and its tasks take under 50 µs on average (many callers of tiny functions:
+// see crowded). Parking is otherwise for extreme
 // concurrency only: Go's runtime would end the process at 10,000 threads (debug.SetMaxThreads),
 // and a goroutine readied by a worker waits in the worker's P until sysmon takes that P back,
 // up to 10 ms on an otherwise quiet process (parking from 3 waiters up on 2 cores cut the CPU
@@ -482,13 +487,19 @@ func (tk *task) wait(ctx context.Context) (any, error) {
 		}
 	}
 	// The first waiter takes the task's signal, so that its channel can serve another task.
-	if cWaiters.Add(1) <= cWaitersMax.Load() {
+	switch {
+	case tk.g.crowded():
+		select {
+		case <-tk.doneChan():
+		case <-ctx.Done():
+		}
+	case cWaiters.Add(1) <= cWaitersMax.Load():
 		_, err := tk.res.Recv(ctx)
 		cWaiters.Add(-1)
 		if err == nil {
 			return tk.recycle()
 		}
-	} else {
+	default:
 		cWaiters.Add(-1)
 		if _, err := tk.res.TrySpinRecv(); err == nil {
 			return tk.recycle()
@@ -506,6 +517,22 @@ func (tk *task) wait(ctx context.Context) (any, error) {
 	tk.waiting.Store(false)
 	return nil, tk.wrapCtx(ctx)
 }
+
+// crowded reports whether a waiter should park in Go rather than wait in C: when more tasks
+// are queued than the group has workers, and its tasks are tiny (tinyTask). Then its own task is
+// several hand-offs away, and threads waiting in C, each waking for its result and needing a Go
+// P to go on, take the Ps and cores from the workers that produce the results: 64 goroutines
+// calling a no-op on 2 workers made 42-58 k calls/s waiting in C, 180-195 k parked in Go.
+// A goroutine a worker readies waits on that worker's P until another P takes it, or the
+// worker's next wait in C lets the P go: with tiny tasks soon; behind a long task for up to a
+// sysmon tick (20 µs to 10 ms), which is why long tasks' waiters stay in C.
+func (g *Group) crowded() bool {
+	return g.queued.Load() > int64(g.spec.Workers) && g.meanBusy.Load() < int64(tinyTask)
+}
+
+// tinyTask is the mean task time below which crowded waiters park in Go: at 50 µs, 2 workers
+// make 40 k results/s, near what waiters in C could take in the worst case.
+const tinyTask = 50 * time.Microsecond
 
 // cWaiters counts the Waits waiting in C now, process-wide; at most cWaitersMax do.
 var cWaiters, cWaitersMax atomic.Int32
@@ -712,6 +739,8 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 	st := &g.slots[w.id]
 	st.tasks.Add(1)
 	st.busy.Add(int64(busy))
+	m := g.meanBusy.Load()
+	g.meanBusy.Store(m + (int64(busy)-m)/8)
 	w.tasks++
 
 	end := endStop

@@ -153,6 +153,7 @@ func New(opts Options) (*Pool, error) {
 		}
 		g := &Group{p: p, name: name, spec: spec, tasks: tasks, workers: make([]*worker, spec.Workers),
 			slots: make([]slotStats, spec.Workers)}
+		g.meanBusy.Store(int64(tinyTask)) // not tiny until tasks show it (see crowded)
 		if spec.QueueSize > 0 {
 			g.room = make(chan struct{}, spec.QueueSize)
 		}

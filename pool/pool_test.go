@@ -204,6 +204,67 @@ func TestWaitsParkedInGo(t *testing.T) {
 	wg.Wait()
 }
 
+// With more tasks queued than workers and tiny tasks, first waiters park in Go (Group.crowded):
+// results, errors and an ended context come back as from a wait in C, and each task's signal
+// is taken before its channel serves another task. Long tasks keep their waiters in C.
+func TestCrowdedWaitersParkInGo(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1})
+	g, err := p.Group("")
+	require.NoError(t, err)
+	for i := range 200 { // tiny tasks: the group's mean task time falls below tinyTask
+		_, err := p.Call(bg, "pwtest:ident", i)
+		require.NoError(t, err)
+	}
+	release := holdWorker(t, p)
+	assert.False(t, g.Crowded(), "nothing queued")
+	var fs []*pool.Future
+	for i := range 3 {
+		f, err := p.Submit(bg, "pwtest:ident", i)
+		require.NoError(t, err)
+		fs = append(fs, f)
+	}
+	failing, err := p.Submit(bg, "pwtest:boom", "crowded")
+	require.NoError(t, err)
+	require.True(t, g.Crowded(), "4 queued on 1 worker, after tiny tasks")
+
+	ctx, cancel := context.WithTimeout(bg, 20*time.Millisecond)
+	defer cancel()
+	_, err = p.Call(ctx, "pwtest:ident", "never")
+	require.ErrorIs(t, err, context.DeadlineExceeded, "a parked waiter sees its context end")
+
+	var wg sync.WaitGroup
+	for i, f := range fs {
+		wg.Go(func() {
+			v, err := f.Wait(bg)
+			assert.NoError(t, err)
+			assert.Equal(t, int64(i), v)
+		})
+	}
+	time.Sleep(10 * time.Millisecond) // the waiters park before the worker is free
+	release()
+	wg.Wait()
+	_, err = failing.Wait(bg)
+	assert.Equal(t, "ValueError", pwtest.PyErr(t, err).Type)
+	for i := range 100 { // the channels those tasks used serve later tasks correctly
+		v, err := p.Call(bg, "pwtest:ident", i)
+		require.NoError(t, err)
+		require.Equal(t, int64(i), v)
+	}
+
+	// long tasks: the mean rises above tinyTask, and waiters stay in C however many queue
+	for range 3 {
+		_, err := p.Call(bg, "pwtest:sleep_then", 0.03, nil)
+		require.NoError(t, err)
+	}
+	release = holdWorker(t, p)
+	for i := range 3 {
+		_, err := p.Submit(bg, "pwtest:ident", i)
+		require.NoError(t, err)
+	}
+	assert.False(t, g.Crowded(), "queued behind long tasks")
+	release()
+}
+
 // A result that is there when Wait's context has ended is returned, not the context's error,
 // whether the waiter waits in C or parks.
 func TestWaitPrefersAResultToAnEndedContext(t *testing.T) {
