@@ -18,6 +18,9 @@ var (
 	ErrFinalized = errors.New("cpython: runtime finalized (CPython cannot be restarted in one process)")
 	// ErrNotRun: a CallMany item after one that ended the batch (SystemExit): it did not run.
 	ErrNotRun = errors.New("cpython: not run: an earlier call of its batch ended the batch")
+	// ErrBatchFailed: CallMany failed as a whole after its calls began, so some may have run
+	// (its bookkeeping, or the encoding of its outcomes, raised: out of memory, say).
+	ErrBatchFailed = errors.New("cpython: the batch failed after its calls began (some may have run)")
 	// ErrInitialized: Initialize was called while the runtime was already running.
 	ErrInitialized = errors.New("cpython: runtime already initialized")
 	// ErrUnsupportedValue: a value has no counterpart on the other side (see ConversionError).

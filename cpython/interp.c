@@ -398,11 +398,14 @@ pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, s
 	PyObject *fn = helper(w, "call_many"), *r = NULL;
 	const char *p = items;
 	PyObject *list = fn ? pyw_decode(&p, items + len, refs, nrefs) : NULL;
+	int started = list != NULL;
 	if (list != NULL) {
 		r = PyObject_CallFunctionObjArgs(fn, target, list, NULL);
 		Py_DECREF(list);
 	}
-	return finish_as(w, task, r, 1);
+	pyw_result res = finish_as(w, task, r, 1);
+	res.started = started;
+	return res;
 }
 
 /* Whether the coroutine is running now on w's thread (GIL held by the caller, so that thread is

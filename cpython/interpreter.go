@@ -517,6 +517,9 @@ type CallResult struct {
 // results. What stops the batch before any item runs is the error, with no results: an
 // argument that cannot cross (a *ConversionError whose path starts with the item's index), a
 // target that cannot be resolved, ctx's end (an *InterruptedError, also when some items ran).
+// A batch that fails as a whole once its calls have begun (out of memory keeping or encoding its
+// outcomes) returns an error wrapping ErrBatchFailed and the cause, with no results: some of its
+// calls may have run.
 func (t *Thread) CallMany(ctx context.Context, target string, items [][]any) ([]CallResult, error) {
 	i := t.enter()
 	defer i.leave()
@@ -602,7 +605,12 @@ func (i *Interpreter) call(ctx context.Context, target string, args []any, items
 		r = C.pyw_interp_call(i.c, slot, data, n, refs, nrefs, C.uint64_t(task))
 	}
 	stop()
-	return result(ctx, &r, "result")
+	v, err := result(ctx, &r, "result")
+	var ie *InterruptedError
+	if many && r.started != 0 && err != nil && !errors.As(err, &ie) {
+		err = fmt.Errorf("%w: %w", ErrBatchFailed, err)
+	}
+	return v, err
 }
 
 // argBufKeep is the most an interpreter keeps of the buffer it encodes calls' arguments in, from

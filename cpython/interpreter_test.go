@@ -743,6 +743,33 @@ func TestOddExceptionTypeName(t *testing.T) {
 	assert.Equal(t, "pwtest.OddError", pwtest.PyErr(t, err).Type)
 }
 
+// A batch that fails as a whole after its calls began says so (ErrBatchFailed, with the cause):
+// its items may have run. One that fails before they begin (a target that cannot be resolved)
+// does not; nor does an interrupted one (its *InterruptedError).
+func TestCallManyFailingAfterItsCallsBegan(t *testing.T) {
+	var out bytes.Buffer
+	i := newInterp(t, cpython.InterpreterConfig{Stdout: &out})
+	var rs []cpython.CallResult
+	var spoiled, unresolved, interrupted error
+	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {
+		rs, spoiled = th.CallMany(bg, "pwtest:batch_item", [][]any{{0}, {1, true}, {2}})
+		_, unresolved = th.CallMany(bg, "pwtest:no_such_function", [][]any{{1}})
+		ctx, cancel := context.WithTimeout(bg, 20*time.Millisecond)
+		defer cancel()
+		_, interrupted = th.CallMany(ctx, "pwtest:main_eval", [][]any{{"1"}, {"__import__('time').sleep(5)"}})
+		return nil
+	}))
+	require.ErrorIs(t, spoiled, cpython.ErrBatchFailed)
+	assert.Nil(t, rs)
+	assert.Equal(t, "MemoryError", pwtest.PyErr(t, spoiled).Type, "the cause is kept")
+	assert.Equal(t, "ran 0\nran 1\n", out.String(), "the calls before it ran")
+	assert.NotErrorIs(t, unresolved, cpython.ErrBatchFailed)
+	assert.Equal(t, "AttributeError", pwtest.PyErr(t, unresolved).Type)
+	var ie *cpython.InterruptedError
+	require.ErrorAs(t, interrupted, &ie)
+	assert.NotErrorIs(t, interrupted, cpython.ErrBatchFailed)
+}
+
 // CallMany: one outcome per item in order, an item's exception or unconvertible result its
 // own; a BaseException (SystemExit) ends the batch at its item, and the items after it do not
 // run; what stops the batch before any item runs is the error.

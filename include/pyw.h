@@ -70,6 +70,7 @@ typedef struct {
 	int interrupted; /* an interrupt was injected into this call (whatever its outcome) */
 	pyw_shared *const *refs; /* the shared buffers data refers to, valid as long as data */
 	size_t nrefs;
+	int started; /* call_many: its calls began (some may have run, whatever the outcome) */
 } pyw_result;
 
 /* One own-GIL interpreter, owned by its Go *Interpreter. */

@@ -37,8 +37,11 @@ type redoCall struct {
 // call running once: its exception (a *cpython.PythonError) or a result that cannot cross (a
 // *cpython.ConversionError) is its own Result.Err. A SystemExit or MemoryError ends the batch on
 // its worker, which is replaced (that item's Err wraps ErrWorkerLost); the items after it then
-// run as calls of their own. So do all items when the batch could not start (an argument that cannot cross,
-// a target that cannot be imported). ctx governs the whole batch.
+// run as calls of their own. So do all items when the batch could not start (an argument that
+// cannot cross, a target that cannot be imported). A batch that fails as a whole once its calls
+// have begun (out of memory keeping or encoding their outcomes) gives every item that error
+// (wrapping cpython.ErrBatchFailed, and ErrWorkerLost for a MemoryError): some may have run, so
+// none runs again. ctx governs the whole batch.
 func (g *Group) SubmitBatch(ctx context.Context, target string, items [][]any) (*BatchFuture, error) {
 	tk, err := g.submit(ctx, target, opCallMany, nil, items)
 	if err != nil {
@@ -113,6 +116,9 @@ func (b *BatchFuture) Wait(ctx context.Context) ([]Result, error) {
 		return nil, err
 	}
 	if own := b.f.t.ctx; own.Err() != nil && errors.Is(err, own.Err()) { // the batch's context
+		return fill(len(b.items), err), nil
+	}
+	if errors.Is(err, cpython.ErrBatchFailed) { // its calls may have run: none runs again
 		return fill(len(b.items), err), nil
 	}
 	if ran, _ := v.([]Result); len(ran) == len(b.items) {

@@ -1035,6 +1035,23 @@ func TestSubmitBatch(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(printed.String(), "ran 0\n"), printed.String())
 	assert.Equal(t, 1, strings.Count(printed.String(), "ran 2\n"), printed.String())
 
+	// a batch that fails as a whole after its calls began (out of memory in its bookkeeping):
+	// every item has that error, none runs again, and the worker is replaced (a MemoryError)
+	var ran bytes.Buffer
+	spoilt := newPool(t, pool.Options{Workers: 1, Stdout: &ran})
+	b, err = spoilt.SubmitBatch(bg, "pwtest:batch_item", [][]any{{0}, {1, true}, {2}})
+	require.NoError(t, err)
+	res, err = b.Wait(bg)
+	require.NoError(t, err)
+	require.Len(t, res, 3)
+	for k, r := range res {
+		assert.ErrorIs(t, r.Err, cpython.ErrBatchFailed, "item %d", k)
+		assert.ErrorIs(t, r.Err, pool.ErrWorkerLost, "item %d", k)
+	}
+	require.NoError(t, spoilt.Close())
+	assert.Equal(t, "ran 0\nran 1\n", ran.String(), "nothing ran twice")
+	assert.Equal(t, uint64(1), spoilt.Stats().Groups[0].Recycles)
+
 	// the batch's context ends: every item has that error
 	ctx, cancel = context.WithTimeout(bg, 50*time.Millisecond)
 	defer cancel()

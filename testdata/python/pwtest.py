@@ -248,3 +248,24 @@ async def async_sleep_then(seconds, value):
 def import_hang():
     """Import, inside a call, a module whose import never finishes (until interrupted)."""
     import pwtest_hang  # noqa: F401
+
+
+def batch_item(k, spoil=False):
+    """Print "ran k" and return k; with spoil, raise ValueError and make the batch running this
+    fail as a whole, as running out of memory in its bookkeeping would: call_many's format_exc
+    raises MemoryError once (restored first). spoil only in a batch (SubmitBatch, CallMany)."""
+    print(f"ran {k}", flush=True)
+    if not spoil:
+        return k
+    caller = sys._getframe().f_back
+    if caller is None or caller.f_code.co_name != "call_many":
+        raise RuntimeError("batch_item spoils only a batch")
+    g = caller.f_globals
+    real = g["format_exc"]
+
+    def spoiled(e):
+        g["format_exc"] = real
+        raise MemoryError("pretend the batch's bookkeeping ran out")
+
+    g["format_exc"] = spoiled
+    raise ValueError(k)
