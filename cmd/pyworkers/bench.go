@@ -24,8 +24,9 @@ pyworkers runs on): tiny-task round trip and throughput, ~1 ms CPU-bound tasks, 
 of CPU-bound tasks (32 per worker, ~6 ms each; ~1 ms with --quick) on N workers against 1,
 1 MB payloads, pool start to first result, and resident memory per idle worker. Prints a table
 with each figure's ratio to the best peer (--json for machines). Speed-ups are medians of
-paired timings; beside them, the same calls in N separate python processes show the most this
-machine gives, and pyworkers' own is taken apart: how busy its workers were, and how much
+paired timings; beside them, the same calls in N separate python processes and N threads of a
+Go loop that touches no memory show the most this machine gives, and pyworkers' own is taken
+apart: how busy its workers were, and how much
 longer a call ran with N busy than with 1 (a machine that slows down several busy cores).
 Last, the same ~1 ms call timed inside one interpreter, alternately in pyworkers
 and in that python3.14: the peers run in that executable, which may run Python faster or
@@ -198,6 +199,9 @@ func printBenchTable(std io3, rep benchReport) {
 	w.Flush()
 	if f, ok := rep.Peers[bench.Separate]; ok {
 		fmt.Fprintf(std.stdout, "\nFor reference, the same CPU-bound calls in %d separate python processes (nothing shared) against 1: %.2fx.\n", f.SpeedupMeasuredOn, f.Speedup)
+	}
+	if f := rep.Pyworkers; f.NativeSpeedup > 0 {
+		fmt.Fprintf(std.stdout, "This machine's own ceiling, %d threads of a Go loop that touches no memory against 1: %.2fx.\n", f.SpeedupMeasuredOn, f.NativeSpeedup)
 	}
 	if f := rep.Pyworkers; f.SpeedupBusy > 0 && f.SpeedupCallTime > 0 {
 		fmt.Fprintf(std.stdout, "pyworkers' speed-up taken apart: its %d workers were busy %.1f %% of the time; a call took %.2fx as long with %d running as with 1 (1.00 when this machine runs %d busy cores as fast as one).\n",

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -455,6 +456,9 @@ func TestBenchQuickJSON(t *testing.T) {
 	assert.Greater(t, busy, 0.3)
 	assert.LessOrEqual(t, busy, 1.01)
 	assert.Positive(t, rep.Pyworkers["speedup_call_time_ratio"])
+	if runtime.GOMAXPROCS(0) >= rep.Workers { // the child has the same CPUs
+		assert.Positive(t, rep.Pyworkers["native_speedup"])
+	}
 	assert.Positive(t, rep.Pyworkers["python_call_ms"])
 	assert.Positive(t, rep.Peers["one interpreter"]["python_call_ms"])
 	assert.Positive(t, rep.Peers["InterpreterPoolExecutor"]["tasks_per_s"])

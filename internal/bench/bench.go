@@ -35,8 +35,11 @@ type Figures struct {
 	PythonCallMs     float64 `json:"python_call_ms"`      // a ~1 ms call timed inside one interpreter (PythonSpeed)
 	// What pyworkers' Speedup is made of (medians of Pairs.Busy and Pairs.CallTime; not measured
 	// for CPython's pools): Speedup ≈ workers × SpeedupBusy / SpeedupCallTime.
-	SpeedupBusy       float64 `json:"speedup_workers_busy"`    // how busy the workers were while timed
-	SpeedupCallTime   float64 `json:"speedup_call_time_ratio"` // a call's time with N workers busy over with 1
+	SpeedupBusy     float64 `json:"speedup_workers_busy"`    // how busy the workers were while timed
+	SpeedupCallTime float64 `json:"speedup_call_time_ratio"` // a call's time with N workers busy over with 1
+	// The machine's own ceiling: N threads of a Go loop that touches no memory against 1
+	// (NativeSpeedup; 0 when GOMAXPROCS is below N).
+	NativeSpeedup     float64 `json:"native_speedup,omitempty"`
 	Workers           int     `json:"workers"`
 	SpeedupMeasuredOn int     `json:"speedup_workers"`
 }
@@ -291,6 +294,12 @@ func Pyworkers(ctx context.Context, workers int, c Counts) (Figures, error) {
 	}
 	f.Speedup = Median(pairs.Ratio)
 	f.SpeedupBusy, f.SpeedupCallTime = Median(pairs.Busy), Median(pairs.CallTime)
+	if workers <= runtime.GOMAXPROCS(0) { // as long a loop as a call (benchfuncs.cpu(n) ≈ n/15 µs)
+		call := time.Duration(c.SpeedupCall/15) * time.Microsecond
+		if f.NativeSpeedup, err = NativeSpeedup(workers, c.SpeedupRounds, call); err != nil {
+			return f, err
+		}
+	}
 	return f, nil
 }
 
