@@ -7,5 +7,8 @@ func SetCWaitersMax(n int32) (restore func()) {
 	return func() { cWaitersMax.Store(old) }
 }
 
+// CWaiters is how many Waits wait in C now, process-wide.
+func CWaiters() int32 { return cWaiters.Load() }
+
 // Crowded reports whether a first waiter of one of the group's tasks would park in Go now.
 func (g *Group) Crowded() bool { return g.crowded() }

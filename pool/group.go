@@ -463,9 +463,9 @@ type Future struct {
 // to 20 µs and then asleep, woken directly by the worker (a tiny call's round trip is then
 // 3-5 µs). Each such waiter holds an OS thread, so at most 256 wait in C at once, process-wide;
 // past that, a first waiter spins in C and then parks on done. Further waiters of the same
-// task park on done at once, and so does a first waiter when more tasks are queued than the
-// group has workers and its tasks take under 50 µs on average (many callers of tiny functions:
-// see crowded). Parking is otherwise for extreme
+// task park on done at once, and so does a first waiter when as many waiters as GOMAXPROCS
+// wait in C already and the group's tasks take under 50 µs on average (many goroutines calling
+// tiny functions: see crowded). Parking is otherwise for extreme
 // concurrency only: Go's runtime would end the process at 10,000 threads (debug.SetMaxThreads),
 // and a goroutine readied by a worker waits in the worker's P until sysmon takes that P back,
 // up to 10 ms on an otherwise quiet process (parking from 3 waiters up on 2 cores cut the CPU
@@ -518,16 +518,20 @@ func (tk *task) wait(ctx context.Context) (any, error) {
 	return nil, tk.wrapCtx(ctx)
 }
 
-// crowded reports whether a waiter should park in Go rather than wait in C: when more tasks
-// are queued than the group has workers, and its tasks are tiny (tinyTask). Then its own task is
-// several hand-offs away, and threads waiting in C, each waking for its result and needing a Go
-// P to go on, take the Ps and cores from the workers that produce the results: 64 goroutines
-// calling a no-op on 2 workers made 42-58 k calls/s waiting in C, 180-195 k parked in Go.
-// A goroutine a worker readies waits on that worker's P until another P takes it, or the
-// worker's next wait in C lets the P go: with tiny tasks soon; behind a long task for up to a
-// sysmon tick (20 µs to 10 ms), which is why long tasks' waiters stay in C.
+// crowded reports whether a first waiter should park in Go rather than wait in C: when as many
+// waiters as the process has Ps (GOMAXPROCS when the pool was made) wait in C already, and the
+// group's tasks are tiny (tinyTask). Threads waiting in C, each woken for its result and then
+// needing a Go P to go on, take the Ps and cores from the workers that produce the results: 64
+// goroutines calling a no-op on 2 workers made 42-73 k calls/s all waiting in C, 188-201 k with
+// the waiters past 2 parked. One goroutine waiting for many tasks in turn (Map; a loop over
+// Submits' futures) is one waiter, and waits in C: parked, Map made 1.19-1.41 M calls/s instead
+// of 1.46-1.63 M. A goroutine a worker readies waits on that worker's P until another P takes it,
+// or the worker's next wait in C lets the P go: with tiny tasks soon; behind a long task for up
+// to a sysmon tick (20 µs to 10 ms), which is why long tasks' waiters stay in C. The choice is
+// made when the wait begins: after a switch from tiny tasks to long ones, waits begun before
+// the first long task ended stay parked.
 func (g *Group) crowded() bool {
-	return g.queued.Load() > int64(g.spec.Workers) && g.meanBusy.Load() < int64(tinyTask)
+	return cWaiters.Load() >= g.p.procs && g.meanBusy.Load() < int64(tinyTask)
 }
 
 // tinyTask is the mean task time below which crowded waiters park in Go: at 50 µs, 2 workers

@@ -94,6 +94,7 @@ type Pool struct {
 	slots   sync.WaitGroup // one per running slot goroutine (startSlot)
 	slotMu  sync.Mutex     // orders slots.Add in startSlot before Close's slots.Wait
 	started time.Time
+	procs   int32 // GOMAXPROCS when the pool was made (see Group.crowded)
 }
 
 // New starts a pool and returns when every worker is ready to take work (their interpreters are
@@ -110,7 +111,8 @@ func New(opts Options) (*Pool, error) {
 	if opts.InterruptGrace <= 0 {
 		opts.InterruptGrace = 2 * time.Second
 	}
-	p := &Pool{opts: opts, groups: map[string]*Group{}, closed: make(chan struct{}), started: time.Now()}
+	p := &Pool{opts: opts, groups: map[string]*Group{}, closed: make(chan struct{}), started: time.Now(),
+		procs: int32(runtime.GOMAXPROCS(0))}
 	specs := map[string]GroupOptions{"": {
 		Workers: opts.Workers, Setup: opts.Setup, Preload: opts.Preload, Config: opts.Config,
 		QueueSize: opts.QueueSize, MaxTasksPerWorker: opts.MaxTasksPerWorker,

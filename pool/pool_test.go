@@ -8,6 +8,7 @@ import (
 	"expvar"
 	"fmt"
 	"iter"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -204,65 +205,69 @@ func TestWaitsParkedInGo(t *testing.T) {
 	wg.Wait()
 }
 
-// With more tasks queued than workers and tiny tasks, first waiters park in Go (Group.crowded):
-// results, errors and an ended context come back as from a wait in C, and each task's signal
-// is taken before its channel serves another task. Long tasks keep their waiters in C.
+// With as many waiters in C as GOMAXPROCS and tiny tasks, further first waiters park in Go
+// (Group.crowded): results, errors and an ended context come back as from a wait in C, and each
+// task's signal is taken before its channel serves another task. Long tasks keep their waiters
+// in C.
 func TestCrowdedWaitersParkInGo(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 1})
 	g, err := p.Group("")
 	require.NoError(t, err)
+	procs := int32(runtime.GOMAXPROCS(0))
 	for i := range 200 { // tiny tasks: the group's mean task time falls below tinyTask
 		_, err := p.Call(bg, "pwtest:ident", i)
 		require.NoError(t, err)
 	}
 	release := holdWorker(t, p)
-	assert.False(t, g.Crowded(), "nothing queued")
-	var fs []*pool.Future
-	for i := range 3 {
-		f, err := p.Submit(bg, "pwtest:ident", i)
-		require.NoError(t, err)
-		fs = append(fs, f)
-	}
-	failing, err := p.Submit(bg, "pwtest:boom", "crowded")
-	require.NoError(t, err)
-	require.True(t, g.Crowded(), "4 queued on 1 worker, after tiny tasks")
-
-	ctx, cancel := context.WithTimeout(bg, 20*time.Millisecond)
-	defer cancel()
-	_, err = p.Call(ctx, "pwtest:ident", "never")
-	require.ErrorIs(t, err, context.DeadlineExceeded, "a parked waiter sees its context end")
-
+	require.Zero(t, pool.CWaiters())
+	assert.False(t, g.Crowded(), "no one waits in C")
 	var wg sync.WaitGroup
-	for i, f := range fs {
+	call := func(i int) {
 		wg.Go(func() {
-			v, err := f.Wait(bg)
+			v, err := p.Call(bg, "pwtest:ident", i)
 			assert.NoError(t, err)
 			assert.Equal(t, int64(i), v)
 		})
 	}
-	time.Sleep(10 * time.Millisecond) // the waiters park before the worker is free
+	for i := range procs {
+		call(int(i))
+	}
+	require.Eventually(t, func() bool { return pool.CWaiters() == procs }, 10*time.Second, time.Millisecond, "the first callers wait in C")
+	require.True(t, g.Crowded(), "%d waiting in C, after tiny tasks", procs)
+	for i := range 3 {
+		call(100 + i)
+	}
+	failing, err := p.Submit(bg, "pwtest:boom", "crowded")
+	require.NoError(t, err)
+	failed := make(chan error, 1)
+	go func() { _, err := failing.Wait(bg); failed <- err }()
+	ctx, cancel := context.WithTimeout(bg, 20*time.Millisecond)
+	defer cancel()
+	_, err = p.Call(ctx, "pwtest:ident", "never")
+	require.ErrorIs(t, err, context.DeadlineExceeded, "a parked waiter sees its context end")
+	assert.Equal(t, procs, pool.CWaiters(), "the later waiters parked in Go")
 	release()
 	wg.Wait()
-	_, err = failing.Wait(bg)
-	assert.Equal(t, "ValueError", pwtest.PyErr(t, err).Type)
+	assert.Equal(t, "ValueError", pwtest.PyErr(t, <-failed).Type)
 	for i := range 100 { // the channels those tasks used serve later tasks correctly
 		v, err := p.Call(bg, "pwtest:ident", i)
 		require.NoError(t, err)
 		require.Equal(t, int64(i), v)
 	}
 
-	// long tasks: the mean rises above tinyTask, and waiters stay in C however many queue
+	// long tasks after tiny ones: the mean rises above tinyTask, and waiters stay in C
 	for range 3 {
 		_, err := p.Call(bg, "pwtest:sleep_then", 0.03, nil)
 		require.NoError(t, err)
 	}
 	release = holdWorker(t, p)
-	for i := range 3 {
-		_, err := p.Submit(bg, "pwtest:ident", i)
-		require.NoError(t, err)
+	for i := range procs {
+		call(int(i))
 	}
-	assert.False(t, g.Crowded(), "queued behind long tasks")
+	require.Eventually(t, func() bool { return pool.CWaiters() == procs }, 10*time.Second, time.Millisecond)
+	assert.False(t, g.Crowded(), "%d waiting in C, after long tasks", procs)
 	release()
+	wg.Wait()
 }
 
 // A result that is there when Wait's context has ended is returned, not the context's error,
