@@ -744,8 +744,9 @@ func TestOddExceptionTypeName(t *testing.T) {
 }
 
 // A batch that fails as a whole after its calls began says so (ErrBatchFailed, with the cause):
-// its items may have run. One that fails before they begin (a target that cannot be resolved)
-// does not; nor does an interrupted one (its *InterruptedError).
+// its items may have run. One that fails before they begin (a target that cannot be resolved:
+// found out before call_many is entered) does not; nor does an interrupted one (its
+// *InterruptedError).
 func TestCallManyFailingAfterItsCallsBegan(t *testing.T) {
 	var out bytes.Buffer
 	i := newInterp(t, cpython.InterpreterConfig{Stdout: &out})
