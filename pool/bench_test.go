@@ -91,6 +91,27 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 }
 
+// BenchmarkCallOverhead: one caller, 2 workers, calls of ~50 µs to ~1 ms; the metric is the
+// median time a Call took beyond the function's own run, timed inside Python (the hand-off both
+// ways, argument and result conversion, and waking the caller).
+func BenchmarkCallOverhead(b *testing.B) {
+	p := benchPool(b, pool.Options{Workers: 2, Preload: []string{"benchfuncs"}})
+	for _, n := range []int{750, 1500, 3000, 15000} { // benchfuncs.cpu(n) ≈ n/15 µs
+		b.Run(fmt.Sprintf("%dus", n/15), func(b *testing.B) {
+			var over []float64
+			for b.Loop() {
+				t0 := time.Now()
+				v, err := p.Call(bg, "benchfuncs:loop", 1, n)
+				if err != nil {
+					b.Fatal(err)
+				}
+				over = append(over, float64(time.Since(t0).Nanoseconds())/1e3-v.(float64)*1e6)
+			}
+			b.ReportMetric(bench.Median(over), "us-beyond-call")
+		})
+	}
+}
+
 // BenchmarkCPUSpeedup: 64 CPU-bound calls (~6 ms each) on 1 worker against 2 warm workers,
 // timed in ABBA pairs (bench.Speedup), two pairs per iteration; metrics: the median, lowest and
 // highest ratio over all pairs, and the medians of what it is made of (see bench.Pairs): how
