@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
-	"time"
 	"unsafe"
 
 	"github.com/pyworkers/pyworkers/cpython"
@@ -185,35 +184,16 @@ func (c *Channel) TrySpinRecv() (any, error) {
 	return c.recv(context.Background(), spinOnly)
 }
 
-// TrySpinRecvFor is TrySpinRecv spinning for up to d (at most MaxSpin) instead of 20 µs: for a
-// caller that expects an item within d and has a core to spare meanwhile. A spin takes a core
-// for its whole length when nothing comes; it is not woken by anything but the item, the
-// channel's close or an interrupt of the interpreter's task (pyworkers.sleep's).
-func (c *Channel) TrySpinRecvFor(d time.Duration) (any, error) {
-	if d <= 0 {
-		return c.TryRecv()
-	}
-	return c.recv(context.Background(), spinFor(min(d, MaxSpin)))
-}
-
-// MaxSpin is the longest spin TrySpinRecvFor does.
-const MaxSpin = time.Millisecond
-
 func (c *Channel) recv(ctx context.Context, mode waitMode) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	rb := recvBufs.Get().(*recvBuf)
 	defer recvBufs.Put(rb)
-	var rc C.int
-	if mode > block { // spinFor: a spin of its own length
-		rc = C.pyw_queue_recv_copy_spin(c.q, (*C.char)(unsafe.Pointer(&rb.small[0])), &rb.n, &rb.it, C.int64_t(mode-block))
-	} else {
-		op := func(timeout C.int64_t, cancel *C.int) C.int {
-			return C.pyw_queue_recv_copy(c.q, (*C.char)(unsafe.Pointer(&rb.small[0])), &rb.n, &rb.it, timeout, cancel)
-		}
-		rc = c.wait(ctx, op, mode, C.PYW_Q_EMPTY)
+	op := func(timeout C.int64_t, cancel *C.int) C.int {
+		return C.pyw_queue_recv_copy(c.q, (*C.char)(unsafe.Pointer(&rb.small[0])), &rb.n, &rb.it, timeout, cancel)
 	}
+	rc := c.wait(ctx, op, mode, C.PYW_Q_EMPTY)
 	runtime.KeepAlive(c)
 	if err := c.result(ctx, rc); err != nil {
 		return nil, err
@@ -242,11 +222,7 @@ const (
 	noWait   waitMode = iota
 	spinOnly          // while it would spin before sleeping (PYW_Q_SPIN_ONLY)
 	block             // as long as needed, or until ctx ends
-	// block + n: spin up to n ns and give up (recv only; see spinFor)
 )
-
-// spinFor is the waitMode of a receive that spins up to d, then gives up.
-func spinFor(d time.Duration) waitMode { return block + waitMode(d.Nanoseconds()) }
 
 // wait runs op as mode allows. To block with a ctx that can end, op first only spins: most
 // waits end there, without the cost of wiring ctx's cancellation to the queue, which only a

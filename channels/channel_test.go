@@ -8,7 +8,6 @@ import (
 	"math"
 	"math/big"
 	"os"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -316,43 +315,6 @@ func TestTrySpinRecv(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "y", v)
 	_, err = c.TrySpinRecv()
-	assert.ErrorIs(t, err, channels.ErrClosed)
-}
-
-// TrySpinRecvFor spins up to its own length: an item sent while it spins is taken (tried a few
-// times: the sender is a goroutine that needs a core too), one that is there is taken at once,
-// and a closed, drained channel says so; a length of 0 or less is a TryRecv.
-func TestTrySpinRecvFor(t *testing.T) {
-	if runtime.NumCPU() < 2 {
-		t.Skip("with one CPU nothing spins")
-	}
-	c := newChan(t, 0)
-	_, err := c.TrySpinRecvFor(-time.Second)
-	assert.ErrorIs(t, err, channels.ErrEmpty)
-	took := false
-	for attempt := 0; attempt < 10 && !took; attempt++ {
-		sent := make(chan error, 1)
-		go func() { sent <- c.Send(bg, attempt) }()
-		v, err := c.TrySpinRecvFor(channels.MaxSpin)
-		if err == nil {
-			took = true
-			assert.Equal(t, int64(attempt), v)
-		} else {
-			assert.ErrorIs(t, err, channels.ErrEmpty)
-		}
-		require.NoError(t, <-sent)
-		if !took {
-			_, err := c.TryRecv() // the late item, not left for the next attempt
-			require.NoError(t, err)
-		}
-	}
-	assert.True(t, took, "no item sent during a 1 ms spin was taken in 10 attempts")
-	require.NoError(t, c.Send(bg, "y"))
-	v, err := c.TrySpinRecvFor(time.Hour) // clamped to MaxSpin; the item is there anyway
-	require.NoError(t, err)
-	assert.Equal(t, "y", v)
-	c.Close()
-	_, err = c.TrySpinRecvFor(channels.MaxSpin)
 	assert.ErrorIs(t, err, channels.ErrClosed)
 }
 

@@ -218,15 +218,15 @@ static int spin_slots(void) {
 /* Whether the caller's cancel flag (pyw_queue_cancel) is set; read with or without q->mu. */
 static int cancelled(const int *cancel) { return cancel != NULL && __atomic_load_n(cancel, __ATOMIC_RELAXED); }
 
-/* Spins (q->mu not held) up to ns until the queue may have what the caller waits for. */
-static void spin(pyw_queue *q, int for_items, int *cancel, int64_t ns) {
+/* Spins (q->mu not held) until the queue may have what the caller waits for. */
+static void spin(pyw_queue *q, int for_items, int *cancel) {
 	if (atomic_fetch_add_explicit(&spinners, 1, memory_order_relaxed) >= spin_slots()) {
 		atomic_fetch_sub_explicit(&spinners, 1, memory_order_relaxed);
 		return; /* enough threads spin already: sleep at once */
 	}
 	_Atomic int *spinning = for_items ? &q->recv_spinning : &q->send_spinning;
 	atomic_fetch_add_explicit(spinning, 1, memory_order_relaxed);
-	int64_t until = now_ns() + ns;
+	int64_t until = now_ns() + SPIN_NS;
 	for (int i = 1;; i++) {
 		size_t len = atomic_load_explicit(&q->len, memory_order_relaxed);
 		if ((for_items ? len > 0 : len < q->capacity) || atomic_load_explicit(&q->closed, memory_order_relaxed) ||
@@ -246,7 +246,6 @@ static void spin(pyw_queue *q, int for_items, int *cancel, int64_t ns) {
  * that fits): one deadline, one spin, one registration for interrupts. */
 typedef struct {
 	int64_t timeout_ns;
-	int64_t spin_ns; /* how long it spins before it sleeps */
 	int *cancel;
 	struct timespec deadline; /* with timeout_ns > 0, once has_deadline */
 	int has_deadline, spun;
@@ -254,7 +253,7 @@ typedef struct {
 } waiter;
 
 static waiter waiter_for(int64_t timeout_ns, int *cancel) {
-	waiter w = {.timeout_ns = timeout_ns, .spin_ns = SPIN_NS, .cancel = cancel, .spun = timeout_ns == PYW_Q_NO_SPIN};
+	waiter w = {.timeout_ns = timeout_ns, .cancel = cancel, .spun = timeout_ns == PYW_Q_NO_SPIN};
 	return w;
 }
 
@@ -302,7 +301,7 @@ static int wait_for(pyw_queue *q, int for_items, waiter *w) {
 		if (!w->spun || !w->registered) {
 			pthread_mutex_unlock(&q->mu);
 			if (!w->spun) {
-				spin(q, for_items, w->cancel, w->spin_ns);
+				spin(q, for_items, w->cancel);
 				w->spun = 1;
 			} else {
 				/* lock order: the interpreter's wait_mu, then q->mu */
@@ -533,7 +532,8 @@ int pyw_queue_send(pyw_queue *q, const char *data, size_t len, pyw_shared *const
 	return rc;
 }
 
-static int recv_copy(pyw_queue *q, char *small, size_t *len, pyw_item **big, waiter w) {
+int pyw_queue_recv_copy(pyw_queue *q, char *small, size_t *len, pyw_item **big, int64_t timeout_ns, int *cancel) {
+	waiter w = waiter_for(timeout_ns, cancel);
 	pyw_item *drop = NULL;
 	*big = NULL;
 	*len = 0;
@@ -560,14 +560,4 @@ static int recv_copy(pyw_queue *q, char *small, size_t *len, pyw_item **big, wai
 	unlock(q, &w);
 	free(drop);
 	return rc;
-}
-
-int pyw_queue_recv_copy(pyw_queue *q, char *small, size_t *len, pyw_item **big, int64_t timeout_ns, int *cancel) {
-	return recv_copy(q, small, len, big, waiter_for(timeout_ns, cancel));
-}
-
-int pyw_queue_recv_copy_spin(pyw_queue *q, char *small, size_t *len, pyw_item **big, int64_t spin_ns) {
-	waiter w = waiter_for(PYW_Q_SPIN_ONLY, NULL);
-	w.spin_ns = spin_ns;
-	return recv_copy(q, small, len, big, w);
 }

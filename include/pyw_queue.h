@@ -97,9 +97,6 @@ int pyw_queue_send(pyw_queue *q, const char *data, size_t len, pyw_shared *const
 /* Pop that copies a small item into small (PYW_SMALL_ITEM bytes), sets *len and *big = NULL, and
  * keeps its node for reuse; any other item is handed over in *big (the caller frees it). */
 int pyw_queue_recv_copy(pyw_queue *q, char *small, size_t *len, pyw_item **big, int64_t timeout_ns, int *cancel);
-/* recv_copy that only spins, for up to spin_ns instead of the usual 20 us (when a spin slot is
- * free): PYW_Q_EMPTY when nothing came by then. */
-int pyw_queue_recv_copy_spin(pyw_queue *q, char *small, size_t *len, pyw_item **big, int64_t spin_ns);
 
 /* Registers the Channel type and its exceptions in the pyworkers module (channels/pychan.c). */
 int pyw_channels_register(void);

@@ -461,9 +461,7 @@ type Future struct {
 //
 // How it waits: the first waiter of a task waits on the task's own channel in C, spinning for up
 // to 20 µs and then asleep, woken directly by the worker (a tiny call's round trip is then
-// 3-5 µs). For calls of 20-200 µs on average it spins up to twice that (and 20 µs more) while
-// fewer tasks run than GOMAXPROCS, so that it is awake when the result comes; ctx's end is seen
-// after the spin. Each such waiter holds an OS thread, so at most 256 wait in C at once, process-wide;
+// 3-5 µs). Each such waiter holds an OS thread, so at most 256 wait in C at once, process-wide;
 // past that, a first waiter spins in C and then parks on done. Further waiters of the same
 // task park on done at once, and so does a first waiter when as many waiters as GOMAXPROCS
 // wait in C already and the group's tasks take under 50 µs on average (many goroutines calling
@@ -496,13 +494,7 @@ func (tk *task) wait(ctx context.Context) (any, error) {
 		case <-ctx.Done():
 		}
 	case cWaiters.Add(1) <= cWaitersMax.Load():
-		var err error = channels.ErrEmpty
-		if d := tk.g.spinFor(); d > 0 {
-			_, err = tk.res.TrySpinRecvFor(d)
-		}
-		if err != nil {
-			_, err = tk.res.Recv(ctx)
-		}
+		_, err := tk.res.Recv(ctx)
 		cWaiters.Add(-1)
 		if err == nil {
 			return tk.recycle()
@@ -541,28 +533,6 @@ func (tk *task) wait(ctx context.Context) (any, error) {
 func (g *Group) crowded() bool {
 	return cWaiters.Load() >= g.p.procs && g.meanBusy.Load() < int64(tinyTask)
 }
-
-// spinFor is how long a waiter in C should spin for its result before it sleeps, beyond the
-// queue's usual 20 µs: twice the group's mean task time and 20 µs more when that mean is over
-// 20 µs and at most longSpinBelow, and fewer tasks run now, process-wide, than the process has
-// Ps (GOMAXPROCS when the pool was made), so that the spin takes a core no worker needs; 0
-// otherwise. A sleeping
-// waiter takes 15-50 µs to wake on a VM, more the longer it slept: with one caller of ~50 µs
-// and ~100 µs calls on 2 workers, the time a Call took beyond the call itself went from
-// 14-24 µs to 7-9 µs with a 300 µs spin.
-func (g *Group) spinFor() time.Duration {
-	m := time.Duration(g.meanBusy.Load())
-	if m <= 20*time.Microsecond || m > longSpinBelow || running.Load() >= g.p.procs {
-		return 0
-	}
-	return min(2*m+20*time.Microsecond, channels.MaxSpin)
-}
-
-// longSpinBelow is the longest mean task time whose waiters spin longer (spinFor).
-const longSpinBelow = 200 * time.Microsecond
-
-// running counts the tasks running on workers now, process-wide (see spinFor).
-var running atomic.Int32
 
 // tinyTask is the mean task time below which crowded waiters park in Go: at 50 µs, 2 workers
 // make 40 k results/s, near what waiters in C could take in the worst case.
@@ -766,11 +736,9 @@ func (w *worker) serve() endReason {
 func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 	g := w.g
 	w.current.Store(tk)
-	running.Add(1)
 	start := time.Now()
 	val, err := tk.exec(t)
 	busy := time.Since(start)
-	running.Add(-1)
 	retired := !w.current.CompareAndSwap(tk, nil) // the grace timer took it: this worker is given up
 	st := &g.slots[w.id]
 	st.tasks.Add(1)

@@ -270,57 +270,6 @@ func TestCrowdedWaitersParkInGo(t *testing.T) {
 	wg.Wait()
 }
 
-// A waiter spins longer for calls of 20-200 µs when a core is free of tasks (Group.spinFor):
-// not for tiny calls (the usual spin is enough), not for long ones, and not while as many tasks
-// run as there are Ps. Results are the same either way.
-func TestLongerSpinForShortCalls(t *testing.T) {
-	procs := int(runtime.GOMAXPROCS(0))
-	p := newPool(t, pool.Options{Workers: procs, Preload: []string{"pwchan"}})
-	g, err := p.Group("")
-	require.NoError(t, err)
-	meanOf := func(target string, args ...any) time.Duration {
-		t.Helper()
-		for range 60 { // the mean follows the latest calls
-			_, err := p.Call(bg, target, args...)
-			require.NoError(t, err)
-		}
-		var busy time.Duration
-		var n uint64
-		for _, w := range p.Stats().Groups[0].PerWorker {
-			busy, n = busy+w.Busy, n+w.Tasks
-		}
-		return busy / time.Duration(n)
-	}
-	m := meanOf("pwtest:busy_us", 100)
-	require.Zero(t, pool.Running())
-	d := g.SpinFor()
-	assert.Greater(t, d, 40*time.Microsecond, "calls of ~100 µs (%v on average), no task running", m)
-	assert.LessOrEqual(t, d, channels.MaxSpin)
-	v, err := p.Call(bg, "pwtest:ident", "after a longer spin")
-	require.NoError(t, err)
-	assert.Equal(t, "after a longer spin", v)
-
-	// every worker busy: a spin would take a core from one of them
-	gate, err := channels.New(0)
-	require.NoError(t, err)
-	var held []*pool.Future
-	for range procs {
-		f, err := p.Submit(bg, "pwchan:consume", gate.ID())
-		require.NoError(t, err)
-		held = append(held, f)
-	}
-	require.Eventually(t, func() bool { return pool.Running() == int32(procs) }, 10*time.Second, time.Millisecond)
-	assert.Zero(t, g.SpinFor(), "%d tasks running on %d Ps", procs, procs)
-	gate.Close()
-	for _, f := range held {
-		_, err := f.Wait(bg)
-		require.NoError(t, err)
-	}
-
-	m = meanOf("pwtest:sleep_then", 0.002, nil)
-	assert.Zero(t, g.SpinFor(), "calls of 2 ms (%v on average over all)", m)
-}
-
 // A result that is there when Wait's context has ended is returned, not the context's error,
 // whether the waiter waits in C or parks.
 func TestWaitPrefersAResultToAnEndedContext(t *testing.T) {

@@ -136,13 +136,6 @@ def count_calls():
     return _calls
 
 
-def busy_us(us):
-    """Run Python for about us microseconds (a spin on the clock, not a sleep)."""
-    end = time.perf_counter() + us / 1e6
-    while time.perf_counter() < end:
-        pass
-
-
 def sleep_then(seconds, value):
     time.sleep(seconds)
     return value
