@@ -91,24 +91,40 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 }
 
-// BenchmarkCallOverhead: one caller, 2 workers, calls of ~50 µs to ~1 ms; the metric is the
-// median time a Call took beyond the function's own run, timed inside Python (the hand-off both
-// ways, argument and result conversion, and waking the caller).
+// BenchmarkCallOverhead: 1 and 2 goroutines calling, 2 workers, calls of ~50 µs to ~1 ms; the
+// metrics are the median time a Call took beyond the function's own run, timed inside Python
+// (the hand-off both ways, argument and result conversion, and waking the caller), and calls/s.
 func BenchmarkCallOverhead(b *testing.B) {
 	p := benchPool(b, pool.Options{Workers: 2, Preload: []string{"benchfuncs"}})
-	for _, n := range []int{750, 1500, 3000, 15000} { // benchfuncs.cpu(n) ≈ n/15 µs
-		b.Run(fmt.Sprintf("%dus", n/15), func(b *testing.B) {
-			var over []float64
-			for b.Loop() {
-				t0 := time.Now()
-				v, err := p.Call(bg, "benchfuncs:loop", 1, n)
-				if err != nil {
-					b.Fatal(err)
+	for _, callers := range []int{1, 2} {
+		for _, n := range []int{750, 1500, 3000, 15000} { // benchfuncs.cpu(n) ≈ n/15 µs
+			b.Run(fmt.Sprintf("%d-callers/%dus", callers, n/15), func(b *testing.B) {
+				var mu sync.Mutex
+				var over []float64
+				per := b.N/callers + 1
+				var wg sync.WaitGroup
+				for range callers {
+					wg.Go(func() {
+						mine := make([]float64, 0, per)
+						for range per {
+							t0 := time.Now()
+							v, err := p.Call(bg, "benchfuncs:loop", 1, n)
+							if err != nil {
+								b.Error(err)
+								return
+							}
+							mine = append(mine, float64(time.Since(t0).Nanoseconds())/1e3-v.(float64)*1e6)
+						}
+						mu.Lock()
+						over = append(over, mine...)
+						mu.Unlock()
+					})
 				}
-				over = append(over, float64(time.Since(t0).Nanoseconds())/1e3-v.(float64)*1e6)
-			}
-			b.ReportMetric(bench.Median(over), "us-beyond-call")
-		})
+				wg.Wait()
+				b.ReportMetric(bench.Median(over), "us-beyond-call")
+				b.ReportMetric(float64(per*callers)/b.Elapsed().Seconds(), "calls/s")
+			})
+		}
 	}
 }
 
