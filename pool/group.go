@@ -518,24 +518,25 @@ func (tk *task) wait(ctx context.Context) (any, error) {
 	return nil, tk.wrapCtx(ctx)
 }
 
-// crowded reports whether a first waiter should park in Go rather than wait in C: when as many
-// waiters as the process has Ps (GOMAXPROCS when the pool was made) wait in C already, and the
-// group's tasks are tiny (tinyTask). Threads waiting in C, each woken for its result and then
+// crowded reports whether a first waiter should park in Go rather than wait in C: when at least
+// as many Waits as the process has Ps (GOMAXPROCS when the pool was made; at most cWaitersMax)
+// wait in C already, those of every pool and group of the process, and this group's tasks are
+// tiny (tinyTask). A soft limit: waiters that begin at once may all find room. Threads waiting in C, each woken for its result and then
 // needing a Go P to go on, take the Ps and cores from the workers that produce the results: 64
 // goroutines calling a no-op on 2 workers made 42-73 k calls/s all waiting in C, 188-201 k with
 // the waiters past 2 parked. One goroutine waiting for many tasks in turn (Map; a loop over
-// Submits' futures) is one waiter, and waits in C: parked, Map made 1.19-1.41 M calls/s instead
-// of 1.46-1.63 M. A goroutine a worker readies waits on that worker's P until another P takes it,
+// Submits' futures) is one waiter, and waits in C unless that many others do: parked, Map made
+// 1.19-1.41 M calls/s instead of 1.46-1.63 M. A goroutine a worker readies waits on that worker's P until another P takes it,
 // or the worker's next wait in C lets the P go: with tiny tasks soon; behind a long task for up
 // to a sysmon tick (20 µs to 10 ms), which is why long tasks' waiters stay in C. The choice is
 // made when the wait begins: after a switch from tiny tasks to long ones, waits begun before
 // the first long task ended stay parked.
 func (g *Group) crowded() bool {
-	return cWaiters.Load() >= g.p.procs && g.meanBusy.Load() < int64(tinyTask)
+	return cWaiters.Load() >= min(g.p.procs, cWaitersMax.Load()) && g.meanBusy.Load() < int64(tinyTask)
 }
 
-// tinyTask is the mean task time below which crowded waiters park in Go: at 50 µs, 2 workers
-// make 40 k results/s, near what waiters in C could take in the worst case.
+// tinyTask is the mean task time below which crowded waiters park in Go: at 50 µs, a pool of 2
+// workers makes 40 k results/s, near what 64 waiters in C took on 2 cores.
 const tinyTask = 50 * time.Microsecond
 
 // cWaiters counts the Waits waiting in C now, process-wide; at most cWaitersMax do.

@@ -213,11 +213,17 @@ func TestCrowdedWaitersParkInGo(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 1})
 	g, err := p.Group("")
 	require.NoError(t, err)
-	procs := int32(runtime.GOMAXPROCS(0))
-	for i := range 200 { // tiny tasks: the group's mean task time falls below tinyTask
-		_, err := p.Call(bg, "pwtest:ident", i)
-		require.NoError(t, err)
-	}
+	procs := min(int32(runtime.GOMAXPROCS(0)), 256) // cWaitersMax
+	// tiny tasks until the group's mean task time is below tinyTask (a stall of the machine
+	// during one of them can keep it above for a while)
+	require.Eventually(t, func() bool {
+		for i := range 20 {
+			if _, err := p.Call(bg, "pwtest:ident", i); !assert.NoError(t, err) {
+				return false
+			}
+		}
+		return g.MeanBusy() < 50*time.Microsecond
+	}, 10*time.Second, time.Millisecond, "the mean of tiny calls stays over 50 µs")
 	release := holdWorker(t, p)
 	require.Zero(t, pool.CWaiters())
 	assert.False(t, g.Crowded(), "no one waits in C")
