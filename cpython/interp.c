@@ -457,20 +457,16 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 		w->precancel = task;
 	}
 	if (cur != 0 && (task == 0 || cur == task)) {
-		if (escalate) {
-			/* not taken by the loop, and the call still on it (see pyw_set_main_coro) */
-			if (w->cancel_pending) {
-				w->cancel_pending = 0;
-				inject(w, cur);
-				done = PYW_INJECTED;
-			}
-		} else if (cancel_instead(w)) {
+		if (!escalate && cancel_instead(w)) {
 			w->interrupted_task = cur;
 			w->cancel_asked = 1;
 			w->cancel_pending = 1;
 			done = PYW_CANCEL_ASKED;
-		} else {
-			w->cancel_pending = 0; /* the loop must not cancel the task again for it */
+		} else if (!escalate || w->cancel_pending) {
+			/* an escalation injects only while its request is still pending: not taken by the
+			 * loop, and the call still on it (see pyw_set_main_coro); after an injection the
+			 * loop must not cancel the task again for it */
+			w->cancel_pending = 0;
 			inject(w, cur);
 			done = PYW_INJECTED;
 		}

@@ -606,21 +606,10 @@ func (i *Interpreter) call(ctx context.Context, target string, args []any, items
 	}
 	stop()
 	v, err := result(ctx, &r, "result")
-	if many && r.started != 0 && err != nil {
-		err = batchFailed(err)
+	if r.started != 0 && r.interrupted == 0 && err != nil { // an interrupt's error stays its own
+		err = fmt.Errorf("%w: %w", ErrBatchFailed, err)
 	}
 	return v, err
-}
-
-// batchFailed wraps the error of a batch that failed as a whole after its calls began in
-// ErrBatchFailed, unless it is an interrupt's. A function of its own: errors.As takes ie's
-// address, so ie is allocated, which every call would pay for were it declared in call.
-func batchFailed(err error) error {
-	var ie *InterruptedError
-	if errors.As(err, &ie) {
-		return err
-	}
-	return fmt.Errorf("%w: %w", ErrBatchFailed, err)
 }
 
 // argBufKeep is the most an interpreter keeps of the buffer it encodes calls' arguments in, from
