@@ -115,10 +115,9 @@ func (b *BatchFuture) Wait(ctx context.Context) ([]Result, error) {
 	if ctx.Err() != nil || errors.Is(err, ErrClosed) {
 		return nil, err
 	}
-	if own := b.f.t.ctx; own.Err() != nil && errors.Is(err, own.Err()) { // the batch's context
-		return fill(len(b.items), err), nil
-	}
-	if errors.Is(err, cpython.ErrBatchFailed) { // its calls may have run: none runs again
+	// The batch's context ended, or its calls may have run: every item has that error, and none
+	// runs again.
+	if own := b.f.t.ctx; own.Err() != nil && errors.Is(err, own.Err()) || errors.Is(err, cpython.ErrBatchFailed) {
 		return fill(len(b.items), err), nil
 	}
 	if ran, _ := v.([]Result); len(ran) == len(b.items) {

@@ -204,12 +204,15 @@ func BenchmarkPythonSpeed(b *testing.B) {
 // no-op call queued behind it. Metrics: the median and the slowest iteration, in ms. Each call
 // is cancelled 20 ms after it was handed over.
 func BenchmarkCancel(b *testing.B) {
-	p := benchPool(b, pool.Options{Workers: 1, Preload: []string{"asyncio", "benchfuncs"}})
-	for _, c := range []struct{ name, target string }{
-		{"spin", "benchfuncs:spin"},
-		{"time.sleep", "benchfuncs:sleep_long"},
-		{"await", "benchfuncs:await_long"},
-		{"await-loop-blocked", "benchfuncs:await_blocked"},
+	p := benchPool(b, pool.Options{Workers: 1, Preload: []string{"asyncio", "benchfuncs", "pwtest"}})
+	for _, c := range []struct {
+		name, target string
+		args         []any
+	}{
+		{"spin", "pwtest:spin", nil},
+		{"time.sleep", "pwtest:sleep_then", []any{3600, nil}},
+		{"await", "pwtest:async_sleep_then", []any{3600, nil}},
+		{"await-loop-blocked", "pwtest:await_blocked", nil},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			var ms []float64
@@ -217,7 +220,7 @@ func BenchmarkCancel(b *testing.B) {
 				ctx, cancel := context.WithCancel(bg)
 				var at time.Time
 				time.AfterFunc(20*time.Millisecond, func() { at = time.Now(); cancel() })
-				_, err := p.Call(ctx, c.target)
+				_, err := p.Call(ctx, c.target, c.args...)
 				if !errors.Is(err, context.Canceled) {
 					b.Fatalf("%s: want a cancelled call, got %v", c.target, err)
 				}

@@ -474,13 +474,9 @@ func (f *Future) Wait(ctx context.Context) (any, error) { return f.t.wait(ctx) }
 
 func (tk *task) wait(ctx context.Context) (any, error) {
 	if !tk.waiting.CompareAndSwap(false, true) {
-		done := tk.doneChan()
-		select {
-		case <-done:
-		case <-ctx.Done():
-		}
+		tk.park(ctx)
 		select { // done, or ctx ended: a result that is there wins
-		case <-done:
+		case <-tk.doneChan():
 			return tk.val, tk.err
 		default:
 			return nil, tk.wrapCtx(ctx)
@@ -489,10 +485,7 @@ func (tk *task) wait(ctx context.Context) (any, error) {
 	// The first waiter takes the task's signal, so that its channel can serve another task.
 	switch {
 	case tk.g.crowded():
-		select {
-		case <-tk.doneChan():
-		case <-ctx.Done():
-		}
+		tk.park(ctx)
 	case cWaiters.Add(1) <= cWaitersMax.Load():
 		_, err := tk.res.Recv(ctx)
 		cWaiters.Add(-1)
@@ -504,10 +497,7 @@ func (tk *task) wait(ctx context.Context) (any, error) {
 		if _, err := tk.res.TrySpinRecv(); err == nil {
 			return tk.recycle()
 		}
-		select {
-		case <-tk.doneChan():
-		case <-ctx.Done():
-		}
+		tk.park(ctx)
 	}
 	// The task is done (finish sends the signal before it closes done) or ctx ended: a result
 	// that is there wins.
@@ -538,6 +528,14 @@ func (g *Group) crowded() bool {
 // tinyTask is the mean task time below which crowded waiters park in Go: at 50 µs, a pool of 2
 // workers makes 40 k results/s, near what 64 waiters in C took on 2 cores.
 const tinyTask = 50 * time.Microsecond
+
+// park waits in Go until the task is done or ctx ends.
+func (tk *task) park(ctx context.Context) {
+	select {
+	case <-tk.doneChan():
+	case <-ctx.Done():
+	}
+}
 
 // cWaiters counts the Waits waiting in C now, process-wide; at most cWaitersMax do.
 var cWaiters, cWaitersMax atomic.Int32
@@ -744,8 +742,6 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 	st := &g.slots[w.id]
 	st.tasks.Add(1)
 	st.busy.Add(int64(busy))
-	m := g.meanBusy.Load()
-	g.meanBusy.Store(m + (int64(busy)-m)/8)
 	w.tasks++
 
 	end := endStop
@@ -770,6 +766,8 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 	}
 	tk.busy = busy
 	tk.finish(val, err)
+	m := g.meanBusy.Load() // after the result is out: only later waits read it (crowded)
+	g.meanBusy.Store(m + (int64(busy)-m)/8)
 	switch {
 	case retired || w.retired.Load():
 		return endRetired

@@ -295,7 +295,7 @@ func Pyworkers(ctx context.Context, workers int, c Counts) (Figures, error) {
 	f.Speedup = Median(pairs.Ratio)
 	f.SpeedupBusy, f.SpeedupCallTime = Median(pairs.Busy), Median(pairs.CallTime)
 	if workers <= runtime.GOMAXPROCS(0) { // as long a loop as a call (benchfuncs.cpu(n) ≈ n/15 µs)
-		call := time.Duration(c.SpeedupCall/15) * time.Microsecond
+		call := time.Duration(c.SpeedupCall) * time.Millisecond / CPU1ms
 		if f.NativeSpeedup, err = NativeSpeedup(workers, c.SpeedupRounds, call); err != nil {
 			return f, err
 		}

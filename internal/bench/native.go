@@ -27,26 +27,19 @@ func NativeSpeedup(workers, rounds int, call time.Duration) (float64, error) {
 	for r := range rounds {
 		var wall [2]time.Duration
 		for _, i := range abba(r) {
-			threads := 1
-			if i == 1 {
-				threads = workers
-			}
-			wall[i] = spinWall(threads, chunks, n)
+			threads := [2]int{1, workers}[i]
+			wall[i] = spinWall(threads, chunks/threads, n)
 		}
 		ratios = append(ratios, wall[0].Seconds()/wall[1].Seconds())
 	}
 	return Median(ratios), nil
 }
 
-// spinWall runs chunks loops of n steps split evenly over threads OS threads; the wall time.
-func spinWall(threads, chunks, n int) time.Duration {
+// spinWall runs share loops of n steps on each of threads OS threads; the wall time.
+func spinWall(threads, share, n int) time.Duration {
 	var wg sync.WaitGroup
 	t0 := time.Now()
-	for k := range threads {
-		share := chunks / threads
-		if k < chunks%threads {
-			share++
-		}
+	for range threads {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

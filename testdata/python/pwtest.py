@@ -238,6 +238,17 @@ def type_and_len(x):
     return type(x).__name__ + str(len(x))
 
 
+async def await_blocked():
+    """Wait for a child task that never awaits: the loop cannot turn (BenchmarkCancel)."""
+    import asyncio
+
+    async def child():
+        while True:
+            pass
+
+    await asyncio.gather(child())
+
+
 async def async_sleep_then(seconds, value):
     """sleep_then as an async target (run on the worker's event loop)."""
     import asyncio

@@ -30,36 +30,5 @@ def noop_arg(_):
     return None
 
 
-# What a call may be doing when it is cancelled (BenchmarkCancel): each runs until interrupted.
-
-
-def spin():
-    while True:
-        pass
-
-
-def sleep_long():
-    import time
-
-    time.sleep(3600)
-
-
-async def await_long():
-    import asyncio
-
-    await asyncio.sleep(3600)
-
-
-async def await_blocked():
-    """Waits for a child task that never awaits: the loop cannot turn."""
-    import asyncio
-
-    async def child():
-        while True:
-            pass
-
-    await asyncio.gather(child())
-
-
 def echo(data):
     return data
