@@ -235,10 +235,13 @@ func TestCrowdedWaitersParkInGo(t *testing.T) {
 			assert.Equal(t, int64(i), v)
 		})
 	}
-	for i := range procs {
-		call(int(i))
+	fillC := func() { // procs callers, each waiting in C
+		for i := range procs {
+			call(int(i))
+		}
+		require.Eventually(t, func() bool { return pool.CWaiters() == procs }, 10*time.Second, time.Millisecond, "the first callers wait in C")
 	}
-	require.Eventually(t, func() bool { return pool.CWaiters() == procs }, 10*time.Second, time.Millisecond, "the first callers wait in C")
+	fillC()
 	require.True(t, g.Crowded(), "%d waiting in C, after tiny tasks", procs)
 	for i := range 3 {
 		call(100 + i)
@@ -267,10 +270,7 @@ func TestCrowdedWaitersParkInGo(t *testing.T) {
 		require.NoError(t, err)
 	}
 	release = holdWorker(t, p)
-	for i := range procs {
-		call(int(i))
-	}
-	require.Eventually(t, func() bool { return pool.CWaiters() == procs }, 10*time.Second, time.Millisecond)
+	fillC()
 	assert.False(t, g.Crowded(), "%d waiting in C, after long tasks", procs)
 	release()
 	wg.Wait()
