@@ -454,3 +454,40 @@ def keep(mv):
 	require.NoError(t, err)
 	assert.Equal(t, cpython.Tuple{"<pyworkers.Buffer of 3 bytes>", int64(5)}, v)
 }
+
+// Release may race with a send of the same Buffer and with Bytes/Len (the type says its methods
+// are safe for concurrent use): a send either took its own reference before the Release, and
+// Python reads intact memory, or it fails saying the buffer was released; -race sees no race.
+func TestBufferReleaseRacesASend(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	sent, refused := 0, 0
+	for range 200 {
+		buf, err := cpython.NewBuffer(4096)
+		require.NoError(t, err)
+		buf.Bytes()[4095] = 7
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for buf.Len() != 0 {
+				_ = buf.Bytes()
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			buf.Release()
+		}()
+		v, err := i.Call(bg, "pwtest:buffer_last_byte", buf)
+		wg.Wait()
+		if err != nil {
+			var ce *cpython.ConversionError
+			require.ErrorAs(t, err, &ce)
+			assert.Contains(t, ce.Reason, "released")
+			refused++
+			continue
+		}
+		assert.Equal(t, int64(7), v)
+		sent++
+	}
+	t.Logf("%d sent before the Release, %d refused after it", sent, refused)
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 )
@@ -21,11 +22,17 @@ var SharedOps struct {
 // that crosses between Go and Python interpreters without being copied.
 //
 // Bytes gives direct access to the memory. A Buffer holds one reference until Release (or,
-// as a safety net, until the garbage collector finds it unreachable); after Release, Bytes
-// returns nil. Its methods are safe for concurrent use; the memory itself is not synchronised:
-// do not change it after sending the buffer, the receivers see the change.
+// as a safety net, until the garbage collector finds the *Buffer unreachable); after Release,
+// Bytes returns nil. The slice Bytes returns is C memory that does not keep the *Buffer
+// alive: as with os.File.Fd, use it only while the *Buffer is reachable (runtime.KeepAlive(b)
+// after the last use of the slice, or a Release after it) and never after Release.
+//
+// Its methods are safe for concurrent use, Release included (a send that has taken its own
+// reference keeps the memory); the memory itself is not synchronised: do not change it after
+// sending the buffer, the receivers see the change.
 type Buffer struct {
-	p       unsafe.Pointer // C pyw_shared*, nil after Release
+	mu      sync.RWMutex   // readers: those taking a reference of their own (ref); writer: Release
+	p       unsafe.Pointer // C pyw_shared*
 	data    []byte
 	state   atomic.Int32 // 0 live, 1 released
 	cleanup runtime.Cleanup
@@ -38,7 +45,7 @@ func WrapShared(p unsafe.Pointer) *Buffer {
 	return b
 }
 
-// Bytes is the buffer's memory (nil after Release). The slice must not be used after Release.
+// Bytes is the buffer's memory (nil after Release). See Buffer for how long the slice is valid.
 func (b *Buffer) Bytes() []byte {
 	if b == nil || b.state.Load() != 0 {
 		return nil
@@ -52,19 +59,30 @@ func (b *Buffer) Len() int { return len(b.Bytes()) }
 // Release gives up this reference. It is idempotent; the memory is freed when the last
 // reference, here or in any interpreter, is gone.
 func (b *Buffer) Release() {
-	if b == nil || !b.state.CompareAndSwap(0, 1) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock() // waits for a ref in progress: it must not take its reference from freed memory
+	released := b.state.Swap(1) != 0
+	b.mu.Unlock()
+	if released {
 		return
 	}
 	b.cleanup.Stop()
 	SharedOps.Decref(b.p)
-	b.data = nil
 }
 
-// ptr returns the C pointer while the buffer is live.
-func (b *Buffer) ptr() (unsafe.Pointer, error) {
-	if b == nil || b.state.Load() != 0 {
+// ref takes a reference of the caller's own on the buffer's memory, or fails after Release.
+func (b *Buffer) ref() (unsafe.Pointer, error) {
+	if b == nil {
 		return nil, errReleased
 	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.state.Load() != 0 {
+		return nil, errReleased
+	}
+	SharedOps.Incref(b.p)
 	return b.p, nil
 }
 
@@ -139,11 +157,10 @@ func appendBuffer(b []byte, refs *Refs, x *Buffer) ([]byte, error) {
 	if refs == nil {
 		return b, unsupported("a Buffer cannot be passed here")
 	}
-	p, err := x.ptr()
+	p, err := x.ref()
 	if err != nil {
 		return b, unsupported("Buffer was released")
 	}
-	SharedOps.Incref(p)
 	refs.P = append(refs.P, p)
 	b = append(b, TagBuffer)
 	return binary.AppendUvarint(b, uint64(len(refs.P)-1)), nil

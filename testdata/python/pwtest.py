@@ -233,6 +233,11 @@ def raise_slow_str():
     raise SlowStr()
 
 
+def buffer_last_byte(mv):
+    """The last byte of a memoryview (of a shared Buffer)."""
+    return mv[-1]
+
+
 def type_and_len(x):
     """The type name and length of x, e.g. 'list0'."""
     return type(x).__name__ + str(len(x))
