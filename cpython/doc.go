@@ -114,7 +114,7 @@
 // Each interpreter's sys.stdout and sys.stderr go to io.Writers (InterpreterConfig.Stdout and
 // Stderr, Thread.SetOutput for one turn, os.Stdout/os.Stderr by default), in whole lines, so
 // that the output of different interpreters never mixes mid-line even on a shared writer (a
-// line longer than 64 KiB goes out in 64 KiB pieces). sys.stdin is empty.
+// line longer than 64 KiB may go out in pieces of 64 KiB or more). sys.stdin is empty.
 //
 // # Inside the interpreter
 //

@@ -149,8 +149,8 @@ func NewInterpreter(ctx context.Context, cfg InterpreterConfig) (*Interpreter, e
 		external: cfg.ExternalInterrupts,
 	}
 	i.unwatchFn = i.unwatch
-	i.stdout.def = firstWriter(cfg.Stdout, rt.cfg.Stdout)
-	i.stderr.def = firstWriter(cfg.Stderr, rt.cfg.Stderr)
+	i.stdout.setDefault(firstWriter(cfg.Stdout, rt.cfg.Stdout))
+	i.stderr.setDefault(firstWriter(cfg.Stderr, rt.cfg.Stderr))
 	created := make(chan error, 1)
 	go i.thread(setupBuf, created)
 	if err := <-created; err != nil {
@@ -200,8 +200,8 @@ func (i *Interpreter) thread(setup []byte, created chan<- error) {
 	if c == nil {
 		err := resultError(context.Background(), &res, "interpreter set-up")
 		C.pyw_buf_free(&errbuf)
-		i.stdout.flush()
-		i.stderr.flush()
+		i.stdout.close()
+		i.stderr.close()
 		i.handle.Delete()
 		created <- err
 		return
@@ -249,8 +249,8 @@ func (i *Interpreter) end() {
 	C.pyw_interp_end(i.c)
 	unlockLifecycle()
 	i.c = nil
-	i.stdout.flush()
-	i.stderr.flush()
+	i.stdout.close()
+	i.stderr.close()
 	i.handle.Delete()
 	unregister(i)
 	close(i.done)

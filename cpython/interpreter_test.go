@@ -610,6 +610,43 @@ func TestOutputGoesToTheChosenWriters(t *testing.T) {
 	assert.True(t, strings.HasSuffix(out.String(), "é\n"))
 }
 
+// A writer given for one turn, or to an interpreter that has ended, is not kept: pyworkers'
+// lock for it goes with its last user.
+func TestOutputWritersAreNotKept(t *testing.T) {
+	before := cpython.WriterLocks()
+	var out bytes.Buffer
+	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stdout: &out, Stderr: &out})
+	require.NoError(t, err)
+	for k := range 50 {
+		var turn bytes.Buffer
+		require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {
+			th.SetOutput(&turn, nil)
+			return th.Exec(bg, "print('turn')")
+		}))
+		require.Equal(t, "turn\n", turn.String())
+		require.Equal(t, before+1, cpython.WriterLocks(), "after turn %d", k)
+	}
+	require.NoError(t, i.Exec(bg, "print('default')"))
+	require.NoError(t, i.Close())
+	assert.Equal(t, "default\n", out.String())
+	assert.Equal(t, before, cpython.WriterLocks(), "the interpreter's own writer after its end")
+}
+
+// A long unfinished line after the last line end is not held back without bound: it goes out
+// once 64 KiB of it are waiting, as a line without any line end does.
+func TestOutputLongUnfinishedLineIsWritten(t *testing.T) {
+	var out bytes.Buffer
+	i := newInterp(t, cpython.InterpreterConfig{Stdout: &out})
+	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {
+		if err := th.Exec(bg, "import sys\nsys.stdout.write('a\\n' + 'x' * 70000)"); err != nil {
+			return err
+		}
+		// still in the turn: only a flush at its end would have written a held-back part
+		assert.Equal(t, 2+70000, out.Len(), "written before the turn ended")
+		return nil
+	}))
+}
+
 // overlapCounter is a writer that counts the Writes that began while another was under way.
 type overlapCounter struct {
 	buf            bytes.Buffer

@@ -22,13 +22,13 @@ const maxPartial = 64 << 10
 // Python threads of the interpreter may write concurrently, hence the mutex.
 type stream struct {
 	mu      sync.Mutex
-	def     io.Writer // the interpreter's writer
-	cur     io.Writer // the current call's writer (Thread.SetOutput), or nil
+	def     output // the interpreter's writer (setDefault)
+	cur     output // the current call's writer (Thread.SetOutput)
 	partial []byte
 }
 
-func (s *stream) writer() io.Writer {
-	if s.cur != nil {
+func (s *stream) writer() output {
+	if s.cur.w != nil {
 		return s.cur
 	}
 	return s.def
@@ -42,10 +42,10 @@ func (s *stream) write(p []byte) error {
 	if i < 0 && len(s.partial) < maxPartial {
 		return nil
 	}
-	if i < 0 {
-		i = len(s.partial) - 1
+	if i < 0 || len(s.partial)-(i+1) >= maxPartial {
+		i = len(s.partial) - 1 // no line end, or a long unfinished line after the last one
 	}
-	err := emit(s.writer(), s.partial[:i+1])
+	err := s.writer().emit(s.partial[:i+1])
 	n := copy(s.partial, s.partial[i+1:])
 	s.partial = s.partial[:n]
 	return err
@@ -61,40 +61,96 @@ func (s *stream) flushLocked() error {
 	if len(s.partial) == 0 {
 		return nil
 	}
-	err := emit(s.writer(), s.partial)
+	err := s.writer().emit(s.partial)
 	s.partial = s.partial[:0]
 	return err
 }
+
+// setDefault sets the interpreter's writer, once, before any output.
+func (s *stream) setDefault(w io.Writer) { s.def = newOutput(w) }
 
 // setCurrent switches the call writer, writing out what the previous writer still holds.
 func (s *stream) setCurrent(w io.Writer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.flushLocked()
-	s.cur = w
+	if s.cur.w == nil && w == nil { // the end of every turn without SetOutput: nothing to do
+		return
+	}
+	s.cur.release()
+	s.cur = newOutput(w)
 }
 
-// writerLocks serialises writes to one io.Writer from several interpreters: one lock per
-// writer, or per type for writers that cannot be map keys (a struct value holding a slice, or
-// an interface that holds one), which share their type's.
-var writerLocks sync.Map // io.Writer or reflect.Type -> *sync.Mutex
+// close writes out what is held and gives up the writers (the interpreter has ended).
+func (s *stream) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.flushLocked()
+	s.cur.release()
+	s.def.release()
+	s.cur, s.def = output{}, output{}
+}
 
-func emit(w io.Writer, p []byte) error {
-	if w == nil || len(p) == 0 {
-		return nil
+// output is a writer with the lock every stream writing to it shares.
+type output struct {
+	w io.Writer
+	l *writerLock
+}
+
+// writerLock serialises writes to one io.Writer from several interpreters: one per writer, or
+// per type for writers that cannot be map keys (a struct value holding a slice, or an
+// interface that holds one), which share their type's. Counted by the streams using it and
+// forgotten with the last, so that a writer given for one turn is not kept for good.
+type writerLock struct {
+	mu    sync.Mutex
+	key   any
+	users int // under writerLocksMu
+}
+
+var (
+	writerLocksMu sync.Mutex
+	writerLocks   = map[any]*writerLock{}
+)
+
+// newOutput is w with its lock, counting one more user of it; the zero output for a nil w.
+func newOutput(w io.Writer) output {
+	if w == nil {
+		return output{}
 	}
 	var key any = w
 	if !reflect.ValueOf(w).Comparable() { // a map key would panic
 		key = reflect.TypeOf(w)
 	}
-	m, ok := writerLocks.Load(key)
-	if !ok { // a writer's first batch: no mutex made for every later one
-		m, _ = writerLocks.LoadOrStore(key, new(sync.Mutex))
+	writerLocksMu.Lock()
+	defer writerLocksMu.Unlock()
+	l := writerLocks[key]
+	if l == nil {
+		l = &writerLock{key: key}
+		writerLocks[key] = l
 	}
-	mu := m.(*sync.Mutex)
-	mu.Lock()
-	defer mu.Unlock()
-	_, err := w.Write(p)
+	l.users++
+	return output{w, l}
+}
+
+// release gives up o's use of its lock.
+func (o output) release() {
+	if o.l == nil {
+		return
+	}
+	writerLocksMu.Lock()
+	defer writerLocksMu.Unlock()
+	if o.l.users--; o.l.users == 0 {
+		delete(writerLocks, o.l.key)
+	}
+}
+
+func (o output) emit(p []byte) error {
+	if o.w == nil || len(p) == 0 {
+		return nil
+	}
+	o.l.mu.Lock()
+	defer o.l.mu.Unlock()
+	_, err := o.w.Write(p)
 	return err
 }
 
