@@ -46,6 +46,9 @@ var (
 // All methods are safe for concurrent use from any goroutine. The queue lives as long as any
 // holder does: this *Channel (until the garbage collector finds it unreachable) or a Python
 // Channel object in some interpreter. Close is about the channel's state, not its memory.
+// An id is not a holder: keep the *Channel reachable (use it later, or defer
+// runtime.KeepAlive(c)) until Python code has opened the id, or the queue, with its items,
+// may be gone by then (pyworkers.Channel(id) then raises ValueError).
 type Channel struct {
 	q   *C.pyw_queue
 	id  int64

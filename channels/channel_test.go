@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/big"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -23,10 +24,13 @@ import (
 	"github.com/pyworkers/pyworkers/internal/pwtest"
 )
 
+// newChan makes a channel that lives until the test ends: tests hand its id to Python, and an
+// id does not keep a channel alive.
 func newChan(t testing.TB, capacity int) *channels.Channel {
 	t.Helper()
 	c, err := channels.New(capacity)
 	require.NoError(t, err)
+	t.Cleanup(func() { runtime.KeepAlive(c) })
 	return c
 }
 
@@ -403,6 +407,52 @@ func TestOpenByID(t *testing.T) {
 	assert.True(t, strings.HasPrefix(v.(string), "<pyworkers.Channel id="))
 }
 
+// A channel lives while a holder does — a *Channel or a Python Channel object — and not for
+// its id: once the last holder is gone, the id opens nothing.
+func TestAChannelLivesWhileAHolderDoes(t *testing.T) {
+	i := newInterp(t)
+	// Asked of Python, whose Channel object lets go at once (a *Channel from Open would hold
+	// the queue until the next collection).
+	require.NoError(t, i.Exec(bg, `
+import pyworkers
+def opens(id):
+    try:
+        pyworkers.Channel(id)
+        return True
+    except ValueError:
+        return False
+`))
+	gone := func(id int64) bool {
+		runtime.GC()
+		v, err := i.Call(bg, "__main__:opens", id)
+		return assert.NoError(t, err) && v == false // no require: Eventually's goroutine
+	}
+
+	c, err := channels.New(0)
+	require.NoError(t, err)
+	require.NoError(t, c.Send(bg, "kept by Python"))
+	id := c.ID()
+	require.NoError(t, i.Exec(bg, fmt.Sprintf("import pyworkers\nheld = pyworkers.Channel(%d)", id)))
+	c = nil // Python holds it now
+	for range 3 {
+		require.False(t, gone(id), "freed while Python held it")
+	}
+	v, err := i.Eval(bg, "held.recv_nowait()")
+	require.NoError(t, err)
+	assert.Equal(t, "kept by Python", v)
+	require.NoError(t, i.Exec(bg, "del held"))
+	assert.Eventually(t, func() bool { return gone(id) }, 5*time.Second, 10*time.Millisecond,
+		"the id still opens a channel no one holds")
+
+	// held by Go only: dropped with the last reference to the *Channel
+	c, err = channels.New(0)
+	require.NoError(t, err)
+	id = c.ID()
+	runtime.KeepAlive(c)
+	c = nil
+	assert.Eventually(t, func() bool { return gone(id) }, 5*time.Second, 10*time.Millisecond)
+}
+
 // N producers × M consumers across interpreters (and Go): every item delivered exactly once.
 func TestManyProducersManyConsumers(t *testing.T) {
 	const producers, consumers, perProducer = 3, 3, 2000
@@ -570,9 +620,13 @@ func TestSendManyRecvMany(t *testing.T) {
 	c := newChan(t, 3) // bounded: send_many waits for room as the receiver drains
 	i := newInterp(t)
 	recv := newInterp(t)
-	got := make(chan any, 1)
-	go func() {
-		require.NoError(t, recv.Exec(bg, fmt.Sprintf(`
+	type outcome struct {
+		batches any
+		err     error
+	}
+	got := make(chan outcome, 1)
+	go func() { // no require here: FailNow must run on the test's goroutine
+		err := recv.Exec(bg, fmt.Sprintf(`
 import pyworkers
 ch = pyworkers.Channel(%d)
 batches, n = [], 0
@@ -580,16 +634,20 @@ while n < 10:
     b = ch.recv_many(2)
     batches.append(b)
     n += len(b)
-`, c.ID())))
-		v, err := recv.Eval(bg, "batches")
-		require.NoError(t, err)
-		got <- v
+`, c.ID()))
+		var v any
+		if err == nil {
+			v, err = recv.Eval(bg, "batches")
+		}
+		got <- outcome{v, err}
 	}()
 	v, err := i.Eval(bg, fmt.Sprintf("__import__('pyworkers').Channel(%d).send_many(range(10))", c.ID()))
 	require.NoError(t, err)
 	assert.Equal(t, int64(10), v)
+	r := <-got
+	require.NoError(t, r.err)
 	var all []any
-	for _, batch := range (<-got).([]any) {
+	for _, batch := range r.batches.([]any) {
 		b := batch.([]any)
 		assert.NotEmpty(t, b)
 		assert.LessOrEqual(t, len(b), 2)

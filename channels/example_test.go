@@ -3,6 +3,7 @@ package channels_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 
 	"github.com/pyworkers/pyworkers/channels"
 	"github.com/pyworkers/pyworkers/cpython"
@@ -18,6 +19,9 @@ func Example() {
 		return
 	}
 	results, _ := channels.New(0)
+	// The interpreters get ids, which do not hold a channel: keep work reachable until they
+	// have opened it (results is used at the end anyway).
+	defer runtime.KeepAlive(work)
 
 	producer, _ := cpython.NewInterpreter(ctx, cpython.InterpreterConfig{Main: map[string]any{"work_id": work.ID()}})
 	defer producer.Close()
