@@ -341,6 +341,47 @@ func TestInterruptWakesABlockedReceiver(t *testing.T) {
 	assert.Equal(t, "later", v)
 }
 
+// An item and an interrupt that reach a waiting recv (or recv_many) together: the interrupt
+// wins and the item stays in the channel, rather than being taken and lost with the
+// interrupted frame. Either the task got the item before its interrupt (and passed it on), or
+// the item is still there.
+func TestInterruptArrivingWithAnItemLosesNothing(t *testing.T) {
+	for _, call := range []string{"recv()", "recv_many()[0]"} {
+		in, out := newChan(t, 0), newChan(t, 0)
+		i := newInterp(t)
+		require.NoError(t, i.Exec(bg, fmt.Sprintf(`
+import pyworkers
+inq, out = pyworkers.Channel(%d), pyworkers.Channel(%d)
+def pass_on():
+    out.send("ready")
+    out.send(inq.%s)
+`, in.ID(), out.ID(), call)))
+		passed, kept := 0, 0
+		for k := range 100 {
+			ctx, cancel := context.WithCancel(bg)
+			done := make(chan error, 1)
+			go func() { _, err := i.Call(ctx, "__main__:pass_on"); done <- err }()
+			v, err := out.Recv(bg)
+			require.NoError(t, err)
+			require.Equal(t, "ready", v)
+			time.Sleep(500 * time.Microsecond) // past its spin, asleep in the wait
+			require.NoError(t, in.Send(bg, int64(k)))
+			cancel()
+			<-done
+			if v, err := out.TryRecv(); err == nil {
+				require.Equal(t, int64(k), v, call)
+				passed++
+				continue
+			}
+			v, err = in.TryRecv()
+			require.NoError(t, err, "%s, round %d: the item is neither passed on nor in the channel", call, k)
+			require.Equal(t, int64(k), v, call)
+			kept++
+		}
+		t.Logf("%s: %d passed on, %d left in the channel", call, passed, kept)
+	}
+}
+
 // While one thread of an interpreter waits in recv(), the interpreter's GIL is free: another
 // thread of the same interpreter runs Python meanwhile.
 func TestBlockedReceiverReleasesItsGIL(t *testing.T) {

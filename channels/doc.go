@@ -19,7 +19,11 @@
 // interpreter's GIL released, so the interpreter's other threads run meanwhile, and interrupting
 // the task (cancelling its context in Go) wakes it at once: the wait raises KeyboardInterrupt
 // once (code that catches it may wait again in its cleanup), and Go code that Python called on
-// the interpreter's thread gets ErrInterrupted. Only the interpreter's own thread is woken so:
+// the interpreter's thread gets ErrInterrupted. An interrupted task takes and sends nothing
+// more: an item that arrives together with the interrupt stays in the channel. (Only an
+// interrupt that lands in the instant a receive returns its item, after the receive's last
+// check, loses that item with the interrupted frame, as KeyboardInterrupt can in any Python
+// code.) Only the interpreter's own thread is woken so:
 // a thread that Python code started and that waits with no timeout keeps waiting, and since an
 // interpreter ends only after its threads (as Python itself does at exit), closing it then
 // waits until that thread gets an item or the channel is closed.

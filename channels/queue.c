@@ -281,6 +281,9 @@ static int wait_for(pyw_queue *q, int for_items, waiter *w) {
 	pthread_cond_t *cv = for_items ? &q->can_recv : &q->can_send;
 	int *waiting = for_items ? &q->recv_waiting : &q->send_waiting;
 	for (;;) {
+		if (w->timeout_ns != 0 && pyw_wait_interrupted()) {
+			return PYW_Q_INTERRUPTED; /* before taking an item or a slot: the task is over */
+		}
 		if (!for_items && q->closed) {
 			return PYW_Q_CLOSED;
 		}

@@ -233,6 +233,10 @@ void pyw_set_main_coro(PyObject *coro);
  * the running task's coroutine since the last time; the request is taken. */
 int pyw_take_cancel(void);
 void pyw_wait_end(void);
+/* GIL held: whether an interrupt was injected into this thread (an interpreter's own) and not
+ * raised yet. A call that takes an item must not return it then: the pending KeyboardInterrupt
+ * would be raised as the call returns, and the item lost with the frame. */
+int pyw_interrupt_pending(void);
 /* GIL held: raise KeyboardInterrupt for an interrupt a wait noticed, withdrawing the pending
  * asynchronous one so it is raised once. Returns NULL for convenience. */
 PyObject *pyw_raise_interrupt(void);
