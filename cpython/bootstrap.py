@@ -135,6 +135,7 @@ def _install_api(config, worker_id, workers):
         fn.__name__ = fn.__qualname__ = name
         fn.__module__ = "pyworkers"
         setattr(_pyworkers, name, fn)
+    _pyworkers._json_line = json_line  # for pyworkers map (the CLI), not public API
 
 
 def call_many(fn, items):
@@ -206,20 +207,22 @@ _files = {}
 _folders = []  # the folders _load_file put on sys.path
 
 
-def _import_traceback():
-    """The stdlib's traceback module for format_exc, imported on first need (it costs a worker
-    tens of milliseconds and memory), without the target folders on sys.path: a traceback.py
-    beside a target must not take its place in pyworkers' error reports."""
-    tb = sys.modules.get("traceback")
-    if tb is not None:
-        return tb
+def _import_stdlib(name):
+    """The stdlib module name (traceback for format_exc, json for json_line), imported on first
+    need (each costs a worker time and memory), without the target folders on sys.path: a
+    traceback.py or json.py beside a target must not take the stdlib's place in pyworkers' own
+    work."""
+    mod = sys.modules.get(name)
+    if mod is not None:
+        return mod
+    import importlib
+
     saved = sys.path[:]
     sys.path[:] = [p for p in saved if p not in _folders]
     try:
-        import traceback
+        return importlib.import_module(name)
     finally:
         sys.path[:] = saved
-    return traceback
 
 
 # Said by resolve of a target's import it undid (its traceback's last line).
@@ -260,6 +263,113 @@ def resolve(target):
     if not callable(obj):
         raise TypeError(f"{target!r} is a {type(obj).__name__}, which is not callable")
     return _sync(obj)
+
+
+_json_targets = {}  # json_line's resolved targets
+_json_codec = None  # json_line's (module, decoder, encoder), made on first use
+
+
+def json_line(target, star, line):
+    """One line of pyworkers map: the JSON text line decoded with Python's json (objects keep
+    their key order, numbers their int or float type), target called with it (spread with
+    star), and the result encoded back as compact JSON text. A line that is not JSON, or a
+    result that JSON cannot hold, gives (1, message) or (2, message) instead; an exception of
+    the target propagates. The pyworkers module exposes it as _json_line (see _install_api)."""
+    global _json_codec
+    fn = _json_targets.get(target)
+    if fn is None:
+        fn = _json_targets[target] = resolve(target)
+    if _json_codec is None:  # one decoder and encoder: json.loads/dumps with options make one a call
+        json = _import_stdlib("json")
+        _json_codec = (
+            json,
+            json.JSONDecoder(parse_float=_json_float, parse_constant=_not_json_constant),
+            json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")),
+        )
+    json, dec, enc = _json_codec
+    try:
+        v = dec.decode(line)
+    except json.JSONDecodeError as e:
+        return (1, f"not JSON: {e.msg} at column {e.colno}")
+    except RecursionError:
+        return (1, "not JSON: nested too deeply")
+    except ValueError as e:  # a constant (NaN), an integer of too many digits
+        return (1, f"not JSON: {e}")
+    if not star:
+        r = fn(v)
+    elif type(v) is list:
+        r = fn(*v)
+    elif type(v) is dict:
+        r = fn(**v)
+    else:
+        return (1, f"--star needs an array or an object, got {_json_kind(v)}")
+    try:
+        out = enc.encode(r)
+    except (TypeError, ValueError, RecursionError) as e:
+        return (2, _not_jsonable(r, e))
+    if not out.isascii():
+        try:
+            out.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: escaped, as JSON can
+            out = json.dumps(r, allow_nan=False, separators=(",", ":"))
+    return out
+
+
+def _json_float(text):
+    f = float(text)
+    if f in (_INF, -_INF):
+        raise ValueError(f"number {text} is out of range for a float")
+    return f
+
+
+_INF = float("inf")
+
+
+def _not_json_constant(name):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _json_kind(v):
+    if v is None:
+        return "null"
+    return {bool: "a boolean", str: "a string", int: "a number", float: "a number"}.get(type(v), type(v).__name__)
+
+
+def _not_jsonable(r, e):
+    """What in r JSON cannot hold, and where, for json_line's error (e: json's own)."""
+    try:
+        found = _find_not_jsonable(r, "", set())
+    except RecursionError:
+        found = "the result is nested too deeply for JSON"
+    return found or f"the result cannot be JSON: {e}"
+
+
+def _find_not_jsonable(v, path, around):
+    where = "the result at " + path if path else "the result"
+    if v is None or isinstance(v, (int, str)):
+        return None
+    if isinstance(v, float):
+        return f"{where} is {v}, which JSON cannot hold" if v != v or v in (_INF, -_INF) else None
+    if not isinstance(v, (list, tuple, dict)):
+        hint = " (decode it, or return base64 text)" if isinstance(v, (bytes, bytearray)) else ""
+        return f"{where} is of type {_type_name(type(v))!r}, which JSON cannot hold{hint}"
+    if id(v) in around:
+        return f"{where} is a container around it (a cycle), which JSON cannot hold"
+    around.add(id(v))
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if not (k is None or isinstance(k, (str, int, float))):
+                return f"{where} has a key of type {_type_name(type(k))!r}, which JSON cannot hold"
+            found = _find_not_jsonable(x, f"{path}[{k!r}]", around)
+            if found:
+                return found
+    else:
+        for i, x in enumerate(v):
+            found = _find_not_jsonable(x, f"{path}[{i}]", around)
+            if found:
+                return found
+    around.discard(id(v))
+    return None
 
 
 _CO_COROUTINE = 0x80  # inspect.CO_COROUTINE (importing inspect costs a worker ~10 ms)
@@ -565,7 +675,7 @@ def format_exc(e):
     except Exception:
         msg = "<exception str() failed>"
     try:
-        tb = "".join(_import_traceback().format_exception(e))
+        tb = "".join(_import_stdlib("traceback").format_exception(e))
     except Exception:
         tb = f"{name}: {msg}\n"
     return (_utf8_safe(name), _utf8_safe(msg), _utf8_safe(tb))

@@ -315,17 +315,50 @@ func TestMapUsageErrorsBeforeAnyWork(t *testing.T) {
 
 // Input that is not what it seems is an error line of its own, never a silent substitute.
 func TestMapInputErrors(t *testing.T) {
-	r := pyworkersIn(t, "1\n\n\"caf\xe9\"\n1e999\n2\n", "map", "json:dumps")
+	r := pyworkersIn(t, "1\n\n\"caf\xe9\"\n1e999\n2\n[1,2]]\nNaN\n"+strings.Repeat("[", 100000)+"\n3\n", "map", "json:dumps")
 	assert.Equal(t, 1, r.code, r.stderr)
 	lines := jsonLines(t, r.stdout)
-	require.Len(t, lines, 5)
+	require.Len(t, lines, 9)
 	assert.Equal(t, "1", lines[0]["ok"])
-	for k, says := range map[int]string{1: "empty line", 2: "UTF-8", 3: "out of range"} {
+	for k, says := range map[int]string{1: "empty line", 2: "UTF-8", 3: "out of range", 5: "Extra data",
+		6: "NaN is not a JSON value", 7: "nested too deeply"} {
 		e, ok := lines[k]["error"].(map[string]any)
 		require.True(t, ok, "line %d: %v", k, lines[k])
+		assert.Equal(t, "InputError", e["type"], "line %d", k)
+		assert.Contains(t, e["message"], fmt.Sprintf("line %d: ", k+1))
 		assert.Contains(t, e["message"], says, "line %d", k)
 	}
 	assert.Equal(t, "2", lines[4]["ok"])
+	assert.Equal(t, "3", lines[8]["ok"])
+}
+
+// A line means in Python what it means to Python's json module, both ways: an object keeps its
+// key order (into the function, and out of it), 2.0 stays a float, a lone surrogate escape
+// stays one, and a result's own key order is kept.
+func TestMapIsPythonsJSON(t *testing.T) {
+	p := script(t, `
+def keys(d):
+    return list(d)
+def back(x):
+    return x
+def build(n):
+    return {"z": n, "a": [n / 2, n // 2], "m": None}
+`)
+	var in strings.Builder
+	for range 50 {
+		in.WriteString(`{"b": 1, "a": 2, "c": 3}` + "\n")
+	}
+	r := pyworkersIn(t, in.String(), "map", "-w", "2", p+":keys")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, strings.Repeat(`{"ok":["b","a","c"]}`+"\n", 50), r.stdout, "the order of the line's keys")
+
+	r = pyworkersIn(t, "2.0\n\"\\ud800x\"\n{\"y\": 1, \"x\": [1.5e300, -0.0]}\n", "map", p+":back")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, `{"ok":2.0}`+"\n"+`{"ok":"\ud800x"}`+"\n"+`{"ok":{"y":1,"x":[1.5e+300,-0.0]}}`+"\n", r.stdout)
+
+	r = pyworkersIn(t, "7\n", "map", p+":build")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, `{"ok":{"z":7,"a":[3.5,3],"m":null}}`+"\n", r.stdout, "the result's key order")
 }
 
 // A line's --timeout starts when a worker is free for it: lines that wait for a worker do not

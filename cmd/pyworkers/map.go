@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
-	"math/big"
 	"os"
 	"runtime"
 	"strings"
@@ -31,9 +29,11 @@ input order:
   {"error": {"type": "ValueError", "message": "...", "traceback": "..."}}
 TARGET is path/to/file.py:func or pkg.module:func (from the active virtual environment too, or
 the one whose python --python names); an async function is run to completion. Each line's JSON
-value is the function's one argument; with --star an array is spread into positional arguments and an object into keyword
-arguments. Tuples come back as arrays; a result JSON cannot hold (bytes, NaN, ...) and a line
-that is not JSON give an error line, not an abort. What the function prints goes to standard
+value is the function's one argument; with --star an array is spread into positional arguments
+and an object into keyword arguments. Lines and results go through Python's json module in the
+workers: objects keep their key order both ways, 2.0 stays a float, tuples come back as arrays.
+A result JSON cannot hold (bytes, NaN, ...) and a line that is not JSON (NaN, 1e999 and extra
+text after the value included) give an error line, not an abort. What the function prints goes to standard
 error, and so does what child processes or C code write to standard output. Exit status: 0
 when every line succeeded, 1 when some failed, 2 for a bad command line or a TARGET that cannot
 be imported (said before any work starts), 130 after Ctrl-C and 143 after SIGTERM (the lines
@@ -198,6 +198,7 @@ type mapStats struct {
 // entry is a run of input lines on their way: the lines that are not JSON have their error
 // already, the others are calls of one batch (one hand-off to a worker for the lot).
 type entry struct {
+	first  int // the input line number of the run's first line
 	lines  int
 	errs   map[int]error // index in the run -> input error
 	batch  *pool.BatchFuture
@@ -274,7 +275,7 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout, stderr io.Writer
 			m.sizer.Observe(e.batch)
 			m.runMax.Store(int32(m.sizer.Size()))
 		}
-		for _, r := range results {
+		for k, r := range results {
 			if ctx.Err() != nil && r.Err != nil && isCancellation(r.Err) {
 				// Ctrl-C: this line did not finish; what follows is not written either, so that
 				// the output stays one line per input, in order.
@@ -284,7 +285,7 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout, stderr io.Writer
 			buf.Reset()
 			err := r.Err
 			if err == nil {
-				err = writeOK(buf, r.Value)
+				err = writeOK(buf, r.Value, e.first+k)
 			}
 			if err != nil {
 				buf.Reset()
@@ -358,7 +359,7 @@ func (m *mapper) read(ctx context.Context, in io.Reader, entries chan<- entry) e
 			runMax = 1
 		}
 		var items [][]any
-		e := entry{}
+		e := entry{first: line + 1}
 		eof := false
 		for e.lines < runMax {
 			if ctx.Err() != nil {
@@ -374,14 +375,13 @@ func (m *mapper) read(ctx context.Context, in io.Reader, entries chan<- entry) e
 				break
 			}
 			line++
-			args, aerr := m.args(text)
-			if aerr != nil {
+			if aerr := checkLine(text); aerr != nil {
 				if e.errs == nil {
 					e.errs = map[int]error{}
 				}
 				e.errs[e.lines] = &inputError{fmt.Sprintf("line %d: %v", line, aerr)}
 			} else {
-				items = append(items, args)
+				items = append(items, []any{m.target, m.star, string(text)})
 			}
 			e.lines++
 			if eof || r.Buffered() == 0 {
@@ -405,7 +405,7 @@ func (m *mapper) read(ctx context.Context, in io.Reader, entries chan<- entry) e
 // has its deadline and is handed over only when a worker is free for it (m.free).
 func (m *mapper) submit(ctx context.Context, e *entry, items [][]any) bool {
 	if m.timeout <= 0 {
-		e.batch, e.err = m.p.SubmitBatch(context.Background(), m.target, items)
+		e.batch, e.err = m.p.SubmitBatch(context.Background(), jsonLine, items)
 		return true
 	}
 	select {
@@ -415,7 +415,7 @@ func (m *mapper) submit(ctx context.Context, e *entry, items [][]any) bool {
 	}
 	tctx, cancel := context.WithTimeout(context.Background(), m.timeout)
 	e.cancel = cancel
-	if e.batch, e.err = m.p.SubmitBatch(tctx, m.target, items); e.err != nil {
+	if e.batch, e.err = m.p.SubmitBatch(tctx, jsonLine, items); e.err != nil {
 		<-m.free
 		return true
 	}
@@ -430,87 +430,21 @@ type inputError struct{ msg string }
 
 func (e *inputError) Error() string { return e.msg }
 
-// args decodes one line into call arguments; numbers stay integers when they are.
-func (m *mapper) args(text []byte) ([]any, error) {
+// jsonLine is the worker side of map: it decodes a line with Python's json module, calls the
+// target and encodes the result (bootstrap.py's json_line), so that a line means in Python
+// what it means to Python's json: objects keep their key order, 2.0 stays a float, a string
+// may hold a lone surrogate escape. Its items are (target, star, line).
+const jsonLine = "pyworkers:_json_line"
+
+// checkLine is what a line must be before it goes to a worker: text, and not empty.
+func checkLine(text []byte) error {
 	if len(bytes.TrimSpace(text)) == 0 {
-		return nil, errors.New("an empty line, not JSON")
+		return errors.New("an empty line, not JSON")
 	}
 	if !utf8.Valid(text) {
-		return nil, errors.New("not JSON: not valid UTF-8") // the decoder would replace it unseen
+		return errors.New("not JSON: not valid UTF-8") // it could not cross as a str
 	}
-	d := json.NewDecoder(bytes.NewReader(text))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		return nil, fmt.Errorf("not JSON: %v", err)
-	}
-	if d.More() {
-		return nil, errors.New("not JSON: more than one value on the line")
-	}
-	v, err := fromJSON(v)
-	if err != nil {
-		return nil, err
-	}
-	if m.star {
-		switch x := v.(type) {
-		case []any:
-			return x, nil
-		case map[string]any:
-			return []any{cpython.Kwargs(x)}, nil
-		}
-		return nil, fmt.Errorf("--star needs an array or an object, got %s", jsonKind(v))
-	}
-	return []any{v}, nil
-}
-
-// fromJSON turns the decoder's numbers into int64, *big.Int or float64; a number no float64
-// holds (1e999) is an error, not infinity.
-func fromJSON(v any) (any, error) {
-	var err error
-	switch x := v.(type) {
-	case json.Number:
-		s := string(x)
-		if !strings.ContainsAny(s, ".eE") {
-			if n, err := x.Int64(); err == nil {
-				return n, nil
-			}
-			if b, ok := new(big.Int).SetString(s, 10); ok {
-				return b, nil
-			}
-		}
-		f, err := x.Float64()
-		if err != nil {
-			return nil, fmt.Errorf("number %s is out of range for a float", s)
-		}
-		return f, nil
-	case []any:
-		for i := range x {
-			if x[i], err = fromJSON(x[i]); err != nil {
-				return nil, err
-			}
-		}
-	case map[string]any:
-		for k := range x {
-			if x[k], err = fromJSON(x[k]); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return v, nil
-}
-
-func jsonKind(v any) string {
-	switch v.(type) {
-	case nil:
-		return "null"
-	case bool:
-		return "a boolean"
-	case string:
-		return "a string"
-	case int64, float64, *big.Int:
-		return "a number"
-	}
-	return fmt.Sprintf("%T", v)
+	return nil
 }
 
 // lineBuf holds one output line at a time, with its JSON encoder made once.
@@ -526,64 +460,34 @@ func newLineBuf() *lineBuf {
 	return lb
 }
 
-// writeOK writes {"ok": val}, or fails naming what JSON cannot hold.
-func writeOK(buf *lineBuf, val any) error {
-	if err := jsonable(val, ""); err != nil {
-		return err
+// writeOK writes {"ok": RESULT} for json_line's outcome of the line numbered line: the
+// result's JSON text, or (kind, message) for a line that is not JSON (1) or a result JSON
+// cannot hold (2), which is the error returned.
+func writeOK(buf *lineBuf, v any, line int) error {
+	switch x := v.(type) {
+	case string:
+		buf.WriteString(`{"ok":`)
+		buf.WriteString(x)
+		buf.WriteString("}\n")
+		return nil
+	case cpython.Tuple:
+		if len(x) == 2 {
+			msg, _ := x[1].(string)
+			switch x[0] {
+			case int64(1):
+				return &inputError{fmt.Sprintf("line %d: %s", line, msg)}
+			case int64(2):
+				return &resultError{msg}
+			}
+		}
 	}
-	buf.WriteString(`{"ok":`)
-	if err := buf.enc.Encode(val); err != nil {
-		return err
-	}
-	buf.Truncate(buf.Len() - 1) // Encode's newline
-	buf.WriteString("}\n")
-	return nil
+	return fmt.Errorf("pyworkers map: unexpected outcome %T from the worker", v)
 }
 
 // resultError is a result that JSON cannot hold.
 type resultError struct{ msg string }
 
 func (e *resultError) Error() string { return e.msg }
-
-func jsonable(v any, path string) error {
-	where := func() string {
-		if path == "" {
-			return "the result"
-		}
-		return "the result at " + path
-	}
-	switch x := v.(type) {
-	case nil, bool, int64, *big.Int, string:
-		return nil
-	case float64:
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return &resultError{fmt.Sprintf("%s is %v, which JSON cannot hold", where(), x)}
-		}
-		return nil
-	case []byte:
-		return &resultError{fmt.Sprintf("%s is bytes, which JSON cannot hold (decode it, or return base64 text)", where())}
-	case *cpython.Buffer:
-		x.Release()
-		return &resultError{fmt.Sprintf("%s is a pyworkers.Buffer, which JSON cannot hold", where())}
-	case cpython.Tuple:
-		return jsonable([]any(x), path)
-	case []any:
-		for i, e := range x {
-			if err := jsonable(e, fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return err
-			}
-		}
-		return nil
-	case map[string]any:
-		for k, e := range x {
-			if err := jsonable(e, fmt.Sprintf("%s[%q]", path, k)); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return &resultError{fmt.Sprintf("%s has Go type %T, which JSON cannot hold", where(), v)}
-}
 
 // errorJSON is how the CLI reports an error in JSON (map's lines, doctor's report): a Python
 // exception's type, message and traceback, or "Error" and the error's text.
