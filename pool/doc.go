@@ -30,7 +30,9 @@
 //
 // # Cancellation
 //
-// Every blocking call takes a context. A task whose context ends while it is queued leaves the
+// Every blocking call takes a context (New's is NewContext: a start whose Setup or Preload
+// hangs ends with it; CloseContext's also interrupts a replacement worker's Setup). A task
+// whose context ends while it is queued leaves the
 // queue at once and never runs; one that is running is interrupted (KeyboardInterrupt, within
 // CPython's 5 ms switch interval for pure-Python code, at once for time.sleep; an async
 // target's task is cancelled where it awaits, see package cpython, Async targets; another

@@ -581,7 +581,9 @@ const (
 // startSlot starts a goroutine that keeps slot id of g filled (runSlot), unless the pool is
 // closing: a replacement asked for while Close runs (retire) must not add to the slots Close
 // waits for once its wait may have begun.
-func (p *Pool) startSlot(g *Group, id int, ready func(error)) {
+//
+// With ready (a first start, from New), ctx governs that start; otherwise the pool's abort does.
+func (p *Pool) startSlot(ctx context.Context, g *Group, id int, ready func(error)) {
 	p.slotMu.Lock()
 	defer p.slotMu.Unlock()
 	if p.closing.Load() {
@@ -593,12 +595,12 @@ func (p *Pool) startSlot(g *Group, id int, ready func(error)) {
 	p.slots.Add(1)
 	go func() {
 		defer p.slots.Done()
-		g.runSlot(id, ready)
+		g.runSlot(ctx, id, ready)
 	}()
 }
 
 // runSlot keeps slot id of the group filled with a working interpreter until the pool closes.
-func (g *Group) runSlot(id int, ready func(error)) {
+func (g *Group) runSlot(ctx context.Context, id int, ready func(error)) {
 	const firstPause, lastPause = 50 * time.Millisecond, 5 * time.Second
 	pause := firstPause
 	// wait pauses before the next start after a failure, longer each time; false if the pool
@@ -615,7 +617,8 @@ func (g *Group) runSlot(id int, ready func(error)) {
 		}
 	}
 	for !g.p.closing.Load() {
-		w, err := g.startWorker(id)
+		w, err := g.startWorker(ctx, id)
+		ctx = g.p.abort // restarts: until CloseContext's context ends
 		if ready != nil {
 			ready(err)
 			ready = nil
@@ -657,9 +660,10 @@ func (g *Group) setWorker(id int, old, w *worker) {
 	}
 }
 
-func (g *Group) startWorker(id int) (*worker, error) {
+// startWorker starts worker id; ending ctx interrupts its Preload and Setup.
+func (g *Group) startWorker(ctx context.Context, id int) (*worker, error) {
 	opts := g.p.opts
-	in, err := cpython.NewInterpreter(context.Background(), cpython.InterpreterConfig{
+	in, err := cpython.NewInterpreter(ctx, cpython.InterpreterConfig{
 		Path: opts.Path, Config: g.spec.Config, WorkerID: id, Workers: g.spec.Workers,
 		Stdout: opts.Stdout, Stderr: opts.Stderr,
 		ExternalInterrupts: true, // every task's context is watched here already (task.cancel)
@@ -667,22 +671,31 @@ func (g *Group) startWorker(id int) (*worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = in.Do(context.Background(), func(t *cpython.Thread) error {
+	// The interpreter leaves watching contexts to its owner (ExternalInterrupts): here, ctx.
+	interrupted := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(interrupted)
+		in.InterruptContext(ctx)
+	})
+	err = in.Do(ctx, func(t *cpython.Thread) error {
 		for _, m := range g.spec.Preload {
 			if !cpython.IsModuleName(m) {
 				return fmt.Errorf("preloading %q: not a module name", m)
 			}
-			if err := t.Exec(context.Background(), "import "+m); err != nil {
+			if err := t.Exec(ctx, "import "+m); err != nil {
 				return fmt.Errorf("preloading %s: %w", m, err)
 			}
 		}
 		if g.spec.Setup != "" {
-			if err := t.Exec(context.Background(), g.spec.Setup); err != nil {
+			if err := t.Exec(ctx, g.spec.Setup); err != nil {
 				return fmt.Errorf("running Setup: %w", err)
 			}
 		}
 		return nil
 	})
+	if !stop() {
+		<-interrupted
+	}
 	if err != nil {
 		in.Close()
 		return nil, err
@@ -795,8 +808,8 @@ func (w *worker) retire() {
 	}
 	g := w.g
 	g.recycles.Add(1)
-	g.p.startSlot(g, w.id, nil) // not once the pool is closing
-	go w.in.CloseContext(ended) // interrupts the stuck task every 100 ms until it returns
+	g.p.startSlot(g.p.abort, g, w.id, nil) // not once the pool is closing
+	go w.in.CloseContext(ended)            // interrupts the stuck task every 100 ms until it returns
 }
 
 // interruptAll interrupts every running task of the group (CloseContext's deadline).

@@ -93,15 +93,24 @@ type Pool struct {
 	close   sync.Once
 	slots   sync.WaitGroup // one per running slot goroutine (startSlot)
 	slotMu  sync.Mutex     // orders slots.Add in startSlot before Close's slots.Wait
-	started time.Time
-	procs   int32 // GOMAXPROCS when the pool was made (see Group.crowded)
+	// abort ends when CloseContext's context does (or Close has ended everything): it
+	// interrupts a replacement worker's Preload and Setup, which no task's context reaches.
+	abort    context.Context
+	abortNow context.CancelFunc
+	started  time.Time
+	procs    int32 // GOMAXPROCS when the pool was made (see Group.crowded)
 }
 
 // New starts a pool and returns when every worker is ready to take work (their interpreters are
 // created in parallel). If a worker cannot start — its Setup raises, a Preload module cannot be
 // imported — New ends what it started and returns that error (a *cpython.PythonError with the
-// traceback).
-func New(opts Options) (*Pool, error) {
+// traceback). It is NewContext with a context that never ends.
+func New(opts Options) (*Pool, error) { return NewContext(context.Background(), opts) }
+
+// NewContext is New under ctx: when ctx ends while workers start, their Preload imports and
+// Setup code are interrupted (as a call's would be), everything started is ended, and the
+// error wraps ctx.Err(). ctx governs the start only, not the pool's life.
+func NewContext(ctx context.Context, opts Options) (*Pool, error) {
 	if opts.Workers == 0 {
 		opts.Workers = runtime.NumCPU()
 	}
@@ -113,6 +122,7 @@ func New(opts Options) (*Pool, error) {
 	}
 	p := &Pool{opts: opts, groups: map[string]*Group{}, closed: make(chan struct{}), started: time.Now(),
 		procs: int32(runtime.GOMAXPROCS(0))}
+	p.abort, p.abortNow = context.WithCancel(context.Background())
 	specs := map[string]GroupOptions{"": {
 		Workers: opts.Workers, Setup: opts.Setup, Preload: opts.Preload, Config: opts.Config,
 		QueueSize: opts.QueueSize, MaxTasksPerWorker: opts.MaxTasksPerWorker,
@@ -162,7 +172,7 @@ func New(opts Options) (*Pool, error) {
 		p.groups[name] = g
 		for id := range spec.Workers {
 			ready.Add(1)
-			p.startSlot(g, id, func(err error) {
+			p.startSlot(ctx, g, id, func(err error) {
 				if err != nil {
 					mu.Lock()
 					firstErrs = append(firstErrs, fmt.Errorf("pool: starting worker %d of group %q: %w", id, name, err))
@@ -251,11 +261,13 @@ func (p *Pool) CloseContext(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		err = fmt.Errorf("pool: closed by interrupting running tasks: %w", ctx.Err())
+		p.abortNow()
 		for _, g := range p.groups {
 			g.interruptAll()
 		}
 		<-done
 	}
+	p.abortNow()
 	// Workers drain their queues; whatever a worker that failed to restart left behind ends here.
 	for _, g := range p.groups {
 		for {

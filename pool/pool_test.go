@@ -8,6 +8,8 @@ import (
 	"expvar"
 	"fmt"
 	"iter"
+	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -806,6 +808,53 @@ func TestCloseContextInterruptsRunningTasks(t *testing.T) {
 	_, err = f.Wait(bg)
 	assert.ErrorIs(t, err, pool.ErrClosed, "as the docs say")
 	assert.ErrorIs(t, err, cpython.ErrClosed)
+}
+
+// NewContext's context reaches the workers' Setup and Preload while they run: a start that
+// hangs ends with the context, leaving nothing behind.
+func TestNewContextInterruptsTheStart(t *testing.T) {
+	before := cpython.LiveInterpreters()
+	for _, setup := range []string{"while True: pass", "import time\ntime.sleep(60)"} {
+		ctx, cancel := context.WithTimeout(bg, 200*time.Millisecond)
+		start := time.Now()
+		p, err := pool.NewContext(ctx, pool.Options{Workers: 2, Setup: setup})
+		cancel()
+		assert.Nil(t, p)
+		require.ErrorIs(t, err, context.DeadlineExceeded, "%q", setup)
+		assert.Less(t, time.Since(start), 10*time.Second, "%q", setup)
+		assert.Equal(t, before, cpython.LiveInterpreters(), "%q: a stopped start leaves no interpreter", setup)
+	}
+	// a context that ends after the start does not touch the pool
+	ctx, cancel := context.WithCancel(bg)
+	p, err := pool.NewContext(ctx, pool.Options{Workers: 1, Setup: "X = 1"})
+	require.NoError(t, err)
+	cancel()
+	v, err := p.Call(bg, "pwtest:main_eval", "X")
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), v)
+	require.NoError(t, p.Close())
+}
+
+// A replacement worker whose Setup hangs does not hold CloseContext past its context: the
+// Setup is interrupted like a running task.
+func TestCloseContextInterruptsAReplacementsSetup(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "hang")
+	p, err := pool.New(pool.Options{Workers: 1, MaxTasksPerWorker: 1, Setup: fmt.Sprintf(`
+import os
+if os.path.exists(%q):
+    while True: pass
+`, flag)})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(flag, nil, 0o644))
+	_, err = p.Call(bg, "pwtest:noop") // the worker's last task: its replacement hangs in Setup
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return p.Stats().Groups[0].Recycles >= 1 }, 10*time.Second, time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(bg, 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	assert.ErrorIs(t, p.CloseContext(ctx), context.DeadlineExceeded)
+	assert.Less(t, time.Since(start), 10*time.Second)
 }
 
 func TestStatsAsExpvar(t *testing.T) {
