@@ -607,6 +607,48 @@ func TestMapInterruptedWhileInputIsIdle(t *testing.T) {
 	}
 }
 
+// Ctrl-C reaches Python that runs before any line: --setup, and a call that never returns.
+func TestMapInterruptReachesSetupAndHungCalls(t *testing.T) {
+	p := script(t, mapScript)
+	for _, args := range [][]string{
+		{"map", "--setup", "import sys, time\nprint('setting up', file=sys.stderr)\ntime.sleep(60)", "json:dumps"},
+		{"map", "--setup", "import sys\nprint('setting up', file=sys.stderr)\nwhile True: pass", "json:dumps"},
+		{"map", "-w", "2", p + ":hang"},
+	} {
+		cmd := exec.Command(binary, args...)
+		cmd.Stdin = strings.NewReader("1\n2\n")
+		var out, errb syncBuffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		require.NoError(t, cmd.Start())
+		if strings.HasSuffix(args[len(args)-1], ":hang") {
+			time.Sleep(time.Second) // the calls run
+		} else {
+			require.Eventually(t, func() bool { return strings.Contains(errb.String(), "setting up") }, time.Minute, 10*time.Millisecond)
+		}
+		require.NoError(t, cmd.Process.Signal(os.Interrupt))
+		code := exitCodeWithin(t, cmd, 10*time.Second, fmt.Sprintf("%q did not stop on Ctrl-C", args))
+		assert.Equal(t, 130, code, "%q: %s", args, errb.String())
+		assert.Empty(t, out.String(), "%q", args)
+	}
+}
+
+// run reports a worker's failure when it happens: Ctrl-C afterwards does not hide it.
+func TestRunReportsFailuresAsTheyHappen(t *testing.T) {
+	p := script(t, "import pyworkers, time\nif pyworkers.worker_id() == 1:\n    raise ValueError('boom')\ntime.sleep(60)\n")
+	cmd := exec.Command(binary, "run", "-w", "2", p)
+	var out, errb syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	require.NoError(t, cmd.Start())
+	require.Eventually(t, func() bool { return strings.Contains(errb.String(), "ValueError: boom") }, time.Minute, 10*time.Millisecond,
+		"worker 1's failure is reported while worker 0 still runs")
+	assert.Contains(t, errb.String(), "worker 1 failed")
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	code := exitCodeWithin(t, cmd, 10*time.Second, "run did not stop on Ctrl-C")
+	assert.Equal(t, 130, code, errb.String())
+	assert.Contains(t, errb.String(), "(1 failed before)")
+	assert.NotContains(t, errb.String(), "worker 0 failed", "interrupted by Ctrl-C, not failing")
+}
+
 // A virtual environment's packages import in the workers when it is active (VIRTUAL_ENV) or
 // named with --python, in map, run and doctor; one of another Python version is refused.
 func TestPythonEnvironment(t *testing.T) {

@@ -95,8 +95,11 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	}
 
 	cwd, _ := os.Getwd()
-	p, err := pool.New(pool.Options{Workers: *workers, Setup: *setup, Path: []string{cwd}, Stdout: std.stderr, Stderr: std.stderr})
+	p, err := pool.NewContext(ctx, pool.Options{Workers: *workers, Setup: *setup, Path: []string{cwd}, Stdout: std.stderr, Stderr: std.stderr})
 	if err != nil {
+		if ctx.Err() != nil { // Ctrl-C while --setup ran: it was interrupted
+			return exitInterrupt, nil
+		}
 		return exitUsage, usageErrorWithTraceback("the workers could not start", err)
 	}
 	defer p.Close()

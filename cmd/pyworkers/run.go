@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -65,8 +66,22 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 		return exitUsage, err
 	}
 
-	type outcome struct{ err error }
-	results := make([]outcome, *workers)
+	// A failure is reported when its worker ends, not after all of them: a long run shows it
+	// at once, and Ctrl-C later does not hide it.
+	var failed atomic.Int32
+	var reportMu sync.Mutex
+	report := func(k int, err error) {
+		if err == nil || exitedOK(err) || (ctx.Err() != nil && errors.Is(err, ctx.Err())) {
+			return // a success, or stopped by Ctrl-C rather than failing
+		}
+		failed.Add(1)
+		reportMu.Lock()
+		defer reportMu.Unlock()
+		fmt.Fprintf(stderr, "worker %d failed: %v\n", k, err)
+		if pe := (*cpython.PythonError)(nil); errors.As(err, &pe) {
+			fmt.Fprintf(stderr, "%+v\n", pe)
+		}
+	}
 	var wg sync.WaitGroup
 	start := time.Now()
 	for k := range *workers {
@@ -81,41 +96,31 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 				Stdout: out, Stderr: errw, Path: []string{filepath.Dir(script)}, // as python SCRIPT.py does
 			})
 			if err != nil {
-				results[k].err = err
+				report(k, err)
 				return
 			}
-			defer interp.Close()
 			wctx := ctx
 			if *timeout > 0 {
 				var cancel context.CancelFunc
 				wctx, cancel = context.WithTimeout(ctx, *timeout)
 				defer cancel()
 			}
-			results[k].err = interp.RunFile(wctx, script)
+			err = interp.RunFile(wctx, script)
+			interp.Close() // its output written out before the report
+			report(k, err)
 		})
 	}
 	wg.Wait()
 	wall := time.Since(start)
 
 	if ctx.Err() != nil { // Ctrl-C: the workers were interrupted, not failing
-		fmt.Fprintf(stderr, "pyworkers run: interrupted after %.2fs\n", wall.Seconds())
+		fmt.Fprintf(stderr, "pyworkers run: interrupted after %.2fs (%d failed before)\n", wall.Seconds(), failed.Load())
 		return exitInterrupt, nil
-	}
-	failed := 0
-	for k, r := range results {
-		if r.err == nil || exitedOK(r.err) {
-			continue
-		}
-		failed++
-		fmt.Fprintf(stderr, "worker %d failed: %v\n", k, r.err)
-		if pe := (*cpython.PythonError)(nil); errors.As(r.err, &pe) {
-			fmt.Fprintf(stderr, "%+v\n", pe)
-		}
 	}
 	cpu := processCPU()
 	fmt.Fprintf(stderr, "pyworkers run: %d of %d workers succeeded in %.2fs wall, %.2fs CPU (%.1f cores busy on average)\n",
-		*workers-failed, *workers, wall.Seconds(), cpu.Seconds(), cpu.Seconds()/wall.Seconds())
-	if failed > 0 {
+		*workers-int(failed.Load()), *workers, wall.Seconds(), cpu.Seconds(), cpu.Seconds()/wall.Seconds())
+	if failed.Load() > 0 {
 		return exitFailed, nil
 	}
 	return exitOK, nil
