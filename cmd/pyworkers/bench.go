@@ -65,6 +65,9 @@ func cmdBench(ctx context.Context, args []string, std io3) (int, error) {
 	if *workers < 2 {
 		return exitUsage, usagef("-w must be at least 2 to measure a speed-up, got %d", *workers)
 	}
+	if err := checkWorkers(*workers); err != nil {
+		return exitUsage, err
+	}
 	dir, err := bench.Prepare()
 	if err != nil {
 		return exitFailed, err

@@ -74,7 +74,7 @@ func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
 	if err != nil {
 		return exitFailed, err
 	}
-	var rep doctorReport
+	rep := doctorReport{Modules: []moduleReport{}} // "modules": [] with none asked, not null
 	rep.Python.Version, rep.Python.Build, rep.Python.Prefix = info.Version, buildName(info), info.Prefix
 	cwd, _ := os.Getwd()
 	failed := 0

@@ -147,24 +147,30 @@ func TestRunTimeoutStopsAHungScript(t *testing.T) {
 }
 
 func TestUsageErrorsExit2(t *testing.T) {
-	for _, args := range [][]string{
-		{},
-		{"no-such-command"},
-		{"run"},
-		{"run", "/no/such/script.py"},
-		{"run", "-w", "0", "x.py"},
-		{"run", "--no-such-flag", "x.py"},
-		{"run", "--timeout", "-1s", "x.py"},
-		{"bench", "-w", "1"},
-		{"bench", "extra"},
-		{"bench", "--bogus"},
-		{"version", "extra"},
-		{"doctor", "--bogus"},
+	ok := script(t, "pass\n") // a script that runs: each case fails on its flag alone
+	for _, c := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{}, "Usage"},
+		{[]string{"no-such-command"}, "no-such-command"},
+		{[]string{"run"}, "missing SCRIPT.py"},
+		{[]string{"run", "/no/such/script.py"}, "no such file"},
+		{[]string{"run", t.TempDir()}, "is a directory"},
+		{[]string{"run", "-w", "0", ok}, "-w must be at least 1"},
+		{[]string{"run", "--no-such-flag", ok}, "unknown flag"},
+		{[]string{"run", "--timeout", "-1s", ok}, "--timeout must not be negative"},
+		{[]string{"bench", "-w", "1"}, "at least 2"},
+		{[]string{"bench", "-w", "5000"}, "at most 4096"},
+		{[]string{"bench", "extra"}, "no arguments"},
+		{[]string{"bench", "--bogus"}, "unknown flag"},
+		{[]string{"version", "extra"}, "no arguments"},
+		{[]string{"doctor", "--bogus"}, "unknown flag"},
 	} {
-		r := pyworkers(t, args...)
-		assert.Equal(t, 2, r.code, "%v: %s", args, r.stderr)
-		assert.NotEmpty(t, r.stderr, "%v", args)
-		assert.Empty(t, r.stdout, "%v", args)
+		r := pyworkers(t, c.args...)
+		assert.Equal(t, 2, r.code, "%v: %s", c.args, r.stderr)
+		assert.Contains(t, r.stderr, c.says, "%v", c.args)
+		assert.Empty(t, r.stdout, "%v", c.args)
 	}
 	// as many workers as Go allows threads would end the process: refused before any starts
 	for _, cmd := range []string{"run", "map"} {
@@ -428,6 +434,11 @@ func TestDoctor(t *testing.T) {
 
 	r = pyworkers(t, "doctor", "not a module")
 	assert.Equal(t, 2, r.code)
+
+	// no module asked: an empty list, which a consumer can loop over, not null
+	r = pyworkers(t, "doctor", "--json")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, `"modules": []`)
 
 	// nor does what a module writes to file descriptor 1 natively
 	dir := t.TempDir()

@@ -59,8 +59,8 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 	if *timeout < 0 {
 		return exitUsage, usagef("--timeout must not be negative, got %v", *timeout)
 	}
-	if st, err := os.Stat(script); err != nil || st.IsDir() {
-		return exitUsage, usagef("cannot read script %q", script)
+	if err := checkReadable(script); err != nil {
+		return exitUsage, usagef("cannot read script %q: %v", script, err)
 	}
 	if err := startPython(*python, stderr); err != nil {
 		return exitUsage, err
@@ -124,6 +124,24 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 		return exitFailed, nil
 	}
 	return exitOK, nil
+}
+
+// checkReadable: path is a file this process can open for reading (it exists, is no folder,
+// and its permissions let us), said before any interpreter starts.
+func checkReadable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return pe.Err
+		}
+		return err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || st.IsDir() {
+		return errors.New("it is a directory")
+	}
+	return nil
 }
 
 // exitedOK: the script ended with sys.exit(), sys.exit(0), sys.exit(None) or sys.exit(False),
