@@ -663,8 +663,8 @@ def _strip_boot_frames(e, seen):
 
 def format_exc(e):
     """(qualified type name, str(e), full traceback text) of an exception."""
-    # Exception, not BaseException: the interrupt of a cancelled CallMany may land in here, and
-    # must end the batch rather than be taken for a formatting failure.
+    # The interrupt of a cancelled CallMany may land in here, and must end the batch rather
+    # than be taken for a formatting failure: what the task's interrupt raised goes on.
     try:
         _strip_boot_frames(e, set())
     except Exception:
@@ -672,11 +672,15 @@ def format_exc(e):
     name = _type_name(type(e))
     try:
         msg = str(e)
-    except Exception:
+    except BaseException:  # a __str__ may raise anything, SystemExit included
+        if _pyworkers._interrupted():
+            raise
         msg = "<exception str() failed>"
     try:
         tb = "".join(_import_stdlib("traceback").format_exception(e))
-    except Exception:
+    except BaseException:
+        if _pyworkers._interrupted():
+            raise
         tb = f"{name}: {msg}\n"
     return (_utf8_safe(name), _utf8_safe(msg), _utf8_safe(tb))
 

@@ -42,6 +42,8 @@ func TestPythonExceptions(t *testing.T) {
 			[]string{"pwtest_other.py", "in fail_deep", "pwtest.py", "in in_other_module"}},
 		{"__str__ raises", call("pwtest:bad_str"), "pwtest.BadStr", "<exception str() failed>",
 			[]string{"pwtest.BadStr: <exception str() failed>"}},
+		{"__str__ raises SystemExit", call("pwtest:exiting_str"), "pwtest.ExitingStr", "<exception str() failed>",
+			[]string{"in exiting_str", "pwtest.ExitingStr: <exception str() failed>"}},
 		{"SyntaxError in Exec", i.Exec(bg, "x = 1\ndef broken(:\n    pass\n"), "SyntaxError", "invalid syntax",
 			[]string{"line 2", "def broken(:", "^", "SyntaxError: invalid syntax"}},
 		{"exception in Exec shows the source line", i.Exec(bg, "a = 1\nb = a / 0\n"), "ZeroDivisionError", "division by zero",

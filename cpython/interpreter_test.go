@@ -860,6 +860,17 @@ func TestCallMany(t *testing.T) {
 		v, err := th.Call(bg, "pwtest:count_calls")
 		require.NoError(t, err)
 		assert.Equal(t, int64(2), v, "the third item did not run")
+		// an item's exception whose str() raises a BaseException is that item's error alone
+		// (assert, not require: FailNow on the interpreter's thread would end that thread)
+		rs, err = th.CallMany(bg, "pwtest:exiting_str", [][]any{{1}, {2}})
+		if !assert.NoError(t, err) || !assert.Len(t, rs, 2) {
+			return nil
+		}
+		for _, r := range rs {
+			pe := pwtest.PyErr(t, r.Err)
+			assert.Equal(t, "pwtest.ExitingStr", pe.Type)
+			assert.Equal(t, "<exception str() failed>", pe.Message)
+		}
 		return nil
 	}))
 }

@@ -63,6 +63,16 @@ def bad_str():
     raise BadStr()
 
 
+class ExitingStr(Exception):
+    def __str__(self):
+        raise SystemExit("from __str__")
+
+
+def exiting_str(k=0):
+    """Raise an exception whose str() raises SystemExit, a BaseException (k: an item number)."""
+    raise ExitingStr()
+
+
 def in_other_module():
     return pwtest_other.fail_deep(3)
 
