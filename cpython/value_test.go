@@ -491,3 +491,16 @@ func TestBufferReleaseRacesASend(t *testing.T) {
 	}
 	t.Logf("%d sent before the Release, %d refused after it", sent, refused)
 }
+
+// -0.0 keeps its sign both ways (assert.Equal would take 0.0 for it: Signbit says).
+func TestNegativeZeroKeepsItsSign(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	v, err := i.Call(bg, "pwtest:ident", math.Copysign(0, -1))
+	require.NoError(t, err)
+	f, ok := v.(float64)
+	require.True(t, ok, "%T", v)
+	assert.True(t, math.Signbit(f), "came back as +0")
+	v, err = i.Eval(bg, "-0.0")
+	require.NoError(t, err)
+	assert.True(t, math.Signbit(v.(float64)), "Python's -0.0 reached Go as +0")
+}

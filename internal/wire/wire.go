@@ -19,6 +19,7 @@ import (
 	"math/big"
 	"reflect"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 	"unsafe"
 )
@@ -68,11 +69,20 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// maxPath bounds an error's path: past it, the outer elements are left out ("..."). A value
+// nested 10,000 deep (a Go cycle) would otherwise build its path anew at every level.
+const maxPath = 256
+
 // prefix puts one path element in front of the error's path as it unwinds.
 func prefix(err error, elem string) error {
 	var we *Error
 	if errors.As(err, &we) {
-		we.Path = elem + we.Path
+		switch {
+		case len(we.Path) < maxPath:
+			we.Path = elem + we.Path
+		case !strings.HasPrefix(we.Path, "..."):
+			we.Path = "..." + we.Path
+		}
 	}
 	return err
 }

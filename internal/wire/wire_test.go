@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/big"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -104,6 +105,18 @@ func TestErrorPath(t *testing.T) {
 	require.True(t, errors.As(err, &we))
 	assert.Equal(t, `[1]["a"][1]`, we.Path)
 	assert.Contains(t, we.Error(), "complex128")
+}
+
+// A value nested past the depth limit (a Go cycle) gets a short path: its innermost part.
+func TestErrorPathOfACycleIsBounded(t *testing.T) {
+	a := []any{nil}
+	a[0] = a
+	_, err := wire.Append(nil, a)
+	var we *wire.Error
+	require.True(t, errors.As(err, &we))
+	assert.Contains(t, we.Msg, "nested deeper")
+	assert.Less(t, len(we.Path), 300)
+	assert.True(t, strings.HasPrefix(we.Path, "...[0][0]"), we.Path)
 }
 
 // FuzzDecode: arbitrary bytes never crash the decoder, and whatever decodes re-encodes to a
