@@ -382,6 +382,49 @@ def pass_on():
 	}
 }
 
+// A thread with a small stack (threading.stack_size) that sends or receives a deeply nested
+// value gets an error, not a crashed process: the codec's depth limit assumes a usual stack,
+// CPython's recursion check sees the real one. A refused receive leaves the item queued.
+func TestDeepValuesOnASmallStack(t *testing.T) {
+	c := newChan(t, 0)
+	i := newInterp(t)
+	var deep any = int64(1)
+	for range 9000 {
+		deep = []any{deep}
+	}
+	require.NoError(t, c.Send(bg, deep))
+	v, err := i.Eval(bg, fmt.Sprintf(`(lambda: (
+    __import__('threading').stack_size(256 << 10),
+    globals().update(ch=__import__('pyworkers').Channel(%d), out=[]),
+    exec("""
+def attempt(what):
+    try:
+        if what == 'recv':
+            ch.recv_nowait()
+        else:
+            v = 1
+            for _ in range(9000):
+                v = [v]
+            ch.send(v)
+        out.append(what + ' worked')
+    except (RecursionError, TypeError) as e:
+        out.append(what + ' refused: ' + type(e).__name__)
+import threading
+for what in ('recv', 'send'):
+    t = threading.Thread(target=attempt, args=(what,))
+    t.start()
+    t.join()
+threading.stack_size(0)
+""", globals()),
+    out)[-1])()`, c.ID()))
+	require.NoError(t, err)
+	assert.Equal(t, []any{"recv refused: RecursionError", "send refused: TypeError"}, v)
+	assert.Equal(t, 1, c.Len(), "the item the thread could not take is still there")
+	got, err := i.Eval(bg, "(lambda v: [(v := v[0]) for _ in range(9000)][-1])(ch.recv_nowait())")
+	require.NoError(t, err, "the interpreter's own thread receives it")
+	assert.Equal(t, int64(1), got)
+}
+
 // While one thread of an interpreter waits in recv(), the interpreter's GIL is free: another
 // thread of the same interpreter runs Python meanwhile.
 func TestBlockedReceiverReleasesItsGIL(t *testing.T) {

@@ -311,15 +311,23 @@ static int enc(enc_ctx *c, PyObject *o, int depth) {
 			snprintf(e->msg, sizeof e->msg, "nested deeper than %d containers", PYW_MAX_DEPTH);
 			return -1;
 		}
+		/* The depth limit assumes a thread's usual stack; CPython's check sees the real one (a
+		 * thread made after threading.stack_size(256 << 10) has far less). */
+		if (Py_EnterRecursiveCall(" while encoding a value")) {
+			return fail_pyerr(e, "too deep for this thread's stack");
+		}
+		int rc;
 		if (is_dict) {
-			return enc_dict(c, o, depth);
+			rc = enc_dict(c, o, depth);
+		} else if (is_tuple) {
+			rc = enc_seq(c, PYW_TAG_TUPLE, o, depth);
+		} else {
+			/* No Python code runs while we encode (no callbacks, no allocation of Python
+			 * objects, the GIL is never released), so the list cannot change under us. */
+			rc = enc_seq(c, PYW_TAG_LIST, o, depth);
 		}
-		if (is_tuple) {
-			return enc_seq(c, PYW_TAG_TUPLE, o, depth);
-		}
-		/* No Python code runs while we encode (no callbacks, no allocation of Python objects,
-		 * the GIL is never released), so the list cannot change under us. */
-		return enc_seq(c, PYW_TAG_LIST, o, depth);
+		Py_LeaveRecursiveCall();
+		return rc;
 	}
 	PyTypeObject *t = Py_TYPE(o);
 	return fail(e, "Python type '%s' is not supported (use None, bool, int, float, str, bytes, tuple, list "
@@ -428,6 +436,8 @@ typedef struct {
 	size_t nrefs;
 } dec_ctx;
 
+static PyObject *dec_item(const dec_ctx *c, const char **p, const char *end, int depth);
+
 static PyObject *dec(const dec_ctx *c, const char **p, const char *end, int depth) {
 	if (*p >= end) {
 		return malformed("truncated");
@@ -508,7 +518,7 @@ static PyObject *dec(const dec_ctx *c, const char **p, const char *end, int dept
 			return NULL;
 		}
 		for (size_t i = 0; i < n; i++) {
-			PyObject *it = dec(c, p, end, depth + 1);
+			PyObject *it = dec_item(c, p, end, depth + 1);
 			if (it == NULL) {
 				Py_DECREF(o);
 				return NULL;
@@ -537,8 +547,8 @@ static PyObject *dec(const dec_ctx *c, const char **p, const char *end, int dept
 				Py_DECREF(o);
 				return malformed("dict key is not a str");
 			}
-			PyObject *k = dec(c, p, end, depth + 1);
-			PyObject *v = k ? dec(c, p, end, depth + 1) : NULL;
+			PyObject *k = dec(c, p, end, depth + 1); /* a str */
+			PyObject *v = k ? dec_item(c, p, end, depth + 1) : NULL;
 			if (v == NULL || PyDict_SetItem(o, k, v) < 0) {
 				Py_XDECREF(k);
 				Py_XDECREF(v);
@@ -552,6 +562,20 @@ static PyObject *dec(const dec_ctx *c, const char **p, const char *end, int dept
 	}
 	}
 	return malformed("unknown tag");
+}
+
+/* dec of a container's item; a container in turn under CPython's check of the real stack (see
+ * enc): RecursionError before the stack overflows. */
+static PyObject *dec_item(const dec_ctx *c, const char **p, const char *end, int depth) {
+	if (*p >= end || (**p != PYW_TAG_TUPLE && **p != PYW_TAG_LIST && **p != PYW_TAG_DICT)) {
+		return dec(c, p, end, depth);
+	}
+	if (Py_EnterRecursiveCall(" while decoding a value")) {
+		return NULL;
+	}
+	PyObject *o = dec(c, p, end, depth);
+	Py_LeaveRecursiveCall();
+	return o;
 }
 
 PyObject *pyw_decode(const char **p, const char *end, pyw_shared *const *refs, size_t nrefs) {
