@@ -128,7 +128,8 @@ func (eb *encodeBuf) c() (*C.char, C.size_t, **C.pyw_shared, C.size_t) {
 // Send puts a copy of v in the channel, waiting while a bounded channel is full. v may be nil,
 // bool, any integer or *big.Int, float, string (valid UTF-8), []byte, cpython.Tuple, slices,
 // maps with string keys, and *cpython.Buffer (shared, not copied); anything else is a
-// *cpython.ConversionError and nothing is sent. Errors: ErrClosed, ctx.Err().
+// *cpython.ConversionError and nothing is sent. Errors: ErrClosed, ctx.Err(), ErrInterrupted
+// (on an interpreter's own thread, see the package docs), out of memory.
 func (c *Channel) Send(ctx context.Context, v any) error {
 	return c.send(ctx, v, block)
 }
@@ -169,7 +170,8 @@ func (c *Channel) send(ctx context.Context, v any, mode waitMode) error {
 // types of package cpython (int64 or *big.Int, float64, string, []byte, []any, cpython.Tuple,
 // map[string]any), and shared buffers as *cpython.Buffer (a view of the shared memory: call
 // Release when done). Python bytes of 64 KiB or more travel as shared buffers, so they arrive
-// as *cpython.Buffer too. Errors: ErrClosed once the channel is closed and drained, ctx.Err().
+// as *cpython.Buffer too. Errors: ErrClosed once the channel is closed and drained, ctx.Err(),
+// ErrInterrupted (on an interpreter's own thread), out of memory (the item stays queued).
 func (c *Channel) Recv(ctx context.Context) (any, error) {
 	return c.recv(ctx, block)
 }
@@ -311,7 +313,8 @@ func (c *Channel) sendRaw(b []byte) error {
 // SendMany sends vs in order, taking the queue's lock once per batch rather than once per item
 // (see send_many in Python), waiting for room as needed. Every value is encoded first: one that
 // cannot cross is a *cpython.ConversionError naming its index, and nothing is sent. It returns
-// how many were sent; with ErrClosed or ctx.Err() part-way, the rest were not.
+// how many were sent; with ErrClosed or ctx.Err() part-way, the rest were not. An empty vs
+// sends nothing and returns 0, nil, closed channel or not.
 func (c *Channel) SendMany(ctx context.Context, vs []any) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err

@@ -273,6 +273,42 @@ func TestTimeoutsAndCancellation(t *testing.T) {
 	assert.Equal(t, "TimeoutError", pe.Type, "a timeout below a nanosecond is still a timeout")
 }
 
+// A send_many that stops part-way says how many items went (exc.sent): a retry can send the
+// rest only. An empty SendMany sends nothing, closed channel or not.
+func TestSendManyPartwaySaysHowManyWent(t *testing.T) {
+	i := newInterp(t)
+	require.NoError(t, i.Exec(bg, `
+import pyworkers
+def stopped(capacity, items, close=False, **kw):
+    ch = pyworkers.Channel.create(capacity)
+    if close:
+        ch.close()
+    try:
+        ch.send_many(items, **kw)
+    except Exception as e:
+        return (type(e).__name__, e.sent, len(ch))
+    return "sent all"
+`))
+	for _, c := range []struct {
+		call string
+		want cpython.Tuple
+	}{
+		{"stopped(2, [1, 2, 3], timeout=0)", cpython.Tuple{"ChannelFull", int64(2), int64(2)}},
+		{"stopped(1, [1, 2], timeout=0.05)", cpython.Tuple{"TimeoutError", int64(1), int64(1)}},
+		{"stopped(0, [1], close=True)", cpython.Tuple{"ChannelClosed", int64(0), int64(0)}},
+	} {
+		v, err := i.Eval(bg, c.call)
+		require.NoError(t, err, c.call)
+		assert.Equal(t, c.want, v, c.call)
+	}
+
+	c := newChan(t, 0)
+	c.Close()
+	n, err := c.SendMany(bg, nil)
+	assert.NoError(t, err)
+	assert.Zero(t, n)
+}
+
 // send_many's timeout is for the whole call: a receiver that frees a slot now and then, each
 // time sooner than the timeout, does not keep it going.
 func TestSendManyTimeoutIsForTheWholeCall(t *testing.T) {

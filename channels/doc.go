@@ -43,11 +43,12 @@
 //
 //	ch = pyworkers.Channel(id)            # open the channel with this id (made in Go or Python)
 //	ch = pyworkers.Channel.create(capacity=0)  # make one (0: unbounded); ch.id tells others where it is
-//	ch.send(obj, timeout=None)            # ChannelClosed, TimeoutError, TypeError
+//	ch.send(obj, timeout=None)            # ChannelClosed, TimeoutError (timeout=0: ChannelFull), TypeError
 //	ch.send_nowait(obj)                   # ChannelFull
-//	obj = ch.recv(timeout=None)           # ChannelClosed once closed and drained, TimeoutError
+//	obj = ch.recv(timeout=None)           # ChannelClosed once closed and drained, TimeoutError (0: ChannelEmpty)
 //	obj = ch.recv_nowait()                # ChannelEmpty
-//	n = ch.send_many(items, timeout=None) # in order, one lock per batch; TypeError sends nothing
+//	n = ch.send_many(items, timeout=None) # in order, one lock per batch; TypeError sends nothing;
+//	                                      # stopped part-way, the exception's .sent says how many went
 //	objs = ch.recv_many(max=64, timeout=None)  # one or more, as a list
 //	ch.close(); len(ch); ch.capacity; ch.closed
 //	for obj in ch: ...                    # until closed and drained

@@ -296,6 +296,19 @@ static PyObject *chan_recv_nowait(PyObject *self, PyObject *unused) {
 	return do_recv(self, 0);
 }
 
+/* The exception being raised gets attribute sent: how many items send_many sent before it (a
+ * retry must not send them again). Returns NULL. */
+static PyObject *with_sent(size_t sent) {
+	PyObject *exc = PyErr_GetRaisedException();
+	PyObject *n = PyLong_FromSize_t(sent);
+	if (n == NULL || PyObject_SetAttrString(exc, "sent", n) < 0) {
+		PyErr_Clear(); /* no memory for the count: the exception itself still goes */
+	}
+	Py_XDECREF(n);
+	PyErr_SetRaisedException(exc);
+	return NULL;
+}
+
 /* send_many(items, timeout=None): encode every item first (a TypeError sends nothing), then
  * append them in order, under one lock acquisition while there is room. */
 static PyObject *chan_send_many(PyObject *self, PyObject *args, PyObject *kwds) {
@@ -307,7 +320,8 @@ static PyObject *chan_send_many(PyObject *self, PyObject *args, PyObject *kwds) 
 		return NULL;
 	}
 	if (pyw_interrupt_pending()) {
-		return pyw_raise_interrupt();
+		pyw_raise_interrupt();
+		return with_sent(0);
 	}
 	PyObject *seq = PySequence_Fast(iterable, "send_many() needs an iterable");
 	if (seq == NULL) {
@@ -347,7 +361,8 @@ static PyObject *chan_send_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	}
 	pyw_item_free_chain(chain); /* what was not sent */
 	if (rc != PYW_Q_OK) {
-		return outcome(self, rc, 1);
+		outcome(self, rc, 1);
+		return with_sent(pushed);
 	}
 	return PyLong_FromSize_t(pushed);
 
@@ -479,16 +494,20 @@ static PyMethodDef chan_methods[] = {
     {"send", (PyCFunction)(void (*)(void))chan_send, METH_FASTCALL | METH_KEYWORDS,
      "send(obj, timeout=None): put a copy of obj in the channel, waiting while it is full.\n"
      "obj: None, bool, int, float, str, bytes, tuple, list, dict with str keys, pyworkers.Buffer.\n"
-     "Raises TypeError (nothing sent) for anything else, ChannelClosed, TimeoutError."},
+     "Raises TypeError (nothing sent) for anything else, ChannelClosed, TimeoutError\n"
+     "(ChannelFull with timeout=0)."},
     {"send_nowait", chan_send_nowait, METH_O, "send_nowait(obj): send without waiting; ChannelFull if full."},
     {"recv", (PyCFunction)(void (*)(void))chan_recv, METH_FASTCALL | METH_KEYWORDS,
      "recv(timeout=None): the next item, waiting (GIL released) while the channel is empty.\n"
-     "Raises ChannelClosed once the channel is closed and drained, TimeoutError."},
+     "Raises ChannelClosed once the channel is closed and drained, TimeoutError (ChannelEmpty\n"
+     "with timeout=0)."},
     {"recv_nowait", chan_recv_nowait, METH_NOARGS, "recv_nowait(): the next item; ChannelEmpty if none."},
     {"send_many", (PyCFunction)(void (*)(void))chan_send_many, METH_VARARGS | METH_KEYWORDS,
      "send_many(items, timeout=None): send every item, in order, taking the queue's lock once per\n"
      "batch rather than once per item. Every item is checked first: a TypeError sends nothing.\n"
-     "Returns how many were sent; ChannelClosed or TimeoutError part-way leaves the rest unsent."},
+     "Returns how many were sent. ChannelClosed, TimeoutError (ChannelFull with timeout=0) or\n"
+     "KeyboardInterrupt part-way leaves the rest unsent: the exception's sent attribute says\n"
+     "how many went."},
     {"recv_many", (PyCFunction)(void (*)(void))chan_recv_many, METH_VARARGS | METH_KEYWORDS,
      "recv_many(max=64, timeout=None): wait for an item like recv(), and return it in a list with\n"
      "up to max-1 more that are already waiting."},
