@@ -145,35 +145,48 @@ def call_many(fn, items):
     Flags: True (a result), False (an Exception, as a format_exc tuple; the batch goes on), or
     "stop" for a BaseException that is not an Exception (SystemExit, KeyboardInterrupt) or a
     MemoryError itself, not a subclass (after which the pool replaces the interpreter, as after
-    a call's): it ends the batch, and the items after it do not run (the list is then shorter). An interrupt ends the batch also when traceback formatting swallowed its
+    a call's): it ends the batch, and the items after it do not run (the list is then shorter).
+    The task's own interrupt ends the batch with "interrupted" and the KeyboardInterrupt's
+    format_exc tuple for the item it stopped (or the first one it kept from starting), so the
+    items that finished keep their outcomes; none after an item that ran to its end, when the
+    interrupt came only then. It is noticed also when traceback formatting swallowed the
     KeyboardInterrupt (it catches everything while it calls str() on an exception): checked
     after each caught exception, not after every item, which would cost tiny calls a tenth of
-    their speed. The C side (pyw_encode_outcomes) turns
-    a result that cannot cross into that item's own error. interp.c's pyw_interp_call_many
-    (Thread.CallMany) calls it with a resolved target."""
+    their speed. The C side (pyw_encode_outcomes) turns a result that cannot cross into that
+    item's own error. interp.c's pyw_interp_call_many (Thread.CallMany) calls it with a
+    resolved target."""
     out = []
     interrupted = _pyworkers._interrupted
-    for args, kwargs in items:
-        try:
-            v = fn(*args, **kwargs) if kwargs else fn(*args)
-        except Exception as e:
-            if type(e) is MemoryError:  # not a subclass (numpy's): as the pool treats a call's
+    try:
+        for args, kwargs in items:
+            try:
+                v = fn(*args, **kwargs) if kwargs else fn(*args)
+            except Exception as e:
+                if type(e) is MemoryError:  # not a subclass (numpy's): as the pool treats a call's
+                    out.append("stop")
+                    out.append(format_exc(e))
+                    return out
+                out.append(False)
+                out.append(format_exc(e))
+                if interrupted():
+                    raise KeyboardInterrupt from None
+            except BaseException as e:
+                if interrupted():
+                    raise  # our own interrupt: handled below
                 out.append("stop")
                 out.append(format_exc(e))
                 return out
-            out.append(False)
+            else:
+                out.append(True)
+                out.append(v)
+    except KeyboardInterrupt as e:
+        if not interrupted():
+            raise  # not ours (raised by the code itself): as a call's, it ends the task
+        if len(out) % 2:
+            out.pop()  # it came between an item's flag and its outcome: that item is the one
+        if len(out) < 2 * len(items):
+            out.append("interrupted")
             out.append(format_exc(e))
-            if interrupted():
-                raise KeyboardInterrupt from None
-        except BaseException as e:
-            out.append("stop")
-            out.append(format_exc(e))
-            if interrupted():
-                raise  # our own interrupt: the batch ends as a cancelled call does
-            return out
-        else:
-            out.append(True)
-            out.append(v)
     return out
 
 

@@ -514,9 +514,13 @@ type CallResult struct {
 // raised itself), and a MemoryError (not a subclass), end the batch as they would end a Call
 // (after which package pool replaces the interpreter): that item has it as its Err, the items
 // after it have ErrNotRun and did not run, and it is also the error returned, with the
-// results. What stops the batch before any item runs is the error, with no results: an
-// argument that cannot cross (a *ConversionError whose path starts with the item's index), a
-// target that cannot be resolved, ctx's end (an *InterruptedError, also when some items ran).
+// results. ctx's end interrupts the batch: the items that finished keep their outcomes, the
+// one it stopped has the *InterruptedError as its Err, those after it ErrNotRun, and the
+// *InterruptedError is the error returned with them (also when every item had finished; with
+// no results when the interrupt came before the first item, or ended the batch outside an
+// item). What stops the batch before any item runs is the error, with no results: an argument
+// that cannot cross (a *ConversionError whose path starts with the item's index), a target that
+// cannot be resolved.
 // A batch that fails as a whole once its calls have begun (out of memory keeping or encoding its
 // outcomes) returns an error wrapping ErrBatchFailed and the cause, with no results: some of its
 // calls may have run.
@@ -524,7 +528,8 @@ func (t *Thread) CallMany(ctx context.Context, target string, items [][]any) ([]
 	i := t.enter()
 	defer i.leave()
 	v, err := i.call(ctx, target, nil, items, true)
-	if err != nil {
+	var ie *InterruptedError
+	if err != nil && (v == nil || !errors.As(err, &ie)) {
 		return nil, err
 	}
 	list, ok := v.([]any) // flag, result-or-error for each item in turn (bootstrap.call_many)
@@ -533,6 +538,9 @@ func (t *Thread) CallMany(ctx context.Context, target string, items [][]any) ([]
 	}
 	out := make([]CallResult, len(items))
 	var stop error
+	if ie != nil {
+		stop = ie // the items the interrupt kept from running have ErrNotRun
+	}
 	for k := range out {
 		if 2*k >= len(list) {
 			if stop == nil {
@@ -544,6 +552,14 @@ func (t *Thread) CallMany(ctx context.Context, target string, items [][]any) ([]
 		switch flag, x := list[2*k], list[2*k+1]; flag {
 		case true:
 			out[k].Value = x
+		case "interrupted": // the item the interrupt stopped, or kept from starting
+			if ie == nil {
+				return nil, errors.New("cpython: internal: an interrupted outcome without an interrupt")
+			}
+			if pe, perr := pythonError(x); perr == nil {
+				ie.Python = pe
+			}
+			out[k].Err = ie
 		case false, "stop":
 			if out[k].Err, err = pythonError(x); err != nil {
 				return nil, err
@@ -562,6 +578,9 @@ func (t *Thread) CallMany(ctx context.Context, target string, items [][]any) ([]
 		default:
 			return nil, fmt.Errorf("cpython: internal: call outcome flag %v", flag)
 		}
+	}
+	if ie != nil {
+		return out, ie
 	}
 	return out, stop
 }
@@ -605,6 +624,16 @@ func (i *Interpreter) call(ctx context.Context, target string, args []any, items
 		r = C.pyw_interp_call(i.c, slot, data, n, refs, nrefs, C.uint64_t(task))
 	}
 	stop()
+	if many && r.interrupted != 0 {
+		// The outcomes of the items that finished come with the interrupt (call_many's list);
+		// none when the interrupt escaped call_many.
+		v, err := decodeResult(&r, "result")
+		ie := interruptedError(ctx, err)
+		if err != nil {
+			v = nil
+		}
+		return v, ie
+	}
 	v, err := result(ctx, &r, "result")
 	if r.started != 0 && r.interrupted == 0 && err != nil { // an interrupt's error stays its own
 		err = fmt.Errorf("%w: %w", ErrBatchFailed, err)
@@ -690,6 +719,12 @@ func result(ctx context.Context, r *C.pyw_result, what string) (any, error) {
 	if r.interrupted == 0 {
 		return v, err
 	}
+	return nil, interruptedError(ctx, err)
+}
+
+// interruptedError is the error of a task its interrupt ended: ctx's (or the interpreter's
+// closing), with the Python exception it raised if err has one.
+func interruptedError(ctx context.Context, err error) *InterruptedError {
 	cause := ctx.Err()
 	if cause == nil {
 		cause = ErrClosed
@@ -698,7 +733,7 @@ func result(ctx context.Context, r *C.pyw_result, what string) (any, error) {
 	if !errors.As(err, &ie.Python) {
 		ie.Python = nil
 	}
-	return nil, ie
+	return ie
 }
 
 func resultError(ctx context.Context, r *C.pyw_result, what string) error {

@@ -780,6 +780,30 @@ func TestOddExceptionTypeName(t *testing.T) {
 	assert.Equal(t, "pwtest.OddError", pwtest.PyErr(t, err).Type)
 }
 
+// An interrupted batch keeps the outcomes of the items that finished: the caller knows which
+// ran. The item the interrupt stopped has the *InterruptedError, those after it ErrNotRun.
+func TestCallManyInterruptedKeepsWhatFinished(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	for _, slow := range []string{"__import__('time').sleep(5)", "[0 for _ in iter(int, 1)]"} {
+		var rs []cpython.CallResult
+		var err error
+		require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {
+			ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+			defer cancel()
+			rs, err = th.CallMany(ctx, "pwtest:main_eval", [][]any{{"1"}, {"1/0"}, {slow}, {"4"}})
+			return nil
+		}))
+		var ie *cpython.InterruptedError
+		require.ErrorAs(t, err, &ie, slow)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		require.Len(t, rs, 4, slow)
+		assert.Equal(t, cpython.CallResult{Value: int64(1)}, rs[0])
+		assert.Equal(t, "ZeroDivisionError", pwtest.PyErr(t, rs[1].Err).Type)
+		assert.ErrorAs(t, rs[2].Err, &ie, slow)
+		assert.ErrorIs(t, rs[3].Err, cpython.ErrNotRun, slow)
+	}
+}
+
 // A batch that fails as a whole after its calls began says so (ErrBatchFailed, with the cause):
 // its items may have run. One that fails before they begin (a target that cannot be resolved:
 // found out before call_many is entered) does not; nor does an interrupted one (its
