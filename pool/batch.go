@@ -41,7 +41,8 @@ type redoCall struct {
 // cannot cross, a target that cannot be imported). A batch that fails as a whole once its calls
 // have begun (out of memory keeping or encoding their outcomes) gives every item that error
 // (wrapping cpython.ErrBatchFailed, and ErrWorkerLost for a MemoryError): some may have run, so
-// none runs again. ctx governs the whole batch.
+// none runs again. ctx governs the whole batch: when it ends while the batch runs, the items
+// that finished keep their outcomes and the others get ctx's error (see Wait).
 func (g *Group) SubmitBatch(ctx context.Context, target string, items [][]any) (*BatchFuture, error) {
 	tk, err := g.submit(ctx, target, opCallMany, nil, items)
 	if err != nil {
@@ -102,9 +103,10 @@ func (s *BatchSizer) Size() int {
 // Len is the number of calls in the batch.
 func (b *BatchFuture) Len() int { return len(b.items) }
 
-// Wait returns one Result per item, in order. The error is for the batch as a whole: the
-// pool closed, ctx (Wait's) ended, or the batch's context ended (every item then has that
-// error too). Wait may be called again, also concurrently, and waits for the same calls: when
+// Wait returns one Result per item, in order. The error is for the batch as a whole: ctx
+// (Wait's) ended, with no results, or the pool closed: with no results when the batch had not
+// started, else with them, as when the batch's context ended (then with a nil error): the
+// items that finished before the interrupt keep their outcomes, and the others have the error. Wait may be called again, also concurrently, and waits for the same calls: when
 // items have to run as calls of their own (see SubmitBatch), those calls are submitted once,
 // whichever Wait finds that first, and a Wait that gives up leaves them running for the next.
 func (b *BatchFuture) Wait(ctx context.Context) ([]Result, error) {
@@ -112,12 +114,22 @@ func (b *BatchFuture) Wait(ctx context.Context) ([]Result, error) {
 	if err == nil {
 		return v.([]Result), nil
 	}
-	if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+	if ctx.Err() != nil {
 		return nil, err
 	}
-	// The batch's context ended, or its calls may have run: every item has that error, and none
-	// runs again.
+	ran, _ := v.([]Result) // with an interrupt, the outcomes of the items that finished
+	if errors.Is(err, ErrClosed) {
+		if ran == nil { // closed before it ran
+			return nil, err
+		}
+		return finished(ran, err), err
+	}
+	// The batch's context ended (the items that finished keep their outcomes, the others have
+	// its error), or its calls may have run (every item has that error): none runs again.
 	if own := b.f.t.ctx; own.Err() != nil && errors.Is(err, own.Err()) || errors.Is(err, cpython.ErrBatchFailed) {
+		if ran != nil {
+			return finished(ran, err), nil
+		}
 		return fill(len(b.items), err), nil
 	}
 	if ran, _ := v.([]Result); len(ran) == len(b.items) {
@@ -146,6 +158,19 @@ func (b *BatchFuture) Wait(ctx context.Context) ([]Result, error) {
 		return b.oneByOne(ctx, 0)
 	}
 	return fill(len(b.items), err), nil
+}
+
+// finished is the outcomes of an interrupted batch (CallMany's): the items that finished keep
+// theirs, the one the interrupt stopped and those it kept from running get err.
+func finished(ran []Result, err error) []Result {
+	out := append([]Result(nil), ran...)
+	for i := range out {
+		var ie *cpython.InterruptedError
+		if errors.Is(out[i].Err, cpython.ErrNotRun) || errors.As(out[i].Err, &ie) {
+			out[i] = Result{Err: err}
+		}
+	}
+	return out
 }
 
 func fill(n int, err error) []Result {

@@ -998,6 +998,40 @@ func TestCheckTarget(t *testing.T) {
 	assert.Equal(t, int64(1), v)
 }
 
+// An interrupted batch — its context ended, or CloseContext's — keeps the outcomes of the
+// items that finished: the caller knows which ran. The others have the interrupt's error.
+func TestInterruptedBatchKeepsWhatFinished(t *testing.T) {
+	items := [][]any{{"1"}, {"2"}, {"__import__('time').sleep(5)"}, {"4"}}
+	check := func(res []pool.Result, err error, want error) {
+		t.Helper()
+		require.Len(t, res, 4)
+		assert.Equal(t, pool.Result{Value: int64(1)}, res[0])
+		assert.Equal(t, pool.Result{Value: int64(2)}, res[1])
+		assert.ErrorIs(t, res[2].Err, want)
+		assert.ErrorIs(t, res[3].Err, want)
+	}
+	p := newPool(t, pool.Options{Workers: 1})
+	ctx, cancel := context.WithTimeout(bg, 300*time.Millisecond)
+	defer cancel()
+	b, err := p.SubmitBatch(ctx, "pwtest:main_eval", items)
+	require.NoError(t, err)
+	res, err := b.Wait(bg)
+	require.NoError(t, err)
+	check(res, err, context.DeadlineExceeded)
+
+	closing, err := pool.New(pool.Options{Workers: 1})
+	require.NoError(t, err)
+	b, err = closing.SubmitBatch(bg, "pwtest:main_eval", items)
+	require.NoError(t, err)
+	time.Sleep(300 * time.Millisecond) // into the sleep
+	ctx, cancel = context.WithCancel(bg)
+	cancel()
+	assert.ErrorIs(t, closing.CloseContext(ctx), context.Canceled)
+	res, err = b.Wait(bg)
+	assert.ErrorIs(t, err, pool.ErrClosed)
+	check(res, err, pool.ErrClosed)
+}
+
 func TestSubmitBatch(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 2})
 	b, err := p.SubmitBatch(bg, "pwtest:add", [][]any{{1, 2}, {"a", "b"}, {1, "x"}, {5, cpython.Kwargs{"b": 5}}})
