@@ -618,6 +618,30 @@ func TestMapInterruptedWhileInputIsIdle(t *testing.T) {
 	}
 }
 
+// Ctrl-C keeps the lines that finished in the batch of a line still running: every line
+// before the slow one is written.
+func TestMapInterruptedKeepsTheFinishedLinesOfABatch(t *testing.T) {
+	p := script(t, "import sys, time\ndef f(x):\n    if x == 1500:\n        print('slow line', file=sys.stderr, flush=True)\n        time.sleep(100)\n    return x\n")
+	var in strings.Builder
+	for k := range 2000 {
+		fmt.Fprintf(&in, "%d\n", k)
+	}
+	cmd := exec.Command(binary, "map", "-w", "1", p+":f")
+	cmd.Stdin = strings.NewReader(in.String())
+	var out, errb syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	require.NoError(t, cmd.Start())
+	require.Eventually(t, func() bool { return strings.Contains(errb.String(), "slow line") }, time.Minute, 10*time.Millisecond)
+	time.Sleep(200 * time.Millisecond)
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	assert.Equal(t, 130, exitCodeWithin(t, cmd, 10*time.Second, "map did not stop on Ctrl-C"), errb.String())
+	lines := jsonLines(t, out.String())
+	require.Equal(t, 1500, len(lines), "the lines before the slow one")
+	for k, l := range lines {
+		require.Equal(t, float64(k), l["ok"], "line %d", k)
+	}
+}
+
 // Ctrl-C reaches Python that runs before any line: --setup, and a call that never returns.
 func TestMapInterruptReachesSetupAndHungCalls(t *testing.T) {
 	p := script(t, mapScript)

@@ -187,7 +187,7 @@ type mapper struct {
 	window  int
 	// runMax is how many lines may go to a worker as one batch, set by the writer from sizer
 	// (the time batches run on the workers): batching pays for tiny calls, and costs slow ones
-	// parallelism and what Ctrl-C would otherwise keep (a batch is written whole or not at all).
+	// parallelism.
 	runMax atomic.Int32
 	sizer  pool.BatchSizer // the writer's only
 	free   chan struct{}   // with a timeout: one token per line running (at most one per worker)
@@ -222,8 +222,7 @@ func (e entry) results() []pool.Result {
 	if e.batch != nil {
 		var err error
 		if br, err = e.batch.Wait(context.Background()); err != nil {
-			br = nil
-			e.err = err
+			e.err = err // the pool closed (Ctrl-C): br has the lines that finished, if it ran
 		}
 	}
 	k := 0
