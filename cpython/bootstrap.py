@@ -147,7 +147,8 @@ def call_many(fn, items):
     MemoryError itself, not a subclass (after which the pool replaces the interpreter, as after
     a call's): it ends the batch, and the items after it do not run (the list is then shorter).
     The task's own interrupt ends the batch with "interrupted" and the KeyboardInterrupt's
-    format_exc tuple for the item it stopped (or the first one it kept from starting), so the
+    format_exc tuple (None when a repeated interrupt cut that short) for the item it stopped
+    (or the first one it kept from starting), so the
     items that finished keep their outcomes; none after an item that ran to its end, when the
     interrupt came only then. It is noticed also when traceback formatting swallowed the
     KeyboardInterrupt (it catches everything while it calls str() on an exception): checked
@@ -185,8 +186,12 @@ def call_many(fn, items):
         if len(out) % 2:
             out.pop()  # it came between an item's flag and its outcome: that item is the one
         if len(out) < 2 * len(items):
+            try:
+                info = format_exc(e)
+            except KeyboardInterrupt:  # interrupted again while formatting (Close repeats them)
+                info = None
             out.append("interrupted")
-            out.append(format_exc(e))
+            out.append(info)
     return out
 
 

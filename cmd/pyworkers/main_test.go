@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -514,7 +513,7 @@ func TestBenchQuickJSON(t *testing.T) {
 // then does (exit 130).
 func TestBenchInterruptedWhileMeasuringPyworkers(t *testing.T) {
 	cmd := exec.Command(binary, "bench", "--quick")
-	var errb syncBuffer
+	var errb pwtest.SyncBuffer
 	cmd.Stderr = &errb
 	require.NoError(t, cmd.Start())
 	defer cmd.Process.Kill()
@@ -524,24 +523,6 @@ func TestBenchInterruptedWhileMeasuringPyworkers(t *testing.T) {
 	require.Eventually(t, func() bool { return strings.Contains(errb.String(), "stopping when this measurement ends") },
 		10*time.Second, 10*time.Millisecond, "no word of the interrupt: %s", errb.String())
 	assert.Equal(t, 130, exitCodeWithin(t, cmd, 3*time.Minute, "bench did not stop on Ctrl-C"))
-}
-
-// syncBuffer is a bytes.Buffer that a command writes while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestBenchInterruptedWhileMeasuringPeers(t *testing.T) {
@@ -603,7 +584,7 @@ func TestMapInterruptedWhileInputIsIdle(t *testing.T) {
 		cmd := exec.Command(binary, "map", p+":f")
 		stdin, err := cmd.StdinPipe()
 		require.NoError(t, err)
-		var out, errb syncBuffer
+		var out, errb pwtest.SyncBuffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		require.NoError(t, cmd.Start())
 		defer stdin.Close()
@@ -628,7 +609,7 @@ func TestMapInterruptedKeepsTheFinishedLinesOfABatch(t *testing.T) {
 	}
 	cmd := exec.Command(binary, "map", "-w", "1", p+":f")
 	cmd.Stdin = strings.NewReader(in.String())
-	var out, errb syncBuffer
+	var out, errb pwtest.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	require.NoError(t, cmd.Start())
 	require.Eventually(t, func() bool { return strings.Contains(errb.String(), "slow line") }, time.Minute, 10*time.Millisecond)
@@ -652,7 +633,7 @@ func TestMapInterruptReachesSetupAndHungCalls(t *testing.T) {
 	} {
 		cmd := exec.Command(binary, args...)
 		cmd.Stdin = strings.NewReader("1\n2\n")
-		var out, errb syncBuffer
+		var out, errb pwtest.SyncBuffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		require.NoError(t, cmd.Start())
 		if strings.HasSuffix(args[len(args)-1], ":hang") {
@@ -671,7 +652,7 @@ func TestMapInterruptReachesSetupAndHungCalls(t *testing.T) {
 func TestRunReportsFailuresAsTheyHappen(t *testing.T) {
 	p := script(t, "import pyworkers, time\nif pyworkers.worker_id() == 1:\n    raise ValueError('boom')\ntime.sleep(60)\n")
 	cmd := exec.Command(binary, "run", "-w", "2", p)
-	var out, errb syncBuffer
+	var out, errb pwtest.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	require.NoError(t, cmd.Start())
 	require.Eventually(t, func() bool { return strings.Contains(errb.String(), "ValueError: boom") }, time.Minute, 10*time.Millisecond,
@@ -765,7 +746,7 @@ func TestMapStopsWhenNoOneReads(t *testing.T) {
 	require.NoError(t, err)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	var errb syncBuffer
+	var errb pwtest.SyncBuffer
 	cmd.Stderr = &errb
 	require.NoError(t, cmd.Start())
 	go func() { // endless input: map must not wait for its end
