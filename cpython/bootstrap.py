@@ -180,15 +180,16 @@ def call_many(fn, items):
             else:
                 out.append(True)
                 out.append(v)
-    except KeyboardInterrupt as e:
+    except BaseException as e:  # what our interrupt raised, or code reacting to it raised
         if not interrupted():
             raise  # not ours (raised by the code itself): as a call's, it ends the task
+        _pyworkers._hold_interrupts()  # Close repeats interrupts: none may cut this short
         if len(out) % 2:
             out.pop()  # it came between an item's flag and its outcome: that item is the one
         if len(out) < 2 * len(items):
             try:
                 info = format_exc(e)
-            except KeyboardInterrupt:  # interrupted again while formatting (Close repeats them)
+            except BaseException:  # one more interrupt, come before the hold
                 info = None
             out.append("interrupted")
             out.append(info)
@@ -227,16 +228,27 @@ _folders = []  # the folders _load_file put on sys.path
 
 def _import_stdlib(name):
     """The stdlib module name (traceback for format_exc, json for json_line), imported on first
-    need (each costs a worker time and memory), without the target folders on sys.path: a
-    traceback.py or json.py beside a target must not take the stdlib's place in pyworkers' own
-    work."""
+    need (each costs a worker time and memory) with only the stdlib's folders on sys.path: a
+    traceback.py or json.py beside a target, in the configured path or the current folder,
+    must not take the stdlib's place in pyworkers' own work."""
     mod = sys.modules.get(name)
     if mod is not None:
         return mod
     import importlib
+    import os
 
+    std = os.path.dirname(getattr(os, "__file__", "") or "")
     saved = sys.path[:]
-    sys.path[:] = [p for p in saved if p not in _folders]
+    if std:
+        sys.path[:] = [
+            p
+            for p in saved
+            if p == std
+            or (p.startswith(std + os.sep) and "-packages" not in p)  # lib-dynload
+            or (p.endswith(".zip") and p.startswith(sys.base_prefix))
+        ]
+    else:  # no idea where the stdlib is: leave out what pyworkers put there at least
+        sys.path[:] = [p for p in saved if p not in _folders]
     try:
         return importlib.import_module(name)
     finally:
@@ -306,7 +318,7 @@ def json_line(target, star, line):
         )
     json, dec, enc = _json_codec
     try:
-        v = dec.decode(line)
+        v = _beyond_int_limit(dec.decode, line)
     except json.JSONDecodeError as e:
         return (1, f"not JSON: {e.msg} at column {e.colno}")
     except RecursionError:
@@ -322,7 +334,7 @@ def json_line(target, star, line):
     else:
         return (1, f"--star needs an array or an object, got {_json_kind(v)}")
     try:
-        out = enc.encode(r)
+        out = _beyond_int_limit(enc.encode, r)
     except (TypeError, ValueError, RecursionError) as e:
         return (2, _not_jsonable(r, e))
     if not out.isascii():
@@ -331,6 +343,22 @@ def json_line(target, star, line):
         except UnicodeEncodeError:  # a lone surrogate: escaped, as JSON can
             out = json.dumps(r, allow_nan=False, separators=(",", ":"))
     return out
+
+
+def _beyond_int_limit(f, x):
+    """f(x), again without Python's limit on the digits of an int in text (4,300 by default)
+    when f met it: JSON numbers have no such limit, and map's lines and results are JSON."""
+    try:
+        return f(x)
+    except ValueError as e:
+        if type(e) is not ValueError or "integer string conversion" not in str(e):
+            raise
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        return f(x)
+    finally:
+        sys.set_int_max_str_digits(limit)
 
 
 def _json_float(text):
@@ -690,14 +718,14 @@ def format_exc(e):
     name = _type_name(type(e))
     try:
         msg = str(e)
-    except BaseException:  # a __str__ may raise anything, SystemExit included
-        if _pyworkers._interrupted():
+    except BaseException as x:  # a __str__ may raise anything, SystemExit included
+        if isinstance(x, KeyboardInterrupt) and _pyworkers._interrupted():
             raise
         msg = "<exception str() failed>"
     try:
         tb = "".join(_import_stdlib("traceback").format_exception(e))
-    except BaseException:
-        if _pyworkers._interrupted():
+    except BaseException as x:
+        if isinstance(x, KeyboardInterrupt) and _pyworkers._interrupted():
             raise
         tb = f"{name}: {msg}\n"
     return (_utf8_safe(name), _utf8_safe(msg), _utf8_safe(tb))

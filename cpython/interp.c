@@ -456,7 +456,7 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 		/* not running (yet, or any more): if it has yet to begin, begin() interrupts it */
 		w->precancel = task;
 	}
-	if (cur != 0 && (task == 0 || cur == task)) {
+	if (cur != 0 && (task == 0 || cur == task) && cur != w->held_task) {
 		if (!escalate && cancel_instead(w)) {
 			w->interrupted_task = cur;
 			w->cancel_asked = 1;
@@ -537,6 +537,13 @@ int pyw_take_cancel(void) {
 	}
 	w->cancel_pending = 0;
 	return 1;
+}
+
+void pyw_hold_interrupts(void) {
+	pyw_interp *w = current;
+	if (w != NULL && w->current_task != 0) {
+		w->held_task = w->current_task;
+	}
 }
 
 int pyw_reinterrupt(void) {

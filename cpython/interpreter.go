@@ -517,8 +517,8 @@ type CallResult struct {
 // results. ctx's end interrupts the batch: the items that finished keep their outcomes, the
 // one it stopped has the *InterruptedError as its Err, those after it ErrNotRun, and the
 // *InterruptedError is the error returned with them (also when every item had finished; with
-// no results when the interrupt came before the first item, or ended the batch outside an
-// item). What stops the batch before any item runs is the error, with no results: an argument
+// no results when the interrupt escaped the loop over the items: it came as the batch began,
+// or as it ended). What stops the batch before any item runs is the error, with no results: an argument
 // that cannot cross (a *ConversionError whose path starts with the item's index), a target that
 // cannot be resolved.
 // A batch that fails as a whole once its calls have begun (out of memory keeping or encoding its

@@ -231,6 +231,15 @@ static PyObject *mod_interrupted(PyObject *m, PyObject *unused) {
 	return PyBool_FromLong(pyw_task_interrupted());
 }
 
+/* pyworkers._hold_interrupts(): the running task, interrupted, is ending on it: no more interrupts
+ * of it (see pyw_hold_interrupts). */
+static PyObject *mod_hold_interrupts(PyObject *m, PyObject *unused) {
+	(void)m;
+	(void)unused;
+	pyw_hold_interrupts();
+	Py_RETURN_NONE;
+}
+
 /* pyworkers.sleep(secs): time.sleep, except that an interrupt of the task sleeping (its context
  * ended) ends it at once, with KeyboardInterrupt. CPython's own sleep notices an interrupt only
  * when it has slept its time: signals, which would cut it short, reach only the main
@@ -344,6 +353,7 @@ static PyMethodDef methods[] = {
     {"_write", (PyCFunction)(void (*)(void))mod_write, METH_FASTCALL, "write(fd, text): send text to the Go side."},
     {"_flush", mod_flush, METH_O, "flush(fd): write out a pending partial line."},
     {"_interrupted", mod_interrupted, METH_NOARGS, "_interrupted(): whether the running task was interrupted."},
+    {"_hold_interrupts", mod_hold_interrupts, METH_NOARGS, "_hold_interrupts(): the interrupted task is ending: no more interrupts of it."},
     {"_set_wake_fd", mod_set_wake_fd, METH_O, "_set_wake_fd(fd): the socket an interrupt writes a byte to (-1: none)."},
     {"_set_main", mod_set_main, METH_O, "_set_main(coro): the coroutine of the async call running now, or None."},
     {"_take_cancel", mod_take_cancel, METH_NOARGS, "_take_cancel(): whether an interrupt asked to cancel the async call."},

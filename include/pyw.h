@@ -101,6 +101,9 @@ typedef struct pyw_interp {
 	PyObject *main_coro;
 	int cancel_asked;
 	int cancel_pending;
+	/* The task that is ending on its interrupt (bootstrap.call_many keeping its outcomes):
+	 * further interrupts of it are not injected. Changed with the GIL held. */
+	uint64_t held_task;
 } pyw_interp;
 
 /* ---- runtime (runtime.c) */
@@ -224,6 +227,9 @@ int pyw_task_interrupted(void);
  * swallowed by code that ignores exceptions (a weakref callback, a __del__: CPython reports
  * them to sys.unraisablehook: module.c's); inject it again. 1 if it did. */
 int pyw_reinterrupt(void);
+/* GIL held, on an interpreter's own thread: the running task, interrupted, is ending on it (it
+ * only keeps what finished): interrupts repeated to end it (CloseContext's) are not injected. */
+void pyw_hold_interrupts(void);
 /* GIL held, on an interpreter's own thread: the socket an interrupt writes a byte to, or -1. */
 void pyw_set_wake_fd(int fd);
 /* GIL held, on an interpreter's own thread: the coroutine of the async call running now on the

@@ -104,9 +104,12 @@ func (s *BatchSizer) Size() int {
 func (b *BatchFuture) Len() int { return len(b.items) }
 
 // Wait returns one Result per item, in order. The error is for the batch as a whole: ctx
-// (Wait's) ended, with no results, or the pool closed: with no results when the batch had not
-// started, else with them, as when the batch's context ended (then with a nil error): the
-// items that finished before the interrupt keep their outcomes, and the others have the error. Wait may be called again, also concurrently, and waits for the same calls: when
+// (Wait's) ended, with no results, or the pool closed. An interrupted batch — the pool
+// closed, or the batch's context ended (then with a nil error) — gives the items that
+// finished before the interrupt their outcomes and the others its error; when it had not
+// started, or its interrupt could not be told from its items (cpython.Thread.CallMany), there
+// are no outcomes: with the pool closed, no results; with its context ended, every item has
+// that error. Wait may be called again, also concurrently, and waits for the same calls: when
 // items have to run as calls of their own (see SubmitBatch), those calls are submitted once,
 // whichever Wait finds that first, and a Wait that gives up leaves them running for the next.
 func (b *BatchFuture) Wait(ctx context.Context) ([]Result, error) {

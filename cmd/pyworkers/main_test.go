@@ -599,6 +599,28 @@ func TestMapInterruptedWhileInputIsIdle(t *testing.T) {
 	}
 }
 
+// map's json is the stdlib's, whatever json.py sits in the folder map runs in; numbers have
+// no digit limit in JSON, nor here.
+func TestMapJSONIsTheStdlibsWithoutLimits(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "json.py"), []byte("raise RuntimeError('the wrong json')\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "t.py"), []byte("def f(x):\n    return x\ndef big(x):\n    return 10**5000 + x\n"), 0o644))
+	digits := strings.Repeat("7", 5000)
+	for _, c := range []struct{ target, in, out string }{
+		{"t.py:f", `{"a": [1, 2.5]}`, `{"ok":{"a":[1,2.5]}}`},
+		{"t.py:f", digits, `{"ok":` + digits + `}`},
+		{"t.py:big", "1", `{"ok":1` + strings.Repeat("0", 4999) + `1}`},
+	} {
+		cmd := exec.Command(binary, "map", c.target)
+		cmd.Dir = dir
+		cmd.Stdin = strings.NewReader(c.in + "\n")
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		require.NoError(t, cmd.Run(), errb.String())
+		assert.Equal(t, c.out+"\n", out.String(), "%s", c.target)
+	}
+}
+
 // Ctrl-C keeps the lines that finished in the batch of a line still running: every line
 // before the slow one is written.
 func TestMapInterruptedKeepsTheFinishedLinesOfABatch(t *testing.T) {
@@ -655,8 +677,8 @@ func TestRunReportsFailuresAsTheyHappen(t *testing.T) {
 	var out, errb pwtest.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	require.NoError(t, cmd.Start())
-	require.Eventually(t, func() bool { return strings.Contains(errb.String(), "ValueError: boom") }, time.Minute, 10*time.Millisecond,
-		"worker 1's failure is reported while worker 0 still runs")
+	require.Eventually(t, func() bool { return strings.Contains(errb.String(), "ValueError: boom") }, 20*time.Second, 10*time.Millisecond,
+		"worker 1's failure is reported while worker 0 still runs (it sleeps 60 s)")
 	assert.Contains(t, errb.String(), "worker 1 failed")
 	require.NoError(t, cmd.Process.Signal(os.Interrupt))
 	code := exitCodeWithin(t, cmd, 10*time.Second, "run did not stop on Ctrl-C")
