@@ -393,7 +393,9 @@ def pass_on():
     out.send(inq.%s)
 `, in.ID(), out.ID(), call)))
 		passed, kept := 0, 0
-		for k := range 100 {
+		// until the race this is about (item and interrupt together) has happened, 100 rounds
+		// at least
+		for k := 0; k < 100 || kept == 0 && k < 2000; k++ {
 			ctx, cancel := context.WithCancel(bg)
 			done := make(chan error, 1)
 			go func() { _, err := i.Call(ctx, "__main__:pass_on"); done <- err }()
@@ -415,6 +417,7 @@ def pass_on():
 			kept++
 		}
 		t.Logf("%s: %d passed on, %d left in the channel", call, passed, kept)
+		assert.NotZero(t, kept, "%s: the interrupt never came with an item: nothing was tested", call)
 	}
 }
 

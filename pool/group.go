@@ -671,11 +671,19 @@ func (g *Group) startWorker(ctx context.Context, id int) (*worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The interpreter leaves watching contexts to its owner (ExternalInterrupts): here, ctx.
-	interrupted := make(chan struct{})
+	// The interpreter leaves watching contexts to its owner (ExternalInterrupts): here, ctx,
+	// again every 100 ms (as cpython's CloseContext does) for set-up code that swallows one.
+	interrupted, started := make(chan struct{}), make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(interrupted)
-		in.InterruptContext(ctx)
+		for {
+			in.InterruptContext(ctx)
+			select {
+			case <-started:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 	})
 	err = in.Do(ctx, func(t *cpython.Thread) error {
 		for _, m := range g.spec.Preload {
@@ -693,6 +701,7 @@ func (g *Group) startWorker(ctx context.Context, id int) (*worker, error) {
 		}
 		return nil
 	})
+	close(started)
 	if !stop() {
 		<-interrupted
 	}

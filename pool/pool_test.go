@@ -814,7 +814,8 @@ func TestCloseContextInterruptsRunningTasks(t *testing.T) {
 // hangs ends with the context, leaving nothing behind.
 func TestNewContextInterruptsTheStart(t *testing.T) {
 	before := cpython.LiveInterpreters()
-	for _, setup := range []string{"while True: pass", "import time\ntime.sleep(60)"} {
+	for _, setup := range []string{"while True: pass", "import time\ntime.sleep(60)",
+		"while True:\n    try:\n        while True: pass\n    except KeyboardInterrupt:\n        break\nwhile True: pass"} { // swallows the first
 		ctx, cancel := context.WithTimeout(bg, 200*time.Millisecond)
 		start := time.Now()
 		p, err := pool.NewContext(ctx, pool.Options{Workers: 2, Setup: setup})
@@ -839,17 +840,18 @@ func TestNewContextInterruptsTheStart(t *testing.T) {
 // Setup is interrupted like a running task.
 func TestCloseContextInterruptsAReplacementsSetup(t *testing.T) {
 	flag := filepath.Join(t.TempDir(), "hang")
-	p, err := pool.New(pool.Options{Workers: 1, MaxTasksPerWorker: 1, Setup: fmt.Sprintf(`
+	var printed pwtest.SyncBuffer
+	p, err := pool.New(pool.Options{Workers: 1, MaxTasksPerWorker: 1, Stdout: &printed, Setup: fmt.Sprintf(`
 import os
 if os.path.exists(%q):
+    print("set-up hangs", flush=True)
     while True: pass
 `, flag)})
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(flag, nil, 0o644))
 	_, err = p.Call(bg, "pwtest:noop") // the worker's last task: its replacement hangs in Setup
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return p.Stats().Groups[0].Recycles >= 1 }, 10*time.Second, time.Millisecond)
-	time.Sleep(50 * time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(printed.String(), "set-up hangs") }, time.Minute, time.Millisecond)
 	ctx, cancel := context.WithTimeout(bg, 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -1024,8 +1026,17 @@ func TestInterruptedBatchKeepsWhatFinished(t *testing.T) {
 	require.NoError(t, err)
 	check(res, context.Canceled)
 
+	// CloseContext interrupts again every 100 ms: one that came while the batch formats the
+	// first (slow here: 300 ms) must not cost it the outcomes it keeps
 	printed.Reset()
-	closing, err := pool.New(pool.Options{Workers: 1, Stdout: &printed})
+	closing, err := pool.New(pool.Options{Workers: 1, Stdout: &printed, Setup: `
+import time, traceback
+_format = traceback.format_exception
+def _slow_format(*a, **k):
+    time.sleep(0.3)
+    return _format(*a, **k)
+traceback.format_exception = _slow_format
+`})
 	require.NoError(t, err)
 	b, err = closing.SubmitBatch(bg, "pwtest:main_eval", items)
 	require.NoError(t, err)

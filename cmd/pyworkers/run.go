@@ -69,18 +69,17 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 	// A failure is reported when its worker ends, not after all of them: a long run shows it
 	// at once, and Ctrl-C later does not hide it.
 	var failed atomic.Int32
-	var reportMu sync.Mutex
 	report := func(k int, err error) {
 		if err == nil || exitedOK(err) || (ctx.Err() != nil && errors.Is(err, ctx.Err())) {
 			return // a success, or stopped by Ctrl-C rather than failing
 		}
 		failed.Add(1)
-		reportMu.Lock()
-		defer reportMu.Unlock()
-		fmt.Fprintf(stderr, "worker %d failed: %v\n", k, err)
+		// One Write: the other workers' output, which goes on meanwhile, does not split it.
+		msg := fmt.Sprintf("worker %d failed: %v\n", k, err)
 		if pe := (*cpython.PythonError)(nil); errors.As(err, &pe) {
-			fmt.Fprintf(stderr, "%+v\n", pe)
+			msg += fmt.Sprintf("%+v\n", pe)
 		}
+		io.WriteString(stderr, msg)
 	}
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -126,22 +125,23 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 	return exitOK, nil
 }
 
-// checkReadable: path is a file this process can open for reading (it exists, is no folder,
-// and its permissions let us), said before any interpreter starts.
+// checkReadable: path is a file this process may read (it exists, is no folder, and, for a
+// regular file, opens), said before any interpreter starts; the error says why not.
 func checkReadable(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			return pe.Err
-		}
-		return err
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err != nil || st.IsDir() {
+	st, err := os.Stat(path)
+	if err == nil && st.IsDir() {
 		return errors.New("it is a directory")
 	}
-	return nil
+	if err == nil && st.Mode().IsRegular() { // a FIFO or device could block here: Python reads it
+		var f *os.File
+		if f, err = os.Open(path); err == nil {
+			err = f.Close()
+		}
+	}
+	if pe := (*os.PathError)(nil); errors.As(err, &pe) {
+		return pe.Err // "no such file or directory", "permission denied": the path is said already
+	}
+	return err
 }
 
 // exitedOK: the script ended with sys.exit(), sys.exit(0), sys.exit(None) or sys.exit(False),
