@@ -318,13 +318,11 @@ def json_line(target, star, line):
         )
     json, dec, enc = _json_codec
     try:
-        v = _beyond_int_limit(dec.decode, line)
-    except json.JSONDecodeError as e:
-        return (1, f"not JSON: {e.msg} at column {e.colno}")
-    except RecursionError:
-        return (1, "not JSON: nested too deeply")
-    except ValueError as e:  # a constant (NaN), an integer of too many digits
-        return (1, f"not JSON: {e}")
+        v = dec.decode(line)
+    except (ValueError, RecursionError) as e:
+        v, why = _decode_again(json, dec, line, e)
+        if why is not None:
+            return (1, why)
     if not star:
         r = fn(v)
     elif type(v) is list:
@@ -334,9 +332,11 @@ def json_line(target, star, line):
     else:
         return (1, f"--star needs an array or an object, got {_json_kind(v)}")
     try:
-        out = _beyond_int_limit(enc.encode, r)
+        out = enc.encode(r)
     except (TypeError, ValueError, RecursionError) as e:
-        return (2, _not_jsonable(r, e))
+        out = _encode_again(enc, r, e)
+        if type(out) is tuple:
+            return out
     if not out.isascii():
         try:
             out.encode("utf-8")
@@ -345,14 +345,38 @@ def json_line(target, star, line):
     return out
 
 
-def _beyond_int_limit(f, x):
-    """f(x), again without Python's limit on the digits of an int in text (4,300 by default)
-    when f met it: JSON numbers have no such limit, and map's lines and results are JSON."""
-    try:
-        return f(x)
-    except ValueError as e:
-        if type(e) is not ValueError or "integer string conversion" not in str(e):
-            raise
+def _decode_again(json, dec, line, e):
+    """json_line's decoding after dec.decode(line) raised e: (the value, None) when only
+    Python's limit on an int's digits (4,300 by default) stopped it — JSON numbers have no such
+    limit — else (None, why the line is not JSON)."""
+    if _int_limit(e):
+        try:
+            return _without_int_limit(dec.decode, line), None
+        except (ValueError, RecursionError) as again:
+            e = again
+    if isinstance(e, json.JSONDecodeError):
+        return None, f"not JSON: {e.msg} at column {e.colno}"
+    if isinstance(e, RecursionError):
+        return None, "not JSON: nested too deeply"
+    return None, f"not JSON: {e}"  # a constant (NaN), a number out of a float's range
+
+
+def _encode_again(enc, r, e):
+    """json_line's encoding after enc.encode(r) raised e: the text, when only the digit limit
+    stopped it (see _decode_again), else (2, what in r JSON cannot hold)."""
+    if _int_limit(e):
+        try:
+            return _without_int_limit(enc.encode, r)
+        except (TypeError, ValueError, RecursionError) as again:
+            e = again
+    return (2, _not_jsonable(r, e))
+
+
+def _int_limit(e):
+    return type(e) is ValueError and "integer string conversion" in str(e)
+
+
+def _without_int_limit(f, x):
     limit = sys.get_int_max_str_digits()
     sys.set_int_max_str_digits(0)
     try:
