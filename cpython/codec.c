@@ -267,7 +267,34 @@ static int enc_dict(enc_ctx *c, PyObject *o, int depth) {
 	return 0;
 }
 
+/* Values encoded or decoded by this thread's current encoding or decoding, counted to poll
+ * pyw_codec_stop now and then, once it has taken a while: one that ends soon is left to end,
+ * and a batch's outcomes stay whole when an interrupt comes as it ends. */
+static _Thread_local unsigned long codec_steps;
+#define STOP_EVERY 4096           /* values between polls: tens of microseconds of work */
+#define STOP_AFTER (64ul * 1024) /* values before the first poll: about a millisecond */
+
+static _Thread_local int codec_stopped_here; /* stop_now said so during the current one */
+
+static int stop_now(void) {
+	if (++codec_steps % STOP_EVERY != 0 || codec_steps < STOP_AFTER || !pyw_codec_stop()) {
+		return 0;
+	}
+	codec_stopped_here = 1;
+	return 1;
+}
+
+static int stopped(void) { return codec_stopped_here; }
+
+static void codec_start(void) {
+	codec_steps = 0;
+	codec_stopped_here = 0;
+}
+
 static int enc(enc_ctx *c, PyObject *o, int depth) {
+	if (stop_now()) {
+		return fail(c->e, "interrupted: the task's context ended while its value was converted%s", "");
+	}
 	pyw_buf *b = c->b;
 	pyw_enc_err *e = c->e;
 	if (o == Py_None) {
@@ -344,6 +371,7 @@ static void unwind(pyw_buf *b, pyw_refs *refs, size_t len, size_t nrefs) {
 }
 
 int pyw_encode(pyw_buf *b, pyw_refs *refs, int share_large, PyObject *o, pyw_enc_err *err) {
+	codec_start();
 	err->path[0] = 0;
 	err->msg[0] = 0;
 	size_t start = b->len, nrefs = refs ? refs->n : 0;
@@ -356,6 +384,7 @@ int pyw_encode(pyw_buf *b, pyw_refs *refs, int share_large, PyObject *o, pyw_enc
 }
 
 int pyw_encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_err *err) {
+	codec_start();
 	err->path[0] = 0;
 	err->msg[0] = 0;
 	if (!PyList_CheckExact(list) || PyList_GET_SIZE(list) % 2 != 0) {
@@ -374,6 +403,10 @@ int pyw_encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_err 
 		/* elements at depth 1, as inside the list: the decoders count depth the same way */
 		if (enc(&c, flag, 1) == 0 && enc(&c, v, 1) == 0) {
 			continue;
+		}
+		if (stopped()) { /* not this item's: the whole encoding stops for the interrupt */
+			unwind(b, refs, start, nrefs0);
+			return -1;
 		}
 		/* this outcome cannot cross: (None, (path, reason)) in its place, for that item alone */
 		unwind(b, refs, at, nrefs);
@@ -439,6 +472,10 @@ typedef struct {
 static PyObject *dec_item(const dec_ctx *c, const char **p, const char *end, int depth);
 
 static PyObject *dec(const dec_ctx *c, const char **p, const char *end, int depth) {
+	if (stop_now()) {
+		PyErr_SetString(PyExc_KeyboardInterrupt, "the task's context ended while its value was converted");
+		return NULL;
+	}
 	if (*p >= end) {
 		return malformed("truncated");
 	}
@@ -579,6 +616,7 @@ static PyObject *dec_item(const dec_ctx *c, const char **p, const char *end, int
 }
 
 PyObject *pyw_decode(const char **p, const char *end, pyw_shared *const *refs, size_t nrefs) {
+	codec_start();
 	dec_ctx c = {refs, nrefs};
 	return dec(&c, p, end, 0);
 }

@@ -142,6 +142,8 @@ static void begin(pyw_interp *w, uint64_t task) {
 	}
 	pyw_refs_clear(&w->out_refs);
 	w->current_task = task;
+	w->busy_task = task;
+	w->codec_stopped = 0;
 	if (task != 0 && w->precancel == task) {
 		/* interrupted before it began (the interrupter came first): interrupt it now */
 		inject(w, task);
@@ -177,7 +179,9 @@ static pyw_result finish_as(pyw_interp *w, uint64_t task, PyObject *value, int o
 		r = encode_into(&w->out, &w->out_refs, value, outcomes);
 		Py_DECREF(value);
 	}
-	r.interrupted = interrupted;
+	/* an interrupt that stopped the codec (the arguments, or the result) interrupted the call */
+	r.interrupted = interrupted || w->codec_stopped;
+	w->busy_task = 0;
 	PyEval_SaveThread();
 	return r;
 }
@@ -445,8 +449,13 @@ static int cancel_instead(pyw_interp *w) {
 }
 
 int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
+	/* The worker may be in the codec, which holds the GIL and runs no Python code, as long as a
+	 * value takes: it polls this and stops (pyw_codec_stop). */
+	uint64_t req = task != 0 ? task : PYW_ANY_TASK;
+	atomic_store(&w->stop_codec, req);
 	PyThreadState *ts = PyThreadState_New(w->interp);
 	if (ts == NULL) {
+		atomic_compare_exchange_strong(&w->stop_codec, &req, 0);
 		return -1;
 	}
 	PyEval_RestoreThread(ts); /* waits for the worker to drop its GIL: at most a switch interval */
@@ -480,6 +489,7 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 	}
 	PyThreadState_Clear(ts);
 	PyThreadState_DeleteCurrent();
+	atomic_compare_exchange_strong(&w->stop_codec, &req, 0); /* unless another interrupt's is there */
 	if (done == PYW_INJECTED) {
 		/* wake the task if it is blocked in one of our waits (it holds no GIL then) */
 		pthread_mutex_lock(&w->wait_mu);
@@ -536,6 +546,19 @@ int pyw_take_cancel(void) {
 		return 0;
 	}
 	w->cancel_pending = 0;
+	return 1;
+}
+
+int pyw_codec_stop(void) {
+	pyw_interp *w = current;
+	if (w == NULL || w->busy_task == 0) {
+		return 0;
+	}
+	uint64_t req = atomic_load_explicit(&w->stop_codec, memory_order_relaxed);
+	if (req == 0 || (req != PYW_ANY_TASK && req != w->busy_task)) {
+		return 0;
+	}
+	w->codec_stopped = 1;
 	return 1;
 }
 

@@ -448,7 +448,9 @@ func (t *Thread) SetOutput(stdout, stderr io.Writer) {
 // Exec runs Python statements in __main__. Cancelling ctx while they run injects
 // KeyboardInterrupt (within about 5 ms, CPython's switch interval) and returns an
 // *InterruptedError wrapping ctx.Err(). time.sleep stops at once; another blocking C call (a
-// socket read, select) sees the interrupt only when it returns.
+// socket read, select) sees the interrupt only when it returns. pyworkers' own conversion of
+// arguments and results, which holds the GIL, stops too once it has run about a millisecond (a
+// huge value, or one whose shared parts expand without end).
 func (t *Thread) Exec(ctx context.Context, src string) error {
 	_, err := t.run(ctx, 0, src)
 	return err
@@ -517,8 +519,8 @@ type CallResult struct {
 // results. ctx's end interrupts the batch: the items that finished keep their outcomes, the
 // one it stopped has the *InterruptedError as its Err, those after it ErrNotRun, and the
 // *InterruptedError is the error returned with them (also when every item had finished; with
-// no results when the interrupt escaped the loop over the items: it came as the batch began,
-// or as it ended). What stops the batch before any item runs is the error, with no results: an argument
+// no results when the interrupt escaped the loop over the items — it came as the batch began,
+// or as it ended — or stopped the conversion of their outcomes, see Exec). What stops the batch before any item runs is the error, with no results: an argument
 // that cannot cross (a *ConversionError whose path starts with the item's index), a target that
 // cannot be resolved.
 // A batch that fails as a whole once its calls have begun (out of memory keeping or encoding its

@@ -780,6 +780,38 @@ func TestOddExceptionTypeName(t *testing.T) {
 	assert.Equal(t, "pwtest.OddError", pwtest.PyErr(t, err).Type)
 }
 
+// Converting a value holds the GIL and runs no Python code, for as long as the value takes —
+// without end for a structure whose shared parts expand (2**40 nodes from 40 lists). An
+// interrupt stops the conversion too; the interpreter goes on.
+func TestInterruptStopsAConversion(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Exec(bg, "x = []\nfor _ in range(40):\n    x = [x, x]"))
+	for _, expr := range []string{"x", "[0] * 10 + [x]"} {
+		ctx, cancel := context.WithTimeout(bg, 200*time.Millisecond)
+		start := time.Now()
+		_, err := i.Eval(ctx, expr)
+		cancel()
+		var ie *cpython.InterruptedError
+		require.ErrorAs(t, err, &ie, expr)
+		assert.ErrorIs(t, err, context.DeadlineExceeded, expr)
+		assert.Less(t, time.Since(start), 5*time.Second, expr)
+	}
+	var rs []cpython.CallResult
+	var err error
+	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {
+		ctx, cancel := context.WithTimeout(bg, 200*time.Millisecond)
+		defer cancel()
+		rs, err = th.CallMany(ctx, "pwtest:main_eval", [][]any{{"1"}, {"x"}})
+		return nil
+	}))
+	var ie *cpython.InterruptedError
+	require.ErrorAs(t, err, &ie, "a batch whose outcome's conversion was stopped")
+	assert.Nil(t, rs)
+	v, err := i.Eval(bg, "len(x)")
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), v)
+}
+
 // An interrupted batch keeps the outcomes of the items that finished: the caller knows which
 // ran. The item the interrupt stopped has the *InterruptedError, those after it ErrNotRun.
 func TestCallManyInterruptedKeepsWhatFinished(t *testing.T) {

@@ -104,7 +104,16 @@ typedef struct pyw_interp {
 	/* The task that is ending on its interrupt (bootstrap.call_many keeping its outcomes):
 	 * further interrupts of it are not injected. Changed with the GIL held. */
 	uint64_t held_task;
+	/* The codec's stop (pyw_codec_stop): the task whose call is being served, from begin to the
+	 * end of its result's encoding (the interpreter's own thread only); the task an interrupter
+	 * waiting for the GIL wants stopped (PYW_ANY_TASK: whatever runs), set before it waits and
+	 * cleared after; and whether the codec stopped for it during this call. */
+	uint64_t busy_task;
+	_Atomic uint64_t stop_codec;
+	int codec_stopped;
 } pyw_interp;
+
+#define PYW_ANY_TASK UINT64_MAX
 
 /* ---- runtime (runtime.c) */
 /* Starts CPython and compiles boot, the bootstrap's source. On failure returns NULL and writes a
@@ -227,6 +236,11 @@ int pyw_task_interrupted(void);
  * swallowed by code that ignores exceptions (a weakref callback, a __del__: CPython reports
  * them to sys.unraisablehook: module.c's); inject it again. 1 if it did. */
 int pyw_reinterrupt(void);
+/* GIL held, polled by the codec while it encodes or decodes: whether an interrupt of the task
+ * this thread serves is waiting for the GIL, which the codec holds for as long as it runs (a
+ * huge value, a structure whose shared parts expand without end). 1: stop, with the call marked
+ * interrupted. */
+int pyw_codec_stop(void);
 /* GIL held, on an interpreter's own thread: the running task, interrupted, is ending on it (it
  * only keeps what finished): interrupts repeated to end it (CloseContext's) are not injected. */
 void pyw_hold_interrupts(void);
