@@ -181,15 +181,15 @@ def call_many(fn, items):
                 out.append(True)
                 out.append(v)
     except BaseException as e:  # what our interrupt raised, or code reacting to it raised
-        if not interrupted():
+        # Close repeats interrupts: none may cut what follows short (one call tests and holds)
+        if not _pyworkers._hold_if_interrupted():
             raise  # not ours (raised by the code itself): as a call's, it ends the task
-        _pyworkers._hold_interrupts()  # Close repeats interrupts: none may cut this short
         if len(out) % 2:
             out.pop()  # it came between an item's flag and its outcome: that item is the one
         if len(out) < 2 * len(items):
             try:
                 info = format_exc(e)
-            except BaseException:  # one more interrupt, come before the hold
+            except BaseException:  # an interrupt repeated past the hold's limit
                 info = None
             out.append("interrupted")
             out.append(info)

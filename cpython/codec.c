@@ -286,9 +286,23 @@ static int stop_now(void) {
 
 static int stopped(void) { return codec_stopped_here; }
 
-static void codec_start(void) {
+/* The state of a conversion, saved by one that starts inside it (Python code a failing
+ * encoding runs, PyObject_Repr of a dict key, may send on a channel) and restored after. */
+typedef struct {
+	unsigned long steps;
+	int stopped;
+} codec_state;
+
+static codec_state codec_start(void) {
+	codec_state outer = {codec_steps, codec_stopped_here};
 	codec_steps = 0;
 	codec_stopped_here = 0;
+	return outer;
+}
+
+static void codec_end(codec_state outer) {
+	codec_steps = outer.steps;
+	codec_stopped_here = outer.stopped;
 }
 
 static int enc(enc_ctx *c, PyObject *o, int depth) {
@@ -371,7 +385,7 @@ static void unwind(pyw_buf *b, pyw_refs *refs, size_t len, size_t nrefs) {
 }
 
 int pyw_encode(pyw_buf *b, pyw_refs *refs, int share_large, PyObject *o, pyw_enc_err *err) {
-	codec_start();
+	codec_state outer = codec_start();
 	err->path[0] = 0;
 	err->msg[0] = 0;
 	size_t start = b->len, nrefs = refs ? refs->n : 0;
@@ -380,11 +394,20 @@ int pyw_encode(pyw_buf *b, pyw_refs *refs, int share_large, PyObject *o, pyw_enc
 	if (rc < 0) {
 		unwind(b, refs, start, nrefs);
 	}
+	codec_end(outer);
 	return rc;
 }
 
+static int encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_err *err);
+
 int pyw_encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_err *err) {
-	codec_start();
+	codec_state outer = codec_start();
+	int rc = encode_outcomes(b, refs, list, err);
+	codec_end(outer);
+	return rc;
+}
+
+static int encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_err *err) {
 	err->path[0] = 0;
 	err->msg[0] = 0;
 	if (!PyList_CheckExact(list) || PyList_GET_SIZE(list) % 2 != 0) {
@@ -616,9 +639,11 @@ static PyObject *dec_item(const dec_ctx *c, const char **p, const char *end, int
 }
 
 PyObject *pyw_decode(const char **p, const char *end, pyw_shared *const *refs, size_t nrefs) {
-	codec_start();
+	codec_state outer = codec_start();
 	dec_ctx c = {refs, nrefs};
-	return dec(&c, p, end, 0);
+	PyObject *o = dec(&c, p, end, 0);
+	codec_end(outer);
+	return o;
 }
 
 /* ---- shared buffers */

@@ -154,6 +154,7 @@ static void begin(pyw_interp *w, uint64_t task) {
  * not raised yet is withdrawn so it cannot hit the next task. Returns 1 if it was interrupted. */
 static int end_task(pyw_interp *w, uint64_t task) {
 	w->current_task = 0;
+	w->held_task = 0;
 	atomic_store(&w->interrupt_pending, 0);
 	w->cancel_asked = 0;
 	w->cancel_pending = 0;
@@ -176,7 +177,9 @@ static pyw_result finish_as(pyw_interp *w, uint64_t task, PyObject *value, int o
 	if (value == NULL) {
 		r = capture_error(&w->out, w->helpers);
 	} else {
+		w->stoppable = 1;
 		r = encode_into(&w->out, &w->out_refs, value, outcomes);
+		w->stoppable = 0;
 		Py_DECREF(value);
 	}
 	/* an interrupt that stopped the codec (the arguments, or the result) interrupted the call */
@@ -187,6 +190,14 @@ static pyw_result finish_as(pyw_interp *w, uint64_t task, PyObject *value, int o
 }
 
 static pyw_result finish(pyw_interp *w, uint64_t task, PyObject *value) { return finish_as(w, task, value, 0); }
+
+/* pyw_decode of a call's arguments, which an interrupt may stop (pyw_codec_stop). */
+static PyObject *decode_args(pyw_interp *w, const char **p, const char *end, pyw_shared *const *refs, size_t nrefs) {
+	w->stoppable = 1;
+	PyObject *o = pyw_decode(p, end, refs, nrefs);
+	w->stoppable = 0;
+	return o;
+}
 
 static PyObject *helper(pyw_interp *w, const char *name) {
 	PyObject *f = PyDict_GetItemString(w->helpers, name); /* borrowed */
@@ -379,8 +390,8 @@ pyw_result pyw_interp_call(pyw_interp *w, size_t slot, const char *args, size_t 
 	if (target == NULL) {
 		return finish(w, task, NULL);
 	}
-	a = pyw_decode(&p, end, refs, nrefs);
-	kw = a ? pyw_decode(&p, end, refs, nrefs) : NULL;
+	a = decode_args(w, &p, end, refs, nrefs);
+	kw = a ? decode_args(w, &p, end, refs, nrefs) : NULL;
 	if (kw != NULL && (!PyTuple_Check(a) || (kw != Py_None && !PyDict_Check(kw)))) {
 		PyErr_SetString(PyExc_SystemError, "pyworkers: malformed call arguments");
 	} else if (kw != NULL) {
@@ -401,7 +412,7 @@ pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, s
 	}
 	PyObject *fn = helper(w, "call_many"), *r = NULL;
 	const char *p = items;
-	PyObject *list = fn ? pyw_decode(&p, items + len, refs, nrefs) : NULL;
+	PyObject *list = fn ? decode_args(w, &p, items + len, refs, nrefs) : NULL;
 	int started = list != NULL;
 	if (list != NULL) {
 		r = PyObject_CallFunctionObjArgs(fn, target, list, NULL);
@@ -465,7 +476,7 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 		/* not running (yet, or any more): if it has yet to begin, begin() interrupts it */
 		w->precancel = task;
 	}
-	if (cur != 0 && (task == 0 || cur == task) && cur != w->held_task) {
+	if (cur != 0 && (task == 0 || cur == task) && (cur != w->held_task || ++w->held_skips > PYW_HOLD_MAX)) {
 		if (!escalate && cancel_instead(w)) {
 			w->interrupted_task = cur;
 			w->cancel_asked = 1;
@@ -551,7 +562,7 @@ int pyw_take_cancel(void) {
 
 int pyw_codec_stop(void) {
 	pyw_interp *w = current;
-	if (w == NULL || w->busy_task == 0) {
+	if (w == NULL || !w->stoppable || w->busy_task == 0) {
 		return 0;
 	}
 	uint64_t req = atomic_load_explicit(&w->stop_codec, memory_order_relaxed);
@@ -562,11 +573,17 @@ int pyw_codec_stop(void) {
 	return 1;
 }
 
-void pyw_hold_interrupts(void) {
-	pyw_interp *w = current;
-	if (w != NULL && w->current_task != 0) {
-		w->held_task = w->current_task;
+int pyw_hold_if_interrupted(void) {
+	if (!pyw_task_interrupted()) {
+		return 0;
 	}
+	pyw_interp *w = current;
+	if (w->held_task != w->current_task) {
+		w->held_task = w->current_task;
+		w->held_skips = 0;
+	}
+	withdraw(w);
+	return 1;
 }
 
 int pyw_reinterrupt(void) {

@@ -231,13 +231,13 @@ static PyObject *mod_interrupted(PyObject *m, PyObject *unused) {
 	return PyBool_FromLong(pyw_task_interrupted());
 }
 
-/* pyworkers._hold_interrupts(): the running task, interrupted, is ending on it: no more interrupts
- * of it (see pyw_hold_interrupts). */
-static PyObject *mod_hold_interrupts(PyObject *m, PyObject *unused) {
+/* pyworkers._hold_if_interrupted(): if the running task was interrupted, it is ending on it: no
+ * more interrupts of it (see pyw_hold_if_interrupted). Whether it was. One call: an interrupt
+ * repeated meanwhile cannot land between the test and the hold. */
+static PyObject *mod_hold_if_interrupted(PyObject *m, PyObject *unused) {
 	(void)m;
 	(void)unused;
-	pyw_hold_interrupts();
-	Py_RETURN_NONE;
+	return PyBool_FromLong(pyw_hold_if_interrupted());
 }
 
 /* pyworkers.sleep(secs): time.sleep, except that an interrupt of the task sleeping (its context
@@ -353,7 +353,7 @@ static PyMethodDef methods[] = {
     {"_write", (PyCFunction)(void (*)(void))mod_write, METH_FASTCALL, "write(fd, text): send text to the Go side."},
     {"_flush", mod_flush, METH_O, "flush(fd): write out a pending partial line."},
     {"_interrupted", mod_interrupted, METH_NOARGS, "_interrupted(): whether the running task was interrupted."},
-    {"_hold_interrupts", mod_hold_interrupts, METH_NOARGS, "_hold_interrupts(): the interrupted task is ending: no more interrupts of it."},
+    {"_hold_if_interrupted", mod_hold_if_interrupted, METH_NOARGS, "_hold_if_interrupted(): if the task was interrupted, no more interrupts of it."},
     {"_set_wake_fd", mod_set_wake_fd, METH_O, "_set_wake_fd(fd): the socket an interrupt writes a byte to (-1: none)."},
     {"_set_main", mod_set_main, METH_O, "_set_main(coro): the coroutine of the async call running now, or None."},
     {"_take_cancel", mod_take_cancel, METH_NOARGS, "_take_cancel(): whether an interrupt asked to cancel the async call."},

@@ -102,18 +102,24 @@ typedef struct pyw_interp {
 	int cancel_asked;
 	int cancel_pending;
 	/* The task that is ending on its interrupt (bootstrap.call_many keeping its outcomes):
-	 * further interrupts of it are not injected. Changed with the GIL held. */
+	 * further interrupts of it are not injected, up to PYW_HOLD_MAX of them (set-up code that
+	 * hangs must not hold Close for good); cleared when the task ends. With the GIL held. */
 	uint64_t held_task;
+	int held_skips;
 	/* The codec's stop (pyw_codec_stop): the task whose call is being served, from begin to the
-	 * end of its result's encoding (the interpreter's own thread only); the task an interrupter
-	 * waiting for the GIL wants stopped (PYW_ANY_TASK: whatever runs), set before it waits and
-	 * cleared after; and whether the codec stopped for it during this call. */
+	 * end of its result's encoding, and whether the conversion running now is the call's own
+	 * (its arguments, its result: not a channel's in the task's Python code), both on the
+	 * interpreter's own thread only; the task an interrupter waiting for the GIL wants stopped
+	 * (PYW_ANY_TASK: whatever runs), set before it waits and cleared after; and whether the
+	 * codec stopped for it during this call. */
 	uint64_t busy_task;
+	int stoppable;
 	_Atomic uint64_t stop_codec;
 	int codec_stopped;
 } pyw_interp;
 
 #define PYW_ANY_TASK UINT64_MAX
+#define PYW_HOLD_MAX 20
 
 /* ---- runtime (runtime.c) */
 /* Starts CPython and compiles boot, the bootstrap's source. On failure returns NULL and writes a
@@ -241,9 +247,10 @@ int pyw_reinterrupt(void);
  * huge value, a structure whose shared parts expand without end). 1: stop, with the call marked
  * interrupted. */
 int pyw_codec_stop(void);
-/* GIL held, on an interpreter's own thread: the running task, interrupted, is ending on it (it
- * only keeps what finished): interrupts repeated to end it (CloseContext's) are not injected. */
-void pyw_hold_interrupts(void);
+/* GIL held, on an interpreter's own thread: if the running task was interrupted, it is ending on
+ * it (it only keeps what finished): an interrupt repeated to end it (CloseContext's) that is
+ * pending is withdrawn, and the next ones are not injected (see held_task). 1 if it was. */
+int pyw_hold_if_interrupted(void);
 /* GIL held, on an interpreter's own thread: the socket an interrupt writes a byte to, or -1. */
 void pyw_set_wake_fd(int fd);
 /* GIL held, on an interpreter's own thread: the coroutine of the async call running now on the
