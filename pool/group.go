@@ -168,7 +168,9 @@ const mapWindow = 4
 // calls at first and for slow functions, up to 32 calls for tiny ones. It keeps at most 4
 // batches per worker in flight, so memory stays bounded however many inputs there are; a slow
 // input iterator delays only the batch it is filling. Stopping the iteration early cancels the
-// calls in flight. Cancelling ctx ends it with errors wrapping ctx.Err().
+// calls in flight. Cancelling ctx ends it with errors wrapping ctx.Err(). When the pool closes
+// under a batch, the calls of it that finished still yield their results (see
+// BatchFuture.Wait), the others ErrClosed.
 func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) iter.Seq2[any, error] {
 	return func(yield func(any, error) bool) {
 		ctx, cancel := context.WithCancel(ctx)
@@ -226,10 +228,11 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 			if err == nil {
 				results, err = p.b.Wait(ctx)
 			}
-			if err != nil {
-				results = fill(p.n, err)
-			} else {
+			switch {
+			case err == nil:
 				sizer.Observe(p.b)
+			case results == nil: // with results: the pool closed under it, which of its calls finished
+				results = fill(p.n, err)
 			}
 			for _, r := range results {
 				if !yield(r.Value, r.Err) {

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -703,6 +704,39 @@ func TestMapKeepsOrderAndStopsEarly(t *testing.T) {
 }
 
 // Slow calls are not batched onto one worker: a few 100 ms inputs spread over all workers.
+// When the pool closes under Map, the calls of the interrupted batch that finished still
+// yield their results: every input before the one that was running has its value.
+func TestMapKeepsWhatFinishedWhenThePoolCloses(t *testing.T) {
+	var printed pwtest.SyncBuffer
+	p, err := pool.New(pool.Options{Workers: 1, Stdout: &printed})
+	require.NoError(t, err)
+	const slow = 700 // by then Map batches tiny calls: the slow one shares a batch
+	inputs := make([]any, 1000)
+	for k := range inputs {
+		inputs[k] = strconv.Itoa(k)
+	}
+	inputs[slow] = "print('slow item runs', flush=True) or __import__('time').sleep(5)"
+	go func() {
+		for end := time.Now().Add(time.Minute); !strings.Contains(printed.String(), "slow item runs") && time.Now().Before(end); {
+			time.Sleep(time.Millisecond)
+		}
+		ctx, cancel := context.WithCancel(bg)
+		cancel()
+		p.CloseContext(ctx)
+	}()
+	k := 0
+	for v, err := range p.Map(bg, "pwtest:main_eval", slices.Values(inputs)) {
+		if k < slow {
+			require.NoError(t, err, "input %d", k)
+			require.Equal(t, int64(k), v)
+		} else {
+			require.ErrorIs(t, err, pool.ErrClosed, "input %d", k)
+		}
+		k++
+	}
+	assert.Greater(t, k, slow, "the slow input's outcome came (inputs never submitted have none)")
+}
+
 func TestMapSpreadsSlowCalls(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 2})
 	ran := map[int64]int{}
