@@ -104,24 +104,10 @@ def setup(cfg):
     sys.unraisablehook = _pyworkers._unraisablehook
 
 
-def _fresh(v):
-    """A copy of a decoded value whose containers are all new (the rest is immutable). Not the
-    copy module: importing it costs an idle worker memory, and importing it late would find a
-    user's copy.py beside a target file first."""
-    t = type(v)
-    if t is list:
-        return [_fresh(x) for x in v]
-    if t is dict:
-        return {k: _fresh(x) for k, x in v.items()}
-    if t is tuple:
-        return tuple(_fresh(x) for x in v)
-    return v
-
-
 def _install_api(config, worker_id, workers):
     def config_():
         """The configuration the Go side gave this interpreter (a fresh copy each call)."""
-        return _fresh(config)
+        return _pyworkers._copy(config)  # C: to any depth the config came in
 
     def worker_id_():
         """This worker's number, 0 ... workers() - 1."""

@@ -105,6 +105,16 @@ func TestExecEvalAndMainGlobals(t *testing.T) {
 	v, err = i.Eval(bg, "__import__('sys').argv")
 	require.NoError(t, err)
 	assert.Equal(t, []any{"prog.py", "--flag"}, v)
+
+	// a config nested as deep as values may be comes out whole
+	var deep any = "core"
+	for range 9000 {
+		deep = []any{deep}
+	}
+	nested := newInterp(t, cpython.InterpreterConfig{Config: deep})
+	v, err = nested.Eval(bg, "(lambda c: [(c := c[0]) for _ in range(9000)][-1])(__import__('pyworkers').config())")
+	require.NoError(t, err)
+	assert.Equal(t, "core", v)
 }
 
 func TestMainValueThatCannotCross(t *testing.T) {

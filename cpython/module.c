@@ -231,6 +231,23 @@ static PyObject *mod_interrupted(PyObject *m, PyObject *unused) {
 	return PyBool_FromLong(pyw_task_interrupted());
 }
 
+/* pyworkers._copy(v): a copy of v, a value as the wire carries it, through the codec: new
+ * containers to any depth the wire allows (a copy in Python would recurse ten times less deep
+ * before RecursionError). pyworkers.config() hands these out. */
+static PyObject *mod_copy(PyObject *m, PyObject *v) {
+	(void)m;
+	pyw_buf b = {NULL, 0, 0};
+	pyw_enc_err e;
+	if (pyw_encode(&b, NULL, 0, v, &e) < 0) {
+		pyw_buf_free(&b);
+		return PyErr_Format(PyExc_TypeError, "cannot copy this value: %s%s%s", e.path, e.path[0] ? ": " : "", e.msg);
+	}
+	const char *p = b.data;
+	PyObject *o = pyw_decode(&p, b.data + b.len, NULL, 0);
+	pyw_buf_free(&b);
+	return o;
+}
+
 /* pyworkers._hold_if_interrupted(): if the running task was interrupted, it is ending on it: no
  * more interrupts of it (see pyw_hold_if_interrupted). Whether it was. One call: an interrupt
  * repeated meanwhile cannot land between the test and the hold. */
@@ -353,6 +370,7 @@ static PyMethodDef methods[] = {
     {"_write", (PyCFunction)(void (*)(void))mod_write, METH_FASTCALL, "write(fd, text): send text to the Go side."},
     {"_flush", mod_flush, METH_O, "flush(fd): write out a pending partial line."},
     {"_interrupted", mod_interrupted, METH_NOARGS, "_interrupted(): whether the running task was interrupted."},
+    {"_copy", mod_copy, METH_O, "_copy(v): a copy of a value as pyworkers carries it, containers new."},
     {"_hold_if_interrupted", mod_hold_if_interrupted, METH_NOARGS, "_hold_if_interrupted(): if the task was interrupted, no more interrupts of it."},
     {"_set_wake_fd", mod_set_wake_fd, METH_O, "_set_wake_fd(fd): the socket an interrupt writes a byte to (-1: none)."},
     {"_set_main", mod_set_main, METH_O, "_set_main(coro): the coroutine of the async call running now, or None."},
