@@ -136,6 +136,9 @@ func NewInterpreter(ctx context.Context, cfg InterpreterConfig) (*Interpreter, e
 	if err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil { // lockLifecycle's select could still take a free slot
+		return nil, err
+	}
 	if err := lockLifecycle(ctx); err != nil {
 		return nil, err
 	}
@@ -210,10 +213,22 @@ func (i *Interpreter) thread(setup []byte, created chan<- error) {
 	register(i)
 	created <- nil
 
+	ended := false
+	defer func() {
+		if !ended {
+			// The function given to Do called runtime.Goexit (t.FailNow in a test): this
+			// goroutine ends, and its locked OS thread with it. The interpreter ends first, here
+			// on its own thread, rather than being left with no thread (Close would wait for
+			// good).
+			i.close.Do(func() { close(i.closing) })
+			i.end()
+		}
+	}()
 	for {
 		select { // closing wins over waiting work
 		case <-i.closing:
 			i.end()
+			ended = true
 			return
 		default:
 		}
@@ -222,23 +237,31 @@ func (i *Interpreter) thread(setup []byte, created chan<- error) {
 			i.run(o)
 		case <-i.closing:
 			i.end()
+			ended = true
 			return
 		}
 	}
 }
 
+// errGoexit is Do's error when its function called runtime.Goexit instead of returning.
+var errGoexit = fmt.Errorf("cpython: the function given to Do called runtime.Goexit (t.FailNow?) instead of returning: the interpreter was closed: %w", ErrClosed)
+
 func (i *Interpreter) run(o *op) {
 	t := &Thread{i: i}
+	returned := false
 	defer func() {
 		t.i = nil
 		i.stdout.setCurrent(nil)
 		i.stderr.setCurrent(nil)
 		if r := recover(); r != nil {
 			o.panicked = &PanicError{Value: r, Stack: debug.Stack()}
+		} else if !returned {
+			o.err = errGoexit
 		}
 		close(o.done)
 	}()
 	o.err = o.fn(t)
+	returned = true
 }
 
 func (i *Interpreter) end() {
@@ -263,7 +286,9 @@ func (i *Interpreter) ID() int64 { return i.id }
 // runs on this interpreter; fn uses t to run Python (t is valid only until fn returns). A panic
 // in fn is recovered on the interpreter's thread and panicked again here as a *PanicError.
 // ctx bounds the wait for the interpreter to take fn; once fn runs, cancellation is up to fn
-// (pass ctx to t's methods). Errors: ErrClosed, ctx.Err(), or fn's error.
+// (pass ctx to t's methods). Errors: ErrClosed, ctx.Err(), or fn's error. A fn that calls
+// runtime.Goexit (t.FailNow in a test) ends the interpreter's thread, and so the interpreter:
+// Do then returns an error wrapping ErrClosed.
 func (i *Interpreter) Do(ctx context.Context, fn func(t *Thread) error) error {
 	if err := ctx.Err(); err != nil {
 		return err

@@ -717,6 +717,29 @@ func TestOutputOfManyInterpretersNeverMixesLines(t *testing.T) {
 	}
 }
 
+// A function given to Do that calls runtime.Goexit (t.FailNow, require in a test) ends the
+// interpreter's thread: the interpreter ends with it, on that thread, and Do says so; Close and
+// later calls do not wait for good.
+func TestGoexitInDoEndsTheInterpreter(t *testing.T) {
+	before := cpython.LiveInterpreters()
+	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{})
+	require.NoError(t, err)
+	err = i.Do(bg, func(th *cpython.Thread) error {
+		runtime.Goexit()
+		return nil
+	})
+	require.ErrorIs(t, err, cpython.ErrClosed)
+	assert.Contains(t, err.Error(), "Goexit")
+	select {
+	case <-i.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the interpreter did not end with its thread")
+	}
+	require.NoError(t, i.Close())
+	assert.ErrorIs(t, i.Exec(bg, "1"), cpython.ErrClosed)
+	assert.Equal(t, before, cpython.LiveInterpreters())
+}
+
 func TestIsModuleName(t *testing.T) {
 	for _, ok := range []string{"json", "os.path", "_private", "a1.b_2.c"} {
 		assert.True(t, cpython.IsModuleName(ok), ok)
