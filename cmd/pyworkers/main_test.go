@@ -376,18 +376,25 @@ func TestMapTimeoutCountsFromAFreeWorker(t *testing.T) {
 	assert.Len(t, jsonLines(t, r.stdout), 4)
 }
 
+// startMapOfNumbers starts pyworkers map with args, its input the lines 0 ... n-1.
+func startMapOfNumbers(t *testing.T, n int, args ...string) (cmd *exec.Cmd, out, errb *pwtest.SyncBuffer) {
+	t.Helper()
+	var in strings.Builder
+	for k := range n {
+		fmt.Fprintf(&in, "%d\n", k)
+	}
+	cmd = exec.Command(binary, append([]string{"map"}, args...)...)
+	cmd.Stdin = strings.NewReader(in.String())
+	out, errb = new(pwtest.SyncBuffer), new(pwtest.SyncBuffer)
+	cmd.Stdout, cmd.Stderr = out, errb
+	require.NoError(t, cmd.Start())
+	return cmd, out, errb
+}
+
 // Ctrl-C: what finished is written as complete lines, in order, and the exit status is 130.
 func TestMapInterruptedWritesCompleteLines(t *testing.T) {
 	p := script(t, mapScript)
-	var in strings.Builder
-	for k := range 2000 {
-		fmt.Fprintf(&in, "%d\n", k)
-	}
-	cmd := exec.Command(binary, "map", "-w", "2", p+":slow")
-	cmd.Stdin = strings.NewReader(in.String())
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	require.NoError(t, cmd.Start())
+	cmd, out, errb := startMapOfNumbers(t, 2000, "-w", "2", p+":slow")
 	time.Sleep(700 * time.Millisecond)
 	require.NoError(t, cmd.Process.Signal(os.Interrupt))
 	err := cmd.Wait()
@@ -625,15 +632,7 @@ func TestMapJSONIsTheStdlibsWithoutLimits(t *testing.T) {
 // before the slow one is written.
 func TestMapInterruptedKeepsTheFinishedLinesOfABatch(t *testing.T) {
 	p := script(t, "import sys, time\ndef f(x):\n    if x == 1500:\n        print('slow line', file=sys.stderr, flush=True)\n        time.sleep(100)\n    return x\n")
-	var in strings.Builder
-	for k := range 2000 {
-		fmt.Fprintf(&in, "%d\n", k)
-	}
-	cmd := exec.Command(binary, "map", "-w", "1", p+":f")
-	cmd.Stdin = strings.NewReader(in.String())
-	var out, errb pwtest.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	require.NoError(t, cmd.Start())
+	cmd, out, errb := startMapOfNumbers(t, 2000, "-w", "1", p+":f")
 	require.Eventually(t, func() bool { return strings.Contains(errb.String(), "slow line") }, time.Minute, 10*time.Millisecond)
 	time.Sleep(200 * time.Millisecond)
 	require.NoError(t, cmd.Process.Signal(os.Interrupt))
