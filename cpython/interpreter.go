@@ -136,9 +136,6 @@ func NewInterpreter(ctx context.Context, cfg InterpreterConfig) (*Interpreter, e
 	if err != nil {
 		return nil, err
 	}
-	if err := ctx.Err(); err != nil { // lockLifecycle's select could still take a free slot
-		return nil, err
-	}
 	if err := lockLifecycle(ctx); err != nil {
 		return nil, err
 	}
@@ -213,22 +210,16 @@ func (i *Interpreter) thread(setup []byte, created chan<- error) {
 	register(i)
 	created <- nil
 
-	ended := false
+	// The interpreter ends here, on its own thread, when it closes, and also when the function
+	// given to Do called runtime.Goexit (t.FailNow in a test): this goroutine ends then, and its
+	// locked OS thread with it, and the interpreter must not be left with no thread.
 	defer func() {
-		if !ended {
-			// The function given to Do called runtime.Goexit (t.FailNow in a test): this
-			// goroutine ends, and its locked OS thread with it. The interpreter ends first, here
-			// on its own thread, rather than being left with no thread (Close would wait for
-			// good).
-			i.close.Do(func() { close(i.closing) })
-			i.end()
-		}
+		i.close.Do(func() { close(i.closing) })
+		i.end()
 	}()
 	for {
 		select { // closing wins over waiting work
 		case <-i.closing:
-			i.end()
-			ended = true
 			return
 		default:
 		}
@@ -236,8 +227,6 @@ func (i *Interpreter) thread(setup []byte, created chan<- error) {
 		case o := <-i.ops:
 			i.run(o)
 		case <-i.closing:
-			i.end()
-			ended = true
 			return
 		}
 	}

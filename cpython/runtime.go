@@ -95,6 +95,9 @@ func Finalizing() <-chan struct{} { return finalizing }
 var lifecycle = make(chan struct{}, max(4, runtime.NumCPU()))
 
 func lockLifecycle(ctx context.Context) error {
+	if err := ctx.Err(); err != nil { // the select below could still take a free slot
+		return err
+	}
 	select {
 	case lifecycle <- struct{}{}:
 		return nil

@@ -135,7 +135,7 @@ func (b *BatchFuture) Wait(ctx context.Context) ([]Result, error) {
 		}
 		return fill(len(b.items), err), nil
 	}
-	if ran, _ := v.([]Result); len(ran) == len(b.items) {
+	if len(ran) == len(b.items) {
 		// An item ended the batch (SystemExit, MemoryError): it gets what Call would give it
 		// (err: the worker was replaced), the items before it keep their outcomes, those after
 		// it (ErrNotRun) run now, each on its own. Nothing runs twice.
