@@ -729,16 +729,20 @@ def format_exc(e):
     try:
         msg = str(e)
     except BaseException as x:  # a __str__ may raise anything, SystemExit included
-        if isinstance(x, KeyboardInterrupt) and _pyworkers._interrupted():
-            raise
+        _reraise_own_interrupt(x)
         msg = "<exception str() failed>"
     try:
         tb = "".join(_import_stdlib("traceback").format_exception(e))
     except BaseException as x:
-        if isinstance(x, KeyboardInterrupt) and _pyworkers._interrupted():
-            raise
+        _reraise_own_interrupt(x)
         tb = f"{name}: {msg}\n"
     return (_utf8_safe(name), _utf8_safe(msg), _utf8_safe(tb))
+
+
+def _reraise_own_interrupt(x):
+    """Raise x again when it is the task's own interrupt, which must end a cancelled batch."""
+    if isinstance(x, KeyboardInterrupt) and _pyworkers._interrupted():
+        raise x
 
 
 def _type_name(t):

@@ -284,8 +284,6 @@ static int stop_now(void) {
 	return 1;
 }
 
-static int stopped(void) { return codec_stopped_here; }
-
 /* The state of a conversion, saved by one that starts inside it (Python code a failing
  * encoding runs, PyObject_Repr of a dict key, may send on a channel) and restored after. */
 typedef struct {
@@ -427,7 +425,7 @@ static int encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_e
 		if (enc(&c, flag, 1) == 0 && enc(&c, v, 1) == 0) {
 			continue;
 		}
-		if (stopped()) { /* not this item's: the whole encoding stops for the interrupt */
+		if (codec_stopped_here) { /* not this item's: the whole encoding stops for the interrupt */
 			unwind(b, refs, start, nrefs0);
 			return -1;
 		}

@@ -599,10 +599,7 @@ int pyw_task_interrupted(void) {
 	return w != NULL && w->current_task != 0 && w->interrupted_task == w->current_task;
 }
 
-int pyw_interrupt_pending(void) {
-	pyw_interp *w = current;
-	return w != NULL && atomic_load(&w->interrupt_pending) && PyThreadState_Get()->async_exc != NULL;
-}
+int pyw_interrupt_pending(void) { return pyw_wait_interrupted() && PyThreadState_Get()->async_exc != NULL; }
 
 int pyw_wait_interrupted(void) {
 	pyw_interp *w = current;
