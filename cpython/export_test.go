@@ -6,3 +6,6 @@ func WriterLocks() int {
 	defer writerLocksMu.Unlock()
 	return len(writerLocks)
 }
+
+// LifecycleTurns is how many interpreters may be created or ended at once.
+func LifecycleTurns() int { return cap(lifecycle) }

@@ -135,6 +135,18 @@ static void withdraw(pyw_interp *w) {
 		}                                                                                          \
 	} while (0)
 
+/* The interrupt of an interpreter winding down (pyw_interp_wind_down), which waits for its other
+ * threads: KeyboardInterrupt for each of them too (not the interrupter's own, self). With the
+ * GIL held, under which none of them is deleted (a thread deletes its own state with the GIL),
+ * nor, in an interpreter that refuses daemon threads, created but by these threads. */
+static void inject_others(pyw_interp *w, PyThreadState *self) {
+	for (PyThreadState *t = PyInterpreterState_ThreadHead(w->interp); t != NULL; t = PyThreadState_Next(t)) {
+		if (t != self && t != w->tstate && t->thread_id != 0) { /* 0: its thread has yet to start */
+			PyThreadState_SetAsyncExc(t->thread_id, PyExc_KeyboardInterrupt);
+		}
+	}
+}
+
 static void begin(pyw_interp *w, uint64_t task) {
 	PyEval_RestoreThread(w->tstate);
 	if (w->out.cap > PYW_OUT_KEEP) {
@@ -307,6 +319,16 @@ fail:
 	current = NULL;
 	Py_EndInterpreter(ts);
 	return NULL;
+}
+
+pyw_result pyw_interp_wind_down(pyw_interp *w, uint64_t task) {
+	OWN_THREAD_ONLY(w);
+	begin(w, task);
+	w->winding_down = 1;
+	PyObject *fn = helper(w, "wind_down");
+	PyObject *r = fn ? PyObject_CallNoArgs(fn) : NULL;
+	w->winding_down = 0;
+	return finish(w, task, r);
 }
 
 void pyw_interp_end(pyw_interp *w) {
@@ -488,6 +510,9 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 			 * loop must not cancel the task again for it */
 			w->cancel_pending = 0;
 			inject(w, cur);
+			if (w->winding_down) {
+				inject_others(w, ts);
+			}
 			done = PYW_INJECTED;
 		}
 	}

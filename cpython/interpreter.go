@@ -254,6 +254,11 @@ func (i *Interpreter) run(o *op) {
 }
 
 func (i *Interpreter) end() {
+	// First what ending waits for (threads, atexit handlers): a task, so that CloseContext's
+	// interrupts reach it, and outside the lifecycle turn, so that an interpreter whose thread
+	// never ends keeps no other from being created or ended. What it raised was reported on
+	// the interpreter's stderr, as CPython reports it.
+	C.pyw_interp_wind_down(i.c, C.uint64_t(taskIDs.Add(1)))
 	i.imu.Lock() // waits for an interrupt in progress; none can start after this
 	i.ended = true
 	i.imu.Unlock()
@@ -334,15 +339,19 @@ func (i *Interpreter) Call(ctx context.Context, target string, args ...any) (any
 // Close ends the interpreter after the operation running now, if any, has finished; waiting
 // operations get ErrClosed. It is idempotent and cheap to call again. Close must not be called
 // from the interpreter's own thread (inside Do). As at Python's own exit, the interpreter ends
-// only once the threads its code started (threading.Thread) have finished and its atexit
-// functions have run: a thread that never finishes keeps Close waiting, and so CloseContext
-// too, whose interrupts reach the interpreter's own thread only.
+// only once the threads its code started (threading.Thread, not daemons: the interpreter
+// refuses those) have finished and its atexit functions have run: a thread that never
+// finishes keeps Close waiting (use CloseContext). Meanwhile other interpreters are created
+// and ended as usual.
 func (i *Interpreter) Close() error { return i.CloseContext(context.Background()) }
 
 // CloseContext is Close with a deadline: when ctx ends before the running operation finishes,
 // its Python code is interrupted (again every 100 ms, for code that swallows the first
-// interrupt) and the interrupted call returns an *InterruptedError wrapping ErrClosed. It
-// still returns only when the interpreter has ended, with ctx.Err() if it had to interrupt.
+// interrupt) and the interrupted call returns an *InterruptedError wrapping ErrClosed. So is
+// what the interpreter's end waits for: its atexit functions, and every thread its code
+// started (KeyboardInterrupt is raised in each, as in the running code; a thread blocked in a
+// C call, a socket's recv say, sees it when the call returns). It still returns only when the
+// interpreter has ended, with ctx.Err() if it had to interrupt.
 func (i *Interpreter) CloseContext(ctx context.Context) error {
 	i.close.Do(func() { close(i.closing) })
 	select {

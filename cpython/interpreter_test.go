@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -496,6 +497,93 @@ func TestCloseContextInterruptsRunningWork(t *testing.T) {
 	assert.ErrorIs(t, execErr, cpython.ErrClosed)
 	var ie *cpython.InterruptedError
 	assert.ErrorAs(t, execErr, &ie)
+}
+
+func TestCloseWaitsForThreadsThenAtexit(t *testing.T) {
+	var out pwtest.SyncBuffer
+	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stdout: &out})
+	require.NoError(t, err)
+	require.NoError(t, i.Exec(bg, `
+import atexit, threading, time
+atexit.register(print, "atexit")
+def work():
+    time.sleep(0.2)
+    print("thread done")
+threading.Thread(target=work).start()
+`))
+	require.NoError(t, i.Close())
+	assert.Equal(t, "thread done\natexit\n", out.String(), "threads first, then atexit, each once")
+}
+
+func TestCloseContextInterruptsThreadsAndAtexit(t *testing.T) {
+	var out, errOut pwtest.SyncBuffer
+	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stdout: &out, Stderr: &errOut})
+	require.NoError(t, err)
+	// Threads that never end by themselves (one computing, one sleeping), then an atexit
+	// function that never returns: Close alone would wait for good.
+	require.NoError(t, i.Exec(bg, `
+import atexit, threading, time
+def spin():
+    while True:
+        pass
+def nap():
+    while True:
+        time.sleep(0.01)
+def stuck():
+    print("atexit began", flush=True)
+    while True:
+        pass
+atexit.register(stuck)
+for f in (spin, nap):
+    threading.Thread(target=f, name=f.__name__).start()
+`))
+	ctx, cancel := context.WithTimeout(bg, 200*time.Millisecond)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- i.CloseContext(ctx) }()
+	select {
+	case err := <-closed:
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(time.Minute): // not a timing assertion: without the interrupts it never returns
+		t.Fatal("CloseContext did not interrupt the threads and the atexit function")
+	}
+	assert.Equal(t, "atexit began\n", out.String())
+	for _, name := range []string{"spin", "nap"} {
+		assert.Contains(t, errOut.String(), "Exception in thread "+name, "the thread's interrupt, as threading reports it")
+	}
+	assert.Contains(t, errOut.String(), "KeyboardInterrupt")
+}
+
+func TestEndingInterpreterKeepsNoOtherWaiting(t *testing.T) {
+	// As many interpreters as may end at once, each with a thread blocked in a read of a pipe:
+	// their ends wait for those threads, and must not keep other interpreters from starting.
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	defer w.Close()
+	n := cpython.LifecycleTurns()
+	closed := make(chan error, n)
+	for range n {
+		in, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{})
+		require.NoError(t, err)
+		require.NoError(t, in.Exec(bg, fmt.Sprintf(`
+import os, threading
+threading.Thread(target=os.read, args=(%d, 1)).start()
+`, r.Fd())))
+		go func() { closed <- in.Close() }()
+	}
+	time.Sleep(200 * time.Millisecond) // let the ends begin (the test passes without, but would not fail)
+	ctx, cancel := context.WithTimeout(bg, time.Minute)
+	defer cancel()
+	other, err := cpython.NewInterpreter(ctx, cpython.InterpreterConfig{})
+	if assert.NoError(t, err, "an interpreter could not start while others waited for their threads to end") {
+		assert.NoError(t, other.Close())
+	}
+	_, err = w.Write(make([]byte, n)) // one byte for each thread: they end, and so their interpreters
+	require.NoError(t, err)
+	for range n {
+		assert.NoError(t, <-closed)
+	}
 }
 
 func TestConcurrentCreation(t *testing.T) {

@@ -116,6 +116,9 @@ typedef struct pyw_interp {
 	int stoppable;
 	_Atomic uint64_t stop_codec;
 	int codec_stopped;
+	/* pyw_interp_wind_down runs: an interrupt reaches the interpreter's other threads too. With
+	 * the GIL held. */
+	int winding_down;
 } pyw_interp;
 
 #define PYW_ANY_TASK UINT64_MAX
@@ -144,6 +147,11 @@ extern Py_ssize_t pyw_boot_len;
  * frees with pyw_buf_free). */
 pyw_interp *pyw_interp_new(uintptr_t handle, const char *setup, size_t setuplen, pyw_result *res,
                            pyw_buf *errbuf);
+/* What ending the interpreter waits for, as task (interruptible, see pyw_interp_interrupt):
+ * threading's exit hooks and its threads that are not daemons, then the atexit handlers. For
+ * before pyw_interp_end, whose Py_EndInterpreter then finds nothing of it left to wait for. */
+pyw_result pyw_interp_wind_down(pyw_interp *w, uint64_t task);
+/* Ends the interpreter (Py_EndInterpreter). */
 void pyw_interp_end(pyw_interp *w);
 /* Runs source: mode 0 = exec in __main__, 1 = eval in __main__ (result encoded). */
 pyw_result pyw_interp_run(pyw_interp *w, int mode, const char *src, size_t len, const char *name,
@@ -165,7 +173,8 @@ pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, s
  * task is an async call's whose event loop was asked to cancel it instead (the caller then
  * escalates, below, if the loop has not taken the request soon), 0 when it did nothing. With
  * escalate set, it only injects KeyboardInterrupt into a task whose cancel request the loop has
- * not taken yet. Blocks until it can take the interpreter's GIL. */
+ * not taken yet. While the interpreter winds down (pyw_interp_wind_down) the injection reaches
+ * every thread of it. Blocks until it can take the interpreter's GIL. */
 enum { PYW_INJECTED = 1, PYW_CANCEL_ASKED = 2 };
 int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate);
 
