@@ -145,6 +145,26 @@ static void inject_others(pyw_interp *w, PyThreadState *self) {
 			PyThreadState_SetAsyncExc(t->thread_id, PyExc_KeyboardInterrupt);
 		}
 	}
+	pthread_mutex_lock(&w->others_mu); /* and ends their sleeps (pyw_other_wait) */
+	w->others_gen++;
+	pthread_cond_broadcast(&w->others_cv);
+	pthread_mutex_unlock(&w->others_mu);
+}
+
+int pyw_own_thread(void) { return current != NULL; }
+
+uint64_t pyw_other_wait_gen(pyw_interp *w) {
+	pthread_mutex_lock(&w->others_mu);
+	uint64_t gen = w->others_gen;
+	pthread_mutex_unlock(&w->others_mu);
+	return gen;
+}
+
+void pyw_other_wait(pyw_interp *w, uint64_t gen, const struct timespec *deadline) {
+	pthread_mutex_lock(&w->others_mu);
+	while (w->others_gen == gen && pthread_cond_timedwait(&w->others_cv, &w->others_mu, deadline) != ETIMEDOUT) {
+	}
+	pthread_mutex_unlock(&w->others_mu);
 }
 
 static void begin(pyw_interp *w, uint64_t task) {
@@ -264,9 +284,11 @@ pyw_interp *pyw_interp_new(uintptr_t handle, const char *setup, size_t setuplen,
 	w->thread_ident = PyThread_get_thread_ident();
 	w->wake_fd = -1;
 	pthread_mutex_init(&w->wait_mu, NULL);
+	pthread_mutex_init(&w->others_mu, NULL);
+	pyw_cond_init_monotonic(&w->others_cv);
 	current = w;
 	mod = PyImport_ImportModule("pyworkers");
-	if (mod == NULL || pyw_module_set_handle(mod, handle) < 0) {
+	if (mod == NULL || pyw_module_set_handle(mod, handle, w) < 0) {
 		goto fail;
 	}
 	w->helpers = PyDict_New();
@@ -314,6 +336,8 @@ fail:
 	if (w != NULL) {
 		Py_CLEAR(w->helpers);
 		pthread_mutex_destroy(&w->wait_mu);
+		pthread_mutex_destroy(&w->others_mu);
+		pthread_cond_destroy(&w->others_cv);
 		free(w);
 	}
 	current = NULL;
@@ -344,6 +368,8 @@ void pyw_interp_end(pyw_interp *w) {
 	pyw_buf_free(&w->out);
 	pyw_refs_free(&w->out_refs);
 	pthread_mutex_destroy(&w->wait_mu);
+	pthread_mutex_destroy(&w->others_mu);
+	pthread_cond_destroy(&w->others_cv);
 	free(w);
 	give_back_memory();
 }

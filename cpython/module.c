@@ -10,6 +10,7 @@
 
 typedef struct {
 	uintptr_t handle;      /* cgo.Handle of the Go *Interpreter; 0 until set */
+	pyw_interp *interp;    /* its C side; NULL until set */
 	PyObject *buffer_type; /* pyworkers.Buffer of this interpreter */
 } modstate;
 
@@ -257,11 +258,26 @@ static PyObject *mod_hold_if_interrupted(PyObject *m, PyObject *unused) {
 	return PyBool_FromLong(pyw_hold_if_interrupted());
 }
 
+/* pyworkers.sleep on a thread the interpreter's code started: until deadline, or until the
+ * interpreter's wind-down interrupts its threads, whose KeyboardInterrupt, pending on this one,
+ * the eval loop then raises as the call returns. */
+static PyObject *sleep_other(pyw_interp *w, const struct timespec *deadline) {
+	if (PyThreadState_Get()->async_exc != NULL) {
+		Py_RETURN_NONE; /* interrupted already: raised as this returns */
+	}
+	uint64_t gen = pyw_other_wait_gen(w);
+	Py_BEGIN_ALLOW_THREADS
+	pyw_other_wait(w, gen, deadline);
+	Py_END_ALLOW_THREADS
+	Py_RETURN_NONE;
+}
+
 /* pyworkers.sleep(secs): time.sleep, except that an interrupt of the task sleeping (its context
  * ended) ends it at once, with KeyboardInterrupt. CPython's own sleep notices an interrupt only
  * when it has slept its time: signals, which would cut it short, reach only the main
- * interpreter. bootstrap.setup makes it every interpreter's time.sleep. On threads other than
- * the interpreter's own (threads the task started) it sleeps as time.sleep does. */
+ * interpreter. bootstrap.setup makes it every interpreter's time.sleep. On the other threads
+ * (threads the task started) only the interrupts of the interpreter's end (CloseContext) cut
+ * it short. */
 static PyObject *mod_sleep(PyObject *m, PyObject *arg) {
 	(void)m;
 	double secs;
@@ -293,6 +309,10 @@ static PyObject *mod_sleep(PyObject *m, PyObject *arg) {
 	ns += (double)ns < secs * 1e9; /* rounded up, as CPython rounds a timeout */
 	struct timespec deadline;
 	pyw_deadline_after(&deadline, ns);
+	pyw_interp *w = state_of(m)->interp;
+	if (!pyw_own_thread() && w != NULL) {
+		return sleep_other(w, &deadline);
+	}
 	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 	pthread_cond_t cv;
 	pyw_cond_init_monotonic(&cv);
@@ -430,11 +450,12 @@ static PyModuleDef moddef = {
 
 PyObject *pyw_module_init(void) { return PyModuleDef_Init(&moddef); }
 
-int pyw_module_set_handle(PyObject *module, uintptr_t handle) {
+int pyw_module_set_handle(PyObject *module, uintptr_t handle, pyw_interp *w) {
 	modstate *st = state_of(module);
 	if (st == NULL) {
 		return -1;
 	}
 	st->handle = handle;
+	st->interp = w;
 	return 0;
 }

@@ -119,6 +119,11 @@ typedef struct pyw_interp {
 	/* pyw_interp_wind_down runs: an interrupt reaches the interpreter's other threads too. With
 	 * the GIL held. */
 	int winding_down;
+	/* Those threads' sleeps (pyw_other_wait) end when such an interrupt comes: others_gen counts
+	 * them (changed under others_mu, with others_cv broadcast). */
+	pthread_mutex_t others_mu;
+	pthread_cond_t others_cv;
+	uint64_t others_gen;
 } pyw_interp;
 
 #define PYW_ANY_TASK UINT64_MAX
@@ -201,7 +206,7 @@ PyObject *pyw_decode(const char **p, const char *end, pyw_shared *const *refs, s
 
 /* ---- the pyworkers built-in module (module.c) */
 PyObject *pyw_module_init(void);
-int pyw_module_set_handle(PyObject *module, uintptr_t handle);
+int pyw_module_set_handle(PyObject *module, uintptr_t handle, pyw_interp *w);
 /* Other packages (channels) add to the module: fn runs in every interpreter's module exec.
  * Register before the runtime starts (from a Go init function). */
 int pyw_module_add_ext(int (*fn)(PyObject *module));
@@ -244,6 +249,15 @@ void pyw_wait_prepare(void);
 #define PYW_BEGIN_WAIT                                                                                     \
 	pyw_wait_prepare();                                                                                \
 	Py_BEGIN_ALLOW_THREADS
+/* Waits of the interpreter's other threads (the threads its code started), which the waits
+ * above leave alone: an interrupt while the interpreter winds down (pyw_interp_wind_down) ends
+ * them. pyw_other_wait_gen, with the GIL held (under which interrupts come: none is missed),
+ * before the GIL is released; then pyw_other_wait waits until deadline or an interrupt after
+ * gen (whose KeyboardInterrupt is then pending on the thread). pyw_own_thread: whether this is
+ * an interpreter's own thread. */
+int pyw_own_thread(void);
+uint64_t pyw_other_wait_gen(pyw_interp *w);
+void pyw_other_wait(pyw_interp *w, uint64_t gen, const struct timespec *deadline);
 /* GIL held: whether the task running on this thread (an interpreter's own) has been interrupted,
  * whether or not the KeyboardInterrupt was raised yet, or caught. */
 int pyw_task_interrupted(void);
