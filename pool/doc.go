@@ -55,6 +55,12 @@
 // code that never stops can never be ended: a running OS thread cannot be killed safely, so
 // Close then waits for it. The pool always keeps its size.
 //
+// Ending an interpreter waits, as Python's own exit does, for the threads its code started
+// (threading.Thread: daemon threads are refused) and runs its atexit functions. A replaced
+// worker's interpreter ends in the background while its replacement already serves: threads
+// still running InterruptGrace after it was replaced are interrupted (KeyboardInterrupt in
+// each, again every 100 ms), and at once when CloseContext's context ends.
+//
 // # Groups
 //
 // Options.Groups adds named groups, each with its own workers, set-up and queue — for example
@@ -63,7 +69,8 @@
 // # Closing
 //
 // Close refuses new work, lets running tasks finish, ends queued tasks with ErrClosed, ends every
-// interpreter and returns; CloseContext also interrupts what still runs when its context ends.
+// interpreter (waiting for the threads the workers' code started) and returns; CloseContext
+// also interrupts what still runs when its context ends, those threads included.
 // No accepted task is lost: each gets its result or an error.
 //
 // # Observing

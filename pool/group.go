@@ -636,7 +636,11 @@ func (g *Group) runSlot(ctx context.Context, id int, ready func(error)) {
 			continue
 		}
 		end := w.serve()
-		w.in.Close()
+		if end == endRecycle || end == endBroken {
+			g.endInBackground(w) // the replacement need not wait for the threads its code left
+		} else {
+			w.in.Close()
+		}
 		g.alive.Add(-1)
 		g.setWorker(id, w, nil)
 		if w.tasks > 0 {
@@ -653,6 +657,22 @@ func (g *Group) runSlot(ctx context.Context, id int, ready func(error)) {
 		}
 		g.recycles.Add(1)
 	}
+}
+
+// endInBackground ends a recycled worker's interpreter while its slot starts the next. Ending
+// waits for the threads the worker's code started (and its atexit functions); those still
+// running after InterruptGrace are interrupted (again every 100 ms: a thread in a blocking C
+// call sees it when the call returns), and at once when CloseContext's context ends. Close
+// waits for it, as for a slot. Called from the worker's slot goroutine.
+func (g *Group) endInBackground(w *worker) {
+	p := g.p
+	p.slots.Add(1) // from inside a slot: the count is above zero, Close's Wait has not returned
+	go func() {
+		defer p.slots.Done()
+		ctx, cancel := context.WithTimeout(p.abort, p.opts.InterruptGrace)
+		defer cancel()
+		w.in.CloseContext(ctx)
+	}()
 }
 
 func (g *Group) setWorker(id int, old, w *worker) {

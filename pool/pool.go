@@ -53,7 +53,8 @@ type Options struct {
 	QueueSize int
 	FailFast  bool
 	// MaxTasksPerWorker recycles a worker (a fresh interpreter replaces it) after this many
-	// tasks (0: never).
+	// tasks (0: never). The old interpreter ends in the background; threads its code started
+	// that still run InterruptGrace later are interrupted (see Self-healing in the package doc).
 	MaxTasksPerWorker int
 	// InterruptGrace is how long a cancelled task may take to stop after its interrupt before
 	// its worker is given up and replaced (default 2s). The replaced interpreter is interrupted

@@ -490,6 +490,32 @@ func TestMaxTasksPerWorkerRecycles(t *testing.T) {
 	assert.Equal(t, uint64(2), p.Stats().Groups[0].Recycles)
 }
 
+// A recycled worker's interpreter waits for the threads its code started before it ends: its
+// replacement serves meanwhile, and a thread that does not end by itself is interrupted after
+// InterruptGrace.
+func TestRecycledWorkersThreadsDoNotHoldItsSlot(t *testing.T) {
+	var stderr pwtest.SyncBuffer
+	p, err := pool.New(pool.Options{Workers: 1, MaxTasksPerWorker: 1, InterruptGrace: 100 * time.Millisecond, Stderr: &stderr, Setup: `
+import threading, time
+def stay():
+    while True:
+        time.sleep(0.01)
+def start_staying():
+    threading.Thread(target=stay, name="stays").start()
+`})
+	require.NoError(t, err)
+	_, err = p.Call(bg, "pwtest:main_eval", "start_staying()") // the worker's last task
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(bg, time.Minute) // not a timing assertion: it hung for good
+	defer cancel()
+	v, err := p.Call(ctx, "pwtest:count_calls")
+	require.NoError(t, err, "the replacement must serve while the old interpreter waits for its thread")
+	assert.Equal(t, int64(1), v)
+	require.NoError(t, p.Close())
+	assert.Contains(t, stderr.String(), "Exception in thread stays", "the thread's interrupt, as threading reports it")
+	assert.Equal(t, uint64(2), p.Stats().Groups[0].Recycles)
+}
+
 func TestStuckWorkerIsReplaced(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 1, InterruptGrace: 200 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)
