@@ -285,8 +285,10 @@ func LiveInterpreters() int { return int(liveCount.Load()) }
 // running Python code is interrupted) and then finalizes CPython. Afterwards NewInterpreter,
 // Initialize and RuntimeInfo return ErrFinalized, and the methods of interpreters made before
 // return ErrClosed. Pools (package pool) still open are closed too (see Finalizing): their
-// queued tasks fail with pool.ErrClosed. Calling it again, or before any use, is harmless.
-// Safe from any goroutine except an interpreter's own thread (inside Do).
+// queued tasks fail with pool.ErrClosed. Calling it again, or before any use, is harmless: a
+// call made while another runs returns when that one has finished, with its outcome, and its
+// own ctx interrupts running code too. Safe from any goroutine except an interpreter's own
+// thread (inside Do).
 func Finalize(ctx context.Context) error {
 	finalizingOnce.Do(func() { close(finalizing) })
 	rt.mu.Lock()
@@ -301,7 +303,18 @@ func Finalize(ctx context.Context) error {
 		if done == nil { // finalized before it ever ran
 			return nil
 		}
-		<-done // a concurrent Finalize: return when the runtime is gone, with its outcome
+		// A concurrent Finalize: return when the runtime is gone, with its outcome; this ctx
+		// interrupts the interpreters still open as the first's does.
+		select {
+		case <-done:
+		case <-ctx.Done():
+			var wg sync.WaitGroup
+			for _, i := range liveInterpreters() {
+				wg.Go(func() { i.CloseContext(ctx) })
+			}
+			wg.Wait()
+			<-done
+		}
 		return rt.finalErr
 	}
 	rt.state = stateFinalizing
@@ -309,14 +322,8 @@ func Finalize(ctx context.Context) error {
 	rt.mu.Unlock()
 
 	rt.creating.Wait() // interpreters being created now will be in rt.live
-	rt.mu.Lock()
-	live := make([]*Interpreter, 0, len(rt.live))
-	for i := range rt.live {
-		live = append(live, i)
-	}
-	rt.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, i := range live {
+	for _, i := range liveInterpreters() {
 		wg.Go(func() { i.CloseContext(ctx) })
 	}
 	wg.Wait()
@@ -329,6 +336,17 @@ func Finalize(ctx context.Context) error {
 	rt.mu.Unlock()
 	close(rt.finished)
 	return err
+}
+
+// liveInterpreters lists the interpreters created and not yet ended.
+func liveInterpreters() []*Interpreter {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	live := make([]*Interpreter, 0, len(rt.live))
+	for i := range rt.live {
+		live = append(live, i)
+	}
+	return live
 }
 
 func register(i *Interpreter) {
