@@ -635,34 +635,6 @@ def _drain(sock):
         _cancel_main()
 
 
-def wind_down():
-    """What Py_EndInterpreter waits for before it ends the interpreter — threading's exit hooks
-    and its threads that are not daemons (threading._shutdown), then the atexit handlers — run
-    first as a task of its own (interp.c): an interrupt (CloseContext's deadline) reaches it,
-    and the other threads too, while CPython's own wait could not be interrupted here; and a
-    thread that never ends keeps this interpreter waiting, not the creation and end of others
-    (cpython/runtime.go's lifecycle). Py_EndInterpreter then finds nothing of it left to do."""
-    import atexit
-
-    threading = sys.modules.get("threading")
-    try:
-        while threading is not None:
-            try:
-                threading._shutdown()
-                break
-            except BaseException as e:
-                if isinstance(e, KeyboardInterrupt) and _pyworkers._interrupted():
-                    # The interrupt cut a threading exit hook or the wait short; it reached the
-                    # threads too (interp.c): wait again for those still running.
-                    continue
-                # Reported as CPython reports it, which then goes on to the atexit handlers.
-                print("Exception ignored on threading shutdown:", file=sys.stderr)
-                _import_stdlib("traceback").print_exception(e)
-                break
-    finally:
-        atexit._run_exitfuncs()  # runs each handler once (and forgets it), reporting what raises
-
-
 def _close_loop():
     """At the interpreter's end (atexit): as asyncio.run ends, cancel the tasks still pending
     (background tasks a call left running) and let them finish, then close the loop. (No

@@ -115,6 +115,7 @@ static pyw_result capture_error(pyw_buf *out, PyObject *helpers) {
 /* Injects KeyboardInterrupt into the task (GIL held) and flags our waits to return. */
 static void inject(pyw_interp *w, uint64_t task) {
 	w->interrupted_task = task;
+	w->injections++;
 	PyThreadState_SetAsyncExc(w->thread_ident, PyExc_KeyboardInterrupt);
 	atomic_store(&w->interrupt_pending, 1);
 }
@@ -135,11 +136,20 @@ static void withdraw(pyw_interp *w) {
 		}                                                                                          \
 	} while (0)
 
+/* Whether the interpreter's other threads are due an interrupt: at the first, then once a
+ * second at most. Not every 100 ms, as CloseContext repeats it: library code in them does not
+ * expect KeyboardInterrupt, and each one may land where it leaves a lock held (a `with lock:`
+ * entered but not yet protected), or keep a thread that is starting from saying it has. */
+static int others_due(pyw_interp *w) {
+	return w->others_at == 0 || pyw_monotonic_ns() - w->others_at >= 1000000000;
+}
+
 /* The interrupt of an interpreter winding down (pyw_interp_wind_down), which waits for its other
  * threads: KeyboardInterrupt for each of them too (not the interrupter's own, self). With the
  * GIL held, under which none of them is deleted (a thread deletes its own state with the GIL),
  * nor, in an interpreter that refuses daemon threads, created but by these threads. */
 static void inject_others(pyw_interp *w, PyThreadState *self) {
+	w->others_at = pyw_monotonic_ns();
 	for (PyThreadState *t = PyInterpreterState_ThreadHead(w->interp); t != NULL; t = PyThreadState_Next(t)) {
 		if (t != self && t != w->tstate && t->thread_id != 0) { /* 0: its thread has yet to start */
 			PyThreadState_SetAsyncExc(t->thread_id, PyExc_KeyboardInterrupt);
@@ -335,24 +345,77 @@ fail:
 	Py_XDECREF(mod);
 	if (w != NULL) {
 		Py_CLEAR(w->helpers);
+	}
+	current = NULL;
+	Py_EndInterpreter(ts); /* waits for threads (a .pth file's?) whose sleeps may use w */
+	if (w != NULL) {
 		pthread_mutex_destroy(&w->wait_mu);
 		pthread_mutex_destroy(&w->others_mu);
 		pthread_cond_destroy(&w->others_cv);
 		free(w);
 	}
-	current = NULL;
-	Py_EndInterpreter(ts);
 	return NULL;
+}
+
+/* mod.name, importing mod if need be (they are built in: threading is looked up, not imported).
+ * NULL with an exception set on failure. */
+static PyObject *function_of(const char *mod, const char *name) {
+	PyObject *m = PyImport_ImportModule(mod);
+	PyObject *f = m ? PyObject_GetAttrString(m, name) : NULL;
+	Py_XDECREF(m);
+	return f;
+}
+
+/* One step of the wind-down: fn() (NULL: its look-up failed, reported), again when an interrupt
+ * injected meanwhile cut it short (it reached the other threads too: what fn waits for may be
+ * over now); anything else it raised is reported as CPython reports it. No Python code runs
+ * between the tries, so no interrupt can escape this loop. */
+static void wind_down_step(pyw_interp *w, PyObject *fn, const char *what) {
+	for (;;) {
+		withdraw(w); /* an interrupt still pending from before is spent: it would end fn at once */
+		uint64_t before = w->injections;
+		PyObject *r = fn ? PyObject_CallNoArgs(fn) : NULL;
+		if (r != NULL) {
+			Py_DECREF(r);
+			break;
+		}
+		if (fn != NULL && w->injections != before && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+			PyErr_Clear();
+			continue;
+		}
+		PyErr_FormatUnraisable("Exception ignored %s", what);
+		break;
+	}
+	Py_XDECREF(fn);
 }
 
 pyw_result pyw_interp_wind_down(pyw_interp *w, uint64_t task) {
 	OWN_THREAD_ONLY(w);
 	begin(w, task);
 	w->winding_down = 1;
-	PyObject *fn = helper(w, "wind_down");
-	PyObject *r = fn ? PyObject_CallNoArgs(fn) : NULL;
+	/* As Py_EndInterpreter: threading's exit hooks and the wait for its threads that are not
+	 * daemons (only if threading was imported), then the atexit functions; then the wait once
+	 * more, for threads those started (CPython refuses them by then). The hooks then are spent:
+	 * Py_EndInterpreter would run them again (a second threading._shutdown returns early only in
+	 * the main interpreter). */
+	PyObject *name = PyUnicode_FromString("threading");
+	PyObject *threading = name ? PyImport_GetModule(name) : NULL; /* NULL, no error: not imported */
+	Py_XDECREF(name);
+	if (threading != NULL) {
+		wind_down_step(w, PyObject_GetAttrString(threading, "_shutdown"), "on threading shutdown");
+		PyObject *hooks = PyObject_GetAttrString(threading, "_threading_atexits");
+		if (hooks != NULL && PyList_Check(hooks)) {
+			PyList_SetSlice(hooks, 0, PyList_GET_SIZE(hooks), NULL);
+		}
+		Py_XDECREF(hooks);
+		Py_DECREF(threading);
+	}
+	PyErr_Clear(); /* threading's internals as 3.14 has them, or nothing to spend */
+	wind_down_step(w, function_of("_thread", "_shutdown"), "while joining threads");
+	wind_down_step(w, function_of("atexit", "_run_exitfuncs"), "in atexit");
+	wind_down_step(w, function_of("_thread", "_shutdown"), "while joining threads");
 	w->winding_down = 0;
-	return finish(w, task, r);
+	return finish(w, task, Py_NewRef(Py_None));
 }
 
 void pyw_interp_end(pyw_interp *w) {
@@ -536,7 +599,7 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 			 * loop must not cancel the task again for it */
 			w->cancel_pending = 0;
 			inject(w, cur);
-			if (w->winding_down) {
+			if (w->winding_down && others_due(w)) {
 				inject_others(w, ts);
 			}
 			done = PYW_INJECTED;
@@ -638,7 +701,9 @@ int pyw_hold_if_interrupted(void) {
 }
 
 int pyw_reinterrupt(void) {
-	if (!pyw_task_interrupted()) {
+	/* Not while the interpreter winds down: an atexit function's interrupt would end every one
+	 * after it too (printed as ignored instead, as CPython does). */
+	if (!pyw_task_interrupted() || current->winding_down) {
 		return 0;
 	}
 	inject(current, current->current_task);

@@ -254,10 +254,10 @@ func (i *Interpreter) run(o *op) {
 }
 
 func (i *Interpreter) end() {
-	// First what ending waits for (threads, atexit handlers): a task, so that CloseContext's
+	// First what ending waits for (threads, atexit functions): a task, so that CloseContext's
 	// interrupts reach it, and outside the lifecycle turn, so that an interpreter whose thread
-	// never ends keeps no other from being created or ended. What it raised was reported on
-	// the interpreter's stderr, as CPython reports it.
+	// never ends keeps no other from being created or ended. What that raised was reported on
+	// the interpreter's stderr, as CPython reports it; its result says nothing more.
 	C.pyw_interp_wind_down(i.c, C.uint64_t(taskIDs.Add(1)))
 	i.imu.Lock() // waits for an interrupt in progress; none can start after this
 	i.ended = true
@@ -348,10 +348,12 @@ func (i *Interpreter) Close() error { return i.CloseContext(context.Background()
 // CloseContext is Close with a deadline: when ctx ends before the running operation finishes,
 // its Python code is interrupted (again every 100 ms, for code that swallows the first
 // interrupt) and the interrupted call returns an *InterruptedError wrapping ErrClosed. So is
-// what the interpreter's end waits for: its atexit functions, and every thread its code
-// started (KeyboardInterrupt is raised in each, as in the running code; a thread blocked in a
-// C call, a socket's recv say, sees it when the call returns). It still returns only when the
-// interpreter has ended, with ctx.Err() if it had to interrupt.
+// what the interpreter's end waits for: its atexit functions (each one still running), and
+// every thread its code started (KeyboardInterrupt in each, then once a second; time.sleep is
+// cut short). A thread blocked in another C call — a socket's recv, queue.get, a lock — sees
+// it only when that call returns: one that never returns keeps the interpreter, and this
+// call, waiting. It returns only when the interpreter has ended, with ctx.Err() if it had to
+// interrupt.
 func (i *Interpreter) CloseContext(ctx context.Context) error {
 	i.close.Do(func() { close(i.closing) })
 	select {

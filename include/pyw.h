@@ -116,9 +116,11 @@ typedef struct pyw_interp {
 	int stoppable;
 	_Atomic uint64_t stop_codec;
 	int codec_stopped;
-	/* pyw_interp_wind_down runs: an interrupt reaches the interpreter's other threads too. With
-	 * the GIL held. */
+	/* pyw_interp_wind_down runs: an interrupt reaches the interpreter's other threads too; and
+	 * how many interrupts were injected into its own thread so far. With the GIL held. */
 	int winding_down;
+	uint64_t injections;
+	int64_t others_at; /* when the other threads were last interrupted (pyw_monotonic_ns), 0: never */
 	/* Those threads' sleeps (pyw_other_wait) end when such an interrupt comes: others_gen counts
 	 * them (changed under others_mu, with others_cv broadcast). */
 	pthread_mutex_t others_mu;
@@ -220,6 +222,13 @@ static inline void pyw_cond_init_monotonic(pthread_cond_t *cv) {
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(cv, &ca);
 	pthread_condattr_destroy(&ca);
+}
+
+/* CLOCK_MONOTONIC now, in nanoseconds. */
+static inline int64_t pyw_monotonic_ns(void) {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* The CLOCK_MONOTONIC time ns nanoseconds from now, as pthread_cond_timedwait takes it (with a
