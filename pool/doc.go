@@ -59,7 +59,9 @@
 // (threading.Thread: daemon threads are refused) and runs its atexit functions. A replaced
 // worker's interpreter ends in the background while its replacement already serves: threads
 // still running InterruptGrace after it was replaced are interrupted (KeyboardInterrupt in
-// each, again every 100 ms), and at once when CloseContext's context ends.
+// each, then once a second; see cpython's CloseContext), and at once when CloseContext's
+// context ends; so are those a failed Setup left. A thread blocked in a C call that never
+// returns keeps its interpreter for good: GroupStats.Ending counts them.
 //
 // # Groups
 //

@@ -30,6 +30,7 @@ type Group struct {
 
 	submitted, done, failed, cancelled, recycles atomic.Uint64
 	alive                                        atomic.Int64
+	ending                                       atomic.Int64 // endInBackground's, not yet ended
 
 	mu      sync.Mutex
 	workers []*worker   // the interpreter serving each slot now (nil while it starts)
@@ -667,12 +668,20 @@ func (g *Group) runSlot(ctx context.Context, id int, ready func(error)) {
 func (g *Group) endInBackground(w *worker) {
 	p := g.p
 	p.slots.Add(1) // from inside a slot: the count is above zero, Close's Wait has not returned
+	g.ending.Add(1)
 	go func() {
 		defer p.slots.Done()
-		ctx, cancel := context.WithTimeout(p.abort, p.opts.InterruptGrace)
-		defer cancel()
-		w.in.CloseContext(ctx)
+		p.endWithGrace(w.in)
+		g.ending.Add(-1)
 	}()
+}
+
+// endWithGrace ends in, interrupting what its end waits for (threads its code started, atexit
+// functions) once InterruptGrace has passed, or at once when CloseContext's context ends.
+func (p *Pool) endWithGrace(in *cpython.Interpreter) {
+	ctx, cancel := context.WithTimeout(p.abort, p.opts.InterruptGrace)
+	defer cancel()
+	in.CloseContext(ctx)
 }
 
 func (g *Group) setWorker(id int, old, w *worker) {
@@ -729,7 +738,7 @@ func (g *Group) startWorker(ctx context.Context, id int) (*worker, error) {
 		<-interrupted
 	}
 	if err != nil {
-		in.Close()
+		g.p.endWithGrace(in) // Setup may have started a thread before it failed
 		return nil, err
 	}
 	w := &worker{g: g, id: id, in: in}

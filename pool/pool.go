@@ -313,6 +313,10 @@ type GroupStats struct {
 	Failed    uint64 // tasks that ended with an error other than cancellation
 	Cancelled uint64 // tasks whose context ended first (taken from the queue, or interrupted), or that Close ended
 	Recycles  uint64 // workers replaced: task limit, SystemExit, MemoryError, lost to an interrupt
+	// Ending counts replaced workers' interpreters still ending: waiting for threads their code
+	// started (see Self-healing in the package doc). One that stays up holds a thread that
+	// an interrupt does not stop (blocked in a C call that does not return).
+	Ending    int
 	PerWorker []WorkerStats
 }
 
@@ -332,7 +336,7 @@ func (p *Pool) Stats() Stats {
 		gs := GroupStats{
 			Name: g.name, Queued: int(g.queued.Load()), Workers: int(g.alive.Load()),
 			Submitted: g.submitted.Load(), Done: done, Failed: failed,
-			Cancelled: cancelled, Recycles: g.recycles.Load(),
+			Cancelled: cancelled, Recycles: g.recycles.Load(), Ending: int(g.ending.Load()),
 		}
 		for id := range g.slots {
 			st := &g.slots[id]

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"expvar"
 	"fmt"
+	"io"
 	"iter"
 	"os"
 	"path/filepath"
@@ -491,29 +492,63 @@ func TestMaxTasksPerWorkerRecycles(t *testing.T) {
 }
 
 // A recycled worker's interpreter waits for the threads its code started before it ends: its
-// replacement serves meanwhile, and a thread that does not end by itself is interrupted after
-// InterruptGrace.
+// replacement serves meanwhile, a thread that does not end by itself is interrupted after
+// InterruptGrace, and Stats counts the interpreter while one that no interrupt stops (blocked
+// in a read) keeps it.
 func TestRecycledWorkersThreadsDoNotHoldItsSlot(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	defer w.Close()
 	var stderr pwtest.SyncBuffer
-	p, err := pool.New(pool.Options{Workers: 1, MaxTasksPerWorker: 1, InterruptGrace: 100 * time.Millisecond, Stderr: &stderr, Setup: `
-import threading, time
+	p := newPool(t, pool.Options{Workers: 1, MaxTasksPerWorker: 1, InterruptGrace: 100 * time.Millisecond, Stderr: &stderr, Setup: fmt.Sprintf(`
+import os, threading, time
 def stay():
     while True:
         time.sleep(0.01)
 def start_staying():
     threading.Thread(target=stay, name="stays").start()
-`})
-	require.NoError(t, err)
+    threading.Thread(target=os.read, args=(%d, 1)).start()
+`, r.Fd())})
 	_, err = p.Call(bg, "pwtest:main_eval", "start_staying()") // the worker's last task
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(bg, time.Minute) // not a timing assertion: it hung for good
 	defer cancel()
 	v, err := p.Call(ctx, "pwtest:count_calls")
-	require.NoError(t, err, "the replacement must serve while the old interpreter waits for its thread")
+	require.NoError(t, err, "the replacement must serve while the old interpreter waits for its threads")
 	assert.Equal(t, int64(1), v)
+	require.Eventually(t, func() bool { return p.Stats().Groups[0].Ending == 1 }, time.Minute, time.Millisecond,
+		"the first interpreter ending (the second, recycled too, ends at once)")
+	require.Eventually(t, func() bool { return strings.Contains(stderr.String(), "Exception in thread stays") }, time.Minute, time.Millisecond,
+		"the sleeping thread's interrupt, as threading reports it")
+	_, err = w.Write([]byte{0}) // the reading thread ends, and with it the old interpreter
+	require.NoError(t, err)
 	require.NoError(t, p.Close())
-	assert.Contains(t, stderr.String(), "Exception in thread stays", "the thread's interrupt, as threading reports it")
+	assert.Equal(t, 0, p.Stats().Groups[0].Ending)
 	assert.Equal(t, uint64(2), p.Stats().Groups[0].Recycles)
+}
+
+// A Setup that starts a thread and then fails: New returns its error once the thread has had
+// InterruptGrace to end and was interrupted.
+func TestFailedSetupsThreadIsInterrupted(t *testing.T) {
+	failed := make(chan error, 1)
+	go func() {
+		_, err := pool.New(pool.Options{Workers: 1, InterruptGrace: 100 * time.Millisecond, Stderr: io.Discard, Setup: `
+import threading, time
+def stay():
+    while True:
+        time.sleep(0.01)
+threading.Thread(target=stay).start()
+raise RuntimeError("set-up failed")
+`})
+		failed <- err
+	}()
+	select {
+	case err := <-failed:
+		assert.ErrorContains(t, err, "set-up failed")
+	case <-time.After(time.Minute): // not a timing assertion: it waited for the thread for good
+		t.Fatal("New did not return")
+	}
 }
 
 func TestStuckWorkerIsReplaced(t *testing.T) {
