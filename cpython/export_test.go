@@ -1,5 +1,7 @@
 package cpython
 
+import "context"
+
 // WriterLocks is how many writers have an output lock now (one per writer in use).
 func WriterLocks() int {
 	writerLocksMu.Lock()
@@ -9,3 +11,9 @@ func WriterLocks() int {
 
 // LifecycleTurns is how many interpreters may be created or ended at once.
 func LifecycleTurns() int { return cap(lifecycle) }
+
+// ArgBufCap is the capacity of the buffer i keeps for encoding calls' arguments.
+func ArgBufCap(i *Interpreter) (n int) {
+	i.Do(context.Background(), func(*Thread) error { n = cap(i.argBuf); return nil })
+	return n
+}

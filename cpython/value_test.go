@@ -504,3 +504,21 @@ func TestNegativeZeroKeepsItsSign(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, math.Signbit(v.(float64)), "Python's -0.0 reached Go as +0")
 }
+
+// The argument buffer is kept from call to call for arguments up to a few MiB (a 1 MiB one
+// would otherwise grow a fresh buffer each call), and let go after a larger one.
+func TestArgumentBufferKeptUpToAFewMiB(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	for _, c := range []struct {
+		size int
+		kept bool
+	}{{1 << 20, true}, {8 << 20, false}, {1 << 20, true}} {
+		_, err := i.Call(bg, "pwtest:ident", make([]byte, c.size))
+		require.NoError(t, err)
+		if n := cpython.ArgBufCap(i); c.kept {
+			assert.Greater(t, n, c.size, "after an argument of %d bytes", c.size)
+		} else {
+			assert.Zero(t, n, "after an argument of %d bytes", c.size)
+		}
+	}
+}
