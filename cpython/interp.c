@@ -136,6 +136,15 @@ static void withdraw(pyw_interp *w) {
 		}                                                                                          \
 	} while (0)
 
+/* Module name if it has been imported (a new reference), else NULL; never an exception. */
+static PyObject *imported(const char *name) {
+	PyObject *n = PyUnicode_FromString(name);
+	PyObject *m = n ? PyImport_GetModule(n) : NULL;
+	Py_XDECREF(n);
+	PyErr_Clear();
+	return m;
+}
+
 /* Whether the interpreter's other threads are due an interrupt: at the first, then once a
  * second at most. Not every 100 ms, as CloseContext repeats it: library code in them does not
  * expect KeyboardInterrupt, and each one may land where it leaves a lock held (a `with lock:`
@@ -149,12 +158,41 @@ static int others_due(pyw_interp *w) {
  * GIL held, under which none of them is deleted (a thread deletes its own state with the GIL),
  * nor, in an interpreter that refuses daemon threads, created but by these threads. */
 static void inject_others(pyw_interp *w, PyThreadState *self) {
-	w->others_at = pyw_monotonic_ns();
-	for (PyThreadState *t = PyInterpreterState_ThreadHead(w->interp); t != NULL; t = PyThreadState_Next(t)) {
-		if (t != self && t != w->tstate && t->thread_id != 0) { /* 0: its thread has yet to start */
-			PyThreadState_SetAsyncExc(t->thread_id, PyExc_KeyboardInterrupt);
+	/* While threading starts a thread (threading._limbo), an interrupt before the new thread has
+	 * said it started (Thread._started) would keep the thread that starts it waiting for good,
+	 * where no interrupt reaches: only threads threading has noted as running (threading._active,
+	 * by ident) are interrupted then, and the others at the next interrupt. */
+	PyObject *threading = imported("threading");
+	PyObject *limbo = threading ? PyObject_GetAttrString(threading, "_limbo") : NULL;
+	PyObject *active = NULL;
+	if (limbo != NULL && PyDict_Check(limbo) && PyDict_GET_SIZE(limbo) > 0) {
+		active = PyObject_GetAttrString(threading, "_active");
+		if (active != NULL && !PyDict_Check(active)) {
+			Py_CLEAR(active);
 		}
 	}
+	Py_XDECREF(limbo);
+	Py_XDECREF(threading);
+	PyErr_Clear();
+	int skipped = 0;
+	for (PyThreadState *t = PyInterpreterState_ThreadHead(w->interp); t != NULL; t = PyThreadState_Next(t)) {
+		if (t == self || t == w->tstate || t->thread_id == 0) { /* 0: its thread has yet to start */
+			continue;
+		}
+		if (active != NULL) {
+			PyObject *id = PyLong_FromUnsignedLong(t->thread_id);
+			int running = id ? PyDict_Contains(active, id) : -1;
+			Py_XDECREF(id);
+			PyErr_Clear();
+			if (running != 1) {
+				skipped = 1;
+				continue;
+			}
+		}
+		PyThreadState_SetAsyncExc(t->thread_id, PyExc_KeyboardInterrupt);
+	}
+	Py_XDECREF(active);
+	w->others_at = skipped ? 0 : pyw_monotonic_ns(); /* skipped ones: at the next interrupt */
 	pthread_mutex_lock(&w->others_mu); /* and ends their sleeps (pyw_other_wait) */
 	w->others_gen++;
 	pthread_cond_broadcast(&w->others_cv);
@@ -359,34 +397,62 @@ fail:
 
 /* mod.name, importing mod if need be (they are built in: threading is looked up, not imported).
  * NULL with an exception set on failure. */
-static PyObject *function_of(const char *mod, const char *name) {
-	PyObject *m = PyImport_ImportModule(mod);
-	PyObject *f = m ? PyObject_GetAttrString(m, name) : NULL;
-	Py_XDECREF(m);
-	return f;
-}
-
-/* One step of the wind-down: fn() (NULL: its look-up failed, reported), again when an interrupt
- * injected meanwhile cut it short (it reached the other threads too: what fn waits for may be
- * over now); anything else it raised is reported as CPython reports it. No Python code runs
- * between the tries, so no interrupt can escape this loop. */
-static void wind_down_step(pyw_interp *w, PyObject *fn, const char *what) {
+/* One step of the wind-down: mod.name() — looked up now (mod imported first with import set,
+ * else the step is skipped while mod has not been imported), again when an interrupt injected
+ * meanwhile cut it short (it reached the other threads too: what the step waits for may be over
+ * now); anything else it raised is reported as CPython reports it. No Python code runs between
+ * the tries, so no interrupt can escape this loop. */
+static void wind_down_step(pyw_interp *w, const char *mod, const char *name, int import, const char *what) {
 	for (;;) {
-		withdraw(w); /* an interrupt still pending from before is spent: it would end fn at once */
+		withdraw(w); /* an interrupt still pending from before is spent: it would end this at once */
 		uint64_t before = w->injections;
+		PyObject *m = import ? PyImport_ImportModule(mod) : imported(mod);
+		if (m == NULL && !PyErr_Occurred()) {
+			return;
+		}
+		PyObject *fn = m ? PyObject_GetAttrString(m, name) : NULL;
+		Py_XDECREF(m);
 		PyObject *r = fn ? PyObject_CallNoArgs(fn) : NULL;
+		Py_XDECREF(fn);
 		if (r != NULL) {
 			Py_DECREF(r);
-			break;
+			return;
 		}
-		if (fn != NULL && w->injections != before && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+		if (w->injections != before && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
 			PyErr_Clear();
 			continue;
 		}
+		withdraw(w); /* or it would hit the report */
 		PyErr_FormatUnraisable("Exception ignored %s", what);
-		break;
+		return;
 	}
-	Py_XDECREF(fn);
+}
+
+/* threading's exit hooks (threading._threading_atexits): with clear set, spent (Py_EndInterpreter
+ * would run them again: a second threading._shutdown returns early only in the main
+ * interpreter); whether there are any. */
+static int threading_hooks(int clear) {
+	PyObject *threading = imported("threading");
+	PyObject *hooks = threading ? PyObject_GetAttrString(threading, "_threading_atexits") : NULL;
+	int any = hooks != NULL && PyList_Check(hooks) && PyList_GET_SIZE(hooks) > 0;
+	if (any && clear) {
+		PyList_SetSlice(hooks, 0, PyList_GET_SIZE(hooks), NULL);
+	}
+	Py_XDECREF(hooks);
+	Py_XDECREF(threading);
+	PyErr_Clear(); /* threading's internals as 3.14 has them, or nothing to do */
+	return any;
+}
+
+/* Whether atexit functions are registered. */
+static int atexit_functions(void) {
+	PyObject *m = PyImport_ImportModule("atexit");
+	PyObject *r = m ? PyObject_CallMethod(m, "_ncallbacks", NULL) : NULL;
+	long n = r ? PyLong_AsLong(r) : 0;
+	Py_XDECREF(r);
+	Py_XDECREF(m);
+	PyErr_Clear();
+	return n > 0;
 }
 
 pyw_result pyw_interp_wind_down(pyw_interp *w, uint64_t task) {
@@ -394,26 +460,23 @@ pyw_result pyw_interp_wind_down(pyw_interp *w, uint64_t task) {
 	begin(w, task);
 	w->winding_down = 1;
 	/* As Py_EndInterpreter: threading's exit hooks and the wait for its threads that are not
-	 * daemons (only if threading was imported), then the atexit functions; then the wait once
-	 * more, for threads those started (CPython refuses them by then). The hooks then are spent:
-	 * Py_EndInterpreter would run them again (a second threading._shutdown returns early only in
-	 * the main interpreter). */
-	PyObject *name = PyUnicode_FromString("threading");
-	PyObject *threading = name ? PyImport_GetModule(name) : NULL; /* NULL, no error: not imported */
-	Py_XDECREF(name);
-	if (threading != NULL) {
-		wind_down_step(w, PyObject_GetAttrString(threading, "_shutdown"), "on threading shutdown");
-		PyObject *hooks = PyObject_GetAttrString(threading, "_threading_atexits");
-		if (hooks != NULL && PyList_Check(hooks)) {
-			PyList_SetSlice(hooks, 0, PyList_GET_SIZE(hooks), NULL);
+	 * daemons (if threading was imported), then the atexit functions; then the wait once more,
+	 * for threads those started (CPython refuses them by then). Again while threads or atexit
+	 * functions registered more (the first weakref.finalize, an atexit function's import of
+	 * threading): Py_EndInterpreter must find nothing left to run or wait for, as it holds a
+	 * lifecycle turn and cannot be interrupted. A few rounds at most, for code that registers
+	 * anew each time. */
+	for (int round = 0; round < 4; round++) {
+		wind_down_step(w, "threading", "_shutdown", 0, "on threading shutdown");
+		threading_hooks(1);
+		wind_down_step(w, "_thread", "_shutdown", 1, "while joining threads");
+		wind_down_step(w, "atexit", "_run_exitfuncs", 1, "in atexit");
+		wind_down_step(w, "_thread", "_shutdown", 1, "while joining threads");
+		withdraw(w);
+		if (!threading_hooks(0) && !atexit_functions()) {
+			break;
 		}
-		Py_XDECREF(hooks);
-		Py_DECREF(threading);
 	}
-	PyErr_Clear(); /* threading's internals as 3.14 has them, or nothing to spend */
-	wind_down_step(w, function_of("_thread", "_shutdown"), "while joining threads");
-	wind_down_step(w, function_of("atexit", "_run_exitfuncs"), "in atexit");
-	wind_down_step(w, function_of("_thread", "_shutdown"), "while joining threads");
 	w->winding_down = 0;
 	return finish(w, task, Py_NewRef(Py_None));
 }

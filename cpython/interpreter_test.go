@@ -515,6 +515,23 @@ threading.Thread(target=work).start()
 	assert.Equal(t, "thread done\natexit\n", out.String(), "threads first, then atexit, each once")
 }
 
+// closeByDeadline closes i with CloseContext and a deadline after, which must interrupt what
+// i's end waits for (what): the test fails if it has not returned a minute later (not a timing
+// assertion: without the interrupts it never returns).
+func closeByDeadline(t *testing.T, i *cpython.Interpreter, after time.Duration, what string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(bg, after)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- i.CloseContext(ctx) }()
+	select {
+	case err := <-closed:
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(time.Minute):
+		t.Fatalf("CloseContext did not interrupt %s", what)
+	}
+}
+
 func TestCloseContextInterruptsThreadsAndAtexit(t *testing.T) {
 	var out, errOut pwtest.SyncBuffer
 	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stdout: &out, Stderr: &errOut})
@@ -544,10 +561,9 @@ def reporting(f):
             raise
     return run
 def stuck():
-    sys.stdout.write("atexit began after " + ",".join(sorted(interrupted)) + "\n")
     spin()
 def last():
-    sys.stdout.write("the next atexit function ran\n")
+    sys.stdout.write("the next atexit function ran, after " + ",".join(sorted(interrupted)) + "\n")
     threading.Thread(target=spin, name="late").start()
 atexit.register(last)
 atexit.register(stuck)  # atexit runs the last registered first
@@ -555,19 +571,33 @@ for f in (spin, nap):
     threading.Thread(target=reporting(f), name=f.__name__).start()
 ThreadPoolExecutor(1).submit(reporting(pooled))
 `))
-	ctx, cancel := context.WithTimeout(bg, 200*time.Millisecond)
-	defer cancel()
-	closed := make(chan error, 1)
-	go func() { closed <- i.CloseContext(ctx) }()
-	select {
-	case err := <-closed:
-		assert.ErrorIs(t, err, context.DeadlineExceeded)
-	case <-time.After(time.Minute): // not a timing assertion: without the interrupts it never returns
-		t.Fatal("CloseContext did not interrupt the threads and the atexit function")
-	}
-	assert.Equal(t, "atexit began after nap,pooled,spin\nthe next atexit function ran\n", out.String(), "the threads first, then each atexit function")
-	assert.Contains(t, errOut.String(), "Exception ignored in atexit callback", "the stuck one's interrupt, as CPython reports it")
+	closeByDeadline(t, i, 200*time.Millisecond, "the threads and the atexit function")
+	assert.Equal(t, "the next atexit function ran, after nap,pooled,spin\n", out.String(), "the threads first, then each atexit function")
+	assert.Contains(t, errOut.String(), "Exception ignored in atexit callback <function stuck", "the stuck one's interrupt, as CPython reports it")
 	assert.Contains(t, errOut.String(), "Exception in thread late", "the thread an atexit function started, interrupted too")
+}
+
+// An atexit function registered while the interpreter winds down (here by a thread an atexit
+// function started) is run there too, where an interrupt reaches it: Py_EndInterpreter would
+// run it where none does.
+func TestCloseContextInterruptsAtexitFunctionsRegisteredLate(t *testing.T) {
+	var errOut pwtest.SyncBuffer
+	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stderr: &errOut})
+	require.NoError(t, err)
+	require.NoError(t, i.Exec(bg, `
+import atexit, threading, time
+def spin():
+    while True:
+        pass
+def register():
+    time.sleep(0.2)  # after the atexit functions have run (and been forgotten), before the deadline
+    atexit.register(spin)
+def register_late():
+    threading.Thread(target=register).start()
+atexit.register(register_late)
+`))
+	closeByDeadline(t, i, time.Second, "the atexit function registered late")
+	assert.Contains(t, errOut.String(), "Exception ignored in atexit callback <function spin")
 }
 
 func TestEndingInterpreterKeepsNoOtherWaiting(t *testing.T) {

@@ -155,8 +155,9 @@ extern Py_ssize_t pyw_boot_len;
 pyw_interp *pyw_interp_new(uintptr_t handle, const char *setup, size_t setuplen, pyw_result *res,
                            pyw_buf *errbuf);
 /* What ending the interpreter waits for, as task (interruptible, see pyw_interp_interrupt):
- * threading's exit hooks and its threads that are not daemons, then the atexit handlers. For
- * before pyw_interp_end, whose Py_EndInterpreter then finds nothing of it left to wait for. */
+ * threading's exit hooks and its threads that are not daemons, then the atexit functions, then
+ * the threads those started; again while more were registered meanwhile. For before
+ * pyw_interp_end, whose Py_EndInterpreter then finds nothing of it left to run or wait for. */
 pyw_result pyw_interp_wind_down(pyw_interp *w, uint64_t task);
 /* Ends the interpreter (Py_EndInterpreter). */
 void pyw_interp_end(pyw_interp *w);
@@ -181,7 +182,7 @@ pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, s
  * escalates, below, if the loop has not taken the request soon), 0 when it did nothing. With
  * escalate set, it only injects KeyboardInterrupt into a task whose cancel request the loop has
  * not taken yet. While the interpreter winds down (pyw_interp_wind_down) the injection reaches
- * every thread of it. Blocks until it can take the interpreter's GIL. */
+ * its other threads too (the first time, then once a second at most). Blocks until it can take the interpreter's GIL. */
 enum { PYW_INJECTED = 1, PYW_CANCEL_ASKED = 2 };
 int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate);
 
