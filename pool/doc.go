@@ -60,8 +60,10 @@
 // worker's interpreter ends in the background while its replacement already serves: threads
 // still running InterruptGrace after it was replaced are interrupted (KeyboardInterrupt in
 // each, then once a second; see cpython's CloseContext), and at once when CloseContext's
-// context ends; so are those a failed Setup left. A thread blocked in a C call that never
-// returns keeps its interpreter for good: GroupStats.Ending counts them.
+// context ends; so are those a failed Setup left (at once when New's context has ended). A
+// thread blocked in a C call that never returns keeps its interpreter for good: GroupStats.Ending
+// counts replaced workers' interpreters still ending; a failed Setup's keeps New (or the slot's
+// restart) waiting.
 //
 // # Groups
 //

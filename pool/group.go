@@ -662,24 +662,24 @@ func (g *Group) runSlot(ctx context.Context, id int, ready func(error)) {
 
 // endInBackground ends a recycled worker's interpreter while its slot starts the next. Ending
 // waits for the threads the worker's code started (and its atexit functions); those still
-// running after InterruptGrace are interrupted (again every 100 ms: a thread in a blocking C
-// call sees it when the call returns), and at once when CloseContext's context ends. Close
-// waits for it, as for a slot. Called from the worker's slot goroutine.
+// running after InterruptGrace are interrupted (see cpython's CloseContext: a thread in a
+// blocking C call sees it when the call returns), and at once when CloseContext's context
+// ends. Close waits for it, as for a slot. Called from the worker's slot goroutine.
 func (g *Group) endInBackground(w *worker) {
 	p := g.p
 	p.slots.Add(1) // from inside a slot: the count is above zero, Close's Wait has not returned
 	g.ending.Add(1)
 	go func() {
 		defer p.slots.Done()
-		p.endWithGrace(w.in)
+		p.endWithGrace(p.abort, w.in)
 		g.ending.Add(-1)
 	}()
 }
 
 // endWithGrace ends in, interrupting what its end waits for (threads its code started, atexit
-// functions) once InterruptGrace has passed, or at once when CloseContext's context ends.
-func (p *Pool) endWithGrace(in *cpython.Interpreter) {
-	ctx, cancel := context.WithTimeout(p.abort, p.opts.InterruptGrace)
+// functions) once InterruptGrace has passed, or at once when ctx ends.
+func (p *Pool) endWithGrace(ctx context.Context, in *cpython.Interpreter) {
+	ctx, cancel := context.WithTimeout(ctx, p.opts.InterruptGrace)
 	defer cancel()
 	in.CloseContext(ctx)
 }
@@ -738,7 +738,7 @@ func (g *Group) startWorker(ctx context.Context, id int) (*worker, error) {
 		<-interrupted
 	}
 	if err != nil {
-		g.p.endWithGrace(in) // Setup may have started a thread before it failed
+		g.p.endWithGrace(ctx, in) // Setup may have started a thread before it failed
 		return nil, err
 	}
 	w := &worker{g: g, id: id, in: in}
