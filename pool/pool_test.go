@@ -910,10 +910,11 @@ func TestCloseContextInterruptsRunningTasks(t *testing.T) {
 func TestNewContextInterruptsTheStart(t *testing.T) {
 	before := cpython.LiveInterpreters()
 	for _, setup := range []string{"while True: pass", "import time\ntime.sleep(60)",
-		"while True:\n    try:\n        while True: pass\n    except KeyboardInterrupt:\n        break\nwhile True: pass"} { // swallows the first
+		"while True:\n    try:\n        while True: pass\n    except KeyboardInterrupt:\n        break\nwhile True: pass", // swallows the first
+		"import threading\ndef spin():\n    while True: pass\nthreading.Thread(target=spin).start()\nspin()"} {            // its thread too: not after InterruptGrace
 		ctx, cancel := context.WithTimeout(bg, 200*time.Millisecond)
 		start := time.Now()
-		p, err := pool.NewContext(ctx, pool.Options{Workers: 2, Setup: setup})
+		p, err := pool.NewContext(ctx, pool.Options{Workers: 2, Setup: setup, InterruptGrace: time.Minute, Stderr: io.Discard})
 		cancel()
 		assert.Nil(t, p)
 		require.ErrorIs(t, err, context.DeadlineExceeded, "%q", setup)
