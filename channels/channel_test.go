@@ -377,6 +377,34 @@ func TestInterruptWakesABlockedReceiver(t *testing.T) {
 	assert.Equal(t, "later", v)
 }
 
+// A thread the interpreter's code started that waits on a channel (recv, and send to a full
+// one) is interrupted by the interpreter's end when CloseContext's deadline passes (the
+// interpreter waits for its threads), and what the channels hold stays there.
+func TestInterpretersEndInterruptsItsThreadsWaitingOnChannels(t *testing.T) {
+	empty, full := newChan(t, 0), newChan(t, 1)
+	require.NoError(t, full.Send(bg, "kept"))
+	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{})
+	require.NoError(t, err)
+	require.NoError(t, i.Exec(bg, fmt.Sprintf(`
+import pyworkers, threading
+def wait(f, *args):
+    def run():
+        try:
+            f(*args)
+        except KeyboardInterrupt:
+            pass
+    return run
+threading.Thread(target=wait(pyworkers.Channel(%d).recv)).start()
+threading.Thread(target=wait(pyworkers.Channel(%d).send, "more")).start()
+`, empty.ID(), full.ID())))
+	pwtest.CloseByDeadline(t, i, 200*time.Millisecond, "the threads waiting on channels")
+	assert.Equal(t, 1, full.Len())
+	v, err := full.Recv(bg)
+	require.NoError(t, err)
+	assert.Equal(t, "kept", v)
+	assert.Equal(t, 0, empty.Len())
+}
+
 // An item and an interrupt that reach a waiting recv (or recv_many) together: the interrupt
 // wins and the item stays in the channel, rather than being taken and lost with the
 // interrupted frame. Either the task got the item before its interrupt (and passed it on), or

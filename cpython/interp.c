@@ -193,9 +193,14 @@ static void inject_others(pyw_interp *w, PyThreadState *self) {
 	}
 	Py_XDECREF(active);
 	w->others_at = skipped ? 0 : pyw_monotonic_ns(); /* skipped ones: at the next interrupt */
-	pthread_mutex_lock(&w->others_mu); /* and ends their sleeps (pyw_other_wait) */
+	pthread_mutex_lock(&w->others_mu); /* and ends their sleeps (pyw_other_wait) and queue waits */
 	w->others_gen++;
 	pthread_cond_broadcast(&w->others_cv);
+	for (struct pyw_other_wait *o = w->others_waits; o != NULL; o = o->next) {
+		pthread_mutex_lock(o->mu); /* lock order: others_mu, then a queue's */
+		pthread_cond_broadcast(o->cv);
+		pthread_mutex_unlock(o->mu);
+	}
 	pthread_mutex_unlock(&w->others_mu);
 }
 
@@ -691,9 +696,25 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 	return done;
 }
 
+/* The queue wait of one of an interpreter's other threads: the interpreter, and its interrupts
+ * of other threads so far, as pyw_wait_prepare saw them; the registration (pyw_wait_begin). */
+static _Thread_local pyw_interp *other;
+static _Thread_local uint64_t other_gen;
+static _Thread_local struct pyw_other_wait other_wait;
+static _Thread_local int other_registered;
+
 void pyw_wait_begin(pthread_mutex_t *mu, pthread_cond_t *cv) {
 	pyw_interp *w = current;
 	if (w == NULL) {
+		if (other != NULL && !other_registered) {
+			other_wait.mu = mu;
+			other_wait.cv = cv;
+			pthread_mutex_lock(&other->others_mu);
+			other_wait.next = other->others_waits;
+			other->others_waits = &other_wait;
+			pthread_mutex_unlock(&other->others_mu);
+			other_registered = 1;
+		}
 		return;
 	}
 	pthread_mutex_lock(&w->wait_mu);
@@ -704,6 +725,11 @@ void pyw_wait_begin(pthread_mutex_t *mu, pthread_cond_t *cv) {
 
 void pyw_wait_prepare(void) {
 	pyw_interp *w = current;
+	if (w == NULL) {
+		other = pyw_module_interp();
+		other_gen = other != NULL ? atomic_load(&other->others_gen) : 0;
+		return;
+	}
 	/* inject sets both under the GIL; the eval loop clears async_exc when it raises it */
 	if (w != NULL && atomic_load(&w->interrupt_pending) && PyThreadState_Get()->async_exc == NULL) {
 		atomic_store(&w->interrupt_pending, 0);
@@ -778,16 +804,36 @@ int pyw_task_interrupted(void) {
 	return w != NULL && w->current_task != 0 && w->interrupted_task == w->current_task;
 }
 
-int pyw_interrupt_pending(void) { return pyw_wait_interrupted() && PyThreadState_Get()->async_exc != NULL; }
+int pyw_interrupt_pending(void) {
+	if (current == NULL) { /* another thread: its KeyboardInterrupt from the wind-down, if any */
+		pyw_interp *w = pyw_module_interp();
+		return w != NULL && w->winding_down && PyThreadState_Get()->async_exc != NULL;
+	}
+	return pyw_wait_interrupted() && PyThreadState_Get()->async_exc != NULL;
+}
 
 int pyw_wait_interrupted(void) {
 	pyw_interp *w = current;
-	return w != NULL && atomic_load(&w->interrupt_pending);
+	if (w == NULL) {
+		return other != NULL && atomic_load(&other->others_gen) != other_gen;
+	}
+	return atomic_load(&w->interrupt_pending);
 }
 
 void pyw_wait_end(void) {
 	pyw_interp *w = current;
 	if (w == NULL) {
+		if (other_registered) {
+			pthread_mutex_lock(&other->others_mu);
+			struct pyw_other_wait **p = &other->others_waits;
+			while (*p != &other_wait) {
+				p = &(*p)->next;
+			}
+			*p = other_wait.next;
+			pthread_mutex_unlock(&other->others_mu);
+			other_registered = 0;
+		}
+		other = NULL;
 		return;
 	}
 	pthread_mutex_lock(&w->wait_mu);
@@ -800,6 +846,8 @@ PyObject *pyw_raise_interrupt(void) {
 	pyw_interp *w = current;
 	if (w != NULL) {
 		withdraw(w); /* raised once; code that catches it may go on */
+	} else {
+		PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), NULL); /* the wind-down's, likewise */
 	}
 	PyErr_SetNone(PyExc_KeyboardInterrupt);
 	return NULL;

@@ -349,11 +349,11 @@ func (i *Interpreter) Close() error { return i.CloseContext(context.Background()
 // its Python code is interrupted (again every 100 ms, for code that swallows the first
 // interrupt) and the interrupted call returns an *InterruptedError wrapping ErrClosed. So is
 // what the interpreter's end waits for: its atexit functions (each one still running), and
-// every thread its code started (KeyboardInterrupt in each, then once a second; time.sleep is
-// cut short). A thread blocked in another C call — a socket's recv, queue.get, a lock — sees
-// it only when that call returns: one that never returns keeps the interpreter, and this
-// call, waiting. It returns only when the interpreter has ended, with ctx.Err() if it had to
-// interrupt.
+// every thread its code started (KeyboardInterrupt in each, then once a second; time.sleep and
+// pyworkers channel waits are cut short). A thread blocked in another C call — a socket's
+// recv, queue.get, a lock — sees it only when that call returns: one that never returns keeps
+// the interpreter, and this call, waiting. It returns only when the interpreter has ended,
+// with ctx.Err() if it had to interrupt.
 func (i *Interpreter) CloseContext(ctx context.Context) error {
 	i.close.Do(func() { close(i.closing) })
 	select {

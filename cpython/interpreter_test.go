@@ -515,23 +515,6 @@ threading.Thread(target=work).start()
 	assert.Equal(t, "thread done\natexit\n", out.String(), "threads first, then atexit, each once")
 }
 
-// closeByDeadline closes i with CloseContext and a deadline after, which must interrupt what
-// i's end waits for (what): the test fails if it has not returned a minute later (not a timing
-// assertion: without the interrupts it never returns).
-func closeByDeadline(t *testing.T, i *cpython.Interpreter, after time.Duration, what string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(bg, after)
-	defer cancel()
-	closed := make(chan error, 1)
-	go func() { closed <- i.CloseContext(ctx) }()
-	select {
-	case err := <-closed:
-		assert.ErrorIs(t, err, context.DeadlineExceeded)
-	case <-time.After(time.Minute):
-		t.Fatalf("CloseContext did not interrupt %s", what)
-	}
-}
-
 func TestCloseContextInterruptsThreadsAndAtexit(t *testing.T) {
 	var out, errOut pwtest.SyncBuffer
 	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stdout: &out, Stderr: &errOut})
@@ -571,7 +554,7 @@ for f in (spin, nap):
     threading.Thread(target=reporting(f), name=f.__name__).start()
 ThreadPoolExecutor(1).submit(reporting(pooled))
 `))
-	closeByDeadline(t, i, 200*time.Millisecond, "the threads and the atexit function")
+	pwtest.CloseByDeadline(t, i, 200*time.Millisecond, "the threads and the atexit function")
 	assert.Equal(t, "the next atexit function ran, after nap,pooled,spin\n", out.String(), "the threads first, then each atexit function")
 	assert.Contains(t, errOut.String(), "Exception ignored in atexit callback <function stuck", "the stuck one's interrupt, as CPython reports it")
 	assert.Contains(t, errOut.String(), "Exception in thread late", "the thread an atexit function started, interrupted too")
@@ -596,7 +579,7 @@ def register_late():
     threading.Thread(target=register).start()
 atexit.register(register_late)
 `))
-	closeByDeadline(t, i, time.Second, "the atexit function registered late")
+	pwtest.CloseByDeadline(t, i, time.Second, "the atexit function registered late")
 	assert.Contains(t, errOut.String(), "Exception ignored in atexit callback <function spin")
 }
 

@@ -450,6 +450,18 @@ static PyModuleDef moddef = {
 
 PyObject *pyw_module_init(void) { return PyModuleDef_Init(&moddef); }
 
+pyw_interp *pyw_module_interp(void) {
+	PyObject *pending = PyErr_GetRaisedException();
+	PyObject *name = PyUnicode_FromString("pyworkers");
+	PyObject *m = name ? PyImport_GetModule(name) : NULL;
+	Py_XDECREF(name);
+	pyw_interp *w = m != NULL && PyModule_Check(m) && PyModule_GetDef(m) == &moddef ? state_of(m)->interp : NULL;
+	Py_XDECREF(m);
+	PyErr_Clear();
+	PyErr_SetRaisedException(pending);
+	return w;
+}
+
 int pyw_module_set_handle(PyObject *module, uintptr_t handle, pyw_interp *w) {
 	modstate *st = state_of(module);
 	if (st == NULL) {

@@ -74,6 +74,14 @@ typedef struct {
 } pyw_result;
 
 /* One own-GIL interpreter, owned by its Go *Interpreter. */
+/* A queue wait of one of an interpreter's other threads, registered for the interrupts of its
+ * wind-down (pyw_wait_begin). */
+struct pyw_other_wait {
+	pthread_mutex_t *mu;
+	pthread_cond_t *cv;
+	struct pyw_other_wait *next;
+};
+
 typedef struct pyw_interp {
 	PyThreadState *tstate;
 	PyInterpreterState *interp;
@@ -121,11 +129,13 @@ typedef struct pyw_interp {
 	int winding_down;
 	uint64_t injections;
 	int64_t others_at; /* when the other threads were last interrupted (pyw_monotonic_ns), 0: never */
-	/* Those threads' sleeps (pyw_other_wait) end when such an interrupt comes: others_gen counts
-	 * them (changed under others_mu, with others_cv broadcast). */
+	/* Those threads' sleeps (pyw_other_wait) and queue waits (pyw_wait_begin) end when such an
+	 * interrupt comes: others_gen counts them (changed under others_mu, with others_cv and every
+	 * registered wait's cv broadcast; read without it by waits checking for one). */
 	pthread_mutex_t others_mu;
 	pthread_cond_t others_cv;
-	uint64_t others_gen;
+	_Atomic uint64_t others_gen;
+	struct pyw_other_wait *others_waits; /* under others_mu */
 } pyw_interp;
 
 #define PYW_ANY_TASK UINT64_MAX
@@ -209,6 +219,9 @@ PyObject *pyw_decode(const char **p, const char *end, pyw_shared *const *refs, s
 
 /* ---- the pyworkers built-in module (module.c) */
 PyObject *pyw_module_init(void);
+/* GIL held: the interpreter whose pyworkers module this is (NULL in one pyworkers did not make).
+ * Leaves the error indicator as it was. */
+pyw_interp *pyw_module_interp(void);
 int pyw_module_set_handle(PyObject *module, uintptr_t handle, pyw_interp *w);
 /* Other packages (channels) add to the module: fn runs in every interpreter's module exec.
  * Register before the runtime starts (from a Go init function). */
@@ -247,7 +260,9 @@ static inline void pyw_deadline_after(struct timespec *ts, int64_t ns) {
 /* ---- interruptible waits (interp.c), for blocking calls made with the GIL released.
  * pyw_wait_begin registers (mu, cv) so that interrupting the current task broadcasts cv under mu;
  * while registered, a wait loop must re-check pyw_wait_interrupted() under mu before sleeping.
- * Threads that are not an interpreter's own thread register nothing (both are no-ops). */
+ * On an interpreter's other threads (threads its code started) only the interrupts of its
+ * wind-down count, from the wait's pyw_wait_prepare on; threads of no interpreter register
+ * nothing (both are no-ops). */
 void pyw_wait_begin(pthread_mutex_t *mu, pthread_cond_t *cv);
 int pyw_wait_interrupted(void);
 /* GIL held, before releasing it to wait: an interrupt the eval loop has already raised (the

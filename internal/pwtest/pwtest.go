@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -161,4 +162,21 @@ func (s *SyncBuffer) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.b.Reset()
+}
+
+// CloseByDeadline closes i with CloseContext and a deadline after, which must interrupt what
+// i's end waits for (what): the test fails if it has not returned a minute later (not a timing
+// assertion: without the interrupts it never returns).
+func CloseByDeadline(t *testing.T, i *cpython.Interpreter, after time.Duration, what string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), after)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- i.CloseContext(ctx) }()
+	select {
+	case err := <-closed:
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(time.Minute):
+		t.Fatalf("CloseContext did not interrupt %s", what)
+	}
 }
