@@ -34,7 +34,9 @@ var (
 	ErrNoChannel = errors.New("channels: no channel with that id")
 	// ErrInterrupted: a wait on an interpreter's own thread — Go code that its Python code
 	// called, such as an output writer — ended because the interpreter's task was interrupted
-	// (its context ended), as a wait in Python would with KeyboardInterrupt.
+	// (its context ended), as a wait in Python would with KeyboardInterrupt; or such a wait
+	// on a thread its Python code started, when CloseContext's deadline interrupted the
+	// interpreter's end.
 	ErrInterrupted = errors.New("channels: wait interrupted with the interpreter's task")
 )
 
@@ -129,7 +131,7 @@ func (eb *encodeBuf) c() (*C.char, C.size_t, **C.pyw_shared, C.size_t) {
 // bool, any integer or *big.Int, float, string (valid UTF-8), []byte, cpython.Tuple, slices,
 // maps with string keys, and *cpython.Buffer (shared, not copied); anything else is a
 // *cpython.ConversionError and nothing is sent. Errors: ErrClosed, ctx.Err(), ErrInterrupted
-// (on an interpreter's own thread, see the package docs), out of memory.
+// (on an interpreter's thread, see the package docs), out of memory.
 func (c *Channel) Send(ctx context.Context, v any) error {
 	return c.send(ctx, v, block)
 }
@@ -171,7 +173,7 @@ func (c *Channel) send(ctx context.Context, v any, mode waitMode) error {
 // map[string]any), and shared buffers as *cpython.Buffer (a view of the shared memory: call
 // Release when done). Python bytes of 64 KiB or more travel as shared buffers, so they arrive
 // as *cpython.Buffer too. Errors: ErrClosed once the channel is closed and drained, ctx.Err(),
-// ErrInterrupted (on an interpreter's own thread), out of memory (the item stays queued).
+// ErrInterrupted (on an interpreter's thread), out of memory (the item stays queued).
 func (c *Channel) Recv(ctx context.Context) (any, error) {
 	return c.recv(ctx, block)
 }

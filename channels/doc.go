@@ -23,10 +23,10 @@
 // more: an item that arrives together with the interrupt stays in the channel. (Only an
 // interrupt that lands in the instant a receive returns its item, after the receive's last
 // check, loses that item with the interrupted frame, as KeyboardInterrupt can in any Python
-// code.) Only the interpreter's own thread is woken so:
-// a thread that Python code started and that waits with no timeout keeps waiting, and since an
-// interpreter ends only after its threads (as Python itself does at exit), closing it then
-// waits until that thread gets an item or the channel is closed.
+// code.) A thread that Python code started is not woken so: its wait goes on past the task's
+// interrupt. An interpreter ends only after such threads (as Python itself does at exit); when
+// CloseContext's deadline interrupts them, their waits end the same way (KeyboardInterrupt,
+// ErrInterrupted for Go code they called, the item left in the channel).
 //
 // # Values
 //

@@ -307,7 +307,7 @@ static int wait_for(pyw_queue *q, int for_items, waiter *w) {
 				spin(q, for_items, w->cancel);
 				w->spun = 1;
 			} else {
-				/* lock order: the interpreter's wait_mu, then q->mu */
+				/* lock order: the interpreter's wait_mu (others_mu on its other threads), then q->mu */
 				pyw_wait_begin(&q->mu, cv);
 				w->registered = 1;
 			}

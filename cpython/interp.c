@@ -731,7 +731,7 @@ void pyw_wait_prepare(void) {
 		return;
 	}
 	/* inject sets both under the GIL; the eval loop clears async_exc when it raises it */
-	if (w != NULL && atomic_load(&w->interrupt_pending) && PyThreadState_Get()->async_exc == NULL) {
+	if (atomic_load(&w->interrupt_pending) && PyThreadState_Get()->async_exc == NULL) {
 		atomic_store(&w->interrupt_pending, 0);
 	}
 }
@@ -806,8 +806,11 @@ int pyw_task_interrupted(void) {
 
 int pyw_interrupt_pending(void) {
 	if (current == NULL) { /* another thread: its KeyboardInterrupt from the wind-down, if any */
+		if (PyThreadState_Get()->async_exc != PyExc_KeyboardInterrupt) {
+			return 0; /* nothing pending (the usual case: no look-up), or not ours */
+		}
 		pyw_interp *w = pyw_module_interp();
-		return w != NULL && w->winding_down && PyThreadState_Get()->async_exc != NULL;
+		return w != NULL && w->winding_down;
 	}
 	return pyw_wait_interrupted() && PyThreadState_Get()->async_exc != NULL;
 }
@@ -833,8 +836,7 @@ void pyw_wait_end(void) {
 			pthread_mutex_unlock(&other->others_mu);
 			other_registered = 0;
 		}
-		other = NULL;
-		return;
+		return; /* other stays: a Go writer may wait again before the call returns */
 	}
 	pthread_mutex_lock(&w->wait_mu);
 	w->wait_on_mu = NULL;

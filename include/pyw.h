@@ -73,7 +73,6 @@ typedef struct {
 	int started; /* call_many: its calls began (some may have run, whatever the outcome) */
 } pyw_result;
 
-/* One own-GIL interpreter, owned by its Go *Interpreter. */
 /* A queue wait of one of an interpreter's other threads, registered for the interrupts of its
  * wind-down (pyw_wait_begin). */
 struct pyw_other_wait {
@@ -81,6 +80,8 @@ struct pyw_other_wait {
 	pthread_cond_t *cv;
 	struct pyw_other_wait *next;
 };
+
+/* One own-GIL interpreter, owned by its Go *Interpreter. */
 
 typedef struct pyw_interp {
 	PyThreadState *tstate;
@@ -274,9 +275,8 @@ void pyw_wait_prepare(void);
 #define PYW_BEGIN_WAIT                                                                                     \
 	pyw_wait_prepare();                                                                                \
 	Py_BEGIN_ALLOW_THREADS
-/* Waits of the interpreter's other threads (the threads its code started), which the waits
- * above leave alone: an interrupt while the interpreter winds down (pyw_interp_wind_down) ends
- * them. pyw_other_wait_gen, with the GIL held (under which interrupts come: none is missed),
+/* Sleeps of the interpreter's other threads (the threads its code started): an interrupt
+ * while the interpreter winds down (pyw_interp_wind_down) ends them. pyw_other_wait_gen, with the GIL held (under which interrupts come: none is missed),
  * before the GIL is released; then pyw_other_wait waits until deadline or an interrupt after
  * gen (whose KeyboardInterrupt is then pending on the thread). pyw_own_thread: whether this is
  * an interpreter's own thread. */
@@ -308,8 +308,8 @@ void pyw_set_main_coro(PyObject *coro);
  * the running task's coroutine since the last time; the request is taken. */
 int pyw_take_cancel(void);
 void pyw_wait_end(void);
-/* GIL held: whether an interrupt was injected into this thread (an interpreter's own) and not
- * raised yet. A call that takes an item must not return it then: the pending KeyboardInterrupt
+/* GIL held: whether an interrupt was injected into this thread (an interpreter's own; on its
+ * other threads, the wind-down's KeyboardInterrupt) and not raised yet. A call that takes an item must not return it then: the pending KeyboardInterrupt
  * would be raised as the call returns, and the item lost with the frame. */
 int pyw_interrupt_pending(void);
 /* GIL held: raise KeyboardInterrupt for an interrupt a wait noticed, withdrawing the pending
