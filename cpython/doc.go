@@ -33,6 +33,11 @@
 // CPython has had races in concurrent creation, which the tests probe hard); LiveInterpreters
 // counts the interpreters alive, so that none is ever left behind unnoticed.
 //
+// Python code may start threads (threading.Thread; daemon threads are refused). As at Python's
+// own exit, an interpreter ends only once they have finished and its atexit functions have
+// run; that wait takes no turn from other interpreters, and CloseContext's deadline interrupts
+// it (see CloseContext).
+//
 // # Cancellation
 //
 // Every blocking call takes a context.Context. Cancelling the context of a running Exec, Eval,
