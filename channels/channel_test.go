@@ -381,12 +381,16 @@ func TestInterruptWakesABlockedReceiver(t *testing.T) {
 // one) is interrupted by the interpreter's end when CloseContext's deadline passes (the
 // interpreter waits for its threads), and what the channels hold stays there.
 func TestInterpretersEndInterruptsItsThreadsWaitingOnChannels(t *testing.T) {
-	empty, full := newChan(t, 0), newChan(t, 1)
-	require.NoError(t, full.Send(bg, "kept"))
-	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{})
-	require.NoError(t, err)
-	require.NoError(t, i.Exec(bg, fmt.Sprintf(`
-import pyworkers, threading
+	// the second time with pyworkers gone from sys.modules: the waits know their interpreter
+	// from the channel's module, not from a look-up by name
+	for _, hide := range []string{"", "del sys.modules['pyworkers']"} {
+		empty, full := newChan(t, 0), newChan(t, 1)
+		require.NoError(t, full.Send(bg, "kept"))
+		i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{})
+		require.NoError(t, err)
+		require.NoError(t, i.Exec(bg, fmt.Sprintf(`
+import pyworkers, sys, threading
+%s
 def wait(f, *args):
     def run():
         try:
@@ -396,13 +400,14 @@ def wait(f, *args):
     return run
 threading.Thread(target=wait(pyworkers.Channel(%d).recv)).start()
 threading.Thread(target=wait(pyworkers.Channel(%d).send, "more")).start()
-`, empty.ID(), full.ID())))
-	pwtest.CloseByDeadline(t, i, 200*time.Millisecond, "the threads waiting on channels")
-	assert.Equal(t, 1, full.Len())
-	v, err := full.Recv(bg)
-	require.NoError(t, err)
-	assert.Equal(t, "kept", v)
-	assert.Equal(t, 0, empty.Len())
+`, hide, empty.ID(), full.ID())))
+		pwtest.CloseByDeadline(t, i, 200*time.Millisecond, "the threads waiting on channels "+hide)
+		assert.Equal(t, 1, full.Len())
+		v, err := full.Recv(bg)
+		require.NoError(t, err)
+		assert.Equal(t, "kept", v)
+		assert.Equal(t, 0, empty.Len())
+	}
 }
 
 // An item and an interrupt that reach a waiting recv (or recv_many) together: the interrupt

@@ -14,6 +14,9 @@ static PyObject *module_exc(PyObject *self, const char *name) {
 	return m ? PyObject_GetAttrString(m, name) : NULL;
 }
 
+/* The interpreter of the pyworkers module the channel's type belongs to (see pyw_wait_prepare). */
+static pyw_interp *interp_of(PyObject *self) { return pyw_module_interp(PyType_GetModule(Py_TYPE(self))); }
+
 static PyObject *raise_exc(PyObject *self, const char *name, const char *msg) {
 	PyObject *e = module_exc(self, name);
 	if (e != NULL) {
@@ -146,7 +149,7 @@ static void scratch_trim(void) {
 }
 
 static PyObject *do_send(PyObject *self, PyObject *obj, int64_t timeout_ns) {
-	if (pyw_interrupt_pending()) { /* the task is being interrupted: send nothing */
+	if (pyw_interrupt_pending(interp_of(self))) { /* the task is being interrupted: send nothing */
 		return pyw_raise_interrupt();
 	}
 	pyw_refs refs = {0};
@@ -166,7 +169,7 @@ static PyObject *do_send(PyObject *self, PyObject *obj, int64_t timeout_ns) {
 	pyw_item *keep = NULL;
 	int rc = pyw_queue_send(q, scratch.data, scratch.len, refs.v, refs.n, &keep, 0, NULL);
 	if (rc == PYW_Q_FULL && timeout_ns != 0) {
-		PYW_BEGIN_WAIT
+		PYW_BEGIN_WAIT(interp_of(self))
 		rc = pyw_queue_send(q, scratch.data, scratch.len, refs.v, refs.n, &keep, timeout_ns, NULL);
 		Py_END_ALLOW_THREADS
 	}
@@ -184,8 +187,8 @@ static PyObject *do_send(PyObject *self, PyObject *obj, int64_t timeout_ns) {
  * raised now and the item stays for the next receiver. 1 if it went back. Not airtight: an
  * interrupt injected after this check, as the call returns, loses the item with the frame, as
  * KeyboardInterrupt can in any Python code. */
-static int give_back_if_interrupted(pyw_queue *q, const char *small, size_t len, pyw_item *chain) {
-	if (!pyw_interrupt_pending()) {
+static int give_back_if_interrupted(PyObject *self, pyw_queue *q, const char *small, size_t len, pyw_item *chain) {
+	if (!pyw_interrupt_pending(interp_of(self))) {
 		return 0;
 	}
 	if (chain != NULL) {
@@ -196,7 +199,7 @@ static int give_back_if_interrupted(pyw_queue *q, const char *small, size_t len,
 }
 
 static PyObject *do_recv(PyObject *self, int64_t timeout_ns) {
-	if (pyw_interrupt_pending()) { /* the task is being interrupted: take nothing */
+	if (pyw_interrupt_pending(interp_of(self))) { /* the task is being interrupted: take nothing */
 		return pyw_raise_interrupt();
 	}
 	pyw_queue *q = ((ChannelObject *)self)->q;
@@ -205,10 +208,10 @@ static PyObject *do_recv(PyObject *self, int64_t timeout_ns) {
 	pyw_item *it = NULL;
 	int rc = pyw_queue_recv_copy(q, small, &len, &it, 0, NULL);
 	if (rc == PYW_Q_EMPTY && timeout_ns != 0) {
-		PYW_BEGIN_WAIT
+		PYW_BEGIN_WAIT(interp_of(self))
 		rc = pyw_queue_recv_copy(q, small, &len, &it, timeout_ns, NULL);
 		Py_END_ALLOW_THREADS
-		if (rc == PYW_Q_OK && give_back_if_interrupted(q, small, len, it)) {
+		if (rc == PYW_Q_OK && give_back_if_interrupted(self, q, small, len, it)) {
 			return pyw_raise_interrupt();
 		}
 	}
@@ -319,7 +322,7 @@ static PyObject *chan_send_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	    parse_timeout(timeout, &ns) < 0) {
 		return NULL;
 	}
-	if (pyw_interrupt_pending()) {
+	if (pyw_interrupt_pending(interp_of(self))) {
 		pyw_raise_interrupt();
 		return with_sent(0);
 	}
@@ -354,7 +357,7 @@ static PyObject *chan_send_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	int rc = pyw_queue_push_many(q, &chain, &pushed, 0, NULL);
 	if (rc == PYW_Q_FULL && ns != 0) {
 		size_t more;
-		PYW_BEGIN_WAIT
+		PYW_BEGIN_WAIT(interp_of(self))
 		rc = pyw_queue_push_many(q, &chain, &more, ns, NULL);
 		Py_END_ALLOW_THREADS
 		pushed += more;
@@ -388,7 +391,7 @@ static PyObject *chan_recv_many(PyObject *self, PyObject *args, PyObject *kwds) 
 		PyErr_SetString(PyExc_ValueError, "max must be at least 1");
 		return NULL;
 	}
-	if (pyw_interrupt_pending()) {
+	if (pyw_interrupt_pending(interp_of(self))) {
 		return pyw_raise_interrupt();
 	}
 	pyw_queue *q = ((ChannelObject *)self)->q;
@@ -396,10 +399,10 @@ static PyObject *chan_recv_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	size_t n = 0;
 	int rc = pyw_queue_pop_many(q, &chain, (size_t)max, &n, 0, NULL);
 	if (rc == PYW_Q_EMPTY && ns != 0) {
-		PYW_BEGIN_WAIT
+		PYW_BEGIN_WAIT(interp_of(self))
 		rc = pyw_queue_pop_many(q, &chain, (size_t)max, &n, ns, NULL);
 		Py_END_ALLOW_THREADS
-		if (rc == PYW_Q_OK && give_back_if_interrupted(q, NULL, 0, chain)) {
+		if (rc == PYW_Q_OK && give_back_if_interrupted(self, q, NULL, 0, chain)) {
 			return pyw_raise_interrupt();
 		}
 	}

@@ -723,10 +723,10 @@ void pyw_wait_begin(pthread_mutex_t *mu, pthread_cond_t *cv) {
 	pthread_mutex_unlock(&w->wait_mu);
 }
 
-void pyw_wait_prepare(void) {
+void pyw_wait_prepare(pyw_interp *mod) {
 	pyw_interp *w = current;
 	if (w == NULL) {
-		other = pyw_module_interp();
+		other = mod;
 		other_gen = other != NULL ? atomic_load(&other->others_gen) : 0;
 		return;
 	}
@@ -804,13 +804,9 @@ int pyw_task_interrupted(void) {
 	return w != NULL && w->current_task != 0 && w->interrupted_task == w->current_task;
 }
 
-int pyw_interrupt_pending(void) {
+int pyw_interrupt_pending(pyw_interp *mod) {
 	if (current == NULL) { /* another thread: its KeyboardInterrupt from the wind-down, if any */
-		if (PyThreadState_Get()->async_exc != PyExc_KeyboardInterrupt) {
-			return 0; /* nothing pending (the usual case: no look-up), or not ours */
-		}
-		pyw_interp *w = pyw_module_interp();
-		return w != NULL && w->winding_down;
+		return PyThreadState_Get()->async_exc == PyExc_KeyboardInterrupt && mod != NULL && mod->winding_down;
 	}
 	return pyw_wait_interrupted() && PyThreadState_Get()->async_exc != NULL;
 }

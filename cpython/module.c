@@ -39,7 +39,7 @@ static PyObject *mod_write(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 	int rc;
 	/* args[1] keeps s alive while the GIL is released for a possibly slow writer, which may wait
 	 * on a channel: an interrupt already raised (and caught) must not end that wait */
-	PYW_BEGIN_WAIT
+	PYW_BEGIN_WAIT(state_of(m)->interp)
 	rc = pywGoWrite(h, fd, (char *)s, (size_t)n);
 	Py_END_ALLOW_THREADS
 	if (rc != 0) {
@@ -60,7 +60,7 @@ static PyObject *mod_flush(PyObject *m, PyObject *arg) {
 		Py_RETURN_NONE;
 	}
 	int rc;
-	PYW_BEGIN_WAIT
+	PYW_BEGIN_WAIT(state_of(m)->interp)
 	rc = pywGoFlush(h, fd);
 	Py_END_ALLOW_THREADS
 	if (rc != 0) {
@@ -317,7 +317,7 @@ static PyObject *mod_sleep(PyObject *m, PyObject *arg) {
 	pthread_cond_t cv;
 	pyw_cond_init_monotonic(&cv);
 	int interrupted = 0;
-	PYW_BEGIN_WAIT
+	PYW_BEGIN_WAIT(state_of(m)->interp)
 	pyw_wait_begin(&mu, &cv); /* before mu: the interpreter's wait_mu comes first */
 	pthread_mutex_lock(&mu);
 	while (!(interrupted = pyw_wait_interrupted())) {
@@ -450,16 +450,8 @@ static PyModuleDef moddef = {
 
 PyObject *pyw_module_init(void) { return PyModuleDef_Init(&moddef); }
 
-pyw_interp *pyw_module_interp(void) {
-	PyObject *pending = PyErr_GetRaisedException();
-	PyObject *name = PyUnicode_FromString("pyworkers");
-	PyObject *m = name ? PyImport_GetModule(name) : NULL;
-	Py_XDECREF(name);
-	pyw_interp *w = m != NULL && PyModule_Check(m) && PyModule_GetDef(m) == &moddef ? state_of(m)->interp : NULL;
-	Py_XDECREF(m);
-	PyErr_Clear();
-	PyErr_SetRaisedException(pending);
-	return w;
+pyw_interp *pyw_module_interp(PyObject *m) {
+	return m != NULL && PyModule_Check(m) && PyModule_GetDef(m) == &moddef ? state_of(m)->interp : NULL;
 }
 
 int pyw_module_set_handle(PyObject *module, uintptr_t handle, pyw_interp *w) {

@@ -220,9 +220,9 @@ PyObject *pyw_decode(const char **p, const char *end, pyw_shared *const *refs, s
 
 /* ---- the pyworkers built-in module (module.c) */
 PyObject *pyw_module_init(void);
-/* GIL held: the interpreter whose pyworkers module this is (NULL in one pyworkers did not make).
- * Leaves the error indicator as it was. */
-pyw_interp *pyw_module_interp(void);
+/* The interpreter whose pyworkers module m is (borrowed; NULL when m is NULL, not the pyworkers
+ * module, or the module of an interpreter pyworkers did not make). */
+pyw_interp *pyw_module_interp(PyObject *m);
 int pyw_module_set_handle(PyObject *module, uintptr_t handle, pyw_interp *w);
 /* Other packages (channels) add to the module: fn runs in every interpreter's module exec.
  * Register before the runtime starts (from a Go init function). */
@@ -269,11 +269,15 @@ int pyw_wait_interrupted(void);
 /* GIL held, before releasing it to wait: an interrupt the eval loop has already raised (the
  * code may have caught it) stops ending waits, so a wait in its cleanup is not interrupted a
  * second time. */
-void pyw_wait_prepare(void);
+/* mod is the interpreter of the pyworkers module the waiting object comes from (see
+ * pyw_module_interp): on the interpreter's other threads, the one whose wind-down may interrupt
+ * the wait. Taken from the object, not looked up by name: code may take the module out of
+ * sys.modules, and the look-up would cost each wait (print() on a thread is one). */
+void pyw_wait_prepare(pyw_interp *mod);
 /* Py_BEGIN_ALLOW_THREADS for a call that may wait in one of our waits (a queue, or Go code that
- * may wait on one): pyw_wait_prepare first, always. Ended by Py_END_ALLOW_THREADS. */
-#define PYW_BEGIN_WAIT                                                                                     \
-	pyw_wait_prepare();                                                                                \
+ * may wait on one): pyw_wait_prepare(mod) first, always. Ended by Py_END_ALLOW_THREADS. */
+#define PYW_BEGIN_WAIT(mod)                                                                                \
+	pyw_wait_prepare(mod);                                                                             \
 	Py_BEGIN_ALLOW_THREADS
 /* Sleeps of the interpreter's other threads (the threads its code started): an interrupt
  * while the interpreter winds down (pyw_interp_wind_down) ends them. pyw_other_wait_gen, with the GIL held (under which interrupts come: none is missed),
@@ -309,9 +313,9 @@ void pyw_set_main_coro(PyObject *coro);
 int pyw_take_cancel(void);
 void pyw_wait_end(void);
 /* GIL held: whether an interrupt was injected into this thread (an interpreter's own; on its
- * other threads, the wind-down's KeyboardInterrupt) and not raised yet. A call that takes an item must not return it then: the pending KeyboardInterrupt
+ * other threads, the wind-down's KeyboardInterrupt, of mod's interpreter) and not raised yet. A call that takes an item must not return it then: the pending KeyboardInterrupt
  * would be raised as the call returns, and the item lost with the frame. */
-int pyw_interrupt_pending(void);
+int pyw_interrupt_pending(pyw_interp *mod);
 /* GIL held: raise KeyboardInterrupt for an interrupt a wait noticed, withdrawing the pending
  * asynchronous one so it is raised once. Returns NULL for convenience. */
 PyObject *pyw_raise_interrupt(void);
