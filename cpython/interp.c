@@ -400,8 +400,6 @@ fail:
 	return NULL;
 }
 
-/* mod.name, importing mod if need be (they are built in: threading is looked up, not imported).
- * NULL with an exception set on failure. */
 /* One step of the wind-down: mod.name() — looked up now (mod imported first with import set,
  * else the step is skipped while mod has not been imported), again when an interrupt injected
  * meanwhile cut it short (it reached the other threads too: what the step waits for may be over

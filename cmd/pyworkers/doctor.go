@@ -133,6 +133,6 @@ func importInFreshInterpreter(ctx context.Context, module, cwd string, stderr io
 	if err != nil {
 		return err
 	}
-	defer in.Close()
+	defer in.CloseContext(ctx) // waits for threads the import started, until Ctrl-C
 	return in.Exec(ctx, "import "+module)
 }

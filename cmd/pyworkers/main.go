@@ -58,8 +58,11 @@ Usage:
   pyworkers version
         print pyworkers' and CPython's versions
 
-Run "pyworkers COMMAND --help" for a command's flags and examples.
+Run "pyworkers COMMAND --help" (or "pyworkers help COMMAND") for a command's flags and examples.
 `
+
+// commands are the words run dispatches on.
+var commands = map[string]bool{"run": true, "map": true, "bench": true, "doctor": true, "version": true}
 
 type io3 struct {
 	stdin          io.Reader
@@ -71,7 +74,10 @@ func main() {
 	// The first Ctrl-C stops cleanly (commands finish what they can and write it out); a
 	// second one exits at once.
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(sigs, syscall.SIGTERM)
+	if !signal.Ignored(os.Interrupt) { // a shell's background job: Ctrl-C is for the foreground
+		signal.Notify(sigs, os.Interrupt)
+	}
 	var stoppedBy atomic.Value // the first signal
 	go func() {
 		stoppedBy.Store(<-sigs)
@@ -125,6 +131,13 @@ func run(ctx context.Context, args []string, std io3) int {
 	case "version", "--version":
 		code, err = cmdVersion(args[1:], std)
 	case "help", "-h", "--help":
+		if len(args) > 1 && commands[args[1]] {
+			return run(ctx, []string{args[1], "--help"}, std) // pyworkers help map
+		}
+		if len(args) > 1 {
+			fmt.Fprintf(std.stderr, "pyworkers: no help for %q: not a command\n\n%s", args[1], usage)
+			return exitUsage
+		}
 		fmt.Fprint(std.stdout, usage)
 		return exitOK
 	default:

@@ -335,6 +335,13 @@ func TestMapInputErrors(t *testing.T) {
 	}
 	assert.Equal(t, "2", lines[4]["ok"])
 	assert.Equal(t, "3", lines[8]["ok"])
+
+	// blanks at the very end, with no newline after them, are a line too
+	r = pyworkersIn(t, "1\n \t", "map", "json:dumps")
+	assert.Equal(t, 1, r.code, r.stderr)
+	lines = jsonLines(t, r.stdout)
+	require.Len(t, lines, 2)
+	assert.Contains(t, lines[1]["error"].(map[string]any)["message"], "line 2: an empty line")
 }
 
 // A line means in Python what it means to Python's json module, both ways: an object keeps its
@@ -483,6 +490,12 @@ func TestHelpForEveryCommand(t *testing.T) {
 	r := pyworkers(t, "help")
 	assert.Equal(t, 0, r.code)
 	assert.Contains(t, r.stdout, "pyworkers map")
+	r = pyworkers(t, "help", "map") // as git and go have it
+	assert.Equal(t, 0, r.code)
+	assert.Contains(t, r.stdout, "Usage: pyworkers map")
+	r = pyworkers(t, "help", "mapp")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, `no help for "mapp"`)
 }
 
 func TestBenchQuickJSON(t *testing.T) {
@@ -574,6 +587,9 @@ func exitCodeWithin(t *testing.T, cmd *exec.Cmd, timeout time.Duration, why stri
 	case <-time.After(timeout):
 		cmd.Process.Kill()
 		t.Fatal(why)
+	}
+	if err == nil {
+		return 0
 	}
 	var ee *exec.ExitError
 	require.ErrorAs(t, err, &ee)
@@ -783,4 +799,106 @@ func TestMapStopsWhenNoOneReads(t *testing.T) {
 	assert.Equal(t, "{\"ok\":0}\n", line)
 	require.NoError(t, stdout.Close())
 	assert.Equal(t, 141, exitCodeWithin(t, cmd, 30*time.Second, "map went on with no one reading its results"), errb.String())
+}
+
+// Python's exit waits for the threads a script started; so does a worker's end in run, map and
+// doctor, and --timeout and Ctrl-C reach those threads too (one Ctrl-C is enough).
+func TestTimeoutAndCtrlCReachThreadsTheCodeStarted(t *testing.T) {
+	const spin = "import threading, time\n" +
+		"def forever():\n    while True:\n        time.sleep(0.05)\n" +
+		"threading.Thread(target=forever).start()\n"
+	p := script(t, spin+"print('started', flush=True)\n")
+	cmd := exec.Command(binary, "run", "-w", "1", "--timeout", "1s", p)
+	var out, errb pwtest.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	require.NoError(t, cmd.Start())
+	assert.Equal(t, 1, exitCodeWithin(t, cmd, time.Minute, "run --timeout did not stop the script's thread"), errb.String())
+	assert.Contains(t, errb.String(), "still running at the timeout")
+
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "spins.py"), []byte(spin), 0o644))
+	mapFn := filepath.Join(dir, "fn.py")
+	require.NoError(t, os.WriteFile(mapFn, []byte("def f(x):\n    import spins\n    return x\n"), 0o644))
+	for _, c := range []struct {
+		args  []string
+		stdin string
+		ready func(out, errb string) bool
+	}{
+		{[]string{"run", "-w", "1", p}, "", func(out, _ string) bool { return strings.Contains(out, "started") }},
+		{[]string{"map", "-w", "1", mapFn + ":f"}, "1\n", func(out, _ string) bool { return strings.Contains(out, `{"ok":1}`) }},
+		{[]string{"doctor", "spins"}, "", nil},
+	} {
+		cmd := exec.Command(binary, c.args...)
+		cmd.Dir = dir
+		cmd.Stdin = strings.NewReader(c.stdin)
+		var out, errb pwtest.SyncBuffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		require.NoError(t, cmd.Start())
+		if c.ready != nil {
+			require.Eventually(t, func() bool { return c.ready(out.String(), errb.String()) }, time.Minute, 10*time.Millisecond,
+				"%q: %s", c.args, errb.String())
+		}
+		time.Sleep(500 * time.Millisecond) // the work is done: the thread keeps the worker
+		require.NoError(t, cmd.Process.Signal(os.Interrupt))
+		code := exitCodeWithin(t, cmd, 30*time.Second, fmt.Sprintf("%q: one Ctrl-C did not stop the thread", c.args))
+		assert.Equal(t, 130, code, "%q: %s", c.args, errb.String())
+	}
+}
+
+// run puts the script's folder on sys.path as Python does: absolute, so that a script that
+// changes directory still imports its neighbours.
+func TestRunScriptFolderIsAbsolute(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "helper.py"), []byte("WORD = 'beside'\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "job.py"), []byte("import os\nos.chdir('/')\nimport helper\nprint(helper.WORD)\n"), 0o644))
+	cmd := exec.Command(binary, "run", "-w", "1", "--no-prefix", "job.py")
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), "beside\n")
+}
+
+// The progress line (--progress, on a terminal by default) is cleared before what workers print
+// and before the summary: nothing is written on the end of it.
+func TestMapProgressIsNotGluedToOtherOutput(t *testing.T) {
+	p := script(t, "import time\ndef f(x):\n    time.sleep(0.02)\n    print('hello', x)\n    return x\n")
+	var in strings.Builder
+	for k := range 100 {
+		fmt.Fprintf(&in, "%d\n", k)
+	}
+	r := pyworkersIn(t, in.String(), "map", "-w", "1", "--progress", "always", p+":f")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stderr, " lines/s", "progress was shown")
+	hellos := 0
+	for _, line := range strings.Split(r.stderr, "\n") {
+		shown := line[strings.LastIndex(line, "\r")+1:] // what a terminal shows of the line
+		shown = strings.TrimPrefix(shown, "\033[K")
+		if strings.Contains(line, "hello") {
+			hellos++
+			assert.Regexp(t, `^hello \d+$`, shown)
+		}
+		if strings.Contains(line, "pyworkers map:") {
+			assert.Regexp(t, `^pyworkers map: 100 lines`, shown)
+		}
+	}
+	assert.Equal(t, 100, hellos)
+}
+
+// A shell starts a background job with SIGINT ignored: the Ctrl-C meant for the foreground
+// does not stop it.
+func TestMapInBackgroundIgnoresCtrlC(t *testing.T) {
+	p := script(t, mapScript)
+	var in strings.Builder
+	for k := range 20 {
+		fmt.Fprintf(&in, "%d\n", k)
+	}
+	cmd := exec.Command("sh", "-c", `trap "" INT; exec "$0" "$@"`, binary, "map", "-w", "2", p+":slow")
+	cmd.Stdin = strings.NewReader(in.String())
+	var out, errb pwtest.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	require.NoError(t, cmd.Start())
+	time.Sleep(300 * time.Millisecond)
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	assert.Equal(t, 0, exitCodeWithin(t, cmd, time.Minute, "map did not finish"), errb.String())
+	assert.Len(t, jsonLines(t, out.String()), 20)
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -32,8 +33,8 @@ the one whose python --python names); an async function is run to completion. Ea
 value is the function's one argument; with --star an array is spread into positional arguments
 and an object into keyword arguments. Lines and results go through Python's json module in the
 workers: objects keep their key order both ways, 2.0 stays a float, tuples come back as arrays.
-A result JSON cannot hold (bytes, NaN, ...) and a line that is not JSON (NaN, 1e999 and extra
-text after the value included) give an error line, not an abort. What the function prints goes to standard
+A result JSON cannot hold (bytes, NaN, ...) and a line that is not JSON (NaN, 1e999, extra
+text after the value, and a blank line included) give an error line, not an abort. What the function prints goes to standard
 error, and so does what child processes or C code write to standard output. Exit status: 0
 when every line succeeded, 1 when some failed, 2 for a bad command line or a TARGET that cannot
 be imported (said before any work starts), 130 after Ctrl-C and 143 after SIGTERM (the lines
@@ -95,14 +96,25 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	}
 
 	cwd, _ := os.Getwd()
-	p, err := pool.NewContext(ctx, pool.Options{Workers: *workers, Setup: *setup, Path: []string{cwd}, Stdout: std.stderr, Stderr: std.stderr})
+	var prog *progressLine
+	workerOut := std.stderr
+	if showProgress {
+		prog = &progressLine{w: std.stderr}
+		workerOut = prog.clearing(std.stderr) // a print is not glued to the progress text
+		if isTerminal(std.stdout) {
+			results = prog.clearing(results) // nor are results shown on the same terminal
+		}
+	}
+	p, err := pool.NewContext(ctx, pool.Options{Workers: *workers, Setup: *setup, Path: []string{cwd}, Stdout: workerOut, Stderr: workerOut})
 	if err != nil {
 		if ctx.Err() != nil { // Ctrl-C while --setup ran: it was interrupted
 			return exitInterrupt, nil
 		}
 		return exitUsage, usageErrorWithTraceback("the workers could not start", err)
 	}
-	defer p.Close()
+	// At the end the workers' interpreters wait for the threads their calls started, as Python's
+	// exit does; Ctrl-C interrupts those too (the AfterFunc below is gone by then).
+	defer p.CloseContext(ctx)
 	if err := p.Check(ctx, target); err != nil {
 		if ctx.Err() != nil { // Ctrl-C while the workers imported the target, not a bad target
 			return exitInterrupt, nil
@@ -126,7 +138,7 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 		m.free = make(chan struct{}, *workers)
 	}
 	m.sizer.Max = maxRun
-	st, err := m.run(ctx, in, results, std.stderr, showProgress)
+	st, err := m.run(ctx, in, results, prog)
 	fmt.Fprintf(std.stderr, "pyworkers map: %d lines, %d ok, %d failed in %.2fs\n", st.lines, st.ok, st.failed, st.elapsed.Seconds())
 	switch {
 	case errors.Is(err, syscall.EPIPE):
@@ -241,15 +253,19 @@ func (e entry) results() []pool.Result {
 }
 
 // run reads lines and submits them in one goroutine, and waits for results in input order and
-// writes them in this one; at most window runs are in flight, so memory stays flat.
-func (m *mapper) run(ctx context.Context, in io.Reader, stdout, stderr io.Writer, progress bool) (mapStats, error) {
+// writes them in this one; at most window runs are in flight, so memory stays flat. prog, when
+// not nil, shows progress.
+func (m *mapper) run(ctx context.Context, in io.Reader, stdout io.Writer, prog *progressLine) (st mapStats, err error) {
 	start := time.Now()
+	defer func() {
+		prog.clear()
+		st.elapsed = time.Since(start)
+	}()
 	entries := make(chan entry, m.window)
 	readErr := make(chan error, 1)
 	go func() { readErr <- m.read(ctx, in, entries) }()
 
 	out := bufio.NewWriterSize(stdout, 64<<10)
-	var st mapStats
 	var lastProgress time.Time
 	buf := newLineBuf()
 	stopped := false
@@ -289,16 +305,19 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout, stderr io.Writer
 			if err == nil {
 				err = writeOK(buf, r.Value, e.first+k)
 			}
-			if err != nil {
+			failed := err != nil
+			if failed {
 				buf.Reset()
 				writeError(buf, err, m.timeout)
+			}
+			if _, err := out.Write(buf.Bytes()); err != nil {
+				return st, fmt.Errorf("writing results: %w", err) // no one reads them: stop
+			}
+			st.lines++
+			if failed {
 				st.failed++
 			} else {
 				st.ok++
-			}
-			st.lines++
-			if _, err := out.Write(buf.Bytes()); err != nil {
-				return st, fmt.Errorf("writing results: %w", err) // no one reads them: stop
 			}
 		}
 		// Out with each batch's lines: a reader downstream (| jq, | head) sees results as they
@@ -306,16 +325,12 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout, stderr io.Writer
 		if err := out.Flush(); err != nil {
 			return st, fmt.Errorf("writing results: %w", err)
 		}
-		if progress && time.Since(lastProgress) > 200*time.Millisecond {
+		if prog != nil && time.Since(lastProgress) > 200*time.Millisecond {
 			lastProgress = time.Now()
 			el := time.Since(start).Seconds()
-			fmt.Fprintf(stderr, "\r%d lines, %d failed, %.0f lines/s   ", st.lines, st.failed, float64(st.lines)/el)
+			prog.show(fmt.Sprintf("%d lines, %d failed, %.0f lines/s", st.lines, st.failed, float64(st.lines)/el))
 		}
 	}
-	if progress {
-		fmt.Fprint(stderr, "\r\033[K")
-	}
-	st.elapsed = time.Since(start)
 	werr := out.Flush()
 	if stopped {
 		return st, werr // the reader may be blocked on input: it goes with the process
@@ -363,18 +378,20 @@ func (m *mapper) read(ctx context.Context, in io.Reader, entries chan<- entry) e
 		var items [][]any
 		e := entry{first: line + 1}
 		eof := false
+		var rerr error // a read error ends the input after the lines read before it
 		for e.lines < runMax {
 			if ctx.Err() != nil {
 				return nil
 			}
 			text, err := r.ReadBytes('\n')
 			if err != nil && err != io.EOF {
-				return fmt.Errorf("reading input: %w", err)
+				rerr = fmt.Errorf("reading input after line %d: %w", line, err)
+				break // text, a line it cut short, is not one
 			}
 			eof = err == io.EOF
 			text = bytes.TrimRight(text, "\r\n")
-			if eof && len(bytes.TrimSpace(text)) == 0 {
-				break
+			if eof && len(text) == 0 {
+				break // the end of the last line, not a line (one of blanks is: it gets an error)
 			}
 			line++
 			if aerr := checkLine(text); aerr != nil {
@@ -396,8 +413,8 @@ func (m *mapper) read(ctx context.Context, in io.Reader, entries chan<- entry) e
 			}
 			entries <- e
 		}
-		if eof {
-			return nil
+		if eof || rerr != nil {
+			return rerr
 		}
 	}
 }
@@ -546,4 +563,57 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// progressLine is map's progress on stderr: one line, rewritten in place, that is cleared
+// before anything else reaches the terminal (what workers print, results shown on the same
+// terminal) so that nothing is glued to it. Its methods may be called from any goroutine; those
+// of a nil *progressLine do nothing.
+type progressLine struct {
+	mu    sync.Mutex
+	w     io.Writer
+	shown bool
+}
+
+const clearLine = "\r\033[K"
+
+func (p *progressLine) show(text string) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	io.WriteString(p.w, clearLine+text)
+	p.shown = true
+}
+
+func (p *progressLine) clear() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.clearLocked()
+}
+
+func (p *progressLine) clearLocked() {
+	if p.shown {
+		io.WriteString(p.w, clearLine)
+		p.shown = false
+	}
+}
+
+// clearing wraps w, a writer to the same terminal: each Write clears the progress line first.
+func (p *progressLine) clearing(w io.Writer) io.Writer { return &clearingWriter{p, w} }
+
+type clearingWriter struct {
+	p *progressLine
+	w io.Writer
+}
+
+func (c *clearingWriter) Write(b []byte) (int, error) {
+	c.p.mu.Lock()
+	defer c.p.mu.Unlock()
+	c.p.clearLocked()
+	return c.w.Write(b)
 }

@@ -22,7 +22,8 @@ const runUsage = `Usage: pyworkers run [-w N] [--timeout D] [--no-prefix] [--pyt
 Runs SCRIPT.py once in each of N fresh own-GIL interpreters, all at the same time. Inside,
 pyworkers.worker_id() (0 ... N-1) and pyworkers.workers() (N) tell which one is running,
 sys.argv is SCRIPT.py followed by ARGS, and the script's folder is on sys.path, as with
-python SCRIPT.py; an active virtual environment's packages import (or --python's). Each line a
+python SCRIPT.py; as there, a worker ends when the threads its code started have ended (the
+timeout and Ctrl-C interrupt them too); an active virtual environment's packages import (or --python's). Each line a
 worker prints is prefixed "[k] ".
 Exit status: 0 when every worker succeeded (sys.exit() and sys.exit(0) count as success); 1
 otherwise, with each failure's traceback on stderr; 2 for a bad command line; 130 after Ctrl-C (143 after SIGTERM).
@@ -81,6 +82,13 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 		}
 		io.WriteString(stderr, msg)
 	}
+	scriptDir, err := filepath.Abs(filepath.Dir(script))
+	if err == nil {
+		scriptDir, err = filepath.EvalSymlinks(scriptDir)
+	}
+	if err != nil {
+		return exitUsage, usagef("cannot find the folder of script %q: %v", script, err)
+	}
 	var wg sync.WaitGroup
 	start := time.Now()
 	for k := range *workers {
@@ -92,7 +100,9 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 			}
 			interp, err := cpython.NewInterpreter(ctx, cpython.InterpreterConfig{
 				Argv: append([]string{script}, scriptArgs...), WorkerID: k, Workers: *workers,
-				Stdout: out, Stderr: errw, Path: []string{filepath.Dir(script)}, // as python SCRIPT.py does
+				// as python SCRIPT.py does: the folder, absolute (the script may chdir) and with
+				// symbolic links resolved
+				Stdout: out, Stderr: errw, Path: []string{scriptDir},
 			})
 			if err != nil {
 				report(k, err)
@@ -105,7 +115,11 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 				defer cancel()
 			}
 			err = interp.RunFile(wctx, script)
-			interp.Close() // its output written out before the report
+			// Its end waits for the threads its code started, as Python's exit does: the timeout
+			// and Ctrl-C reach those too. Its output is written out before the report.
+			if cerr := interp.CloseContext(wctx); err == nil && cerr != nil && ctx.Err() == nil {
+				err = fmt.Errorf("the threads it started were still running at the timeout: %w", cerr)
+			}
 			report(k, err)
 		})
 	}
