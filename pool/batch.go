@@ -44,7 +44,11 @@ type redoCall struct {
 // none runs again. ctx governs the whole batch: when it ends while the batch runs, the items
 // that finished keep their outcomes and the others get ctx's error (see Wait).
 func (g *Group) SubmitBatch(ctx context.Context, target string, items [][]any) (*BatchFuture, error) {
-	tk, err := g.submit(ctx, target, opCallMany, nil, items)
+	return g.submitBatch(ctx, target, items, g.p.opts.FailFast)
+}
+
+func (g *Group) submitBatch(ctx context.Context, target string, items [][]any, failFast bool) (*BatchFuture, error) {
+	tk, err := g.submit(ctx, target, opCallMany, nil, items, failFast)
 	if err != nil {
 		return nil, err
 	}
@@ -102,6 +106,10 @@ func (s *BatchSizer) Size() int {
 
 // Len is the number of calls in the batch.
 func (b *BatchFuture) Len() int { return len(b.items) }
+
+// done reports whether the batch's task has its outcome (Wait then returns without waiting for
+// the task; items it hands to calls of their own may still run).
+func (b *BatchFuture) done() bool { return b.f.t.state.Load() == stateDone }
 
 // Wait returns one Result per item, in order. The error is for the batch as a whole: ctx
 // (Wait's) ended, with no results, or the pool closed. An interrupted batch — the pool
@@ -216,7 +224,7 @@ func (b *BatchFuture) resubmit(from int) {
 	tk := b.f.t
 	calls := make([]redoCall, len(b.items)-from)
 	for i, args := range b.items[from:] {
-		calls[i].f, calls[i].err = tk.g.Submit(tk.ctx, tk.target, args...)
+		calls[i].f, calls[i].err = tk.g.submitCall(tk.ctx, tk.target, args, false) // accepted: waits for room
 	}
 	b.calls = calls
 	close(b.redone)

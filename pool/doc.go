@@ -53,7 +53,12 @@
 // interrupt (it swallowed KeyboardInterrupt) costs its worker: a replacement takes the slot at
 // once, and the old interpreter is interrupted every 100 ms until it stops, then ended. Python
 // code that never stops can never be ended: a running OS thread cannot be killed safely, so
-// Close then waits for it. The pool always keeps its size.
+// Close then waits for it. The pool always keeps its size, as long as replacements can start:
+// one whose Setup or Preload fails now (a file gone since) is tried again, 50 ms later and then
+// up to 5 s apart, and GroupStats.RestartFailures and RestartError say so; meanwhile its slot
+// serves nothing, and with no worker left calls wait in the queue (give them a deadline).
+// With MaxTasksPerWorker, each worker's limit is drawn between 90 % of it and it, so that
+// workers sharing a queue are replaced one by one rather than all at once.
 //
 // Ending an interpreter waits, as Python's own exit does, for the threads its code started
 // (threading.Thread: daemon threads are refused) and runs its atexit functions. A replaced

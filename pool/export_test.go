@@ -17,3 +17,6 @@ func CWaiters() int32 { return cWaiters.Load() }
 
 // Crowded reports whether a first waiter of one of the group's tasks would park in Go now.
 func (g *Group) Crowded() bool { return g.crowded() }
+
+// TaskLimit is a new worker's task limit for MaxTasksPerWorker max.
+func TaskLimit(max int) int { return taskLimit(max) }

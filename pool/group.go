@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,7 +31,9 @@ type Group struct {
 
 	submitted, done, failed, cancelled, recycles atomic.Uint64
 	alive                                        atomic.Int64
-	ending                                       atomic.Int64 // endInBackground's, not yet ended
+	ending                                       atomic.Int64 // endInBackground's and retire's, not yet ended
+	restartFailures                              atomic.Uint64
+	restartErr                                   atomic.Pointer[string] // the last failed restart's, nil since a start succeeded
 
 	mu      sync.Mutex
 	workers []*worker   // the interpreter serving each slot now (nil while it starts)
@@ -52,7 +55,11 @@ func (g *Group) Call(ctx context.Context, target string, args ...any) (any, erro
 
 // Submit queues a call and returns its Future; see Pool.Submit.
 func (g *Group) Submit(ctx context.Context, target string, args ...any) (*Future, error) {
-	tk, err := g.submit(ctx, target, opCall, args, nil)
+	return g.submitCall(ctx, target, args, g.p.opts.FailFast)
+}
+
+func (g *Group) submitCall(ctx context.Context, target string, args []any, failFast bool) (*Future, error) {
+	tk, err := g.submit(ctx, target, opCall, args, nil, failFast)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +71,7 @@ func (g *Group) Submit(ctx context.Context, target string, args ...any) (*Future
 // watch of the pool's own per task, and none of cpython's while it runs): when ctx ends its
 // wait ends, and it cancels the task itself.
 func (g *Group) call(ctx context.Context, target string, op taskOp, args []any) (any, error) {
-	tk, err := g.submit(ctx, target, op, args, nil)
+	tk, err := g.submit(ctx, target, op, args, nil, g.p.opts.FailFast)
 	if err != nil {
 		return nil, err
 	}
@@ -77,22 +84,25 @@ func (g *Group) call(ctx context.Context, target string, op taskOp, args []any) 
 
 // submit queues a task that a worker runs on its thread (see task.exec); target names it in
 // errors. Someone must cancel the task when ctx ends: its caller (see call), or a watch armed
-// once it is queued (task.watch: a watch that fires at once finds it there).
-func (g *Group) submit(ctx context.Context, target string, op taskOp, args []any, items [][]any) (*task, error) {
+// once it is queued (task.watch: a watch that fires at once finds it there). With failFast (the
+// pool's FailFast, for its callers' Call, Submit and SubmitBatch) a full queue is ErrQueueFull
+// at once; Map's batches, and the calls of an accepted batch run one by one, wait for room
+// instead: they are part of work already accepted.
+func (g *Group) submit(ctx context.Context, target string, op taskOp, args []any, items [][]any, failFast bool) (*task, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if g.p.closing.Load() {
 		return nil, ErrClosed
 	}
-	if err := g.enter(ctx); err != nil {
+	if err := g.enter(ctx, failFast); err != nil {
 		return nil, err
 	}
 	tk := newTask(g, ctx, target, op, args, items)
 	n := g.table.put(tk)
 	g.submitted.Add(1) // before a worker can count it done (see Stats)
 	var err error
-	if g.p.opts.FailFast {
+	if failFast {
 		err = g.tasks.TrySend(n)
 	} else {
 		err = g.tasks.Send(ctx, n) // waits only when cancelled tasks fill it (handleBound)
@@ -113,9 +123,9 @@ func (g *Group) submit(ctx context.Context, target string, op taskOp, args []any
 }
 
 // enter counts a task into the queue depth, waiting for room in a bounded queue (or, with
-// FailFast, failing at once when there is none). Every task that entered leaves once: when it
+// failFast, failing at once when there is none). Every task that entered leaves once: when it
 // is claimed, or when it could not be queued after all.
-func (g *Group) enter(ctx context.Context) error {
+func (g *Group) enter(ctx context.Context, failFast bool) error {
 	if g.room == nil {
 		g.queued.Add(1)
 		return nil
@@ -126,7 +136,7 @@ func (g *Group) enter(ctx context.Context) error {
 		return nil
 	default:
 	}
-	if g.p.opts.FailFast {
+	if failFast {
 		return ErrQueueFull
 	}
 	select {
@@ -163,15 +173,20 @@ type Args []any
 // when Map waits for it, few enough that memory stays bounded.
 const mapWindow = 4
 
-// Map calls target once for each input and yields the results in input order as they are
-// ready. It sends the inputs to the workers in batches (see SubmitBatch) sized to about a
-// millisecond of a worker's time, by the time the calls so far took on the workers: single
-// calls at first and for slow functions, up to 32 calls for tiny ones. It keeps at most 4
-// batches per worker in flight, so memory stays bounded however many inputs there are; a slow
-// input iterator delays only the batch it is filling. Stopping the iteration early cancels the
-// calls in flight. Cancelling ctx ends it with errors wrapping ctx.Err(). When the pool closes
-// under a batch, the calls of it that finished still yield their results (see
-// BatchFuture.Wait), the others ErrClosed.
+// Map calls target once for each input and yields the results in input order. It sends the
+// inputs to the workers in batches (see SubmitBatch) sized to about a millisecond of a worker's
+// time, by the time the calls so far took on the workers: single calls at first and for slow
+// functions, up to 32 calls for tiny ones. It keeps at most 4 batches per worker in flight, so
+// memory stays bounded however many inputs there are. Inputs are pulled on the caller's
+// goroutine (the loop body and the iterator never run at once); results already done are
+// yielded before another batch is filled, and a batch being filled goes out after a
+// millisecond even when short, so a slow iterator holds results back by one input at most. An iterator must
+// not wait for a result of the same Map (a feedback loop): Map waits for that input first. A
+// bounded queue makes Map wait for room, FailFast or not. Stopping the iteration early cancels
+// the calls in flight. Cancelling ctx ends it (once the iterator returns from a pull under way)
+// with errors wrapping ctx.Err() for the calls in flight, and pulls no more inputs. When the
+// pool closes under a batch, the calls of it that finished still yield their results (see
+// BatchFuture.Wait), the others ErrClosed, and no more inputs are pulled.
 func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) iter.Seq2[any, error] {
 	return func(yield func(any, error) bool) {
 		ctx, cancel := context.WithCancel(ctx)
@@ -185,14 +200,25 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 			err error
 		}
 		fifo := make([]pending, 0, window)
+		headDone := func() bool { return len(fifo) > 0 && (fifo[0].err != nil || fifo[0].b.done()) }
 		more := true
 		var sizer BatchSizer
 		for {
 			size := sizer.Size()
-			for more && len(fifo) < window {
+			for more && len(fifo) < window && !headDone() {
 				items := make([][]any, 0, size)
 				var ones []any // one backing array for the batch's single arguments
+				began := time.Now()
 				for len(items) < size {
+					if ctx.Err() != nil {
+						more = false
+						break
+					}
+					// the inputs come slowly: out with what there is (the clock read after 1,
+					// 2, 4, ... inputs: cheap, and at most twice mapFill late)
+					if n := len(items); n > 0 && n&(n-1) == 0 && time.Since(began) > mapFill {
+						break
+					}
 					in, ok := next()
 					if !ok {
 						more = false
@@ -212,7 +238,7 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 				if len(items) == 0 {
 					break
 				}
-				b, err := g.SubmitBatch(ctx, target, items)
+				b, err := g.submitBatch(ctx, target, items, false)
 				fifo = append(fifo, pending{b: b, n: len(items), err: err})
 				if err != nil {
 					more = false // cancelled or closed: the inputs after these get no calls
@@ -243,6 +269,10 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 		}
 	}
 }
+
+// mapFill is the longest Map fills a batch before it sends what it has: the time a batch is
+// sized to run (see BatchSizer).
+const mapFill = time.Millisecond
 
 // Map calls target for each input on the default group; see Group.Map.
 func (p *Pool) Map(ctx context.Context, target string, inputs iter.Seq[any]) iter.Seq2[any, error] {
@@ -508,6 +538,13 @@ func (tk *task) wait(ctx context.Context) (any, error) {
 	if _, err := tk.res.TryRecv(); err == nil {
 		return tk.recycle()
 	}
+	if ctx.Err() == nil {
+		// The wait in C failed otherwise (no memory for it): wait in Go instead.
+		tk.park(ctx)
+		if _, err := tk.res.TryRecv(); err == nil {
+			return tk.recycle()
+		}
+	}
 	tk.waiting.Store(false)
 	return nil, tk.wrapCtx(ctx)
 }
@@ -571,6 +608,18 @@ type worker struct {
 	retired atomic.Bool
 	current atomic.Pointer[task]
 	tasks   int
+	limit   int // tasks before it is recycled (0: never); see taskLimit
+}
+
+// taskLimit is a new worker's task limit for MaxTasksPerWorker max: from 90 % of max to max,
+// drawn for each worker. Workers that share a queue do nearly the same number of tasks: with
+// one limit they would all be recycled at once, and the group would serve nothing while the
+// replacements ran their set-up (a model to load); spread out, they are replaced one by one.
+func taskLimit(max int) int {
+	if max < 10 {
+		return max
+	}
+	return max - rand.IntN(max/10+1)
 }
 
 type endReason int
@@ -631,18 +680,29 @@ func (g *Group) runSlot(ctx context.Context, id int, ready func(error)) {
 			}
 		}
 		if err != nil { // a restart failed (its set-up raised?): try again, slower each time
+			if !g.p.closing.Load() { // not the close interrupting it
+				msg := err.Error()
+				g.restartErr.Store(&msg)
+				g.restartFailures.Add(1)
+			}
 			if !wait() {
 				return
 			}
 			continue
 		}
+		g.restartErr.Store(nil)
 		end := w.serve()
-		if end == endRecycle || end == endBroken {
-			g.endInBackground(w) // the replacement need not wait for the threads its code left
-		} else {
+		switch {
+		case w.retired.Load(): // given up on (retire): counted as ending since, not alive
 			w.in.Close()
+			g.ending.Add(-1)
+		case end == endRecycle || end == endBroken:
+			g.endInBackground(w) // the replacement need not wait for the threads its code left
+			g.alive.Add(-1)
+		default:
+			w.in.Close()
+			g.alive.Add(-1)
 		}
-		g.alive.Add(-1)
 		g.setWorker(id, w, nil)
 		if w.tasks > 0 {
 			pause = firstPause // it did work: failures before it no longer count
@@ -741,7 +801,7 @@ func (g *Group) startWorker(ctx context.Context, id int) (*worker, error) {
 		g.p.endWithGrace(ctx, in) // Setup may have started a thread before it failed
 		return nil, err
 	}
-	w := &worker{g: g, id: id, in: in}
+	w := &worker{g: g, id: id, in: in, limit: taskLimit(g.spec.MaxTasksPerWorker)}
 	g.alive.Add(1)
 	g.mu.Lock()
 	g.workers[id] = w // also over a retired worker still ending: interruptAll must reach this one
@@ -827,7 +887,7 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 		return endRetired
 	case end == endRecycle:
 		return endRecycle
-	case g.spec.MaxTasksPerWorker > 0 && w.tasks >= g.spec.MaxTasksPerWorker:
+	case w.limit > 0 && w.tasks >= w.limit:
 		return endRecycle
 	}
 	return endStop
@@ -844,10 +904,13 @@ func interruptedInImport(err error) bool {
 // InterruptGrace: a replacement takes the slot, and this interpreter is interrupted until it
 // stops, then ended.
 func (w *worker) retire() {
+	g := w.g
+	g.ending.Add(1) // first: its slot goroutine, which takes it back, may see retired at once
 	if !w.retired.CompareAndSwap(false, true) {
+		g.ending.Add(-1)
 		return
 	}
-	g := w.g
+	g.alive.Add(-1) // its replacement is the slot's worker now
 	g.recycles.Add(1)
 	g.p.startSlot(g.p.abort, g, w.id, nil) // not once the pool is closing
 	go w.in.CloseContext(ended)            // interrupts the stuck task every 100 ms until it returns

@@ -53,8 +53,11 @@ type Options struct {
 	QueueSize int
 	FailFast  bool
 	// MaxTasksPerWorker recycles a worker (a fresh interpreter replaces it) after this many
-	// tasks (0: never). The old interpreter ends in the background; threads its code started
-	// that still run InterruptGrace later are interrupted (see Self-healing in the package doc).
+	// tasks (0: never). From 10 up, each worker's limit is drawn between 90 % of it and it, so
+	// that workers sharing a queue are not all replaced at once (the group would serve nothing
+	// while the replacements ran Setup). The old interpreter ends in the background; threads
+	// its code started that still run InterruptGrace later are interrupted (see Self-healing in
+	// the package doc).
 	MaxTasksPerWorker int
 	// InterruptGrace is how long a cancelled task may take to stop after its interrupt before
 	// its worker is given up and replaced (default 2s). The replaced interpreter is interrupted
@@ -314,10 +317,18 @@ type GroupStats struct {
 	Cancelled uint64 // tasks whose context ended first (taken from the queue, or interrupted), or that Close ended
 	Recycles  uint64 // workers replaced: task limit, SystemExit, MemoryError, lost to an interrupt
 	// Ending counts replaced workers' interpreters still ending: waiting for threads their code
-	// started (see Self-healing in the package doc). One that stays up holds a thread that
-	// an interrupt does not stop (blocked in a C call that does not return).
-	Ending    int
-	PerWorker []WorkerStats
+	// started, or given up on while a task of theirs went on after its interrupt (see
+	// Self-healing in the package doc). One that stays up holds a thread that an interrupt
+	// does not stop (blocked in a C call that does not return, or Python code that swallows
+	// every interrupt).
+	Ending int
+	// RestartFailures counts failed starts of replacement workers (Setup or Preload raised,
+	// say, for a file gone since): the slot tries again, 50 ms later and up to 5 s apart, and
+	// serves nothing meanwhile (Workers is lower; with none left, calls wait in the queue).
+	// RestartError is the last one's error, "" once a worker of the group has started since.
+	RestartFailures uint64
+	RestartError    string
+	PerWorker       []WorkerStats
 }
 
 // WorkerStats counts one worker slot's work (across the interpreters that filled it).
@@ -337,6 +348,10 @@ func (p *Pool) Stats() Stats {
 			Name: g.name, Queued: int(g.queued.Load()), Workers: int(g.alive.Load()),
 			Submitted: g.submitted.Load(), Done: done, Failed: failed,
 			Cancelled: cancelled, Recycles: g.recycles.Load(), Ending: int(g.ending.Load()),
+			RestartFailures: g.restartFailures.Load(),
+		}
+		if e := g.restartErr.Load(); e != nil {
+			gs.RestartError = *e
 		}
 		for id := range g.slots {
 			st := &g.slots[id]

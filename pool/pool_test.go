@@ -1270,3 +1270,109 @@ func TestSubmitBatch(t *testing.T) {
 		assert.ErrorIs(t, r.Err, context.DeadlineExceeded)
 	}
 }
+
+// Map is work already accepted: with a bounded queue and FailFast it waits for room rather than
+// stop at ErrQueueFull (the inputs after it would get no call and no error).
+func TestMapWaitsForRoomWithFailFast(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 2, QueueSize: 1, FailFast: true})
+	n := 0
+	for v, err := range p.Map(bg, "pwtest:sleep_then", seqN(40, func(k int) any { return pool.Args{0.002, k} })) {
+		require.NoError(t, err, "input %d", n)
+		require.Equal(t, int64(n), v)
+		n++
+	}
+	assert.Equal(t, 40, n)
+	// its own calls still fail fast
+	release1, release2 := holdWorker(t, p), holdWorker(t, p)
+	defer release2()
+	defer release1()
+	_, err := p.Submit(bg, "pwtest:noop")
+	require.NoError(t, err)
+	_, err = p.Submit(bg, "pwtest:noop")
+	assert.ErrorIs(t, err, pool.ErrQueueFull)
+}
+
+// A slow input iterator does not hold back results that are done: Map yields them before it
+// fills another batch, and sends a batch after a millisecond however few inputs it has.
+func TestMapYieldsReadyResultsBeforePullingMore(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 2})
+	var pulled atomic.Int64
+	slow := iter.Seq[any](func(yield func(any) bool) {
+		for k := range 12 {
+			if k > 0 {
+				time.Sleep(200 * time.Millisecond) // an input that comes from far away
+			}
+			pulled.Add(1)
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	n := 0
+	for v, err := range p.Map(bg, "pwtest:ident", slow) {
+		require.NoError(t, err)
+		require.Equal(t, int64(n), v)
+		// a no-op call is done within the 200 ms of the next pull: its result comes next
+		assert.LessOrEqual(t, pulled.Load(), int64(n+2), "result %d waited for later inputs", n)
+		n++
+	}
+	assert.Equal(t, 12, n)
+}
+
+// A worker given up on (its task went on past InterruptGrace after its interrupt) counts as
+// ending, not alive, while it goes on: Workers stays the pool's size.
+func TestGivenUpWorkerCountsAsEnding(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1, InterruptGrace: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)
+	defer cancel()
+	_, err := p.Call(ctx, "pwtest:swallow_interrupts", 30) // some 3 s: interrupted every 100 ms
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	_, err = p.Call(bg, "pwtest:noop") // the replacement serves
+	require.NoError(t, err)
+	st := p.Stats().Groups[0]
+	assert.Equal(t, 1, st.Workers)
+	assert.Equal(t, 1, st.Ending, "the worker given up on is still ending")
+	assert.Eventually(t, func() bool {
+		st := p.Stats().Groups[0]
+		return st.Ending == 0 && st.Workers == 1
+	}, time.Minute, 10*time.Millisecond)
+}
+
+// A replacement that cannot start (Setup fails now) shows in Stats, and the slot comes back
+// once it can.
+func TestRestartFailuresShowInStats(t *testing.T) {
+	gone := filepath.Join(t.TempDir(), "model-gone")
+	p := newPool(t, pool.Options{Workers: 1, MaxTasksPerWorker: 1, Setup: fmt.Sprintf(`
+import os
+if os.path.exists(%q):
+    raise RuntimeError("the model file is gone")
+`, gone)})
+	require.NoError(t, os.WriteFile(gone, nil, 0o644))
+	_, err := p.Call(bg, "pwtest:noop") // the worker's last task: it is replaced
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return p.Stats().Groups[0].RestartFailures >= 2 }, time.Minute, 10*time.Millisecond)
+	st := p.Stats().Groups[0]
+	assert.Equal(t, 0, st.Workers)
+	assert.Contains(t, st.RestartError, "the model file is gone")
+	require.NoError(t, os.Remove(gone))
+	_, err = p.Call(bg, "pwtest:noop")
+	require.NoError(t, err)
+	st = p.Stats().Groups[0]
+	assert.Empty(t, st.RestartError)
+}
+
+// Each worker's task limit is drawn between 90 % of MaxTasksPerWorker and it (below 10: it),
+// so that workers sharing a queue are not all replaced at once.
+func TestTaskLimitsAreSpread(t *testing.T) {
+	seen := map[int]bool{}
+	for range 200 {
+		l := pool.TaskLimit(100)
+		require.GreaterOrEqual(t, l, 90)
+		require.LessOrEqual(t, l, 100)
+		seen[l] = true
+	}
+	assert.Greater(t, len(seen), 3)
+	for _, max := range []int{0, 1, 9} {
+		assert.Equal(t, max, pool.TaskLimit(max))
+	}
+}
