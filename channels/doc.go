@@ -15,7 +15,11 @@
 //
 // Waiting never polls: a waiter spins for a few microseconds (the other side usually answers
 // sooner than a sleeping thread can wake) and then sleeps on a condition variable until an item,
-// a free slot, close, its timeout, or cancellation arrives. In Python the wait happens with the
+// a free slot, close, its timeout, or cancellation arrives. In Go a waiting Send or Recv sleeps
+// in C, so it holds an OS thread while it waits: Go ends a process at 10,000 threads
+// (debug.SetMaxThreads), so thousands of goroutines should not block on channels at once (let
+// a few receive and hand items on through Go channels). A waiter that leaves without what it waited for (interrupted, cancelled, timed out)
+// passes its wake-up on to the next waiter. In Python the wait happens with the
 // interpreter's GIL released, so the interpreter's other threads run meanwhile, and interrupting
 // the task (cancelling its context in Go) wakes it at once: the wait raises KeyboardInterrupt
 // once (code that catches it may wait again in its cleanup), and Go code that Python called on

@@ -274,6 +274,19 @@ static int wait_on(pyw_queue *q, pthread_cond_t *cv, const waiter *w) {
 	return rc == ETIMEDOUT ? PYW_Q_TIMEOUT : PYW_Q_OK;
 }
 
+/* A waiter that leaves without what it waited for (interrupted, cancelled, timed out; q->mu
+ * held) passes on the wake it may have had: the one signal a push or pop gave for what is there
+ * now, or the one skipped because this thread was spinning for it (see wake). Else a thread
+ * asleep for the same item or slot would sleep on beside it until the next push or pop. */
+static int leave_wait(pyw_queue *q, int for_items, int rc) {
+	size_t len = atomic_load_explicit(&q->len, memory_order_relaxed);
+	int there = for_items ? q->head != NULL : (q->capacity == 0 || len < q->capacity);
+	if (there && (for_items ? q->recv_waiting : q->send_waiting) > 0) {
+		pthread_cond_signal(for_items ? &q->can_recv : &q->can_send);
+	}
+	return rc;
+}
+
 /* The wait shared by push (for a free slot) and pop (for an item), q->mu held. Returns PYW_Q_OK
  * when the caller can go ahead. A sender fails on a closed queue at once; a receiver first
  * drains what is left. */
@@ -282,7 +295,8 @@ static int wait_for(pyw_queue *q, int for_items, waiter *w) {
 	int *waiting = for_items ? &q->recv_waiting : &q->send_waiting;
 	for (;;) {
 		if (w->timeout_ns != 0 && pyw_wait_interrupted()) {
-			return PYW_Q_INTERRUPTED; /* before taking an item or a slot: the task is over */
+			/* before taking an item or a slot: the task is over */
+			return leave_wait(q, for_items, PYW_Q_INTERRUPTED);
 		}
 		if (!for_items && q->closed) {
 			return PYW_Q_CLOSED;
@@ -318,7 +332,7 @@ static int wait_for(pyw_queue *q, int for_items, waiter *w) {
 		int rc = wait_on(q, cv, w);
 		(*waiting)--;
 		if (rc != PYW_Q_OK) {
-			return rc;
+			return leave_wait(q, for_items, rc);
 		}
 	}
 }
