@@ -173,7 +173,8 @@ func (c *Channel) send(ctx context.Context, v any, mode waitMode) error {
 // map[string]any), and shared buffers as *cpython.Buffer (a view of the shared memory: call
 // Release when done). Python bytes of 64 KiB or more travel as shared buffers, so they arrive
 // as *cpython.Buffer too. Errors: ErrClosed once the channel is closed and drained, ctx.Err(),
-// ErrInterrupted (on an interpreter's thread), out of memory (the item stays queued).
+// ErrInterrupted (on an interpreter's thread); an item that is not a valid encoding (only a
+// bug could make one) is dropped with an internal error.
 func (c *Channel) Recv(ctx context.Context) (any, error) {
 	return c.recv(ctx, block)
 }
@@ -359,7 +360,8 @@ func (c *Channel) SendMany(ctx context.Context, vs []any) (int, error) {
 }
 
 // RecvMany waits for one item like Recv and returns it with up to max-1 more that are already
-// waiting, in order (see recv_many in Python). Errors as Recv.
+// waiting, in order (see recv_many in Python). Errors as Recv; when one of the items taken is
+// not a valid encoding, it is dropped and the others go back to the channel's head, in order.
 func (c *Channel) RecvMany(ctx context.Context, max int) ([]any, error) {
 	if max < 1 {
 		return nil, fmt.Errorf("channels: RecvMany: max %d: want 1 or more", max)
@@ -378,17 +380,26 @@ func (c *Channel) RecvMany(ctx context.Context, max int) ([]any, error) {
 		return nil, err
 	}
 	out := make([]any, 0, int(n))
-	var derr error
-	for it := chain; it != nil && derr == nil; it = it.next {
-		var v any
-		if v, derr = decodeItem(it); derr == nil {
-			out = append(out, v)
+	var prev *C.pyw_item
+	for it := chain; it != nil; prev, it = it, it.next {
+		v, err := decodeItem(it)
+		if err != nil {
+			// out's shared buffers, if any, are let go by the garbage collector (wire.Buffer);
+			// the items going back hold references of their own
+			if prev == nil {
+				chain = it.next
+			} else {
+				prev.next = it.next
+			}
+			it.next = nil
+			C.pyw_item_free(it)
+			C.pyw_queue_unget(c.q, chain) // nothing else is lost
+			runtime.KeepAlive(c)
+			return nil, err
 		}
+		out = append(out, v)
 	}
-	C.pyw_item_free_chain(chain) // taken items are freed even when one fails to decode
-	if derr != nil {
-		return nil, derr
-	}
+	C.pyw_item_free_chain(chain)
 	return out, nil
 }
 

@@ -679,6 +679,23 @@ out.send(got)
 	}
 }
 
+// An item RecvMany cannot decode (only a bug could send one) is dropped with an error; the
+// items taken with it go back to the channel's head, in order.
+func TestRecvManyKeepsTheOthersOfAMalformedItem(t *testing.T) {
+	c := newChan(t, 0)
+	require.NoError(t, c.Send(bg, "a"))
+	require.NoError(t, c.SendRaw([]byte{'l', 3, 'N'})) // a list of 3 that holds one item
+	require.NoError(t, c.Send(bg, "b"))
+	require.NoError(t, c.Send(bg, "c"))
+	_, err := c.RecvMany(bg, 10)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "undecodable")
+	require.Equal(t, 3, c.Len(), "the others are back")
+	got, err := c.RecvMany(bg, 10)
+	require.NoError(t, err)
+	assert.Equal(t, []any{"a", "b", "c"}, got)
+}
+
 // FuzzMalformedItems: whatever bytes an item holds, neither Python nor Go crashes decoding it.
 func FuzzMalformedItems(f *testing.F) {
 	for _, s := range [][]byte{{}, {'N'}, {'l', 3, 'N'}, {'d', 1, 'N', 'N'}, {'s', 1, 0xff}, {'B', 0}, {'I', 0},
