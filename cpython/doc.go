@@ -118,8 +118,11 @@
 //
 // Each interpreter's sys.stdout and sys.stderr go to io.Writers (InterpreterConfig.Stdout and
 // Stderr, Thread.SetOutput for one turn, os.Stdout/os.Stderr by default), in whole lines, so
-// that the output of different interpreters never mixes mid-line even on a shared writer (a
-// line longer than 64 KiB may go out in pieces of 64 KiB or more). sys.stdin is empty.
+// that the output of different interpreters never mixes mid-line even on a shared writer. The
+// exceptions are writes of part of a line: a line longer than 64 KiB may go out in pieces of
+// 64 KiB or more, and a flush (print(..., flush=True), sys.stdout.flush()) and the end of every
+// call write out what the line has so far. A writer that returns an error or panics makes the
+// print raise OSError (at a call's end, the text is dropped). sys.stdin is empty.
 //
 // # Inside the interpreter
 //

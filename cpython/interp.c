@@ -229,9 +229,13 @@ static void begin(pyw_interp *w, uint64_t task) {
 	w->current_task = task;
 	w->busy_task = task;
 	w->codec_stopped = 0;
-	if (task != 0 && w->precancel == task) {
-		/* interrupted before it began (the interrupter came first): interrupt it now */
-		inject(w, task);
+	for (int k = 0; task != 0 && k < PYW_PRECANCELS; k++) {
+		if (w->precancel[k] == task) {
+			/* interrupted before it began (the interrupter came first): interrupt it now */
+			w->precancel[k] = 0;
+			inject(w, task);
+			break;
+		}
 	}
 }
 
@@ -651,7 +655,7 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 	uint64_t cur = w->current_task;
 	if (!escalate && task != 0 && cur != task) {
 		/* not running (yet, or any more): if it has yet to begin, begin() interrupts it */
-		w->precancel = task;
+		w->precancel[w->precancel_next++ % PYW_PRECANCELS] = task;
 	}
 	if (cur != 0 && (task == 0 || cur == task) && (cur != w->held_task || ++w->held_skips > PYW_HOLD_MAX)) {
 		if (!escalate && cancel_instead(w)) {

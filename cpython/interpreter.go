@@ -44,8 +44,9 @@ type InterpreterConfig struct {
 	WorkerID, Workers int
 	// Stdout and Stderr receive this interpreter's sys.stdout / sys.stderr, in whole lines.
 	// nil means the runtime's Config.Stdout / Config.Stderr. A writer shared by several
-	// interpreters gets their lines one batch at a time, never mixed mid-line (a line longer
-	// than 64 KiB may be written in pieces of 64 KiB or more).
+	// interpreters gets their lines one batch at a time, never mixed mid-line (but for partial
+	// lines written by a flush or a call's end, and lines longer than 64 KiB: see Output in
+	// the package doc).
 	Stdout, Stderr io.Writer
 	// ExternalInterrupts is for an owner that watches the contexts it passes to Thread's
 	// methods anyway, as a pool waiting for each call's result does: the methods then do not

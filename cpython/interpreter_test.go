@@ -1094,3 +1094,20 @@ func TestCallMany(t *testing.T) {
 type writerFunc func(p []byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// panicWriter is an output writer that panics.
+type panicWriter struct{}
+
+func (panicWriter) Write([]byte) (int, error) { panic("writer broke") }
+
+// A writer that panics makes the print fail (OSError in Python), not the process: also when
+// the end of a turn writes out a partial line, on the interpreter's own thread.
+func TestOutputWriterThatPanics(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{Stdout: panicWriter{}})
+	require.NoError(t, i.Exec(bg, "print('no line end', end='')"), "held back: written at the turn's end")
+	pe := pwtest.PyErr(t, i.Exec(bg, "print('a line')"))
+	assert.Equal(t, "OSError", pe.Type)
+	v, err := i.Eval(bg, "1 + 1")
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), v)
+}

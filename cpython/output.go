@@ -6,6 +6,7 @@ import "C"
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"reflect"
 	"runtime/cgo"
@@ -144,13 +145,20 @@ func (o output) release() {
 	}
 }
 
-func (o output) emit(p []byte) error {
+// emit writes p to o's writer. A writer that panics gives an error instead: the write may come
+// from the end of a turn on the interpreter's thread, where a panic would end the process.
+func (o output) emit(p []byte) (err error) {
 	if o.w == nil || len(p) == 0 {
 		return nil
 	}
 	o.l.mu.Lock()
 	defer o.l.mu.Unlock()
-	_, err := o.w.Write(p)
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("cpython: the output writer panicked: %v", r)
+		}
+	}()
+	_, err = o.w.Write(p)
 	return err
 }
 

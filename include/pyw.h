@@ -83,6 +83,8 @@ struct pyw_other_wait {
 
 /* One own-GIL interpreter, owned by its Go *Interpreter. */
 
+#define PYW_PRECANCELS 4
+
 typedef struct pyw_interp {
 	PyThreadState *tstate;
 	PyInterpreterState *interp;
@@ -100,7 +102,11 @@ typedef struct pyw_interp {
 	pthread_mutex_t *wait_on_mu;
 	pthread_cond_t *wait_on_cv;
 	_Atomic int interrupt_pending; /* set with the injected interrupt, cleared when the task ends */
-	uint64_t precancel;            /* a task interrupted before it began; changed with the GIL held */
+	/* Tasks interrupted before they began, the last PYW_PRECANCELS of them (a late interrupt of
+	 * a task that has ended lands here too, and must not push out one still to begin); changed
+	 * with the GIL held. */
+	uint64_t precancel[PYW_PRECANCELS];
+	unsigned precancel_next;
 	int wake_fd; /* an interrupt writes a byte here to wake the bootstrap's event loop; -1: none;
 	              * set (pyworkers._set_wake_fd) and read with the GIL held */
 	/* An async target's call (bootstrap._run_async): the coroutine it runs on the loop; whether
