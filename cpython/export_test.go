@@ -17,3 +17,9 @@ func ArgBufCap(i *Interpreter) (n int) {
 	i.Do(context.Background(), func(*Thread) error { n = cap(i.argBuf); return nil })
 	return n
 }
+
+// LastTaskID is the number of the task begun last in this process.
+func LastTaskID() uint64 { return taskIDs.Load() }
+
+// InterruptTask interrupts task on i as a watch of its context would (late, say).
+func InterruptTask(i *Interpreter, task uint64) bool { return i.interrupt(task) }

@@ -221,21 +221,40 @@ void pyw_other_wait(pyw_interp *w, uint64_t gen, const struct timespec *deadline
 }
 
 static void begin(pyw_interp *w, uint64_t task) {
+	atomic_store(&w->busy_task, task); /* before the looks below: see pyw_interp_interrupt */
+	/* An interrupter of the task before may still wait for the GIL (it came as that task ended):
+	 * let it have the GIL first. This task may hold the GIL as long as a conversion of its own
+	 * takes, which only its own interrupt stops, and interrupts take turns: that one would wait
+	 * for this task's end, and this task's interrupter for that one, for good. A few
+	 * microseconds: no one else holds the GIL, but for the interpreter's other threads. */
+	for (;;) {
+		uint64_t s = atomic_load(&w->stop_codec);
+		if (s == 0 || s == task || s == PYW_ANY_TASK) {
+			break;
+		}
+		struct timespec pause = {0, 20 * 1000};
+		nanosleep(&pause, NULL);
+	}
 	PyEval_RestoreThread(w->tstate);
 	if (w->out.cap > PYW_OUT_KEEP) {
 		pyw_buf_free(&w->out);
 	}
 	pyw_refs_clear(&w->out_refs);
 	w->current_task = task;
-	w->busy_task = task;
 	w->codec_stopped = 0;
+	int early = 0;
+	pthread_mutex_lock(&w->precancel_mu);
 	for (int k = 0; task != 0 && k < PYW_PRECANCELS; k++) {
 		if (w->precancel[k] == task) {
-			/* interrupted before it began (the interrupter came first): interrupt it now */
 			w->precancel[k] = 0;
-			inject(w, task);
+			early = 1;
 			break;
 		}
+	}
+	pthread_mutex_unlock(&w->precancel_mu);
+	if (early) {
+		/* interrupted before it began (the interrupter came first): interrupt it now */
+		inject(w, task);
 	}
 }
 
@@ -273,7 +292,7 @@ static pyw_result finish_as(pyw_interp *w, uint64_t task, PyObject *value, int o
 	}
 	/* an interrupt that stopped the codec (the arguments, or the result) interrupted the call */
 	r.interrupted = interrupted || w->codec_stopped;
-	w->busy_task = 0;
+	atomic_store(&w->busy_task, 0);
 	PyEval_SaveThread();
 	return r;
 }
@@ -342,6 +361,7 @@ pyw_interp *pyw_interp_new(uintptr_t handle, const char *setup, size_t setuplen,
 	w->wake_fd = -1;
 	pthread_mutex_init(&w->wait_mu, NULL);
 	pthread_mutex_init(&w->others_mu, NULL);
+	pthread_mutex_init(&w->precancel_mu, NULL);
 	pyw_cond_init_monotonic(&w->others_cv);
 	current = w;
 	mod = PyImport_ImportModule("pyworkers");
@@ -398,6 +418,7 @@ fail:
 	if (w != NULL) {
 		pthread_mutex_destroy(&w->wait_mu);
 		pthread_mutex_destroy(&w->others_mu);
+		pthread_mutex_destroy(&w->precancel_mu);
 		pthread_cond_destroy(&w->others_cv);
 		free(w);
 	}
@@ -502,6 +523,7 @@ void pyw_interp_end(pyw_interp *w) {
 	pyw_refs_free(&w->out_refs);
 	pthread_mutex_destroy(&w->wait_mu);
 	pthread_mutex_destroy(&w->others_mu);
+	pthread_mutex_destroy(&w->precancel_mu);
 	pthread_cond_destroy(&w->others_cv);
 	free(w);
 	give_back_memory();
@@ -641,10 +663,33 @@ static int cancel_instead(pyw_interp *w) {
 }
 
 int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
+	if (task != 0) {
+		if (!escalate) { /* if it has yet to begin, begin() interrupts it */
+			pthread_mutex_lock(&w->precancel_mu);
+			int known = 0;
+			for (int k = 0; k < PYW_PRECANCELS; k++) {
+				known |= w->precancel[k] == task; /* interrupted again (every 100 ms) */
+			}
+			if (!known) {
+				w->precancel[w->precancel_next++ % PYW_PRECANCELS] = task;
+			}
+			pthread_mutex_unlock(&w->precancel_mu);
+		}
+	}
 	/* The worker may be in the codec, which holds the GIL and runs no Python code, as long as a
 	 * value takes: it polls this and stops (pyw_codec_stop). */
 	uint64_t req = task != 0 ? task : PYW_ANY_TASK;
 	atomic_store(&w->stop_codec, req);
+	/* Not running (yet, or any more: a late interrupt of a task that has ended): nothing to wait
+	 * for the GIL for. The next task may hold it for long (converting a value that only an
+	 * interrupt of its own stops), and interrupts take turns (imu): waiting, this one would
+	 * keep that task's own out. Either begin() found the precancel entry above, or it set
+	 * busy_task before it looked, and this sees it. Once past this, begin() of the next task
+	 * waits for this one to end (it sees stop_codec). */
+	if (task != 0 && atomic_load(&w->busy_task) != task) {
+		atomic_compare_exchange_strong(&w->stop_codec, &req, 0);
+		return 0;
+	}
 	PyThreadState *ts = PyThreadState_New(w->interp);
 	if (ts == NULL) {
 		atomic_compare_exchange_strong(&w->stop_codec, &req, 0);
@@ -653,10 +698,6 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 	PyEval_RestoreThread(ts); /* waits for the worker to drop its GIL: at most a switch interval */
 	int done = 0;
 	uint64_t cur = w->current_task;
-	if (!escalate && task != 0 && cur != task) {
-		/* not running (yet, or any more): if it has yet to begin, begin() interrupts it */
-		w->precancel[w->precancel_next++ % PYW_PRECANCELS] = task;
-	}
 	if (cur != 0 && (task == 0 || cur == task) && (cur != w->held_task || ++w->held_skips > PYW_HOLD_MAX)) {
 		if (!escalate && cancel_instead(w)) {
 			w->interrupted_task = cur;
@@ -767,11 +808,12 @@ int pyw_take_cancel(void) {
 
 int pyw_codec_stop(void) {
 	pyw_interp *w = current;
-	if (w == NULL || !w->stoppable || w->busy_task == 0) {
+	uint64_t busy = w != NULL ? atomic_load_explicit(&w->busy_task, memory_order_relaxed) : 0;
+	if (busy == 0 || !w->stoppable) {
 		return 0;
 	}
 	uint64_t req = atomic_load_explicit(&w->stop_codec, memory_order_relaxed);
-	if (req == 0 || (req != PYW_ANY_TASK && req != w->busy_task)) {
+	if (req == 0 || (req != PYW_ANY_TASK && req != busy)) {
 		return 0;
 	}
 	w->codec_stopped = 1;

@@ -962,6 +962,30 @@ func TestInterruptStopsAConversion(t *testing.T) {
 	assert.Equal(t, int64(2), v)
 }
 
+// A late interrupt of a task that has ended (its context's watch fires as it ends) must not
+// hold up the next task's: that one converting a value that expands without end holds the GIL
+// until an interrupt of its own stops it, and the stale one used to wait for that GIL first,
+// holding the turn of every interrupt after it (a hang of the Py_DEBUG lane).
+func TestLateInterruptOfAnEndedTaskDoesNotBlockTheNext(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Exec(bg, "x = []\nfor _ in range(40):\n    x = [x, x]"))
+	ended := cpython.LastTaskID()
+	ctx, cancel := context.WithTimeout(bg, 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := i.Eval(ctx, "x"); done <- err }()
+	time.Sleep(50 * time.Millisecond) // converting x, the GIL held
+	go cpython.InterruptTask(i, ended)
+	select {
+	case err := <-done:
+		var ie *cpython.InterruptedError
+		require.ErrorAs(t, err, &ie)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(time.Minute):
+		t.Fatal("the conversion was not interrupted: a stale interrupt held up its own")
+	}
+}
+
 // An interrupted batch keeps the outcomes of the items that finished: the caller knows which
 // ran. The item the interrupt stopped has the *InterruptedError, those after it ErrNotRun.
 func TestCallManyInterruptedKeepsWhatFinished(t *testing.T) {

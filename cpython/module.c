@@ -455,6 +455,11 @@ pyw_interp *pyw_module_interp(PyObject *m) {
 }
 
 int pyw_module_set_handle(PyObject *module, uintptr_t handle, pyw_interp *w) {
+	if (!PyModule_Check(module) || PyModule_GetDef(module) != &moddef) {
+		/* something else took sys.modules['pyworkers'] first (a .pth file's import) */
+		PyErr_SetString(PyExc_ImportError, "sys.modules['pyworkers'] is not pyworkers' module");
+		return -1;
+	}
 	modstate *st = state_of(module);
 	if (st == NULL) {
 		return -1;

@@ -102,9 +102,12 @@ typedef struct pyw_interp {
 	pthread_mutex_t *wait_on_mu;
 	pthread_cond_t *wait_on_cv;
 	_Atomic int interrupt_pending; /* set with the injected interrupt, cleared when the task ends */
-	/* Tasks interrupted before they began, the last PYW_PRECANCELS of them (a late interrupt of
-	 * a task that has ended lands here too, and must not push out one still to begin); changed
-	 * with the GIL held. */
+	/* Tasks interrupted when they were not running, the last PYW_PRECANCELS different ones:
+	 * begin() interrupts one that had yet to begin. Late interrupts of tasks that have ended land
+	 * here too: a few entries, so that one of those hardly ever pushes out a task still to begin.
+	 * Under precancel_mu, not the GIL: such an interrupt must not wait for it (see
+	 * pyw_interp_interrupt). */
+	pthread_mutex_t precancel_mu;
 	uint64_t precancel[PYW_PRECANCELS];
 	unsigned precancel_next;
 	int wake_fd; /* an interrupt writes a byte here to wake the bootstrap's event loop; -1: none;
@@ -126,8 +129,9 @@ typedef struct pyw_interp {
 	 * (its arguments, its result: not a channel's in the task's Python code), both on the
 	 * interpreter's own thread only; the task an interrupter waiting for the GIL wants stopped
 	 * (PYW_ANY_TASK: whatever runs), set before it waits and cleared after; and whether the
-	 * codec stopped for it during this call. */
-	uint64_t busy_task;
+	 * codec stopped for it during this call. busy_task is written on the interpreter's own
+	 * thread and read by interrupters, which wait for the GIL only for the task it names. */
+	_Atomic uint64_t busy_task;
 	int stoppable;
 	_Atomic uint64_t stop_codec;
 	int codec_stopped;
