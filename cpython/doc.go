@@ -14,7 +14,7 @@
 // Finalize closes whatever interpreters are still open and then finalizes CPython on that same
 // thread; afterwards NewInterpreter, Initialize and RuntimeInfo return ErrFinalized and the
 // methods of interpreters made before return ErrClosed (CPython cannot be restarted in one
-// process). Pools (package pool) still open are closed first (Finalizing).
+// process). Pools (package pool) still open are closed too, with the interpreters (Finalizing).
 //
 // # Interpreters and threads
 //

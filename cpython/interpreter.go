@@ -60,8 +60,8 @@ type InterpreterConfig struct {
 //
 // All methods are safe to call from any goroutine, concurrently; operations run one at a time
 // in the order the interpreter takes them. The one exception: code running on the
-// interpreter's thread (the function given to Do) must not call Do, Exec, Eval, Call or Close
-// of the same interpreter — use the *Thread it was given — or it waits for itself forever.
+// interpreter's thread (the function given to Do) must not call Do, Exec, Eval, Call, RunFile,
+// Close or CloseContext of the same interpreter — use the *Thread it was given — or it waits for itself forever.
 //
 // Close it when done; Finalize closes any left open.
 type Interpreter struct {

@@ -210,8 +210,8 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 				var ones []any // one backing array for the batch's single arguments
 				began := time.Now()
 				for len(items) < size {
-					if ctx.Err() != nil {
-						more = false
+					if ctx.Err() != nil || g.p.closing.Load() {
+						more = false // nothing more is pulled (the batches in flight still yield)
 						break
 					}
 					// the inputs come slowly: out with what there is (the clock read after 1,

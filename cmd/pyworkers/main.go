@@ -46,9 +46,9 @@ func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(f
 const usage = `pyworkers runs Python code in parallel, one own-GIL CPython interpreter per worker.
 
 Usage:
-  pyworkers run [-w N] [--timeout D] SCRIPT.py [-- ARGS...]
+  pyworkers run [-w N] [--timeout D] [--no-prefix] [--python PATH] SCRIPT.py [-- ARGS...]
         run SCRIPT.py once in each of N interpreters at the same time
-  pyworkers map [-w N] [--timeout D] [--setup CODE] [--star] TARGET [INPUT]
+  pyworkers map [-w N] [--timeout D] [--setup CODE] [--star] [--progress WHEN] [--python PATH] TARGET [INPUT]
         call TARGET (file.py:func or pkg.module:func) once per JSON line of INPUT (or stdin),
         writing one JSON result line per input, in input order
   pyworkers bench [-w N] [--json] [--quick]
@@ -225,7 +225,7 @@ Prints pyworkers' version and the CPython it runs on.
 
 Examples:
   pyworkers version
-  scripts/with-python.sh pyworkers version   # with the provisioned CPython root
+  scripts/with-python.sh bin/pyworkers version   # with the provisioned CPython root
 
 `
 

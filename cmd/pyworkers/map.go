@@ -21,7 +21,7 @@ import (
 	"github.com/pyworkers/pyworkers/pool"
 )
 
-const mapUsage = `Usage: pyworkers map [-w N] [--timeout D] [--setup CODE] [--star] [--python PATH] TARGET [INPUT]
+const mapUsage = `Usage: pyworkers map [-w N] [--timeout D] [--setup CODE] [--star] [--progress WHEN] [--python PATH] TARGET [INPUT]
 
 Calls TARGET once per line of INPUT (JSON Lines; standard input when INPUT is omitted or "-")
 on N own-GIL interpreters, and writes one JSON line per input line to standard output, in
