@@ -156,14 +156,13 @@ static PyType_Spec buffer_spec = {
 
 static PyModuleDef moddef;
 
+/* sys.modules['pyworkers'] (a new reference), or NULL with an exception. A plain look-up in the
+ * interpreter's module dict, not PyImport_GetModule: that one may run importlib's Python code
+ * (a module still being imported), and the decoder calls this with containers half built. */
 static PyObject *current_module(void) {
-	PyObject *name = PyUnicode_FromString("pyworkers");
-	if (name == NULL) {
-		return NULL;
-	}
-	PyObject *m = PyImport_GetModule(name);
-	Py_DECREF(name);
-	if (m == NULL && !PyErr_Occurred()) {
+	PyObject *m = NULL;
+	int rc = PyDict_GetItemStringRef(PyImport_GetModuleDict(), "pyworkers", &m);
+	if (rc == 0) {
 		PyErr_SetString(PyExc_RuntimeError, "the pyworkers module is not loaded in this interpreter");
 	}
 	return m;
