@@ -193,29 +193,12 @@ static void inject_others(pyw_interp *w, PyThreadState *self) {
 	}
 	Py_XDECREF(active);
 	w->others_at = skipped ? 0 : pyw_monotonic_ns(); /* skipped ones: at the next interrupt */
-	pthread_mutex_lock(&w->others_mu); /* and ends their sleeps (pyw_other_wait) and queue waits */
+	pthread_mutex_lock(&w->others_mu); /* and ends their waits: sleeps, queue waits */
 	w->others_gen++;
-	pthread_cond_broadcast(&w->others_cv);
 	for (struct pyw_other_wait *o = w->others_waits; o != NULL; o = o->next) {
 		pthread_mutex_lock(o->mu); /* lock order: others_mu, then a queue's */
 		pthread_cond_broadcast(o->cv);
 		pthread_mutex_unlock(o->mu);
-	}
-	pthread_mutex_unlock(&w->others_mu);
-}
-
-int pyw_own_thread(void) { return current != NULL; }
-
-uint64_t pyw_other_wait_gen(pyw_interp *w) {
-	pthread_mutex_lock(&w->others_mu);
-	uint64_t gen = w->others_gen;
-	pthread_mutex_unlock(&w->others_mu);
-	return gen;
-}
-
-void pyw_other_wait(pyw_interp *w, uint64_t gen, const struct timespec *deadline) {
-	pthread_mutex_lock(&w->others_mu);
-	while (w->others_gen == gen && pthread_cond_timedwait(&w->others_cv, &w->others_mu, deadline) != ETIMEDOUT) {
 	}
 	pthread_mutex_unlock(&w->others_mu);
 }
@@ -362,7 +345,6 @@ pyw_interp *pyw_interp_new(uintptr_t handle, const char *setup, size_t setuplen,
 	pthread_mutex_init(&w->wait_mu, NULL);
 	pthread_mutex_init(&w->others_mu, NULL);
 	pthread_mutex_init(&w->precancel_mu, NULL);
-	pyw_cond_init_monotonic(&w->others_cv);
 	current = w;
 	mod = PyImport_ImportModule("pyworkers");
 	if (mod == NULL || pyw_module_set_handle(mod, handle, w) < 0) {
@@ -419,7 +401,6 @@ fail:
 		pthread_mutex_destroy(&w->wait_mu);
 		pthread_mutex_destroy(&w->others_mu);
 		pthread_mutex_destroy(&w->precancel_mu);
-		pthread_cond_destroy(&w->others_cv);
 		free(w);
 	}
 	return NULL;
@@ -524,7 +505,6 @@ void pyw_interp_end(pyw_interp *w) {
 	pthread_mutex_destroy(&w->wait_mu);
 	pthread_mutex_destroy(&w->others_mu);
 	pthread_mutex_destroy(&w->precancel_mu);
-	pthread_cond_destroy(&w->others_cv);
 	free(w);
 	give_back_memory();
 }

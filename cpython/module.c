@@ -260,17 +260,6 @@ static PyObject *mod_hold_if_interrupted(PyObject *m, PyObject *unused) {
 /* pyworkers.sleep on a thread the interpreter's code started: until deadline, or until the
  * interpreter's wind-down interrupts its threads, whose KeyboardInterrupt, pending on this one,
  * the eval loop then raises as the call returns. */
-static PyObject *sleep_other(pyw_interp *w, const struct timespec *deadline) {
-	if (PyThreadState_Get()->async_exc != NULL) {
-		Py_RETURN_NONE; /* interrupted already: raised as this returns */
-	}
-	uint64_t gen = pyw_other_wait_gen(w);
-	Py_BEGIN_ALLOW_THREADS
-	pyw_other_wait(w, gen, deadline);
-	Py_END_ALLOW_THREADS
-	Py_RETURN_NONE;
-}
-
 /* pyworkers.sleep(secs): time.sleep, except that an interrupt of the task sleeping (its context
  * ended) ends it at once, with KeyboardInterrupt. CPython's own sleep notices an interrupt only
  * when it has slept its time: signals, which would cut it short, reach only the main
@@ -278,7 +267,6 @@ static PyObject *sleep_other(pyw_interp *w, const struct timespec *deadline) {
  * (threads the task started) only the interrupts of the interpreter's end (CloseContext) cut
  * it short. */
 static PyObject *mod_sleep(PyObject *m, PyObject *arg) {
-	(void)m;
 	double secs;
 	if (PyFloat_Check(arg)) {
 		secs = PyFloat_AS_DOUBLE(arg);
@@ -309,15 +297,15 @@ static PyObject *mod_sleep(PyObject *m, PyObject *arg) {
 	struct timespec deadline;
 	pyw_deadline_after(&deadline, ns);
 	pyw_interp *w = state_of(m)->interp;
-	if (!pyw_own_thread() && w != NULL) {
-		return sleep_other(w, &deadline);
+	if (pyw_interrupt_pending(w)) { /* injected, not raised yet: the wait would not see it */
+		return pyw_raise_interrupt();
 	}
 	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 	pthread_cond_t cv;
 	pyw_cond_init_monotonic(&cv);
 	int interrupted = 0;
-	PYW_BEGIN_WAIT(state_of(m)->interp)
-	pyw_wait_begin(&mu, &cv); /* before mu: the interpreter's wait_mu comes first */
+	PYW_BEGIN_WAIT(w) /* on the interpreter's other threads too: its end's interrupts end it */
+	pyw_wait_begin(&mu, &cv); /* before mu: the interpreter's wait_mu (others_mu) comes first */
 	pthread_mutex_lock(&mu);
 	while (!(interrupted = pyw_wait_interrupted())) {
 		if (pthread_cond_timedwait(&cv, &mu, &deadline) == ETIMEDOUT) {

@@ -140,11 +140,10 @@ typedef struct pyw_interp {
 	int winding_down;
 	uint64_t injections;
 	int64_t others_at; /* when the other threads were last interrupted (pyw_monotonic_ns), 0: never */
-	/* Those threads' sleeps (pyw_other_wait) and queue waits (pyw_wait_begin) end when such an
-	 * interrupt comes: others_gen counts them (changed under others_mu, with others_cv and every
-	 * registered wait's cv broadcast; read without it by waits checking for one). */
+	/* Those threads' waits (sleeps, queue waits: pyw_wait_begin) end when such an interrupt
+	 * comes: others_gen counts them (changed under others_mu, with every registered wait's cv
+	 * broadcast; read without it by waits checking for one). */
 	pthread_mutex_t others_mu;
-	pthread_cond_t others_cv;
 	_Atomic uint64_t others_gen;
 	struct pyw_other_wait *others_waits; /* under others_mu */
 } pyw_interp;
@@ -289,14 +288,6 @@ void pyw_wait_prepare(pyw_interp *mod);
 #define PYW_BEGIN_WAIT(mod)                                                                                \
 	pyw_wait_prepare(mod);                                                                             \
 	Py_BEGIN_ALLOW_THREADS
-/* Sleeps of the interpreter's other threads (the threads its code started): an interrupt
- * while the interpreter winds down (pyw_interp_wind_down) ends them. pyw_other_wait_gen, with the GIL held (under which interrupts come: none is missed),
- * before the GIL is released; then pyw_other_wait waits until deadline or an interrupt after
- * gen (whose KeyboardInterrupt is then pending on the thread). pyw_own_thread: whether this is
- * an interpreter's own thread. */
-int pyw_own_thread(void);
-uint64_t pyw_other_wait_gen(pyw_interp *w);
-void pyw_other_wait(pyw_interp *w, uint64_t gen, const struct timespec *deadline);
 /* GIL held: whether the task running on this thread (an interpreter's own) has been interrupted,
  * whether or not the KeyboardInterrupt was raised yet, or caught. */
 int pyw_task_interrupted(void);
