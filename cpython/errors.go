@@ -38,7 +38,8 @@ type PythonError struct {
 	// Type is the exception's qualified type name as Python prints it: "ValueError",
 	// "json.decoder.JSONDecodeError" (no module for builtins and __main__).
 	Type string
-	// Message is str(exception), or "<exception str() failed>" when that raised.
+	// Message is str(exception), or "<exception str() failed>" when that raised ("<not
+	// formatted: the task was interrupted>" when the call's interrupt came while it ran).
 	Message string
 	// Traceback is the full text traceback.format_exception gives, with the __cause__ and
 	// __context__ chains and SyntaxError's caret lines; it ends with "Type: message\n".

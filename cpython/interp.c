@@ -69,17 +69,20 @@ static pyw_result capture_error(pyw_buf *out, PyObject *helpers) {
 		 * and what the exception says, without a traceback. */
 		PyErr_Clear();
 		const char *name = exc ? Py_TYPE(exc)->tp_name : "SystemError";
-		PyObject *msg = exc ? PyObject_Str(exc) : NULL;
+		/* the task's interrupt cut format_exc short: its __str__ may be what hangs */
+		int spare = exc == NULL || pyw_task_interrupted();
+		PyObject *msg = spare ? NULL : PyObject_Str(exc);
 		if (msg != NULL && PyUnicode_AsUTF8AndSize(msg, NULL) == NULL) {
 			Py_CLEAR(msg); /* lone surrogates: ascii() below has none */
 		}
-		if (msg == NULL && exc != NULL) {
+		if (msg == NULL && !spare) {
 			PyErr_Clear();
 			msg = PyObject_ASCII(exc);
 		}
 		if (msg == NULL) {
 			PyErr_Clear();
-			msg = PyUnicode_FromString("<pyworkers could not format this exception>");
+			msg = PyUnicode_FromString(spare && exc != NULL ? "<not formatted: the task was interrupted>"
+			                                                : "<pyworkers could not format this exception>");
 		}
 		t = msg ? Py_BuildValue("(NOO)", str_or_replace(name), msg, msg) : NULL;
 		if (t != NULL) {
@@ -262,8 +265,11 @@ static int end_task(pyw_interp *w, uint64_t task) {
 	return interrupted;
 }
 
+/* The task's outcome: value encoded, or the pending exception captured. The task ends only
+ * after that: the Python code it runs (an exception's __str__ in the traceback, a finalizer of
+ * the value, a dict key's repr) is the task's and is interrupted with it, or one that hangs would
+ * keep the interpreter for good. */
 static pyw_result finish_as(pyw_interp *w, uint64_t task, PyObject *value, int outcomes) {
-	int interrupted = end_task(w, task);
 	pyw_result r;
 	if (value == NULL) {
 		r = capture_error(&w->out, w->helpers);
@@ -273,6 +279,7 @@ static pyw_result finish_as(pyw_interp *w, uint64_t task, PyObject *value, int o
 		w->stoppable = 0;
 		Py_DECREF(value);
 	}
+	int interrupted = end_task(w, task);
 	/* an interrupt that stopped the codec (the arguments, or the result) interrupted the call */
 	r.interrupted = interrupted || w->codec_stopped;
 	atomic_store(&w->busy_task, 0);

@@ -1135,3 +1135,41 @@ func TestOutputWriterThatPanics(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(2), v)
 }
+
+// Code that runs once the call's own has ended — the formatting of the exception it raised (a
+// __str__), a finalizer of what it returned — still belongs to the call: the end of its context
+// interrupts it, and a hang there does not keep the interpreter.
+func TestInterruptReachesCodeAfterTheCall(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Exec(bg, `
+class Stuck(Exception):
+    def __str__(self):
+        while True:
+            pass
+
+def raise_stuck():
+    raise Stuck()
+
+class Holder:
+    def __del__(self):
+        while True:
+            pass
+
+def return_stuck():
+    return [Holder()]  # cannot cross: its finalizer runs as the call ends
+`))
+	for _, fn := range []string{"raise_stuck", "return_stuck"} {
+		ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+		_, err := i.Call(ctx, "__main__:"+fn)
+		cancel()
+		var ie *cpython.InterruptedError
+		assert.ErrorAs(t, err, &ie, fn)
+		assert.ErrorIs(t, err, context.DeadlineExceeded, fn)
+		if fn == "raise_stuck" && assert.NotNil(t, ie.Python) {
+			assert.Equal(t, "Stuck", ie.Python.Type, "the exception the call raised")
+		}
+		v, err := i.Eval(bg, "1 + 1")
+		require.NoError(t, err, fn)
+		assert.Equal(t, int64(2), v, fn)
+	}
+}
