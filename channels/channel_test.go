@@ -1164,3 +1164,35 @@ got = [bytes(ch.recv(timeout=5)[:1]), [x if isinstance(x, int) else bytes(x[:1])
 	assert.Equal(t, 0, c.Len())
 	require.NoError(t, c.Send(bg, "room"), "the capacity counts the items put back and taken again")
 }
+
+// An item Python's recv cannot decode (only a bug could send one) is dropped with ValueError,
+// not put back for every receiver after it to fail on; recv_many puts the items taken with it
+// back, in order.
+func TestPythonRecvDropsAMalformedItem(t *testing.T) {
+	c := newChan(t, 0)
+	i := newInterp(t)
+	malformed := []byte{'l', 3, 'N'} // a list of 3 that holds one item
+	require.NoError(t, c.SendRaw(malformed))
+	require.NoError(t, c.Send(bg, "a"))
+	require.NoError(t, c.Send(bg, "b"))
+	require.NoError(t, c.SendRaw(malformed))
+	require.NoError(t, c.Send(bg, "c"))
+	require.NoError(t, i.Exec(bg, fmt.Sprintf(`
+import pyworkers
+ch = pyworkers.Channel(%d)
+got = []
+def step(f):
+    try:
+        got.append(f())
+    except ValueError as e:
+        got.append("ValueError")
+step(ch.recv)                      # the malformed item: dropped
+step(ch.recv)                      # "a"
+step(lambda: ch.recv_many(10))     # "b", the malformed one, "c": dropped, "b" and "c" back
+step(lambda: ch.recv_many(10))     # ["b", "c"]
+`, c.ID())))
+	got, err := i.Eval(bg, "got")
+	require.NoError(t, err)
+	assert.Equal(t, []any{"ValueError", "a", "ValueError", []any{"b", "c"}}, got)
+	assert.Equal(t, 0, c.Len())
+}

@@ -198,6 +198,11 @@ static int give_back_if_interrupted(PyObject *self, pyw_queue *q, const char *sm
 	return pyw_queue_unget_small(q, small, len) == PYW_Q_OK; /* else: no memory, return the item */
 }
 
+/* Whether the decoding that just failed found no valid encoding (ValueError): an item only a
+ * bug could make, which would fail every receiver after it as well. It is dropped, with its
+ * error; the Go side does the same. */
+static int malformed_item(void) { return PyErr_ExceptionMatches(PyExc_ValueError); }
+
 static PyObject *do_recv(PyObject *self, int64_t timeout_ns) {
 	if (pyw_interrupt_pending(interp_of(self))) { /* the task is being interrupted: take nothing */
 		return pyw_raise_interrupt();
@@ -218,21 +223,19 @@ static PyObject *do_recv(PyObject *self, int64_t timeout_ns) {
 	if (rc != PYW_Q_OK) {
 		return outcome(self, rc, 0);
 	}
-	/* An item that cannot be decoded here (no memory, or no Buffer type) goes back to the queue's
-	 * head for the next receiver: nothing taken is lost. */
+	/* An item that cannot be decoded now (no memory, an interrupt stopped the decoder) goes back
+	 * to the queue's head for the next receiver: nothing taken is lost. */
 	if (it == NULL) {
 		const char *p = small;
 		PyObject *v = pyw_decode(&p, small + len, NULL, 0);
-		if (v == NULL && pyw_queue_unget_small(q, small, len) != PYW_Q_OK) {
-			/* decoding a small item fails only for want of memory, and there was none to put it
-			 * back either: say so rather than lose it silently */
+		if (v == NULL && !malformed_item() && pyw_queue_unget_small(q, small, len) != PYW_Q_OK) {
 			PyErr_SetString(PyExc_MemoryError, "out of memory: a received item could neither be decoded nor put back");
 		}
 		return v;
 	}
 	const char *p = it->data;
 	PyObject *v = pyw_decode(&p, it->data + it->len, it->refs.v, it->refs.n);
-	if (v == NULL) {
+	if (v == NULL && !malformed_item()) {
 		pyw_queue_unget(q, it);
 	} else {
 		pyw_item_free(it);
@@ -411,17 +414,24 @@ static PyObject *chan_recv_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	}
 	PyObject *list = PyList_New((Py_ssize_t)n);
 	Py_ssize_t i = 0;
-	for (pyw_item *it = chain; it != NULL && list != NULL; it = it->next, i++) {
+	for (pyw_item **at = &chain; *at != NULL && list != NULL; at = &(*at)->next, i++) {
+		pyw_item *it = *at;
 		const char *p = it->data;
 		PyObject *v = pyw_decode(&p, it->data + it->len, it->refs.v, it->refs.n);
-		if (v == NULL) {
-			Py_CLEAR(list);
-		} else {
+		if (v != NULL) {
 			PyList_SET_ITEM(list, i, v);
+			continue;
+		}
+		Py_CLEAR(list);
+		if (malformed_item()) { /* that one is dropped (see do_recv) */
+			*at = it->next;
+			it->next = NULL;
+			pyw_item_free(it);
+			break;
 		}
 	}
 	if (list == NULL) {
-		pyw_queue_unget(q, chain); /* all of them, in order, for the next receiver (see do_recv) */
+		pyw_queue_unget(q, chain); /* the others, in order, for the next receiver (see do_recv) */
 	} else {
 		pyw_item_free_chain(chain);
 	}
