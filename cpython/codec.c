@@ -419,10 +419,18 @@ static int encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_e
 		return fail(err, "out of memory%s", "");
 	}
 	for (Py_ssize_t i = 0; i < n; i += 2) {
-		PyObject *flag = PyList_GET_ITEM(list, i), *v = PyList_GET_ITEM(list, i + 1);
+		/* the Python code a failed outcome runs (a dict key's repr) could reach the list: held */
+		if (PyList_GET_SIZE(list) != n) {
+			unwind(b, refs, start, nrefs0);
+			return fail(err, "call_many's outcomes changed while they were encoded%s", "");
+		}
+		PyObject *flag = Py_NewRef(PyList_GET_ITEM(list, i)), *v = Py_NewRef(PyList_GET_ITEM(list, i + 1));
 		size_t at = b->len, nrefs = refs ? refs->n : 0;
 		/* elements at depth 1, as inside the list: the decoders count depth the same way */
-		if (enc(&c, flag, 1) == 0 && enc(&c, v, 1) == 0) {
+		int ok = enc(&c, flag, 1) == 0 && enc(&c, v, 1) == 0;
+		Py_DECREF(flag);
+		Py_DECREF(v);
+		if (ok) {
 			continue;
 		}
 		if (codec_stopped_here) { /* not this item's: the whole encoding stops for the interrupt */

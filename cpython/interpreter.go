@@ -546,12 +546,12 @@ type CallResult struct {
 // one it stopped has the *InterruptedError as its Err, those after it ErrNotRun, and the
 // *InterruptedError is the error returned with them (also when every item had finished; with
 // no results when the interrupt escaped the loop over the items — it came as the batch began,
-// or as it ended — or stopped the conversion of their outcomes, see Exec). What stops the batch before any item runs is the error, with no results: an argument
-// that cannot cross (a *ConversionError whose path starts with the item's index), a target that
-// cannot be resolved.
+// or as it ended — or stopped the conversion of their outcomes, see Exec). What stops the
+// batch before any item runs is the error, with no results: an argument that cannot cross (a
+// *ConversionError whose path starts with the item's index), a target that cannot be resolved.
 // A batch that fails as a whole once its calls have begun (out of memory keeping or encoding its
-// outcomes) returns an error wrapping ErrBatchFailed and the cause, with no results: some of its
-// calls may have run.
+// outcomes, or code run while they were encoded changed them) returns an error wrapping
+// ErrBatchFailed and the cause, with no results: some of its calls may have run.
 func (t *Thread) CallMany(ctx context.Context, target string, items [][]any) ([]CallResult, error) {
 	i := t.enter()
 	defer i.leave()

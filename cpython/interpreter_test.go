@@ -1173,3 +1173,34 @@ def return_stuck():
 		assert.Equal(t, int64(2), v, fn)
 	}
 }
+
+// The Python code an outcome that cannot cross runs (the repr of a dict key, for the error's
+// path) may reach the batch's list of outcomes and change it: the batch fails, and nothing is
+// read past the list's end.
+func TestCallManyOutcomesChangedWhileEncoded(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Exec(bg, `
+import gc
+
+class Key(str):
+    def __repr__(self):
+        for r in gc.get_referrers(self):
+            for rr in gc.get_referrers(r):
+                if type(rr) is list and len(rr) > 2:
+                    rr.clear()  # call_many's outcomes, which hold this key's dict
+        return "Key"
+
+def item(n):
+    return {Key("k"): object()} if n == 0 else n
+`))
+	err := i.Do(bg, func(th *cpython.Thread) error {
+		_, err := th.CallMany(bg, "__main__:item", [][]any{{0}, {1}, {2}, {3}})
+		return err
+	})
+	require.Error(t, err)
+	assert.ErrorIs(t, err, cpython.ErrBatchFailed)
+	assert.Contains(t, err.Error(), "changed while they were encoded")
+	v, err := i.Eval(bg, "1 + 1")
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), v)
+}
