@@ -353,8 +353,9 @@ func (i *Interpreter) Close() error { return i.CloseContext(context.Background()
 // every thread its code started (KeyboardInterrupt in each, then once a second; time.sleep and
 // pyworkers channel waits are cut short). A thread blocked in another C call — a socket's
 // recv, queue.get, a lock — sees it only when that call returns: one that never returns keeps
-// the interpreter, and this call, waiting. It returns only when the interpreter has ended,
-// with ctx.Err() if it had to interrupt.
+// the interpreter, and this call, waiting. It returns only when the interpreter has ended:
+// nil if that came before ctx's end, else an error wrapping ctx.Err() (as http.Server's
+// Shutdown does), whether or not anything was left to interrupt then.
 func (i *Interpreter) CloseContext(ctx context.Context) error {
 	i.close.Do(func() { close(i.closing) })
 	select {
@@ -366,7 +367,7 @@ func (i *Interpreter) CloseContext(ctx context.Context) error {
 		i.interrupt(0)
 		select {
 		case <-i.done:
-			return fmt.Errorf("cpython: interpreter closed by interrupting running code: %w", ctx.Err())
+			return fmt.Errorf("cpython: interpreter closed after its close's context ended (what still ran was interrupted): %w", ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -247,7 +247,8 @@ func (p *Pool) Submit(ctx context.Context, target string, args ...any) (*Future,
 func (p *Pool) Close() error { return p.CloseContext(context.Background()) }
 
 // CloseContext is Close that, once ctx ends, interrupts the tasks still running (they end with
-// an error wrapping ErrClosed) and returns ctx.Err() after everything has ended.
+// an error wrapping ErrClosed). It returns when everything has ended: nil if that came before
+// ctx's end, else an error wrapping ctx.Err(), whether or not a task was left to interrupt.
 func (p *Pool) CloseContext(ctx context.Context) error {
 	p.close.Do(func() {
 		p.slotMu.Lock()
@@ -264,7 +265,7 @@ func (p *Pool) CloseContext(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		err = fmt.Errorf("pool: closed by interrupting running tasks: %w", ctx.Err())
+		err = fmt.Errorf("pool: closed after its close's context ended (running tasks interrupted): %w", ctx.Err())
 		p.abortNow()
 		for _, g := range p.groups {
 			g.interruptAll()
