@@ -34,12 +34,12 @@ value is the function's one argument; with --star an array is spread into positi
 and an object into keyword arguments. Lines and results go through Python's json module in the
 workers: objects keep their key order both ways, 2.0 stays a float, tuples come back as arrays.
 A result JSON cannot hold (bytes, NaN, ...) and a line that is not JSON (NaN, 1e999, extra
-text after the value, and a blank line included) give an error line, not an abort. What the function prints goes to standard
-error, and so does what child processes or C code write to standard output. Exit status: 0
-when every line succeeded, 1 when some failed, 2 for a bad command line or a TARGET that cannot
-be imported (said before any work starts), 130 after Ctrl-C and 143 after SIGTERM (the lines
-finished by then are written; a second signal exits at once), 141 when the reader of the
-results went away (| head).
+text after the value, and a blank line included) give an error line, not an abort. What the
+function prints goes to standard error, and so does what child processes or C code write to
+standard output. Exit status: 0 when every line succeeded, 1 when some failed, 2 for a bad
+command line or a TARGET that cannot be imported (said before any work starts), 130 after
+Ctrl-C and 143 after SIGTERM (the lines finished by then are written; a second signal exits at
+once), 141 when the reader of the results went away (| head).
 
 Examples:
   printf '1\n2\n3\n' | pyworkers map -w 2 testdata/demo/isqrt.py:isqrt_sum

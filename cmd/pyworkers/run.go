@@ -23,10 +23,11 @@ Runs SCRIPT.py once in each of N fresh own-GIL interpreters, all at the same tim
 pyworkers.worker_id() (0 ... N-1) and pyworkers.workers() (N) tell which one is running,
 sys.argv is SCRIPT.py followed by ARGS, and the script's folder is on sys.path, as with
 python SCRIPT.py; as there, a worker ends when the threads its code started have ended (the
-timeout and Ctrl-C interrupt them too); an active virtual environment's packages import (or --python's). Each line a
-worker prints is prefixed "[k] ".
+timeout and Ctrl-C interrupt them too). An active virtual environment's packages import (or
+--python's). Each line a worker prints is prefixed "[k] ".
 Exit status: 0 when every worker succeeded (sys.exit() and sys.exit(0) count as success); 1
-otherwise, with each failure's traceback on stderr; 2 for a bad command line; 130 after Ctrl-C (143 after SIGTERM).
+otherwise, with each failure's traceback on stderr; 2 for a bad command line; 130 after
+Ctrl-C (143 after SIGTERM).
 
 Examples:
   pyworkers run -w 4 testdata/demo/isqrt.py
