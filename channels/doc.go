@@ -39,7 +39,8 @@
 // *cpython.Buffer in Go) travel by reference, not copied; Python bytes of 64 KiB or more are
 // copied once into a shared buffer at send and arrive as a read-only memoryview in Python (a
 // *cpython.Buffer in Go), so large payloads cost the same whatever their size. Anything else is
-// refused with a TypeError in Python or a *cpython.ConversionError in Go, and nothing is sent.
+// refused with a TypeError in Python or a *cpython.ConversionError in Go, and nothing is sent
+// (so is a value whose copy runs out of memory: MemoryError in Python).
 //
 // # In Python
 //

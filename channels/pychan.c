@@ -157,10 +157,11 @@ static PyObject *do_send(PyObject *self, PyObject *obj, int64_t timeout_ns) {
 	if (pyw_encode(scratch_get(), &refs, 1, obj, &e) < 0) {
 		pyw_refs_free(&refs);
 		scratch_trim();
+		PyObject *type = e.nomem ? PyExc_MemoryError : PyExc_TypeError;
 		if (e.path[0]) {
-			return PyErr_Format(PyExc_TypeError, "cannot send this value: at %s: %s", e.path, e.msg);
+			return PyErr_Format(type, "cannot send this value: at %s: %s", e.path, e.msg);
 		}
-		return PyErr_Format(PyExc_TypeError, "cannot send this value: %s", e.msg);
+		return PyErr_Format(type, "cannot send this value: %s", e.msg);
 	}
 	pyw_queue *q = ((ChannelObject *)self)->q;
 	/* First without waiting, GIL held (the mutex is held only briefly); release the GIL only
@@ -341,7 +342,7 @@ static PyObject *chan_send_many(PyObject *self, PyObject *args, PyObject *kwds) 
 		pyw_enc_err e;
 		if (pyw_encode(scratch_get(), &refs, 1, objs[i], &e) < 0) {
 			pyw_refs_free(&refs);
-			PyErr_Format(PyExc_TypeError, "cannot send item %zd: %s%s%s", i, e.path, e.path[0] ? ": " : "", e.msg);
+			PyErr_Format(e.nomem ? PyExc_MemoryError : PyExc_TypeError, "cannot send item %zd: %s%s%s", i, e.path, e.path[0] ? ": " : "", e.msg);
 			goto fail;
 		}
 		pyw_item *it = pyw_item_new(scratch.data, scratch.len, refs.v, refs.n);

@@ -106,9 +106,15 @@ static int fail(pyw_enc_err *e, const char *fmt, const char *arg) {
 	return -1;
 }
 
+static int nomem(pyw_enc_err *e, const char *msg) {
+	e->nomem = 1;
+	return fail(e, "%s", msg);
+}
+
 static int fail_pyerr(pyw_enc_err *e, const char *what) {
 	/* turn a pending Python exception into a message, and clear it */
 	PyObject *exc = PyErr_GetRaisedException();
+	e->nomem = exc != NULL && PyErr_GivenExceptionMatches(exc, PyExc_MemoryError);
 	PyObject *s = exc ? PyObject_Str(exc) : NULL;
 	const char *m = s ? PyUnicode_AsUTF8(s) : NULL;
 	if (m == NULL) {
@@ -132,7 +138,7 @@ static int enc(enc_ctx *c, PyObject *o, int depth);
 static int put_ref(enc_ctx *c, pyw_shared *s) {
 	long idx = pyw_refs_add(c->refs, s);
 	if (idx < 0 || put_tag(c->b, PYW_TAG_BUFFER) < 0 || put_uvarint(c->b, (uint64_t)idx) < 0) {
-		return fail(c->e, "out of memory%s", "");
+		return nomem(c->e, "out of memory");
 	}
 	return 0;
 }
@@ -164,7 +170,7 @@ static int enc_shared(enc_ctx *c, PyObject *o) {
 	if (c->share_large && c->refs != NULL && PyBytes_Check(o) && PyBytes_GET_SIZE(o) >= PYW_SHARE_MIN) {
 		pyw_shared *n = pyw_shared_new((size_t)PyBytes_GET_SIZE(o));
 		if (n == NULL) {
-			return fail(c->e, "out of memory for a shared copy of %s", "bytes");
+			return nomem(c->e, "out of memory for a shared copy of bytes");
 		}
 		memcpy(n->data, PyBytes_AS_STRING(o), n->len);
 		int rc = put_ref(c, n);
@@ -184,16 +190,16 @@ static int enc_int(enc_ctx *c, PyObject *o) {
 	}
 	if (!overflow) {
 		if (put_tag(b, PYW_TAG_INT) < 0) {
-			return fail(e, "out of memory%s", "");
+			return nomem(e, "out of memory");
 		}
-		return put_u64le(b, (uint64_t)v) < 0 ? fail(e, "out of memory%s", "") : 0;
+		return put_u64le(b, (uint64_t)v) < 0 ? nomem(e, "out of memory") : 0;
 	}
 	Py_ssize_t n = PyLong_AsNativeBytes(o, NULL, 0, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
 	if (n < 0) {
 		return fail_pyerr(e, "int");
 	}
 	if (put_tag(b, PYW_TAG_BIGINT) < 0 || put_uvarint(b, (uint64_t)n) < 0 || pyw_buf_reserve(b, (size_t)n) < 0) {
-		return fail(e, "out of memory encoding an int of %s bytes", "many");
+		return nomem(e, "out of memory encoding an int of many bytes");
 	}
 	Py_ssize_t got = PyLong_AsNativeBytes(o, b->data + b->len, n, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
 	if (got < 0 || got > n) {
@@ -209,7 +215,7 @@ static int enc_seq(enc_ctx *c, char tag, PyObject *o, int depth) {
 	Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
 	PyObject **items = PySequence_Fast_ITEMS(o);
 	if (put_tag(b, tag) < 0 || put_uvarint(b, (uint64_t)n) < 0) {
-		return fail(e, "out of memory%s", "");
+		return nomem(e, "out of memory");
 	}
 	for (Py_ssize_t i = 0; i < n; i++) {
 		if (enc(c, items[i], depth + 1) < 0) {
@@ -228,7 +234,7 @@ static int enc_dict(enc_ctx *c, PyObject *o, int depth) {
 	Py_ssize_t pos = 0, n = PyDict_Size(o);
 	PyObject *k, *v;
 	if (put_tag(b, PYW_TAG_DICT) < 0 || put_uvarint(b, (uint64_t)n) < 0) {
-		return fail(e, "out of memory%s", "");
+		return nomem(e, "out of memory");
 	}
 	while (PyDict_Next(o, &pos, &k, &v)) {
 		if (!PyUnicode_Check(k)) {
@@ -240,7 +246,7 @@ static int enc_dict(enc_ctx *c, PyObject *o, int depth) {
 			return fail_pyerr(e, "dict key");
 		}
 		if (put_blob(b, PYW_TAG_STR, ks, (size_t)kl) < 0) {
-			return fail(e, "out of memory%s", "");
+			return nomem(e, "out of memory");
 		}
 		Py_INCREF(k);
 		Py_INCREF(v);
@@ -310,10 +316,10 @@ static int enc(enc_ctx *c, PyObject *o, int depth) {
 	pyw_buf *b = c->b;
 	pyw_enc_err *e = c->e;
 	if (o == Py_None) {
-		return put_tag(b, PYW_TAG_NONE) < 0 ? fail(e, "out of memory%s", "") : 0;
+		return put_tag(b, PYW_TAG_NONE) < 0 ? nomem(e, "out of memory") : 0;
 	}
 	if (PyBool_Check(o)) {
-		return put_tag(b, o == Py_True ? PYW_TAG_TRUE : PYW_TAG_FALSE) < 0 ? fail(e, "out of memory%s", "") : 0;
+		return put_tag(b, o == Py_True ? PYW_TAG_TRUE : PYW_TAG_FALSE) < 0 ? nomem(e, "out of memory") : 0;
 	}
 	if (PyLong_Check(o)) {
 		return enc_int(c, o);
@@ -323,7 +329,7 @@ static int enc(enc_ctx *c, PyObject *o, int depth) {
 		uint64_t u;
 		memcpy(&u, &d, 8);
 		if (put_tag(b, PYW_TAG_FLOAT) < 0 || put_u64le(b, u) < 0) {
-			return fail(e, "out of memory%s", "");
+			return nomem(e, "out of memory");
 		}
 		return 0;
 	}
@@ -333,7 +339,7 @@ static int enc(enc_ctx *c, PyObject *o, int depth) {
 		if (s == NULL) {
 			return fail_pyerr(e, "str cannot be encoded as UTF-8");
 		}
-		return put_blob(b, PYW_TAG_STR, s, (size_t)n) < 0 ? fail(e, "out of memory%s", "") : 0;
+		return put_blob(b, PYW_TAG_STR, s, (size_t)n) < 0 ? nomem(e, "out of memory") : 0;
 	}
 	int sh = enc_shared(c, o);
 	if (sh != 0) {
@@ -341,7 +347,7 @@ static int enc(enc_ctx *c, PyObject *o, int depth) {
 	}
 	if (PyBytes_Check(o)) {
 		return put_blob(b, PYW_TAG_BYTES, PyBytes_AS_STRING(o), (size_t)PyBytes_GET_SIZE(o)) < 0
-		           ? fail(e, "out of memory%s", "")
+		           ? nomem(e, "out of memory")
 		           : 0;
 	}
 	int is_tuple = PyTuple_Check(o), is_list = !is_tuple && PyList_Check(o), is_dict = PyDict_Check(o);
@@ -386,6 +392,7 @@ int pyw_encode(pyw_buf *b, pyw_refs *refs, int share_large, PyObject *o, pyw_enc
 	codec_state outer = codec_start();
 	err->path[0] = 0;
 	err->msg[0] = 0;
+	err->nomem = 0;
 	size_t start = b->len, nrefs = refs ? refs->n : 0;
 	enc_ctx c = {b, refs, share_large, err};
 	int rc = enc(&c, o, 0);
@@ -408,6 +415,7 @@ int pyw_encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_err 
 static int encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_err *err) {
 	err->path[0] = 0;
 	err->msg[0] = 0;
+	err->nomem = 0;
 	if (!PyList_CheckExact(list) || PyList_GET_SIZE(list) % 2 != 0) {
 		return fail(err, "call_many gave no flat list of outcomes%s", "");
 	}
@@ -416,7 +424,7 @@ static int encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_e
 	enc_ctx c = {b, refs, 0, err};
 	if (put_tag(b, PYW_TAG_LIST) < 0 || put_uvarint(b, (uint64_t)n) < 0) {
 		unwind(b, refs, start, nrefs0);
-		return fail(err, "out of memory%s", "");
+		return nomem(err, "out of memory");
 	}
 	for (Py_ssize_t i = 0; i < n; i += 2) {
 		/* the Python code a failed outcome runs (a dict key's repr) could reach the list: held */
@@ -444,10 +452,11 @@ static int encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_e
 		if (why == NULL) {
 			PyErr_Clear();
 			unwind(b, refs, start, nrefs0);
-			return fail(err, "out of memory%s", "");
+			return nomem(err, "out of memory");
 		}
 		err->path[0] = 0;
 		err->msg[0] = 0;
+		err->nomem = 0;
 		int rc = enc(&c, Py_None, 1) == 0 && enc(&c, why, 1) == 0 ? 0 : -1;
 		Py_DECREF(why);
 		if (rc < 0) {

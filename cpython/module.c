@@ -240,7 +240,7 @@ static PyObject *mod_copy(PyObject *m, PyObject *v) {
 	pyw_enc_err e;
 	if (pyw_encode(&b, NULL, 0, v, &e) < 0) {
 		pyw_buf_free(&b);
-		return PyErr_Format(PyExc_TypeError, "cannot copy this value: %s%s%s", e.path, e.path[0] ? ": " : "", e.msg);
+		return PyErr_Format(e.nomem ? PyExc_MemoryError : PyExc_TypeError, "cannot copy this value: %s%s%s", e.path, e.path[0] ? ": " : "", e.msg);
 	}
 	const char *p = b.data;
 	PyObject *o = pyw_decode(&p, b.data + b.len, NULL, 0);

@@ -216,6 +216,7 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate);
 typedef struct {
 	char path[256];
 	char msg[256];
+	int nomem; /* it failed for want of memory: MemoryError, where a value that cannot cross is a TypeError */
 } pyw_enc_err;
 int pyw_encode(pyw_buf *b, pyw_refs *refs, int share_large, PyObject *o, pyw_enc_err *err);
 /* Encodes call_many's flat list of outcomes (flag, value, flag, value, ...) as a list, each

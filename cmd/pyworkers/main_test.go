@@ -902,3 +902,30 @@ func TestMapInBackgroundIgnoresCtrlC(t *testing.T) {
 	assert.Equal(t, 0, exitCodeWithin(t, cmd, time.Minute, "map did not finish"), errb.String())
 	assert.Len(t, jsonLines(t, out.String()), 20)
 }
+
+// A value whose copy or send runs out of memory raises MemoryError, not the TypeError of a value
+// that cannot cross: code that handles running out of memory sees it as such. Under a limit on
+// the process's address space (2 GB), which the race detector's shadow memory would exceed.
+func TestOutOfMemoryInAConversionIsMemoryError(t *testing.T) {
+	if len(raceFlag) > 0 {
+		t.Skip("the race detector reserves more address space than the limit this test sets")
+	}
+	src := script(t, `
+import pyworkers
+big = b"x" * (64 * 1024 * 1024)
+for what, f in [("copy", lambda: pyworkers._copy([big] * 64)),
+                ("send", lambda: pyworkers.Channel.create().send([big[:60000]] * 100000)),
+                ("send_many", lambda: pyworkers.Channel.create().send_many([[big[:60000]] * 100000]))]:
+    try:
+        f()
+        print(what, "did not fail")
+    except MemoryError as e:
+        print(what, "MemoryError", e)
+`)
+	cmd := exec.Command("sh", "-c", `ulimit -v 2000000 && exec "$0" "$@"`, binary, "run", "-w", "1", "--no-prefix", src)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), "copy MemoryError cannot copy this value: [1]: out of memory")
+	assert.Contains(t, string(out), "send MemoryError cannot send this value: at [")
+	assert.Contains(t, string(out), "send_many MemoryError cannot send item 0: [")
+}
