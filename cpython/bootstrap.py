@@ -732,7 +732,23 @@ def format_exc(e):
         _reraise_own_interrupt(x)
         msg = "<exception str() failed>"
     try:
-        tb = "".join(_import_stdlib("traceback").format_exception(e))
+        traceback = _import_stdlib("traceback")
+        if _pyworkers._interrupted():
+            # The exception alone, its frames, the line above and its str notes:
+            # traceback.format_exception calls str() on every exception of the chain (its
+            # __context__, an exception group's), and one that hangs would hold the
+            # interpreter with no interrupt left to stop it (traceback swallows one that lands
+            # there).
+            lines = [f"{name}: {msg}\n" if msg else f"{name}\n"]
+            try:  # no __getattr__ of the class's: read the instance's dict
+                notes = object.__getattribute__(e, "__dict__").get("__notes__")
+            except Exception:
+                notes = None
+            lines += [f"{n}\n" for n in notes if type(n) is str] if type(notes) is list else []
+            frames = traceback.format_tb(e.__traceback__)
+            tb = "".join(["Traceback (most recent call last):\n", *frames, *lines] if frames else lines)
+        else:
+            tb = "".join(traceback.format_exception(e))
     except BaseException as x:
         _reraise_own_interrupt(x)
         tb = f"{name}: {msg}\n"

@@ -253,7 +253,9 @@ static int enc_dict(enc_ctx *c, PyObject *o, int depth) {
 		int rc = enc(c, v, depth + 1);
 		Py_DECREF(v);
 		if (rc < 0) {
-			PyObject *r = PyObject_Repr(k); /* may run code: k is ours, not borrowed */
+			/* may run code (k is ours, not borrowed); not once the task is interrupted: a repr
+			 * that hangs would have no interrupt left to stop it */
+			PyObject *r = pyw_task_interrupted() ? NULL : PyObject_Repr(k);
 			const char *rs = r ? PyUnicode_AsUTF8(r) : NULL;
 			char elem[96];
 			snprintf(elem, sizeof elem, "[%.80s]", rs ? rs : "?");

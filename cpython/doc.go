@@ -45,10 +45,12 @@
 // `except Exception` does not swallow it). Pure-Python code stops within CPython's switch
 // interval (about 5 ms), and time.sleep at once (every interpreter's time.sleep is
 // pyworkers.sleep, which an interrupt ends); another blocking C call, such as a socket read,
-// select or a lock's wait, sees the interrupt only when it returns. The call then returns an *InterruptedError that wraps
-// ctx.Err() and the KeyboardInterrupt's *PythonError (its traceback shows where the code was
-// stopped), and the interpreter is ready for the next call. An interrupt never leaks into a
-// later call.
+// select or a lock's wait, sees the interrupt only when it returns. The call then returns an
+// *InterruptedError that wraps ctx.Err() and the KeyboardInterrupt's *PythonError (its
+// traceback shows where the code was stopped), and the interpreter is ready for the next call.
+// An interrupt never leaks into a later call. The code that runs once the call's own has ended
+// — the formatting of the exception it raised, a finalizer of the value it returned — is
+// interrupted with it.
 //
 // # Async targets
 //
@@ -68,10 +70,9 @@
 // batch's items do not run concurrently on one interpreter. A target is async when its code
 // is a coroutine's: async def, a method, a functools.partial of one, an object whose class has
 // an async __call__; a plain function that returns a coroutine returns something that cannot
-// cross. An event loop the code runs itself
-// (asyncio.run inside a plain function) is not woken: an interrupt reaches it when its wait
-// ends. When the interpreter ends, the tasks left on its loop are cancelled, as asyncio.run
-// does.
+// cross. An event loop the code runs itself (asyncio.run inside a plain function) is not woken:
+// an interrupt reaches it when its wait ends. When the interpreter ends, the tasks left on its
+// loop are cancelled, as asyncio.run does.
 //
 // time.sleep in every interpreter is pyworkers.sleep, which an interrupt cuts short (a name
 // bound to the original before pyworkers set up the interpreter, by a .pth file, keeps it). An

@@ -42,7 +42,9 @@ type PythonError struct {
 	// formatted: the task was interrupted>" when the call's interrupt came while it ran).
 	Message string
 	// Traceback is the full text traceback.format_exception gives, with the __cause__ and
-	// __context__ chains and SyntaxError's caret lines; it ends with "Type: message\n".
+	// __context__ chains and SyntaxError's caret lines; it ends with "Type: message\n". For a
+	// call its interrupt ended, only the exception's own frames and that line: formatting the
+	// rest runs code (each exception's __str__) that could hang with no interrupt left.
 	Traceback string
 }
 

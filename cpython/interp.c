@@ -75,7 +75,7 @@ static pyw_result capture_error(pyw_buf *out, PyObject *helpers) {
 		if (msg != NULL && PyUnicode_AsUTF8AndSize(msg, NULL) == NULL) {
 			Py_CLEAR(msg); /* lone surrogates: ascii() below has none */
 		}
-		if (msg == NULL && !spare) {
+		if (msg == NULL && !(spare = spare || pyw_task_interrupted())) {
 			PyErr_Clear();
 			msg = PyObject_ASCII(exc);
 		}

@@ -1157,8 +1157,23 @@ class Holder:
 
 def return_stuck():
     return [Holder()]  # cannot cross: its finalizer runs as the call ends
+
+def interrupted_while_handling():
+    try:
+        raise Stuck()
+    except Stuck:
+        while True:  # the KeyboardInterrupt's __context__ is the Stuck
+            pass
+
+class Key(str):
+    def __repr__(self):  # the path of a value that cannot cross names its key
+        while True:
+            pass
+
+def return_stuck_keys():
+    return {Key("outer"): {Key("inner"): object()}}
 `))
-	for _, fn := range []string{"raise_stuck", "return_stuck"} {
+	for _, fn := range []string{"raise_stuck", "return_stuck", "interrupted_while_handling", "return_stuck_keys"} {
 		ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
 		_, err := i.Call(ctx, "__main__:"+fn)
 		cancel()
@@ -1172,6 +1187,15 @@ def return_stuck():
 		require.NoError(t, err, fn)
 		assert.Equal(t, int64(2), v, fn)
 	}
+	// a batch's item that raises one: its error is formatted inside the batch
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	err := i.Do(bg, func(th *cpython.Thread) error {
+		_, err := th.CallMany(ctx, "__main__:raise_stuck", [][]any{{}, {}})
+		return err
+	})
+	var ie *cpython.InterruptedError
+	assert.ErrorAs(t, err, &ie)
 }
 
 // The Python code an outcome that cannot cross runs (the repr of a dict key, for the error's
