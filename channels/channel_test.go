@@ -1196,3 +1196,43 @@ step(lambda: ch.recv_many(10))     # ["b", "c"]
 	assert.Equal(t, []any{"ValueError", "a", "ValueError", []any{"b", "c"}}, got)
 	assert.Equal(t, 0, c.Len())
 }
+
+// Code of a task may run an interpreter of its own on the worker's thread (concurrent.interpreters):
+// a channel wait there ends with the task's interrupt too, also when the interrupt came before
+// the wait began (the interpreter's own code was running then).
+func TestNestedInterpreterWaitEndsWithTheTasksInterrupt(t *testing.T) {
+	i := newInterp(t)
+	c := newChan(t, 0)
+	for _, before := range []bool{false, true} {
+		spin := 0.0
+		if before {
+			spin = 0.5 // the interrupt comes at 0.2 s, while the nested interpreter spins
+		}
+		ctx, cancel := context.WithTimeout(bg, 200*time.Millisecond)
+		done := make(chan error, 1)
+		go func() {
+			done <- i.Exec(ctx, fmt.Sprintf(`
+from concurrent import interpreters
+nested = interpreters.create()
+try:
+    nested.exec("""
+import pyworkers, time
+t = time.monotonic()
+while time.monotonic() - t < %g:
+    pass
+pyworkers.Channel(%d).recv()
+""")
+finally:
+    nested.close()
+`, spin, c.ID()))
+		}()
+		select {
+		case err := <-done:
+			assert.ErrorIs(t, err, context.DeadlineExceeded, "interrupt before the wait: %v", before)
+		case <-time.After(time.Minute):
+			t.Fatalf("the nested wait did not end (interrupt before the wait: %v)", before)
+		}
+		cancel()
+	}
+	assert.Equal(t, 0, c.Len())
+}

@@ -81,6 +81,11 @@
 // that moment are cut short as well, and a sys.unraisablehook of the user's own loses such an
 // interrupt again.
 //
+// Code that runs an interpreter of its own on the call's thread (concurrent.interpreters) is
+// interrupted there only where it waits in pyworkers (a channel's send or recv,
+// pyworkers.sleep), with KeyboardInterrupt; its other code runs on, and the interrupt is raised
+// in the call once that interpreter hands control back.
+//
 // # Values
 //
 // Arguments and results cross by value in pyworkers' interpreter-neutral encoding, never as

@@ -760,8 +760,12 @@ void pyw_wait_prepare(pyw_interp *mod) {
 		other_gen = other != NULL ? atomic_load(&other->others_gen) : 0;
 		return;
 	}
-	/* inject sets both under the GIL; the eval loop clears async_exc when it raises it */
-	if (atomic_load(&w->interrupt_pending) && PyThreadState_Get()->async_exc == NULL) {
+	/* inject sets both under the GIL; the eval loop clears async_exc when it raises it. Not
+	 * when the task's code runs an interpreter of its own on this thread (concurrent.
+	 * interpreters): the thread state is that one's, and the interrupt, still pending in the
+	 * task's, must end this wait as well. */
+	PyThreadState *ts = PyThreadState_Get();
+	if (atomic_load(&w->interrupt_pending) && ts->async_exc == NULL && PyThreadState_GetInterpreter(ts) == w->interp) {
 		atomic_store(&w->interrupt_pending, 0);
 	}
 }
