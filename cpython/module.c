@@ -156,6 +156,12 @@ static PyType_Spec buffer_spec = {
 
 static PyModuleDef moddef;
 
+/* m's state when m is this module (an instance of it), else NULL, no exception:
+ * sys.modules['pyworkers'] may have been replaced or cleared, and only our own is trusted. */
+static modstate *ours(PyObject *m) {
+	return m != NULL && PyModule_Check(m) && PyModule_GetDef(m) == &moddef ? state_of(m) : NULL;
+}
+
 /* sys.modules['pyworkers'] (a new reference), or NULL with an exception. A plain look-up in the
  * interpreter's module dict, not PyImport_GetModule: that one may run importlib's Python code
  * (a module still being imported), and the decoder calls this with containers half built. */
@@ -174,8 +180,7 @@ static PyObject *current_buffer_type(void) {
 	if (m == NULL) {
 		return NULL;
 	}
-	/* sys.modules['pyworkers'] may have been replaced or cleared: trust only our own module */
-	modstate *st = PyModule_Check(m) && PyModule_GetDef(m) == &moddef ? state_of(m) : NULL;
+	modstate *st = ours(m);
 	PyObject *t = st ? st->buffer_type : NULL;
 	Py_DECREF(m); /* sys.modules keeps the module, the module keeps the type */
 	if (t == NULL) {
@@ -438,17 +443,16 @@ static PyModuleDef moddef = {
 PyObject *pyw_module_init(void) { return PyModuleDef_Init(&moddef); }
 
 pyw_interp *pyw_module_interp(PyObject *m) {
-	return m != NULL && PyModule_Check(m) && PyModule_GetDef(m) == &moddef ? state_of(m)->interp : NULL;
+	modstate *st = ours(m);
+	return st ? st->interp : NULL;
 }
 
 int pyw_module_set_handle(PyObject *module, uintptr_t handle, pyw_interp *w) {
-	if (!PyModule_Check(module) || PyModule_GetDef(module) != &moddef) {
-		/* something else took sys.modules['pyworkers'] first (a .pth file's import) */
-		PyErr_SetString(PyExc_ImportError, "sys.modules['pyworkers'] is not pyworkers' module");
-		return -1;
-	}
-	modstate *st = state_of(module);
+	modstate *st = ours(module);
 	if (st == NULL) {
+		/* something else took sys.modules['pyworkers'] first (a .pth file's import) */
+		PyErr_Clear();
+		PyErr_SetString(PyExc_ImportError, "sys.modules['pyworkers'] is not pyworkers' module");
 		return -1;
 	}
 	st->handle = handle;
