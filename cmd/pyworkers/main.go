@@ -1,7 +1,7 @@
 // Command pyworkers runs Python code in parallel in own-GIL CPython interpreters.
 //
 //	pyworkers run [-w N] [--timeout D] [--no-prefix] [--python PATH] SCRIPT.py [-- ARGS...]
-//	pyworkers map [-w N] [--timeout D] [--setup CODE] [--star] [--python PATH] TARGET [INPUT]
+//	pyworkers map [-w N] [--timeout D] [--setup CODE] [--star] [--progress WHEN] [--python PATH] TARGET [INPUT]
 //	pyworkers bench [-w N] [--json] [--quick]
 //	pyworkers doctor [--json] [--python PATH] [MODULE...]
 //	pyworkers version
@@ -53,7 +53,7 @@ Usage:
         writing one JSON result line per input, in input order
   pyworkers bench [-w N] [--json] [--quick]
         measure pyworkers and CPython's own pools on the same workloads
-  pyworkers doctor [--json] [MODULE...]
+  pyworkers doctor [--json] [--python PATH] [MODULE...]
         show the CPython in use and whether MODULEs import in an own-GIL interpreter
   pyworkers version
         print pyworkers' and CPython's versions
