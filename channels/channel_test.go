@@ -1236,3 +1236,44 @@ finally:
 	}
 	assert.Equal(t, 0, c.Len())
 }
+
+// A value that takes the codec long (here one whose shared parts expand without end: it would
+// never finish) is stopped by the task's interrupt in a channel's send, as a call's arguments
+// and result are: the task gets one KeyboardInterrupt, nothing is sent, the interpreter goes on.
+func TestInterruptStopsAChannelSendsConversion(t *testing.T) {
+	i := newInterp(t)
+	c := newChan(t, 0)
+	for _, send := range []string{"ch.send(v)", "ch.send_many([v])"} {
+		ctx, cancel := context.WithTimeout(bg, 200*time.Millisecond)
+		err := i.Exec(ctx, fmt.Sprintf(`
+import pyworkers
+ch = pyworkers.Channel(%d)
+v = [0]
+for _ in range(60):
+    v = [v, v]  # 2**60 leaves
+try:
+    %s
+except KeyboardInterrupt as e:
+    caught, handled = getattr(e, "sent", "-"), False
+    for _ in range(5_000_000):  # the interrupt came once: this runs to its end
+        pass
+    handled = True
+    raise
+`, c.ID(), send))
+		cancel()
+		var ie *cpython.InterruptedError
+		require.ErrorAs(t, err, &ie, send)
+		assert.ErrorIs(t, err, context.DeadlineExceeded, send)
+		handled, err := i.Eval(bg, "handled")
+		require.NoError(t, err)
+		assert.Equal(t, true, handled, "one interrupt, not a second in the handler: %s", send)
+		caught, err := i.Eval(bg, "caught")
+		require.NoError(t, err)
+		want := any("-")
+		if strings.Contains(send, "send_many") {
+			want = int64(0)
+		}
+		assert.Equal(t, want, caught, send)
+		assert.Equal(t, 0, c.Len(), send)
+	}
+}

@@ -154,7 +154,14 @@ static PyObject *do_send(PyObject *self, PyObject *obj, int64_t timeout_ns) {
 	}
 	pyw_refs refs = {0};
 	pyw_enc_err e;
-	if (pyw_encode(scratch_get(), &refs, 1, obj, &e) < 0) {
+	pyw_stoppable st = pyw_stoppable_begin(); /* a huge value: the task's interrupt stops it */
+	int erc = pyw_encode(scratch_get(), &refs, 1, obj, &e);
+	if (pyw_stoppable_end(st)) {
+		pyw_refs_free(&refs);
+		scratch_trim();
+		return NULL;
+	}
+	if (erc < 0) {
 		pyw_refs_free(&refs);
 		scratch_trim();
 		PyObject *type = e.nomem ? PyExc_MemoryError : PyExc_TypeError;
@@ -226,12 +233,14 @@ static PyObject *do_recv(PyObject *self, int64_t timeout_ns) {
 	}
 	/* An item that cannot be decoded now (no memory, an interrupt stopped the decoder) goes back
 	 * to the queue's head for the next receiver: nothing taken is lost. */
+	pyw_stoppable st = pyw_stoppable_begin(); /* a huge value: the task's interrupt stops it */
 	if (it == NULL) {
 		const char *p = small;
 		PyObject *v = pyw_decode(&p, small + len, NULL, 0);
 		if (v == NULL && !malformed_item() && pyw_queue_unget_small(q, small, len) != PYW_Q_OK) {
 			PyErr_SetString(PyExc_MemoryError, "out of memory: a received item could neither be decoded nor put back");
 		}
+		pyw_stoppable_end(st);
 		return v;
 	}
 	const char *p = it->data;
@@ -241,6 +250,7 @@ static PyObject *do_recv(PyObject *self, int64_t timeout_ns) {
 	} else {
 		pyw_item_free(it);
 	}
+	pyw_stoppable_end(st);
 	return v;
 }
 
@@ -337,10 +347,17 @@ static PyObject *chan_send_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
 	PyObject **objs = PySequence_Fast_ITEMS(seq);
 	pyw_item *chain = NULL, **tail = &chain;
+	int stopped = 0;
 	for (Py_ssize_t i = 0; i < n; i++) {
 		pyw_refs refs = {0};
 		pyw_enc_err e;
-		if (pyw_encode(scratch_get(), &refs, 1, objs[i], &e) < 0) {
+		pyw_stoppable st = pyw_stoppable_begin();
+		int erc = pyw_encode(scratch_get(), &refs, 1, objs[i], &e);
+		if ((stopped = pyw_stoppable_end(st))) {
+			pyw_refs_free(&refs);
+			goto fail;
+		}
+		if (erc < 0) {
 			pyw_refs_free(&refs);
 			PyErr_Format(e.nomem ? PyExc_MemoryError : PyExc_TypeError, "cannot send item %zd: %s%s%s", i, e.path, e.path[0] ? ": " : "", e.msg);
 			goto fail;
@@ -377,7 +394,7 @@ fail:
 	pyw_item_free_chain(chain);
 	Py_DECREF(seq);
 	scratch_trim();
-	return NULL;
+	return stopped ? with_sent(0) : NULL; /* the interrupt says how many went, as a wait's does */
 }
 
 /* recv_many(max=64, timeout=None): wait for one item like recv, return it with up to max-1
@@ -415,6 +432,7 @@ static PyObject *chan_recv_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	}
 	PyObject *list = PyList_New((Py_ssize_t)n);
 	Py_ssize_t i = 0;
+	pyw_stoppable st = pyw_stoppable_begin(); /* huge values: the task's interrupt stops them */
 	for (pyw_item **at = &chain; *at != NULL && list != NULL; at = &(*at)->next, i++) {
 		pyw_item *it = *at;
 		const char *p = it->data;
@@ -436,6 +454,7 @@ static PyObject *chan_recv_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	} else {
 		pyw_item_free_chain(chain);
 	}
+	pyw_stoppable_end(st);
 	return list;
 }
 

@@ -227,7 +227,7 @@ static void begin(pyw_interp *w, uint64_t task) {
 	}
 	pyw_refs_clear(&w->out_refs);
 	w->current_task = task;
-	w->codec_stopped = 0;
+	w->codec_stops = 0;
 	int early = 0;
 	pthread_mutex_lock(&w->precancel_mu);
 	for (int k = 0; task != 0 && k < PYW_PRECANCELS; k++) {
@@ -281,7 +281,7 @@ static pyw_result finish_as(pyw_interp *w, uint64_t task, PyObject *value, int o
 	}
 	int interrupted = end_task(w, task);
 	/* an interrupt that stopped the codec (the arguments, or the result) interrupted the call */
-	r.interrupted = interrupted || w->codec_stopped;
+	r.interrupted = interrupted || w->codec_stops != 0;
 	atomic_store(&w->busy_task, 0);
 	PyEval_SaveThread();
 	return r;
@@ -807,7 +807,46 @@ int pyw_codec_stop(void) {
 	if (req == 0 || (req != PYW_ANY_TASK && req != busy)) {
 		return 0;
 	}
-	w->codec_stopped = 1;
+	w->codec_stops++;
+	return 1;
+}
+
+pyw_stoppable pyw_stoppable_begin(void) {
+	pyw_interp *w = current;
+	pyw_stoppable s = {-1, 0};
+	if (w != NULL) {
+		s.prev = w->stoppable;
+		s.stops = w->codec_stops;
+		w->stoppable = 1;
+	}
+	return s;
+}
+
+int pyw_stoppable_end(pyw_stoppable s) {
+	pyw_interp *w = current;
+	if (w == NULL || s.prev < 0) {
+		return 0;
+	}
+	w->stoppable = s.prev;
+	if (w->codec_stops == s.stops) {
+		return 0;
+	}
+	/* The interrupter waits for the GIL to inject its KeyboardInterrupt: let it, and wait until
+	 * it is done (it clears stop_codec last), so that the task gets one interrupt, not this
+	 * one and then the injected one in the code that handles it. As begin() waits. */
+	PyErr_Clear();
+	uint64_t busy = atomic_load(&w->busy_task);
+	Py_BEGIN_ALLOW_THREADS
+	for (;;) {
+		uint64_t req = atomic_load(&w->stop_codec);
+		if (req == 0 || (req != busy && req != PYW_ANY_TASK)) {
+			break;
+		}
+		struct timespec pause = {0, 20 * 1000};
+		nanosleep(&pause, NULL);
+	}
+	Py_END_ALLOW_THREADS
+	pyw_raise_interrupt(); /* takes back the injected one, raises it here */
 	return 1;
 }
 

@@ -476,8 +476,9 @@ func (t *Thread) SetOutput(stdout, stderr io.Writer) {
 // KeyboardInterrupt (within about 5 ms, CPython's switch interval) and returns an
 // *InterruptedError wrapping ctx.Err(). time.sleep stops at once; another blocking C call (a
 // socket read, select) sees the interrupt only when it returns. pyworkers' own conversion of
-// arguments and results, which holds the GIL, stops too once it has run about a millisecond (a
-// huge value, or one whose shared parts expand without end).
+// arguments and results, and of a channel's values the code sends or receives, which holds the
+// GIL, stops too once it has run about a millisecond (a huge value, or one whose shared parts
+// expand without end).
 func (t *Thread) Exec(ctx context.Context, src string) error {
 	_, err := t.run(ctx, 0, src)
 	return err

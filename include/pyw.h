@@ -125,16 +125,16 @@ typedef struct pyw_interp {
 	uint64_t held_task;
 	int held_skips;
 	/* The codec's stop (pyw_codec_stop): the task whose call is being served, from begin to the
-	 * end of its result's encoding, and whether the conversion running now is the call's own
-	 * (its arguments, its result: not a channel's in the task's Python code), both on the
+	 * end of its result's encoding, and whether the conversion running now may be stopped
+	 * (its arguments, its result, a channel's value: pyw_stoppable_begin), both on the
 	 * interpreter's own thread only; the task an interrupter waiting for the GIL wants stopped
-	 * (PYW_ANY_TASK: whatever runs), set before it waits and cleared after; and whether the
+	 * (PYW_ANY_TASK: whatever runs), set before it waits and cleared after; and how often the
 	 * codec stopped for it during this call. busy_task is written on the interpreter's own
 	 * thread and read by interrupters, which wait for the GIL only for the task it names. */
 	_Atomic uint64_t busy_task;
 	int stoppable;
 	_Atomic uint64_t stop_codec;
-	int codec_stopped;
+	unsigned codec_stops;
 	/* pyw_interp_wind_down runs: an interrupt reaches the interpreter's other threads too; and
 	 * how many interrupts were injected into its own thread so far. With the GIL held. */
 	int winding_down;
@@ -301,6 +301,17 @@ int pyw_reinterrupt(void);
  * huge value, a structure whose shared parts expand without end). 1: stop, with the call marked
  * interrupted. */
 int pyw_codec_stop(void);
+/* GIL held: a conversion the task's own code asks for (a channel's send or receive) may be
+ * stopped by the task's interrupt as its call's arguments and result are; between begin and
+ * end. pyw_stoppable_end returns 1 when the codec stopped for an interrupt meanwhile: it has
+ * waited for the interrupter (which waits for the GIL) and raised KeyboardInterrupt in place of
+ * whatever the conversion raised, once, as the interrupt; the caller returns NULL. */
+typedef struct {
+	int prev;
+	unsigned stops;
+} pyw_stoppable;
+pyw_stoppable pyw_stoppable_begin(void);
+int pyw_stoppable_end(pyw_stoppable s);
 /* GIL held, on an interpreter's own thread: if the running task was interrupted, it is ending on
  * it (it only keeps what finished): an interrupt repeated to end it (CloseContext's) that is
  * pending is withdrawn, and the next ones are not injected (see held_task). 1 if it was. */
