@@ -1277,3 +1277,52 @@ except KeyboardInterrupt as e:
 		assert.Equal(t, 0, c.Len(), send)
 	}
 }
+
+// An async call's cancellation is a CancelledError at its task's next await, not a
+// KeyboardInterrupt, also when it comes while a task converts a channel's value (and the
+// conversion stops): the interrupt asks the loop to cancel and injects nothing, so the
+// conversion runs again. Escalation to KeyboardInterrupt after 50 ms aside: here the loop takes
+// the cancellation within a few ms (Go drains the channel).
+func TestAsyncCancellationDuringAChannelConversionIsACancellation(t *testing.T) {
+	i := newInterp(t)
+	c := newChan(t, 0)
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for {
+			if _, err := c.Recv(bg); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() { c.Close(); <-drained }()
+	require.NoError(t, i.Exec(bg, fmt.Sprintf(`
+import asyncio, pyworkers
+ch = pyworkers.Channel(%d)
+big = list(range(300_000))  # a few ms to convert: past the ~1 ms after which an interrupt stops it
+seen = None
+
+async def child():
+    global seen
+    try:
+        while True:
+            ch.send(big)
+            await asyncio.sleep(0)
+    except BaseException as e:
+        seen = type(e).__name__
+        raise
+
+async def main():
+    await asyncio.create_task(child())
+`, c.ID())))
+	for range 3 {
+		ctx, cancel := context.WithTimeout(bg, 300*time.Millisecond)
+		_, err := i.Call(ctx, "__main__:main")
+		cancel()
+		var ie *cpython.InterruptedError
+		require.ErrorAs(t, err, &ie)
+		seen, err := i.Eval(bg, "seen")
+		require.NoError(t, err)
+		assert.Equal(t, "CancelledError", seen)
+	}
+}

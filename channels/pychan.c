@@ -154,10 +154,13 @@ static PyObject *do_send(PyObject *self, PyObject *obj, int64_t timeout_ns) {
 	}
 	pyw_refs refs = {0};
 	pyw_enc_err e;
-	pyw_stoppable st = pyw_stoppable_begin(); /* a huge value: the task's interrupt stops it */
-	int erc = pyw_encode(scratch_get(), &refs, 1, obj, &e);
-	if (pyw_stoppable_end(st)) {
-		pyw_refs_free(&refs);
+	int erc, stop;
+	do { /* a huge value: the task's interrupt stops it (pyw_stoppable_end) */
+		pyw_stoppable st = pyw_stoppable_begin();
+		erc = pyw_encode(scratch_get(), &refs, 1, obj, &e); /* on failure: refs as they were */
+		stop = pyw_stoppable_end(st, erc < 0 && e.stopped);
+	} while (stop == PYW_STOP_AGAIN);
+	if (stop == PYW_STOP_RAISED) {
 		scratch_trim();
 		return NULL;
 	}
@@ -211,6 +214,10 @@ static int give_back_if_interrupted(PyObject *self, pyw_queue *q, const char *sm
  * error; the Go side does the same. */
 static int malformed_item(void) { return PyErr_ExceptionMatches(PyExc_ValueError); }
 
+/* Whether a decoding failed because the task's interrupt stopped it (pyw_codec_stop): it runs no
+ * Python code, so its KeyboardInterrupt can come from nowhere else. */
+static int decode_stopped(PyObject *v) { return v == NULL && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt); }
+
 static PyObject *do_recv(PyObject *self, int64_t timeout_ns) {
 	if (pyw_interrupt_pending(interp_of(self))) { /* the task is being interrupted: take nothing */
 		return pyw_raise_interrupt();
@@ -231,27 +238,28 @@ static PyObject *do_recv(PyObject *self, int64_t timeout_ns) {
 	if (rc != PYW_Q_OK) {
 		return outcome(self, rc, 0);
 	}
-	/* An item that cannot be decoded now (no memory, an interrupt stopped the decoder) goes back
-	 * to the queue's head for the next receiver: nothing taken is lost. */
-	pyw_stoppable st = pyw_stoppable_begin(); /* a huge value: the task's interrupt stops it */
-	if (it == NULL) {
-		const char *p = small;
-		PyObject *v = pyw_decode(&p, small + len, NULL, 0);
-		if (v == NULL && !malformed_item() && pyw_queue_unget_small(q, small, len) != PYW_Q_OK) {
-			PyErr_SetString(PyExc_MemoryError, "out of memory: a received item could neither be decoded nor put back");
-		}
-		pyw_stoppable_end(st);
+	PyObject *v;
+	int stop;
+	do { /* a huge value: the task's interrupt stops it (pyw_stoppable_end) */
+		pyw_stoppable st = pyw_stoppable_begin();
+		const char *p = it != NULL ? it->data : small;
+		v = it != NULL ? pyw_decode(&p, it->data + it->len, it->refs.v, it->refs.n) : pyw_decode(&p, small + len, NULL, 0);
+		stop = pyw_stoppable_end(st, decode_stopped(v));
+	} while (stop == PYW_STOP_AGAIN);
+	if (v != NULL || (stop == PYW_STOP_NONE && malformed_item())) {
+		pyw_item_free(it);
 		return v;
 	}
-	const char *p = it->data;
-	PyObject *v = pyw_decode(&p, it->data + it->len, it->refs.v, it->refs.n);
-	if (v == NULL && !malformed_item()) {
+	/* An item that cannot be decoded now (no memory, the task's interrupt stopped the decoder)
+	 * goes back to the queue's head for the next receiver: nothing taken is lost. */
+	if (it != NULL) {
 		pyw_queue_unget(q, it);
-	} else {
-		pyw_item_free(it);
+	} else if (pyw_queue_unget_small(q, small, len) != PYW_Q_OK) {
+		/* decoding a small item fails only for want of memory, and there was none to put it back
+		 * either: say so rather than lose it silently */
+		PyErr_SetString(PyExc_MemoryError, "out of memory: a received item could neither be decoded nor put back");
 	}
-	pyw_stoppable_end(st);
-	return v;
+	return NULL;
 }
 
 /* Arguments (positional or keyword) of send(obj, timeout=None) / recv(timeout=None), parsed
@@ -351,10 +359,13 @@ static PyObject *chan_send_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	for (Py_ssize_t i = 0; i < n; i++) {
 		pyw_refs refs = {0};
 		pyw_enc_err e;
-		pyw_stoppable st = pyw_stoppable_begin();
-		int erc = pyw_encode(scratch_get(), &refs, 1, objs[i], &e);
-		if ((stopped = pyw_stoppable_end(st))) {
-			pyw_refs_free(&refs);
+		int erc, stop;
+		do {
+			pyw_stoppable st = pyw_stoppable_begin();
+			erc = pyw_encode(scratch_get(), &refs, 1, objs[i], &e);
+			stop = pyw_stoppable_end(st, erc < 0 && e.stopped);
+		} while (stop == PYW_STOP_AGAIN);
+		if ((stopped = stop == PYW_STOP_RAISED)) {
 			goto fail;
 		}
 		if (erc < 0) {
@@ -430,32 +441,38 @@ static PyObject *chan_recv_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	if (rc != PYW_Q_OK) {
 		return outcome(self, rc, 0);
 	}
-	PyObject *list = PyList_New((Py_ssize_t)n);
-	Py_ssize_t i = 0;
-	pyw_stoppable st = pyw_stoppable_begin(); /* huge values: the task's interrupt stops them */
-	for (pyw_item **at = &chain; *at != NULL && list != NULL; at = &(*at)->next, i++) {
-		pyw_item *it = *at;
-		const char *p = it->data;
-		PyObject *v = pyw_decode(&p, it->data + it->len, it->refs.v, it->refs.n);
-		if (v != NULL) {
-			PyList_SET_ITEM(list, i, v);
-			continue;
+	PyObject *list;
+	pyw_item **bad; /* the link to the item that failed to decode */
+	int stop;
+	do { /* huge values: the task's interrupt stops them (pyw_stoppable_end) */
+		pyw_stoppable st = pyw_stoppable_begin();
+		list = PyList_New((Py_ssize_t)n);
+		bad = NULL;
+		Py_ssize_t i = 0;
+		for (pyw_item **at = &chain; *at != NULL && list != NULL; at = &(*at)->next, i++) {
+			const char *p = (*at)->data;
+			PyObject *v = pyw_decode(&p, (*at)->data + (*at)->len, (*at)->refs.v, (*at)->refs.n);
+			if (v == NULL) {
+				Py_CLEAR(list);
+				bad = at;
+			} else {
+				PyList_SET_ITEM(list, i, v);
+			}
 		}
-		Py_CLEAR(list);
-		if (malformed_item()) { /* that one is dropped (see do_recv) */
-			*at = it->next;
-			it->next = NULL;
-			pyw_item_free(it);
-			break;
-		}
-	}
-	if (list == NULL) {
-		pyw_queue_unget(q, chain); /* the others, in order, for the next receiver (see do_recv) */
-	} else {
+		stop = pyw_stoppable_end(st, decode_stopped(list));
+	} while (stop == PYW_STOP_AGAIN);
+	if (list != NULL) {
 		pyw_item_free_chain(chain);
+		return list;
 	}
-	pyw_stoppable_end(st);
-	return list;
+	if (stop == PYW_STOP_NONE && bad != NULL && malformed_item()) { /* that one is dropped (see do_recv) */
+		pyw_item *it = *bad;
+		*bad = it->next;
+		it->next = NULL;
+		pyw_item_free(it);
+	}
+	pyw_queue_unget(q, chain); /* the others, in order, for the next receiver (see do_recv) */
+	return NULL;
 }
 
 static PyObject *chan_close(PyObject *self, PyObject *unused) {

@@ -313,6 +313,7 @@ static void codec_end(codec_state outer) {
 
 static int enc(enc_ctx *c, PyObject *o, int depth) {
 	if (stop_now()) {
+		c->e->stopped = 1;
 		return fail(c->e, "interrupted: the task's context ended while its value was converted%s", "");
 	}
 	pyw_buf *b = c->b;
@@ -395,6 +396,7 @@ int pyw_encode(pyw_buf *b, pyw_refs *refs, int share_large, PyObject *o, pyw_enc
 	err->path[0] = 0;
 	err->msg[0] = 0;
 	err->nomem = 0;
+	err->stopped = 0;
 	size_t start = b->len, nrefs = refs ? refs->n : 0;
 	enc_ctx c = {b, refs, share_large, err};
 	int rc = enc(&c, o, 0);
@@ -418,6 +420,7 @@ static int encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_e
 	err->path[0] = 0;
 	err->msg[0] = 0;
 	err->nomem = 0;
+	err->stopped = 0;
 	if (!PyList_CheckExact(list) || PyList_GET_SIZE(list) % 2 != 0) {
 		return fail(err, "call_many gave no flat list of outcomes%s", "");
 	}
@@ -459,6 +462,7 @@ static int encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_e
 		err->path[0] = 0;
 		err->msg[0] = 0;
 		err->nomem = 0;
+		err->stopped = 0;
 		int rc = enc(&c, Py_None, 1) == 0 && enc(&c, why, 1) == 0 ? 0 : -1;
 		Py_DECREF(why);
 		if (rc < 0) {

@@ -83,8 +83,8 @@
 //
 // Code that runs an interpreter of its own on the call's thread (concurrent.interpreters) is
 // interrupted there only where it waits in pyworkers (a channel's send or recv,
-// pyworkers.sleep), with KeyboardInterrupt; its other code runs on, and the interrupt is raised
-// in the call once that interpreter hands control back.
+// pyworkers.sleep) or converts a channel's value, with KeyboardInterrupt; its other code runs
+// on, and the interrupt is raised in the call once that interpreter hands control back.
 //
 // # Values
 //

@@ -813,23 +813,24 @@ int pyw_codec_stop(void) {
 
 pyw_stoppable pyw_stoppable_begin(void) {
 	pyw_interp *w = current;
-	pyw_stoppable s = {-1, 0};
+	pyw_stoppable s = {-1, 0, 0};
 	if (w != NULL) {
 		s.prev = w->stoppable;
 		s.stops = w->codec_stops;
+		s.injections = w->injections;
 		w->stoppable = 1;
 	}
 	return s;
 }
 
-int pyw_stoppable_end(pyw_stoppable s) {
+int pyw_stoppable_end(pyw_stoppable s, int stopped) {
 	pyw_interp *w = current;
 	if (w == NULL || s.prev < 0) {
-		return 0;
+		return PYW_STOP_NONE;
 	}
 	w->stoppable = s.prev;
-	if (w->codec_stops == s.stops) {
-		return 0;
+	if (!stopped) {
+		return PYW_STOP_NONE;
 	}
 	/* The interrupter waits for the GIL to inject its KeyboardInterrupt: let it, and wait until
 	 * it is done (it clears stop_codec last), so that the task gets one interrupt, not this
@@ -846,8 +847,14 @@ int pyw_stoppable_end(pyw_stoppable s) {
 		nanosleep(&pause, NULL);
 	}
 	Py_END_ALLOW_THREADS
+	if (w->injections == s.injections) {
+		/* it asked for a cancellation, or was held off: no interrupt here, and the stop does
+		 * not mark the call interrupted (finish_as) */
+		w->codec_stops = s.stops;
+		return PYW_STOP_AGAIN;
+	}
 	pyw_raise_interrupt(); /* takes back the injected one, raises it here */
-	return 1;
+	return PYW_STOP_RAISED;
 }
 
 int pyw_hold_if_interrupted(void) {

@@ -216,7 +216,8 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate);
 typedef struct {
 	char path[256];
 	char msg[256];
-	int nomem; /* it failed for want of memory: MemoryError, where a value that cannot cross is a TypeError */
+	int nomem;   /* it failed for want of memory: MemoryError, where a value that cannot cross is a TypeError */
+	int stopped; /* an interrupt stopped it (pyw_codec_stop) */
 } pyw_enc_err;
 int pyw_encode(pyw_buf *b, pyw_refs *refs, int share_large, PyObject *o, pyw_enc_err *err);
 /* Encodes call_many's flat list of outcomes (flag, value, flag, value, ...) as a list, each
@@ -303,15 +304,22 @@ int pyw_reinterrupt(void);
 int pyw_codec_stop(void);
 /* GIL held: a conversion the task's own code asks for (a channel's send or receive) may be
  * stopped by the task's interrupt as its call's arguments and result are; between begin and
- * end. pyw_stoppable_end returns 1 when the codec stopped for an interrupt meanwhile: it has
- * waited for the interrupter (which waits for the GIL) and raised KeyboardInterrupt in place of
- * whatever the conversion raised, once, as the interrupt; the caller returns NULL. */
+ * end. stopped: the conversion failed because the codec stopped (pyw_enc_err.stopped; a
+ * decoding's KeyboardInterrupt). Then pyw_stoppable_end clears its error, lets the interrupter
+ * (which waits for the GIL) finish, and returns PYW_STOP_RAISED with the interrupt raised here,
+ * once (not also injected into the code that handles it), or PYW_STOP_AGAIN when the
+ * interrupter injected nothing (an async call's loop is asked to cancel its task instead; the
+ * task holds interrupts off): the caller converts again. Else PYW_STOP_NONE. */
 typedef struct {
 	int prev;
 	unsigned stops;
+	uint64_t injections;
 } pyw_stoppable;
+#define PYW_STOP_NONE 0
+#define PYW_STOP_RAISED 1
+#define PYW_STOP_AGAIN 2
 pyw_stoppable pyw_stoppable_begin(void);
-int pyw_stoppable_end(pyw_stoppable s);
+int pyw_stoppable_end(pyw_stoppable s, int stopped);
 /* GIL held, on an interpreter's own thread: if the running task was interrupted, it is ending on
  * it (it only keeps what finished): an interrupt repeated to end it (CloseContext's) that is
  * pending is withdrawn, and the next ones are not injected (see held_task). 1 if it was. */
