@@ -1326,3 +1326,43 @@ async def main():
 		assert.Equal(t, "CancelledError", seen)
 	}
 }
+
+// A batch of many items, each too small for the codec's first poll (64k values), is stopped by
+// the task's interrupt like one huge value: send_many raises it with .sent = 0 rather than
+// converting all of them first; recv_many puts what it took back.
+func TestInterruptStopsAChannelBatchOfSmallItems(t *testing.T) {
+	i := newInterp(t)
+	c := newChan(t, 0)
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	err := i.Exec(ctx, fmt.Sprintf(`
+import pyworkers
+ch = pyworkers.Channel(%d)
+item = [None] * 60_000  # below the first poll
+caught = None
+try:
+    ch.send_many([item] * 5_000)  # 300 M values: far longer to convert than the 100 ms
+except KeyboardInterrupt as e:
+    caught = getattr(e, "sent", "-")
+    raise
+`, c.ID()))
+	var ie *cpython.InterruptedError
+	require.ErrorAs(t, err, &ie)
+	caught, err := i.Eval(bg, "caught")
+	require.NoError(t, err)
+	assert.Equal(t, int64(0), caught)
+	assert.Equal(t, 0, c.Len())
+
+	small := make([]any, 60_000)
+	for range 400 {
+		require.NoError(t, c.Send(bg, small))
+	}
+	ctx, cancel = context.WithTimeout(bg, 30*time.Millisecond)
+	defer cancel()
+	err = i.Exec(ctx, fmt.Sprintf(`
+while True:
+    pyworkers.Channel(%d).recv_many(400)  # 24 M values: longer to make than the 30 ms
+`, c.ID()))
+	require.ErrorAs(t, err, &ie)
+	assert.Equal(t, 400, c.Len(), "what recv_many took went back")
+}

@@ -356,6 +356,7 @@ static PyObject *chan_send_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	PyObject **objs = PySequence_Fast_ITEMS(seq);
 	pyw_item *chain = NULL, **tail = &chain;
 	int stopped = 0;
+	pyw_codec_carry(1); /* many items, each small: stoppable all the same */
 	for (Py_ssize_t i = 0; i < n; i++) {
 		pyw_refs refs = {0};
 		pyw_enc_err e;
@@ -382,6 +383,7 @@ static PyObject *chan_send_many(PyObject *self, PyObject *args, PyObject *kwds) 
 		*tail = it;
 		tail = &it->next;
 	}
+	pyw_codec_carry(0);
 	Py_DECREF(seq);
 	scratch_trim();
 	pyw_queue *q = ((ChannelObject *)self)->q;
@@ -402,6 +404,7 @@ static PyObject *chan_send_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	return PyLong_FromSize_t(pushed);
 
 fail:
+	pyw_codec_carry(0);
 	pyw_item_free_chain(chain);
 	Py_DECREF(seq);
 	scratch_trim();
@@ -444,8 +447,9 @@ static PyObject *chan_recv_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	PyObject *list;
 	pyw_item **bad; /* the link to the item that failed to decode */
 	int stop;
-	do { /* huge values: the task's interrupt stops them (pyw_stoppable_end) */
+	do { /* huge values, or many: the task's interrupt stops them (pyw_stoppable_end) */
 		pyw_stoppable st = pyw_stoppable_begin();
+		pyw_codec_carry(1);
 		list = PyList_New((Py_ssize_t)n);
 		bad = NULL;
 		Py_ssize_t i = 0;
@@ -459,6 +463,7 @@ static PyObject *chan_recv_many(PyObject *self, PyObject *args, PyObject *kwds) 
 				PyList_SET_ITEM(list, i, v);
 			}
 		}
+		pyw_codec_carry(0);
 		stop = pyw_stoppable_end(st, decode_stopped(list));
 	} while (stop == PYW_STOP_AGAIN);
 	if (list != NULL) {

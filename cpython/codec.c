@@ -299,14 +299,27 @@ typedef struct {
 	int stopped;
 } codec_state;
 
+/* Between pyw_codec_carry(1) and (0), the count of values goes on from one conversion to the
+ * next: a batch of items each too small for the first poll is stopped like one huge value. */
+static _Thread_local int codec_carry;
+static _Thread_local unsigned long codec_carried;
+
+void pyw_codec_carry(int on) {
+	codec_carry = on;
+	codec_carried = 0;
+}
+
 static codec_state codec_start(void) {
 	codec_state outer = {codec_steps, codec_stopped_here};
-	codec_steps = 0;
+	codec_steps = codec_carry ? codec_carried : 0;
 	codec_stopped_here = 0;
 	return outer;
 }
 
 static void codec_end(codec_state outer) {
+	if (codec_carry) {
+		codec_carried = codec_steps;
+	}
 	codec_steps = outer.steps;
 	codec_stopped_here = outer.stopped;
 }

@@ -302,6 +302,10 @@ int pyw_reinterrupt(void);
  * huge value, a structure whose shared parts expand without end). 1: stop, with the call marked
  * interrupted. */
 int pyw_codec_stop(void);
+/* GIL held: between pyw_codec_carry(1) and pyw_codec_carry(0), the codec counts the values of
+ * successive conversions together for its polls (a batch's items, each too small for the first
+ * one, about a millisecond in). */
+void pyw_codec_carry(int on);
 /* GIL held: a conversion the task's own code asks for (a channel's send or receive) may be
  * stopped by the task's interrupt as its call's arguments and result are; between begin and
  * end. stopped: the conversion failed because the codec stopped (pyw_enc_err.stopped; a
