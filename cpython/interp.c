@@ -123,6 +123,34 @@ static void inject(pyw_interp *w, uint64_t task) {
 	atomic_store(&w->interrupt_pending, 1);
 }
 
+/* Whether thread state t runs the import system's own code now: its innermost Python frame is
+ * importlib's (_frozen_importlib, _frozen_importlib_external). An interrupt raised there can
+ * leave the import's locks half-way (a module's lock taken, or the next waiter for it never
+ * woken: every thread that imports that module later waits for good, and so does the wind-down
+ * that joins them; seen with a thread's excepthook importing traceback as the interpreter wound
+ * down), so it is not injected then (PYW_DEFERRED). Raised in a module's own code instead, it
+ * unwinds through importlib, which undoes the import. With the GIL held: t is not running. */
+static int in_importlib(PyThreadState *t) {
+	PyFrameObject *f = PyThreadState_GetFrame(t);
+	if (f == NULL) {
+		PyErr_Clear(); /* no frame, or none could be made: not known to be importing */
+		return 0;
+	}
+	PyObject *g = PyFrame_GetGlobals(f);
+	Py_DECREF(f);
+	PyObject *mods = PySys_GetObject("modules"); /* borrowed */
+	int r = 0;
+	if (mods != NULL && PyDict_Check(mods)) {
+		static const char *const names[] = {"_frozen_importlib", "_frozen_importlib_external"};
+		for (size_t k = 0; k < sizeof names / sizeof *names && !r; k++) {
+			PyObject *m = PyDict_GetItemString(mods, names[k]); /* borrowed */
+			r = m != NULL && PyModule_Check(m) && PyModule_GetDict(m) == g;
+		}
+	}
+	Py_XDECREF(g);
+	return r;
+}
+
 /* Takes back an injected interrupt that was not raised yet (GIL held). */
 static void withdraw(pyw_interp *w) {
 	PyThreadState_SetAsyncExc(w->thread_ident, NULL);
@@ -164,7 +192,8 @@ static void inject_others(pyw_interp *w, PyThreadState *self) {
 	/* While threading starts a thread (threading._limbo), an interrupt before the new thread has
 	 * said it started (Thread._started) would keep the thread that starts it waiting for good,
 	 * where no interrupt reaches: only threads threading has noted as running (threading._active,
-	 * by ident) are interrupted then, and the others at the next interrupt. */
+	 * by ident) are interrupted then, and the others at the next interrupt; so are threads that
+ * run importlib's code now (in_importlib). */
 	PyObject *threading = imported("threading");
 	PyObject *limbo = threading ? PyObject_GetAttrString(threading, "_limbo") : NULL;
 	PyObject *active = NULL;
@@ -191,6 +220,10 @@ static void inject_others(pyw_interp *w, PyThreadState *self) {
 				skipped = 1;
 				continue;
 			}
+		}
+		if (in_importlib(t)) {
+			skipped = 1;
+			continue;
 		}
 		PyThreadState_SetAsyncExc(t->thread_id, PyExc_KeyboardInterrupt);
 	}
@@ -695,12 +728,16 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 			/* an escalation injects only while its request is still pending: not taken by the
 			 * loop, and the call still on it (see pyw_set_main_coro); after an injection the
 			 * loop must not cancel the task again for it */
-			w->cancel_pending = 0;
-			inject(w, cur);
+			if (in_importlib(w->tstate)) {
+				done = PYW_DEFERRED; /* the caller tries again soon */
+			} else {
+				w->cancel_pending = 0;
+				inject(w, cur);
+				done = PYW_INJECTED;
+			}
 			if (w->winding_down && others_due(w)) {
 				inject_others(w, ts);
 			}
-			done = PYW_INJECTED;
 		}
 	}
 	if (done && w->wake_fd >= 0) {

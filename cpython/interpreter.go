@@ -383,12 +383,29 @@ func (i *Interpreter) Done() <-chan struct{} { return i.done }
 // taken the request after escalateAfter (code that never awaits blocks it: a child task's, a
 // background task's), KeyboardInterrupt is injected after all. Called from any goroutine
 // except the interpreter's own.
+//
+// Code running in the import system (importlib's own frames: taking or giving back a module's
+// import lock, waiting for another thread's import of a module) is not interrupted: an
+// interrupt there could leave a lock taken, so that every later import of that module, in any
+// thread, waited for good. The interrupt is tried again at growing intervals (1 ms to 50 ms)
+// until it lands in other code (the imported module's own, or the code that imported it) or
+// the task ends.
 func (i *Interpreter) interrupt(task uint64) bool {
-	r := i.interruptC(task, 0)
+	r := i.interruptRetrying(task, 0)
 	if r == C.PYW_CANCEL_ASKED {
-		time.AfterFunc(escalateAfter, func() { i.interruptC(task, 1) })
+		time.AfterFunc(escalateAfter, func() { i.interruptRetrying(task, 1) })
 	}
 	return r > 0
+}
+
+// interruptRetrying is interruptC, tried again while it returns PYW_DEFERRED.
+func (i *Interpreter) interruptRetrying(task uint64, escalate C.int) C.int {
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		if r := i.interruptC(task, escalate); r != C.PYW_DEFERRED {
+			return r
+		}
+		time.Sleep(wait)
+	}
 }
 
 // escalateAfter is how long an async call's event loop has to take a request to cancel the

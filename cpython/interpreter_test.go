@@ -1228,3 +1228,72 @@ def item(n):
 	require.NoError(t, err)
 	assert.Equal(t, int64(2), v)
 }
+
+// slowImport writes pwslowmod.py, whose import takes 600 ms, to a new folder and puts that on
+// the interpreter's sys.path; imp(after) imports it after a sleep, and freeWaiter lets a
+// thread waiting for its import lock go on if an interrupt left that lock taken (so that a
+// failing test can still end the interpreter).
+func slowImport(t *testing.T, i *cpython.Interpreter) {
+	t.Helper()
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "pwslowmod.py"), []byte("import time\ntime.sleep(0.6)\n"), 0o644))
+	require.NoError(t, i.Exec(bg, fmt.Sprintf(`
+import sys, threading, time
+sys.path.insert(0, %q)
+def imp(after):
+    time.sleep(after)
+    import pwslowmod
+def freeWaiter():
+    ref = sys.modules["_frozen_importlib"]._module_locks.get("pwslowmod")
+    lock = ref and ref()
+    if lock is not None and lock.wakeup.locked():
+        lock.wakeup.release()
+`, dir)))
+}
+
+// An interrupt that comes while the task runs importlib's own code (here: waiting for another
+// thread's import of the same module) lands once the task is back in its own code. Raised in
+// importlib's _ModuleLock.acquire, just after its wait, it left the lock's wake-up taken: the
+// next thread waiting to import the module waited for good, and so did the interpreter's end,
+// which joins that thread.
+func TestInterruptWaitsOutTheImportSystem(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	slowImport(t, i)
+	// first takes the module's import lock; the task waits for it from 100 ms, later from 200 ms
+	ctx, cancel := context.WithTimeout(bg, 300*time.Millisecond)
+	defer cancel()
+	err := i.Exec(ctx, `
+first = threading.Thread(target=imp, args=(0,))
+later = threading.Thread(target=imp, args=(0.2,))
+first.start()
+later.start()
+time.sleep(0.1)
+import pwslowmod
+while True:
+    pass
+`)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	var ie *cpython.InterruptedError
+	require.ErrorAs(t, err, &ie)
+	assert.NotContains(t, ie.Python.Traceback, "importlib", "raised in the task's own code, after the import")
+	alive, err := i.Eval(bg, "later.join(10) or later.is_alive()")
+	require.NoError(t, err)
+	if !assert.Equal(t, false, alive, "the thread that waited for the module after the task imported it") {
+		require.NoError(t, i.Exec(bg, "freeWaiter()\nlater.join()"))
+	}
+}
+
+// The same for the interrupts that reach an ending interpreter's other threads: one waiting for
+// a module's import lock is interrupted once it has it, not in importlib.
+func TestCloseContextWaitsOutTheImportSystem(t *testing.T) {
+	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stderr: io.Discard})
+	require.NoError(t, err)
+	slowImport(t, i)
+	require.NoError(t, i.Exec(bg, `
+threads = [threading.Thread(target=imp, args=(k / 10,)) for k in range(3)]
+for th in threads:
+    th.start()
+time.sleep(0.3)  # one imports, two wait
+`))
+	pwtest.CloseByDeadline(t, i, 100*time.Millisecond, "the threads waiting for a module's import lock")
+}

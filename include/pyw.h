@@ -199,11 +199,13 @@ pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, s
 /* From any other thread: interrupts task (0: whatever runs) if (and only if) it is still the
  * running one. Returns PYW_INJECTED for KeyboardInterrupt injected, PYW_CANCEL_ASKED when the
  * task is an async call's whose event loop was asked to cancel it instead (the caller then
- * escalates, below, if the loop has not taken the request soon), 0 when it did nothing. With
+ * escalates, below, if the loop has not taken the request soon), PYW_DEFERRED when the task
+ * runs the import system's own code, where an interrupt would leave its locks taken (the caller
+ * tries again shortly, until it injects or the task ends), 0 when it did nothing. With
  * escalate set, it only injects KeyboardInterrupt into a task whose cancel request the loop has
  * not taken yet. While the interpreter winds down (pyw_interp_wind_down) the injection reaches
  * its other threads too (the first time, then once a second at most). Blocks until it can take the interpreter's GIL. */
-enum { PYW_INJECTED = 1, PYW_CANCEL_ASKED = 2 };
+enum { PYW_INJECTED = 1, PYW_CANCEL_ASKED = 2, PYW_DEFERRED = 3 };
 int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate);
 
 /* ---- codec (codec.c): PyObject <-> wire; GIL held */
