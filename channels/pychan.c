@@ -148,19 +148,29 @@ static void scratch_trim(void) {
 	}
 }
 
+/* pyw_encode of obj into scratch (its result; on failure refs as they were), which the task's
+ * interrupt stops for a huge value: then *raised is 1, with the interrupt raised
+ * (pyw_stoppable_end); a stop that raised nothing converts again. */
+static int encode_stoppable(PyObject *obj, pyw_refs *refs, pyw_enc_err *e, int *raised) {
+	int erc, stop;
+	do {
+		pyw_stoppable st = pyw_stoppable_begin();
+		erc = pyw_encode(scratch_get(), refs, 1, obj, e);
+		stop = pyw_stoppable_end(st, erc < 0 && e->stopped);
+	} while (stop == PYW_STOP_AGAIN);
+	*raised = stop == PYW_STOP_RAISED;
+	return erc;
+}
+
 static PyObject *do_send(PyObject *self, PyObject *obj, int64_t timeout_ns) {
 	if (pyw_interrupt_pending(interp_of(self))) { /* the task is being interrupted: send nothing */
 		return pyw_raise_interrupt();
 	}
 	pyw_refs refs = {0};
 	pyw_enc_err e;
-	int erc, stop;
-	do { /* a huge value: the task's interrupt stops it (pyw_stoppable_end) */
-		pyw_stoppable st = pyw_stoppable_begin();
-		erc = pyw_encode(scratch_get(), &refs, 1, obj, &e); /* on failure: refs as they were */
-		stop = pyw_stoppable_end(st, erc < 0 && e.stopped);
-	} while (stop == PYW_STOP_AGAIN);
-	if (stop == PYW_STOP_RAISED) {
+	int raised;
+	int erc = encode_stoppable(obj, &refs, &e, &raised);
+	if (raised) {
 		scratch_trim();
 		return NULL;
 	}
@@ -360,13 +370,8 @@ static PyObject *chan_send_many(PyObject *self, PyObject *args, PyObject *kwds) 
 	for (Py_ssize_t i = 0; i < n; i++) {
 		pyw_refs refs = {0};
 		pyw_enc_err e;
-		int erc, stop;
-		do {
-			pyw_stoppable st = pyw_stoppable_begin();
-			erc = pyw_encode(scratch_get(), &refs, 1, objs[i], &e);
-			stop = pyw_stoppable_end(st, erc < 0 && e.stopped);
-		} while (stop == PYW_STOP_AGAIN);
-		if ((stopped = stop == PYW_STOP_RAISED)) {
+		int erc = encode_stoppable(objs[i], &refs, &e, &stopped);
+		if (stopped) {
 			goto fail;
 		}
 		if (erc < 0) {

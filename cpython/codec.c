@@ -404,12 +404,17 @@ static void unwind(pyw_buf *b, pyw_refs *refs, size_t len, size_t nrefs) {
 	}
 }
 
-int pyw_encode(pyw_buf *b, pyw_refs *refs, int share_large, PyObject *o, pyw_enc_err *err) {
-	codec_state outer = codec_start();
+/* An encoding error that says nothing yet. */
+static void err_clear(pyw_enc_err *err) {
 	err->path[0] = 0;
 	err->msg[0] = 0;
 	err->nomem = 0;
 	err->stopped = 0;
+}
+
+int pyw_encode(pyw_buf *b, pyw_refs *refs, int share_large, PyObject *o, pyw_enc_err *err) {
+	codec_state outer = codec_start();
+	err_clear(err);
 	size_t start = b->len, nrefs = refs ? refs->n : 0;
 	enc_ctx c = {b, refs, share_large, err};
 	int rc = enc(&c, o, 0);
@@ -430,10 +435,7 @@ int pyw_encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_err 
 }
 
 static int encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_err *err) {
-	err->path[0] = 0;
-	err->msg[0] = 0;
-	err->nomem = 0;
-	err->stopped = 0;
+	err_clear(err);
 	if (!PyList_CheckExact(list) || PyList_GET_SIZE(list) % 2 != 0) {
 		return fail(err, "call_many gave no flat list of outcomes%s", "");
 	}
@@ -472,10 +474,7 @@ static int encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_e
 			unwind(b, refs, start, nrefs0);
 			return nomem(err, "out of memory");
 		}
-		err->path[0] = 0;
-		err->msg[0] = 0;
-		err->nomem = 0;
-		err->stopped = 0;
+		err_clear(err);
 		int rc = enc(&c, Py_None, 1) == 0 && enc(&c, why, 1) == 0 ? 0 : -1;
 		Py_DECREF(why);
 		if (rc < 0) {
