@@ -807,15 +807,24 @@ void pyw_wait_prepare(pyw_interp *mod) {
 	}
 }
 
-void pyw_set_wake_fd(int fd) {
+/* The interpreter whose own thread this is, while its own code runs: not an interpreter that
+ * code runs on this thread (concurrent.interpreters), whose objects, sockets and thread states
+ * the worker's state must never name (its pyworkers module's private functions change nothing
+ * then). GIL held. */
+static pyw_interp *own(void) {
 	pyw_interp *w = current;
+	return w != NULL && PyInterpreterState_Get() == w->interp ? w : NULL;
+}
+
+void pyw_set_wake_fd(int fd) {
+	pyw_interp *w = own();
 	if (w != NULL) {
 		w->wake_fd = fd;
 	}
 }
 
 void pyw_set_main_coro(PyObject *coro) {
-	pyw_interp *w = current;
+	pyw_interp *w = own();
 	if (w == NULL) {
 		return;
 	}
@@ -826,7 +835,7 @@ void pyw_set_main_coro(PyObject *coro) {
 }
 
 int pyw_take_cancel(void) {
-	pyw_interp *w = current;
+	pyw_interp *w = own();
 	if (w == NULL || !w->cancel_pending) {
 		return 0;
 	}
@@ -895,10 +904,10 @@ int pyw_stoppable_end(pyw_stoppable s, int stopped) {
 }
 
 int pyw_hold_if_interrupted(void) {
-	if (!pyw_task_interrupted()) {
+	pyw_interp *w = own();
+	if (w == NULL || !pyw_task_interrupted()) {
 		return 0;
 	}
-	pyw_interp *w = current;
 	if (w->held_task != w->current_task) {
 		w->held_task = w->current_task;
 		w->held_skips = 0;
@@ -910,10 +919,11 @@ int pyw_hold_if_interrupted(void) {
 int pyw_reinterrupt(void) {
 	/* Not while the interpreter winds down: an atexit function's interrupt would end every one
 	 * after it too (printed as ignored instead, as CPython does). */
-	if (!pyw_task_interrupted() || current->winding_down) {
+	pyw_interp *w = own();
+	if (w == NULL || !pyw_task_interrupted() || w->winding_down) {
 		return 0;
 	}
-	inject(current, current->current_task);
+	inject(w, w->current_task);
 	return 1;
 }
 

@@ -1297,3 +1297,44 @@ time.sleep(0.3)  # one imports, two wait
 `))
 	pwtest.CloseByDeadline(t, i, 100*time.Millisecond, "the threads waiting for a module's import lock")
 }
+
+// The pyworkers module's private functions change the worker's state only when its own
+// interpreter calls them, not a nested one run on its thread (concurrent.interpreters): there
+// the wake socket of an event loop of the nested interpreter's would become the one the
+// worker's interrupts write to, a number that another socket of the worker's may have later
+// (and the coroutine of an async call of the nested interpreter's would be kept, and released,
+// in the worker's).
+func TestNestedInterpreterLeavesTheWorkersStateAlone(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Exec(bg, `
+import socket
+from concurrent import interpreters
+nested = interpreters.create()
+try:
+    nested.exec("""
+import pyworkers, socket
+a, b = socket.socketpair()
+pyworkers._set_wake_fd(a.fileno())
+pyworkers._set_main(object())
+fd = a.fileno()
+a.close()
+b.close()
+""")
+    fd = nested.call(eval, "fd")
+finally:
+    nested.close()
+mine, other = socket.socketpair()
+other.setblocking(False)
+`))
+	reused, err := i.Eval(bg, "mine.fileno() == fd")
+	require.NoError(t, err)
+	if reused != true {
+		t.Skip("the worker's socket did not get the number the nested interpreter's had")
+	}
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, i.Exec(ctx, "while True: pass"), context.DeadlineExceeded)
+	got, err := i.Eval(bg, `other.recv(1) if __import__("select").select([other], [], [], 0)[0] else b""`)
+	require.NoError(t, err)
+	assert.Empty(t, got, "the interrupt wrote to a socket of the worker's")
+}

@@ -297,7 +297,8 @@ void pyw_wait_prepare(pyw_interp *mod);
 int pyw_task_interrupted(void);
 /* GIL held, on an interpreter's own thread: the running task's interrupt was raised and then
  * swallowed by code that ignores exceptions (a weakref callback, a __del__: CPython reports
- * them to sys.unraisablehook: module.c's); inject it again. 1 if it did. */
+ * them to sys.unraisablehook: module.c's); inject it again. 1 if it did; 0 in a nested
+ * interpreter's code (concurrent.interpreters), which gets no interrupt of the task's. */
 int pyw_reinterrupt(void);
 /* GIL held, polled by the codec while it encodes or decodes: whether an interrupt of the task
  * this thread serves is waiting for the GIL, which the codec holds for as long as it runs (a
@@ -326,10 +327,13 @@ typedef struct {
 #define PYW_STOP_AGAIN 2
 pyw_stoppable pyw_stoppable_begin(void);
 int pyw_stoppable_end(pyw_stoppable s, int stopped);
-/* GIL held, on an interpreter's own thread: if the running task was interrupted, it is ending on
- * it (it only keeps what finished): an interrupt repeated to end it (CloseContext's) that is
- * pending is withdrawn, and the next ones are not injected (see held_task). 1 if it was. */
+/* GIL held, on an interpreter's own thread (its own code: not a nested interpreter's, below): if
+ * the running task was interrupted, it is ending on it (it only keeps what finished): an
+ * interrupt repeated to end it (CloseContext's) that is pending is withdrawn, and the next ones
+ * are not injected (see held_task). 1 if it was. */
 int pyw_hold_if_interrupted(void);
+/* These four act only while the interpreter's own code runs on its thread, not a nested
+ * interpreter's (concurrent.interpreters): there they do nothing (take_cancel returns 0). */
 /* GIL held, on an interpreter's own thread: the socket an interrupt writes a byte to, or -1. */
 void pyw_set_wake_fd(int fd);
 /* GIL held, on an interpreter's own thread: the coroutine of the async call running now on the
