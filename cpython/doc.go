@@ -47,10 +47,12 @@
 // pyworkers.sleep, which an interrupt ends); another blocking C call, such as a socket read,
 // select or a lock's wait, sees the interrupt only when it returns. Nor is the import system's
 // own code interrupted (importlib taking or giving back a module's import lock, or waiting for
-// another thread's import of that module): a KeyboardInterrupt there could leave the lock taken,
-// and every later import of the module, in any thread, waiting for good. The interrupt is tried
-// again (at 1 to 50 ms) until it finds other code running: the imported module's, which it stops
-// (importlib then undoes the import), or the code that imported it. The call then returns an
+// another thread's import of that module), nor, for a second, code it calls (a finder, a
+// finalizer): a KeyboardInterrupt there could leave the lock taken, and every later import of
+// the module, in any thread, waiting for good. The interrupt is tried again (at 1 to 50 ms)
+// until it finds other code running: the imported module's own, which it stops (importlib then
+// undoes the import), or the code that imported it; code that waits for good for another
+// thread's import that never ends is not interrupted. The call then returns an
 // *InterruptedError that wraps ctx.Err() and the KeyboardInterrupt's *PythonError (its
 // traceback shows where the code was stopped), and the interpreter is ready for the next call.
 // An interrupt never leaks into a later call. The code that runs once the call's own has ended

@@ -123,31 +123,50 @@ static void inject(pyw_interp *w, uint64_t task) {
 	atomic_store(&w->interrupt_pending, 1);
 }
 
-/* Whether thread state t runs the import system's own code now: its innermost Python frame is
- * importlib's (_frozen_importlib, _frozen_importlib_external). An interrupt raised there can
- * leave the import's locks half-way (a module's lock taken, or the next waiter for it never
- * woken: every thread that imports that module later waits for good, and so does the wind-down
- * that joins them; seen with a thread's excepthook importing traceback as the interpreter wound
- * down), so it is not injected then (PYW_DEFERRED). Raised in a module's own code instead, it
- * unwinds through importlib, which undoes the import. With the GIL held: t is not running. */
-static int in_importlib(PyThreadState *t) {
-	PyFrameObject *f = PyThreadState_GetFrame(t);
-	if (f == NULL) {
-		PyErr_Clear(); /* no frame, or none could be made: not known to be importing */
-		return 0;
-	}
-	PyObject *g = PyFrame_GetGlobals(f);
-	Py_DECREF(f);
+/* Whether an interrupt injected into thread state t now could be raised in the import system's
+ * own code (importlib: _frozen_importlib, _frozen_importlib_external). Raised there, between a
+ * lock's acquire and its release, it can leave the import's locks half-way (a module's lock
+ * taken, or the next waiter for it never woken: every thread that imports that module later
+ * waits for good, and so does the wind-down that joins them; seen with a thread's excepthook
+ * importing traceback as the interpreter wound down), so it is not injected then
+ * (PYW_DEFERRED). The injected exception is raised at t's next check, which may come only once
+ * its innermost frame has returned (a return has none): so the frames are walked out from the
+ * innermost to a module's top-level code (which importlib runs, and which an exception unwinds
+ * through importlib, undoing the import), and an importlib frame before that defers it; so do
+ * the finders, finalizers and other code importlib calls. Unless patient is 0 (the interrupt
+ * has waited a second): then only importlib's own frame innermost does, and code importlib
+ * calls that runs that long (a finder that hangs) is interrupted after all, where it almost
+ * surely checks again before it returns. With the GIL held: t is not running. */
+static int in_importlib(PyThreadState *t, int patient) {
 	PyObject *mods = PySys_GetObject("modules"); /* borrowed */
-	int r = 0;
+	PyObject *dicts[2] = {NULL, NULL};
 	if (mods != NULL && PyDict_Check(mods)) {
 		static const char *const names[] = {"_frozen_importlib", "_frozen_importlib_external"};
-		for (size_t k = 0; k < sizeof names / sizeof *names && !r; k++) {
+		for (size_t k = 0; k < 2; k++) {
 			PyObject *m = PyDict_GetItemString(mods, names[k]); /* borrowed */
-			r = m != NULL && PyModule_Check(m) && PyModule_GetDict(m) == g;
+			dicts[k] = m != NULL && PyModule_Check(m) ? PyModule_GetDict(m) : NULL;
 		}
 	}
-	Py_XDECREF(g);
+	if (dicts[0] == NULL && dicts[1] == NULL) {
+		return 0;
+	}
+	int r = 0;
+	PyFrameObject *f = PyThreadState_GetFrame(t);
+	while (f != NULL) {
+		PyObject *g = PyFrame_GetGlobals(f);
+		r = g != NULL && (g == dicts[0] || g == dicts[1]);
+		Py_XDECREF(g);
+		PyCodeObject *co = PyFrame_GetCode(f);
+		int top = PyUnicode_EqualToUTF8(co->co_name, "<module>");
+		Py_DECREF(co);
+		if (r || top || !patient) {
+			break;
+		}
+		PyFrameObject *back = PyFrame_GetBack(f);
+		Py_SETREF(f, back);
+	}
+	Py_XDECREF(f);
+	PyErr_Clear(); /* a frame object that could not be made: the walk ends there */
 	return r;
 }
 
@@ -184,6 +203,16 @@ static int others_due(pyw_interp *w) {
 	return w->others_at == 0 || pyw_monotonic_ns() - w->others_at >= 1000000000;
 }
 
+/* Whether thread ident id was interrupted in this round of inject_others. */
+static int others_hit(const pyw_interp *w, unsigned long id) {
+	for (size_t k = 0; k < w->others_nhit; k++) {
+		if (w->others_hit[k] == id) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
 /* The interrupt of an interpreter winding down (pyw_interp_wind_down), which waits for its other
  * threads: KeyboardInterrupt for each of them too (not the interrupter's own, self). With the
  * GIL held, under which none of them is deleted (a thread deletes its own state with the GIL),
@@ -193,7 +222,14 @@ static void inject_others(pyw_interp *w, PyThreadState *self) {
 	 * said it started (Thread._started) would keep the thread that starts it waiting for good,
 	 * where no interrupt reaches: only threads threading has noted as running (threading._active,
 	 * by ident) are interrupted then, and the others at the next interrupt; so are threads that
- * run importlib's code now (in_importlib). */
+	 * run importlib's code now (in_importlib). A round's threads are noted (others_hit): the
+	 * next interrupts before the next round reach only those it left out. */
+	int fresh = others_due(w);
+	if (fresh) {
+		w->others_at = pyw_monotonic_ns();
+		w->others_nhit = 0;
+		w->others_rounds++;
+	}
 	PyObject *threading = imported("threading");
 	PyObject *limbo = threading ? PyObject_GetAttrString(threading, "_limbo") : NULL;
 	PyObject *active = NULL;
@@ -206,10 +242,10 @@ static void inject_others(pyw_interp *w, PyThreadState *self) {
 	Py_XDECREF(limbo);
 	Py_XDECREF(threading);
 	PyErr_Clear();
-	int skipped = 0;
+	int skipped = 0, injected = 0;
 	for (PyThreadState *t = PyInterpreterState_ThreadHead(w->interp); t != NULL; t = PyThreadState_Next(t)) {
-		if (t == self || t == w->tstate || t->thread_id == 0) { /* 0: its thread has yet to start */
-			continue;
+		if (t == self || t == w->tstate || t->thread_id == 0 || others_hit(w, t->thread_id)) {
+			continue; /* thread_id 0: its thread has yet to start */
 		}
 		if (active != NULL) {
 			PyObject *id = PyLong_FromUnsignedLong(t->thread_id);
@@ -221,14 +257,29 @@ static void inject_others(pyw_interp *w, PyThreadState *self) {
 				continue;
 			}
 		}
-		if (in_importlib(t)) {
+		if (in_importlib(t, w->others_rounds <= 1)) { /* the first second: patient */
 			skipped = 1;
 			continue;
 		}
+		if (w->others_nhit == w->others_caphit) {
+			size_t n = w->others_caphit ? 2 * w->others_caphit : 8;
+			unsigned long *hit = realloc(w->others_hit, n * sizeof *hit);
+			if (hit == NULL) {
+				skipped = 1; /* not noted, not interrupted: at the next interrupt */
+				continue;
+			}
+			w->others_hit = hit;
+			w->others_caphit = n;
+		}
+		w->others_hit[w->others_nhit++] = t->thread_id;
 		PyThreadState_SetAsyncExc(t->thread_id, PyExc_KeyboardInterrupt);
+		injected = 1;
 	}
 	Py_XDECREF(active);
-	w->others_at = skipped ? 0 : pyw_monotonic_ns(); /* skipped ones: at the next interrupt */
+	w->others_owed = skipped; /* skipped ones: at the next interrupt */
+	if (!fresh && !injected) {
+		return;
+	}
 	pthread_mutex_lock(&w->others_mu); /* and ends their waits: sleeps, queue waits */
 	w->others_gen++;
 	for (struct pyw_other_wait *o = w->others_waits; o != NULL; o = o->next) {
@@ -441,6 +492,7 @@ fail:
 		pthread_mutex_destroy(&w->wait_mu);
 		pthread_mutex_destroy(&w->others_mu);
 		pthread_mutex_destroy(&w->precancel_mu);
+		free(w->others_hit);
 		free(w);
 	}
 	return NULL;
@@ -545,6 +597,7 @@ void pyw_interp_end(pyw_interp *w) {
 	pthread_mutex_destroy(&w->wait_mu);
 	pthread_mutex_destroy(&w->others_mu);
 	pthread_mutex_destroy(&w->precancel_mu);
+	free(w->others_hit);
 	free(w);
 	give_back_memory();
 }
@@ -683,8 +736,10 @@ static int cancel_instead(pyw_interp *w) {
 }
 
 int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
+	int again = escalate & PYW_INTERRUPT_AGAIN, late = escalate & PYW_INTERRUPT_LATE;
+	escalate &= 1;
 	if (task != 0) {
-		if (!escalate) { /* if it has yet to begin, begin() interrupts it */
+		if (!escalate && !again) { /* if it has yet to begin, begin() interrupts it */
 			pthread_mutex_lock(&w->precancel_mu);
 			int known = 0;
 			for (int k = 0; k < PYW_PRECANCELS; k++) {
@@ -728,19 +783,19 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 			/* an escalation injects only while its request is still pending: not taken by the
 			 * loop, and the call still on it (see pyw_set_main_coro); after an injection the
 			 * loop must not cancel the task again for it */
-			if (in_importlib(w->tstate)) {
+			if (in_importlib(w->tstate, !late)) {
 				done = PYW_DEFERRED; /* the caller tries again soon */
 			} else {
 				w->cancel_pending = 0;
 				inject(w, cur);
 				done = PYW_INJECTED;
 			}
-			if (w->winding_down && others_due(w)) {
+			if (w->winding_down && (others_due(w) || w->others_owed)) {
 				inject_others(w, ts);
 			}
 		}
 	}
-	if (done && w->wake_fd >= 0) {
+	if ((done == PYW_INJECTED || done == PYW_CANCEL_ASKED) && w->wake_fd >= 0) {
 		/* An interpreter that has run async targets: its event loop may be waiting in select,
 		 * where the interrupt would not be seen; a byte on its wake socket ends the wait
 		 * (bootstrap._new_loop). Under the GIL, so that the socket cannot close meanwhile. */

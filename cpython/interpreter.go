@@ -71,9 +71,10 @@ type Interpreter struct {
 	done    chan struct{} // closed when the interpreter has ended
 	close   sync.Once
 
-	imu   sync.Mutex // serialises interrupts against the interpreter's end
-	ended bool       // guarded by imu
-	c     *C.pyw_interp
+	imu      sync.Mutex      // serialises interrupts against the interpreter's end
+	ended    bool            // guarded by imu
+	retrying map[uint64]bool // guarded by imu: the tasks (0: whatever runs) whose deferred interrupt is tried again
+	c        *C.pyw_interp
 
 	// With ExternalInterrupts: what InterruptContext interrupts (see watch). wmu, not imu, so
 	// that the interpreter's thread never waits for an interrupter that waits for the GIL.
@@ -389,23 +390,54 @@ func (i *Interpreter) Done() <-chan struct{} { return i.done }
 // interrupt there could leave a lock taken, so that every later import of that module, in any
 // thread, waited for good. The interrupt is tried again at growing intervals (1 ms to 50 ms)
 // until it lands in other code (the imported module's own, or the code that imported it) or
-// the task ends.
-func (i *Interpreter) interrupt(task uint64) bool {
-	r := i.interruptRetrying(task, 0)
-	if r == C.PYW_CANCEL_ASKED {
-		time.AfterFunc(escalateAfter, func() { i.interruptRetrying(task, 1) })
+// the task ends, on timers: interrupt returns at once, true.
+func (i *Interpreter) interrupt(task uint64) bool { return i.interruptFollow(task, 0) > 0 }
+
+// interruptFollow is interruptC (mode: 0, 1 to escalate), followed up: a cancel request an async
+// call's loop has not taken after escalateAfter is escalated, and a deferred interrupt is tried
+// again (retryInterrupt), one series of tries per task at a time.
+func (i *Interpreter) interruptFollow(task uint64, mode C.int) C.int {
+	r := i.interruptC(task, mode)
+	switch r {
+	case C.PYW_CANCEL_ASKED:
+		time.AfterFunc(escalateAfter, func() { i.interruptFollow(task, 1) })
+	case C.PYW_DEFERRED:
+		i.imu.Lock()
+		first := !i.retrying[task]
+		if first {
+			if i.retrying == nil {
+				i.retrying = make(map[uint64]bool)
+			}
+			i.retrying[task] = true
+		}
+		i.imu.Unlock()
+		if first { // begun: not to be noted as interrupted before it began
+			i.retryInterrupt(task, mode|C.PYW_INTERRUPT_AGAIN, time.Millisecond, time.Now())
+		}
 	}
-	return r > 0
+	return r
 }
 
-// interruptRetrying is interruptC, tried again while it returns PYW_DEFERRED.
-func (i *Interpreter) interruptRetrying(task uint64, escalate C.int) C.int {
-	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
-		if r := i.interruptC(task, escalate); r != C.PYW_DEFERRED {
-			return r
+// retryInterrupt tries a deferred interrupt again after wait, and so on at growing intervals
+// (to 50 ms) until it lands, or the task or the interpreter has ended; from a second after the
+// first try (since), as a late one (PYW_INTERRUPT_LATE).
+func (i *Interpreter) retryInterrupt(task uint64, mode C.int, wait time.Duration, since time.Time) {
+	time.AfterFunc(wait, func() {
+		if time.Since(since) >= time.Second {
+			mode |= C.PYW_INTERRUPT_LATE
 		}
-		time.Sleep(wait)
-	}
+		r := i.interruptC(task, mode)
+		if r == C.PYW_DEFERRED {
+			i.retryInterrupt(task, mode, min(2*wait, 50*time.Millisecond), since)
+			return
+		}
+		i.imu.Lock()
+		delete(i.retrying, task)
+		i.imu.Unlock()
+		if r == C.PYW_CANCEL_ASKED {
+			time.AfterFunc(escalateAfter, func() { i.interruptFollow(task, 1) })
+		}
+	})
 }
 
 // escalateAfter is how long an async call's event loop has to take a request to cancel the
@@ -413,7 +445,8 @@ func (i *Interpreter) interruptRetrying(task uint64, escalate C.int) C.int {
 // takes far less, unless code that does not await holds it.
 const escalateAfter = 50 * time.Millisecond
 
-// interruptC is pyw_interp_interrupt (escalate: 0 or 1), unless the interpreter has ended.
+// interruptC is pyw_interp_interrupt (escalate: 0 or 1, with PYW_INTERRUPT_AGAIN and
+// PYW_INTERRUPT_LATE or'd in for a deferred one's tries), unless the interpreter has ended.
 func (i *Interpreter) interruptC(task uint64, escalate C.int) C.int {
 	i.imu.Lock()
 	defer i.imu.Unlock()
@@ -429,7 +462,9 @@ func (i *Interpreter) interruptC(task uint64, escalate C.int) C.int {
 // InterruptContext is for interpreters with ExternalInterrupts, once ctx has ended: it
 // interrupts the operation running now if it was given ctx, or a context that ends with it (the
 // same Done channel), as Thread's methods do themselves otherwise; an operation given ctx that
-// has yet to start does not start. It reports whether it interrupted one. Call it from any
+// has yet to start does not start. It reports whether it interrupted one (or will: code
+// running importlib's own code is interrupted once it has left it: see Cancellation in the
+// package doc). Call it from any
 // goroutine except the interpreter's own; it waits for the interpreter's GIL (at most a switch
 // interval while Python code runs, longer while C code holds the GIL).
 func (i *Interpreter) InterruptContext(ctx context.Context) bool {

@@ -1229,17 +1229,19 @@ def item(n):
 	assert.Equal(t, int64(2), v)
 }
 
-// slowImport writes pwslowmod.py, whose import takes 600 ms, to a new folder and puts that on
-// the interpreter's sys.path; imp(after) imports it after a sleep, and freeWaiter lets a
-// thread waiting for its import lock go on if an interrupt left that lock taken (so that a
-// failing test can still end the interpreter).
-func slowImport(t *testing.T, i *cpython.Interpreter) {
+// slowImport writes pwslowmod.py to a new folder and puts that on the interpreter's sys.path:
+// its import sets __main__.started, then takes secs; imp(after) imports it after a sleep, and
+// freeWaiter lets a thread waiting for its import lock go on if an interrupt left that lock
+// taken (so that a failing test can still end the interpreter).
+func slowImport(t *testing.T, i *cpython.Interpreter, secs float64) {
 	t.Helper()
 	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "pwslowmod.py"), []byte("import time\ntime.sleep(0.6)\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "pwslowmod.py"),
+		[]byte(fmt.Sprintf("import __main__, time\n__main__.started.set()\ntime.sleep(%g)\n", secs)), 0o644))
 	require.NoError(t, i.Exec(bg, fmt.Sprintf(`
 import sys, threading, time
 sys.path.insert(0, %q)
+started = threading.Event()
 def imp(after):
     time.sleep(after)
     import pwslowmod
@@ -1258,16 +1260,16 @@ def freeWaiter():
 // which joins that thread.
 func TestInterruptWaitsOutTheImportSystem(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
-	slowImport(t, i)
-	// first takes the module's import lock; the task waits for it from 100 ms, later from 200 ms
+	slowImport(t, i, 1)
+	// first imports the module; the task waits for it, then later (from 100 ms in) too
 	ctx, cancel := context.WithTimeout(bg, 300*time.Millisecond)
 	defer cancel()
 	err := i.Exec(ctx, `
 first = threading.Thread(target=imp, args=(0,))
-later = threading.Thread(target=imp, args=(0.2,))
+later = threading.Thread(target=imp, args=(0.1,))
 first.start()
+started.wait()
 later.start()
-time.sleep(0.1)
 import pwslowmod
 while True:
     pass
@@ -1276,26 +1278,109 @@ while True:
 	var ie *cpython.InterruptedError
 	require.ErrorAs(t, err, &ie)
 	assert.NotContains(t, ie.Python.Traceback, "importlib", "raised in the task's own code, after the import")
+	assert.NotContains(t, ie.Python.Traceback, "pwslowmod.py", "the task waited for first's import")
 	alive, err := i.Eval(bg, "later.join(10) or later.is_alive()")
 	require.NoError(t, err)
-	if !assert.Equal(t, false, alive, "the thread that waited for the module after the task imported it") {
+	if !assert.Equal(t, false, alive, "the thread that waited for the module after the task did") {
 		require.NoError(t, i.Exec(bg, "freeWaiter()\nlater.join()"))
 	}
 }
 
 // The same for the interrupts that reach an ending interpreter's other threads: one waiting for
-// a module's import lock is interrupted once it has it, not in importlib.
+// a module's import lock is interrupted once it has it (here in the module's own code, as it
+// imports the module again: the first import was interrupted), not in importlib.
 func TestCloseContextWaitsOutTheImportSystem(t *testing.T) {
-	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stderr: io.Discard})
+	var errOut pwtest.SyncBuffer
+	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stderr: &errOut})
 	require.NoError(t, err)
-	slowImport(t, i)
+	slowImport(t, i, 60)
 	require.NoError(t, i.Exec(bg, `
-threads = [threading.Thread(target=imp, args=(k / 10,)) for k in range(3)]
-for th in threads:
+threads = [threading.Thread(target=imp, args=(0,))]
+threads[0].start()
+started.wait()
+threads += [threading.Thread(target=imp, args=(0,)) for _ in range(2)]
+for th in threads[1:]:
     th.start()
-time.sleep(0.3)  # one imports, two wait
+time.sleep(0.2)  # they wait for the first's import
 `))
 	pwtest.CloseByDeadline(t, i, 100*time.Millisecond, "the threads waiting for a module's import lock")
+	assert.Equal(t, 3, strings.Count(errOut.String(), "KeyboardInterrupt"), "each thread's: %s", errOut.String())
+	assert.NotContains(t, errOut.String(), "importlib", "each raised in the module's code")
+}
+
+// A thread left out of a round of an ending interpreter's interrupts (waiting for a module's
+// import lock) is interrupted at the next interrupt, but the threads that round reached are not
+// again before the next round, a second later.
+func TestCloseContextRoundsReachEachThreadOnceASecond(t *testing.T) {
+	var out pwtest.SyncBuffer
+	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stdout: &out, Stderr: io.Discard})
+	require.NoError(t, err)
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "pwstubborn.py"), []byte(`import __main__, time
+__main__.started.set()
+hits, end = 0, time.monotonic() + 1.5
+while time.monotonic() < end:
+    try:
+        while time.monotonic() < end:
+            pass
+    except KeyboardInterrupt:
+        hits += 1
+print("interrupted", hits, "times", flush=True)
+`), 0o644))
+	require.NoError(t, i.Exec(bg, fmt.Sprintf(`
+import sys, threading
+sys.path.insert(0, %q)
+started = threading.Event()
+def imp():
+    import pwstubborn
+first = threading.Thread(target=imp)
+first.start()
+started.wait()
+threading.Thread(target=imp).start()  # waits for first's import
+`, dir)))
+	pwtest.CloseByDeadline(t, i, 100*time.Millisecond, "the threads")
+	assert.Regexp(t, `^interrupted [12] times\n$`, out.String(), "at the first round, and at most at the next (1 s later)")
+}
+
+// Code that importlib calls (here a meta path finder) is not interrupted for a second: it may
+// return into importlib before the interrupt is raised, past the point where importlib could
+// undo what it took (the import lock a finder runs under). The interrupt lands in the code
+// that goes on after it; a finder that hangs is interrupted after that second.
+func TestInterruptWaitsOutCodeImportlibCalls(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "pwafterfinder.py"), []byte("x = 1\n"), 0o644))
+	require.NoError(t, i.Exec(bg, fmt.Sprintf(`
+import select, sys
+sys.path.insert(0, %q)
+class Finder:
+    hang = False
+    def find_spec(self, name, path, target=None):
+        if name == "pwafterfinder":
+            select.select([], [], [], 0.5)  # a C call: it sees no interrupt
+            while self.hang:
+                pass
+        return None
+sys.meta_path.insert(0, Finder())
+`, dir)))
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	err := i.Exec(ctx, "import pwafterfinder\nwhile True: pass")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	var ie *cpython.InterruptedError
+	require.ErrorAs(t, err, &ie)
+	assert.NotContains(t, ie.Python.Traceback, "find_spec", "not raised in the finder, importlib called it")
+
+	require.NoError(t, i.Exec(bg, "Finder.hang = True\nsys.modules.pop('pwafterfinder', None)"))
+	ctx, cancel = context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = i.Exec(ctx, "import pwafterfinder")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorAs(t, err, &ie)
+	assert.Contains(t, ie.Python.Traceback, "find_spec", "a finder that hangs is interrupted after all")
+	assert.Less(t, time.Since(start), 30*time.Second)
+	require.NoError(t, i.Exec(bg, "Finder.hang = False\nimport pwafterfinder"), "imports work on")
 }
 
 // The pyworkers module's private functions change the worker's state only when its own

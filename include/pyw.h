@@ -139,7 +139,11 @@ typedef struct pyw_interp {
 	 * how many interrupts were injected into its own thread so far. With the GIL held. */
 	int winding_down;
 	uint64_t injections;
-	int64_t others_at; /* when the other threads were last interrupted (pyw_monotonic_ns), 0: never */
+	int64_t others_at; /* when the other threads' last round of interrupts began (pyw_monotonic_ns), 0: never */
+	unsigned long *others_hit; /* the thread idents that round interrupted (malloc'd) */
+	size_t others_nhit, others_caphit;
+	int others_owed; /* it left threads out, to be interrupted at the next interrupt */
+	unsigned others_rounds; /* rounds so far */
 	/* Those threads' waits (sleeps, queue waits: pyw_wait_begin) end when such an interrupt
 	 * comes: others_gen counts them (changed under others_mu, with every registered wait's cv
 	 * broadcast; read without it by waits checking for one). */
@@ -202,10 +206,17 @@ pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, s
  * escalates, below, if the loop has not taken the request soon), PYW_DEFERRED when the task
  * runs the import system's own code, where an interrupt would leave its locks taken (the caller
  * tries again shortly, until it injects or the task ends), 0 when it did nothing. With
- * escalate set, it only injects KeyboardInterrupt into a task whose cancel request the loop has
- * not taken yet. While the interpreter winds down (pyw_interp_wind_down) the injection reaches
- * its other threads too (the first time, then once a second at most). Blocks until it can take the interpreter's GIL. */
+ * escalate 1, it only injects KeyboardInterrupt into a task whose cancel request the loop has
+ * not taken yet; with PYW_INTERRUPT_AGAIN or'd in, it is a deferred one's next try (it does
+ * not note the task as interrupted before it began: it had begun), and with PYW_INTERRUPT_LATE
+ * too, one that has waited a second (only importlib's own code defers it then, not what that
+ * calls: see interp.c's in_importlib). While the interpreter
+ * winds down (pyw_interp_wind_down) the injection reaches its other threads too: all of them
+ * the first time, then once a second at most, and in between those a round left out (running
+ * importlib's code, or being started). Blocks until it can take the interpreter's GIL. */
 enum { PYW_INJECTED = 1, PYW_CANCEL_ASKED = 2, PYW_DEFERRED = 3 };
+#define PYW_INTERRUPT_AGAIN 2
+#define PYW_INTERRUPT_LATE 4
 int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate);
 
 /* ---- codec (codec.c): PyObject <-> wire; GIL held */
