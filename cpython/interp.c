@@ -132,7 +132,8 @@ static void inject(pyw_interp *w, uint64_t task) {
  * (PYW_DEFERRED). The injected exception is raised at t's next check, which may come only once
  * its innermost frame has returned (a return has none): so the frames are walked out from the
  * innermost to a module's top-level code (which importlib runs, and which an exception unwinds
- * through importlib, undoing the import), and an importlib frame before that defers it; so do
+ * through importlib, undoing the import; top-level code is entered from C, so a check follows
+ * its return in its caller), and an importlib frame before that defers it; so do
  * the finders, finalizers and other code importlib calls. Unless patient is 0 (the interrupt
  * has waited a second): then only importlib's own frame innermost does, and code importlib
  * calls that runs that long (a finder that hangs) is interrupted after all, where it almost
@@ -203,8 +204,9 @@ static int others_due(pyw_interp *w) {
 	return w->others_at == 0 || pyw_monotonic_ns() - w->others_at >= 1000000000;
 }
 
-/* Whether thread ident id was interrupted in this round of inject_others. */
-static int others_hit(const pyw_interp *w, unsigned long id) {
+/* Whether the thread state numbered id (PyThreadState_GetID: never reused, unlike a thread's
+ * ident) was interrupted in this round of inject_others. */
+static int others_hit(const pyw_interp *w, uint64_t id) {
 	for (size_t k = 0; k < w->others_nhit; k++) {
 		if (w->others_hit[k] == id) {
 			return 1;
@@ -242,9 +244,9 @@ static void inject_others(pyw_interp *w, PyThreadState *self) {
 	Py_XDECREF(limbo);
 	Py_XDECREF(threading);
 	PyErr_Clear();
-	int skipped = 0, injected = 0;
+	int skipped = 0;
 	for (PyThreadState *t = PyInterpreterState_ThreadHead(w->interp); t != NULL; t = PyThreadState_Next(t)) {
-		if (t == self || t == w->tstate || t->thread_id == 0 || others_hit(w, t->thread_id)) {
+		if (t == self || t == w->tstate || t->thread_id == 0 || others_hit(w, PyThreadState_GetID(t))) {
 			continue; /* thread_id 0: its thread has yet to start */
 		}
 		if (active != NULL) {
@@ -263,7 +265,7 @@ static void inject_others(pyw_interp *w, PyThreadState *self) {
 		}
 		if (w->others_nhit == w->others_caphit) {
 			size_t n = w->others_caphit ? 2 * w->others_caphit : 8;
-			unsigned long *hit = realloc(w->others_hit, n * sizeof *hit);
+			uint64_t *hit = realloc(w->others_hit, n * sizeof *hit);
 			if (hit == NULL) {
 				skipped = 1; /* not noted, not interrupted: at the next interrupt */
 				continue;
@@ -271,13 +273,15 @@ static void inject_others(pyw_interp *w, PyThreadState *self) {
 			w->others_hit = hit;
 			w->others_caphit = n;
 		}
-		w->others_hit[w->others_nhit++] = t->thread_id;
+		w->others_hit[w->others_nhit++] = PyThreadState_GetID(t);
 		PyThreadState_SetAsyncExc(t->thread_id, PyExc_KeyboardInterrupt);
-		injected = 1;
 	}
 	Py_XDECREF(active);
 	w->others_owed = skipped; /* skipped ones: at the next interrupt */
-	if (!fresh && !injected) {
+	if (!fresh) {
+		/* Waits are ended for a whole round only: a thread the round reached that caught its
+		 * interrupt and waits again (a sleep in a retry loop) would get another one. One left out
+		 * that waits now sees its interrupt when the wait ends, or at the next round. */
 		return;
 	}
 	pthread_mutex_lock(&w->others_mu); /* and ends their waits: sleeps, queue waits */

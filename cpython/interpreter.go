@@ -386,34 +386,34 @@ func (i *Interpreter) Done() <-chan struct{} { return i.done }
 // except the interpreter's own.
 //
 // Code running in the import system (importlib's own frames: taking or giving back a module's
-// import lock, waiting for another thread's import of a module) is not interrupted: an
-// interrupt there could leave a lock taken, so that every later import of that module, in any
-// thread, waited for good. The interrupt is tried again at growing intervals (1 ms to 50 ms)
+// import lock, waiting for another thread's import of a module) is not interrupted, nor for a
+// second the code importlib calls (a finder, a finalizer): an interrupt there could leave a lock
+// taken, so that every later import of that module, in any thread, waited for good. The interrupt is tried again at growing intervals (1 ms to 50 ms)
 // until it lands in other code (the imported module's own, or the code that imported it) or
 // the task ends, on timers: interrupt returns at once, true.
 func (i *Interpreter) interrupt(task uint64) bool { return i.interruptFollow(task, 0) > 0 }
 
-// interruptFollow is interruptC (mode: 0, 1 to escalate), followed up: a cancel request an async
+// interruptFollow is interruptCLocked (mode: 0, 1 to escalate), followed up: a cancel request an async
 // call's loop has not taken after escalateAfter is escalated, and a deferred interrupt is tried
 // again (retryInterrupt), one series of tries per task at a time.
 func (i *Interpreter) interruptFollow(task uint64, mode C.int) C.int {
-	r := i.interruptC(task, mode)
-	switch r {
-	case C.PYW_CANCEL_ASKED:
+	i.imu.Lock()
+	r := i.interruptCLocked(task, mode)
+	// A series' last try and its end are one step under imu, as this try and its start are: a
+	// deferral is never left to a series that has ended.
+	first := r == C.PYW_DEFERRED && !i.retrying[task]
+	if first {
+		if i.retrying == nil {
+			i.retrying = make(map[uint64]bool)
+		}
+		i.retrying[task] = true
+	}
+	i.imu.Unlock()
+	if first { // begun: not to be noted as interrupted before it began
+		i.retryInterrupt(task, mode|C.PYW_INTERRUPT_AGAIN, time.Millisecond, time.Now())
+	}
+	if r == C.PYW_CANCEL_ASKED {
 		time.AfterFunc(escalateAfter, func() { i.interruptFollow(task, 1) })
-	case C.PYW_DEFERRED:
-		i.imu.Lock()
-		first := !i.retrying[task]
-		if first {
-			if i.retrying == nil {
-				i.retrying = make(map[uint64]bool)
-			}
-			i.retrying[task] = true
-		}
-		i.imu.Unlock()
-		if first { // begun: not to be noted as interrupted before it began
-			i.retryInterrupt(task, mode|C.PYW_INTERRUPT_AGAIN, time.Millisecond, time.Now())
-		}
 	}
 	return r
 }
@@ -426,14 +426,16 @@ func (i *Interpreter) retryInterrupt(task uint64, mode C.int, wait time.Duration
 		if time.Since(since) >= time.Second {
 			mode |= C.PYW_INTERRUPT_LATE
 		}
-		r := i.interruptC(task, mode)
+		i.imu.Lock()
+		r := i.interruptCLocked(task, mode)
+		if r != C.PYW_DEFERRED {
+			delete(i.retrying, task)
+		}
+		i.imu.Unlock()
 		if r == C.PYW_DEFERRED {
 			i.retryInterrupt(task, mode, min(2*wait, 50*time.Millisecond), since)
 			return
 		}
-		i.imu.Lock()
-		delete(i.retrying, task)
-		i.imu.Unlock()
 		if r == C.PYW_CANCEL_ASKED {
 			time.AfterFunc(escalateAfter, func() { i.interruptFollow(task, 1) })
 		}
@@ -445,11 +447,10 @@ func (i *Interpreter) retryInterrupt(task uint64, mode C.int, wait time.Duration
 // takes far less, unless code that does not await holds it.
 const escalateAfter = 50 * time.Millisecond
 
-// interruptC is pyw_interp_interrupt (escalate: 0 or 1, with PYW_INTERRUPT_AGAIN and
-// PYW_INTERRUPT_LATE or'd in for a deferred one's tries), unless the interpreter has ended.
-func (i *Interpreter) interruptC(task uint64, escalate C.int) C.int {
-	i.imu.Lock()
-	defer i.imu.Unlock()
+// interruptCLocked is pyw_interp_interrupt (escalate: 0 or 1, with PYW_INTERRUPT_AGAIN and
+// PYW_INTERRUPT_LATE or'd in for a deferred one's tries), unless the interpreter has ended;
+// imu held.
+func (i *Interpreter) interruptCLocked(task uint64, escalate C.int) C.int {
 	if i.ended {
 		return 0
 	}

@@ -140,7 +140,7 @@ typedef struct pyw_interp {
 	int winding_down;
 	uint64_t injections;
 	int64_t others_at; /* when the other threads' last round of interrupts began (pyw_monotonic_ns), 0: never */
-	unsigned long *others_hit; /* the thread idents that round interrupted (malloc'd) */
+	uint64_t *others_hit; /* the thread states that round interrupted (PyThreadState_GetID; malloc'd) */
 	size_t others_nhit, others_caphit;
 	int others_owed; /* it left threads out, to be interrupted at the next interrupt */
 	unsigned others_rounds; /* rounds so far */
@@ -205,7 +205,8 @@ pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, s
  * task is an async call's whose event loop was asked to cancel it instead (the caller then
  * escalates, below, if the loop has not taken the request soon), PYW_DEFERRED when the task
  * runs the import system's own code, where an interrupt would leave its locks taken (the caller
- * tries again shortly, until it injects or the task ends), 0 when it did nothing. With
+ * tries again shortly, until it injects or the task ends; for a second also while it runs code
+ * importlib calls: see interp.c's in_importlib), 0 when it did nothing. With
  * escalate 1, it only injects KeyboardInterrupt into a task whose cancel request the loop has
  * not taken yet; with PYW_INTERRUPT_AGAIN or'd in, it is a deferred one's next try (it does
  * not note the task as interrupted before it began: it had begun), and with PYW_INTERRUPT_LATE
