@@ -337,6 +337,7 @@ static void begin(pyw_interp *w, uint64_t task) {
 static int end_task(pyw_interp *w, uint64_t task) {
 	w->current_task = 0;
 	w->held_task = 0;
+	atomic_store(&w->owed_task, 0);
 	atomic_store(&w->interrupt_pending, 0);
 	w->cancel_asked = 0;
 	w->cancel_pending = 0;
@@ -791,6 +792,7 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 				done = PYW_DEFERRED; /* the caller tries again soon */
 			} else {
 				w->cancel_pending = 0;
+				atomic_store(&w->owed_task, 0);
 				inject(w, cur);
 				done = PYW_INJECTED;
 			}
@@ -982,8 +984,21 @@ int pyw_reinterrupt(void) {
 	if (w == NULL || !pyw_task_interrupted() || w->winding_down) {
 		return 0;
 	}
+	if (in_importlib(PyThreadState_Get(), 1)) {
+		/* the finalizer ran in code importlib called: not here, where it would be raised in
+		 * importlib (see in_importlib); the interrupter's watch injects it (pyw_interp_owed) */
+		atomic_store(&w->owed_task, w->current_task);
+		return 1;
+	}
 	inject(w, w->current_task);
 	return 1;
+}
+
+int pyw_interp_owed(pyw_interp *w, uint64_t task) {
+	if (atomic_load(&w->busy_task) != task) {
+		return 0;
+	}
+	return atomic_load(&w->owed_task) == task ? 2 : 1;
 }
 
 int pyw_task_interrupted(void) {

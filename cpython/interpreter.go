@@ -415,7 +415,32 @@ func (i *Interpreter) interruptFollow(task uint64, mode C.int) C.int {
 	if r == C.PYW_CANCEL_ASKED {
 		time.AfterFunc(escalateAfter, func() { i.interruptFollow(task, 1) })
 	}
+	if (r == C.PYW_INJECTED || first) && task != 0 && mode&C.PYW_INTERRUPT_AGAIN == 0 {
+		i.watchOwed(task) // from the first interrupt of the task (a deferred one's series injects later)
+	}
 	return r
+}
+
+// watchOwed looks every 50 ms, while task runs, whether it owes an interrupt: one swallowed by a
+// finalizer that importlib called, which the interpreter's thread could not inject again there
+// (pyw_interp_owed); it is then injected as a deferred one is. (CloseContext's, task 0, repeats
+// anyway.)
+func (i *Interpreter) watchOwed(task uint64) {
+	time.AfterFunc(50*time.Millisecond, func() {
+		i.imu.Lock()
+		owed := C.int(0)
+		if !i.ended {
+			owed = C.pyw_interp_owed(i.c, C.uint64_t(task))
+		}
+		i.imu.Unlock()
+		switch owed {
+		case 1:
+			i.watchOwed(task)
+		case 2:
+			i.interruptFollow(task, C.PYW_INTERRUPT_AGAIN)
+			i.watchOwed(task)
+		}
+	})
 }
 
 // retryInterrupt tries a deferred interrupt again after wait, and so on at growing intervals

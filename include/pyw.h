@@ -144,6 +144,9 @@ typedef struct pyw_interp {
 	size_t others_nhit, others_caphit;
 	int others_owed; /* it left threads out, to be interrupted at the next interrupt */
 	unsigned others_rounds; /* rounds so far */
+	/* The task whose interrupt, swallowed by a finalizer that importlib called, is to be injected
+	 * again by the interrupter (pyw_interp_owed): not by pyw_reinterrupt, in importlib. */
+	_Atomic uint64_t owed_task;
 	/* Those threads' waits (sleeps, queue waits: pyw_wait_begin) end when such an interrupt
 	 * comes: others_gen counts them (changed under others_mu, with every registered wait's cv
 	 * broadcast; read without it by waits checking for one). */
@@ -219,6 +222,10 @@ enum { PYW_INJECTED = 1, PYW_CANCEL_ASKED = 2, PYW_DEFERRED = 3 };
 #define PYW_INTERRUPT_AGAIN 2
 #define PYW_INTERRUPT_LATE 4
 int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate);
+/* From any other thread, without the GIL, after an interrupt of task was injected: 0 once task
+ * is no longer running, 2 while it runs and owes an interrupt (pyw_reinterrupt could not inject
+ * it again: to be done with pyw_interp_interrupt), else 1. */
+int pyw_interp_owed(pyw_interp *w, uint64_t task);
 
 /* ---- codec (codec.c): PyObject <-> wire; GIL held */
 /* Appends the encoding of o. pyworkers.Buffer objects (and memoryviews of them) are encoded
@@ -309,7 +316,8 @@ void pyw_wait_prepare(pyw_interp *mod);
 int pyw_task_interrupted(void);
 /* GIL held, on an interpreter's own thread: the running task's interrupt was raised and then
  * swallowed by code that ignores exceptions (a weakref callback, a __del__: CPython reports
- * them to sys.unraisablehook: module.c's); inject it again. 1 if it did; 0 in a nested
+ * them to sys.unraisablehook: module.c's); inject it again, or, when the finalizer ran in code
+ * importlib called, leave it to the interrupter (see owed_task). 1 if it did; 0 in a nested
  * interpreter's code (concurrent.interpreters), which gets no interrupt of the task's. */
 int pyw_reinterrupt(void);
 /* GIL held, polled by the codec while it encodes or decodes: whether an interrupt of the task
