@@ -1451,6 +1451,7 @@ finally:
 mine, other = socket.socketpair()
 other.setblocking(False)
 `))
+	t.Cleanup(func() { assert.NoError(t, i.Exec(bg, "mine.close()\nother.close()")) }) // before newInterp's
 	reused, err := i.Eval(bg, "mine.fileno() == fd")
 	require.NoError(t, err)
 	if reused != true {
