@@ -85,8 +85,9 @@
 // bound to the original before pyworkers set up the interpreter, by a .pth file, keeps it). An
 // interrupt that lands where CPython ignores exceptions (a weakref callback, a __del__) is
 // raised again rather than lost, through sys.unraisablehook: the finalizers still to run in
-// that moment are cut short as well, and a sys.unraisablehook of the user's own loses such an
-// interrupt again.
+// that moment are cut short as well (unless importlib ran the finalizer: then the interrupt is
+// raised within 50 ms of the code's leaving importlib), and a sys.unraisablehook of the user's
+// own loses such an interrupt again.
 //
 // Code that runs an interpreter of its own on the call's thread (concurrent.interpreters) is
 // interrupted there only where it waits in pyworkers (a channel's send or recv,

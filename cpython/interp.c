@@ -741,7 +741,8 @@ static int cancel_instead(pyw_interp *w) {
 }
 
 int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
-	int again = escalate & PYW_INTERRUPT_AGAIN, late = escalate & PYW_INTERRUPT_LATE;
+	int again = escalate & (PYW_INTERRUPT_AGAIN | PYW_INTERRUPT_OWED), late = escalate & PYW_INTERRUPT_LATE;
+	int owed = escalate & PYW_INTERRUPT_OWED;
 	escalate &= 1;
 	if (task != 0) {
 		if (!escalate && !again) { /* if it has yet to begin, begin() interrupts it */
@@ -778,8 +779,12 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 	PyEval_RestoreThread(ts); /* waits for the worker to drop its GIL: at most a switch interval */
 	int done = 0;
 	uint64_t cur = w->current_task;
+	if (owed && atomic_load(&w->owed_task) != cur) {
+		cur = 0; /* injected meanwhile by another interrupter: not twice */
+	}
 	if (cur != 0 && (task == 0 || cur == task) && (cur != w->held_task || ++w->held_skips > PYW_HOLD_MAX)) {
 		if (!escalate && cancel_instead(w)) {
+			atomic_store(&w->owed_task, 0); /* this cancellation is the owed interrupt */
 			w->interrupted_task = cur;
 			w->cancel_asked = 1;
 			w->cancel_pending = 1;

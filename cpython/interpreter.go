@@ -74,6 +74,7 @@ type Interpreter struct {
 	imu      sync.Mutex      // serialises interrupts against the interpreter's end
 	ended    bool            // guarded by imu
 	retrying map[uint64]bool // guarded by imu: the tasks (0: whatever runs) whose deferred interrupt is tried again
+	watching map[uint64]bool // guarded by imu: the tasks watched for an owed interrupt (watchOwed)
 	c        *C.pyw_interp
 
 	// With ExternalInterrupts: what InterruptContext interrupts (see watch). wmu, not imu, so
@@ -416,7 +417,18 @@ func (i *Interpreter) interruptFollow(task uint64, mode C.int) C.int {
 		time.AfterFunc(escalateAfter, func() { i.interruptFollow(task, 1) })
 	}
 	if (r == C.PYW_INJECTED || first) && task != 0 && mode&C.PYW_INTERRUPT_AGAIN == 0 {
-		i.watchOwed(task) // from the first interrupt of the task (a deferred one's series injects later)
+		i.imu.Lock()
+		watch := !i.watching[task]
+		if watch {
+			if i.watching == nil {
+				i.watching = make(map[uint64]bool)
+			}
+			i.watching[task] = true
+		}
+		i.imu.Unlock()
+		if watch { // from the first interrupt of the task (a deferred one's series injects later)
+			i.watchOwed(task)
+		}
 	}
 	return r
 }
@@ -432,12 +444,14 @@ func (i *Interpreter) watchOwed(task uint64) {
 		if !i.ended {
 			owed = C.pyw_interp_owed(i.c, C.uint64_t(task))
 		}
+		if owed == 0 {
+			delete(i.watching, task)
+		}
 		i.imu.Unlock()
-		switch owed {
-		case 1:
-			i.watchOwed(task)
-		case 2:
-			i.interruptFollow(task, C.PYW_INTERRUPT_AGAIN)
+		if owed == 2 { // injected only if still owed once it has the GIL: not twice
+			i.interruptFollow(task, C.PYW_INTERRUPT_AGAIN|C.PYW_INTERRUPT_OWED)
+		}
+		if owed != 0 {
 			i.watchOwed(task)
 		}
 	})

@@ -221,6 +221,7 @@ pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, s
 enum { PYW_INJECTED = 1, PYW_CANCEL_ASKED = 2, PYW_DEFERRED = 3 };
 #define PYW_INTERRUPT_AGAIN 2
 #define PYW_INTERRUPT_LATE 4
+#define PYW_INTERRUPT_OWED 8 /* with AGAIN's meaning: only if the task still owes one (pyw_interp_owed) */
 int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate);
 /* From any other thread, without the GIL, after an interrupt of task was injected: 0 once task
  * is no longer running, 2 while it runs and owes an interrupt (pyw_reinterrupt could not inject
