@@ -389,48 +389,53 @@ func (i *Interpreter) Done() <-chan struct{} { return i.done }
 // Code running in the import system (importlib's own frames: taking or giving back a module's
 // import lock, waiting for another thread's import of a module) is not interrupted, nor for a
 // second the code importlib calls (a finder, a finalizer): an interrupt there could leave a lock
-// taken, so that every later import of that module, in any thread, waited for good. The interrupt is tried again at growing intervals (1 ms to 50 ms)
-// until it lands in other code (the imported module's own, or the code that imported it) or
-// the task ends, on timers: interrupt returns at once, true.
+// taken, so that every later import of that module, in any thread, waited for good. The
+// interrupt is tried again at growing intervals (1 ms to 50 ms) until it lands in other code
+// (the imported module's own, or the code that imported it) or the task ends, on timers:
+// interrupt returns at once, true.
 func (i *Interpreter) interrupt(task uint64) bool { return i.interruptFollow(task, 0) > 0 }
 
-// interruptFollow is interruptCLocked (mode: 0, 1 to escalate), followed up: a cancel request an async
-// call's loop has not taken after escalateAfter is escalated, and a deferred interrupt is tried
-// again (retryInterrupt), one series of tries per task at a time.
+// interruptFollow is interruptCLocked (mode: 0, 1 to escalate), followed up: a cancel request
+// an async call's loop has not taken after escalateAfter is escalated, and a deferred interrupt
+// is tried again (retryInterrupt), one series of tries per task at a time.
 func (i *Interpreter) interruptFollow(task uint64, mode C.int) C.int {
 	i.imu.Lock()
 	r := i.interruptCLocked(task, mode)
 	// A series' last try and its end are one step under imu, as this try and its start are: a
 	// deferral is never left to a series that has ended.
-	first := r == C.PYW_DEFERRED && !i.retrying[task]
-	if first {
-		if i.retrying == nil {
-			i.retrying = make(map[uint64]bool)
-		}
-		i.retrying[task] = true
-	}
+	first := r == C.PYW_DEFERRED && mark(&i.retrying, task)
+	// The watch, from the first interrupt of the task (a deferred one's series injects later).
+	watch := (r == C.PYW_INJECTED || first) && task != 0 && mode&C.PYW_INTERRUPT_AGAIN == 0 && mark(&i.watching, task)
 	i.imu.Unlock()
 	if first { // begun: not to be noted as interrupted before it began
 		i.retryInterrupt(task, mode|C.PYW_INTERRUPT_AGAIN, time.Millisecond, time.Now())
 	}
+	i.escalateIfAsked(task, r)
+	if watch {
+		i.watchOwed(task)
+	}
+	return r
+}
+
+// mark adds task to the set *m (made on first use) and reports whether it was not there yet.
+// imu held.
+func mark(m *map[uint64]bool, task uint64) bool {
+	if (*m)[task] {
+		return false
+	}
+	if *m == nil {
+		*m = make(map[uint64]bool)
+	}
+	(*m)[task] = true
+	return true
+}
+
+// escalateIfAsked escalates after escalateAfter when r says an async call's loop was asked to
+// cancel task.
+func (i *Interpreter) escalateIfAsked(task uint64, r C.int) {
 	if r == C.PYW_CANCEL_ASKED {
 		time.AfterFunc(escalateAfter, func() { i.interruptFollow(task, 1) })
 	}
-	if (r == C.PYW_INJECTED || first) && task != 0 && mode&C.PYW_INTERRUPT_AGAIN == 0 {
-		i.imu.Lock()
-		watch := !i.watching[task]
-		if watch {
-			if i.watching == nil {
-				i.watching = make(map[uint64]bool)
-			}
-			i.watching[task] = true
-		}
-		i.imu.Unlock()
-		if watch { // from the first interrupt of the task (a deferred one's series injects later)
-			i.watchOwed(task)
-		}
-	}
-	return r
 }
 
 // watchOwed looks every 50 ms, while task runs, whether it owes an interrupt: one swallowed by a
@@ -475,9 +480,7 @@ func (i *Interpreter) retryInterrupt(task uint64, mode C.int, wait time.Duration
 			i.retryInterrupt(task, mode, min(2*wait, 50*time.Millisecond), since)
 			return
 		}
-		if r == C.PYW_CANCEL_ASKED {
-			time.AfterFunc(escalateAfter, func() { i.interruptFollow(task, 1) })
-		}
+		i.escalateIfAsked(task, r)
 	})
 }
 
@@ -504,9 +507,9 @@ func (i *Interpreter) interruptCLocked(task uint64, escalate C.int) C.int {
 // same Done channel), as Thread's methods do themselves otherwise; an operation given ctx that
 // has yet to start does not start. It reports whether it interrupted one (or will: code
 // running importlib's own code is interrupted once it has left it: see Cancellation in the
-// package doc). Call it from any
-// goroutine except the interpreter's own; it waits for the interpreter's GIL (at most a switch
-// interval while Python code runs, longer while C code holds the GIL).
+// package doc). Call it from any goroutine except the interpreter's own; it waits for the
+// interpreter's GIL (at most a switch interval while Python code runs, longer while C code
+// holds the GIL).
 func (i *Interpreter) InterruptContext(ctx context.Context) bool {
 	done := ctx.Done()
 	if done == nil || ctx.Err() == nil {
