@@ -133,8 +133,8 @@ static void inject(pyw_interp *w, uint64_t task) {
  * its innermost frame has returned (a return has none): so the frames are walked out from the
  * innermost to a module's top-level code (which importlib runs, and which an exception unwinds
  * through importlib, undoing the import; top-level code is entered from C, so a check follows
- * its return in its caller), and an importlib frame before that defers it; so do
- * the finders, finalizers and other code importlib calls. Unless patient is 0 (the interrupt
+ * its return in its caller), and an importlib frame before that defers it; so do the finders,
+ * finalizers and other code importlib calls. Unless patient is 0 (the interrupt
  * has waited a second): then only importlib's own frame innermost does, and code importlib
  * calls that runs that long (a finder that hangs) is interrupted after all, where it almost
  * surely checks again before it returns. With the GIL held: t is not running. */

@@ -209,13 +209,13 @@ pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, s
  * escalates, below, if the loop has not taken the request soon), PYW_DEFERRED when the task
  * runs the import system's own code, where an interrupt would leave its locks taken (the caller
  * tries again shortly, until it injects or the task ends; for a second also while it runs code
- * importlib calls: see interp.c's in_importlib), 0 when it did nothing. With
- * escalate 1, it only injects KeyboardInterrupt into a task whose cancel request the loop has
- * not taken yet; with PYW_INTERRUPT_AGAIN or'd in, it is a deferred one's next try (it does
- * not note the task as interrupted before it began: it had begun), and with PYW_INTERRUPT_LATE
- * too, one that has waited a second (only importlib's own code defers it then, not what that
- * calls: see interp.c's in_importlib). While the interpreter
- * winds down (pyw_interp_wind_down) the injection reaches its other threads too: all of them
+ * importlib calls: see interp.c's in_importlib), 0 when it did nothing. With escalate 1, it
+ * only injects KeyboardInterrupt into a task whose cancel request the loop has not taken yet;
+ * with PYW_INTERRUPT_AGAIN or'd in, it is a deferred one's next try (it does not note the task
+ * as interrupted before it began: it had begun), and with PYW_INTERRUPT_LATE too, one that has
+ * waited a second (only importlib's own code defers it then, not what that calls: see interp.c's
+ * in_importlib). While the interpreter winds down (pyw_interp_wind_down) the injection reaches
+ * its other threads too: all of them
  * the first time, then once a second at most, and in between those a round left out (running
  * importlib's code, or being started). Blocks until it can take the interpreter's GIL. */
 enum { PYW_INJECTED = 1, PYW_CANCEL_ASKED = 2, PYW_DEFERRED = 3 };
