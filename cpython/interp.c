@@ -294,6 +294,20 @@ static void inject_others(pyw_interp *w, PyThreadState *self) {
 	pthread_mutex_unlock(&w->others_mu);
 }
 
+/* Waits (GIL not held) while an interrupter that waits for the GIL has asked the codec to stop
+ * (stop_codec): while it is an interrupter of task (or of whatever runs) if ours is set, else
+ * while it is one of another task's. Its wait for the GIL ends within microseconds here. */
+static void await_interrupter(pyw_interp *w, uint64_t task, int ours) {
+	for (;;) {
+		uint64_t s = atomic_load(&w->stop_codec);
+		if (s == 0 || (s == task || s == PYW_ANY_TASK) != ours) {
+			return;
+		}
+		struct timespec pause = {0, 20 * 1000};
+		nanosleep(&pause, NULL);
+	}
+}
+
 static void begin(pyw_interp *w, uint64_t task) {
 	atomic_store(&w->busy_task, task); /* before the looks below: see pyw_interp_interrupt */
 	/* An interrupter of the task before may still wait for the GIL (it came as that task ended):
@@ -301,14 +315,7 @@ static void begin(pyw_interp *w, uint64_t task) {
 	 * takes, which only its own interrupt stops, and interrupts take turns: that one would wait
 	 * for this task's end, and this task's interrupter for that one, for good. A few
 	 * microseconds: no one else holds the GIL, but for the interpreter's other threads. */
-	for (;;) {
-		uint64_t s = atomic_load(&w->stop_codec);
-		if (s == 0 || s == task || s == PYW_ANY_TASK) {
-			break;
-		}
-		struct timespec pause = {0, 20 * 1000};
-		nanosleep(&pause, NULL);
-	}
+	await_interrupter(w, task, 0);
 	PyEval_RestoreThread(w->tstate);
 	if (w->out.cap > PYW_OUT_KEEP) {
 		pyw_buf_free(&w->out);
@@ -950,14 +957,7 @@ int pyw_stoppable_end(pyw_stoppable s, int stopped) {
 	PyErr_Clear();
 	uint64_t busy = atomic_load(&w->busy_task);
 	Py_BEGIN_ALLOW_THREADS
-	for (;;) {
-		uint64_t req = atomic_load(&w->stop_codec);
-		if (req == 0 || (req != busy && req != PYW_ANY_TASK)) {
-			break;
-		}
-		struct timespec pause = {0, 20 * 1000};
-		nanosleep(&pause, NULL);
-	}
+	await_interrupter(w, busy, 1);
 	Py_END_ALLOW_THREADS
 	if (w->injections == s.injections) {
 		/* it asked for a cancellation, or was held off: no interrupt here, and the stop does
