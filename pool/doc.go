@@ -56,7 +56,11 @@
 // Close then waits for it. The pool always keeps its size, as long as replacements can start:
 // one whose Setup or Preload fails now (a file gone since) is tried again, 50 ms later and then
 // up to 5 s apart, and GroupStats.RestartFailures and RestartError say so; meanwhile its slot
-// serves nothing, and with no worker left calls wait in the queue (give them a deadline).
+// serves nothing. With no worker left, calls wait in the queue while some slot's failures are
+// fewer than three in a row; once every slot of the group has failed three starts in a row,
+// the calls waiting fail, and so do new ones, at once, with ErrNoWorkers (and the last
+// failure's text) until a worker starts again: a call does not wait for good on a Setup that
+// keeps failing.
 // With MaxTasksPerWorker, each worker's limit is drawn between 90 % of it and it, so that
 // workers sharing a queue are replaced one by one rather than all at once.
 //

@@ -34,6 +34,9 @@ type Group struct {
 	ending                                       atomic.Int64 // endInBackground's and retire's, not yet ended
 	restartFailures                              atomic.Uint64
 	restartErr                                   atomic.Pointer[string] // the last failed restart's, nil since a start succeeded
+	// down counts the slots whose last downAfter starts or more all failed: when that is every
+	// slot, the group is down (see downErr).
+	down atomic.Int64
 
 	mu      sync.Mutex
 	workers []*worker   // the interpreter serving each slot now (nil while it starts)
@@ -95,6 +98,9 @@ func (g *Group) submit(ctx context.Context, target string, op taskOp, args []any
 	if g.p.closing.Load() {
 		return nil, ErrClosed
 	}
+	if err := g.downErr(); err != nil {
+		return nil, err
+	}
 	if err := g.enter(ctx, failFast); err != nil {
 		return nil, err
 	}
@@ -118,6 +124,9 @@ func (g *Group) submit(ctx context.Context, target string, op taskOp, args []any
 			return nil, ErrQueueFull
 		}
 		return nil, err
+	}
+	if err := g.downErr(); err != nil && tk.claim() { // down since the check above: failQueued may have missed it
+		tk.fail(err)
 	}
 	return tk, nil
 }
@@ -186,7 +195,8 @@ const mapWindow = 4
 // the calls in flight. Cancelling ctx ends it (once the iterator returns from a pull under way)
 // with errors wrapping ctx.Err() for the calls in flight, and pulls no more inputs. When the
 // pool closes under a batch, the calls of it that finished still yield their results (see
-// BatchFuture.Wait), the others ErrClosed, and no more inputs are pulled.
+// BatchFuture.Wait), the others ErrClosed, and no more inputs are pulled; so it is when the
+// group is down (ErrNoWorkers): the inputs of the batch that found it so get that error.
 func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) iter.Seq2[any, error] {
 	return func(yield func(any, error) bool) {
 		ctx, cancel := context.WithCancel(ctx)
@@ -391,6 +401,14 @@ func (tk *task) claim() bool {
 // counted as cancelled: every accepted task is counted once as done, failed or cancelled.
 func (tk *task) drop(err error) {
 	tk.g.cancelled.Add(1)
+	tk.finish(nil, err)
+}
+
+// fail ends a task that did not run with err, counted as failed (Close's and cancellation's
+// are drop's).
+func (tk *task) fail(err error) {
+	tk.args, tk.items = nil, nil
+	tk.g.failed.Add(1)
 	tk.finish(nil, err)
 }
 
@@ -652,10 +670,50 @@ func (p *Pool) startSlot(ctx context.Context, g *Group, id int, ready func(error
 	}()
 }
 
+// downAfter is how many starts in a row a slot fails before it counts as down: with every slot
+// of a group down, calls to it fail at once (downErr) rather than wait for a worker that may
+// never come; a start that fails once or twice, as a file being replaced can make it, does not
+// fail them (the third comes about 150 ms after the first, plus the starts' own time).
+const downAfter = 3
+
+// downErr is the error every call to the group gets while it is down — each of its slots failed
+// its last downAfter starts or more — and nil while it is not. The slots keep trying (see
+// runSlot): calls succeed again once one starts.
+func (g *Group) downErr() error {
+	if g.down.Load() < int64(len(g.slots)) {
+		return nil
+	}
+	msg := g.restartErr.Load()
+	if msg == nil { // a slot has started since
+		return nil
+	}
+	return fmt.Errorf("%w: group %q: each of its %d workers failed to restart %d times or more in a row, the last time with: %s",
+		ErrNoWorkers, g.name, len(g.slots), downAfter, *msg)
+}
+
+// failQueued ends the tasks waiting in the group's queue with downErr's error, when the group is
+// down: no worker takes them. A task queued after it sees that itself (submit).
+func (g *Group) failQueued() {
+	for {
+		err := g.downErr()
+		if err == nil {
+			return
+		}
+		v, rerr := g.tasks.TryRecv()
+		if rerr != nil {
+			return
+		}
+		if tk := g.takeTask(v); tk != nil && tk.claim() {
+			tk.fail(err)
+		}
+	}
+}
+
 // runSlot keeps slot id of the group filled with a working interpreter until the pool closes.
 func (g *Group) runSlot(ctx context.Context, id int, ready func(error)) {
 	const firstPause, lastPause = 50 * time.Millisecond, 5 * time.Second
 	pause := firstPause
+	fails := 0 // starts failed in a row
 	// wait pauses before the next start after a failure, longer each time; false if the pool
 	// closed meanwhile.
 	wait := func() bool {
@@ -684,12 +742,20 @@ func (g *Group) runSlot(ctx context.Context, id int, ready func(error)) {
 				msg := err.Error()
 				g.restartErr.Store(&msg)
 				g.restartFailures.Add(1)
+				if fails++; fails == downAfter {
+					g.down.Add(1)
+				}
+				g.failQueued() // when that made the group down, or it was down already
 			}
 			if !wait() {
 				return
 			}
 			continue
 		}
+		if fails >= downAfter {
+			g.down.Add(-1) // before the error goes: downErr needs both
+		}
+		fails = 0
 		g.restartErr.Store(nil)
 		end := w.serve()
 		switch {

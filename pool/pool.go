@@ -30,6 +30,11 @@ var (
 	// ErrWorkerLost: the task raised SystemExit or MemoryError, which end its worker's
 	// interpreter; a fresh one has replaced it.
 	ErrWorkerLost = errors.New("pool: worker lost and replaced")
+	// ErrNoWorkers: none of the group's workers can start again (each one's Setup or Preload
+	// failed three times or more in a row since it was replaced): calls fail at once, and
+	// those waiting in the queue with them, until one starts; the error has the last failure's
+	// text, as GroupStats.RestartError.
+	ErrNoWorkers = errors.New("pool: no worker can start")
 )
 
 // Options configures a pool. The zero value is a pool of runtime.NumCPU() workers.
@@ -325,8 +330,10 @@ type GroupStats struct {
 	Ending int
 	// RestartFailures counts failed starts of replacement workers (Setup or Preload raised,
 	// say, for a file gone since): the slot tries again, 50 ms later and up to 5 s apart, and
-	// serves nothing meanwhile (Workers is lower; with none left, calls wait in the queue).
-	// RestartError is the last one's error, "" once a worker of the group has started since.
+	// serves nothing meanwhile (Workers is lower). With none left, calls wait in the queue
+	// while a slot has failed fewer than three starts in a row, and fail with ErrNoWorkers once
+	// every slot has (see ErrNoWorkers). RestartError is the last one's error, "" once a worker
+	// of the group has started since.
 	RestartFailures uint64
 	RestartError    string
 	PerWorker       []WorkerStats

@@ -1338,16 +1338,23 @@ func TestGivenUpWorkerCountsAsEnding(t *testing.T) {
 	}, time.Minute, 10*time.Millisecond)
 }
 
-// A replacement that cannot start (Setup fails now) shows in Stats, and the slot comes back
-// once it can.
-func TestRestartFailuresShowInStats(t *testing.T) {
-	gone := filepath.Join(t.TempDir(), "model-gone")
-	p := newPool(t, pool.Options{Workers: 1, MaxTasksPerWorker: 1, Setup: fmt.Sprintf(`
+// poolOfOneTaskWorkers is a pool of workers each replaced after one task, whose Setup fails
+// ("the model file is gone") while the file gone exists: it does, from the first replacement on.
+func poolOfOneTaskWorkers(t *testing.T, workers int) (p *pool.Pool, gone string) {
+	gone = filepath.Join(t.TempDir(), "model-gone")
+	p = newPool(t, pool.Options{Workers: workers, MaxTasksPerWorker: 1, Setup: fmt.Sprintf(`
 import os
 if os.path.exists(%q):
     raise RuntimeError("the model file is gone")
 `, gone)})
 	require.NoError(t, os.WriteFile(gone, nil, 0o644))
+	return p, gone
+}
+
+// A replacement that cannot start (Setup fails now) shows in Stats, and the slot comes back
+// once it can.
+func TestRestartFailuresShowInStats(t *testing.T) {
+	p, gone := poolOfOneTaskWorkers(t, 1)
 	_, err := p.Call(bg, "pwtest:noop") // the worker's last task: it is replaced
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return p.Stats().Groups[0].RestartFailures >= 2 }, time.Minute, 10*time.Millisecond)
@@ -1359,6 +1366,46 @@ if os.path.exists(%q):
 	require.NoError(t, err)
 	st = p.Stats().Groups[0]
 	assert.Empty(t, st.RestartError)
+}
+
+// Once every worker of a group has failed three starts in a row, the calls waiting for one
+// fail with ErrNoWorkers and the failure's text, and so do new calls and Map, at once, rather
+// than wait for good; the slots go on trying, and calls succeed again once one starts.
+func TestCallsFailWhileEveryWorkerFailsToStart(t *testing.T) {
+	p, gone := poolOfOneTaskWorkers(t, 2)
+	for range 2 { // each worker's last task: both are replaced, and their replacements fail
+		_, err := p.Call(bg, "pwtest:noop")
+		require.NoError(t, err)
+	}
+	ctx, cancel := context.WithTimeout(bg, time.Minute)
+	defer cancel()
+	f, err := p.Submit(ctx, "pwtest:noop") // queued while the slots still try (or refused already)
+	if err == nil {
+		_, err = f.Wait(ctx)
+	}
+	require.ErrorIs(t, err, pool.ErrNoWorkers)
+	assert.Contains(t, err.Error(), "the model file is gone")
+	assert.NoError(t, ctx.Err(), "it failed when the group went down, not at its deadline")
+
+	_, err = p.Call(bg, "pwtest:noop") // no deadline: it must not wait for a worker
+	require.ErrorIs(t, err, pool.ErrNoWorkers)
+	n := 0 // Map ends with the batch that found the group down: its inputs get the error
+	for v, err := range p.Map(bg, "pwtest:ident", slices.Values([]any{1, 2, 3})) {
+		assert.Nil(t, v)
+		assert.ErrorIs(t, err, pool.ErrNoWorkers)
+		n++
+	}
+	assert.GreaterOrEqual(t, n, 1)
+	st := p.Stats().Groups[0]
+	assert.Equal(t, 0, st.Workers)
+	assert.Equal(t, st.Submitted, st.Done+st.Failed+st.Cancelled, "every accepted task ended once")
+
+	require.NoError(t, os.Remove(gone))
+	require.Eventually(t, func() bool {
+		_, err := p.Call(bg, "pwtest:noop")
+		return err == nil
+	}, time.Minute, 20*time.Millisecond, "calls succeed again once a worker starts")
+	assert.Empty(t, p.Stats().Groups[0].RestartError)
 }
 
 // Each worker's task limit is drawn between 90 % of MaxTasksPerWorker and it (below 10: it),
