@@ -50,17 +50,35 @@ var (
 // Channel object in some interpreter. Close is about the channel's state, not its memory.
 // An id is not a holder: keep the *Channel reachable (use it later, or defer
 // runtime.KeepAlive(c)) until Python code has opened the id, or the queue, with its items,
-// may be gone by then (pyworkers.Channel(id) then raises ValueError).
+// may be gone by then (pyworkers.Channel(id) then raises ValueError). Use it as *Channel, from
+// New or Open: a copy of the value is not a holder (go vet reports copies), and the zero value
+// is no channel (its methods panic).
 type Channel struct {
+	_   noCopy // go vet: a copy would use the queue after the original's cleanup let it go
 	q   *C.pyw_queue
 	id  int64
 	cap int
 }
 
+// noCopy makes go vet's copylocks check report copies of a Channel (not of a *Channel).
+type noCopy struct{}
+
+func (*noCopy) Lock()   {}
+func (*noCopy) Unlock() {}
+
 func wrap(q *C.pyw_queue) *Channel {
 	c := &Channel{q: q, id: int64(C.pyw_queue_id(q)), cap: int(C.pyw_queue_capacity(q))}
 	runtime.AddCleanup(c, func(q *C.pyw_queue) { C.pyw_queue_decref(q) }, q)
 	return c
+}
+
+// queue is the channel's queue; a Channel that New or Open did not make (a zero value) has
+// none, which is a programming error, as a write to a nil map is.
+func (c *Channel) queue() *C.pyw_queue {
+	if c.q == nil {
+		panic("channels: Channel used without New or Open (its zero value)")
+	}
+	return c.q
 }
 
 // New makes a channel holding up to capacity items (0: unbounded; Send then never waits).
@@ -93,14 +111,14 @@ func (c *Channel) Cap() int { return c.cap }
 
 // Len is the number of items waiting in the channel now.
 func (c *Channel) Len() int {
-	n := int(C.pyw_queue_len(c.q))
+	n := int(C.pyw_queue_len(c.queue()))
 	runtime.KeepAlive(c)
 	return n
 }
 
 // Closed reports whether Close has been called, here or in Python.
 func (c *Channel) Closed() bool {
-	closed := C.pyw_queue_is_closed(c.q) != 0
+	closed := C.pyw_queue_is_closed(c.queue()) != 0
 	runtime.KeepAlive(c)
 	return closed
 }
@@ -108,7 +126,7 @@ func (c *Channel) Closed() bool {
 // Close closes the channel: sends fail with ErrClosed at once; receivers get the items left,
 // then ErrClosed. It reports whether this call closed it; closing again is harmless.
 func (c *Channel) Close() bool {
-	closed := C.pyw_queue_close(c.q) != 0
+	closed := C.pyw_queue_close(c.queue()) != 0
 	runtime.KeepAlive(c)
 	return closed
 }
@@ -157,7 +175,7 @@ func (c *Channel) send(ctx context.Context, v any, mode waitMode) error {
 	// A waiting send may make three attempts: a large item is built by the first and kept for
 	// the others (a small one is copied into a kept node by each).
 	op := func(timeout C.int64_t, cancel *C.int) C.int {
-		return C.pyw_queue_send(c.q, data, n, refs, nrefs, &eb.keep, timeout, cancel)
+		return C.pyw_queue_send(c.queue(), data, n, refs, nrefs, &eb.keep, timeout, cancel)
 	}
 	rc := c.wait(ctx, op, mode, C.PYW_Q_FULL)
 	runtime.KeepAlive(c)
@@ -199,7 +217,7 @@ func (c *Channel) recv(ctx context.Context, mode waitMode) (any, error) {
 	rb := recvBufs.Get().(*recvBuf)
 	defer recvBufs.Put(rb)
 	op := func(timeout C.int64_t, cancel *C.int) C.int {
-		return C.pyw_queue_recv_copy(c.q, (*C.char)(unsafe.Pointer(&rb.small[0])), &rb.n, &rb.it, timeout, cancel)
+		return C.pyw_queue_recv_copy(c.queue(), (*C.char)(unsafe.Pointer(&rb.small[0])), &rb.n, &rb.it, timeout, cancel)
 	}
 	rc := c.wait(ctx, op, mode, C.PYW_Q_EMPTY)
 	runtime.KeepAlive(c)
@@ -252,7 +270,7 @@ func (c *Channel) wait(ctx context.Context, op func(C.int64_t, *C.int) C.int, mo
 	defer C.free(unsafe.Pointer(cancel))
 	cancelled := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
-		C.pyw_queue_cancel(c.q, cancel)
+		C.pyw_queue_cancel(c.queue(), cancel)
 		close(cancelled)
 	})
 	rc := op(C.PYW_Q_NO_SPIN, cancel) // it has just spun
@@ -307,7 +325,7 @@ func (c *Channel) sendRaw(b []byte) error {
 		p = (*C.char)(unsafe.Pointer(&b[0]))
 	}
 	var keep *C.pyw_item
-	rc := C.pyw_queue_send(c.q, p, C.size_t(len(b)), nil, 0, &keep, 0, nil)
+	rc := C.pyw_queue_send(c.queue(), p, C.size_t(len(b)), nil, 0, &keep, 0, nil)
 	runtime.KeepAlive(c)
 	C.pyw_item_free(keep)
 	return c.result(context.Background(), rc)
@@ -349,7 +367,7 @@ func (c *Channel) SendMany(ctx context.Context, vs []any) (int, error) {
 	total := 0
 	op := func(timeout C.int64_t, cancel *C.int) C.int {
 		var pushed C.size_t
-		rc := C.pyw_queue_push_many(c.q, &chain, &pushed, timeout, cancel)
+		rc := C.pyw_queue_push_many(c.queue(), &chain, &pushed, timeout, cancel)
 		total += int(pushed)
 		return rc
 	}
@@ -372,7 +390,7 @@ func (c *Channel) RecvMany(ctx context.Context, max int) ([]any, error) {
 	var chain *C.pyw_item
 	var n C.size_t
 	op := func(timeout C.int64_t, cancel *C.int) C.int {
-		return C.pyw_queue_pop_many(c.q, &chain, C.size_t(max), &n, timeout, cancel)
+		return C.pyw_queue_pop_many(c.queue(), &chain, C.size_t(max), &n, timeout, cancel)
 	}
 	rc := c.wait(ctx, op, block, C.PYW_Q_EMPTY)
 	runtime.KeepAlive(c)
@@ -393,7 +411,7 @@ func (c *Channel) RecvMany(ctx context.Context, max int) ([]any, error) {
 			}
 			it.next = nil
 			C.pyw_item_free(it)
-			C.pyw_queue_unget(c.q, chain) // nothing else is lost
+			C.pyw_queue_unget(c.queue(), chain) // nothing else is lost
 			runtime.KeepAlive(c)
 			return nil, err
 		}

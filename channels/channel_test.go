@@ -609,6 +609,17 @@ def opens(id):
 	assert.Eventually(t, func() bool { return gone(id) }, 5*time.Second, 10*time.Millisecond)
 }
 
+// A Channel that New or Open did not make (a zero value) panics with a message rather than
+// crash the process in C. (Copies of a Channel are go vet's to find: see noCopy.)
+func TestAZeroChannelPanicsWithAMessage(t *testing.T) {
+	var zero channels.Channel
+	const msg = "channels: Channel used without New or Open (its zero value)"
+	assert.PanicsWithValue(t, msg, func() { zero.Len() })
+	assert.PanicsWithValue(t, msg, func() { _ = zero.Send(bg, 1) })
+	assert.PanicsWithValue(t, msg, func() { _, _ = zero.Recv(bg) })
+	assert.PanicsWithValue(t, msg, func() { zero.Close() })
+}
+
 // N producers × M consumers across interpreters (and Go): every item delivered exactly once.
 func TestManyProducersManyConsumers(t *testing.T) {
 	const producers, consumers, perProducer = 3, 3, 2000
