@@ -300,6 +300,8 @@ func TestMapUsageErrorsBeforeAnyWork(t *testing.T) {
 		{[]string{"map"}, "TARGET"},
 		{[]string{"map", "nocolon"}, "must look like"},
 		{[]string{"map", "/no/such/file.py:f"}, "no such file"},
+		{[]string{"map", dirNamed(t, "pkg.py") + ":f"}, "is a directory"},
+		{[]string{"map", "--setup", "raise ValueError('no model')", p + ":f"}, "no model"},
 		{[]string{"map", p + ":no_such_function"}, "AttributeError"},
 		{[]string{"map", "no_such_module_anywhere:f"}, "ModuleNotFoundError"},
 		{[]string{"map", bad + ":f"}, "SyntaxError"},
@@ -316,6 +318,23 @@ func TestMapUsageErrorsBeforeAnyWork(t *testing.T) {
 		assert.Empty(t, r.stdout, "%v", c.args)
 		assert.Equal(t, 1, strings.Count(r.stderr, "pyworkers map:"), "said once: %s", r.stderr)
 	}
+}
+
+// dirNamed makes a directory named name (a name that looks like a file's) in a new temporary one.
+func dirNamed(t *testing.T, name string) string {
+	d := filepath.Join(t.TempDir(), name)
+	require.NoError(t, os.Mkdir(d, 0o755))
+	return d
+}
+
+// A byte order mark before the first line (Notepad, PowerShell) is not taken for its JSON.
+func TestMapSkipsAByteOrderMark(t *testing.T) {
+	r := pyworkersIn(t, "\ufeff[1]\n\ufeff2\n", "map", "json:dumps")
+	assert.Equal(t, 1, r.code, r.stderr)
+	lines := jsonLines(t, r.stdout)
+	require.Len(t, lines, 2)
+	assert.Equal(t, "[1]", lines[0]["ok"])
+	assert.Contains(t, lines[1]["error"].(map[string]any)["message"], "line 2", "only the input's first line may start with one")
 }
 
 // Input that is not what it seems is an error line of its own, never a silent substitute.

@@ -36,10 +36,13 @@ workers: objects keep their key order both ways, 2.0 stays a float, tuples come 
 A result JSON cannot hold (bytes, NaN, ...) and a line that is not JSON (NaN, 1e999, extra
 text after the value, and a blank line included) give an error line, not an abort. What the
 function prints goes to standard error, and so does what child processes or C code write to
-standard output. Exit status: 0 when every line succeeded, 1 when some failed, 2 for a bad
-command line or a TARGET that cannot be imported (said before any work starts), 130 after
-Ctrl-C and 143 after SIGTERM (the lines finished by then are written; a second signal exits at
-once), 141 when the reader of the results went away (| head).
+standard output. A UTF-8 byte order mark before the first line is skipped. At the end, map
+waits for the threads the calls started, as Python's exit does (--timeout does not cut that
+wait; Ctrl-C interrupts them). Exit status: 0 when every line succeeded, 1 when some failed
+(or the workers could not start for want of memory or threads), 2 for a bad command line, a
+--setup that raises or a TARGET that cannot be imported (said before any work starts), 130
+after Ctrl-C and 143 after SIGTERM (the lines finished by then are written; a second signal
+exits at once), 141 when the reader of the results went away (| head).
 
 Examples:
   printf '1\n2\n3\n' | pyworkers map -w 2 testdata/demo/isqrt.py:isqrt_sum
@@ -110,7 +113,10 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 		if ctx.Err() != nil { // Ctrl-C while --setup ran: it was interrupted
 			return exitInterrupt, nil
 		}
-		return exitUsage, usageErrorWithTraceback("the workers could not start", err)
+		if pe := (*cpython.PythonError)(nil); !errors.As(err, &pe) {
+			return exitFailed, fmt.Errorf("the workers could not start: %w", err) // not the command line's fault
+		}
+		return exitUsage, usageErrorWithTraceback("the workers could not start", err) // --setup raised
 	}
 	// At the end the workers' interpreters wait for the threads their calls started, as Python's
 	// exit does; Ctrl-C interrupts those too (the AfterFunc below is gone by then).
@@ -172,8 +178,8 @@ func checkTargetSyntax(target string) error {
 		return usagef("TARGET %q must look like path/to/file.py:function or package.module:function", target)
 	}
 	if mod := target[:i]; strings.HasSuffix(mod, ".py") || strings.Contains(mod, "/") {
-		if st, err := os.Stat(mod); err != nil || st.IsDir() {
-			return usagef("TARGET file %s: no such file", mod)
+		if err := checkReadable(mod); err != nil {
+			return usagef("TARGET file %s: %v", mod, err)
 		}
 	}
 	return nil
@@ -390,6 +396,9 @@ func (m *mapper) read(ctx context.Context, in io.Reader, entries chan<- entry) e
 			}
 			eof = err == io.EOF
 			text = bytes.TrimRight(text, "\r\n")
+			if line == 0 { // a byte order mark, as editors on Windows write, is not part of the JSON
+				text = bytes.TrimPrefix(text, []byte("\ufeff"))
+			}
 			if eof && len(text) == 0 {
 				break // the end of the last line, not a line (one of blanks is: it gets an error)
 			}
