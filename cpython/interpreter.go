@@ -551,7 +551,13 @@ func (t *Thread) enter() *Interpreter {
 	return i
 }
 
-func (i *Interpreter) leave() { i.inCall.Store(false) }
+// leave also writes out a partial line the call's output ends with (see Output in the package
+// doc): a turn may run many calls, as a pool's worker runs its tasks in one.
+func (i *Interpreter) leave() {
+	i.stdout.flush()
+	i.stderr.flush()
+	i.inCall.Store(false)
+}
 
 const wrongThread = "cpython: a Thread was used from another goroutine than the one Do gave it to, " +
 	"or while it ran a call (it is valid only on that goroutine, one call at a time, until Do's function returns)"

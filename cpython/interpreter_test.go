@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -773,16 +774,49 @@ func TestOutputWritersAreNotKept(t *testing.T) {
 // A long unfinished line after the last line end is not held back without bound: it goes out
 // once 64 KiB of it are waiting, as a line without any line end does.
 func TestOutputLongUnfinishedLineIsWritten(t *testing.T) {
-	var out bytes.Buffer
+	var out writeRecorder
+	i := newInterp(t, cpython.InterpreterConfig{Stdout: &out})
+	require.NoError(t, i.Exec(bg, "import sys\nsys.stdout.write('a\\n' + 'x' * 70000)\nsys.stdout.write('y' * 10)"))
+	// the first write came from the 64 KiB rule, the second from the call's end
+	assert.Equal(t, []int{2 + 70000, 10}, out.sizes())
+}
+
+// A partial line is written out at the end of each call, also when several calls run in one
+// turn (as a pool's worker runs its tasks): it is not held until a later call ends the line,
+// and glued to that call's output.
+func TestOutputPartialLineIsWrittenAtEachCallsEnd(t *testing.T) {
+	var out writeRecorder
 	i := newInterp(t, cpython.InterpreterConfig{Stdout: &out})
 	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {
-		if err := th.Exec(bg, "import sys\nsys.stdout.write('a\\n' + 'x' * 70000)"); err != nil {
+		if _, err := th.Call(bg, "builtins:print", "no line end", cpython.Kwargs{"end": ""}); err != nil {
 			return err
 		}
-		// still in the turn: only a flush at its end would have written a held-back part
-		assert.Equal(t, 2+70000, out.Len(), "written before the turn ended")
+		assert.Equal(t, []int{len("no line end")}, out.sizes(), "written when the call ended, within the turn")
+		if err := th.Exec(bg, "print('the next call', end='')"); err != nil {
+			return err
+		}
+		assert.Equal(t, []int{len("no line end"), len("the next call")}, out.sizes())
 		return nil
 	}))
+}
+
+// writeRecorder is a writer that keeps the size of each Write.
+type writeRecorder struct {
+	mu sync.Mutex
+	n  []int
+}
+
+func (w *writeRecorder) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.n = append(w.n, len(p))
+	return len(p), nil
+}
+
+func (w *writeRecorder) sizes() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.n)
 }
 
 // overlapCounter is a writer that counts the Writes that began while another was under way.
