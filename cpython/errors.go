@@ -155,7 +155,8 @@ func (e *InterruptedError) InImport() bool {
 // Python counterpart, a Python object that is not None/bool/int/float/str/bytes/tuple/list/dict
 // (with str keys), a string that is not valid UTF-8. It wraps ErrUnsupportedValue.
 type ConversionError struct {
-	// What is being converted: "argument", "result", "main" (an InterpreterConfig.Main value).
+	// What is being converted: "argument", "result", or the InterpreterConfig field a value of
+	// which cannot cross: "main", "config", "argv", "path"; "value" for a channel's.
 	What string
 	// Path locates the value inside the structure, e.g. `[1]["items"][3]` (empty: the value itself).
 	Path string

@@ -33,7 +33,8 @@ type InterpreterConfig struct {
 	// (what the stdlib calls prepare_main), e.g. {"worker_id": 3, "settings": {...}}. Values
 	// convert as the package documentation says (Values).
 	Main map[string]any
-	// Path is put at the front of sys.path, after the runtime's Config.Path.
+	// Path is put at the front of sys.path, after the runtime's Config.Path (an entry already
+	// on sys.path stays where it is).
 	Path []string
 	// Argv becomes sys.argv when not nil.
 	Argv []string
@@ -113,8 +114,9 @@ var (
 // refused, extension modules checked for multi-interpreter support) and prepares it with cfg.
 // It starts the runtime with a zero Config when Initialize has not been called. ctx bounds the
 // wait for a turn to create (at most max(4, NumCPU) interpreters are created or ended at once);
-// creation itself, about 10–20 ms, is not interrupted. Errors: ErrFinalized, *PythonError when cfg's set-up raised,
-// *ConversionError for a cfg.Main value that cannot cross.
+// creation itself, about 10–20 ms, is not interrupted. Errors: ErrFinalized, the runtime's own
+// start's error, ctx.Err(), *PythonError when cfg's set-up raised, *ConversionError for a value
+// of cfg.Main, Config, Argv or Path that cannot cross (What says which).
 func NewInterpreter(ctx context.Context, cfg InterpreterConfig) (*Interpreter, error) {
 	// rt.cfg is fixed once the runtime runs; ensureRunning's lock orders this read after it.
 	if err := ensureRunning(); err != nil {

@@ -35,7 +35,8 @@ type Config struct {
 	// installation or Python version, and a path that names no file. A relative path is made
 	// absolute.
 	Executable string
-	// Path is put at the front of sys.path in every interpreter.
+	// Path is put at the front of sys.path in every interpreter (an entry already on sys.path
+	// stays where it is).
 	Path []string
 	// Stdout and Stderr receive every interpreter's sys.stdout / sys.stderr unless its
 	// InterpreterConfig says otherwise. nil means os.Stdout / os.Stderr.

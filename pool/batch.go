@@ -36,13 +36,17 @@ type redoCall struct {
 // final cpython.Kwargs gives keyword arguments), and gets the outcome Call would give it, each
 // call running once: its exception (a *cpython.PythonError) or a result that cannot cross (a
 // *cpython.ConversionError) is its own Result.Err. A SystemExit or MemoryError ends the batch on
-// its worker, which is replaced (that item's Err wraps ErrWorkerLost); the items after it then
-// run as calls of their own. So do all items when the batch could not start (an argument that
-// cannot cross, a target that cannot be imported). A batch that fails as a whole once its calls
-// have begun (out of memory keeping or encoding their outcomes) gives every item that error
-// (wrapping cpython.ErrBatchFailed, and ErrWorkerLost for a MemoryError): some may have run, so
-// none runs again. ctx governs the whole batch: when it ends while the batch runs, the items
-// that finished keep their outcomes and the others get ctx's error (see Wait).
+// its worker, which is replaced (that item's Err wraps ErrWorkerLost); another BaseException
+// that is not an Exception (a KeyboardInterrupt the code raised itself) ends it too, and the
+// worker stays. The items after it then run as calls of their own. So do all items when the
+// batch could not start (an argument that cannot cross, a target that cannot be imported). A
+// batch that fails as a whole once its calls have begun (out of memory keeping or encoding
+// their outcomes) gives every item that error (wrapping cpython.ErrBatchFailed, and
+// ErrWorkerLost for a MemoryError): some may have run, so none runs again. ctx governs the
+// whole batch: when it ends while the batch runs, the items that finished keep their outcomes
+// and the others get ctx's error, as a Wait with a context that has not ended tells (a Wait
+// whose own context has ended returns that error alone: wait with another context than the
+// batch's to get the outcomes).
 func (g *Group) SubmitBatch(ctx context.Context, target string, items [][]any) (*BatchFuture, error) {
 	return g.submitBatch(ctx, target, items, g.p.opts.FailFast)
 }

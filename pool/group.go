@@ -186,8 +186,10 @@ const mapWindow = 4
 // inputs to the workers in batches (see SubmitBatch) sized to about a millisecond of a worker's
 // time, by the time the calls so far took on the workers: single calls at first and for slow
 // functions, up to 32 calls for tiny ones. It keeps at most 4 batches per worker in flight, so
-// memory stays bounded however many inputs there are. Inputs are pulled on the caller's
-// goroutine (the loop body and the iterator never run at once); results already done are
+// memory stays bounded however many inputs there are. Inputs are pulled one at a time, never
+// while the loop body runs (with iter.Pull: the iterator runs on a goroutine of its own, which
+// the caller's hands over to and waits for, so an iterator must not depend on which goroutine
+// runs it, as one that locks its OS thread would); results already done are
 // yielded before another batch is filled, and a batch being filled goes out after a
 // millisecond even when short, so a slow iterator holds results back by one input at most. An iterator must
 // not wait for a result of the same Map (a feedback loop): Map waits for that input first. A

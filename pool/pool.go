@@ -28,7 +28,7 @@ var (
 	// ErrNoGroup: a call addressed to a group the pool does not have.
 	ErrNoGroup = errors.New("pool: no such group")
 	// ErrWorkerLost: the task raised SystemExit or MemoryError, which end its worker's
-	// interpreter; a fresh one has replaced it.
+	// interpreter; a fresh one takes its place (see ErrNoWorkers for one that cannot start).
 	ErrWorkerLost = errors.New("pool: worker lost and replaced")
 	// ErrNoWorkers: none of the group's workers can start again (each one's Setup or Preload
 	// failed three times or more in a row since it was replaced): calls fail at once, and
@@ -46,7 +46,8 @@ type Options struct {
 	Setup string
 	// Preload lists modules every worker imports before it takes work.
 	Preload []string
-	// Path is put at the front of sys.path in every worker.
+	// Path is put at the front of sys.path in every worker (an entry already on sys.path, as
+	// site-packages, stays where it is).
 	Path []string
 	// Config is what pyworkers.config() returns inside every worker.
 	Config any
@@ -56,7 +57,9 @@ type Options struct {
 	// a worker passes it, so after 4×QueueSize+1024 such tasks while every worker stays busy,
 	// Call and Submit wait (or fail fast) until the workers move on, whatever the count says.
 	QueueSize int
-	FailFast  bool
+	// FailFast makes Call, Submit and SubmitBatch return ErrQueueFull at once when a bounded
+	// queue is full, rather than wait for room; for every group of the pool. Map always waits.
+	FailFast bool
 	// MaxTasksPerWorker recycles a worker (a fresh interpreter replaces it) after this many
 	// tasks (0: never). From 10 up, each worker's limit is drawn between 90 % of it and it, so
 	// that workers sharing a queue are not all replaced at once (the group would serve nothing
@@ -81,7 +84,10 @@ type Options struct {
 	Name string
 }
 
-// GroupOptions configures a named group of workers.
+// GroupOptions configures a named group of workers: as the fields of Options of the same
+// names, for the group's own workers. Workers, QueueSize and MaxTasksPerWorker left zero take
+// the pool's values (so a group cannot be unbounded, or never recycle, when the pool's are
+// set); Setup, Preload and Config are the group's alone (zero: none).
 type GroupOptions struct {
 	Workers           int
 	Setup             string
@@ -304,8 +310,8 @@ func handleBound(queueSize int) int {
 
 // Stats is a snapshot of a pool's counters.
 type Stats struct {
-	Uptime time.Duration
-	Groups []GroupStats
+	Uptime time.Duration // since New
+	Groups []GroupStats  // the default group ("") and the named ones, by name
 }
 
 // GroupStats counts one group's work. Every accepted task ends as exactly one of Done, Failed
@@ -314,14 +320,14 @@ type Stats struct {
 // one that has to run again call by call (see SubmitBatch) ends as Failed, and each of its
 // calls is then a task of its own.
 type GroupStats struct {
-	Name      string
+	Name      string // "" for the default group
 	Workers   int    // workers alive now
 	Queued    int    // tasks waiting for a worker (not counting cancelled ones)
 	Submitted uint64 // tasks accepted
 	Done      uint64 // tasks that returned a result
 	Failed    uint64 // tasks that ended with an error other than cancellation
 	Cancelled uint64 // tasks whose context ended first (taken from the queue, or interrupted), or that Close ended
-	Recycles  uint64 // workers replaced: task limit, SystemExit, MemoryError, lost to an interrupt
+	Recycles  uint64 // workers replaced: task limit, SystemExit, MemoryError, lost to an interrupt or interrupted in an import, unable to wait for work
 	// Ending counts replaced workers' interpreters still ending: waiting for threads their code
 	// started, or given up on while a task of theirs went on after its interrupt (see
 	// Self-healing in the package doc). One that stays up holds a thread that an interrupt
@@ -341,8 +347,8 @@ type GroupStats struct {
 
 // WorkerStats counts one worker slot's work (across the interpreters that filled it).
 type WorkerStats struct {
-	ID    int
-	Tasks uint64
+	ID    int           // the slot's number, pyworkers.worker_id() in its interpreters
+	Tasks uint64        // tasks run (a batch, or a Check, is one)
 	Busy  time.Duration // time spent running tasks
 }
 
