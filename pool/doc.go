@@ -60,7 +60,7 @@
 // fewer than three in a row; once every slot of the group has failed three starts in a row,
 // the calls waiting fail, and so do new ones, at once, with ErrNoWorkers (and the last
 // failure's text) until a worker starts again: a call does not wait for good on a Setup that
-// keeps failing.
+// keeps failing (one that hangs is no failure: give calls a deadline).
 // With MaxTasksPerWorker, each worker's limit is drawn between 90 % of it and it, so that
 // workers sharing a queue are replaced one by one rather than all at once.
 //

@@ -197,8 +197,9 @@ const mapWindow = 4
 // the calls in flight. Cancelling ctx ends it (once the iterator returns from a pull under way)
 // with errors wrapping ctx.Err() for the calls in flight, and pulls no more inputs. When the
 // pool closes under a batch, the calls of it that finished still yield their results (see
-// BatchFuture.Wait), the others ErrClosed, and no more inputs are pulled; so it is when the
-// group is down (ErrNoWorkers): the inputs of the batch that found it so get that error.
+// BatchFuture.Wait), the others ErrClosed, and no more inputs are pulled. While the group is
+// down (ErrNoWorkers), the inputs of the batches in flight get that error, and Map ends with
+// the first batch the group refuses.
 func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) iter.Seq2[any, error] {
 	return func(yield func(any, error) bool) {
 		ctx, cancel := context.WithCancel(ctx)
@@ -253,7 +254,7 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 				b, err := g.submitBatch(ctx, target, items, false)
 				fifo = append(fifo, pending{b: b, n: len(items), err: err})
 				if err != nil {
-					more = false // cancelled or closed: the inputs after these get no calls
+					more = false // cancelled, closed or down: the inputs after these get no calls
 				}
 			}
 			if len(fifo) == 0 {
@@ -675,7 +676,7 @@ func (p *Pool) startSlot(ctx context.Context, g *Group, id int, ready func(error
 // downAfter is how many starts in a row a slot fails before it counts as down: with every slot
 // of a group down, calls to it fail at once (downErr) rather than wait for a worker that may
 // never come; a start that fails once or twice, as a file being replaced can make it, does not
-// fail them (the third comes about 150 ms after the first, plus the starts' own time).
+// fail them (the third comes 150 ms or more after the first, plus the starts' own time).
 const downAfter = 3
 
 // downErr is the error every call to the group gets while it is down — each of its slots failed

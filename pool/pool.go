@@ -30,10 +30,11 @@ var (
 	// ErrWorkerLost: the task raised SystemExit or MemoryError, which end its worker's
 	// interpreter; a fresh one takes its place (see ErrNoWorkers for one that cannot start).
 	ErrWorkerLost = errors.New("pool: worker lost and replaced")
-	// ErrNoWorkers: none of the group's workers can start again (each one's Setup or Preload
-	// failed three times or more in a row since it was replaced): calls fail at once, and
-	// those waiting in the queue with them, until one starts; the error has the last failure's
-	// text, as GroupStats.RestartError.
+	// ErrNoWorkers: none of the group's workers can start again (each one's start failed
+	// three times or more in a row since it was replaced: its Setup or Preload raised, or
+	// its interpreter could not be made): calls fail at once, and those waiting in the queue
+	// with them, until one starts; the error has the last failure's text, as
+	// GroupStats.RestartError. (A Setup that hangs is no failure: calls wait for it.)
 	ErrNoWorkers = errors.New("pool: no worker can start")
 )
 
