@@ -38,6 +38,8 @@ var (
 	// on a thread its Python code started, when CloseContext's deadline interrupted the
 	// interpreter's end.
 	ErrInterrupted = errors.New("channels: wait interrupted with the interpreter's task")
+	// ErrNoMemory: the C side could not allocate a channel or an item.
+	ErrNoMemory = errors.New("channels: out of memory")
 )
 
 // Channel is a queue between goroutines and Python interpreters: Go sends and receives here,
@@ -88,7 +90,7 @@ func New(capacity int) (*Channel, error) {
 	}
 	q := C.pyw_queue_new(C.size_t(capacity))
 	if q == nil {
-		return nil, errors.New("channels: New: out of memory")
+		return nil, fmt.Errorf("channels: New: %w", ErrNoMemory)
 	}
 	return wrap(q), nil
 }
@@ -149,7 +151,7 @@ func (eb *encodeBuf) c() (*C.char, C.size_t, **C.pyw_shared, C.size_t) {
 // bool, any integer or *big.Int, float, string (valid UTF-8), []byte, cpython.Tuple, slices,
 // maps with string keys, and *cpython.Buffer (shared, not copied); anything else is a
 // *cpython.ConversionError and nothing is sent. Errors: ErrClosed, ctx.Err(), ErrInterrupted
-// (on an interpreter's thread, see the package docs), out of memory.
+// (on an interpreter's thread, see the package docs), ErrNoMemory.
 func (c *Channel) Send(ctx context.Context, v any) error {
 	return c.send(ctx, v, block)
 }
@@ -296,7 +298,7 @@ func (c *Channel) result(ctx context.Context, rc C.int) error {
 		}
 		return context.Canceled
 	case C.PYW_Q_NOMEM:
-		return errors.New("channels: out of memory")
+		return ErrNoMemory
 	case C.PYW_Q_INTERRUPTED:
 		return ErrInterrupted
 	}
@@ -355,7 +357,7 @@ func (c *Channel) SendMany(ctx context.Context, vs []any) (int, error) {
 		eb.refs.Clear()
 		if it == nil {
 			freeChain()
-			return 0, errors.New("channels: out of memory")
+			return 0, ErrNoMemory
 		}
 		if last == nil {
 			chain = it
