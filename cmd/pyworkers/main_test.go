@@ -309,6 +309,7 @@ func TestMapUsageErrorsBeforeAnyWork(t *testing.T) {
 		{[]string{"map", "--bogus", p + ":f"}, "unknown flag"},
 		{[]string{"map", "--progress", "sometimes", p + ":f"}, "--progress"},
 		{[]string{"map", "--timeout", "-5s", p + ":f"}, "--timeout"},
+		{[]string{"map", "--max-line-mib", "0", p + ":f"}, "--max-line-mib"},
 		{[]string{"map", "-w", "100000", p + ":f"}, "at most"},
 		{[]string{"map", p + ":f", t.TempDir()}, "is a directory"},
 	} {
@@ -325,6 +326,23 @@ func dirNamed(t *testing.T, name string) string {
 	d := filepath.Join(t.TempDir(), name)
 	require.NoError(t, os.Mkdir(d, 0o755))
 	return d
+}
+
+// A line longer than --max-line-mib is read to its end and dropped, with an error line of its
+// own, so that input without line ends cannot take all memory; the lines after it run.
+func TestMapRefusesALineTooLong(t *testing.T) {
+	in := "1\n\"" + strings.Repeat("a", 3<<19) + "\"\n2\n" + strings.Repeat("b", 2<<20) // the last with no line end
+	r := pyworkersIn(t, in, "map", "--max-line-mib", "1", "json:dumps")
+	assert.Equal(t, 1, r.code, r.stderr)
+	lines := jsonLines(t, r.stdout)
+	require.Len(t, lines, 4)
+	assert.Equal(t, "1", lines[0]["ok"])
+	assert.Equal(t, "2", lines[2]["ok"])
+	for _, k := range []int{1, 3} {
+		e := lines[k]["error"].(map[string]any)
+		assert.Equal(t, "InputError", e["type"])
+		assert.Contains(t, e["message"], fmt.Sprintf("line %d: longer than 1 MiB", k+1))
+	}
 }
 
 // A byte order mark before the first line (Notepad, PowerShell) is not taken for its JSON.

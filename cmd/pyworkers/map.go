@@ -33,8 +33,9 @@ the one whose python --python names); an async function is run to completion. Ea
 value is the function's one argument; with --star an array is spread into positional arguments
 and an object into keyword arguments. Lines and results go through Python's json module in the
 workers: objects keep their key order both ways, 2.0 stays a float, tuples come back as arrays.
-A result JSON cannot hold (bytes, NaN, ...) and a line that is not JSON (NaN, 1e999, extra
-text after the value, and a blank line included) give an error line, not an abort. What the
+A result JSON cannot hold (bytes, NaN, ...), a line that is not JSON (NaN, 1e999, extra text
+after the value, and a blank line included) and one longer than --max-line-mib give an error
+line, not an abort. What the
 function prints goes to standard error, and so does what child processes or C code write to
 standard output. A UTF-8 byte order mark before the first line is skipped. At the end, map
 waits for the threads the calls started, as Python's exit does (--timeout does not cut that
@@ -59,6 +60,7 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	setup := fs.String("setup", "", "Python code every worker runs before it takes work")
 	star := fs.Bool("star", false, "spread an array line into positional arguments, an object into keyword arguments")
 	progress := fs.String("progress", "auto", "progress on stderr: auto (when stderr is a terminal), always, never")
+	maxLine := fs.Int("max-line-mib", defaultMaxLineMiB, "longest input line in MiB: a longer one is read to its end and gets an error line, so that input without line ends cannot take all memory")
 	python := pythonFlag(fs)
 	if done, err := parse(fs, args); done || err != nil {
 		return exitOK, err
@@ -72,6 +74,9 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	}
 	if *timeout < 0 {
 		return exitUsage, usagef("--timeout must not be negative, got %v", *timeout)
+	}
+	if *maxLine < 1 || *maxLine > 1<<20 {
+		return exitUsage, usagef("--max-line-mib must be 1 to %d, got %d", 1<<20, *maxLine)
 	}
 	showProgress, err := progressWanted(*progress, std.stderr)
 	if err != nil {
@@ -137,7 +142,7 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	}
 	stop := context.AfterFunc(ctx, closeNow)
 	defer stop()
-	m := &mapper{p: p, target: target, star: *star, timeout: *timeout, window: 4 * *workers}
+	m := &mapper{p: p, target: target, star: *star, timeout: *timeout, window: 4 * *workers, maxLine: *maxLine << 20}
 	if *timeout > 0 {
 		// A line's deadline runs from its hand-off: hand a line over only when a worker is free
 		// for it, so that no deadline runs out in the queue.
@@ -203,6 +208,7 @@ type mapper struct {
 	star    bool
 	timeout time.Duration
 	window  int
+	maxLine int // bytes (--max-line-mib; 0: defaultMaxLineMiB)
 	// runMax is how many lines may go to a worker as one batch, set by the writer from sizer
 	// (the time batches run on the workers): batching pays for tiny calls, and costs slow ones
 	// parallelism.
@@ -373,6 +379,10 @@ const maxRun = 64
 // runMax) go together, so a fast input is batched and a slow one is not kept waiting. With
 // --timeout every line is its own batch, so that each has its own deadline.
 func (m *mapper) read(ctx context.Context, in io.Reader, entries chan<- entry) error {
+	maxLine := m.maxLine
+	if maxLine <= 0 {
+		maxLine = defaultMaxLineMiB << 20
+	}
 	defer close(entries)
 	r := bufio.NewReaderSize(in, 256<<10)
 	line := 0
@@ -389,7 +399,7 @@ func (m *mapper) read(ctx context.Context, in io.Reader, entries chan<- entry) e
 			if ctx.Err() != nil {
 				return nil
 			}
-			text, err := r.ReadBytes('\n')
+			text, tooLong, err := readLine(r, maxLine)
 			if err != nil && err != io.EOF {
 				rerr = fmt.Errorf("reading input after line %d: %w", line, err)
 				break // text, a line it cut short, is not one
@@ -399,11 +409,15 @@ func (m *mapper) read(ctx context.Context, in io.Reader, entries chan<- entry) e
 			if line == 0 { // a byte order mark, as editors on Windows write, is not part of the JSON
 				text = bytes.TrimPrefix(text, []byte("\ufeff"))
 			}
-			if eof && len(text) == 0 {
+			if eof && len(text) == 0 && !tooLong {
 				break // the end of the last line, not a line (one of blanks is: it gets an error)
 			}
 			line++
-			if aerr := checkLine(text); aerr != nil {
+			aerr := checkLine(text)
+			if tooLong {
+				aerr = fmt.Errorf("longer than %d MiB (--max-line-mib), not read", maxLine>>20)
+			}
+			if aerr != nil {
 				if e.errs == nil {
 					e.errs = map[int]error{}
 				}
@@ -465,6 +479,32 @@ func (e *inputError) Error() string { return e.msg }
 const jsonLine = "pyworkers:_json_line"
 
 // checkLine is what a line must be before it goes to a worker: text, and not empty.
+// defaultMaxLineMiB is --max-line-mib's default: JSON lines are rarely near it, and one line
+// costs a few times its size while it crosses and is parsed.
+const defaultMaxLineMiB = 256
+
+// readLine reads one line, with its line end if it has one, as ReadBytes('\n') does, but keeps
+// no more than max bytes of it: a longer line is read to its end and dropped (tooLong), so that
+// one huge line (input with no line ends, /dev/zero) cannot take all memory.
+func readLine(r *bufio.Reader, max int) (line []byte, tooLong bool, err error) {
+	for {
+		frag, err := r.ReadSlice('\n')
+		if !tooLong {
+			if len(line)+len(frag) > max+2 { // the line end ("\r\n") does not count
+				tooLong, line = true, nil
+			} else {
+				line = append(line, frag...)
+			}
+		}
+		if err != bufio.ErrBufferFull {
+			if !tooLong && len(bytes.TrimRight(line, "\r\n")) > max {
+				tooLong, line = true, nil
+			}
+			return line, tooLong, err
+		}
+	}
+}
+
 func checkLine(text []byte) error {
 	if len(bytes.TrimSpace(text)) == 0 {
 		return errors.New("an empty line, not JSON")
