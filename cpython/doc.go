@@ -134,9 +134,12 @@
 // Stderr, Thread.SetOutput for one turn, os.Stdout/os.Stderr by default), in whole lines, so
 // that the output of different interpreters never mixes mid-line even on a shared writer. The
 // exceptions are writes of part of a line: a line longer than 64 KiB may go out in pieces of
-// 64 KiB or more, and a flush (print(..., flush=True), sys.stdout.flush()) and the end of every
-// call write out what the line has so far. A writer that returns an error or panics makes the
-// print raise OSError (at a call's end, the text is dropped). sys.stdin is empty.
+// 64 KiB or more, a flush (print(..., flush=True), sys.stdout.flush()) writes out what the line
+// has so far, and so does the end of every call (of a CallMany batch: its end, not each
+// item's) when the call's own thread wrote last; a partial line a thread the code started is
+// writing is held until its line end (or the turn's end), as print writes its pieces one by
+// one. A writer that returns an error or panics makes the print raise OSError (at a call's end,
+// the text is dropped). sys.stdin is empty.
 //
 // # Inside the interpreter
 //

@@ -889,6 +889,8 @@ static pyw_interp *own(void) {
 	return w != NULL && PyInterpreterState_Get() == w->interp ? w : NULL;
 }
 
+int pyw_on_own_thread(pyw_interp *w) { return w != NULL && own() == w; }
+
 void pyw_set_wake_fd(int fd) {
 	pyw_interp *w = own();
 	if (w != NULL) {

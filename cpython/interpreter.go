@@ -554,10 +554,10 @@ func (t *Thread) enter() *Interpreter {
 }
 
 // leave also writes out a partial line the call's output ends with (see Output in the package
-// doc): a turn may run many calls, as a pool's worker runs its tasks in one.
+// doc and stream.flushOwn): a turn may run many calls, as a pool's worker runs its tasks in one.
 func (i *Interpreter) leave() {
-	i.stdout.flush()
-	i.stderr.flush()
+	i.stdout.flushOwn()
+	i.stderr.flushOwn()
 	i.inCall.Store(false)
 }
 

@@ -800,6 +800,33 @@ func TestOutputPartialLineIsWrittenAtEachCallsEnd(t *testing.T) {
 	}))
 }
 
+// A partial line a thread the code started is writing is not cut at a call's end (print writes
+// its pieces one by one, and another interpreter's line could come in between): it goes out
+// whole, at its line end.
+func TestOutputThreadsPartialLineIsNotCutAtACallsEnd(t *testing.T) {
+	var out writeRecorder
+	i := newInterp(t, cpython.InterpreterConfig{Stdout: &out})
+	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {
+		if err := th.Exec(bg, `
+import sys, threading
+began, go_on = threading.Event(), threading.Event()
+def line():
+    sys.stdout.write("a thread's ")
+    began.set()
+    go_on.wait()
+    sys.stdout.write("whole line\n")
+writer = threading.Thread(target=line)
+writer.start()
+began.wait()
+`); err != nil {
+			return err
+		}
+		assert.Empty(t, out.sizes(), "held at the call's end: the thread has not ended its line")
+		return th.Exec(bg, "go_on.set(); writer.join()")
+	}))
+	assert.Equal(t, []int{len("a thread's whole line\n")}, out.sizes())
+}
+
 // writeRecorder is a writer that keeps the size of each Write.
 type writeRecorder struct {
 	mu sync.Mutex

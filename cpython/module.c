@@ -36,11 +36,11 @@ static PyObject *mod_write(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 		PyErr_SetString(PyExc_RuntimeError, "pyworkers output is not connected");
 		return NULL;
 	}
-	int rc;
+	int rc, mine = pyw_on_own_thread(state_of(m)->interp);
 	/* args[1] keeps s alive while the GIL is released for a possibly slow writer, which may wait
 	 * on a channel: an interrupt already raised (and caught) must not end that wait */
 	PYW_BEGIN_WAIT(state_of(m)->interp)
-	rc = pywGoWrite(h, fd, (char *)s, (size_t)n);
+	rc = pywGoWrite(h, fd, (char *)s, (size_t)n, mine);
 	Py_END_ALLOW_THREADS
 	if (rc != 0) {
 		PyErr_SetString(PyExc_OSError, "pyworkers: the Go writer for this stream returned an error");

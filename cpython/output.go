@@ -26,6 +26,9 @@ type stream struct {
 	def     output // the interpreter's writer (setDefault)
 	cur     output // the current call's writer (Thread.SetOutput)
 	partial []byte
+	// ownPartial: the interpreter's own thread, which runs the calls, wrote last and left partial
+	// (see flushOwn).
+	ownPartial bool
 }
 
 func (s *stream) writer() output {
@@ -35,9 +38,10 @@ func (s *stream) writer() output {
 	return s.def
 }
 
-func (s *stream) write(p []byte) error {
+func (s *stream) write(p []byte, own bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.ownPartial = own
 	s.partial = append(s.partial, p...)
 	i := bytes.LastIndexByte(s.partial, '\n')
 	if i < 0 && len(s.partial) < maxPartial {
@@ -65,6 +69,18 @@ func (s *stream) flushLocked() error {
 	err := s.writer().emit(s.partial)
 	s.partial = s.partial[:0]
 	return err
+}
+
+// flushOwn writes out a partial line the interpreter's own thread wrote last: at the end of a
+// call, what the call printed without a line end goes out then, not glued to a later call's
+// output. A partial line a thread the code started is writing stays held until its line end
+// (print writes its pieces one by one), so that lines never break in the middle.
+func (s *stream) flushOwn() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ownPartial {
+		s.flushLocked()
+	}
 }
 
 // setDefault sets the interpreter's writer, once, before any output.
@@ -171,17 +187,18 @@ func (i *Interpreter) stream(fd C.int) *stream {
 
 // The preamble of a file with exported functions may hold declarations only.
 
-// pywGoWrite is called by _pyworkers.write (module.c) with the GIL released.
+// pywGoWrite is called by _pyworkers.write (module.c) with the GIL released; mine says whether
+// the interpreter's own thread wrote (see stream.flushOwn).
 //
 //export pywGoWrite
-func pywGoWrite(h C.uintptr_t, fd C.int, p *C.char, n C.size_t) (rc C.int) {
+func pywGoWrite(h C.uintptr_t, fd C.int, p *C.char, n C.size_t, mine C.int) (rc C.int) {
 	defer func() { // never unwind a Go panic through CPython's frames
 		if recover() != nil {
 			rc = -1
 		}
 	}()
 	i := cgo.Handle(h).Value().(*Interpreter)
-	if err := i.stream(fd).write(unsafe.Slice((*byte)(unsafe.Pointer(p)), int(n))); err != nil {
+	if err := i.stream(fd).write(unsafe.Slice((*byte)(unsafe.Pointer(p)), int(n)), mine != 0); err != nil {
 		return -1
 	}
 	return 0

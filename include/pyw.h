@@ -368,6 +368,9 @@ void pyw_wait_end(void);
  * other threads, the wind-down's KeyboardInterrupt, of mod's interpreter) and not raised yet. A call that takes an item must not return it then: the pending KeyboardInterrupt
  * would be raised as the call returns, and the item lost with the frame. */
 int pyw_interrupt_pending(pyw_interp *mod);
+/* Whether this is w's own thread running w's code (GIL held): output written here is the
+ * running call's, written out at its end even without a line end. */
+int pyw_on_own_thread(pyw_interp *w);
 /* GIL held: raise KeyboardInterrupt for an interrupt a wait noticed, withdrawing the pending
  * asynchronous one so it is raised once. Returns NULL for convenience. */
 PyObject *pyw_raise_interrupt(void);

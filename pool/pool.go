@@ -73,7 +73,9 @@ type Options struct {
 	// again until it stops, then ended.
 	InterruptGrace time.Duration
 	// Stdout and Stderr receive what workers print, in whole lines (default: the runtime's
-	// cpython.Config.Stdout/Stderr, which are os.Stdout/Stderr unless Initialize set them).
+	// cpython.Config.Stdout/Stderr, which are os.Stdout/Stderr unless Initialize set them); a
+	// task's output that does not end its line goes out at the task's end (a batch's: at the
+	// batch's end), see Output in package cpython.
 	Stdout, Stderr io.Writer
 	// Groups are named groups of workers besides the default one, each with its own workers,
 	// set-up and queue ("one interpreter per model"); address them with Pool.Group. Fields left
