@@ -921,6 +921,19 @@ func TestMapProgressIsNotGluedToOtherOutput(t *testing.T) {
 	assert.Equal(t, 100, hellos)
 }
 
+// A worker's output that does not end its line (written out at its call's end) is not erased by
+// the progress line: the progress waits for the line end.
+func TestMapProgressDoesNotEraseAPartialLine(t *testing.T) {
+	p := script(t, "import time\ndef f(x):\n    time.sleep(0.25)\n    print('part', x, end=' ')\n    return x\n")
+	r := pyworkersIn(t, "0\n1\n2\n3\n", "map", "-w", "1", "--progress", "always", p+":f")
+	require.Equal(t, 0, r.code, r.stderr)
+	var shown strings.Builder // what a terminal shows
+	for _, line := range strings.Split(r.stderr, "\n") {
+		shown.WriteString(strings.TrimPrefix(line[strings.LastIndex(line, "\r")+1:], "\033[K") + "\n")
+	}
+	assert.Contains(t, shown.String(), "part 0 part 1 part 2 part 3 ", r.stderr)
+}
+
 // A shell starts a background job with SIGINT ignored: the Ctrl-C meant for the foreground
 // does not stop it.
 func TestMapInBackgroundIgnoresCtrlC(t *testing.T) {

@@ -75,8 +75,8 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	if *timeout < 0 {
 		return exitUsage, usagef("--timeout must not be negative, got %v", *timeout)
 	}
-	if *maxLine < 1 || *maxLine > 1<<20 {
-		return exitUsage, usagef("--max-line-mib must be 1 to %d, got %d", 1<<20, *maxLine)
+	if *maxLine < 1 || *maxLine > 2047 { // its bytes must fit an int on 32-bit machines too
+		return exitUsage, usagef("--max-line-mib must be 1 to 2047, got %d", *maxLine)
 	}
 	showProgress, err := progressWanted(*progress, std.stderr)
 	if err != nil {
@@ -118,7 +118,7 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 		if ctx.Err() != nil { // Ctrl-C while --setup ran: it was interrupted
 			return exitInterrupt, nil
 		}
-		if pe := (*cpython.PythonError)(nil); !errors.As(err, &pe) {
+		if pe := (*cpython.PythonError)(nil); *setup == "" || !errors.As(err, &pe) {
 			return exitFailed, fmt.Errorf("the workers could not start: %w", err) // not the command line's fault
 		}
 		return exitUsage, usageErrorWithTraceback("the workers could not start", err) // --setup raised
@@ -478,7 +478,6 @@ func (e *inputError) Error() string { return e.msg }
 // may hold a lone surrogate escape. Its items are (target, star, line).
 const jsonLine = "pyworkers:_json_line"
 
-// checkLine is what a line must be before it goes to a worker: text, and not empty.
 // defaultMaxLineMiB is --max-line-mib's default: JSON lines are rarely near it, and one line
 // costs a few times its size while it crosses and is parsed.
 const defaultMaxLineMiB = 256
@@ -505,6 +504,7 @@ func readLine(r *bufio.Reader, max int) (line []byte, tooLong bool, err error) {
 	}
 }
 
+// checkLine is what a line must be before it goes to a worker: text, and not empty.
 func checkLine(text []byte) error {
 	if len(bytes.TrimSpace(text)) == 0 {
 		return errors.New("an empty line, not JSON")
@@ -622,6 +622,9 @@ type progressLine struct {
 	mu    sync.Mutex
 	w     io.Writer
 	shown bool
+	// midLine: what was written last (a worker's output) did not end its line; the progress
+	// stays hidden until it does, as redrawing it would erase that text from the terminal.
+	midLine bool
 }
 
 const clearLine = "\r\033[K"
@@ -632,6 +635,9 @@ func (p *progressLine) show(text string) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.midLine {
+		return
+	}
 	io.WriteString(p.w, clearLine+text)
 	p.shown = true
 }
@@ -664,5 +670,8 @@ func (c *clearingWriter) Write(b []byte) (int, error) {
 	c.p.mu.Lock()
 	defer c.p.mu.Unlock()
 	c.p.clearLocked()
+	if len(b) > 0 {
+		c.p.midLine = b[len(b)-1] != '\n'
+	}
 	return c.w.Write(b)
 }
