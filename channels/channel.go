@@ -68,6 +68,10 @@ type noCopy struct{}
 func (*noCopy) Lock()   {}
 func (*noCopy) Unlock() {}
 
+// wrap makes the Go holder of q. The cleanup is on the Channel itself (24 bytes), never on a
+// smaller object holding only q: a pointer to an opaque C type is no Go pointer, so such an
+// object would be a tiny allocation, whose cleanup waits until every object sharing its 16-byte
+// block is unreachable too (seen: a test's queue never let go).
 func wrap(q *C.pyw_queue) *Channel {
 	c := &Channel{q: q, id: int64(C.pyw_queue_id(q)), cap: int(C.pyw_queue_capacity(q))}
 	runtime.AddCleanup(c, func(q *C.pyw_queue) { C.pyw_queue_decref(q) }, q)
