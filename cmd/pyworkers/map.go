@@ -35,15 +35,14 @@ and an object into keyword arguments. Lines and results go through Python's json
 workers: objects keep their key order both ways, 2.0 stays a float, tuples come back as arrays.
 A result JSON cannot hold (bytes, NaN, ...), a line that is not JSON (NaN, 1e999, extra text
 after the value, and a blank line included) and one longer than --max-line-mib give an error
-line, not an abort. What the
-function prints goes to standard error, and so does what child processes or C code write to
-standard output. A UTF-8 byte order mark before the first line is skipped. At the end, map
-waits for the threads the calls started, as Python's exit does (--timeout does not cut that
-wait; Ctrl-C interrupts them). Exit status: 0 when every line succeeded, 1 when some failed
-(or the workers could not start for want of memory or threads), 2 for a bad command line, a
---setup that raises or a TARGET that cannot be imported (said before any work starts), 130
-after Ctrl-C and 143 after SIGTERM (the lines finished by then are written; a second signal
-exits at once), 141 when the reader of the results went away (| head).
+line, not an abort. What the function prints goes to standard error, and so does what child
+processes or C code write to standard output. A UTF-8 byte order mark before the first line is
+skipped. At the end, map waits for the threads the calls started, as Python's exit does
+(--timeout does not cut that wait; Ctrl-C interrupts them). Exit status: 0 when every line
+succeeded, 1 when some failed (or the workers could not start for want of memory or threads), 2
+for a bad command line, a --setup that raises or a TARGET that cannot be imported (said before
+any work starts), 130 after Ctrl-C and 143 after SIGTERM (the lines finished by then are
+written; a second signal exits at once), 141 when the reader of the results went away (| head).
 
 Examples:
   printf '1\n2\n3\n' | pyworkers map -w 2 testdata/demo/isqrt.py:isqrt_sum
