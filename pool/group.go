@@ -697,19 +697,29 @@ func (g *Group) downErr() error {
 // failQueued ends the tasks waiting in the group's queue with downErr's error, when the group is
 // down: no worker takes them. A task queued after it sees that itself (submit).
 func (g *Group) failQueued() {
-	for {
-		err := g.downErr()
-		if err == nil {
+	for err := g.downErr(); err != nil; err = g.downErr() {
+		tk, ok := g.takeQueued()
+		if !ok {
 			return
 		}
-		v, rerr := g.tasks.TryRecv()
-		if rerr != nil {
-			return
-		}
-		if tk := g.takeTask(v); tk != nil && tk.claim() {
+		if tk != nil {
 			tk.fail(err)
 		}
 	}
+}
+
+// takeQueued claims the next task in the group's queue, for a caller that ends it without
+// running it: ok is false when the queue is empty, tk nil for a task someone else has claimed
+// (cancelled while queued).
+func (g *Group) takeQueued() (tk *task, ok bool) {
+	v, err := g.tasks.TryRecv()
+	if err != nil {
+		return nil, false
+	}
+	if tk = g.takeTask(v); tk != nil && tk.claim() {
+		return tk, true
+	}
+	return nil, true
 }
 
 // runSlot keeps slot id of the group filled with a working interpreter until the pool closes.

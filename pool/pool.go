@@ -289,12 +289,8 @@ func (p *Pool) CloseContext(ctx context.Context) error {
 	p.abortNow()
 	// Workers drain their queues; whatever a worker that failed to restart left behind ends here.
 	for _, g := range p.groups {
-		for {
-			v, rerr := g.tasks.TryRecv()
-			if rerr != nil {
-				break
-			}
-			if tk := g.takeTask(v); tk != nil && tk.claim() {
+		for tk, ok := g.takeQueued(); ok; tk, ok = g.takeQueued() {
+			if tk != nil {
 				tk.drop(ErrClosed)
 			}
 		}
