@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"runtime/cgo"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -26,9 +27,9 @@ type stream struct {
 	def     output // the interpreter's writer (setDefault)
 	cur     output // the current call's writer (Thread.SetOutput)
 	partial []byte
-	// ownPartial: the interpreter's own thread, which runs the calls, wrote last and left partial
-	// (see flushOwn).
-	ownPartial bool
+	// ownPartial: the interpreter's own thread, which runs the calls, wrote last and left a
+	// partial line (see flushOwn). Set under mu; read without it by flushOwn, on that thread.
+	ownPartial atomic.Bool
 }
 
 func (s *stream) writer() output {
@@ -41,18 +42,17 @@ func (s *stream) writer() output {
 func (s *stream) write(p []byte, own bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.ownPartial = own
 	s.partial = append(s.partial, p...)
-	i := bytes.LastIndexByte(s.partial, '\n')
-	if i < 0 && len(s.partial) < maxPartial {
-		return nil
+	var err error
+	if i := bytes.LastIndexByte(s.partial, '\n'); i >= 0 || len(s.partial) >= maxPartial {
+		if i < 0 || len(s.partial)-(i+1) >= maxPartial {
+			i = len(s.partial) - 1 // no line end, or a long unfinished line after the last one
+		}
+		err = s.writer().emit(s.partial[:i+1])
+		n := copy(s.partial, s.partial[i+1:])
+		s.partial = s.partial[:n]
 	}
-	if i < 0 || len(s.partial)-(i+1) >= maxPartial {
-		i = len(s.partial) - 1 // no line end, or a long unfinished line after the last one
-	}
-	err := s.writer().emit(s.partial[:i+1])
-	n := copy(s.partial, s.partial[i+1:])
-	s.partial = s.partial[:n]
+	s.ownPartial.Store(own && len(s.partial) > 0)
 	return err
 }
 
@@ -68,17 +68,23 @@ func (s *stream) flushLocked() error {
 	}
 	err := s.writer().emit(s.partial)
 	s.partial = s.partial[:0]
+	s.ownPartial.Store(false)
 	return err
 }
 
 // flushOwn writes out a partial line the interpreter's own thread wrote last: at the end of a
 // call, what the call printed without a line end goes out then, not glued to a later call's
 // output. A partial line a thread the code started is writing stays held until its line end
-// (print writes its pieces one by one), so that lines never break in the middle.
+// (print writes its pieces one by one), so that lines never break in the middle. Called at
+// every call's end on the interpreter's own thread, which sees its own writes: no lock unless
+// that thread left a partial line.
 func (s *stream) flushOwn() {
+	if !s.ownPartial.Load() {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ownPartial {
+	if s.ownPartial.Load() {
 		s.flushLocked()
 	}
 }
