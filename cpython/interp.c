@@ -246,7 +246,8 @@ static void inject_others(pyw_interp *w, PyThreadState *self) {
 	PyErr_Clear();
 	int skipped = 0;
 	for (PyThreadState *t = PyInterpreterState_ThreadHead(w->interp); t != NULL; t = PyThreadState_Next(t)) {
-		if (t == self || t == w->tstate || t->thread_id == 0 || others_hit(w, PyThreadState_GetID(t))) {
+		uint64_t ts_id = PyThreadState_GetID(t);
+		if (t == self || t == w->tstate || t->thread_id == 0 || others_hit(w, ts_id)) {
 			continue; /* thread_id 0: its thread has yet to start */
 		}
 		if (active != NULL) {
@@ -273,7 +274,7 @@ static void inject_others(pyw_interp *w, PyThreadState *self) {
 			w->others_hit = hit;
 			w->others_caphit = n;
 		}
-		w->others_hit[w->others_nhit++] = PyThreadState_GetID(t);
+		w->others_hit[w->others_nhit++] = ts_id;
 		PyThreadState_SetAsyncExc(t->thread_id, PyExc_KeyboardInterrupt);
 	}
 	Py_XDECREF(active);
@@ -294,13 +295,16 @@ static void inject_others(pyw_interp *w, PyThreadState *self) {
 	pthread_mutex_unlock(&w->others_mu);
 }
 
+/* Whether stop_codec's request s (not 0) is for task: its own, or whatever runs. */
+static inline int stop_for(uint64_t s, uint64_t task) { return s == task || s == PYW_ANY_TASK; }
+
 /* Waits (GIL not held) while an interrupter that waits for the GIL has asked the codec to stop
  * (stop_codec): while it is an interrupter of task (or of whatever runs) if ours is set, else
  * while it is one of another task's. Its wait for the GIL ends within microseconds here. */
 static void await_interrupter(pyw_interp *w, uint64_t task, int ours) {
 	for (;;) {
 		uint64_t s = atomic_load(&w->stop_codec);
-		if (s == 0 || (s == task || s == PYW_ANY_TASK) != ours) {
+		if (s == 0 || stop_for(s, task) != ours) {
 			return;
 		}
 		struct timespec pause = {0, 20 * 1000};
@@ -925,7 +929,7 @@ int pyw_codec_stop(void) {
 		return 0;
 	}
 	uint64_t req = atomic_load_explicit(&w->stop_codec, memory_order_relaxed);
-	if (req == 0 || (req != PYW_ANY_TASK && req != busy)) {
+	if (req == 0 || !stop_for(req, busy)) {
 		return 0;
 	}
 	w->codec_stops++;

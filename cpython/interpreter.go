@@ -407,7 +407,7 @@ func (i *Interpreter) interruptFollow(task uint64, mode C.int) C.int {
 	// deferral is never left to a series that has ended.
 	first := r == C.PYW_DEFERRED && mark(&i.retrying, task)
 	// The watch, from the first interrupt of the task (a deferred one's series injects later).
-	watch := (r == C.PYW_INJECTED || first) && task != 0 && mode&C.PYW_INTERRUPT_AGAIN == 0 && mark(&i.watching, task)
+	watch := (r == C.PYW_INJECTED || first) && task != 0 && mark(&i.watching, task)
 	i.imu.Unlock()
 	if first { // begun: not to be noted as interrupted before it began
 		i.retryInterrupt(task, mode|C.PYW_INTERRUPT_AGAIN, time.Millisecond, time.Now())
