@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -966,6 +967,35 @@ func TestStderrEscapesWhatUTF8CannotHold(t *testing.T) {
 	assert.Equal(t, "bad \\udcff name\n", errOut.String())
 	pe := pwtest.PyErr(t, i.Exec(bg, "print('bad \\udcff name')"))
 	assert.Equal(t, "UnicodeEncodeError", pe.Type)
+}
+
+// A Go writer's error reaches the Python code that wrote as the OSError a file's write would
+// raise, with the errno the error carries (BrokenPipeError for EPIPE) and its text; a writer
+// that panics, as one with its text.
+func TestAFailingWriterIsAnOSError(t *testing.T) {
+	for _, c := range []struct {
+		err       func() error
+		typ, text string
+		errno     any
+	}{
+		{func() error { return &os.PathError{Op: "write", Path: "/x", Err: syscall.EPIPE} }, "BrokenPipeError", "write /x: broken pipe", int64(syscall.EPIPE)},
+		{func() error { return &os.PathError{Op: "write", Path: "/x", Err: syscall.ENOSPC} }, "OSError", "write /x: no space left on device", int64(syscall.ENOSPC)},
+		{func() error { return errors.New("the disk is on fire") }, "OSError", "the disk is on fire", nil},
+		{func() error { panic("a bad writer") }, "OSError", "panicked: a bad writer", nil},
+	} {
+		i := newInterp(t, cpython.InterpreterConfig{Stdout: writerFunc(func([]byte) (int, error) { return 0, c.err() })})
+		for _, write := range []string{"print('x')", "print('x', end='', flush=True)"} {
+			require.NoError(t, i.Exec(bg, "try:\n    "+write+"\nexcept OSError as e:\n    r = [type(e).__name__, e.errno, str(e)]"))
+			v, err := i.Eval(bg, "r")
+			require.NoError(t, err, write)
+			got := v.([]any)
+			assert.Equal(t, c.typ, got[0], write)
+			assert.Equal(t, c.errno, got[1], write)
+			assert.Contains(t, got[2], "pyworkers: the Go writer for this stream failed: ", write)
+			assert.Contains(t, got[2], c.text, write)
+		}
+		require.NoError(t, i.Close())
+	}
 }
 
 // A target file's folder goes on sys.path, as for a script; a traceback.py beside it does not

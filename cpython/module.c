@@ -16,6 +16,24 @@ typedef struct {
 
 static modstate *state_of(PyObject *m) { return (modstate *)PyModule_GetState(m); }
 
+/* The OSError of a failed write to a Go writer (rc and why from pywGoWrite or pywGoFlush): with
+ * the errno the writer's error carried, when rc is one, as a file's write would raise it
+ * (BrokenPipeError, ...); why, the error's text, is freed. NULL. */
+static PyObject *write_failed(int rc, char *why) {
+	PyObject *msg = PyUnicode_FromFormat("pyworkers: the Go writer for this stream failed: %s", why ? why : "(no text)");
+	free(why);
+	if (msg == NULL) {
+		return NULL;
+	}
+	PyObject *args = rc > 0 ? Py_BuildValue("(iO)", rc, msg) : PyTuple_Pack(1, msg);
+	Py_DECREF(msg);
+	if (args != NULL) {
+		PyErr_SetObject(PyExc_OSError, args); /* OSError(errno, text) picks the subclass */
+		Py_DECREF(args);
+	}
+	return NULL;
+}
+
 /* pyworkers._write(fd, text): hand text to the Go writer for fd (1 stdout, 2 stderr). */
 static PyObject *mod_write(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
 	if (nargs != 2 || !PyLong_Check(args[0]) || !PyUnicode_Check(args[1])) {
@@ -37,14 +55,14 @@ static PyObject *mod_write(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 		return NULL;
 	}
 	int rc, mine = pyw_on_own_thread(state_of(m)->interp);
+	char *why = NULL;
 	/* args[1] keeps s alive while the GIL is released for a possibly slow writer, which may wait
 	 * on a channel: an interrupt already raised (and caught) must not end that wait */
 	PYW_BEGIN_WAIT(state_of(m)->interp)
-	rc = pywGoWrite(h, fd, (char *)s, (size_t)n, mine);
+	rc = pywGoWrite(h, fd, (char *)s, (size_t)n, mine, &why);
 	Py_END_ALLOW_THREADS
 	if (rc != 0) {
-		PyErr_SetString(PyExc_OSError, "pyworkers: the Go writer for this stream returned an error");
-		return NULL;
+		return write_failed(rc, why);
 	}
 	Py_RETURN_NONE;
 }
@@ -60,12 +78,12 @@ static PyObject *mod_flush(PyObject *m, PyObject *arg) {
 		Py_RETURN_NONE;
 	}
 	int rc;
+	char *why = NULL;
 	PYW_BEGIN_WAIT(state_of(m)->interp)
-	rc = pywGoFlush(h, fd);
+	rc = pywGoFlush(h, fd, &why);
 	Py_END_ALLOW_THREADS
 	if (rc != 0) {
-		PyErr_SetString(PyExc_OSError, "pyworkers: the Go writer for this stream returned an error");
-		return NULL;
+		return write_failed(rc, why);
 	}
 	Py_RETURN_NONE;
 }

@@ -6,12 +6,14 @@ import "C"
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"reflect"
 	"runtime/cgo"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"unsafe"
 )
 
@@ -196,32 +198,46 @@ func (i *Interpreter) stream(fd C.int) *stream {
 // pywGoWrite is called by _pyworkers.write (module.c) with the GIL released; mine says whether
 // the interpreter's own thread wrote (see stream.flushOwn).
 //
+// It returns 0, or what writeFailed makes of the writer's error.
+//
 //export pywGoWrite
-func pywGoWrite(h C.uintptr_t, fd C.int, p *C.char, n C.size_t, mine C.int) (rc C.int) {
+func pywGoWrite(h C.uintptr_t, fd C.int, p *C.char, n C.size_t, mine C.int, why **C.char) (rc C.int) {
 	defer func() { // never unwind a Go panic through CPython's frames
-		if recover() != nil {
-			rc = -1
+		if r := recover(); r != nil {
+			rc = writeFailed(fmt.Errorf("panic: %v", r), why)
 		}
 	}()
 	i := cgo.Handle(h).Value().(*Interpreter)
 	if err := i.stream(fd).write(unsafe.Slice((*byte)(unsafe.Pointer(p)), int(n)), mine != 0); err != nil {
-		return -1
+		return writeFailed(err, why)
 	}
 	return 0
 }
 
-// pywGoFlush is called by _pyworkers.flush (module.c) with the GIL released.
+// pywGoFlush is called by _pyworkers.flush (module.c) with the GIL released; as pywGoWrite.
 //
 //export pywGoFlush
-func pywGoFlush(h C.uintptr_t, fd C.int) (rc C.int) {
+func pywGoFlush(h C.uintptr_t, fd C.int, why **C.char) (rc C.int) {
 	defer func() {
-		if recover() != nil {
-			rc = -1
+		if r := recover(); r != nil {
+			rc = writeFailed(fmt.Errorf("panic: %v", r), why)
 		}
 	}()
 	i := cgo.Handle(h).Value().(*Interpreter)
 	if err := i.stream(fd).flush(); err != nil {
-		return -1
+		return writeFailed(err, why)
 	}
 	return 0
+}
+
+// writeFailed is what module.c turns into the OSError of a failed write: the errno the error
+// carries (> 0), so that Python code sees what writing to a file would give it
+// (BrokenPipeError for a closed pipe, ENOSPC for a full disk), else -1; and in *why the error's
+// text, in C memory, which the C side frees.
+func writeFailed(err error, why **C.char) C.int {
+	*why = C.CString(err.Error())
+	if errno := syscall.Errno(0); errors.As(err, &errno) && errno != 0 {
+		return C.int(errno)
+	}
+	return -1
 }
