@@ -1289,6 +1289,67 @@ except KeyboardInterrupt as e:
 	}
 }
 
+// An interrupt that lands in Python code the conversion of a value runs (a dict key's __repr__,
+// for the error message) is raised as the KeyboardInterrupt it is, not lost in the TypeError
+// of a value that cannot be sent, which code may catch and go on.
+func TestInterruptInAKeysReprIsRaised(t *testing.T) {
+	i := newInterp(t)
+	c := newChan(t, 0)
+	ctx, cancel := context.WithTimeout(bg, 200*time.Millisecond)
+	defer cancel()
+	err := i.Exec(ctx, fmt.Sprintf(`
+import pyworkers, time
+ch = pyworkers.Channel(%d)
+class Key(str):
+    def __repr__(self):
+        time.sleep(5)  # the interrupt lands here
+        return "Key"
+outcome = "-"
+try:
+    ch.send({Key("k"): object()})
+except TypeError:
+    outcome = "TypeError"
+    time.sleep(5)
+except KeyboardInterrupt:
+    outcome = "KeyboardInterrupt"
+    raise
+`, c.ID()))
+	var ie *cpython.InterruptedError
+	require.ErrorAs(t, err, &ie)
+	outcome, err := i.Eval(bg, "outcome")
+	require.NoError(t, err)
+	assert.Equal(t, "KeyboardInterrupt", outcome)
+	assert.Equal(t, 0, c.Len())
+}
+
+// A finalizer that the interpreter's end runs after it has cleared its modules (the last
+// collection: here of an object in a cycle that only sys held) may still receive a shared
+// buffer: that is an error it may catch, not the end of the process.
+func TestBufferReceivedAsTheInterpreterEnds(t *testing.T) {
+	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{})
+	require.NoError(t, err)
+	c, said := newChan(t, 0), newChan(t, 0)
+	require.NoError(t, i.Exec(bg, fmt.Sprintf(`
+import sys, pyworkers
+class Late:
+    def __del__(self):  # builtins are gone by then: no names but self's
+        try:
+            self.ch.recv_nowait()
+            self.said.send("received")
+        except self.Exception as e:
+            self.said.send(e.__class__.__name__)
+late = Late()
+late.ch, late.said, late.me, late.Exception = pyworkers.Channel(%d), pyworkers.Channel(%d), late, Exception
+late.ch.send(pyworkers.Buffer(8))
+sys.pw_late = late
+del late
+`, c.ID(), said.ID())))
+	require.NoError(t, i.Close())
+	v, err := said.TryRecv()
+	require.NoError(t, err, "the finalizer ran")
+	assert.Equal(t, "RuntimeError", v)
+}
+
 // An async call's cancellation is a CancelledError at its task's next await, not a
 // KeyboardInterrupt, also when it comes while a task converts a channel's value (and the
 // conversion stops): the interrupt asks the loop to cancel and injects nothing, so the

@@ -358,7 +358,9 @@ static PyObject *chan_send_many(PyObject *self, PyObject *args, PyObject *kwds) 
 		pyw_raise_interrupt();
 		return with_sent(0);
 	}
-	PyObject *seq = PySequence_Fast(iterable, "send_many() needs an iterable");
+	/* a tuple, not a list's own array: a stopped conversion releases the GIL (encode_stoppable),
+	 * and another thread may change the list meanwhile */
+	PyObject *seq = PySequence_Tuple(iterable);
 	if (seq == NULL) {
 		return NULL;
 	}

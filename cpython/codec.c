@@ -262,6 +262,12 @@ static int enc_dict(enc_ctx *c, PyObject *o, int depth) {
 			if (rs == NULL) {
 				PyErr_Clear();
 			}
+			if (pyw_task_interrupted()) {
+				/* the interrupt came while the repr ran, which raised it (cleared above): the
+				 * conversion stops as at stop_now, so the interrupt is raised, not lost in a
+				 * TypeError the code may catch */
+				e->stopped = 1;
+			}
 			Py_XDECREF(r);
 			Py_DECREF(k);
 			err_prepend(e, elem);

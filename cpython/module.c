@@ -181,11 +181,13 @@ static modstate *ours(PyObject *m) {
 }
 
 /* sys.modules['pyworkers'] (a new reference), or NULL with an exception. A plain look-up in the
- * interpreter's module dict, not PyImport_GetModule: that one may run importlib's Python code
- * (a module still being imported), and the decoder calls this with containers half built. */
+ * module dict, not PyImport_GetModule: that one may run importlib's Python code (a module still
+ * being imported), and the decoder calls this with containers half built. Through sys, not
+ * PyImport_GetModuleDict, which ends the process once the interpreter's end has cleared its
+ * modules: a finalizer run by the last collection may still receive a Buffer. */
 static PyObject *current_module(void) {
-	PyObject *m = NULL;
-	int rc = PyDict_GetItemStringRef(PyImport_GetModuleDict(), "pyworkers", &m);
+	PyObject *m = NULL, *mods = PySys_GetObject("modules"); /* borrowed */
+	int rc = mods != NULL && PyDict_Check(mods) ? PyDict_GetItemStringRef(mods, "pyworkers", &m) : 0;
 	if (rc == 0) {
 		PyErr_SetString(PyExc_RuntimeError, "the pyworkers module is not loaded in this interpreter");
 	}
@@ -361,11 +363,13 @@ static PyObject *mod_unraisablehook(PyObject *m, PyObject *u) {
 	if (ours) {
 		Py_RETURN_NONE;
 	}
-	PyObject *dflt = PySys_GetObject("__unraisablehook__"); /* borrowed */
+	PyObject *dflt = Py_XNewRef(PySys_GetObject("__unraisablehook__")); /* the call may rebind it */
 	if (dflt == NULL) {
 		Py_RETURN_NONE;
 	}
-	return PyObject_CallOneArg(dflt, u);
+	PyObject *r = PyObject_CallOneArg(dflt, u);
+	Py_DECREF(dflt);
+	return r;
 }
 
 /* pyworkers._set_wake_fd(fd): the socket an interrupt of this interpreter writes a byte to, to
