@@ -340,8 +340,8 @@ def _decode_again(json, dec, line, e):
             return _without_int_limit(dec.decode, line), None
         except (ValueError, RecursionError) as again:
             e = again
-    if isinstance(e, json.JSONDecodeError):
-        return None, f"not JSON: {e.msg} at column {e.colno}"
+    if isinstance(e, json.JSONDecodeError):  # some of its messages end in "at" already
+        return None, f"not JSON: {e.msg.removesuffix(' at')} at column {e.colno}"
     if isinstance(e, RecursionError):
         return None, "not JSON: nested too deeply"
     return None, f"not JSON: {e}"  # a constant (NaN), a number out of a float's range

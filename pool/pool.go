@@ -193,7 +193,11 @@ func NewContext(ctx context.Context, opts Options) (*Pool, error) {
 			p.startSlot(ctx, g, id, func(err error) {
 				if err != nil {
 					mu.Lock()
-					firstErrs = append(firstErrs, fmt.Errorf("pool: starting worker %d of group %q: %w", id, name, err))
+					where := fmt.Sprintf("worker %d", id)
+					if name != "" {
+						where += fmt.Sprintf(" of group %q", name)
+					}
+					firstErrs = append(firstErrs, fmt.Errorf("pool: starting %s: %w", where, err))
 					mu.Unlock()
 				}
 				ready.Done()

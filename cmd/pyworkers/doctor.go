@@ -1,13 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"syscall"
 
 	"github.com/pyworkers/pyworkers/cpython"
 )
@@ -96,28 +96,29 @@ func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
 		}
 		rep.Modules = append(rep.Modules, r)
 	}
+	var text bytes.Buffer
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
+		enc := json.NewEncoder(&text)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
-			if errors.Is(err, syscall.EPIPE) { // no one reads the report (| true): quietly, as map
-				return exitBrokenPipe, nil
-			}
 			return exitFailed, err
 		}
 	} else {
-		fmt.Fprintf(std.stdout, "CPython %s (%s build), prefix %s\n", rep.Python.Version, rep.Python.Build, rep.Python.Prefix)
+		fmt.Fprintf(&text, "CPython %s (%s build), prefix %s\n", rep.Python.Version, rep.Python.Build, rep.Python.Prefix)
 		for _, r := range rep.Modules {
 			switch {
 			case r.OK:
-				fmt.Fprintf(std.stdout, "  %-24s ok\n", r.Name)
+				fmt.Fprintf(&text, "  %-24s ok\n", r.Name)
 			case r.Error.NotSubinterpreterCapable:
-				fmt.Fprintf(std.stdout, "  %-24s FAIL: extension module %s does not support own-GIL interpreters (%s: %s)\n",
+				fmt.Fprintf(&text, "  %-24s FAIL: extension module %s does not support own-GIL interpreters (%s: %s)\n",
 					r.Name, r.Error.IncompatibleExtensionName, r.Error.Type, r.Error.Message)
 			default:
-				fmt.Fprintf(std.stdout, "  %-24s FAIL: %s: %s\n", r.Name, r.Error.Type, r.Error.Message)
+				fmt.Fprintf(&text, "  %-24s FAIL: %s: %s\n", r.Name, r.Error.Type, r.Error.Message)
 			}
 		}
+	}
+	if code, err := writeReport(stdout, text.Bytes()); err != nil || code != exitOK {
+		return code, err
 	}
 	if failed > 0 {
 		return exitFailed, nil

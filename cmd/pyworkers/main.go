@@ -241,8 +241,7 @@ func cmdVersion(args []string, std io3) (int, error) {
 	if err != nil {
 		return exitFailed, err
 	}
-	fmt.Fprintf(std.stdout, "pyworkers %s\nCPython %s (%s build, prefix %s)\n", version, info.Version, buildName(info), info.Prefix)
-	return exitOK, nil
+	return writeReport(std.stdout, fmt.Appendf(nil, "pyworkers %s\nCPython %s (%s build, prefix %s)\n", version, info.Version, buildName(info), info.Prefix))
 }
 
 func buildName(info cpython.Info) string {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -179,6 +181,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 	}
 }
 
+// pyworkersIn runs pyworkers with stdin as its standard input.
 func pyworkersIn(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
 	return pyworkersEnv(t, nil, stdin, args...)
@@ -318,6 +321,9 @@ func TestMapUsageErrorsBeforeAnyWork(t *testing.T) {
 		assert.Contains(t, r.stderr, c.says, "%v", c.args)
 		assert.Empty(t, r.stdout, "%v", c.args)
 		assert.Equal(t, 1, strings.Count(r.stderr, "pyworkers map:"), "said once: %s", r.stderr)
+		if c.says == "AttributeError" { // a traceback of no frames: its line alone, not again
+			assert.Equal(t, 1, strings.Count(r.stderr, "AttributeError"), "said once: %s", r.stderr)
+		}
 	}
 }
 
@@ -357,13 +363,13 @@ func TestMapSkipsAByteOrderMark(t *testing.T) {
 
 // Input that is not what it seems is an error line of its own, never a silent substitute.
 func TestMapInputErrors(t *testing.T) {
-	r := pyworkersIn(t, "1\n\n\"caf\xe9\"\n1e999\n2\n[1,2]]\nNaN\n"+strings.Repeat("[", 100000)+"\n3\n", "map", "json:dumps")
+	r := pyworkersIn(t, "1\n\n\"caf\xe9\"\n1e999\n2\n[1,2]]\nNaN\n"+strings.Repeat("[", 100000)+"\n3\n\"a\tb\"\n", "map", "json:dumps")
 	assert.Equal(t, 1, r.code, r.stderr)
 	lines := jsonLines(t, r.stdout)
-	require.Len(t, lines, 9)
+	require.Len(t, lines, 10)
 	assert.Equal(t, "1", lines[0]["ok"])
 	for k, says := range map[int]string{1: "empty line", 2: "UTF-8", 3: "out of range", 5: "Extra data",
-		6: "NaN is not a JSON value", 7: "nested too deeply"} {
+		6: "NaN is not a JSON value", 7: "nested too deeply", 9: "Invalid control character at column 3"} {
 		e, ok := lines[k]["error"].(map[string]any)
 		require.True(t, ok, "line %d: %v", k, lines[k])
 		assert.Equal(t, "InputError", e["type"], "line %d", k)
@@ -452,6 +458,7 @@ func TestMapInterruptedWritesCompleteLines(t *testing.T) {
 	for k, l := range lines {
 		assert.Equal(t, float64(k), l["ok"], "line %d in order", k)
 	}
+	assert.Regexp(t, fmt.Sprintf(`pyworkers map: %d lines, %d ok, 0 failed in [0-9.]+s, interrupted\n`, len(lines), len(lines)), errb.String())
 }
 
 func TestDoctor(t *testing.T) {
@@ -838,6 +845,36 @@ func TestMapStopsWhenNoOneReads(t *testing.T) {
 	assert.Equal(t, 141, exitCodeWithin(t, cmd, 30*time.Second, "map went on with no one reading its results"), errb.String())
 }
 
+// Output that cannot be written (a full disk: /dev/full) fails the command, saying why, and
+// map's summary counts only the lines that got out.
+func TestOutputThatCannotBeWrittenFails(t *testing.T) {
+	p := script(t, "def f(x):\n    return x\nprint('hello')\n")
+	for _, c := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"map", "-w", "1", p + ":f"}, "pyworkers map: 0 lines, 0 ok"},
+		{[]string{"version"}, "no space left on device"},
+		{[]string{"doctor", "json"}, "no space left on device"},
+		{[]string{"doctor", "--json", "json"}, "no space left on device"},
+		{[]string{"run", "-w", "1", p}, "OSError: [Errno 28] pyworkers: the Go writer for this stream failed: "},
+	} {
+		full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+		require.NoError(t, err)
+		cmd := exec.Command(binary, c.args...)
+		cmd.Stdin = strings.NewReader("1\n2\n")
+		var errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = full, &errb
+		err = cmd.Run()
+		full.Close()
+		var ee *exec.ExitError
+		require.ErrorAs(t, err, &ee, "%v: %s", c.args, errb.String())
+		assert.Equal(t, 1, ee.ExitCode(), "%v: %s", c.args, errb.String())
+		assert.Contains(t, errb.String(), "no space left on device", c.args)
+		assert.Contains(t, errb.String(), c.says, c.args)
+	}
+}
+
 // Python's exit waits for the threads a script started; so does a worker's end in run, map and
 // doctor, and --timeout and Ctrl-C reach those threads too (one Ctrl-C is enough).
 func TestTimeoutAndCtrlCReachThreadsTheCodeStarted(t *testing.T) {
@@ -919,6 +956,50 @@ func TestMapProgressIsNotGluedToOtherOutput(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 100, hellos)
+}
+
+// With the results going to a file and stderr a terminal, writing results does not erase the
+// progress line: only what reaches the terminal clears it.
+func TestMapProgressStaysWhileResultsGoToAFile(t *testing.T) {
+	p := script(t, "import time\ndef f(x):\n    time.sleep(0.03)\n    return x\n")
+	master, tty := openPTY(t)
+	cmd := exec.Command(binary, "map", "-w", "1", p+":f") // --progress auto: stderr is a terminal
+	cmd.Stdin = strings.NewReader(strings.Repeat("1\n", 30))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, tty
+	require.NoError(t, cmd.Start())
+	tty.Close() // the child has its copy: the master reads EIO once the child is gone
+	shown := make(chan string)
+	go func() {
+		b, _ := io.ReadAll(master)
+		shown <- string(b)
+	}()
+	require.NoError(t, cmd.Wait())
+	stderr := <-shown
+	require.Contains(t, stderr, " lines/s", "progress was shown")
+	assert.Equal(t, 30, strings.Count(out.String(), "\n"))
+	// Each redraw clears the line and writes the progress in one go, and the summary follows a
+	// clear: a clear just before a redraw would be one that a write of results made.
+	assert.NotContains(t, stderr, "\r\033[K\r\033[K")
+	assert.Contains(t, stderr, "\r\033[Kpyworkers map: 30 lines")
+}
+
+// openPTY opens a pseudo-terminal: its master, and the terminal a child may write to.
+func openPTY(t *testing.T) (master, tty *os.File) {
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { master.Close() })
+	unlock := 0
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, master.Fd(), syscall.TIOCSPTLCK, uintptr(unsafe.Pointer(&unlock))); e != 0 {
+		t.Fatalf("unlocking the pseudo-terminal: %v", e)
+	}
+	var n uint32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, master.Fd(), syscall.TIOCGPTN, uintptr(unsafe.Pointer(&n))); e != 0 {
+		t.Fatalf("naming the pseudo-terminal: %v", e)
+	}
+	tty, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	require.NoError(t, err)
+	return master, tty
 }
 
 // A worker's output that does not end its line (written out at its call's end) is not erased by

@@ -41,8 +41,9 @@ skipped. At the end, map waits for the threads the calls started, as Python's ex
 (--timeout does not cut that wait; Ctrl-C interrupts them). Exit status: 0 when every line
 succeeded, 1 when some failed (or the workers could not start for want of memory or threads), 2
 for a bad command line, a --setup that raises or a TARGET that cannot be imported (said before
-any work starts), 130 after Ctrl-C and 143 after SIGTERM (the lines finished by then are
-written; a second signal exits at once), 141 when the reader of the results went away (| head).
+any work starts), 130 after Ctrl-C and 143 after SIGTERM (the results up to the first line
+not finished are written, so that the output stays one line per input line, in order; a second
+signal exits at once), 141 when the reader of the results went away (| head).
 
 Examples:
   printf '1\n2\n3\n' | pyworkers map -w 2 testdata/demo/isqrt.py:isqrt_sum
@@ -108,7 +109,8 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	if showProgress {
 		prog = &progressLine{w: std.stderr}
 		workerOut = prog.clearing(std.stderr) // a print is not glued to the progress text
-		if isTerminal(std.stdout) {
+		// results, not std.stdout: fd 1 is a copy of stderr now (privateStdout)
+		if isTerminal(results) {
 			results = prog.clearing(results) // nor are results shown on the same terminal
 		}
 	}
@@ -149,7 +151,11 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	}
 	m.sizer.Max = maxRun
 	st, err := m.run(ctx, in, results, prog)
-	fmt.Fprintf(std.stderr, "pyworkers map: %d lines, %d ok, %d failed in %.2fs\n", st.lines, st.ok, st.failed, st.elapsed.Seconds())
+	stopped := ""
+	if ctx.Err() != nil {
+		stopped = ", interrupted"
+	}
+	fmt.Fprintf(std.stderr, "pyworkers map: %d lines, %d ok, %d failed in %.2fs%s\n", st.lines, st.ok, st.failed, st.elapsed.Seconds(), stopped)
 	switch {
 	case errors.Is(err, syscall.EPIPE):
 		// No one reads the results any more (| head): stop the calls, quietly.
@@ -169,10 +175,17 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 }
 
 func usageErrorWithTraceback(what string, err error) error {
-	if pe := (*cpython.PythonError)(nil); errors.As(err, &pe) {
+	if pe := (*cpython.PythonError)(nil); errors.As(err, &pe) && hasMoreThanItsLastLine(pe) {
 		return usagef("%s: %v\n%+v", what, err, pe)
 	}
 	return usagef("%s: %v", what, err)
+}
+
+// hasMoreThanItsLastLine: pe's traceback says more than "Type: message" (frames, a
+// SyntaxError's caret lines), which the error's own line says already.
+func hasMoreThanItsLastLine(pe *cpython.PythonError) bool {
+	tb := strings.TrimRight(pe.Traceback, "\n")
+	return tb != "" && tb != pe.Type && tb != pe.Type+": "+strings.TrimRight(pe.Message, "\n")
 }
 
 // checkTargetSyntax catches the mistakes that need no interpreter.
@@ -304,6 +317,7 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout io.Writer, prog *
 			m.sizer.Observe(e.batch)
 			m.runMax.Store(int32(m.sizer.Size()))
 		}
+		var done mapStats // this batch's lines: counted once they are out (the summary's count)
 		for k, r := range results {
 			if ctx.Err() != nil && r.Err != nil && isCancellation(r.Err) {
 				// Ctrl-C: this line did not finish; what follows is not written either, so that
@@ -324,11 +338,11 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout io.Writer, prog *
 			if _, err := out.Write(buf.Bytes()); err != nil {
 				return st, fmt.Errorf("writing results: %w", err) // no one reads them: stop
 			}
-			st.lines++
+			done.lines++
 			if failed {
-				st.failed++
+				done.failed++
 			} else {
-				st.ok++
+				done.ok++
 			}
 		}
 		// Out with each batch's lines: a reader downstream (| jq, | head) sees results as they
@@ -336,6 +350,7 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout io.Writer, prog *
 		if err := out.Flush(); err != nil {
 			return st, fmt.Errorf("writing results: %w", err)
 		}
+		st.lines, st.ok, st.failed = st.lines+done.lines, st.ok+done.ok, st.failed+done.failed
 		if prog != nil && time.Since(lastProgress) > 200*time.Millisecond {
 			lastProgress = time.Now()
 			el := time.Since(start).Seconds()

@@ -24,7 +24,7 @@ pyworkers.worker_id() (0 ... N-1) and pyworkers.workers() (N) tell which one is 
 sys.argv is SCRIPT.py followed by ARGS, and the script's folder is on sys.path, as with
 python SCRIPT.py; as there, a worker ends when the threads its code started have ended (the
 timeout and Ctrl-C interrupt them too). An active virtual environment's packages import (or
---python's). Each line a worker prints is prefixed "[k] ".
+--python's). sys.stdin is empty. Each line a worker prints is prefixed "[k] ".
 Exit status: 0 when every worker succeeded (sys.exit() and sys.exit(0) count as success); 1
 otherwise, with each failure's traceback on stderr; 2 for a bad command line; 130 after
 Ctrl-C (143 after SIGTERM).
@@ -160,8 +160,9 @@ func checkReadable(path string) error {
 }
 
 // exitedOK: the script ended with sys.exit(), sys.exit(0), sys.exit(None) or sys.exit(False),
-// which Python itself treats as success. (By the exception's text, str(SystemExit(code)): ""
-// also comes from sys.exit(""), which Python would end with status 1; a rare case.)
+// which Python itself treats as success. (By the exception's text, str(SystemExit(code)), the
+// one thing the error keeps of it: the same text comes from sys.exit with the strings "", "0",
+// "None" and "False", which Python would end with status 1; a rare case.)
 func exitedOK(err error) bool {
 	var pe *cpython.PythonError
 	if !errors.As(err, &pe) || pe.Type != "SystemExit" {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"syscall"
@@ -10,6 +12,18 @@ import (
 // output went away (| head): what a shell reports for a process ended by SIGPIPE, which is how
 // pyworkers ended before that output had its own file descriptor.
 const exitBrokenPipe = 128 + int(syscall.SIGPIPE)
+
+// writeReport writes a command's report to stdout; the exit status and error say whether it got
+// out. No one reading it (| true) is not worth a message: the status says it, as map's does.
+func writeReport(stdout io.Writer, text []byte) (int, error) {
+	if _, err := stdout.Write(text); err != nil {
+		if errors.Is(err, syscall.EPIPE) {
+			return exitBrokenPipe, nil
+		}
+		return exitFailed, fmt.Errorf("writing to standard output: %w", err)
+	}
+	return exitOK, nil
+}
 
 // privateStdout keeps standard output for what the command writes there alone (map's JSON lines,
 // doctor's JSON report). What Python prints through
