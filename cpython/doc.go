@@ -36,7 +36,10 @@
 // Python code may start threads (threading.Thread; daemon threads are refused). As at Python's
 // own exit, an interpreter ends only once they have finished and its atexit functions have
 // run; that wait takes no turn from other interpreters, and CloseContext's deadline interrupts
-// it (see CloseContext).
+// it (see CloseContext). What CPython's end of the interpreter runs after that, in its turn —
+// the finalizers (__del__, weakref callbacks) of what its modules held, as they are cleared —
+// cannot be interrupted: one that never returns keeps that interpreter and its turn for good,
+// as it would keep python from exiting.
 //
 // # Cancellation
 //

@@ -784,8 +784,10 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 	}
 	PyThreadState *ts = PyThreadState_New(w->interp);
 	if (ts == NULL) {
+		/* no thread state to take the GIL with (out of memory): tried again shortly, as a
+		 * deferred one is, rather than lost */
 		atomic_compare_exchange_strong(&w->stop_codec, &req, 0);
-		return -1;
+		return PYW_DEFERRED;
 	}
 	PyEval_RestoreThread(ts); /* waits for the worker to drop its GIL: at most a switch interval */
 	int done = 0;

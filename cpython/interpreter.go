@@ -260,9 +260,11 @@ func (i *Interpreter) run(o *op) {
 
 func (i *Interpreter) end() {
 	// First what ending waits for (threads, atexit functions): a task, so that CloseContext's
-	// interrupts reach it, and outside the lifecycle turn, so that an interpreter whose thread
-	// never ends keeps no other from being created or ended. What that raised was reported on
-	// the interpreter's stderr, as CPython reports it; its result says nothing more.
+	// interrupts reach it, and outside the lifecycle turn, so that a thread or atexit function
+	// that never ends keeps no other interpreter from being created or ended. (A finalizer that
+	// never returns in pyw_interp_end, where no interrupt reaches, does: see the package doc.)
+	// What that raised was reported on the interpreter's stderr, as CPython reports it; its
+	// result says nothing more.
 	C.pyw_interp_wind_down(i.c, C.uint64_t(taskIDs.Add(1)))
 	i.imu.Lock() // waits for an interrupt in progress; none can start after this
 	i.ended = true
@@ -347,7 +349,8 @@ func (i *Interpreter) Call(ctx context.Context, target string, args ...any) (any
 // only once the threads its code started (threading.Thread, not daemons: the interpreter
 // refuses those) have finished and its atexit functions have run: a thread that never
 // finishes keeps Close waiting (use CloseContext). Meanwhile other interpreters are created
-// and ended as usual.
+// and ended as usual. (CPython's end of the interpreter, which runs the finalizers of what its
+// modules held, comes after that and cannot be interrupted: see the package doc.)
 func (i *Interpreter) Close() error { return i.CloseContext(context.Background()) }
 
 // CloseContext is Close with a deadline: when ctx ends before the running operation finishes,
@@ -362,6 +365,11 @@ func (i *Interpreter) Close() error { return i.CloseContext(context.Background()
 // Shutdown does), whether or not anything was left to interrupt then.
 func (i *Interpreter) CloseContext(ctx context.Context) error {
 	i.close.Do(func() { close(i.closing) })
+	select {
+	case <-i.done: // ended already: nil, also when ctx has ended too (select would pick either)
+		return nil
+	default:
+	}
 	select {
 	case <-i.done:
 		return nil
@@ -507,9 +515,9 @@ func (i *Interpreter) interruptCLocked(task uint64, escalate C.int) C.int {
 // InterruptContext is for interpreters with ExternalInterrupts, once ctx has ended: it
 // interrupts the operation running now if it was given ctx, or a context that ends with it (the
 // same Done channel), as Thread's methods do themselves otherwise; an operation given ctx that
-// has yet to start does not start. It reports whether it interrupted one (or will: code
-// running importlib's own code is interrupted once it has left it: see Cancellation in the
-// package doc). Call it from any goroutine except the interpreter's own; it waits for the
+// has yet to start does not start. It reports whether it found one, running or about to start:
+// it is interrupted (code running importlib's own code once it has left it: see Cancellation in
+// the package doc) or does not start (one that was ending just then is reported too). Call it from any goroutine except the interpreter's own; it waits for the
 // interpreter's GIL (at most a switch interval while Python code runs, longer while C code
 // holds the GIL).
 func (i *Interpreter) InterruptContext(ctx context.Context) bool {
@@ -521,8 +529,13 @@ func (i *Interpreter) InterruptContext(ctx context.Context) bool {
 	task := i.watchedTask
 	found := i.watched == done
 	i.wmu.Unlock()
-	// The task may end meanwhile: interrupt reaches only that task (by its number), never the next.
-	return found && i.interrupt(task)
+	if !found {
+		return false
+	}
+	// The task may end meanwhile: interrupt reaches only that task (by its number), never the
+	// next. One that has yet to begin is not running (false), but begin() interrupts it.
+	i.interrupt(task)
+	return true
 }
 
 // Thread is an interpreter's own thread, handed to the function given to Interpreter.Do. Its

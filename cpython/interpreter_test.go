@@ -512,6 +512,18 @@ func TestCloseContextInterruptsRunningWork(t *testing.T) {
 	assert.ErrorAs(t, execErr, &ie)
 }
 
+// CloseContext of an interpreter that has ended already is nil, whatever its context.
+func TestCloseContextAfterTheEndIsNil(t *testing.T) {
+	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{})
+	require.NoError(t, err)
+	require.NoError(t, i.Close())
+	ended, cancel := context.WithCancel(bg)
+	cancel()
+	for range 100 {
+		require.NoError(t, i.CloseContext(ended))
+	}
+}
+
 func TestCloseWaitsForThreadsThenAtexit(t *testing.T) {
 	var out pwtest.SyncBuffer
 	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stdout: &out})

@@ -209,7 +209,8 @@ pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, s
  * escalates, below, if the loop has not taken the request soon), PYW_DEFERRED when the task
  * runs the import system's own code, where an interrupt would leave its locks taken (the caller
  * tries again shortly, until it injects or the task ends; for a second also while it runs code
- * importlib calls: see interp.c's in_importlib), 0 when it did nothing. With escalate 1, it
+ * importlib calls: see interp.c's in_importlib) or no thread state could be made to take the
+ * GIL with, 0 when it did nothing. With escalate 1, it
  * only injects KeyboardInterrupt into a task whose cancel request the loop has not taken yet;
  * with PYW_INTERRUPT_AGAIN or'd in, it is a deferred one's next try (it does not note the task
  * as interrupted before it began: it had begun), and with PYW_INTERRUPT_LATE too, one that has
