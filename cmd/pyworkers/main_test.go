@@ -876,7 +876,8 @@ func TestOutputThatCannotBeWrittenFails(t *testing.T) {
 }
 
 // Python's exit waits for the threads a script started; so does a worker's end in run, map and
-// doctor, and --timeout and Ctrl-C reach those threads too (one Ctrl-C is enough).
+// doctor, and --timeout and Ctrl-C reach those threads too (one Ctrl-C is enough). map, whose
+// summary is out by then, says what it waits for after a second.
 func TestTimeoutAndCtrlCReachThreadsTheCodeStarted(t *testing.T) {
 	const spin = "import threading, time\n" +
 		"def forever():\n    while True:\n        time.sleep(0.05)\n" +
@@ -899,7 +900,10 @@ func TestTimeoutAndCtrlCReachThreadsTheCodeStarted(t *testing.T) {
 		ready func(out, errb string) bool
 	}{
 		{[]string{"run", "-w", "1", p}, "", func(out, _ string) bool { return strings.Contains(out, "started") }},
-		{[]string{"map", "-w", "1", mapFn + ":f"}, "1\n", func(out, _ string) bool { return strings.Contains(out, `{"ok":1}`) }},
+		{[]string{"map", "-w", "1", mapFn + ":f"}, "1\n", func(out, errb string) bool {
+			return strings.Contains(out, `{"ok":1}`) && strings.Contains(errb, "pyworkers map: 1 lines, 1 ok, 0 failed") &&
+				strings.HasSuffix(errb, "pyworkers map: waiting for threads the calls started to end, as Python's exit does (Ctrl-C interrupts them)\n")
+		}},
 		{[]string{"doctor", "spins"}, "", nil},
 	} {
 		cmd := exec.Command(binary, c.args...)
