@@ -19,7 +19,8 @@ func rssBytes(b *testing.B) int64 {
 }
 
 // BenchmarkCreateClose: one own-GIL interpreter created, given one call, and ended; reports
-// how much RSS grows per cycle (it should not: nothing is left behind).
+// how much RSS grew per cycle. Nothing is left behind, so the growth in all stays bounded as the
+// cycles grow (-benchtime 100x, 1000x, 3000x: about 1-2 MiB in all, the allocator settling).
 func BenchmarkCreateClose(b *testing.B) {
 	// warm up: the first interpreters fault in the stdlib and the allocator's arenas
 	for range 5 {

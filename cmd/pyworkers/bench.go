@@ -20,18 +20,20 @@ const benchUsage = `Usage: pyworkers bench [-w N] [--json] [--quick]
 
 Measures standard workloads through pyworkers' pool and, in the same run, through CPython's
 ThreadPoolExecutor, ProcessPoolExecutor and InterpreterPoolExecutor (with the python3.14 that
-pyworkers runs on): tiny-task round trip and throughput, ~1 ms CPU-bound tasks, the speed-up
-of CPU-bound tasks (32 per worker, ~6 ms each; ~1 ms with --quick) on N workers against 1,
-1 MB payloads, pool start to first result, and resident memory per idle worker. Prints a table
-with each figure's ratio to the best peer (--json for machines). Speed-ups are medians of
-paired timings; beside them, the same calls in N separate python processes and N threads of a
-Go loop that touches no memory show the most this machine gives, and pyworkers' own is taken
-apart: how busy its workers were, and how much
-longer a call ran with N busy than with 1 (a machine that slows down several busy cores).
-Last, the same ~1 ms call timed inside one interpreter, alternately in pyworkers
-and in that python3.14: the peers run in that executable, which may run Python faster or
-slower than the libpython pyworkers links, and the CPU-bound rows carry that difference.
---quick takes under two minutes on 2 cores.
+pyworkers runs on): tiny-task round trip and throughput (a submit per task, and through map in
+chunks of 32: pyworkers' Map batches, of CPython's pools only ProcessPoolExecutor does), ~1 ms
+CPU-bound tasks, the speed-up of CPU-bound tasks (32 per worker, ~6 ms each; ~1 ms with
+--quick) on N workers against 1, 1 MiB payloads, pool start to first result (pyworkers starts
+all N workers, CPython's pools one), and memory per idle worker (for ProcessPoolExecutor its
+processes' proportional set sizes, shared pages counted once). Prints a table with each
+figure's ratio to the best peer (--json for machines). Speed-ups are medians of paired timings;
+beside them, the same calls in N separate python processes and N threads of a Go loop that
+touches no memory show the most this machine gives, and pyworkers' own is taken apart: how busy
+its workers were, and how much longer a call ran with N busy than with 1 (a machine that slows
+down several busy cores). Last, the same ~1 ms call timed inside one interpreter, alternately
+in pyworkers and in that python3.14: the peers run in that executable, which may run Python
+faster or slower than the libpython pyworkers links, and the CPU-bound rows carry that
+difference. --quick takes under two minutes on 2 cores.
 
 Examples:
   pyworkers bench --quick
@@ -156,10 +158,11 @@ type benchMetric struct {
 var benchMetrics = []benchMetric{
 	{"tiny-task round trip p50", "µs", false, func(f bench.Figures) float64 { return f.RoundTripP50us }},
 	{"tiny-task round trip p99", "µs", false, func(f bench.Figures) float64 { return f.RoundTripP99us }},
-	{"tiny-task throughput", "tasks/s", true, func(f bench.Figures) float64 { return f.TasksPerSec }},
-	{"~1 ms CPU tasks", "tasks/s", true, func(f bench.Figures) float64 { return f.CPU1msPerSec }},
+	{"tiny tasks, a submit each", "tasks/s", true, func(f bench.Figures) float64 { return f.TasksPerSecEach }},
+	{"tiny tasks, map in chunks of 32", "tasks/s", true, func(f bench.Figures) float64 { return f.TasksPerSec }},
+	{"~1 ms CPU tasks, a submit each", "tasks/s", true, func(f bench.Figures) float64 { return f.CPU1msPerSec }},
 	{"CPU-bound tasks: N workers vs 1", "×", true, func(f bench.Figures) float64 { return f.Speedup }},
-	{"1 MB payload round trip", "ms", false, func(f bench.Figures) float64 { return f.Payload1MBms }},
+	{"1 MiB payload round trip", "ms", false, func(f bench.Figures) float64 { return f.Payload1MBms }},
 	{"pool start to first result", "ms", false, func(f bench.Figures) float64 { return f.MsToFirstResult }},
 	{"RSS per idle worker", "MiB", false, func(f bench.Figures) float64 { return f.MiBPerIdleWorker }},
 }
@@ -185,6 +188,9 @@ func printBenchTable(std io3, rep benchReport) {
 			}
 			v := m.get(f)
 			row += num(v) + "\t"
+			if v <= 0 { // not measured, or noise around nothing (a thread's memory): no yardstick
+				continue
+			}
 			if !have || (m.higher && v > best) || (!m.higher && v < best) {
 				best, have = v, true
 			}

@@ -554,7 +554,7 @@ func TestBenchQuickJSON(t *testing.T) {
 		Peers     map[string]map[string]float64
 	}
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
-	for _, k := range []string{"roundtrip_p50_us", "tasks_per_s", "cpu_1ms_tasks_per_s", "speedup", "payload_1mb_ms", "ms_to_first_result"} {
+	for _, k := range []string{"roundtrip_p50_us", "tasks_per_s", "tasks_per_s_each", "cpu_1ms_tasks_per_s", "speedup", "payload_1mb_ms", "ms_to_first_result"} {
 		assert.Positive(t, rep.Pyworkers[k], k)
 	}
 	assert.Len(t, rep.Peers, 5)
@@ -568,7 +568,13 @@ func TestBenchQuickJSON(t *testing.T) {
 	}
 	assert.Positive(t, rep.Pyworkers["python_call_ms"])
 	assert.Positive(t, rep.Peers["one interpreter"]["python_call_ms"])
-	assert.Positive(t, rep.Peers["InterpreterPoolExecutor"]["tasks_per_s"])
+	for _, peer := range []string{"ThreadPoolExecutor", "ProcessPoolExecutor", "InterpreterPoolExecutor"} {
+		for _, k := range []string{"tasks_per_s", "tasks_per_s_each", "mib_per_idle_worker"} {
+			_, ok := rep.Peers[peer][k]
+			assert.True(t, ok, "%s: %s", peer, k)
+		}
+		assert.Positive(t, rep.Peers[peer]["tasks_per_s_each"], peer)
+	}
 }
 
 // Ctrl-C from a terminal reaches the whole process group: while bench measures CPython's pools,

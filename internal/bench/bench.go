@@ -24,12 +24,17 @@ var Path []string
 
 // Figures are one pool's results. Zero means not measured.
 type Figures struct {
-	RoundTripP50us   float64 `json:"roundtrip_p50_us"`    // one tiny task at a time
-	RoundTripP99us   float64 `json:"roundtrip_p99_us"`    //
-	TasksPerSec      float64 `json:"tasks_per_s"`         // tiny tasks, as fast as they go
+	RoundTripP50us float64 `json:"roundtrip_p50_us"` // one tiny task at a time
+	RoundTripP99us float64 `json:"roundtrip_p99_us"` //
+	// Tiny tasks as fast as they go: TasksPerSec through the batching API (pyworkers' Map, which
+	// hands a worker up to 32 calls at once; CPython's executor.map with chunksize 32, which only
+	// ProcessPoolExecutor batches), TasksPerSecEach with one submit per task (Submit;
+	// executor.submit), all submitted before the results are waited for in order.
+	TasksPerSec      float64 `json:"tasks_per_s"`
+	TasksPerSecEach  float64 `json:"tasks_per_s_each"`
 	CPU1msPerSec     float64 `json:"cpu_1ms_tasks_per_s"` // ~1 ms CPU-bound tasks
 	Speedup          float64 `json:"speedup"`             // CPU-bound calls: N workers against 1 (median of paired rounds)
-	Payload1MBms     float64 `json:"payload_1mb_ms"`      // 1 MB bytes there and back
+	Payload1MBms     float64 `json:"payload_1mb_ms"`      // 1 MiB of bytes there and back
 	MsToFirstResult  float64 `json:"ms_to_first_result"`  // new pool to the first result
 	MiBPerIdleWorker float64 `json:"mib_per_idle_worker"` // resident memory of 9 idle workers against 1, per worker
 	PythonCallMs     float64 `json:"python_call_ms"`      // a ~1 ms call timed inside one interpreter (PythonSpeed)
@@ -98,6 +103,27 @@ func Throughput(ctx context.Context, p *pool.Pool, n int, target string, args ..
 	t0 := time.Now()
 	for _, err := range p.Map(ctx, target, inputs) {
 		if err != nil {
+			return 0, err
+		}
+	}
+	return float64(n) / time.Since(t0).Seconds(), nil
+}
+
+// ThroughputEach runs n calls of target(args...), each handed over with its own Submit, then
+// waits for them in order, as peers.py times CPython's pools with executor.submit: the cost of
+// a call with no batching. It returns calls per second.
+func ThroughputEach(ctx context.Context, p *pool.Pool, n int, target string, args ...any) (float64, error) {
+	futures := make([]*pool.Future, n)
+	t0 := time.Now()
+	for k := range futures {
+		f, err := p.Submit(ctx, target, args...)
+		if err != nil {
+			return 0, err
+		}
+		futures[k] = f
+	}
+	for _, f := range futures {
+		if _, err := f.Wait(ctx); err != nil {
 			return 0, err
 		}
 	}
@@ -200,7 +226,7 @@ func Median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// Payload sends 1 MB of bytes to a worker and back n times; it returns the mean round trip.
+// Payload sends 1 MiB of bytes to a worker and back n times; it returns the mean round trip.
 func Payload(ctx context.Context, p *pool.Pool, n int) (time.Duration, error) {
 	data := make([]byte, 1<<20)
 	t0 := time.Now()
@@ -277,10 +303,13 @@ func Pyworkers(ctx context.Context, workers int, c Counts) (Figures, error) {
 		return f, err
 	}
 	f.RoundTripP50us, f.RoundTripP99us = us(p50), us(p99)
-	if f.TasksPerSec, err = Throughput(ctx, p, c.Tiny, "benchfuncs:noop"); err != nil {
+	if f.TasksPerSecEach, err = ThroughputEach(ctx, p, c.Tiny, "benchfuncs:noop"); err != nil {
 		return f, err
 	}
-	if f.CPU1msPerSec, err = Throughput(ctx, p, c.CPU1ms, "benchfuncs:cpu", CPU1ms); err != nil {
+	if f.TasksPerSec, err = Throughput(ctx, p, c.Tiny, "benchfuncs:noop_arg", nil); err != nil {
+		return f, err
+	}
+	if f.CPU1msPerSec, err = ThroughputEach(ctx, p, c.CPU1ms, "benchfuncs:cpu", CPU1ms); err != nil {
 		return f, err
 	}
 	pay, err := Payload(ctx, p, c.Payloads)

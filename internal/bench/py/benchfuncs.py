@@ -32,3 +32,10 @@ def noop_arg(_):
 
 def echo(data):
     return data
+
+
+def hold(seconds):
+    """Keep a worker busy for a while: n of these at once make a pool start n workers."""
+    import time
+
+    time.sleep(seconds)

@@ -3,7 +3,7 @@
     python3.14 machine.py [--rounds R] [--calls C] [--call N]
 
 Each round times C calls of benchfuncs.cpu(N) (the speed-up benchmark's call) per worker, one
-worker alone and then two at once, twice over: in own-GIL subinterpreters of this process
+worker alone and two at once (in that order, then the reverse in the next round), twice over: in own-GIL subinterpreters of this process
 (concurrent.interpreters, one thread each: how pyworkers runs them, without Go) and in separate
 python processes. Timing is inside Python, per call. It prints a line per round and a summary:
 the call time two at once over one alone, for each way, and how much a call alone varied.
@@ -59,9 +59,13 @@ def main():
 
     ours, theirs, alone = [], [], []
     try:
-        for _ in range(a.rounds):
-            one, two = in_process(1), in_process(2)
-            p_one, p_two = processes(1), processes(2)
+        for r in range(a.rounds):
+            if r % 2 == 0:  # ABBA: drift within a round does not favour either
+                one, two = in_process(1), in_process(2)
+                p_one, p_two = processes(1), processes(2)
+            else:
+                p_two, p_one = processes(2), processes(1)
+                two, one = in_process(2), in_process(1)
             ours.append(two / one)
             theirs.append(p_two / p_one)
             alone += [one, p_one]
