@@ -54,7 +54,7 @@ var (
 // runtime.KeepAlive(c)) until Python code has opened the id, or the queue, with its items,
 // may be gone by then (pyworkers.Channel(id) then raises ValueError). Use it as *Channel, from
 // New or Open: a copy of the value is not a holder (go vet reports copies), and the zero value
-// is no channel (its methods panic).
+// is no channel (its methods panic, but ID and Cap, which say 0).
 type Channel struct {
 	_   noCopy // go vet: a copy would use the queue after the original's cleanup let it go
 	q   *C.pyw_queue
@@ -273,6 +273,9 @@ func (c *Channel) wait(ctx context.Context, op func(C.int64_t, *C.int) C.int, mo
 		return rc
 	}
 	cancel := (*C.int)(C.calloc(1, C.size_t(unsafe.Sizeof(C.int(0)))))
+	if cancel == nil { // cgo's C.malloc never returns nil, but calloc may: no wait without a flag
+		return C.PYW_Q_NOMEM
+	}
 	defer C.free(unsafe.Pointer(cancel))
 	cancelled := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {

@@ -61,8 +61,8 @@
 // the calls waiting fail, and so do new ones, at once, with ErrNoWorkers (and the last
 // failure's text) until a worker starts again: a call does not wait for good on a Setup that
 // keeps failing (one that hangs is no failure: give calls a deadline).
-// With MaxTasksPerWorker, each worker's limit is drawn between 90 % of it and it, so that
-// workers sharing a queue are replaced one by one rather than all at once.
+// With MaxTasksPerWorker (from 10 up), each worker's limit is drawn between 90 % of it and it,
+// so that workers sharing a queue are replaced one by one rather than all at once.
 //
 // Ending an interpreter waits, as Python's own exit does, for the threads its code started
 // (threading.Thread: daemon threads are refused) and runs its atexit functions. A replaced

@@ -216,20 +216,27 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 		headDone := func() bool { return len(fifo) > 0 && (fifo[0].err != nil || fifo[0].b.done()) }
 		more := true
 		var sizer BatchSizer
+		// late says the batch being filled has taken mapFill: a timer armed for each batch's
+		// filling, not a clock read per input (a tenth of a tiny call's cost). One that fired
+		// for the batch before, as it was stopped, only sends the next one a little early.
+		var late atomic.Bool
+		fillTimer := time.AfterFunc(time.Hour, func() { late.Store(true) })
+		defer fillTimer.Stop()
 		for {
 			size := sizer.Size()
 			for more && len(fifo) < window && !headDone() {
 				items := make([][]any, 0, size)
 				var ones []any // one backing array for the batch's single arguments
-				began := time.Now()
+				late.Store(false)
+				fillTimer.Reset(mapFill)
 				for len(items) < size {
 					if ctx.Err() != nil || g.p.closing.Load() {
 						more = false // nothing more is pulled (the batches in flight still yield)
 						break
 					}
-					// the inputs come slowly: out with what there is (the clock read after 1,
-					// 2, 4, ... inputs: cheap, and at most twice mapFill late)
-					if n := len(items); n > 0 && n&(n-1) == 0 && time.Since(began) > mapFill {
+					// the inputs come slowly: out with what there is, before the next pull
+					// (which may take long: a burst of inputs, then a slow one)
+					if len(items) > 0 && late.Load() {
 						break
 					}
 					in, ok := next()
@@ -248,6 +255,7 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 					ones[k] = in
 					items = append(items, ones[k:k+1:k+1])
 				}
+				fillTimer.Stop() // a timer left to fire would cost a goroutine per batch
 				if len(items) == 0 {
 					break
 				}

@@ -58,8 +58,9 @@ type Options struct {
 	// a worker passes it, so after 4×QueueSize+1024 such tasks while every worker stays busy,
 	// Call and Submit wait (or fail fast) until the workers move on, whatever the count says.
 	QueueSize int
-	// FailFast makes Call, Submit and SubmitBatch return ErrQueueFull at once when a bounded
-	// queue is full, rather than wait for room; for every group of the pool. Map always waits.
+	// FailFast makes Call, Submit, SubmitBatch and Check return ErrQueueFull at once when a
+	// bounded queue is full, rather than wait for room; for every group of the pool. Map always
+	// waits.
 	FailFast bool
 	// MaxTasksPerWorker recycles a worker (a fresh interpreter replaces it) after this many
 	// tasks (0: never). From 10 up, each worker's limit is drawn between 90 % of it and it, so
@@ -330,7 +331,7 @@ type GroupStats struct {
 	Done      uint64 // tasks that returned a result
 	Failed    uint64 // tasks that ended with an error other than cancellation
 	Cancelled uint64 // tasks whose context ended first (taken from the queue, or interrupted), or that Close ended
-	Recycles  uint64 // workers replaced: task limit, SystemExit, MemoryError, lost to an interrupt or interrupted in an import, unable to wait for work
+	Recycles  uint64 // workers ended to be replaced: task limit, SystemExit, MemoryError, lost to an interrupt or interrupted in an import, unable to wait for work (counted also when the pool closed before the replacement started)
 	// Ending counts replaced workers' interpreters still ending: waiting for threads their code
 	// started, or given up on while a task of theirs went on after its interrupt (see
 	// Self-healing in the package doc). One that stays up holds a thread that an interrupt

@@ -1319,6 +1319,47 @@ func TestMapYieldsReadyResultsBeforePullingMore(t *testing.T) {
 	assert.Equal(t, 12, n)
 }
 
+// Also when a burst of inputs came before the slow ones: the batch the burst began goes out with
+// the first slow input, not once it has as many inputs as its size allows or a round number.
+// (The burst comes once Map sends tiny calls in batches: a batch is filled between results.)
+func TestMapSendsABurstWithTheFirstSlowInput(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1, Preload: []string{"pwtest"}})
+	var seen atomic.Bool       // the loop below has had 300 results: Map sizes batches for tiny calls
+	var slowPulls atomic.Int64 // inputs pulled after the burst
+	var first atomic.Int64     // the first input after the results began
+	first.Store(-1)
+	inputs := iter.Seq[any](func(yield func(any) bool) {
+		burst := 0
+		for k := int64(0); k < 1000; k++ {
+			if seen.Load() {
+				if burst == 0 {
+					first.Store(k)
+				}
+				if burst++; burst > 5 { // five at once, then one every 100 ms
+					time.Sleep(100 * time.Millisecond)
+					if slowPulls.Add(1) > 4 {
+						return
+					}
+				}
+			}
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	for v, err := range p.Map(bg, "pwtest:ident", inputs) {
+		require.NoError(t, err)
+		seen.Store(v.(int64) >= 300)
+		if v == first.Load() {
+			// the batch went out with the first slow input; the one pull after that may be
+			// under way while its results come in, not more
+			assert.LessOrEqual(t, slowPulls.Load(), int64(2), "the burst's results waited for later inputs")
+			return
+		}
+	}
+	t.Fatal("Map ended before the burst's results")
+}
+
 // A worker given up on (its task went on past InterruptGrace after its interrupt) counts as
 // ending, not alive, while it goes on: Workers stays the pool's size.
 func TestGivenUpWorkerCountsAsEnding(t *testing.T) {
