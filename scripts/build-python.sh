@@ -140,23 +140,37 @@ use_source() {
 }
 
 # ---------------------------------------------------------------- root
-debian_mirror() {
+# Sets mirror to the Debian archive this machine's apt uses (not in a $(...): die there would
+# be reported twice, once more by the ERR trap).
+find_debian_mirror() {
 	if [ -n "${PYWORKERS_DEBIAN_MIRROR:-}" ]; then
-		echo "$PYWORKERS_DEBIAN_MIRROR"
+		mirror=$PYWORKERS_DEBIAN_MIRROR
 		return
 	fi
 	# deb822 sources first, then one-line sources; take the first main archive (not -security, -ports...).
 	local uri
 	uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
 		awk 'tolower($1)=="uris:" { for (i = 2; i <= NF; i++) print $i }' |
-		grep -E '/debian/?$' | head -n1 || true)
+		resolve_mirror_lists | grep -E '/debian/?$' | head -n1 || true)
 	if [ -z "$uri" ]; then
 		uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-			awk '$1=="deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; break } }' |
-			grep -E '/debian/?$' | head -n1 || true)
+			awk '$1=="deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z+]+:/ && $i !~ /^\[/) { print $i; break } }' |
+			resolve_mirror_lists | grep -E '/debian/?$' | head -n1 || true)
 	fi
-	[ -n "$uri" ] || die "no Debian mirror found in /etc/apt/sources.list{,.d}" "set PYWORKERS_DEBIAN_MIRROR to a Debian archive URL"
-	echo "${uri%/}"
+	[ -n "$uri" ] || die "no Debian mirror found in /etc/apt/sources.list{,.d} (not a Debian machine?)" "set PYWORKERS_DEBIAN_MIRROR to a Debian archive URL"
+	mirror=${uri%/}
+}
+
+# apt URIs on stdin, one a line, to stdout; mirror+file:PATH (Debian's cloud images) stands for
+# the archive URLs listed in PATH.
+resolve_mirror_lists() {
+	local u
+	while read -r u; do
+		case "$u" in
+		mirror+file:*) grep -Eo '^[a-z]+://[^[:space:]]+' "${u#mirror+file:}" 2>/dev/null || true ;;
+		*) echo "$u" ;;
+		esac
+	done
 }
 
 # Unmount anything still mounted below $1 (a killed debootstrap can leave /proc or /sys mounted).
@@ -169,13 +183,17 @@ unmount_below() {
 	done
 }
 
-need_host_tool() { # need_host_tool CMD PACKAGE
-	command -v "$1" >/dev/null 2>&1 && return 0
+need_host_tool() { # need_host_tool CMD PACKAGE — CMD on PATH, or an absolute path to a file
+	case "$1" in
+	/*) [ -e "$1" ] && return 0 ;;
+	*) command -v "$1" >/dev/null 2>&1 && return 0 ;;
+	esac
 	[ "$(id -u)" = 0 ] || die "$1 is not installed and this is not root" "sudo apt-get install -y $2"
 	say "installing $2 on the host (apt-get)"
-	if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null 2>&1; }; then
-		apt-get update -qq >/dev/null 2>&1 || true
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null ||
+	# a fresh VM's unattended upgrades may hold dpkg's lock for a while: wait for it
+	if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 "$2" >/dev/null 2>&1; }; then
+		apt-get update -qq -o DPkg::Lock::Timeout=600 >/dev/null 2>&1 || true
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 "$2" >/dev/null ||
 			die "cannot install $2 with apt-get" "install $2 by hand"
 	fi
 }
@@ -199,9 +217,20 @@ use_root() {
 		[ "$(id -u)" = 0 ] || die "making the Debian root needs root (debootstrap)" "run as root, or install CPython 3.14 with python-3.14-embed.pc, or set PYWORKERS_PYTHON_SOURCE"
 		need_host_tool debootstrap debootstrap
 		need_host_tool bwrap bubblewrap
+		# Debian's signing keys: debootstrap checks the archive's Release file with them (a
+		# Debian host has them; elsewhere it would go on unverified)
+		local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+		need_host_tool "$keyring" debian-archive-keyring
 		local mirror
-		mirror=$(debian_mirror)
+		find_debian_mirror
 		if [ -e "$root" ]; then
+			# not under commands still using it (scripts/with-python.sh holds .in-use shared);
+			# held until this script ends, so none starts on a root half made
+			exec 8>"$CACHE/.in-use"
+			if ! flock -n -x 8; then
+				say "waiting for the commands using the root at $root to end"
+				flock -x 8
+			fi
 			say "the root at $root is incomplete or outdated; rebuilding it"
 			unmount_below "$root"
 			rm -rf --one-file-system "$root"
@@ -214,7 +243,7 @@ use_root() {
 		say "debootstrapping Debian unstable into $partial (about a minute; needs ~1.5 GB)"
 		# A private mount namespace: the mounts debootstrap makes vanish with it, even if it is killed.
 		if ! unshare --mount --propagation private \
-			debootstrap --variant=minbase --include="$ROOT_PACKAGES" sid "$partial" "$mirror" \
+			debootstrap --keyring="$keyring" --variant=minbase --include="$ROOT_PACKAGES" sid "$partial" "$mirror" \
 			>"$CACHE/debootstrap.log" 2>&1; then
 			tail -n 15 "$CACHE/debootstrap.log" >&2 || true
 			die "debootstrap failed; full log in $CACHE/debootstrap.log" "check the mirror ($mirror) is reachable, or set PYWORKERS_DEBIAN_MIRROR"

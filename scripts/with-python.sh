@@ -62,6 +62,15 @@ source)
 esac
 
 # ---- root mode
+# A rebuild of the root (build-python.sh) waits for the commands using it to end, and a command
+# for the rebuild: a shared lock on the cache's .in-use for as long as CMD runs (bwrap inherits
+# it), and the root checked again under it.
+exec 8>"$CACHE/.in-use"
+flock -s 8
+load_env || {
+	echo "with-python: error: the root at $PYWORKERS_PY_ROOT went away; run scripts/build-python.sh again" >&2
+	exit 1
+}
 root="$PYWORKERS_PY_ROOT"
 command -v bwrap >/dev/null 2>&1 || {
 	echo "with-python: error: bubblewrap (bwrap) is missing; run scripts/build-python.sh as root or apt-get install bubblewrap" >&2
