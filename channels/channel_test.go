@@ -3,6 +3,7 @@ package channels_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -1206,6 +1207,32 @@ step(lambda: ch.recv_many(10))     # ["b", "c"]
 	require.NoError(t, err)
 	assert.Equal(t, []any{"ValueError", "a", "ValueError", []any{"b", "c"}}, got)
 	assert.Equal(t, 0, c.Len())
+}
+
+// Python's decoder, as Go's, cannot be made to allocate for more items than a malformed item
+// holds bytes: 100 nested lists each claiming 100,000 items over 100,000 bytes are refused at
+// the second list's length, not found short ("truncated") once 100 lists of 100,000 slots
+// have been allocated. (tracemalloc, which could count that, cannot load in a subinterpreter.)
+func TestPythonRecvOfNestedLengthClaims(t *testing.T) {
+	c := newChan(t, 0)
+	i := newInterp(t)
+	var b []byte
+	for range 100 {
+		b = binary.AppendUvarint(append(b, 'l'), 100_000)
+	}
+	require.NoError(t, c.SendRaw(append(b, bytes.Repeat([]byte{'N'}, 100_000)...)))
+	require.NoError(t, i.Exec(bg, fmt.Sprintf(`
+import pyworkers
+ch = pyworkers.Channel(%d)
+try:
+    ch.recv()
+    outcome = "decoded"
+except ValueError as e:
+    outcome = str(e)
+`, c.ID())))
+	outcome, err := i.Eval(bg, "outcome")
+	require.NoError(t, err)
+	assert.Contains(t, outcome, "bad sequence length")
 }
 
 // Code of a task may run an interpreter of its own on the worker's thread (concurrent.interpreters):

@@ -529,11 +529,16 @@ static int get_len(const char **p, const char *end, size_t *n) {
 typedef struct {
 	pyw_shared *const *refs;
 	size_t nrefs;
+	/* Items of the sequences being decoded that have not begun: each takes at least a byte of
+	 * what is left, so a sequence whose length leaves too few for them is malformed. Checked at
+	 * each sequence, its length against the bytes left alone would let nested ones promise far
+	 * more items than the input holds, each allocated before any is read. */
+	size_t promised;
 } dec_ctx;
 
-static PyObject *dec_item(const dec_ctx *c, const char **p, const char *end, int depth);
+static PyObject *dec_item(dec_ctx *c, const char **p, const char *end, int depth);
 
-static PyObject *dec(const dec_ctx *c, const char **p, const char *end, int depth) {
+static PyObject *dec(dec_ctx *c, const char **p, const char *end, int depth) {
 	if (stop_now()) {
 		PyErr_SetString(PyExc_KeyboardInterrupt, "the task's context ended while its value was converted");
 		return NULL;
@@ -609,14 +614,17 @@ static PyObject *dec(const dec_ctx *c, const char **p, const char *end, int dept
 		if (depth >= PYW_MAX_DEPTH) {
 			return malformed("nested too deep");
 		}
-		if (get_len(p, end, &n) < 0) { /* each item is at least one byte */
+		/* each item is at least one byte, and so is each promised before it (c->promised) */
+		if (get_len(p, end, &n) < 0 || n + c->promised > (size_t)(end - *p)) { /* no overflow: both fit the input */
 			return malformed("bad sequence length");
 		}
 		PyObject *o = tag == PYW_TAG_TUPLE ? PyTuple_New((Py_ssize_t)n) : PyList_New((Py_ssize_t)n);
 		if (o == NULL) {
 			return NULL;
 		}
+		c->promised += n;
 		for (size_t i = 0; i < n; i++) {
+			c->promised--;
 			PyObject *it = dec_item(c, p, end, depth + 1);
 			if (it == NULL) {
 				Py_DECREF(o);
@@ -665,7 +673,7 @@ static PyObject *dec(const dec_ctx *c, const char **p, const char *end, int dept
 
 /* dec of a container's item; a container in turn under CPython's check of the real stack (see
  * enc): RecursionError before the stack overflows. */
-static PyObject *dec_item(const dec_ctx *c, const char **p, const char *end, int depth) {
+static PyObject *dec_item(dec_ctx *c, const char **p, const char *end, int depth) {
 	if (*p >= end || (**p != PYW_TAG_TUPLE && **p != PYW_TAG_LIST && **p != PYW_TAG_DICT)) {
 		return dec(c, p, end, depth);
 	}
@@ -679,7 +687,7 @@ static PyObject *dec_item(const dec_ctx *c, const char **p, const char *end, int
 
 PyObject *pyw_decode(const char **p, const char *end, pyw_shared *const *refs, size_t nrefs) {
 	codec_state outer = codec_start();
-	dec_ctx c = {refs, nrefs};
+	dec_ctx c = {refs, nrefs, 0};
 	PyObject *o = dec(&c, p, end, 0);
 	codec_end(outer);
 	return o;

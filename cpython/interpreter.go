@@ -176,7 +176,8 @@ func encodeSetup(fields []setupField) ([]byte, error) {
 	for _, f := range fields {
 		var err error
 		buf, _ = wire.Append(buf, f.name) // a plain ASCII key
-		if buf, err = wire.Append(buf, f.value); err != nil {
+		// at depth 1: in the dict, as the C side counts it
+		if buf, err = wire.AppendAt(buf, f.value, 1); err != nil {
 			return nil, conversionError(f.name, "", err)
 		}
 	}

@@ -218,6 +218,16 @@ func TestDeepNesting(t *testing.T) {
 	_, err = i.Call(bg, "pwtest:ident", x)
 	require.ErrorAs(t, err, &ce)
 	assert.Contains(t, ce.Reason, "nested deeper than")
+
+	// the set-up's values sit in a dict of fields: the limit counts it, as Python's side does
+	x = []any{}
+	for range 9999 {
+		x = []any{x}
+	}
+	_, err = cpython.NewInterpreter(bg, cpython.InterpreterConfig{Config: x})
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, "config", ce.What)
+	assert.Contains(t, ce.Reason, "nested deeper than")
 }
 
 // randomValue makes a value of the canonical Go types (those decoding produces).

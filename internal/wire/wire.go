@@ -101,6 +101,12 @@ func Append(buf []byte, v any) ([]byte, error) {
 	return appendValue(buf, nil, v, 0)
 }
 
+// AppendAt is Append for a value nested depth containers deep (see AppendHeader), so that the
+// depth limit counts the containers around it, as the decoder does.
+func AppendAt(buf []byte, v any, depth int) ([]byte, error) {
+	return appendValue(buf, nil, v, depth)
+}
+
 var bigIntType = reflect.TypeFor[*big.Int]()
 
 func appendValue(b []byte, refs *Refs, v any, depth int) ([]byte, error) {
@@ -278,8 +284,10 @@ func appendReflect(b []byte, refs *Refs, rv reflect.Value, depth int) ([]byte, e
 			if rv.Kind() == reflect.Slice {
 				return appendValue(b, refs, rv.Bytes(), depth)
 			}
-			buf := make([]byte, rv.Len())
-			reflect.Copy(reflect.ValueOf(buf), rv)
+			buf := make([]byte, rv.Len()) // byte by byte: reflect.Copy wants uint8, not a named byte type
+			for j := range buf {
+				buf[j] = byte(rv.Index(j).Uint())
+			}
 			return appendValue(b, refs, buf, depth)
 		}
 		b, err := AppendHeader(b, TagList, rv.Len(), depth)
@@ -319,6 +327,11 @@ func quoteShort(s string) string {
 // decoder carries the table of shared buffers 'B' tags refer to (none for DecodeAll).
 type decoder struct {
 	refs []unsafe.Pointer
+	// promised counts the items of the sequences being decoded that have not begun: each takes
+	// at least a byte of what is left, so a sequence whose length leaves too few for them is
+	// malformed. A length checked against the bytes left alone would let nested sequences
+	// promise far more items than the input holds, each allocated before any is read.
+	promised int
 }
 
 // DecodeAll decodes exactly one value that must fill b (no shared buffers: see DecodeRefs).
@@ -401,8 +414,13 @@ func (d *decoder) value(b []byte, depth int) (any, []byte, error) {
 		if err != nil {
 			return nil, b, err
 		}
+		if n > len(rest)-d.promised {
+			return nil, b, malformed("sequence of %d items with %d bytes left for them", n, len(rest)-d.promised)
+		}
 		items := make([]any, n)
+		d.promised += n
 		for i := range items {
+			d.promised--
 			if items[i], rest, err = d.value(rest, depth+1); err != nil {
 				return nil, b, prefix(err, "["+strconv.Itoa(i)+"]")
 			}

@@ -1,9 +1,12 @@
 package wire_test
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"math"
 	"math/big"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -30,6 +33,9 @@ func TestEncodingIsTheSpecifiedBytes(t *testing.T) {
 		{1.0, []byte{'f', 0, 0, 0, 0, 0, 0, 0xf0, 0x3f}},
 		{"é", []byte{'s', 2, 0xc3, 0xa9}},
 		{[]byte{7}, []byte{'b', 1, 7}},
+		{[2]byte{7, 8}, []byte{'b', 2, 7, 8}},
+		{[2]namedByte{7, 8}, []byte{'b', 2, 7, 8}}, // named byte types convert by their kind
+		{[]namedByte{7}, []byte{'b', 1, 7}},
 		{wire.Tuple{nil}, []byte{'t', 1, 'N'}},
 		{[]any{}, []byte{'l', 0}},
 		{map[string]any{"k": true}, []byte{'d', 1, 's', 1, 'k', 'T'}},
@@ -42,6 +48,8 @@ func TestEncodingIsTheSpecifiedBytes(t *testing.T) {
 		require.NoError(t, err)
 	}
 }
+
+type namedByte uint8
 
 func TestBigIntTwosComplement(t *testing.T) {
 	for _, s := range []string{"9223372036854775808", "-9223372036854775809", "18446744073709551615",
@@ -56,6 +64,27 @@ func TestBigIntTwosComplement(t *testing.T) {
 	v, err := wire.DecodeAll([]byte{'I', 2, 0xff, 0xff})
 	require.NoError(t, err)
 	assert.Equal(t, int64(-1), v)
+}
+
+// nestedPromises is malformed input that nests 100 lists, each claiming 100,000 items, over
+// 100,000 bytes: each length alone fits in the bytes left, all of them together do not.
+func nestedPromises() []byte {
+	var b []byte
+	for range 100 {
+		b = binary.AppendUvarint(append(b, 'l'), 100_000)
+	}
+	return append(b, bytes.Repeat([]byte{'N'}, 100_000)...)
+}
+
+// Malformed input cannot make the decoder allocate for more items than it holds bytes.
+func TestNestedLengthsAreCheckedTogether(t *testing.T) {
+	b := nestedPromises()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := wire.DecodeAll(b)
+	runtime.ReadMemStats(&after)
+	require.ErrorIs(t, err, wire.ErrMalformed)
+	assert.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(16<<20), "allocated for items the input cannot hold")
 }
 
 func TestMalformed(t *testing.T) {
