@@ -105,9 +105,16 @@ args=(
 [ -e /etc/resolv.conf ] && args+=(--ro-bind /etc/resolv.conf /etc/resolv.conf)
 [ -e /etc/hosts ] && args+=(--ro-bind /etc/hosts /etc/hosts)
 case "$cwd/" in
-"$here"/* | /tmp/*) ;;
+"$here"/* | /tmp/* | //) ;; # / itself: the root's own
 *) args+=(--bind "$cwd" "$cwd") ;;
 esac
+# A temporary folder elsewhere than /tmp (TMPDIR, GOTMPDIR) is CMD's too: go test's t.TempDir.
+for d in "${TMPDIR:-}" "${GOTMPDIR:-}"; do
+	case "$d/" in
+	/ | // | /tmp/* | "$here"/*) ;;
+	*) [ -d "$d" ] && args+=(--bind "$d" "$d") ;;
+	esac
+done
 args+=(
 	--chdir "$cwd"
 	--setenv PATH "$goroot/bin:$gopath/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
