@@ -518,9 +518,9 @@ func (i *Interpreter) interruptCLocked(task uint64, escalate C.int) C.int {
 // same Done channel), as Thread's methods do themselves otherwise; an operation given ctx that
 // has yet to start does not start. It reports whether it found one, running or about to start:
 // it is interrupted (code running importlib's own code once it has left it: see Cancellation in
-// the package doc) or does not start (one that was ending just then is reported too). Call it from any goroutine except the interpreter's own; it waits for the
-// interpreter's GIL (at most a switch interval while Python code runs, longer while C code
-// holds the GIL).
+// the package doc) or does not start (one that was ending just then is reported too). Call it
+// from any goroutine except the interpreter's own; it waits for the interpreter's GIL (at most
+// a switch interval while Python code runs, longer while C code holds the GIL).
 func (i *Interpreter) InterruptContext(ctx context.Context) bool {
 	done := ctx.Done()
 	if done == nil || ctx.Err() == nil {

@@ -198,43 +198,39 @@ func (i *Interpreter) stream(fd C.int) *stream {
 // pywGoWrite is called by _pyworkers.write (module.c) with the GIL released; mine says whether
 // the interpreter's own thread wrote (see stream.flushOwn).
 //
-// It returns 0, or what writeFailed makes of the writer's error.
+// It returns what writeOutcome makes of the writer's error.
 //
 //export pywGoWrite
 func pywGoWrite(h C.uintptr_t, fd C.int, p *C.char, n C.size_t, mine C.int, why **C.char) (rc C.int) {
-	defer func() { // never unwind a Go panic through CPython's frames
-		if r := recover(); r != nil {
-			rc = writeFailed(fmt.Errorf("panic: %v", r), why)
-		}
-	}()
-	i := cgo.Handle(h).Value().(*Interpreter)
-	if err := i.stream(fd).write(unsafe.Slice((*byte)(unsafe.Pointer(p)), int(n)), mine != 0); err != nil {
-		return writeFailed(err, why)
-	}
-	return 0
+	defer recoverWrite(&rc, why)
+	s := cgo.Handle(h).Value().(*Interpreter).stream(fd)
+	return writeOutcome(s.write(unsafe.Slice((*byte)(unsafe.Pointer(p)), int(n)), mine != 0), why)
 }
 
 // pywGoFlush is called by _pyworkers.flush (module.c) with the GIL released; as pywGoWrite.
 //
 //export pywGoFlush
 func pywGoFlush(h C.uintptr_t, fd C.int, why **C.char) (rc C.int) {
-	defer func() {
-		if r := recover(); r != nil {
-			rc = writeFailed(fmt.Errorf("panic: %v", r), why)
-		}
-	}()
-	i := cgo.Handle(h).Value().(*Interpreter)
-	if err := i.stream(fd).flush(); err != nil {
-		return writeFailed(err, why)
-	}
-	return 0
+	defer recoverWrite(&rc, why)
+	return writeOutcome(cgo.Handle(h).Value().(*Interpreter).stream(fd).flush(), why)
 }
 
-// writeFailed is what module.c turns into the OSError of a failed write: the errno the error
-// carries (> 0), so that Python code sees what writing to a file would give it
+// recoverWrite, deferred by the exports above, turns a panic into a failed write: a Go panic
+// must never unwind through CPython's frames.
+func recoverWrite(rc *C.int, why **C.char) {
+	if r := recover(); r != nil {
+		*rc = writeOutcome(fmt.Errorf("panic: %v", r), why)
+	}
+}
+
+// writeOutcome is what module.c turns into the OSError of a failed write (0: none): the errno
+// the error carries (> 0), so that Python code sees what writing to a file would give it
 // (BrokenPipeError for a closed pipe, ENOSPC for a full disk), else -1; and in *why the error's
 // text, in C memory, which the C side frees.
-func writeFailed(err error, why **C.char) C.int {
+func writeOutcome(err error, why **C.char) C.int {
+	if err == nil {
+		return 0
+	}
 	*why = C.CString(err.Error())
 	if errno := syscall.Errno(0); errors.As(err, &errno) && errno != 0 {
 		return C.int(errno)
