@@ -235,6 +235,11 @@ type mapStats struct {
 	elapsed           time.Duration
 }
 
+// add counts o's lines in s.
+func (s *mapStats) add(o mapStats) {
+	s.lines, s.ok, s.failed = s.lines+o.lines, s.ok+o.ok, s.failed+o.failed
+}
+
 // entry is a run of input lines on their way: the lines that are not JSON have their error
 // already, the others are calls of one batch (one hand-off to a worker for the lot).
 type entry struct {
@@ -351,7 +356,7 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout io.Writer, prog *
 		if err := out.Flush(); err != nil {
 			return st, fmt.Errorf("writing results: %w", err)
 		}
-		st.lines, st.ok, st.failed = st.lines+done.lines, st.ok+done.ok, st.failed+done.failed
+		st.add(done)
 		if prog != nil && time.Since(lastProgress) > 200*time.Millisecond {
 			lastProgress = time.Now()
 			el := time.Since(start).Seconds()
@@ -439,9 +444,11 @@ func (m *mapper) read(ctx context.Context, in io.Reader, entries chan<- entry) e
 				break // the end of the last line, not a line (one of blanks is: it gets an error)
 			}
 			line++
-			aerr := checkLine(text)
+			var aerr error
 			if tooLong {
 				aerr = fmt.Errorf("longer than %d MiB (--max-line-mib), not read", maxLine>>20)
+			} else {
+				aerr = checkLine(text)
 			}
 			if aerr != nil {
 				if e.errs == nil {
