@@ -41,8 +41,16 @@ load_env() {
 	"$here/scripts/build-python.sh" --check "$PYWORKERS_PY_MODE" "${PYWORKERS_PY_ROOT:-$PYWORKERS_PY_PREFIX}"
 }
 
+# A rebuild of the Debian root (build-python.sh) waits for the commands using it to end, and a
+# command for the rebuild: a shared lock on the cache's .in-use for as long as CMD runs (bwrap
+# or CMD inherits it), under which the CPython found is checked.
+mkdir -p "$CACHE"
+exec 8>"$CACHE/.in-use"
+flock -s 8
 if ! load_env || [ -n "${PYWORKERS_PYTHON_MODE:-}" -a "${PYWORKERS_PYTHON_MODE:-}" != "$PYWORKERS_PY_MODE" ]; then
+	flock -u 8 # a rebuild waits for the commands using the root: not for this one
 	"$here/scripts/build-python.sh"
+	flock -s 8
 	load_env || {
 		echo "with-python: error: provisioning finished but $ENV_FILE is unusable; run scripts/build-python.sh and read its output" >&2
 		exit 1
@@ -62,15 +70,6 @@ source)
 esac
 
 # ---- root mode
-# A rebuild of the root (build-python.sh) waits for the commands using it to end, and a command
-# for the rebuild: a shared lock on the cache's .in-use for as long as CMD runs (bwrap inherits
-# it), and the root checked again under it.
-exec 8>"$CACHE/.in-use"
-flock -s 8
-load_env || {
-	echo "with-python: error: the root at $PYWORKERS_PY_ROOT went away; run scripts/build-python.sh again" >&2
-	exit 1
-}
 root="$PYWORKERS_PY_ROOT"
 command -v bwrap >/dev/null 2>&1 || {
 	echo "with-python: error: bubblewrap (bwrap) is missing; run scripts/build-python.sh as root or apt-get install bubblewrap" >&2
