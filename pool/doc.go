@@ -16,9 +16,11 @@
 // number goes into the group's C-level queue (package channels); idle workers wait for tasks in C
 // with their GILs released, spinning briefly before they sleep, so a task is picked up within
 // about a microsecond when workers are busy and a few when they sleep. The caller waits for the
-// result in C as well, on the task's own one-slot channel, woken directly by the worker: a
-// goroutine readied from a worker's locked thread can wait milliseconds for Go's scheduler
-// (until sysmon takes back the P the worker keeps through its next cgo call). Each caller
+// result in C as well, on a one-slot channel the task takes when that wait begins (a result that
+// is there already needs none: waiting for many Submits in turn costs no channel each), woken
+// directly by the worker: a goroutine readied from a worker's locked thread can wait
+// milliseconds for Go's scheduler (until sysmon takes back the P the worker keeps through its
+// next cgo call). Each caller
 // waiting in C holds an OS thread, so past 256 at once, process-wide, callers spin in C and
 // then park in Go instead: Go ends a process at 10,000 threads.
 //

@@ -326,28 +326,53 @@ type task struct {
 	items  [][]any
 
 	state atomic.Int32
-	res   *channels.Channel // one item when done: wakes a waiter blocked in C at once
-	val   any
-	err   error
-	busy  time.Duration                 // how long it ran on its worker (0: it never ran), set before done
-	done  atomic.Pointer[chan struct{}] // closed when done; made on first use: see doneChan
+	// res is the channel a first waiter waits on in C, made when that wait begins (a task that is
+	// done before anyone waits for it, as with a loop over many Submits, never needs one);
+	// finish takes it and sends the one item that wakes the waiter at once. finishedRes once done.
+	res  atomic.Pointer[channels.Channel]
+	val  any
+	err  error
+	busy time.Duration                 // how long it ran on its worker (0: it never ran), set before done
+	done atomic.Pointer[chan struct{}] // closed when done; made on first use: see doneChan
 
 	waiting   atomic.Bool            // a Wait owns res's signal (the first one, until it gives up)
 	worker    atomic.Pointer[worker] // the worker running it
 	stopWatch atomic.Pointer[func() bool]
 }
 
-// resultChans recycles the one-slot channels tasks signal completion on.
-var resultChans = sync.Pool{New: func() any {
-	c, err := channels.New(1)
-	if err != nil {
-		panic(err)
-	}
-	return c
-}}
+// resultChans recycles the one-slot channels tasks signal completion on (see task.res).
+var resultChans sync.Pool
+
+// finishedRes is a done task's res: a waiter that comes later needs no channel.
+var finishedRes = new(channels.Channel)
 
 func newTask(g *Group, ctx context.Context, target string, op taskOp, args []any, items [][]any) *task {
-	return &task{g: g, ctx: ctx, target: target, op: op, args: args, items: items, res: resultChans.Get().(*channels.Channel)}
+	return &task{g: g, ctx: ctx, target: target, op: op, args: args, items: items}
+}
+
+// signal returns the channel the task's finish will send its item on, making it now if no
+// waiter has; nil once the task is done (its outcome is there: no wait is needed), or when no
+// channel could be made (out of memory: the caller waits in Go instead).
+func (tk *task) signal() *channels.Channel {
+	c := tk.res.Load()
+	if c == nil {
+		fresh, _ := resultChans.Get().(*channels.Channel)
+		if fresh == nil {
+			var err error
+			if fresh, err = channels.New(1); err != nil {
+				return nil
+			}
+		}
+		if tk.res.CompareAndSwap(nil, fresh) {
+			return fresh
+		}
+		resultChans.Put(fresh) // finish came first (an earlier waiter's channel would be found above)
+		c = tk.res.Load()
+	}
+	if c == finishedRes {
+		return nil
+	}
+	return c
 }
 
 // exec does what the task asks, on its worker's thread.
@@ -432,7 +457,9 @@ func (tk *task) finish(val any, err error) {
 	if stop := tk.stopWatch.Load(); stop != nil {
 		(*stop)()
 	}
-	tk.res.TrySend(nil) // before done closes: a waiter woken by done finds the signal to take
+	if c := tk.res.Swap(finishedRes); c != nil {
+		c.TrySend(nil) // before done closes: a waiter woken by done finds the signal to take
+	}
 	if c := tk.done.Swap(&closedChan); c != nil {
 		close(*c)
 	}
@@ -522,7 +549,8 @@ type Future struct {
 // wrapping ctx.Err() (the task goes on unless its own context, given to Submit, ends too); a
 // result that is there by then is returned instead.
 //
-// How it waits: the first waiter of a task waits on the task's own channel in C, spinning for up
+// How it waits: a result that is there is returned at once. Otherwise the first waiter of a task
+// waits in C on a one-slot channel it gives the task (recycled from earlier tasks), spinning for up
 // to 20 µs and then asleep, woken directly by the worker (a tiny call's round trip is then
 // 3-5 µs). Each such waiter holds an OS thread, so at most 256 wait in C at once, process-wide;
 // past that, a first waiter spins in C and then parks on done. Further waiters of the same
@@ -536,46 +564,56 @@ type Future struct {
 func (f *Future) Wait(ctx context.Context) (any, error) { return f.t.wait(ctx) }
 
 func (tk *task) wait(ctx context.Context) (any, error) {
-	if !tk.waiting.CompareAndSwap(false, true) {
-		tk.park(ctx)
-		select { // done, or ctx ended: a result that is there wins
-		case <-tk.doneChan():
-			return tk.val, tk.err
-		default:
-			return nil, tk.wrapCtx(ctx)
-		}
+	if tk.state.Load() == stateDone {
+		return tk.val, tk.err
 	}
 	// The first waiter takes the task's signal, so that its channel can serve another task.
-	switch {
-	case tk.g.crowded():
-		tk.park(ctx)
-	case cWaiters.Add(1) <= cWaitersMax.Load():
-		_, err := tk.res.Recv(ctx)
+	if tk.g.crowded() || !tk.waiting.CompareAndSwap(false, true) {
+		return tk.waitInGo(ctx)
+	}
+	c := tk.signal()
+	if c == nil {
+		tk.waiting.Store(false)
+		return tk.waitInGo(ctx) // done by now, as a rule
+	}
+	if cWaiters.Add(1) <= cWaitersMax.Load() {
+		_, err := c.Recv(ctx)
 		cWaiters.Add(-1)
 		if err == nil {
-			return tk.recycle()
+			return tk.recycle(c)
 		}
-	default:
+	} else {
 		cWaiters.Add(-1)
-		if _, err := tk.res.TrySpinRecv(); err == nil {
-			return tk.recycle()
+		if _, err := c.TrySpinRecv(); err == nil {
+			return tk.recycle(c)
 		}
 		tk.park(ctx)
 	}
 	// The task is done (finish sends the signal before it closes done) or ctx ended: a result
 	// that is there wins.
-	if _, err := tk.res.TryRecv(); err == nil {
-		return tk.recycle()
+	if _, err := c.TryRecv(); err == nil {
+		return tk.recycle(c)
 	}
 	if ctx.Err() == nil {
 		// The wait in C failed otherwise (no memory for it): wait in Go instead.
 		tk.park(ctx)
-		if _, err := tk.res.TryRecv(); err == nil {
-			return tk.recycle()
+		if _, err := c.TryRecv(); err == nil {
+			return tk.recycle(c)
 		}
 	}
 	tk.waiting.Store(false)
 	return nil, tk.wrapCtx(ctx)
+}
+
+// waitInGo parks until the task is done or ctx ends; a result that is there by then wins.
+func (tk *task) waitInGo(ctx context.Context) (any, error) {
+	tk.park(ctx)
+	select {
+	case <-tk.doneChan():
+		return tk.val, tk.err
+	default:
+		return nil, tk.wrapCtx(ctx)
+	}
 }
 
 // crowded reports whether a first waiter should park in Go rather than wait in C: when at least
@@ -612,11 +650,11 @@ var cWaiters, cWaitersMax atomic.Int32
 
 func init() { cWaitersMax.Store(256) }
 
-// recycle gives the task's result channel, its signal taken, to later tasks; it returns the
-// outcome.
-func (tk *task) recycle() (any, error) {
+// recycle gives the task's result channel c, its signal taken, to later tasks (finish has let
+// go of it); it returns the outcome.
+func (tk *task) recycle(c *channels.Channel) (any, error) {
 	if tk.state.Load() == stateDone { // always so: the signal follows the result
-		resultChans.Put(tk.res)
+		resultChans.Put(c)
 	}
 	return tk.val, tk.err
 }

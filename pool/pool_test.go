@@ -299,6 +299,40 @@ func TestWaitPrefersAResultToAnEndedContext(t *testing.T) {
 	}
 }
 
+// A first waiter that gives up leaves the channel it waited on with the task: a later Wait takes
+// the result from it (in C, or parked in Go), whether the worker signalled it before that Wait
+// or after, and a Wait once the task is done returns at once.
+func TestWaitAfterAWaiterGaveUp(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1})
+	for _, inC := range []int32{1, 0} {
+		for _, doneFirst := range []bool{false, true} {
+			t.Run(fmt.Sprintf("inC=%d/doneFirst=%v", inC, doneFirst), func(t *testing.T) {
+				t.Cleanup(pool.SetCWaitersMax(inC))
+				f, err := p.Submit(bg, "pwtest:sleep_then", 0.1, inC)
+				require.NoError(t, err)
+				short, cancel := context.WithTimeout(bg, 10*time.Millisecond)
+				defer cancel()
+				_, err = f.Wait(short)
+				require.ErrorIs(t, err, context.DeadlineExceeded)
+				if doneFirst {
+					requireClosed(t, f.Done(), "the call")
+				}
+				for range 2 {
+					v, err := f.Wait(bg)
+					require.NoError(t, err)
+					assert.Equal(t, int64(inC), v)
+				}
+			})
+		}
+	}
+	// the pool's later calls find channels that are not left with a signal
+	for i := range 50 {
+		v, err := p.Call(bg, "pwtest:ident", i)
+		require.NoError(t, err)
+		require.Equal(t, int64(i), v)
+	}
+}
+
 // Done and Wait agree however they are mixed: Done asked for before the result (made then,
 // closed by the worker), after it (already closed), and several Waits at once, each with the
 // result.
