@@ -696,6 +696,29 @@ def _load_file(path):
     return module
 
 
+def release():
+    """At the interpreter's end, once its threads and atexit functions are done (interp.c's
+    wind-down): let go of what the program's own code holds, __main__'s names and the modules
+    imported from outside the standard library (its targets among them), latest first, and
+    collect, so that the finalizers this frees (__del__, weakref callbacks) run here, where
+    CloseContext's interrupts reach them, and not in Py_EndInterpreter, where none does. The
+    standard library's modules stay for those finalizers to use; CPython clears them after."""
+    _files.clear()
+    main = sys.modules.get("__main__")
+    names = getattr(main, "__dict__", None)
+    if isinstance(names, dict):
+        for name in reversed(list(names)):
+            if not (name.startswith("__") and name.endswith("__")):
+                names.pop(name, None)
+    ours = sys.stdlib_module_names.union(sys.builtin_module_names, ("__main__", "pyworkers"))
+    for name in reversed(list(sys.modules)):
+        if name.partition(".")[0] not in ours:
+            sys.modules.pop(name, None)
+    import gc
+
+    gc.collect()
+
+
 _BOOT = sys._getframe().f_code.co_filename  # the name runtime.c compiles this source under
 
 

@@ -35,11 +35,15 @@
 //
 // Python code may start threads (threading.Thread; daemon threads are refused). As at Python's
 // own exit, an interpreter ends only once they have finished and its atexit functions have
-// run; that wait takes no turn from other interpreters, and CloseContext's deadline interrupts
-// it (see CloseContext). What CPython's end of the interpreter runs after that, in its turn —
-// the finalizers (__del__, weakref callbacks) of what its modules held, as they are cleared —
-// cannot be interrupted: one that never returns keeps that interpreter and its turn for good,
-// as it would keep python from exiting.
+// run. Then it lets go of what the program's own code holds — __main__'s names, and the modules
+// imported from outside the standard library (a call's target among them), latest first — and
+// collects, so that the finalizers (__del__, weakref callbacks) of those objects run while the
+// standard library is still all there. All of that takes no turn from other interpreters, and
+// CloseContext's deadline interrupts it (see CloseContext). What CPython's end of the
+// interpreter runs after that, in its turn — the finalizers of what the standard library's
+// modules still held (a logging handler, a cache), as they are cleared — cannot be interrupted:
+// one that never returns keeps that interpreter and its turn for good, as it would keep python
+// from exiting.
 //
 // # Cancellation
 //

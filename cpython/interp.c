@@ -515,20 +515,25 @@ fail:
 }
 
 /* One step of the wind-down: mod.name() — looked up now (mod imported first with import set,
- * else the step is skipped while mod has not been imported), again when an interrupt injected
- * meanwhile cut it short (it reached the other threads too: what the step waits for may be over
- * now); anything else it raised is reported as CPython reports it. No Python code runs between
- * the tries, so no interrupt can escape this loop. */
+ * else the step is skipped while mod has not been imported; with mod NULL, the bootstrap helper
+ * name), again when an interrupt injected meanwhile cut it short (it reached the other threads
+ * too: what the step waits for may be over now); anything else it raised is reported as CPython
+ * reports it. No Python code runs between the tries, so no interrupt can escape this loop. */
 static void wind_down_step(pyw_interp *w, const char *mod, const char *name, int import, const char *what) {
 	for (;;) {
 		withdraw(w); /* an interrupt still pending from before is spent: it would end this at once */
 		uint64_t before = w->injections;
-		PyObject *m = import ? PyImport_ImportModule(mod) : imported(mod);
-		if (m == NULL && !PyErr_Occurred()) {
-			return;
+		PyObject *fn = NULL;
+		if (mod == NULL) {
+			fn = Py_XNewRef(helper(w, name));
+		} else {
+			PyObject *m = import ? PyImport_ImportModule(mod) : imported(mod);
+			if (m == NULL && !PyErr_Occurred()) {
+				return;
+			}
+			fn = m ? PyObject_GetAttrString(m, name) : NULL;
+			Py_XDECREF(m);
 		}
-		PyObject *fn = m ? PyObject_GetAttrString(m, name) : NULL;
-		Py_XDECREF(m);
 		PyObject *r = fn ? PyObject_CallNoArgs(fn) : NULL;
 		Py_XDECREF(fn);
 		if (r != NULL) {
@@ -572,15 +577,26 @@ static int atexit_functions(void) {
 	return n > 0;
 }
 
+/* Lets go of the targets Resolve found (their functions hold their modules' globals): the
+ * interpreter takes no more calls once it winds down. */
+static void drop_targets(pyw_interp *w) {
+	for (size_t i = 0; i < w->nslots; i++) {
+		Py_CLEAR(w->slots[i]);
+	}
+}
+
 pyw_result pyw_interp_wind_down(pyw_interp *w, uint64_t task) {
 	OWN_THREAD_ONLY(w);
 	begin(w, task);
 	w->winding_down = 1;
 	/* As Py_EndInterpreter: threading's exit hooks and the wait for its threads that are not
 	 * daemons (if threading was imported), then the atexit functions; then the wait once more,
-	 * for threads those started (CPython refuses them by then). Again while threads or atexit
-	 * functions registered more (the first weakref.finalize, an atexit function's import of
-	 * threading): Py_EndInterpreter must find nothing left to run or wait for, as it holds a
+	 * for threads those started (CPython refuses them by then). Once no code of the program's
+	 * runs, what it holds is let go of (bootstrap.release: the finalizers that runs,
+	 * Py_EndInterpreter would run where no interrupt reaches them), and the wait again, for
+	 * threads those finalizers started. Again while threads or atexit functions registered more
+	 * (the first weakref.finalize, an atexit function's import of threading):
+	 * Py_EndInterpreter must find as little as it can left to run or wait for, as it holds a
 	 * lifecycle turn and cannot be interrupted. A few rounds at most, for code that registers
 	 * anew each time. */
 	for (int round = 0; round < 4; round++) {
@@ -588,6 +604,9 @@ pyw_result pyw_interp_wind_down(pyw_interp *w, uint64_t task) {
 		threading_hooks(1);
 		wind_down_step(w, "_thread", "_shutdown", 1, "while joining threads");
 		wind_down_step(w, "atexit", "_run_exitfuncs", 1, "in atexit");
+		wind_down_step(w, "_thread", "_shutdown", 1, "while joining threads");
+		drop_targets(w);
+		wind_down_step(w, NULL, "release", 0, "while letting go of the program's objects");
 		wind_down_step(w, "_thread", "_shutdown", 1, "while joining threads");
 		withdraw(w);
 		if (!threading_hooks(0) && !atexit_functions()) {

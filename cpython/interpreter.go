@@ -260,10 +260,11 @@ func (i *Interpreter) run(o *op) {
 }
 
 func (i *Interpreter) end() {
-	// First what ending waits for (threads, atexit functions): a task, so that CloseContext's
-	// interrupts reach it, and outside the lifecycle turn, so that a thread or atexit function
-	// that never ends keeps no other interpreter from being created or ended. (A finalizer that
-	// never returns in pyw_interp_end, where no interrupt reaches, does: see the package doc.)
+	// First what ending waits for (threads, atexit functions, the finalizers of the program's
+	// own objects): a task, so that CloseContext's interrupts reach it, and outside the
+	// lifecycle turn, so that one that never ends keeps no other interpreter from being created
+	// or ended. (A finalizer that never returns in pyw_interp_end, where no interrupt reaches,
+	// does: see the package doc.)
 	// What that raised was reported on the interpreter's stderr, as CPython reports it; its
 	// result says nothing more.
 	C.pyw_interp_wind_down(i.c, C.uint64_t(taskIDs.Add(1)))
@@ -349,15 +350,18 @@ func (i *Interpreter) Call(ctx context.Context, target string, args ...any) (any
 // from the interpreter's own thread (inside Do). As at Python's own exit, the interpreter ends
 // only once the threads its code started (threading.Thread, not daemons: the interpreter
 // refuses those) have finished and its atexit functions have run: a thread that never
-// finishes keeps Close waiting (use CloseContext). Meanwhile other interpreters are created
-// and ended as usual. (CPython's end of the interpreter, which runs the finalizers of what its
-// modules held, comes after that and cannot be interrupted: see the package doc.)
+// finishes keeps Close waiting (use CloseContext). Then the finalizers of what __main__ and the
+// modules from outside the standard library held run. Meanwhile other interpreters are created
+// and ended as usual. (CPython's end of the interpreter, which runs the finalizers of what the
+// standard library's modules still held, comes after that and cannot be interrupted: see the
+// package doc.)
 func (i *Interpreter) Close() error { return i.CloseContext(context.Background()) }
 
 // CloseContext is Close with a deadline: when ctx ends before the running operation finishes,
 // its Python code is interrupted (again every 100 ms, for code that swallows the first
 // interrupt) and the interrupted call returns an *InterruptedError wrapping ErrClosed. So is
-// what the interpreter's end waits for: its atexit functions (each one still running), and
+// what the interpreter's end waits for: its atexit functions (each one still running), the
+// finalizers of what __main__ and the modules from outside the standard library held, and
 // every thread its code started (KeyboardInterrupt in each, then once a second; time.sleep and
 // pyworkers channel waits are cut short). A thread blocked in another C call — a socket's
 // recv, queue.get, a lock — sees it only when that call returns: one that never returns keeps

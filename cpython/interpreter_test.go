@@ -608,6 +608,71 @@ atexit.register(register_late)
 	assert.Contains(t, errOut.String(), "Exception ignored in atexit callback <function spin")
 }
 
+// At its end an interpreter lets go of what __main__ and the modules from outside the standard
+// library hold, in its wind-down: their finalizers run where the standard library is all there
+// (an import inside __del__ works), __main__'s first, and a target's module's too though the
+// interpreter kept the target.
+func TestEndRunsTheProgramsFinalizersFirst(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "holder.py"), []byte(`
+class Noisy:
+    def __init__(self, name):
+        self.name = name
+    def __del__(self):
+        import json  # an import at CPython's own clearing of modules fails
+        print(json.dumps(self.name), flush=True)
+first = Noisy("module, first")
+second = Noisy("module, second")
+def target():
+    return 1
+`), 0o644))
+	var out, errOut pwtest.SyncBuffer
+	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stdout: &out, Stderr: &errOut, Path: []string{dir}})
+	require.NoError(t, err)
+	v, err := i.Call(bg, "holder:target")
+	require.NoError(t, err)
+	require.Equal(t, int64(1), v)
+	require.NoError(t, i.Exec(bg, "from holder import Noisy\nkept = Noisy('main')\n"))
+	require.NoError(t, i.Close())
+	lines := strings.Split(out.String(), "\n")
+	require.Len(t, lines, 4, "%q; stderr: %s", out.String(), errOut.String())
+	assert.Equal(t, `"main"`, lines[0], "__main__ first")
+	assert.ElementsMatch(t, []string{`"module, first"`, `"module, second"`, ""}, lines[1:])
+	assert.Empty(t, errOut.String())
+}
+
+// A finalizer that never returns, of an object in __main__ or in a target's module, is
+// interrupted at CloseContext's deadline: it runs in the interpreter's wind-down, not in
+// CPython's end of it.
+func TestCloseContextInterruptsStuckFinalizers(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "stuck.py"), []byte(`
+class Stuck:
+    def __del__(self):
+        while True:
+            pass
+held = Stuck()
+def target():
+    return 2
+`), 0o644))
+	for _, where := range []string{"main", "module"} {
+		t.Run(where, func(t *testing.T) {
+			var errOut pwtest.SyncBuffer
+			i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stderr: &errOut, Path: []string{dir}})
+			require.NoError(t, err)
+			if where == "main" {
+				require.NoError(t, i.Exec(bg, "class Stuck:\n    def __del__(self):\n        while True:\n            pass\nx = Stuck()\n"))
+			} else {
+				_, err := i.Call(bg, "stuck:target")
+				require.NoError(t, err)
+			}
+			pwtest.CloseByDeadline(t, i, 200*time.Millisecond, "the finalizer")
+			assert.Contains(t, errOut.String(), "Exception ignored while calling deallocator <function Stuck.__del__")
+			assert.Contains(t, errOut.String(), "KeyboardInterrupt")
+		})
+	}
+}
+
 func TestEndingInterpreterKeepsNoOtherWaiting(t *testing.T) {
 	// As many interpreters as may end at once, each with a thread blocked in a read of a pipe:
 	// their ends wait for those threads, and must not keep other interpreters from starting.

@@ -929,6 +929,19 @@ func TestTimeoutAndCtrlCReachThreadsTheCodeStarted(t *testing.T) {
 	}
 }
 
+// A finalizer that never returns, of an object the script left in its globals, runs in the
+// worker's end, which --timeout interrupts (CPython's own end of an interpreter would hang).
+func TestTimeoutReachesAStuckFinalizer(t *testing.T) {
+	p := script(t, "class Stuck:\n    def __del__(self):\n        while True:\n            pass\nx = Stuck()\n")
+	cmd := exec.Command(binary, "run", "-w", "1", "--timeout", "1s", p)
+	var errb pwtest.SyncBuffer
+	cmd.Stderr = &errb
+	require.NoError(t, cmd.Start())
+	assert.Equal(t, 1, exitCodeWithin(t, cmd, time.Minute, "run --timeout did not stop the finalizer"), errb.String())
+	assert.Contains(t, errb.String(), "Exception ignored while calling deallocator <function Stuck.__del__")
+	assert.Contains(t, errb.String(), "its objects' finalizers) was still running at the timeout")
+}
+
 // run puts the script's folder on sys.path as Python does: absolute, so that a script that
 // changes directory still imports its neighbours.
 func TestRunScriptFolderIsAbsolute(t *testing.T) {

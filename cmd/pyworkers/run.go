@@ -119,7 +119,7 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 			// Its end waits for the threads its code started, as Python's exit does: the timeout
 			// and Ctrl-C reach those too. Its output is written out before the report.
 			if cerr := interp.CloseContext(wctx); err == nil && cerr != nil && ctx.Err() == nil {
-				err = fmt.Errorf("the threads it started were still running at the timeout: %w", cerr)
+				err = fmt.Errorf("its end (the threads it started, its atexit functions, its objects' finalizers) was still running at the timeout: %w", cerr)
 			}
 			report(k, err)
 		})
