@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -458,7 +459,12 @@ func (tk *task) finish(val any, err error) {
 		(*stop)()
 	}
 	if c := tk.res.Swap(finishedRes); c != nil {
-		c.TrySend(nil) // before done closes: a waiter woken by done finds the signal to take
+		// Before done closes: a waiter woken by done finds the signal to take. A channel the
+		// signal cannot go into (no memory for it in C) is closed instead, which wakes the
+		// waiter as well; it then finds the task done.
+		if c.TrySend(nil) != nil {
+			c.Close()
+		}
 	}
 	if c := tk.done.Swap(&closedChan); c != nil {
 		close(*c)
@@ -595,25 +601,28 @@ func (tk *task) wait(ctx context.Context) (any, error) {
 		return tk.recycle(c)
 	}
 	if ctx.Err() == nil {
-		// The wait in C failed otherwise (no memory for it): wait in Go instead.
+		// The wait in C failed otherwise (no memory for it, or finish closed the channel): wait
+		// in Go instead.
 		tk.park(ctx)
 		if _, err := c.TryRecv(); err == nil {
 			return tk.recycle(c)
 		}
 	}
 	tk.waiting.Store(false)
+	if tk.state.Load() == stateDone { // done before its signal came: the channel is not reused
+		return tk.val, tk.err
+	}
 	return nil, tk.wrapCtx(ctx)
 }
 
-// waitInGo parks until the task is done or ctx ends; a result that is there by then wins.
+// waitInGo parks until the task is done or ctx ends; a result that is there by then wins (also
+// one whose done is not closed yet).
 func (tk *task) waitInGo(ctx context.Context) (any, error) {
 	tk.park(ctx)
-	select {
-	case <-tk.doneChan():
+	if tk.state.Load() == stateDone {
 		return tk.val, tk.err
-	default:
-		return nil, tk.wrapCtx(ctx)
 	}
+	return nil, tk.wrapCtx(ctx)
 }
 
 // crowded reports whether a first waiter should park in Go rather than wait in C: when at least
@@ -817,6 +826,13 @@ func (g *Group) runSlot(ctx context.Context, id int, ready func(error)) {
 		fails = 0
 		g.restartErr.Store(nil)
 		end := w.serve()
+		if end == endRetired {
+			// The grace timer took its task, and its retire is on the way (it may not have
+			// started): wait for it, or this worker would be counted out twice.
+			for !w.retired.Load() {
+				runtime.Gosched()
+			}
+		}
 		switch {
 		case w.retired.Load(): // given up on (retire): counted as ending since, not alive
 			w.in.Close()
@@ -834,14 +850,15 @@ func (g *Group) runSlot(ctx context.Context, id int, ready func(error)) {
 		}
 		switch end {
 		case endRecycle:
+			g.recycles.Add(1)
 		case endBroken: // it could not wait for work: if that persists, do not spin on restarts
+			g.recycles.Add(1) // also when the pool closes during the pause (see GroupStats)
 			if !wait() {
 				return
 			}
 		default:
 			return
 		}
-		g.recycles.Add(1)
 	}
 }
 

@@ -69,8 +69,9 @@ type Options struct {
 	// its code started that still run InterruptGrace later are interrupted (see Self-healing in
 	// the package doc).
 	MaxTasksPerWorker int
-	// InterruptGrace is how long a cancelled task may take to stop after its interrupt before
-	// its worker is given up and replaced (default 2s). The replaced interpreter is interrupted
+	// InterruptGrace is how long a cancelled task may take to stop, from its context's end (when
+	// its interrupt is sent: the interrupt lands once the worker's GIL is free) before its
+	// worker is given up and replaced (default 2s). The replaced interpreter is interrupted
 	// again until it stops, then ended.
 	InterruptGrace time.Duration
 	// Stdout and Stderr receive what workers print, in whole lines (default: the runtime's
