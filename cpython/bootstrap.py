@@ -698,25 +698,42 @@ def _load_file(path):
 
 def release():
     """At the interpreter's end, once its threads and atexit functions are done (interp.c's
-    wind-down): let go of what the program's own code holds, __main__'s names and the modules
-    imported from outside the standard library (its targets among them), latest first, and
-    collect, so that the finalizers this frees (__del__, weakref callbacks) run here, where
-    CloseContext's interrupts reach them, and not in Py_EndInterpreter, where none does. The
-    standard library's modules stay for those finalizers to use; CPython clears them after."""
+    wind-down): let go of what the program's own code holds, so that the finalizers this frees
+    (__del__, weakref callbacks) run here, where CloseContext's interrupts reach them, and not in
+    Py_EndInterpreter, where none does: the targets pyworkers keeps, __main__'s names (but its
+    dunders), latest first, and the modules that are not the standard library's, latest first,
+    then a collection. A module's entry in sys.modules becomes None, as CPython's own end does
+    it: an import of it in a finalizer fails rather than run the module again. The standard
+    library's modules stay, for those finalizers to use; CPython clears them after, with what
+    they still hold (sys.excepthook, a codec, a finder of sys.meta_path)."""
     _files.clear()
+    _json_targets.clear()
     main = sys.modules.get("__main__")
     names = getattr(main, "__dict__", None)
     if isinstance(names, dict):
         for name in reversed(list(names)):
-            if not (name.startswith("__") and name.endswith("__")):
+            if not (isinstance(name, str) and name.startswith("__") and name.endswith("__")):
                 names.pop(name, None)
-    ours = sys.stdlib_module_names.union(sys.builtin_module_names, ("__main__", "pyworkers"))
-    for name in reversed(list(sys.modules)):
-        if name.partition(".")[0] not in ours:
-            sys.modules.pop(name, None)
+    for name, module in reversed(list(sys.modules.items())):
+        if isinstance(name, str) and name not in ("__main__", "pyworkers") and not _in_stdlib(name, module):
+            sys.modules[name] = None
     import gc
 
     gc.collect()
+
+
+def _in_stdlib(name, module):
+    """Whether sys.modules' name, module is the standard library's: its name says so, and its
+    file, if it has one, is in the standard library's folders (a script's own queue.py is not)."""
+    if name.partition(".")[0] not in sys.stdlib_module_names and name not in sys.builtin_module_names:
+        return False
+    path = getattr(module, "__file__", None)
+    if not isinstance(path, str):
+        return True  # built in, frozen
+    import os
+
+    std = os.path.dirname(getattr(os, "__file__", "") or "")
+    return bool(std) and path.startswith(std + os.sep) and "-packages" not in path[len(std) :]
 
 
 _BOOT = sys._getframe().f_code.co_filename  # the name runtime.c compiles this source under

@@ -35,15 +35,18 @@
 //
 // Python code may start threads (threading.Thread; daemon threads are refused). As at Python's
 // own exit, an interpreter ends only once they have finished and its atexit functions have
-// run. Then it lets go of what the program's own code holds — __main__'s names, and the modules
-// imported from outside the standard library (a call's target among them), latest first — and
-// collects, so that the finalizers (__del__, weakref callbacks) of those objects run while the
-// standard library is still all there. All of that takes no turn from other interpreters, and
-// CloseContext's deadline interrupts it (see CloseContext). What CPython's end of the
-// interpreter runs after that, in its turn — the finalizers of what the standard library's
-// modules still held (a logging handler, a cache), as they are cleared — cannot be interrupted:
-// one that never returns keeps that interpreter and its turn for good, as it would keep python
-// from exiting.
+// run. Then it lets go of what the program's own code holds — the targets it called,
+// __main__'s names (but its dunders) and the modules that are not the standard library's (by
+// name and by file: a script's own queue.py is not), latest first — and collects, so that the
+// finalizers (__del__, weakref callbacks) of those objects run while the standard library is
+// still all there. As at CPython's own end, a module let go of is None in sys.modules: a
+// finalizer's import of it fails rather than run it again. All of that takes no turn from other
+// interpreters, and CloseContext's deadline interrupts it (see CloseContext): a finalizer still
+// running then (one that saves a file, say) is cut short too. What CPython's end of the
+// interpreter runs after that, in its turn — the finalizers of what the standard library still
+// holds (sys.excepthook, a logging handler, a codec, a finder in sys.meta_path, a cache), as it
+// is cleared — cannot be interrupted: one that never returns keeps that interpreter and its
+// turn for good, as it would keep python from exiting.
 //
 // # Cancellation
 //

@@ -351,9 +351,9 @@ func (i *Interpreter) Call(ctx context.Context, target string, args ...any) (any
 // only once the threads its code started (threading.Thread, not daemons: the interpreter
 // refuses those) have finished and its atexit functions have run: a thread that never
 // finishes keeps Close waiting (use CloseContext). Then the finalizers of what __main__ and the
-// modules from outside the standard library held run. Meanwhile other interpreters are created
-// and ended as usual. (CPython's end of the interpreter, which runs the finalizers of what the
-// standard library's modules still held, comes after that and cannot be interrupted: see the
+// modules that are not the standard library's held run. Meanwhile other interpreters are
+// created and ended as usual. (CPython's end of the interpreter, which runs the finalizers of
+// what the standard library still holds, comes after that and cannot be interrupted: see the
 // package doc.)
 func (i *Interpreter) Close() error { return i.CloseContext(context.Background()) }
 
@@ -361,7 +361,7 @@ func (i *Interpreter) Close() error { return i.CloseContext(context.Background()
 // its Python code is interrupted (again every 100 ms, for code that swallows the first
 // interrupt) and the interrupted call returns an *InterruptedError wrapping ErrClosed. So is
 // what the interpreter's end waits for: its atexit functions (each one still running), the
-// finalizers of what __main__ and the modules from outside the standard library held, and
+// finalizers of what __main__ and the modules that are not the standard library's held, and
 // every thread its code started (KeyboardInterrupt in each, then once a second; time.sleep and
 // pyworkers channel waits are cut short). A thread blocked in another C call — a socket's
 // recv, queue.get, a lock — sees it only when that call returns: one that never returns keeps

@@ -608,36 +608,44 @@ atexit.register(register_late)
 	assert.Contains(t, errOut.String(), "Exception ignored in atexit callback <function spin")
 }
 
-// At its end an interpreter lets go of what __main__ and the modules from outside the standard
-// library hold, in its wind-down: their finalizers run where the standard library is all there
-// (an import inside __del__ works), __main__'s first, and a target's module's too though the
-// interpreter kept the target.
+// At its end an interpreter lets go of what __main__ and the modules that are not the standard
+// library's hold, in its wind-down: their finalizers run where the standard library is all
+// there (an import of it inside __del__ works), __main__'s first (a name that is no string
+// too), then the modules' — a target's module though the interpreter kept the target, one
+// named as a standard module but not one (this.py) — and a finalizer's import of a module let
+// go of fails, as at CPython's own end, rather than run that module again.
 func TestEndRunsTheProgramsFinalizersFirst(t *testing.T) {
 	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "holder.py"), []byte(`
+	noisy := `
 class Noisy:
     def __init__(self, name):
         self.name = name
     def __del__(self):
         import json  # an import at CPython's own clearing of modules fails
         print(json.dumps(self.name), flush=True)
-first = Noisy("module, first")
-second = Noisy("module, second")
-def target():
-    return 1
-`), 0o644))
+        try:
+            import holder  # let go of (None in sys.modules) after __main__'s names: not run again
+        except ImportError:
+            pass
+`
+	for name, src := range map[string]string{
+		"holder.py": "print('holder runs', flush=True)\n" + noisy + "first = Noisy('module, first')\nsecond = Noisy('module, second')\ndef target():\n    return 1\n",
+		"this.py":   "from holder import Noisy\nx = Noisy('this.py')\n",
+	} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644))
+	}
 	var out, errOut pwtest.SyncBuffer
 	i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{Stdout: &out, Stderr: &errOut, Path: []string{dir}})
 	require.NoError(t, err)
 	v, err := i.Call(bg, "holder:target")
 	require.NoError(t, err)
 	require.Equal(t, int64(1), v)
-	require.NoError(t, i.Exec(bg, "from holder import Noisy\nkept = Noisy('main')\n"))
+	require.NoError(t, i.Exec(bg, "import this\nfrom holder import Noisy\nkept = Noisy('main')\nglobals()[1] = Noisy('main, 1')\n"))
 	require.NoError(t, i.Close())
 	lines := strings.Split(out.String(), "\n")
-	require.Len(t, lines, 4, "%q; stderr: %s", out.String(), errOut.String())
-	assert.Equal(t, `"main"`, lines[0], "__main__ first")
-	assert.ElementsMatch(t, []string{`"module, first"`, `"module, second"`, ""}, lines[1:])
+	require.Len(t, lines, 7, "%q; stderr: %s", out.String(), errOut.String())
+	assert.Equal(t, []string{"holder runs", `"main, 1"`, `"main"`}, lines[:3], "holder once; __main__'s names first, latest first")
+	assert.ElementsMatch(t, []string{`"module, first"`, `"module, second"`, `"this.py"`, ""}, lines[3:])
 	assert.Empty(t, errOut.String())
 }
 

@@ -67,14 +67,15 @@
 // so that workers sharing a queue are replaced one by one rather than all at once.
 //
 // Ending an interpreter waits, as Python's own exit does, for the threads its code started
-// (threading.Thread: daemon threads are refused) and runs its atexit functions. A replaced
-// worker's interpreter ends in the background while its replacement already serves: threads
-// still running InterruptGrace after it was replaced are interrupted (KeyboardInterrupt in
-// each, then once a second; see cpython's CloseContext), and at once when CloseContext's
-// context ends; so are those a failed Setup left (at once when New's context has ended). A
-// thread blocked in a C call that never returns keeps its interpreter for good: GroupStats.Ending
-// counts replaced workers' interpreters still ending; a failed Setup's keeps New (or the slot's
-// restart) waiting.
+// (threading.Thread: daemon threads are refused), runs its atexit functions, then the
+// finalizers of what its modules held (see cpython's Close). A replaced worker's interpreter
+// ends in the background while its replacement already serves: threads, atexit functions and
+// finalizers still running InterruptGrace after it was replaced are interrupted
+// (KeyboardInterrupt in each, then once a second; see cpython's CloseContext), and at once
+// when CloseContext's context ends; so are those a failed Setup left (at once when New's
+// context has ended). A thread blocked in a C call that never returns keeps its interpreter for
+// good: GroupStats.Ending counts replaced workers' interpreters still ending; a failed Setup's
+// keeps New (or the slot's restart) waiting.
 //
 // # Groups
 //
@@ -84,8 +85,9 @@
 // # Closing
 //
 // Close refuses new work, lets running tasks finish, ends queued tasks with ErrClosed, ends every
-// interpreter (waiting for the threads the workers' code started) and returns; CloseContext
-// also interrupts what still runs when its context ends, those threads included.
+// interpreter (waiting for the threads the workers' code started, and its finalizers) and
+// returns; CloseContext also interrupts what still runs when its context ends, those threads
+// and finalizers included.
 // No accepted task is lost: each gets its result or an error.
 //
 // # Observing

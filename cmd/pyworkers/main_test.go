@@ -908,7 +908,7 @@ func TestTimeoutAndCtrlCReachThreadsTheCodeStarted(t *testing.T) {
 		{[]string{"run", "-w", "1", p}, "", func(out, _ string) bool { return strings.Contains(out, "started") }},
 		{[]string{"map", "-w", "1", mapFn + ":f"}, "1\n", func(out, errb string) bool {
 			return strings.Contains(out, `{"ok":1}`) && strings.Contains(errb, "pyworkers map: 1 lines, 1 ok, 0 failed") &&
-				strings.HasSuffix(errb, "pyworkers map: waiting for threads the calls started to end, as Python's exit does (Ctrl-C interrupts them)\n")
+				strings.HasSuffix(errb, "pyworkers map: waiting for the workers to end (threads the calls started, atexit functions, finalizers), as Python's exit does (Ctrl-C interrupts them)\n")
 		}},
 		{[]string{"doctor", "spins"}, "", nil},
 	} {
@@ -929,17 +929,30 @@ func TestTimeoutAndCtrlCReachThreadsTheCodeStarted(t *testing.T) {
 	}
 }
 
-// A finalizer that never returns, of an object the script left in its globals, runs in the
-// worker's end, which --timeout interrupts (CPython's own end of an interpreter would hang).
-func TestTimeoutReachesAStuckFinalizer(t *testing.T) {
-	p := script(t, "class Stuck:\n    def __del__(self):\n        while True:\n            pass\nx = Stuck()\n")
-	cmd := exec.Command(binary, "run", "-w", "1", "--timeout", "1s", p)
+// A finalizer that never returns, of an object a script left in its globals or a map target's
+// module holds, runs in the worker's end, which run's --timeout and map's Ctrl-C interrupt
+// (CPython's own end of an interpreter would hang).
+func TestTimeoutAndCtrlCReachAStuckFinalizer(t *testing.T) {
+	const stuck = "class Stuck:\n    def __del__(self):\n        while True:\n            pass\nx = Stuck()\n"
+	cmd := exec.Command(binary, "run", "-w", "1", "--timeout", "1s", script(t, stuck))
 	var errb pwtest.SyncBuffer
 	cmd.Stderr = &errb
 	require.NoError(t, cmd.Start())
 	assert.Equal(t, 1, exitCodeWithin(t, cmd, time.Minute, "run --timeout did not stop the finalizer"), errb.String())
 	assert.Contains(t, errb.String(), "Exception ignored while calling deallocator <function Stuck.__del__")
 	assert.Contains(t, errb.String(), "its objects' finalizers) was still running at the timeout")
+
+	fn := script(t, stuck+"def f(v):\n    return v\n")
+	cmd = exec.Command(binary, "map", "-w", "1", fn+":f")
+	cmd.Stdin = strings.NewReader("1\n")
+	var out, errm pwtest.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errm
+	require.NoError(t, cmd.Start())
+	require.Eventually(t, func() bool { return strings.Contains(errm.String(), "waiting for the workers to end") },
+		time.Minute, 10*time.Millisecond, "%s", errm.String())
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	assert.Equal(t, 130, exitCodeWithin(t, cmd, 30*time.Second, "one Ctrl-C did not stop map's stuck finalizer"), errm.String())
+	assert.Equal(t, "{\"ok\":1}\n", out.String())
 }
 
 // run puts the script's folder on sys.path as Python does: absolute, so that a script that

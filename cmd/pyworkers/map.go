@@ -373,12 +373,13 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout io.Writer, prog *
 	return st, werr
 }
 
-// closeSaying is p.CloseContext(ctx), which waits for the threads the calls started (and the
-// atexit functions they registered), as Python's exit does; when that takes more than a
-// second, stderr says so, rather than leave the user to wonder why map has not exited.
+// closeSaying is p.CloseContext(ctx), which waits for the threads the calls started, the
+// atexit functions they registered and the finalizers of what their modules hold, as Python's
+// exit does; when that takes more than a second, stderr says so, rather than leave the user to
+// wonder why map has not exited.
 func closeSaying(ctx context.Context, p *pool.Pool, stderr io.Writer) {
 	t := time.AfterFunc(time.Second, func() {
-		fmt.Fprintln(stderr, "pyworkers map: waiting for threads the calls started to end, as Python's exit does (Ctrl-C interrupts them)")
+		fmt.Fprintln(stderr, "pyworkers map: waiting for the workers to end (threads the calls started, atexit functions, finalizers), as Python's exit does (Ctrl-C interrupts them)")
 	})
 	defer t.Stop()
 	p.CloseContext(ctx)
