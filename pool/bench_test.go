@@ -79,6 +79,16 @@ func BenchmarkThroughput(b *testing.B) {
 		}
 		b.ReportMetric(rate, "tasks/s")
 	})
+	b.Run("submit-cancellable", func(b *testing.B) { // as a server's request context is
+		p := benchPool(b, pool.Options{Workers: 2})
+		ctx, cancel := context.WithCancel(bg)
+		defer cancel()
+		rate, err := bench.ThroughputEach(ctx, p, b.N, "benchfuncs:noop")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(rate, "tasks/s")
+	})
 	for _, callers := range []int{8, 64} {
 		b.Run(strconv.Itoa(callers)+"-callers", func(b *testing.B) {
 			p := benchPool(b, pool.Options{Workers: 2})
