@@ -299,6 +299,54 @@ func TestWaitPrefersAResultToAnEndedContext(t *testing.T) {
 	}
 }
 
+// Tasks submitted with contexts that end together share one watch: its end interrupts the
+// running one and takes every queued one from the queue, whichever of those contexts each was
+// given; tasks that finish take themselves from it, and the last one stops it.
+func TestTasksOfOneContextShareAWatch(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1})
+	g, err := p.Group("")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(bg)
+	defer cancel()
+	for i := range 20 {
+		f, err := p.Submit(ctx, "pwtest:ident", i)
+		require.NoError(t, err)
+		v, err := f.Wait(bg)
+		require.NoError(t, err)
+		require.Equal(t, int64(i), v)
+	}
+	require.Zero(t, g.Watches(), "finished tasks leave no watch behind")
+
+	type key struct{}
+	running, err := p.Submit(ctx, "pwtest:spin")
+	require.NoError(t, err)
+	var queued []*pool.Future
+	for i := range 10 {
+		c := ctx
+		if i%2 == 1 {
+			c = context.WithValue(ctx, key{}, i) // another context, the same Done
+		}
+		f, err := p.Submit(c, "pwtest:ident", i)
+		require.NoError(t, err)
+		queued = append(queued, f)
+	}
+	other, err := p.Submit(bg, "pwtest:ident", "other")
+	require.NoError(t, err)
+	assert.Equal(t, 1, g.Watches(), "one watch for the tasks of one context")
+	cancel()
+	for _, f := range append(queued, running) {
+		_, err := f.Wait(bg)
+		require.ErrorIs(t, err, context.Canceled)
+	}
+	v, err := other.Wait(bg)
+	require.NoError(t, err)
+	assert.Equal(t, "other", v)
+	assert.Zero(t, g.Watches())
+	st := p.Stats().Groups[0]
+	assert.Equal(t, uint64(11), st.Cancelled)
+	assert.Equal(t, uint64(21), st.Done)
+}
+
 // A first waiter that gives up leaves the channel it waited on with the task: a later Wait takes
 // the result from it (in C, or parked in Go), whether the worker signalled it before that Wait
 // or after, and a Wait once the task is done returns at once.
