@@ -89,6 +89,30 @@ func BenchmarkThroughput(b *testing.B) {
 		}
 		b.ReportMetric(rate, "tasks/s")
 	})
+	b.Run("8-requests", func(b *testing.B) { // 8 goroutines, each task under a context of its own
+		p := benchPool(b, pool.Options{Workers: 2})
+		var wg sync.WaitGroup
+		per := b.N/8 + 1
+		b.ResetTimer()
+		for range 8 {
+			wg.Go(func() {
+				for range per {
+					ctx, cancel := context.WithCancel(bg)
+					f, err := p.Submit(ctx, "benchfuncs:noop")
+					if err == nil {
+						_, err = f.Wait(ctx)
+					}
+					cancel()
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		b.ReportMetric(float64(per*8)/b.Elapsed().Seconds(), "tasks/s")
+	})
 	for _, callers := range []int{8, 64} {
 		b.Run(strconv.Itoa(callers)+"-callers", func(b *testing.B) {
 			p := benchPool(b, pool.Options{Workers: 2})

@@ -20,10 +20,3 @@ func (g *Group) Crowded() bool { return g.crowded() }
 
 // TaskLimit is a new worker's task limit for MaxTasksPerWorker max.
 func TaskLimit(max int) int { return taskLimit(max) }
-
-// Watches is how many context watches the group holds (see task.watch).
-func (g *Group) Watches() int {
-	g.wmu.Lock()
-	defer g.wmu.Unlock()
-	return len(g.watches)
-}

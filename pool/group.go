@@ -42,16 +42,6 @@ type Group struct {
 	mu      sync.Mutex
 	workers []*worker   // the interpreter serving each slot now (nil while it starts)
 	slots   []slotStats // per slot, made with the group
-
-	wmu     sync.Mutex
-	watches map[<-chan struct{}]*ctxWatch // guarded by wmu: see task.watch
-}
-
-// ctxWatch is the one context.AfterFunc of the submitted tasks whose contexts share a Done
-// channel (those of one request, say), with those tasks.
-type ctxWatch struct {
-	tasks map[*task]struct{}
-	stop  func() bool
 }
 
 type slotStats struct {
@@ -346,9 +336,9 @@ type task struct {
 	busy time.Duration                 // how long it ran on its worker (0: it never ran), set before done
 	done atomic.Pointer[chan struct{}] // closed when done; made on first use: see doneChan
 
-	waiting atomic.Bool            // a Wait owns res's signal (the first one, until it gives up)
-	worker  atomic.Pointer[worker] // the worker running it
-	watched atomic.Bool            // in its group's watches (see watch)
+	waiting   atomic.Bool            // a Wait owns res's signal (the first one, until it gives up)
+	worker    atomic.Pointer[worker] // the worker running it
+	stopWatch atomic.Pointer[func() bool]
 }
 
 // resultChans recycles the one-slot channels tasks signal completion on (see task.res).
@@ -397,69 +387,15 @@ func (tk *task) exec(t *cpython.Thread) (any, error) {
 	return t.Call(tk.ctx, tk.target, tk.args...)
 }
 
-// watch arranges for cancel to run when the task's context ends. The tasks of a group whose
-// contexts share a Done channel share one context.AfterFunc, made with the first of them and
-// stopped with the last: a context.AfterFunc per task, made when it is submitted and stopped
-// when it finishes, halved the throughput of Submits with one cancellable context (240 against
-// 490 k tasks/s with none), most of it in the parent context's lock and list of children.
-// Keyed by the channel, not the context (which need not be comparable); contexts that share
-// one end together, and each task's cancel reads its own context's Err.
+// watch arranges for cancel to run when the task's context ends.
 func (tk *task) watch() {
-	done := tk.ctx.Done()
-	if done == nil {
+	if tk.ctx.Done() == nil {
 		return
 	}
-	g := tk.g
-	g.wmu.Lock()
-	w := g.watches[done]
-	if w == nil {
-		if g.watches == nil {
-			g.watches = make(map[<-chan struct{}]*ctxWatch)
-		}
-		w = &ctxWatch{tasks: make(map[*task]struct{})}
-		g.watches[done] = w
-		w.stop = context.AfterFunc(tk.ctx, func() { g.fire(done) }) // runs fire on a goroutine of its own
-	}
-	w.tasks[tk] = struct{}{}
-	tk.watched.Store(true)
-	g.wmu.Unlock()
-	if tk.state.Load() == stateDone { // finished meanwhile: finish may not have seen watched
-		tk.unwatch()
-	}
-}
-
-// unwatch takes a finished task from its context's watch, stopping the watch with its last
-// task; a no-op when it is not there (fired, or taken already).
-func (tk *task) unwatch() {
-	done := tk.ctx.Done()
-	g := tk.g
-	g.wmu.Lock()
-	defer g.wmu.Unlock()
-	w := g.watches[done]
-	if w == nil {
-		return
-	}
-	if _, ok := w.tasks[tk]; !ok {
-		return
-	}
-	delete(w.tasks, tk)
-	if len(w.tasks) == 0 {
-		delete(g.watches, done)
-		w.stop()
-	}
-}
-
-// fire cancels the tasks watched on done, which has closed.
-func (g *Group) fire(done <-chan struct{}) {
-	g.wmu.Lock()
-	w := g.watches[done]
-	delete(g.watches, done) // the tasks are this call's now: unwatch no longer finds them
-	g.wmu.Unlock()
-	if w == nil {
-		return
-	}
-	for tk := range w.tasks {
-		tk.cancel()
+	stop := context.AfterFunc(tk.ctx, tk.cancel)
+	tk.stopWatch.Store(&stop)
+	if tk.state.Load() == stateDone {
+		stop()
 	}
 }
 
@@ -518,9 +454,9 @@ func (tk *task) finish(val any, err error) {
 	tk.val, tk.err = val, err
 	tk.state.Store(stateDone)
 	// State first, then the watch (watch does the reverse): one of the two sees the other and
-	// takes the task from the watch, so that it never outlives the task on a long-lived context.
-	if tk.watched.Load() {
-		tk.unwatch()
+	// stops the watch, so that it never outlives the task on a long-lived context.
+	if stop := tk.stopWatch.Load(); stop != nil {
+		(*stop)()
 	}
 	if c := tk.res.Swap(finishedRes); c != nil {
 		// Before done closes: a waiter woken by done finds the signal to take. A channel the
