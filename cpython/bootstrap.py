@@ -221,17 +221,14 @@ def _import_stdlib(name):
     if mod is not None:
         return mod
     import importlib
-    import os
 
-    std = os.path.dirname(getattr(os, "__file__", "") or "")
+    std = _stdlib_folder()
     saved = sys.path[:]
     if std:
         sys.path[:] = [
             p
             for p in saved
-            if p == std
-            or (p.startswith(std + os.sep) and "-packages" not in p)  # lib-dynload
-            or (p.endswith(".zip") and p.startswith(sys.base_prefix))
+            if _in_stdlib_folder(p, std) or (p.endswith(".zip") and p.startswith(sys.base_prefix))
         ]
     else:  # no idea where the stdlib is: leave out what pyworkers put there at least
         sys.path[:] = [p for p in saved if p not in _folders]
@@ -239,6 +236,21 @@ def _import_stdlib(name):
         return importlib.import_module(name)
     finally:
         sys.path[:] = saved
+
+
+def _stdlib_folder():
+    """The standard library's folder (os.py's); "" when that is not known."""
+    import os
+
+    return os.path.dirname(getattr(os, "__file__", "") or "")
+
+
+def _in_stdlib_folder(path, std):
+    """Whether path is the standard library's folder std or in it, but for its site-packages or
+    dist-packages (lib-dynload is in)."""
+    import os
+
+    return path == std or (path.startswith(std + os.sep) and "-packages" not in path[len(std) :])
 
 
 # Said by resolve of a target's import it undid (its traceback's last line).
@@ -714,26 +726,24 @@ def release():
         for name in reversed(list(names)):
             if not (isinstance(name, str) and name.startswith("__") and name.endswith("__")):
                 names.pop(name, None)
+    std = _stdlib_folder()
     for name, module in reversed(list(sys.modules.items())):
-        if isinstance(name, str) and name not in ("__main__", "pyworkers") and not _in_stdlib(name, module):
+        if isinstance(name, str) and name not in ("__main__", "pyworkers") and not _in_stdlib(name, module, std):
             sys.modules[name] = None
     import gc
 
     gc.collect()
 
 
-def _in_stdlib(name, module):
-    """Whether sys.modules' name, module is the standard library's: its name says so, and its
-    file, if it has one, is in the standard library's folders (a script's own queue.py is not)."""
+def _in_stdlib(name, module, std):
+    """Whether sys.modules' name, module is the standard library's (folder std): its name says
+    so, and its file, if it has one, is in that folder (a script's own queue.py is not)."""
     if name.partition(".")[0] not in sys.stdlib_module_names and name not in sys.builtin_module_names:
         return False
     path = getattr(module, "__file__", None)
     if not isinstance(path, str):
         return True  # built in, frozen
-    import os
-
-    std = os.path.dirname(getattr(os, "__file__", "") or "")
-    return bool(std) and path.startswith(std + os.sep) and "-packages" not in path[len(std) :]
+    return bool(std) and _in_stdlib_folder(path, std)
 
 
 _BOOT = sys._getframe().f_code.co_filename  # the name runtime.c compiles this source under
