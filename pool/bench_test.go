@@ -63,66 +63,33 @@ func BenchmarkRoundTrip(b *testing.B) {
 // goroutine's Submit per task (as BenchmarkPeers times CPython's pools: executor.submit), and
 // from many goroutines calling Call.
 func BenchmarkThroughput(b *testing.B) {
-	b.Run("map", func(b *testing.B) {
-		p := benchPool(b, pool.Options{Workers: 2})
-		rate, err := bench.Throughput(bg, p, b.N, "benchfuncs:noop")
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.ReportMetric(rate, "tasks/s")
-	})
-	b.Run("submit", func(b *testing.B) {
-		p := benchPool(b, pool.Options{Workers: 2})
-		rate, err := bench.ThroughputEach(bg, p, b.N, "benchfuncs:noop")
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.ReportMetric(rate, "tasks/s")
-	})
-	b.Run("submit-cancellable", func(b *testing.B) { // as a server's request context is
-		p := benchPool(b, pool.Options{Workers: 2})
+	rate := func(name string, measure func(p *pool.Pool, n int) (float64, error)) {
+		b.Run(name, func(b *testing.B) {
+			r, err := measure(benchPool(b, pool.Options{Workers: 2}), b.N)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(r, "tasks/s")
+		})
+	}
+	rate("map", func(p *pool.Pool, n int) (float64, error) { return bench.Throughput(bg, p, n, "benchfuncs:noop") })
+	rate("submit", func(p *pool.Pool, n int) (float64, error) { return bench.ThroughputEach(bg, p, n, "benchfuncs:noop") })
+	rate("submit-cancellable", func(p *pool.Pool, n int) (float64, error) { // as a server's request context is
 		ctx, cancel := context.WithCancel(bg)
 		defer cancel()
-		rate, err := bench.ThroughputEach(ctx, p, b.N, "benchfuncs:noop")
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.ReportMetric(rate, "tasks/s")
+		return bench.ThroughputEach(ctx, p, n, "benchfuncs:noop")
 	})
-	b.Run("8-requests", func(b *testing.B) { // 8 goroutines, each task under a context of its own
-		p := benchPool(b, pool.Options{Workers: 2})
-		var wg sync.WaitGroup
-		per := b.N/8 + 1
-		b.ResetTimer()
-		for range 8 {
-			wg.Go(func() {
-				for range per {
-					ctx, cancel := context.WithCancel(bg)
-					f, err := p.Submit(ctx, "benchfuncs:noop")
-					if err == nil {
-						_, err = f.Wait(ctx)
-					}
-					cancel()
-					if err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		b.ReportMetric(float64(per*8)/b.Elapsed().Seconds(), "tasks/s")
-	})
-	for _, callers := range []int{8, 64} {
-		b.Run(strconv.Itoa(callers)+"-callers", func(b *testing.B) {
+	// goroutines, each making calls one after the other
+	concurrent := func(name string, goroutines int, call func(p *pool.Pool) error) {
+		b.Run(name, func(b *testing.B) {
 			p := benchPool(b, pool.Options{Workers: 2})
 			var wg sync.WaitGroup
-			per := b.N/callers + 1
+			per := b.N/goroutines + 1
 			b.ResetTimer()
-			for range callers {
+			for range goroutines {
 				wg.Go(func() {
 					for range per {
-						if _, err := p.Call(bg, "benchfuncs:noop"); err != nil {
+						if err := call(p); err != nil {
 							b.Error(err)
 							return
 						}
@@ -130,7 +97,22 @@ func BenchmarkThroughput(b *testing.B) {
 				})
 			}
 			wg.Wait()
-			b.ReportMetric(float64(per*callers)/b.Elapsed().Seconds(), "tasks/s")
+			b.ReportMetric(float64(per*goroutines)/b.Elapsed().Seconds(), "tasks/s")
+		})
+	}
+	concurrent("8-requests", 8, func(p *pool.Pool) error { // each task under a context of its own
+		ctx, cancel := context.WithCancel(bg)
+		defer cancel()
+		f, err := p.Submit(ctx, "benchfuncs:noop")
+		if err == nil {
+			_, err = f.Wait(ctx)
+		}
+		return err
+	})
+	for _, callers := range []int{8, 64} {
+		concurrent(strconv.Itoa(callers)+"-callers", callers, func(p *pool.Pool) error {
+			_, err := p.Call(bg, "benchfuncs:noop")
+			return err
 		})
 	}
 }
