@@ -848,15 +848,12 @@ func (g *Group) runSlot(ctx context.Context, id int, ready func(error)) {
 		if w.tasks > 0 {
 			pause = firstPause // it did work: failures before it no longer count
 		}
-		switch end {
-		case endRecycle:
-			g.recycles.Add(1)
-		case endBroken: // it could not wait for work: if that persists, do not spin on restarts
-			g.recycles.Add(1) // also when the pool closes during the pause (see GroupStats)
-			if !wait() {
-				return
-			}
-		default:
+		if end != endRecycle && end != endBroken {
+			return
+		}
+		g.recycles.Add(1) // also when the pool closes during endBroken's pause (see GroupStats)
+		// One that could not wait for work: if that persists, do not spin on restarts.
+		if end == endBroken && !wait() {
 			return
 		}
 	}

@@ -37,14 +37,14 @@ A result JSON cannot hold (bytes, NaN, ...), a line that is not JSON (NaN, 1e999
 after the value, and a blank line included) and one longer than --max-line-mib give an error
 line, not an abort. What the function prints goes to standard error, and so does what child
 processes or C code write to standard output. A UTF-8 byte order mark before the first line is
-skipped. At the end, map waits for the threads the calls started, as Python's exit does, saying
-so after a second (--timeout does not cut that wait; Ctrl-C interrupts them). Exit status: 0
-when every line succeeded, 1 when some failed (or the workers could not start for want of
-memory or threads), 2 for a bad command line, a --setup that raises or a TARGET that cannot be
-imported (said before any work starts), 130 after Ctrl-C and 143 after SIGTERM (the results up
-to the first line not finished are written, so that the output stays one line per input line,
-in order; a second signal exits at once), 141 when the reader of the results went away
-(| head).
+skipped. At the end, map waits for the threads the calls started, their atexit functions and
+the finalizers of what their modules hold, as Python's exit does, saying so after a second
+(--timeout does not cut that wait; Ctrl-C interrupts them). Exit status: 0 when every line
+succeeded, 1 when some failed (or the workers could not start for want of memory or threads), 2
+for a bad command line, a --setup that raises or a TARGET that cannot be imported (said before
+any work starts), 130 after Ctrl-C and 143 after SIGTERM (the results up to the first line not
+finished are written, so that the output stays one line per input line, in order; a second
+signal exits at once), 141 when the reader of the results went away (| head).
 
 Examples:
   printf '1\n2\n3\n' | pyworkers map -w 2 testdata/demo/isqrt.py:isqrt_sum
