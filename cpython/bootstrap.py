@@ -768,7 +768,8 @@ def _strip_boot_frames(e, seen):
 
 
 def format_exc(e):
-    """(qualified type name, str(e), full traceback text) of an exception."""
+    """(qualified type name, str(e), full traceback text) of an exception, and for a SystemExit
+    (or a subclass) a fourth item: the status a python process would end with (_exit_status)."""
     # The interrupt of a cancelled CallMany may land in here, and must end the batch rather
     # than be taken for a formatting failure: what the task's interrupt raised goes on.
     try:
@@ -802,7 +803,23 @@ def format_exc(e):
     except BaseException as x:
         _reraise_own_interrupt(x)
         tb = f"{name}: {msg}\n"
+    if isinstance(e, SystemExit):
+        return (_utf8_safe(name), _utf8_safe(msg), _utf8_safe(tb), _exit_status(e))
     return (_utf8_safe(name), _utf8_safe(msg), _utf8_safe(tb))
+
+
+def _exit_status(e):
+    """The status python ends with on Linux when SystemExit e ends it: 0 for a code of None, an
+    int's low 8 bits (one past C's long gives -1, so 255), 1 for any other code (whose str
+    python prints). Read through SystemExit's own slot and int's own methods: no code of a
+    subclass's runs (a code property, an int subclass's operators), which could raise or hang."""
+    code = SystemExit.__dict__["code"].__get__(e)
+    if code is None:
+        return 0
+    if not isinstance(code, int):
+        return 1
+    code = int.__int__(code)  # an exact int: no subclass's __and__ below
+    return code & 0xFF if -(1 << 63) <= code < (1 << 63) else 255
 
 
 def _reraise_own_interrupt(x):

@@ -133,7 +133,8 @@
 // A Python exception is a *PythonError carrying the exception's qualified type, its message and
 // the full traceback text as Python prints it (with __cause__/__context__ chains and
 // SyntaxError carets). Error() is one line; fmt's %+v prints the traceback. SystemExit is an
-// error like any other: sys.exit never exits the Go process (what ends a python process from C
+// error like any other, whose ExitStatus is the status python would end with: sys.exit never
+// exits the Go process (what ends a python process from C
 // does: os._exit, os.abort, a crash in an extension module). An extension module that cannot
 // load in an own-GIL interpreter gives a *PythonError that errors.Is reports as
 // ErrIncompatibleExtension, and IncompatibleModule names the module. Go-side conditions are

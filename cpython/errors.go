@@ -46,6 +46,18 @@ type PythonError struct {
 	// call its interrupt ended, only the exception's own frames and that line: formatting the
 	// rest runs code (each exception's __str__) that could hang with no interrupt left.
 	Traceback string
+
+	systemExit bool // a SystemExit or a subclass of it ended the code, with exitStatus
+	exitStatus int
+}
+
+// ExitStatus reports whether e is a SystemExit (or a subclass of it: sys.exit(), raise
+// SystemExit(...)) and the status a python process ends with when it ends one: 0 for
+// sys.exit(), sys.exit(None) and sys.exit(0), an int's low 8 bits (sys.exit(3): 3,
+// sys.exit(-1): 255, sys.exit(256): 0), and 1 for any other code (sys.exit("message"),
+// sys.exit("0")), as on Linux. It is ok only for errors this package made.
+func (e *PythonError) ExitStatus() (status int, ok bool) {
+	return e.exitStatus, e.systemExit
 }
 
 func (e *PythonError) Error() string {

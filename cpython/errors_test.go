@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pyworkers/pyworkers/cpython"
+	"github.com/pyworkers/pyworkers/internal/bench"
 	"github.com/pyworkers/pyworkers/internal/pwtest"
 )
 
@@ -69,6 +71,77 @@ func TestPythonExceptions(t *testing.T) {
 	v, err := i.Eval(bg, "'alive'")
 	require.NoError(t, err)
 	assert.Equal(t, "alive", v)
+}
+
+// TestSystemExitStatus: a SystemExit's error says the status python itself ends with for the
+// same code, checked against the linked CPython's own python where one is found; no code of a
+// subclass's runs to tell it.
+func TestSystemExitStatus(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Exec(bg, `
+import sys
+class MyExit(SystemExit):
+    pass
+class LyingExit(SystemExit):
+    @property
+    def code(self):
+        raise ValueError("a property that raises")
+class BadInt(int):
+    def __and__(self, other):
+        raise ValueError("an operator that raises")
+`))
+	cases := []struct {
+		raise  string
+		status int
+	}{
+		{"sys.exit()", 0}, {"sys.exit(None)", 0}, {"sys.exit(0)", 0}, {"sys.exit(False)", 0},
+		{"raise SystemExit", 0}, {"sys.exit(3)", 3}, {"sys.exit(True)", 1}, {"sys.exit(-1)", 255},
+		{"sys.exit(256)", 0}, {"sys.exit(2**63)", 255}, {"sys.exit(-2**63)", 0}, {"sys.exit('0')", 1},
+		{"sys.exit('message')", 1}, {"sys.exit(3.0)", 1}, {"sys.exit([])", 1},
+		{"raise MyExit(4)", 4}, {"raise LyingExit(5)", 5}, {"sys.exit(BadInt(6))", 6},
+	}
+	info, err := cpython.RuntimeInfo()
+	require.NoError(t, err)
+	python := bench.FindPython(info)
+	for _, c := range cases {
+		pe := pwtest.PyErr(t, i.Exec(bg, c.raise))
+		status, ok := pe.ExitStatus()
+		assert.True(t, ok, c.raise)
+		assert.Equal(t, c.status, status, c.raise)
+		if python == "" {
+			continue
+		}
+		src := "import sys\n" + c.raise
+		if strings.Contains(c.raise, "Exit(") || strings.Contains(c.raise, "BadInt") {
+			continue // classes of the interpreter's __main__
+		}
+		cmd := exec.Command(python, "-c", src)
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if err != nil {
+			require.ErrorAs(t, err, &ee, c.raise)
+		}
+		assert.Equal(t, cmd.ProcessState.ExitCode(), status, "%s: python's own status", c.raise)
+	}
+	if python == "" {
+		t.Logf("no %s of the linked CPython: statuses not compared with its own", bench.PythonName(info))
+	}
+	for _, err := range []error{i.Exec(bg, "raise ValueError(3)"), i.Exec(bg, "raise KeyboardInterrupt")} {
+		_, ok := pwtest.PyErr(t, err).ExitStatus()
+		assert.False(t, ok, "%v is no SystemExit", err)
+	}
+	_, ok := (&cpython.PythonError{Type: "SystemExit"}).ExitStatus()
+	assert.False(t, ok, "only errors the package made say a status")
+	// a batch's item that ends the batch says it too
+	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {
+		rs, err := th.CallMany(bg, "pwtest:exit_with", [][]any{{7}, {8}})
+		require.Error(t, err)
+		require.Len(t, rs, 2)
+		status, ok := pwtest.PyErr(t, rs[0].Err).ExitStatus()
+		assert.True(t, ok)
+		assert.Equal(t, 7, status)
+		return nil
+	}))
 }
 
 func TestPythonErrorFormatting(t *testing.T) {

@@ -79,8 +79,20 @@ func argsRoot(item, part int) string {
 	return fmt.Sprintf("[%d][%d]", item, part)
 }
 
-// pythonError is the PythonError of a (type, message, traceback) record from the bootstrap.
+// pythonError is the PythonError of a (type, message, traceback) record from the bootstrap, or
+// of a SystemExit's (type, message, traceback, exit status).
 func pythonError(v any) (*PythonError, error) {
+	if t, ok := v.(Tuple); ok && len(t) == 4 {
+		status, ok := t[3].(int64)
+		if !ok || status < 0 || status > 255 {
+			return nil, fmt.Errorf("cpython: internal: a SystemExit's exit status %v (%T)", t[3], t[3])
+		}
+		pe, err := pythonError(t[:3])
+		if err == nil {
+			pe.systemExit, pe.exitStatus = true, int(status)
+		}
+		return pe, err
+	}
 	s, err := stringTuple(v, 3)
 	if err != nil {
 		return nil, err

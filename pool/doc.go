@@ -46,9 +46,9 @@
 //
 // # Self-healing
 //
-// A worker whose task raises SystemExit or MemoryError (itself: a subclass, such as numpy's for
-// one array too big, is an ordinary error), or that reaches MaxTasksPerWorker, is ended and
-// replaced by a fresh interpreter (the task gets an error wrapping ErrWorkerLost and the
+// A worker whose task raises SystemExit (or a subclass: a program's own exit) or MemoryError
+// (itself: a subclass, such as numpy's for one array too big, is an ordinary error), or that
+// reaches MaxTasksPerWorker, is ended and replaced by a fresh interpreter (the task gets an error wrapping ErrWorkerLost and the
 // *cpython.PythonError). So is a worker whose task was interrupted in the middle of an
 // import, which can leave modules half made (cpython.InterruptedError.InImport; the task's
 // error is its cancellation's). A task that keeps running more than InterruptGrace after its

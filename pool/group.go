@@ -1012,7 +1012,7 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 	default:
 		g.failed.Add(1)
 		var pe *cpython.PythonError // here, not above: errors.As takes its address, so it is allocated
-		if errors.As(err, &pe) && (pe.Type == "SystemExit" || pe.Type == "MemoryError") {
+		if errors.As(err, &pe) && (isSystemExit(pe) || pe.Type == "MemoryError") {
 			err = fmt.Errorf("%w (its interpreter raised %s): %w", ErrWorkerLost, pe.Type, err)
 			end = endRecycle
 		}
@@ -1030,6 +1030,12 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 		return endRecycle
 	}
 	return endStop
+}
+
+// isSystemExit: pe is a SystemExit or a subclass of it (a program's own exit).
+func isSystemExit(pe *cpython.PythonError) bool {
+	_, ok := pe.ExitStatus()
+	return ok
 }
 
 // interruptedInImport reports whether err is an interrupt that stopped an import half-way

@@ -27,8 +27,9 @@ var (
 	ErrQueueFull = errors.New("pool: queue full")
 	// ErrNoGroup: a call addressed to a group the pool does not have.
 	ErrNoGroup = errors.New("pool: no such group")
-	// ErrWorkerLost: the task raised SystemExit or MemoryError, which end its worker's
-	// interpreter; a fresh one takes its place (see ErrNoWorkers for one that cannot start).
+	// ErrWorkerLost: the task raised SystemExit (or a subclass) or MemoryError, which end its
+	// worker's interpreter; a fresh one takes its place (see ErrNoWorkers for one that cannot
+	// start).
 	ErrWorkerLost = errors.New("pool: worker lost and replaced")
 	// ErrNoWorkers: none of the group's workers can start again (each one's start failed
 	// three times or more in a row since it was replaced: its Setup or Preload raised, or

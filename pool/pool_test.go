@@ -460,11 +460,11 @@ func TestInterruptedImportReplacesTheWorker(t *testing.T) {
 
 func TestSystemExitAndMemoryErrorReplaceTheWorker(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 1})
-	for _, target := range []string{"pwtest:exit_with", "pwtest:raise_memory_error"} {
+	for _, target := range []string{"pwtest:exit_with", "pwtest:exit_subclass", "pwtest:raise_memory_error"} {
 		_, err := p.Call(bg, "pwtest:count_calls")
 		require.NoError(t, err)
 		var args []any
-		if target == "pwtest:exit_with" {
+		if target != "pwtest:raise_memory_error" {
 			args = []any{7}
 		}
 		_, err = p.Call(bg, target, args...)
@@ -487,7 +487,7 @@ func TestSystemExitAndMemoryErrorReplaceTheWorker(t *testing.T) {
 		assert.Equal(t, int64(1), v, target)
 	}
 	s := p.Stats().Groups[0]
-	assert.Equal(t, uint64(4), s.Recycles)
+	assert.Equal(t, uint64(6), s.Recycles)
 	assert.Equal(t, 1, s.Workers)
 
 	// a subclass of MemoryError (numpy's, for one array too big) is an ordinary error: in a
@@ -503,7 +503,7 @@ func TestSystemExitAndMemoryErrorReplaceTheWorker(t *testing.T) {
 		assert.Equal(t, "pwtest.ArrayMemoryError", pwtest.PyErr(t, r.Err).Type)
 	}
 	after := p.Stats().Groups[0]
-	assert.Equal(t, uint64(4), after.Recycles)
+	assert.Equal(t, uint64(6), after.Recycles)
 	assert.Equal(t, s.Submitted+2, after.Submitted, "the call and the batch, no more")
 }
 

@@ -133,10 +133,15 @@ func TestRunLikePython(t *testing.T) {
 		r = pyworkers(t, "run", "-w", "1", script(t, "import sys\n"+exit+"\n"))
 		assert.Equal(t, 0, r.code, "%s: %s", exit, r.stderr)
 	}
-	p := script(t, "import sys\nsys.exit(3)\n")
-	r = pyworkers(t, "run", "-w", "1", p)
-	assert.Equal(t, 1, r.code, "another exit code is a failure")
-	assert.Contains(t, r.stderr, "SystemExit: 3")
+	for exit, status := range map[string]string{"sys.exit(3)": "3", "sys.exit('0')": "1", "sys.exit(256 + 7)": "7", "sys.exit(256)": ""} {
+		r = pyworkers(t, "run", "-w", "1", script(t, "import sys\n"+exit+"\n"))
+		if status == "" {
+			assert.Equal(t, 0, r.code, "%s: python ends with status 0 too: %s", exit, r.stderr)
+			continue
+		}
+		assert.Equal(t, 1, r.code, "%s: another exit status is a failure", exit)
+		assert.Contains(t, r.stderr, "worker 0 exited with status "+status+": SystemExit: ", exit)
+	}
 }
 
 func TestRunTimeoutStopsAHungScript(t *testing.T) {

@@ -25,9 +25,9 @@ sys.argv is SCRIPT.py followed by ARGS, and the script's folder is on sys.path, 
 python SCRIPT.py; as there, a worker ends when the threads its code started have ended (the
 timeout and Ctrl-C interrupt them too). An active virtual environment's packages import (or
 --python's). sys.stdin is empty. Each line a worker prints is prefixed "[k] ".
-Exit status: 0 when every worker succeeded (sys.exit() and sys.exit(0) count as success); 1
-otherwise, with each failure's traceback on stderr; 2 for a bad command line; 130 after
-Ctrl-C (143 after SIGTERM).
+Exit status: 0 when every worker succeeded (a sys.exit that python would end with status 0
+counts as success: sys.exit(), sys.exit(0)); 1 otherwise, with each failure's traceback (and
+a sys.exit's status) on stderr; 2 for a bad command line; 130 after Ctrl-C (143 after SIGTERM).
 
 Examples:
   pyworkers run -w 4 testdata/demo/isqrt.py
@@ -79,6 +79,9 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 		// One Write: the other workers' output, which goes on meanwhile, does not split it.
 		msg := fmt.Sprintf("worker %d failed: %v\n", k, err)
 		if pe := (*cpython.PythonError)(nil); errors.As(err, &pe) {
+			if status, ok := pe.ExitStatus(); ok {
+				msg = fmt.Sprintf("worker %d exited with status %d: %v\n", k, status, err)
+			}
 			msg += fmt.Sprintf("%+v\n", pe)
 		}
 		io.WriteString(stderr, msg)
@@ -159,20 +162,15 @@ func checkReadable(path string) error {
 	return err
 }
 
-// exitedOK: the script ended with sys.exit(), sys.exit(0), sys.exit(None) or sys.exit(False),
-// which Python itself treats as success. (By the exception's text, str(SystemExit(code)), the
-// one thing the error keeps of it: the same text comes from sys.exit with the strings "", "0",
-// "None" and "False", which Python would end with status 1; a rare case.)
+// exitedOK: the script ended with a SystemExit that python itself would end with status 0 for
+// (sys.exit(), sys.exit(0), sys.exit(None), sys.exit(False); not sys.exit("0")).
 func exitedOK(err error) bool {
 	var pe *cpython.PythonError
-	if !errors.As(err, &pe) || pe.Type != "SystemExit" {
+	if !errors.As(err, &pe) {
 		return false
 	}
-	switch pe.Message {
-	case "", "0", "None", "False":
-		return true
-	}
-	return false
+	status, ok := pe.ExitStatus()
+	return ok && status == 0
 }
 
 // processCPU is the user+system CPU time this process has used so far.
