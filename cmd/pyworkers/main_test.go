@@ -102,6 +102,38 @@ func TestRunEveryWorkerOnce(t *testing.T) {
 	assert.NotContains(t, r.stdout, "[1]")
 }
 
+// A line a worker leaves unfinished (a flush mid-line, its last line) is not glued to another
+// worker's output or to a failure's report: each starts on a line of its own, and the rest of
+// the unfinished line comes with its prefix again. The workers take turns through files.
+func TestRunKeepsEachWorkersLinesApart(t *testing.T) {
+	p := script(t, `
+import os, sys, time, pyworkers
+def wait_for(name):
+    while not os.path.exists(os.path.join(sys.argv[1], name)):
+        time.sleep(0.005)
+def mark(name):
+    open(os.path.join(sys.argv[1], name), "w").close()
+if pyworkers.worker_id() == 0:
+    print("loading...", end="", flush=True)
+    mark("a")
+    wait_for("b")
+    print(" done")
+    print("bye", end="")
+else:
+    wait_for("a")
+    print("worker 1 line")
+    print("tail", end="", flush=True)
+    sys.stderr.write("warn")
+    sys.stderr.flush()
+    mark("b")
+    raise ValueError("worker one fails")
+`)
+	r := pyworkers(t, "run", "-w", "2", p, "--", t.TempDir())
+	assert.Equal(t, 1, r.code, r.stderr)
+	assert.Equal(t, "[0] loading...\n[1] worker 1 line\n[1] tail\n[0]  done\n[0] bye\n", r.stdout)
+	assert.Contains(t, r.stderr, "[1] warn\nworker 1 failed: ValueError: worker one fails\n")
+}
+
 func TestRunFailureShowsTracebackAndExits1(t *testing.T) {
 	p := script(t, "import pyworkers\nif pyworkers.worker_id() == 1:\n    raise ValueError('worker one fails')\nprint('ok')\n")
 	r := pyworkers(t, "run", "-w", "2", p)
@@ -296,6 +328,61 @@ func TestMapTimeoutStopsAHungCall(t *testing.T) {
 	lines := jsonLines(t, r.stdout)
 	require.Len(t, lines, 1)
 	assert.Equal(t, "TimeoutError", lines[0]["error"].(map[string]any)["type"])
+}
+
+// A call that goes on past its interrupt and returns a value only after the deadline is no
+// result within --timeout: one that catches KeyboardInterrupt, and one in a blocking C call
+// (a socket's recv) that returns before the interrupt is raised. And the line after one that
+// does not stop runs on a fresh worker once the pool has given the old one up
+// (mapInterruptGrace), not when the call ends.
+func TestMapTimeoutWhenTheCallGoesOnPastItsInterrupt(t *testing.T) {
+	p := script(t, `
+import socket, sys, time
+def deaf(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            time.sleep(0.02)
+        except KeyboardInterrupt:
+            pass
+    return time.monotonic()
+def in_recv(x):
+    a, b = socket.socketpair()
+    a.settimeout(1)
+    try:
+        a.recv(1)
+    except TimeoutError:
+        pass
+    return x
+def deaf_or_now(x):
+    if x == 0:
+        return time.monotonic()
+    print("deaf ended at", deaf(x), file=sys.stderr)
+`)
+	for _, target := range []string{"deaf", "in_recv"} {
+		r := pyworkersIn(t, "0.8\n", "map", "-w", "1", "--timeout", "200ms", p+":"+target)
+		assert.Equal(t, 1, r.code, "%s: %s", target, r.stderr)
+		lines := jsonLines(t, r.stdout)
+		require.Len(t, lines, 1, target)
+		e, _ := lines[0]["error"].(map[string]any)
+		require.NotNil(t, e, "%s: %v", target, lines[0])
+		assert.Equal(t, "TimeoutError", e["type"], target)
+		assert.Contains(t, e["message"], "no result within 200ms (the call went on past its interrupt", target)
+	}
+	// -w 1: the second line runs on the replacement while the first call still runs (both
+	// read the same monotonic clock)
+	r := pyworkersIn(t, "4\n0\n", "map", "-w", "1", "--timeout", "200ms", p+":deaf_or_now")
+	lines := jsonLines(t, r.stdout)
+	require.Len(t, lines, 2, r.stderr)
+	assert.Equal(t, "TimeoutError", lines[0]["error"].(map[string]any)["type"])
+	began, ok := lines[1]["ok"].(float64)
+	require.True(t, ok, "%v", lines[1])
+	var ended float64
+	i := strings.Index(r.stderr, "deaf ended at")
+	require.GreaterOrEqual(t, i, 0, r.stderr)
+	_, err := fmt.Sscanf(r.stderr[i:], "deaf ended at %g", &ended)
+	require.NoError(t, err, r.stderr)
+	assert.Less(t, began, ended, "the second line waited for the first call's end")
 }
 
 func TestMapUsageErrorsBeforeAnyWork(t *testing.T) {
@@ -854,6 +941,38 @@ func TestMapStopsWhenNoOneReads(t *testing.T) {
 	assert.Equal(t, "{\"ok\":0}\n", line)
 	require.NoError(t, stdout.Close())
 	assert.Equal(t, 141, exitCodeWithin(t, cmd, 30*time.Second, "map went on with no one reading its results"), errb.String())
+}
+
+// What the calls print without a newline at the end does not swallow map's summary line.
+func TestMapSummaryOnALineOfItsOwn(t *testing.T) {
+	p := script(t, "import sys\ndef f(x):\n    print('partial', end='', file=sys.stderr)\n    return x\n")
+	r := pyworkersIn(t, "1\n2\n", "map", "-w", "1", p+":f")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "partialpartial\npyworkers map: 2 lines, 2 ok")
+}
+
+// ... also when it has nothing to write for long: a slow call runs, or the input is idle (its
+// writer keeps it open). map notices the reader's end itself, not at its next write.
+func TestMapStopsWhenNoOneReadsWhileItHasNothingToWrite(t *testing.T) {
+	p := script(t, "import time\ndef nap(x):\n    time.sleep(x)\n    return x\n")
+	for _, input := range []string{"0\n120\n", "0\n"} {
+		cmd := exec.Command(binary, "map", "-w", "2", p+":nap")
+		stdin, err := cmd.StdinPipe()
+		require.NoError(t, err)
+		stdout, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		var errb pwtest.SyncBuffer
+		cmd.Stderr = &errb
+		require.NoError(t, cmd.Start())
+		_, err = io.WriteString(stdin, input) // and no more, nor its end
+		require.NoError(t, err)
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		require.NoError(t, err)
+		assert.Equal(t, "{\"ok\":0}\n", line)
+		require.NoError(t, stdout.Close())
+		assert.Equal(t, 141, exitCodeWithin(t, cmd, 30*time.Second, "map waited for a result or input no one would read"), "%q: %s", input, errb.String())
+		stdin.Close()
+	}
 }
 
 // Output that cannot be written (a full disk: /dev/full) fails the command, saying why, and

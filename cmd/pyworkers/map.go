@@ -57,7 +57,7 @@ Flags:
 func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	fs := newFlags("map", mapUsage, std)
 	workers := fs.IntP("workers", "w", runtime.NumCPU(), "number of interpreters")
-	timeout := fs.Duration("timeout", 0, "stop a call after this long (e.g. 500ms), counted from when a worker is free for its line (after a SystemExit, from when the worker ended, so a replacement's start counts too); 0: no limit")
+	timeout := fs.Duration("timeout", 0, "stop a call after this long (e.g. 500ms), counted from when a worker is free for its line (after a SystemExit, from when the worker ended, so a replacement's start counts too); a line whose call ends only later (it caught the interrupt) gets TimeoutError all the same, and a call still running 2s later is left to end on its own while a fresh worker goes on; 0: no limit")
 	setup := fs.String("setup", "", "Python code every worker runs before it takes work")
 	star := fs.Bool("star", false, "spread an array line into positional arguments, an object into keyword arguments")
 	progress := fs.String("progress", "auto", "progress on stderr: auto (when stderr is a terminal), always, never")
@@ -87,6 +87,7 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 		return exitUsage, err
 	}
 	results := privateStdout(std.stdout) // before any Python runs (a venv's .pth files run at start)
+	rawResults := results
 	if err := startPython(*python, std.stderr); err != nil {
 		return exitUsage, err
 	}
@@ -115,7 +116,9 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 			results = prog.clearing(results) // nor are results shown on the same terminal
 		}
 	}
-	p, err := pool.NewContext(ctx, pool.Options{Workers: *workers, Setup: *setup, Path: []string{cwd}, Stdout: workerOut, Stderr: workerOut})
+	// What the workers print may end without a newline: map's own lines start on their own.
+	errOut := &sharedOutput{w: workerOut}
+	p, err := pool.NewContext(ctx, pool.Options{Workers: *workers, Setup: *setup, Path: []string{cwd}, Stdout: errOut, Stderr: errOut, InterruptGrace: mapInterruptGrace})
 	if err != nil {
 		if ctx.Err() != nil { // Ctrl-C while --setup ran: it was interrupted
 			return exitInterrupt, nil
@@ -127,7 +130,7 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	}
 	// At the end the workers' interpreters wait for the threads their calls started, as Python's
 	// exit does; Ctrl-C interrupts those too (the AfterFunc below is gone by then).
-	defer closeSaying(ctx, p, std.stderr)
+	defer closeSaying(ctx, p, errOut)
 	if err := p.Check(ctx, target); err != nil {
 		if ctx.Err() != nil { // Ctrl-C while the workers imported the target, not a bad target
 			return exitInterrupt, nil
@@ -151,12 +154,20 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 		m.free = make(chan struct{}, *workers)
 	}
 	m.sizer.Max = maxRun
+	// No one reading the results any more (| head) stops the calls at once, not only at the
+	// next write of a result, which a slow call or idle input can put off for long.
+	m.readerGone = make(chan struct{})
+	stopWatch := watchReaderGone(rawResults, func() {
+		close(m.readerGone)
+		closeNow()
+	})
 	st, err := m.run(ctx, in, results, prog)
+	stopWatch()
 	stopped := ""
 	if ctx.Err() != nil {
 		stopped = ", interrupted"
 	}
-	fmt.Fprintf(std.stderr, "pyworkers map: %d lines, %d ok, %d failed in %.2fs%s\n", st.lines, st.ok, st.failed, st.elapsed.Seconds(), stopped)
+	errOut.whole(fmt.Sprintf("pyworkers map: %d lines, %d ok, %d failed in %.2fs%s\n", st.lines, st.ok, st.failed, st.elapsed.Seconds(), stopped))
 	switch {
 	case errors.Is(err, syscall.EPIPE):
 		// No one reads the results any more (| head): stop the calls, quietly.
@@ -228,7 +239,18 @@ type mapper struct {
 	runMax atomic.Int32
 	sizer  pool.BatchSizer // the writer's only
 	free   chan struct{}   // with a timeout: one token per line running (at most one per worker)
+	// readerGone is closed when the reader of the results has gone away (watchReaderGone).
+	readerGone chan struct{}
 }
+
+// mapInterruptGrace is the pool's InterruptGrace: a call still running this long after its
+// --timeout interrupt costs its worker, and a fresh one takes the line after it.
+const mapInterruptGrace = 2 * time.Second
+
+// errPastDeadline is the outcome of a line whose call ended with a result only after its
+// --timeout: it went on past its interrupt (it caught KeyboardInterrupt, or sat in a blocking
+// C call and returned before the interrupt was raised).
+var errPastDeadline = fmt.Errorf("its call ended only after the deadline, past its interrupt: %w", context.DeadlineExceeded)
 
 type mapStats struct {
 	lines, ok, failed int
@@ -249,6 +271,9 @@ type entry struct {
 	batch  *pool.BatchFuture
 	cancel context.CancelFunc
 	err    error // the batch could not be submitted
+	// With --timeout: closed once late says whether the batch's outcome came after its deadline.
+	settled <-chan struct{}
+	late    *atomic.Bool
 }
 
 func (e entry) abandon() {
@@ -267,6 +292,11 @@ func (e entry) results() []pool.Result {
 			e.err = err // the pool closed (Ctrl-C): br has the lines that finished, if it ran
 		}
 	}
+	late := false
+	if e.settled != nil {
+		<-e.settled
+		late = e.late.Load()
+	}
 	k := 0
 	for i := range out {
 		switch {
@@ -274,6 +304,9 @@ func (e entry) results() []pool.Result {
 			out[i].Err = e.errs[i]
 		case br != nil:
 			out[i] = br[k]
+			if late && out[i].Err == nil {
+				out[i] = pool.Result{Err: errPastDeadline}
+			}
 			k++
 		default:
 			out[i].Err = e.err
@@ -312,6 +345,8 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout io.Writer, prog *
 				// in a read of a terminal or a pipe); what was written is whole lines already.
 				stopped = true
 				continue
+			case <-m.readerGone: // nor when no one reads the results
+				return st, fmt.Errorf("writing results: %w", syscall.EPIPE)
 			}
 		}
 		if !ok {
@@ -377,9 +412,9 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout io.Writer, prog *
 // atexit functions they registered and the finalizers of what their modules hold, as Python's
 // exit does; when that takes more than a second, stderr says so, rather than leave the user to
 // wonder why map has not exited.
-func closeSaying(ctx context.Context, p *pool.Pool, stderr io.Writer) {
+func closeSaying(ctx context.Context, p *pool.Pool, stderr *sharedOutput) {
 	t := time.AfterFunc(time.Second, func() {
-		fmt.Fprintln(stderr, "pyworkers map: waiting for the workers to end (threads the calls started, atexit functions, finalizers), as Python's exit does (Ctrl-C interrupts them)")
+		stderr.whole("pyworkers map: waiting for the workers to end (threads the calls started, atexit functions, finalizers), as Python's exit does (Ctrl-C interrupts them)\n")
 	})
 	defer t.Stop()
 	p.CloseContext(ctx)
@@ -495,8 +530,17 @@ func (m *mapper) submit(ctx context.Context, e *entry, items [][]any) bool {
 		<-m.free
 		return true
 	}
-	go func(b *pool.BatchFuture) { // its worker is free again when it is done
-		b.Wait(context.Background())
+	settled, late := make(chan struct{}), new(atomic.Bool)
+	e.settled, e.late = settled, late
+	go func(b *pool.BatchFuture) {
+		// Its worker is free again when the batch is done, or mapInterruptGrace after the
+		// deadline, when the pool has put a fresh worker in the place of one whose call did not
+		// stop (the batch's outcome comes when that call ends).
+		wctx, wcancel := context.WithTimeout(context.Background(), m.timeout+mapInterruptGrace)
+		b.Wait(wctx)
+		wcancel()
+		late.Store(errors.Is(tctx.Err(), context.DeadlineExceeded)) // before e.abandon cancels it
+		close(settled)
 		<-m.free
 	}(e.batch)
 	return true
@@ -618,6 +662,8 @@ func writeError(buf *lineBuf, err error, timeout time.Duration) {
 	var ie *inputError
 	var re *resultError
 	switch {
+	case errors.Is(err, errPastDeadline):
+		e.Type, e.Message = "TimeoutError", fmt.Sprintf("no result within %v (the call went on past its interrupt and ended later)", timeout)
 	case errors.Is(err, context.DeadlineExceeded):
 		e.Type, e.Message = "TimeoutError", fmt.Sprintf("no result within %v", timeout)
 		if errors.As(err, &pe) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -71,6 +70,7 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 	// A failure is reported when its worker ends, not after all of them: a long run shows it
 	// at once, and Ctrl-C later does not hide it.
 	var failed atomic.Int32
+	sharedOut, sharedErr := &sharedOutput{w: stdout}, &sharedOutput{w: stderr}
 	report := func(k int, err error) {
 		if err == nil || exitedOK(err) || (ctx.Err() != nil && errors.Is(err, ctx.Err())) {
 			return // a success, or stopped by Ctrl-C rather than failing
@@ -84,7 +84,7 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 			}
 			msg += fmt.Sprintf("%+v\n", pe)
 		}
-		io.WriteString(stderr, msg)
+		sharedErr.whole(msg)
 	}
 	scriptDir, err := filepath.Abs(filepath.Dir(script))
 	if err == nil {
@@ -100,7 +100,10 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 			out, errw := io.Writer(stdout), io.Writer(stderr)
 			if !*noPrefix {
 				p := fmt.Sprintf("[%d] ", k)
-				out, errw = &prefixWriter{w: stdout, prefix: p}, &prefixWriter{w: stderr, prefix: p}
+				pout, perr := &prefixWriter{out: sharedOut, prefix: p}, &prefixWriter{out: sharedErr, prefix: p}
+				defer perr.end() // after its report, which ends an unfinished line itself
+				defer pout.end()
+				out, errw = pout, perr
 			}
 			interp, err := cpython.NewInterpreter(ctx, cpython.InterpreterConfig{
 				Argv: append([]string{script}, scriptArgs...), WorkerID: k, Workers: *workers,
@@ -180,34 +183,4 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// prefixWriter puts a prefix before every line. cpython hands it whole lines as a rule, but a
-// line longer than its buffer comes in parts (and a last one may lack its newline), so it
-// remembers whether the next Write goes on a line already begun.
-type prefixWriter struct {
-	w       io.Writer
-	prefix  string
-	buf     bytes.Buffer
-	midLine bool
-}
-
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	n := len(b)
-	p.buf.Reset()
-	for len(b) > 0 {
-		i := bytes.IndexByte(b, '\n')
-		line := b
-		if i >= 0 {
-			line = b[:i+1]
-		}
-		if !p.midLine {
-			p.buf.WriteString(p.prefix)
-		}
-		p.buf.Write(line)
-		p.midLine = line[len(line)-1] != '\n'
-		b = b[len(line):]
-	}
-	_, err := p.w.Write(p.buf.Bytes())
-	return n, err
 }

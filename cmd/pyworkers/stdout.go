@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"sync"
 	"syscall"
+	"unsafe"
 )
 
 // exitBrokenPipe is the exit status of map, and of doctor --json, when the reader of their
@@ -51,4 +55,138 @@ func privateStdout(w io.Writer) io.Writer {
 		return w
 	}
 	return os.NewFile(uintptr(fd), "stdout")
+}
+
+// sharedOutput is stdout or stderr as the workers share it (through prefixWriters, or as a
+// writer itself): it knows who left a line unfinished there, so that other output (another
+// worker's, a report) starts on a line of its own.
+type sharedOutput struct {
+	mu   sync.Mutex
+	w    io.Writer
+	open io.Writer // whose last line there lacks its newline (a prefixWriter, or o itself), if anyone's
+	buf  bytes.Buffer
+}
+
+// whole writes text (whole lines) on a line of its own.
+func (o *sharedOutput) whole(text string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.open != nil {
+		text = "\n" + text
+		o.open = nil
+	}
+	io.WriteString(o.w, text)
+}
+
+// Write writes b as it is (output without prefixes), after an unfinished line of a prefixWriter's.
+func (o *sharedOutput) Write(b []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.open != nil && o.open != o {
+		if _, err := io.WriteString(o.w, "\n"); err != nil {
+			return 0, err
+		}
+	}
+	if len(b) > 0 {
+		if o.open = nil; b[len(b)-1] != '\n' {
+			o.open = o
+		}
+	}
+	return o.w.Write(b)
+}
+
+// prefixWriter puts a worker's prefix before every line it writes to a sharedOutput. cpython
+// hands it whole lines as a rule, but a flush (print(..., end="", flush=True)) or a line longer
+// than cpython's buffer gives part of one; another worker's output, or the end of this one,
+// then ends that line first, and the rest of it comes later with the prefix again.
+type prefixWriter struct {
+	out    *sharedOutput
+	prefix string
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	o := p.out
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := len(b)
+	o.buf.Reset()
+	midLine := o.open == p
+	if o.open != nil && !midLine {
+		o.buf.WriteByte('\n')
+	}
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		line := b
+		if i >= 0 {
+			line = b[:i+1]
+		}
+		if !midLine {
+			o.buf.WriteString(p.prefix)
+		}
+		o.buf.Write(line)
+		midLine = line[len(line)-1] != '\n'
+		b = b[len(line):]
+	}
+	if o.open = nil; midLine {
+		o.open = p
+	}
+	_, err := o.w.Write(o.buf.Bytes())
+	return n, err
+}
+
+// end ends the line the worker left unfinished, if it did: its worker has ended.
+func (p *prefixWriter) end() {
+	o := p.out
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.open == p {
+		io.WriteString(o.w, "\n")
+		o.open = nil
+	}
+}
+
+// watchReaderGone calls gone, on a goroutine of its own, when the reader of w goes away: w is a
+// pipe or a socket whose other end closed (| head has exited). A write would fail then, but
+// map may have nothing to write for long (a slow call, idle input). stop ends the watch and
+// waits for its goroutine. Any other w (a file, a terminal) is not watched.
+func watchReaderGone(w io.Writer, gone func()) (stop func()) {
+	f, ok := w.(*os.File)
+	if !ok {
+		return func() {}
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil || (st.Mode&syscall.S_IFMT != syscall.S_IFIFO && st.Mode&syscall.S_IFMT != syscall.S_IFSOCK) {
+		return func() {}
+	}
+	quit, quitW, err := os.Pipe() // its write end closed ends the watch
+	if err != nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		const pollIn, pollErr, pollHup, pollNval = 0x1, 0x8, 0x10, 0x20
+		fds := [2]struct {
+			fd              int32
+			events, revents int16
+		}{{fd: int32(f.Fd())}, {fd: int32(quit.Fd()), events: pollIn}} // events 0: errors alone
+		for {
+			_, _, errno := syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), uintptr(len(fds)), 0, 0, 0, 0)
+			switch {
+			case errno == syscall.EINTR:
+				continue
+			case errno != 0 || fds[1].revents != 0:
+				return
+			case fds[0].revents&(pollErr|pollHup|pollNval) != 0:
+				gone()
+				return
+			}
+		}
+	}()
+	return func() {
+		quitW.Close()
+		<-done
+		quit.Close()
+		runtime.KeepAlive(f)
+	}
 }
