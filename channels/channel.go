@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/pyworkers/pyworkers/cpython"
@@ -40,6 +41,8 @@ var (
 	ErrInterrupted = errors.New("channels: wait interrupted with the interpreter's task")
 	// ErrNoMemory: the C side could not allocate a channel or an item.
 	ErrNoMemory = errors.New("channels: out of memory")
+	// ErrReleased: the *Channel was released (Release); the channel may live on for others.
+	ErrReleased = errors.New("channels: Channel released")
 )
 
 // Channel is a queue between goroutines and Python interpreters: Go sends and receives here,
@@ -47,9 +50,12 @@ var (
 // value in pyworkers' interpreter-neutral encoding (no pickle), outlive the interpreter that
 // sent them, and are received exactly once.
 //
-// All methods are safe for concurrent use from any goroutine. The queue lives as long as any
-// holder does: this *Channel (until the garbage collector finds it unreachable) or a Python
-// Channel object in some interpreter. Close is about the channel's state, not its memory.
+// All methods are safe for concurrent use from any goroutine, Release included. The queue lives
+// as long as any holder does: this *Channel (until Release, or until the garbage collector finds
+// it unreachable) or a Python Channel object in some interpreter. Close is about the channel's
+// state, not its memory. The queue and its items are C memory, which the garbage collector does
+// not see: a program that makes many channels and drops them with items in them should Release
+// each, or their memory waits for a collection that Go's heap may not ask for.
 // An id is not a holder: keep the *Channel reachable (use it later, or defer
 // runtime.KeepAlive(c)) until Python code has opened the id, or the queue, with its items,
 // may be gone by then (pyworkers.Channel(id) then raises ValueError). Use it as *Channel, from
@@ -60,7 +66,16 @@ type Channel struct {
 	q   *C.pyw_queue
 	id  int64
 	cap int
+	// uses counts the calls using q now, with released and freed (Release): the last of the
+	// calls and Release to end lets q go, as os.File's Close does its descriptor.
+	uses    atomic.Int64
+	cleanup runtime.Cleanup
 }
+
+const (
+	released = 1 << 62 // Release was called: calls that begin now fail
+	freed    = 1 << 61 // and this holder let go of the queue
+)
 
 // noCopy makes go vet's copylocks check report copies of a Channel (not of a *Channel).
 type noCopy struct{}
@@ -74,17 +89,52 @@ func (*noCopy) Unlock() {}
 // block is unreachable too (seen: a test's queue never let go).
 func wrap(q *C.pyw_queue) *Channel {
 	c := &Channel{q: q, id: int64(C.pyw_queue_id(q)), cap: int(C.pyw_queue_capacity(q))}
-	runtime.AddCleanup(c, func(q *C.pyw_queue) { C.pyw_queue_decref(q) }, q)
+	c.cleanup = runtime.AddCleanup(c, func(q *C.pyw_queue) { C.pyw_queue_decref(q) }, q)
 	return c
 }
 
-// queue is the channel's queue; a Channel that New or Open did not make (a zero value) has
-// none, which is a programming error, as a write to a nil map is.
-func (c *Channel) queue() *C.pyw_queue {
+// use begins a call that uses the channel's queue, which done ends; ErrReleased after Release.
+// A Channel that New or Open did not make (a zero value) has no queue, which is a programming
+// error, as a write to a nil map is.
+func (c *Channel) use() (*C.pyw_queue, error) {
 	if c.q == nil {
 		panic("channels: Channel used without New or Open (its zero value)")
 	}
-	return c.q
+	if c.uses.Add(1)&released != 0 {
+		c.done()
+		return nil, ErrReleased
+	}
+	return c.q, nil
+}
+
+// done ends a call that use began: the last one after Release lets the queue go.
+func (c *Channel) done() {
+	if c.uses.Add(-1) == released {
+		c.letGo()
+	}
+}
+
+// letGo gives up this holder's reference to the queue once Release was called and no call uses
+// it: whichever of them finds that first.
+func (c *Channel) letGo() {
+	if c.uses.CompareAndSwap(released, released|freed) {
+		c.cleanup.Stop()
+		C.pyw_queue_decref(c.q)
+	}
+}
+
+// Release lets go of the queue now rather than when the garbage collector finds c unreachable:
+// its memory, and that of the items in it, is freed unless Python code (or another *Channel from
+// Open) holds the channel too. Calls in progress finish first; later ones fail with ErrReleased
+// (Len says 0, Closed true, Close false). Releasing again does nothing. Release does not close
+// the channel: other holders go on using it.
+func (c *Channel) Release() {
+	if c == nil || c.q == nil {
+		return
+	}
+	if c.uses.Or(released)&released == 0 {
+		c.letGo()
+	}
 }
 
 // New makes a channel holding up to capacity items (0: unbounded; Send then never waits).
@@ -117,24 +167,33 @@ func (c *Channel) Cap() int { return c.cap }
 
 // Len is the number of items waiting in the channel now.
 func (c *Channel) Len() int {
-	n := int(C.pyw_queue_len(c.queue()))
-	runtime.KeepAlive(c)
-	return n
+	q, err := c.use()
+	if err != nil {
+		return 0
+	}
+	defer c.done()
+	return int(C.pyw_queue_len(q))
 }
 
 // Closed reports whether Close has been called, here or in Python.
 func (c *Channel) Closed() bool {
-	closed := C.pyw_queue_is_closed(c.queue()) != 0
-	runtime.KeepAlive(c)
-	return closed
+	q, err := c.use()
+	if err != nil {
+		return true // released: it can send no more
+	}
+	defer c.done()
+	return C.pyw_queue_is_closed(q) != 0
 }
 
 // Close closes the channel: sends fail with ErrClosed at once; receivers get the items left,
 // then ErrClosed. It reports whether this call closed it; closing again is harmless.
 func (c *Channel) Close() bool {
-	closed := C.pyw_queue_close(c.queue()) != 0
-	runtime.KeepAlive(c)
-	return closed
+	q, err := c.use()
+	if err != nil {
+		return false
+	}
+	defer c.done()
+	return C.pyw_queue_close(q) != 0
 }
 
 var encodeBufs = sync.Pool{New: func() any { return new(encodeBuf) }}
@@ -169,10 +228,14 @@ func (c *Channel) send(ctx context.Context, v any, mode waitMode) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	q, err := c.use()
+	if err != nil {
+		return err
+	}
+	defer c.done()
 	eb := encodeBufs.Get().(*encodeBuf)
 	defer encodeBufs.Put(eb)
 	defer eb.refs.Clear()
-	var err error
 	eb.b, err = wire.AppendRefs(eb.b[:0], &eb.refs, v)
 	if err != nil {
 		return conversionError("", err)
@@ -181,10 +244,9 @@ func (c *Channel) send(ctx context.Context, v any, mode waitMode) error {
 	// A waiting send may make three attempts: a large item is built by the first and kept for
 	// the others (a small one is copied into a kept node by each).
 	op := func(timeout C.int64_t, cancel *C.int) C.int {
-		return C.pyw_queue_send(c.queue(), data, n, refs, nrefs, &eb.keep, timeout, cancel)
+		return C.pyw_queue_send(q, data, n, refs, nrefs, &eb.keep, timeout, cancel)
 	}
-	rc := c.wait(ctx, op, mode, C.PYW_Q_FULL)
-	runtime.KeepAlive(c)
+	rc := wait(ctx, q, op, mode, C.PYW_Q_FULL)
 	if eb.keep != nil { // a large item that was not sent (a small one never is kept): no cgo call else
 		C.pyw_item_free(eb.keep)
 		eb.keep = nil
@@ -220,13 +282,17 @@ func (c *Channel) recv(ctx context.Context, mode waitMode) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	q, err := c.use()
+	if err != nil {
+		return nil, err
+	}
 	rb := recvBufs.Get().(*recvBuf)
 	defer recvBufs.Put(rb)
 	op := func(timeout C.int64_t, cancel *C.int) C.int {
-		return C.pyw_queue_recv_copy(c.queue(), (*C.char)(unsafe.Pointer(&rb.small[0])), &rb.n, &rb.it, timeout, cancel)
+		return C.pyw_queue_recv_copy(q, (*C.char)(unsafe.Pointer(&rb.small[0])), &rb.n, &rb.it, timeout, cancel)
 	}
-	rc := c.wait(ctx, op, mode, C.PYW_Q_EMPTY)
-	runtime.KeepAlive(c)
+	rc := wait(ctx, q, op, mode, C.PYW_Q_EMPTY)
+	c.done() // what was taken is rb's
 	if err := c.result(ctx, rc); err != nil {
 		return nil, err
 	}
@@ -256,11 +322,11 @@ const (
 	block             // as long as needed, or until ctx ends
 )
 
-// wait runs op as mode allows. To block with a ctx that can end, op first only spins: most
+// wait runs op on q as mode allows. To block with a ctx that can end, op first only spins: most
 // waits end there, without the cost of wiring ctx's cancellation to the queue, which only a
 // wait that goes to sleep needs. A spin is at most 20 µs (SPIN_NS in queue.c): ctx's end is
 // noticed that late at worst.
-func (c *Channel) wait(ctx context.Context, op func(C.int64_t, *C.int) C.int, mode waitMode, busy C.int) C.int {
+func wait(ctx context.Context, q *C.pyw_queue, op func(C.int64_t, *C.int) C.int, mode waitMode, busy C.int) C.int {
 	switch {
 	case mode == noWait:
 		return op(0, nil)
@@ -279,7 +345,7 @@ func (c *Channel) wait(ctx context.Context, op func(C.int64_t, *C.int) C.int, mo
 	defer C.free(unsafe.Pointer(cancel))
 	cancelled := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
-		C.pyw_queue_cancel(c.queue(), cancel)
+		C.pyw_queue_cancel(q, cancel)
 		close(cancelled)
 	})
 	rc := op(C.PYW_Q_NO_SPIN, cancel) // it has just spun
@@ -323,7 +389,12 @@ func conversionError(root string, err error) error {
 
 // String describes the channel for logs.
 func (c *Channel) String() string {
-	return fmt.Sprintf("channels.Channel(id=%d, len=%d, cap=%d, closed=%t)", c.id, c.Len(), c.cap, c.Closed())
+	q, err := c.use()
+	if err != nil {
+		return fmt.Sprintf("channels.Channel(id=%d, cap=%d, released)", c.id, c.cap)
+	}
+	defer c.done()
+	return fmt.Sprintf("channels.Channel(id=%d, len=%d, cap=%d, closed=%t)", c.id, int(C.pyw_queue_len(q)), c.cap, C.pyw_queue_is_closed(q) != 0)
 }
 
 // sendRaw puts b in the channel as an item without checking it is a valid encoding: for
@@ -333,9 +404,13 @@ func (c *Channel) sendRaw(b []byte) error {
 	if len(b) > 0 {
 		p = (*C.char)(unsafe.Pointer(&b[0]))
 	}
+	q, err := c.use()
+	if err != nil {
+		return err
+	}
+	defer c.done()
 	var keep *C.pyw_item
-	rc := C.pyw_queue_send(c.queue(), p, C.size_t(len(b)), nil, 0, &keep, 0, nil)
-	runtime.KeepAlive(c)
+	rc := C.pyw_queue_send(q, p, C.size_t(len(b)), nil, 0, &keep, 0, nil)
 	C.pyw_item_free(keep)
 	return c.result(context.Background(), rc)
 }
@@ -349,6 +424,11 @@ func (c *Channel) SendMany(ctx context.Context, vs []any) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	q, err := c.use()
+	if err != nil {
+		return 0, err
+	}
+	defer c.done()
 	var chain, last *C.pyw_item
 	freeChain := func() { C.pyw_item_free_chain(chain); chain = nil }
 	eb := encodeBufs.Get().(*encodeBuf)
@@ -376,12 +456,11 @@ func (c *Channel) SendMany(ctx context.Context, vs []any) (int, error) {
 	total := 0
 	op := func(timeout C.int64_t, cancel *C.int) C.int {
 		var pushed C.size_t
-		rc := C.pyw_queue_push_many(c.queue(), &chain, &pushed, timeout, cancel)
+		rc := C.pyw_queue_push_many(q, &chain, &pushed, timeout, cancel)
 		total += int(pushed)
 		return rc
 	}
-	rc := c.wait(ctx, op, block, C.PYW_Q_FULL)
-	runtime.KeepAlive(c)
+	rc := wait(ctx, q, op, block, C.PYW_Q_FULL)
 	freeChain() // what was not sent
 	return total, c.result(ctx, rc)
 }
@@ -396,13 +475,17 @@ func (c *Channel) RecvMany(ctx context.Context, max int) ([]any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	q, err := c.use()
+	if err != nil {
+		return nil, err
+	}
+	defer c.done() // until what could not be decoded is back
 	var chain *C.pyw_item
 	var n C.size_t
 	op := func(timeout C.int64_t, cancel *C.int) C.int {
-		return C.pyw_queue_pop_many(c.queue(), &chain, C.size_t(max), &n, timeout, cancel)
+		return C.pyw_queue_pop_many(q, &chain, C.size_t(max), &n, timeout, cancel)
 	}
-	rc := c.wait(ctx, op, block, C.PYW_Q_EMPTY)
-	runtime.KeepAlive(c)
+	rc := wait(ctx, q, op, block, C.PYW_Q_EMPTY)
 	if err := c.result(ctx, rc); err != nil {
 		return nil, err
 	}
@@ -420,8 +503,7 @@ func (c *Channel) RecvMany(ctx context.Context, max int) ([]any, error) {
 			}
 			it.next = nil
 			C.pyw_item_free(it)
-			C.pyw_queue_unget(c.queue(), chain) // nothing else is lost
-			runtime.KeepAlive(c)
+			C.pyw_queue_unget(q, chain) // nothing else is lost
 			return nil, err
 		}
 		out = append(out, v)

@@ -166,6 +166,10 @@ func TestUnshareableValuesAreNotSent(t *testing.T) {
 	require.ErrorAs(t, err, &ce)
 	assert.Equal(t, `[1]["bad"]`, ce.Path)
 	assert.Equal(t, 1, c.Len(), "nothing enqueued")
+	err = c.Send(bg, []any{1, (*cpython.Buffer)(nil)})
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, "[1]", ce.Path)
+	assert.Equal(t, "nil *Buffer", ce.Reason, "not a Release that never happened")
 
 	i := newInterp(t)
 	pe := pwtest.PyErr(t, i.Exec(bg, fmt.Sprintf("import pyworkers\npyworkers.Channel(%d).send([1, {'x': {2}}])", c.ID())))
@@ -564,12 +568,9 @@ func TestOpenByID(t *testing.T) {
 	assert.True(t, strings.HasPrefix(v.(string), "<pyworkers.Channel id="))
 }
 
-// A channel lives while a holder does — a *Channel or a Python Channel object — and not for
-// its id: once the last holder is gone, the id opens nothing.
-func TestAChannelLivesWhileAHolderDoes(t *testing.T) {
-	i := newInterp(t)
-	// Asked of Python, whose Channel object lets go at once (a *Channel from Open would hold
-	// the queue until the next collection).
+// opener returns a func that asks Python in i whether a channel id opens now: Python's Channel
+// object lets go at once (a *Channel from Open would hold the queue until the next collection).
+func opener(t *testing.T, i *cpython.Interpreter) func(id int64) (bool, error) {
 	require.NoError(t, i.Exec(bg, `
 import pyworkers
 def opens(id):
@@ -579,10 +580,21 @@ def opens(id):
     except ValueError:
         return False
 `))
+	return func(id int64) (bool, error) {
+		v, err := i.Call(bg, "__main__:opens", id)
+		return v == true, err
+	}
+}
+
+// A channel lives while a holder does — a *Channel or a Python Channel object — and not for
+// its id: once the last holder is gone, the id opens nothing.
+func TestAChannelLivesWhileAHolderDoes(t *testing.T) {
+	i := newInterp(t)
+	opens := opener(t, i)
 	gone := func(id int64) bool {
 		runtime.GC()
-		v, err := i.Call(bg, "__main__:opens", id)
-		return assert.NoError(t, err) && v == false // no require: Eventually's goroutine
+		ok, err := opens(id)
+		return assert.NoError(t, err) && !ok // no require: Eventually's goroutine
 	}
 
 	c, err := channels.New(0)
@@ -608,6 +620,96 @@ def opens(id):
 	runtime.KeepAlive(c)
 	c = nil
 	assert.Eventually(t, func() bool { return gone(id) }, 5*time.Second, 10*time.Millisecond)
+}
+
+// Release lets the queue go at once, with no garbage collection: unless Python holds it, or a
+// call in progress uses it (until that call ends). Calls after it fail with ErrReleased.
+func TestReleaseLetsTheQueueGoAtOnce(t *testing.T) {
+	i := newInterp(t)
+	opensOrNot := opener(t, i)
+	opens := func(id int64) bool {
+		ok, err := opensOrNot(id)
+		require.NoError(t, err)
+		return ok
+	}
+	c, err := channels.New(0)
+	require.NoError(t, err)
+	require.NoError(t, c.Send(bg, make([]byte, 1<<20)))
+	id := c.ID()
+	c.Release()
+	assert.False(t, opens(id), "released, and no one else held it")
+	assert.ErrorIs(t, c.Send(bg, 1), channels.ErrReleased)
+	assert.ErrorIs(t, c.TrySend(1), channels.ErrReleased)
+	_, err = c.Recv(bg)
+	assert.ErrorIs(t, err, channels.ErrReleased)
+	_, err = c.SendMany(bg, []any{1})
+	assert.ErrorIs(t, err, channels.ErrReleased)
+	_, err = c.RecvMany(bg, 2)
+	assert.ErrorIs(t, err, channels.ErrReleased)
+	assert.Equal(t, 0, c.Len())
+	assert.True(t, c.Closed())
+	assert.False(t, c.Close())
+	assert.Contains(t, c.String(), "released")
+	c.Release() // again: nothing
+
+	// Python holds it too: it lives on for Python
+	c, err = channels.New(0)
+	require.NoError(t, err)
+	require.NoError(t, c.Send(bg, "for Python"))
+	require.NoError(t, i.Exec(bg, fmt.Sprintf("held = pyworkers.Channel(%d)", c.ID())))
+	c.Release()
+	v, err := i.Eval(bg, "held.recv_nowait()")
+	require.NoError(t, err)
+	assert.Equal(t, "for Python", v)
+	require.NoError(t, i.Exec(bg, "del held"))
+
+	// a Recv waiting when Release comes keeps the queue until it ends, and gets its item
+	c, err = channels.New(0)
+	require.NoError(t, err)
+	id = c.ID()
+	got := make(chan any, 1)
+	go func() {
+		v, err := c.Recv(bg)
+		assert.NoError(t, err)
+		got <- v
+	}()
+	for c.CallsInProgress() == 0 {
+		runtime.Gosched()
+	}
+	c.Release()
+	require.True(t, opens(id), "a Recv in progress keeps it")
+	require.NoError(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).send('late')", id)))
+	assert.Equal(t, "late", <-got)
+	assert.False(t, opens(id), "let go when the Recv ended")
+
+	// Release racing calls on other goroutines: each call works or says ErrReleased (-race)
+	for range 20 {
+		c, err = channels.New(4)
+		require.NoError(t, err)
+		var wg sync.WaitGroup
+		for k := range 4 {
+			wg.Go(func() {
+				for {
+					var err error
+					if k%2 == 0 {
+						err = c.TrySend(k)
+					} else {
+						_, err = c.TryRecv()
+					}
+					if errors.Is(err, channels.ErrReleased) {
+						return
+					}
+					if err != nil && !errors.Is(err, channels.ErrFull) && !errors.Is(err, channels.ErrEmpty) {
+						t.Errorf("call racing Release: %v", err)
+						return
+					}
+				}
+			})
+		}
+		runtime.Gosched()
+		c.Release()
+		wg.Wait()
+	}
 }
 
 // A Channel that New or Open did not make (a zero value) panics with a message rather than
@@ -1381,7 +1483,9 @@ del late
 // KeyboardInterrupt, also when it comes while a task converts a channel's value (and the
 // conversion stops): the interrupt asks the loop to cancel and injects nothing, so the
 // conversion runs again. Escalation to KeyboardInterrupt after 50 ms aside: here the loop takes
-// the cancellation within a few ms (Go drains the channel).
+// the cancellation within a few ms (Go drains the channel). The value is just big enough for the
+// codec to poll for interrupts (300,000 items took up to 60 ms a send under -race on a loaded
+// machine: past the escalation); five tries for an interrupt that lands in a conversion.
 func TestAsyncCancellationDuringAChannelConversionIsACancellation(t *testing.T) {
 	i := newInterp(t)
 	c := newChan(t, 0)
@@ -1398,7 +1502,7 @@ func TestAsyncCancellationDuringAChannelConversionIsACancellation(t *testing.T) 
 	require.NoError(t, i.Exec(bg, fmt.Sprintf(`
 import asyncio, pyworkers
 ch = pyworkers.Channel(%d)
-big = list(range(300_000))  # a few ms to convert: past the ~1 ms after which an interrupt stops it
+big = list(range(100_000))  # past the 64k values after which the codec polls for an interrupt
 seen = None
 
 async def child():
@@ -1414,7 +1518,7 @@ async def child():
 async def main():
     await asyncio.create_task(child())
 `, c.ID())))
-	for range 3 {
+	for range 5 {
 		ctx, cancel := context.WithTimeout(bg, 300*time.Millisecond)
 		_, err := i.Call(ctx, "__main__:main")
 		cancel()

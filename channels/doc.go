@@ -69,7 +69,10 @@
 //
 // # Lifetime
 //
-// A channel's memory lives while anyone holds it: a Go *Channel (released when the garbage
-// collector finds it unreachable) or a Python Channel object in some interpreter. Close is about
-// the channel's state, not its memory.
+// A channel's memory lives while anyone holds it: a Go *Channel (until Channel.Release, or until
+// the garbage collector finds it unreachable) or a Python Channel object in some interpreter.
+// Close is about the channel's state, not its memory. The queue and its items are C memory,
+// which Go's garbage collector neither sees nor counts: a program that makes channels by the
+// thousand (one per request, say) should Release each when done, or a heap that does not grow
+// may not ask for the collection that would let them go.
 package channels

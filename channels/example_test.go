@@ -3,7 +3,6 @@ package channels_test
 import (
 	"context"
 	"fmt"
-	"runtime"
 
 	"github.com/pyworkers/pyworkers/channels"
 	"github.com/pyworkers/pyworkers/cpython"
@@ -19,9 +18,10 @@ func Example() {
 		return
 	}
 	results, _ := channels.New(0)
-	// The interpreters get ids, which do not hold a channel: keep work reachable until they
-	// have opened it (results is used at the end anyway).
-	defer runtime.KeepAlive(work)
+	// The interpreters get ids, which do not hold a channel: keep each *Channel until they have
+	// opened it. Released at the end, their C memory goes at once, not at a later collection.
+	defer work.Release()
+	defer results.Release()
 
 	producer, _ := cpython.NewInterpreter(ctx, cpython.InterpreterConfig{Main: map[string]any{"work_id": work.ID()}})
 	defer producer.Close()

@@ -157,6 +157,9 @@ func appendBuffer(b []byte, refs *Refs, x *Buffer) ([]byte, error) {
 	if refs == nil {
 		return b, unsupported("a Buffer cannot be passed here")
 	}
+	if x == nil {
+		return b, unsupported("nil *Buffer")
+	}
 	p, err := x.ref()
 	if err != nil {
 		return b, unsupported("Buffer was released")
