@@ -221,6 +221,14 @@ func checkVenvHome(exe, home string) error {
 	return fmt.Errorf("cpython: Config.Executable: %s belongs to an environment made by the python in %s, another CPython than the one pyworkers is linked with (%s); make the environment with that CPython's python3.14 -m venv", exe, home, lib)
 }
 
+// startHint is what to look at when CPython would not start with error msg.
+func startHint(msg string) string {
+	if strings.Contains(msg, "init_sys_streams") { // "<stdin> is a directory, cannot continue"
+		return "CPython makes its sys.stdin, sys.stdout and sys.stderr of this process's file descriptors 0, 1 and 2: none may be a directory"
+	}
+	return "check that the CPython 3.14 of scripts/build-python.sh is the one linked, or set Config.Home"
+}
+
 // runtimeThread owns the main interpreter: it initializes CPython, parks with the GIL released
 // until Finalize, then finalizes on the same OS thread, as CPython requires.
 func runtimeThread(home, executable string, started chan<- error) {
@@ -234,7 +242,7 @@ func runtimeThread(home, executable string, started chan<- error) {
 	var errbuf [512]C.char
 	main := C.pyw_runtime_init(chome, cexe, boot, &errbuf[0], C.size_t(len(errbuf)))
 	if main == nil {
-		started <- fmt.Errorf("cpython: cannot start CPython: %s (check that the CPython 3.14 of scripts/build-python.sh is the one linked, or set Config.Home)", C.GoString(&errbuf[0]))
+		started <- fmt.Errorf("cpython: cannot start CPython: %s (%s)", C.GoString(&errbuf[0]), startHint(C.GoString(&errbuf[0])))
 		return
 	}
 	var version, prefix [512]C.char

@@ -86,6 +86,13 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	if err := checkTargetSyntax(target); err != nil {
 		return exitUsage, err
 	}
+	if fs.NArg() < 2 || fs.Arg(1) == "-" {
+		if f, ok := std.stdin.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.IsDir() { // CPython would not even start
+				return exitUsage, usagef("cannot read INPUT: standard input is a directory")
+			}
+		}
+	}
 	results := privateStdout(std.stdout) // before any Python runs (a venv's .pth files run at start)
 	rawResults := results
 	if err := startPython(*python, std.stderr); err != nil {
@@ -187,10 +194,15 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 }
 
 func usageErrorWithTraceback(what string, err error) error {
-	if pe := (*cpython.PythonError)(nil); errors.As(err, &pe) && hasMoreThanItsLastLine(pe) {
-		return usagef("%s: %v\n%+v", what, err, pe)
+	pe := (*cpython.PythonError)(nil)
+	if !errors.As(err, &pe) || !hasMoreThanItsLastLine(pe) {
+		return usagef("%s: %v", what, err)
 	}
-	return usagef("%s: %v", what, err)
+	if tb := strings.TrimRight(pe.Traceback, "\n"); !strings.Contains(tb, "\n") && err.Error() == pe.Error() {
+		// no frames, but more than the message: AttributeError's "Did you mean: 'dumps'?"
+		return usagef("%s: %s", what, tb)
+	}
+	return usagef("%s: %v\n%+v", what, err, pe)
 }
 
 // hasMoreThanItsLastLine: pe's traceback says more than "Type: message" (frames, a

@@ -78,6 +78,9 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 		failed.Add(1)
 		// One Write: the other workers' output, which goes on meanwhile, does not split it.
 		msg := fmt.Sprintf("worker %d failed: %v\n", k, err)
+		if *timeout > 0 && errors.Is(err, context.DeadlineExceeded) {
+			msg = fmt.Sprintf("worker %d stopped at --timeout %v: %v\n", k, *timeout, err)
+		}
 		if pe := (*cpython.PythonError)(nil); errors.As(err, &pe) {
 			if status, ok := pe.ExitStatus(); ok {
 				msg = fmt.Sprintf("worker %d exited with status %d: %v\n", k, status, err)
