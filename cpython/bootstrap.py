@@ -9,12 +9,14 @@ import pyworkers as _pyworkers
 
 
 class _Stream:
-    """sys.stdout / sys.stderr of a pyworkers interpreter: text goes to a Go io.Writer."""
+    """sys.stdout / sys.stderr of a pyworkers interpreter: text goes to a Go io.Writer, encoded
+    as UTF-8 unless reconfigure says otherwise."""
 
     encoding = "utf-8"
     errors = "strict"
     newlines = None
     line_buffering = True
+    write_through = False
     closed = False
 
     def __init__(self, fd, name, errors="strict"):
@@ -26,14 +28,41 @@ class _Stream:
     def write(self, s):
         if not isinstance(s, str):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
-        if s:
-            try:
-                _pyworkers._write(self._fd, s)
-            except UnicodeEncodeError:  # lone surrogates: stderr escapes them, as CPython's does
-                if self.errors == "strict":
-                    raise
-                _pyworkers._write(self._fd, s.encode("utf-8", self.errors).decode("utf-8"))
+        if not s:
+            return 0
+        if self.encoding != "utf-8":
+            _pyworkers._write(self._fd, s.encode(self.encoding, self.errors))
+            return len(s)
+        try:
+            _pyworkers._write(self._fd, s)
+        except UnicodeEncodeError:  # lone surrogates: stderr escapes them, as CPython's does
+            if self.errors == "strict":
+                raise
+            _pyworkers._write(self._fd, s.encode("utf-8", self.errors))
         return len(s)
+
+    def reconfigure(self, *, encoding=None, errors=None, newline=..., line_buffering=None, write_through=None):
+        """As io.TextIOWrapper.reconfigure, for what is written from now on: an encoding (errors
+        then "strict" unless given) and an error handler. Lines reach the writer whole as they
+        are written, and flush() writes out a partial one, whatever the buffering flags say; no
+        newline translation."""
+        import codecs
+
+        if newline not in (..., None, "", "\n"):
+            raise ValueError(f"{self.name} of a pyworkers interpreter writes '\\n' as it is, not {newline!r}")
+        if encoding is not None:
+            encoding = codecs.lookup(encoding).name  # LookupError for an unknown one
+            if errors is None:
+                errors = "strict"
+        if errors is not None:
+            codecs.lookup_error(errors)
+            self.errors = errors
+        if encoding is not None:
+            self.encoding = encoding
+        if line_buffering is not None:
+            self.line_buffering = bool(line_buffering)
+        if write_through is not None:
+            self.write_through = bool(write_through)
 
     def writelines(self, lines):
         for line in lines:
@@ -67,17 +96,48 @@ class _Stream:
 
 
 class _Binary:
-    """sys.stdout.buffer: bytes are decoded as UTF-8 (invalid bytes replaced)."""
+    """sys.stdout.buffer: bytes go to the Go io.Writer as they are, in order with the text."""
+
+    closed = False
 
     def __init__(self, text):
         self._text = text
+        self.name = text.name
 
     def write(self, b):
-        self._text.write(bytes(b).decode("utf-8", "replace"))
+        if type(b) is not bytes:
+            b = memoryview(b).tobytes()  # TypeError for what is no bytes-like object
+        if b:
+            _pyworkers._write(self._text._fd, b)
         return len(b)
+
+    def writelines(self, lines):
+        for b in lines:
+            self.write(b)
 
     def flush(self):
         self._text.flush()
+
+    def isatty(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def readable(self):
+        return False
+
+    def seekable(self):
+        return False
+
+    def fileno(self):
+        return self._text.fileno()
+
+    def close(self):
+        pass
+
+    def __repr__(self):
+        return f"<pyworkers binary stream {self.name}>"
 
 
 def setup(cfg):
@@ -192,6 +252,14 @@ def run(src, mode, name):
     if mode == 2:
         with open(src, "rb") as f:
             code = compile(f.read(), src, "exec")
+        # as python FILE: its folder, symbolic links resolved, on sys.path; it is sys.argv[0]
+        import os
+
+        folder = os.path.dirname(os.path.realpath(src))
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        if sys.argv in ([], [""]):
+            sys.argv = [src]
         g["__file__"] = src
         exec(code, g)
         return None

@@ -228,11 +228,41 @@ static int enc_seq(enc_ctx *c, char tag, PyObject *o, int depth) {
 	return 0;
 }
 
+/* Whether dict o, whose keys are str but not all exact str, has two keys equal as str: keys of a
+ * str subclass whose __eq__/__hash__ are not str's. A Go map would keep one of them. No code of
+ * the subclass runs (the copies are exact str). */
+static int dup_str_keys(PyObject *o, pyw_enc_err *e) {
+	PyObject *seen = PySet_New(NULL);
+	if (seen == NULL) {
+		return fail_pyerr(e, "dict keys");
+	}
+	Py_ssize_t pos = 0;
+	PyObject *k, *v;
+	int rc = 0;
+	while (rc == 0 && PyDict_Next(o, &pos, &k, &v)) {
+		PyObject *s = PyUnicode_FromObject(k); /* an exact str of the same text */
+		int has = s ? PySet_Contains(seen, s) : -1;
+		if (has == 0) {
+			has = PySet_Add(seen, s);
+		} else if (has == 1) {
+			const char *t = PyUnicode_AsUTF8(s); /* lone surrogates: no text to show */
+			rc = t ? fail(e, "two dict keys equal as str ('%.80s'): a Go map would keep one", t) : fail_pyerr(e, "dict keys");
+		}
+		if (has < 0) {
+			rc = fail_pyerr(e, "dict keys");
+		}
+		Py_XDECREF(s);
+	}
+	Py_DECREF(seen);
+	return rc;
+}
+
 static int enc_dict(enc_ctx *c, PyObject *o, int depth) {
 	pyw_buf *b = c->b;
 	pyw_enc_err *e = c->e;
 	Py_ssize_t pos = 0, n = PyDict_Size(o);
 	PyObject *k, *v;
+	int subclass_keys = 0;
 	if (put_tag(b, PYW_TAG_DICT) < 0 || put_uvarint(b, (uint64_t)n) < 0) {
 		return nomem(e, "out of memory");
 	}
@@ -240,6 +270,7 @@ static int enc_dict(enc_ctx *c, PyObject *o, int depth) {
 		if (!PyUnicode_Check(k)) {
 			return fail(e, "dict key of type '%s' is not supported (keys must be str)", Py_TYPE(k)->tp_name);
 		}
+		subclass_keys |= !PyUnicode_CheckExact(k);
 		Py_ssize_t kl;
 		const char *ks = PyUnicode_AsUTF8AndSize(k, &kl);
 		if (ks == NULL) {
@@ -278,7 +309,7 @@ static int enc_dict(enc_ctx *c, PyObject *o, int depth) {
 	if (PyDict_Size(o) != n) {
 		return fail(e, "dict changed size while it was encoded%s", "");
 	}
-	return 0;
+	return subclass_keys ? dup_str_keys(o, e) : 0;
 }
 
 /* Values encoded or decoded by this thread's current encoding or decoding, counted to poll

@@ -107,7 +107,8 @@
 // # Values
 //
 // Arguments and results cross by value in pyworkers' interpreter-neutral encoding, never as
-// shared objects (a *Buffer excepted), nested to 10,000 levels, in both directions:
+// shared objects (a *Buffer excepted), nested to 10,000 levels (the call's own tuple of
+// arguments and dict of keyword arguments counting as one), in both directions:
 //
 //	Go                                   Python          Go (coming back)
 //	nil                                  None            nil
@@ -154,7 +155,9 @@
 // text, and its errno when the error carries one (BrokenPipeError for EPIPE), as writing to a
 // file would (at a call's end, the text is dropped). A writer must not call runtime.Goexit
 // (t.FailNow in a test): it is called from CPython's frames, or from a thread Python started,
-// which Goexit cannot leave. sys.stdin is empty.
+// which Goexit cannot leave. Text goes out as UTF-8 (sys.stdout.reconfigure(encoding=...,
+// errors=...) changes that, as for a file); bytes written to sys.stdout.buffer go out as they
+// are, in order with the text. sys.stdin is empty.
 //
 // # Inside the interpreter
 //

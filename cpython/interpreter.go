@@ -242,10 +242,11 @@ func (i *Interpreter) thread(setup []byte, created chan<- error) {
 var errGoexit = fmt.Errorf("cpython: the function given to Do called runtime.Goexit (t.FailNow?) instead of returning: the interpreter was closed: %w", ErrClosed)
 
 func (i *Interpreter) run(o *op) {
-	t := &Thread{i: i}
+	t := &Thread{}
+	t.i.Store(i)
 	returned := false
 	defer func() {
-		t.i = nil
+		t.i.Store(nil) // atomic: a goroutine that kept t may read it now, and must see it gone
 		i.stdout.setCurrent(nil)
 		i.stderr.setCurrent(nil)
 		if r := recover(); r != nil {
@@ -548,14 +549,15 @@ func (i *Interpreter) InterruptContext(ctx context.Context) bool {
 // are valid only on that goroutine and only until that function returns; using a Thread
 // elsewhere or later panics.
 type Thread struct {
-	i *Interpreter
+	i atomic.Pointer[Interpreter]
 }
 
 func (t *Thread) interp() *Interpreter {
-	if t.i == nil {
+	i := t.i.Load()
+	if i == nil {
 		panic("cpython: Thread used after the function Do gave it to returned")
 	}
-	return t.i
+	return i
 }
 
 // enter starts a Thread method that runs Python; leave ends it. A second one at once can only
@@ -610,8 +612,10 @@ func (t *Thread) Eval(ctx context.Context, expr string) (any, error) {
 	return t.run(ctx, 1, expr)
 }
 
-// RunFile runs the Python file at path as the __main__ script (__file__ set, globals in
-// __main__, tracebacks pointing into the file); cancellation as Exec.
+// RunFile runs the Python file at path as the __main__ script, as python FILE would: __file__
+// set, globals in __main__, tracebacks pointing into the file, the file's folder (symbolic
+// links resolved) first on sys.path if it is not there yet, so that the modules beside it
+// import, and sys.argv [path] unless InterpreterConfig.Argv set it; cancellation as Exec.
 func (t *Thread) RunFile(ctx context.Context, path string) error {
 	_, err := t.run(ctx, 2, path)
 	return err

@@ -789,6 +789,59 @@ func TestThreadUsedOutsideDoPanics(t *testing.T) {
 	var kept *cpython.Thread
 	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error { kept = th; return nil }))
 	assert.Panics(t, func() { _ = kept.Exec(bg, "pass") })
+
+	// ... also by a goroutine that kept it and, with nothing ordering it after Do's end, uses it
+	// later: a panic, and no data race (-race)
+	var got any
+	done := make(chan struct{})
+	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {
+		go func() {
+			defer close(done)
+			defer func() { got = recover() }()
+			time.Sleep(50 * time.Millisecond) // no synchronisation with Do: the point
+			_, _ = th.Eval(bg, "1")
+		}()
+		return nil
+	}))
+	<-done
+	assert.NotNil(t, got, "a Thread used after its Do panics")
+}
+
+// RunFile runs a file as python FILE would: the folder of the file (symbolic links resolved)
+// on sys.path, so that a module beside it imports; sys.argv[0] the path unless Argv was given;
+// __file__ set; tracebacks point into the file.
+func TestRunFileAsPythonWould(t *testing.T) {
+	dir := t.TempDir()
+	real, links := filepath.Join(dir, "real"), filepath.Join(dir, "links")
+	require.NoError(t, os.Mkdir(real, 0o755))
+	require.NoError(t, os.Mkdir(links, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(real, "beside.py"), []byte("WHAT = 'the module beside it'\n"), 0o644))
+	script := filepath.Join(real, "script.py")
+	require.NoError(t, os.WriteFile(script, []byte(`import sys, beside
+result = (beside.WHAT, sys.argv, sys.path[0], __file__)
+if len(sys.argv) > 1:
+    raise ValueError("from the file")
+`), 0o644))
+	link := filepath.Join(links, "script.py")
+	require.NoError(t, os.Symlink(script, link))
+
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.RunFile(bg, link))
+	v, err := i.Eval(bg, "result")
+	require.NoError(t, err)
+	assert.Equal(t, cpython.Tuple{"the module beside it", []any{link}, real, link}, v)
+	require.NoError(t, i.RunFile(bg, link))
+	v, err = i.Eval(bg, "sys.path.count(sys.path[0])")
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), v, "the folder once, however many runs")
+
+	j := newInterp(t, cpython.InterpreterConfig{Argv: []string{"job.py", "--flag"}})
+	pe := pwtest.PyErr(t, j.RunFile(bg, script))
+	assert.Equal(t, "ValueError", pe.Type)
+	assert.Contains(t, pe.Traceback, script+"\", line 4")
+	v, err = j.Eval(bg, "sys.argv")
+	require.NoError(t, err)
+	assert.Equal(t, []any{"job.py", "--flag"}, v, "Argv as given")
 }
 
 func TestThreadRunsManyCallsInOneTurn(t *testing.T) {
@@ -833,6 +886,41 @@ func TestOutputGoesToTheChosenWriters(t *testing.T) {
 	// bytes through sys.stdout.buffer, and stdin is empty
 	require.NoError(t, i.Exec(bg, "sys.stdout.buffer.write('é\\n'.encode())\nassert sys.stdin.read() == ''"))
 	assert.True(t, strings.HasSuffix(out.String(), "é\n"))
+}
+
+// sys.stdout.buffer hands bytes over as they are, in order with the text: a character split
+// across writes stays whole, bytes that are not UTF-8 stay what they were, a memoryview counts
+// its bytes; the streams work as io's do for the common uses (a TextIOWrapper over the buffer,
+// reconfigure to another encoding or error handler).
+func TestOutputBytesAndEncodings(t *testing.T) {
+	var out bytes.Buffer
+	i := newInterp(t, cpython.InterpreterConfig{Stdout: &out})
+	run := func(src string) string {
+		t.Helper()
+		out.Reset()
+		require.NoError(t, i.Exec(bg, "import io, shutil, sys\n"+src))
+		return out.String()
+	}
+	euros := strings.Repeat("€", 100_000) + "\n"
+	assert.Equal(t, euros, run(fmt.Sprintf("shutil.copyfileobj(io.BytesIO(%q.encode()), sys.stdout.buffer, 65536)", euros)))
+	assert.Equal(t, "é€\n", run(`for b in "é€\n".encode(): sys.stdout.buffer.write(bytes([b]))`))
+	assert.Equal(t, "na\xefve\n", run(`sys.stdout.buffer.write("naïve\n".encode("latin-1"))`))
+	assert.Equal(t, "ab\nc\n", run(`sys.stdout.write("a"); sys.stdout.buffer.write(b"b\n"); print("c")`))
+	assert.Equal(t, "abcd4", run(`n = sys.stdout.buffer.write(memoryview(b"abcd").cast("I")); sys.stdout.write(str(n))`))
+	assert.Equal(t, "wrapped\n", run(`w = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", write_through=True); w.write("wrapped\n"); w.flush()`))
+	assert.Equal(t, "\xe9\n", run(`sys.stdout.reconfigure(encoding="latin-1"); print("é"); sys.stdout.reconfigure(encoding="utf-8")`))
+	assert.Equal(t, "\xe9?\n", run(`sys.stdout.reconfigure(encoding="latin-1", errors="replace"); print("é€"); sys.stdout.reconfigure(encoding="utf-8")`))
+	assert.Equal(t, "é\n", run(`sys.stdout.reconfigure(line_buffering=False); print("é"); assert sys.stdout.encoding == "utf-8" and sys.stdout.errors == "strict"`))
+	for src, typ := range map[string]string{
+		`sys.stdout.buffer.write(5)`:                           "TypeError",
+		`sys.stdout.reconfigure(encoding="no-such")`:           "LookupError",
+		`sys.stdout.reconfigure(errors="no-such")`:             "LookupError",
+		`sys.stdout.reconfigure(newline="\r\n")`:               "ValueError",
+		`sys.stdout.reconfigure(encoding="ascii"); print("é")`: "UnicodeEncodeError",
+	} {
+		assert.Equal(t, typ, pwtest.PyErr(t, i.Exec(bg, "import sys\n"+src)).Type, src)
+		require.NoError(t, i.Exec(bg, `sys.stdout.reconfigure(encoding="utf-8")`))
+	}
 }
 
 // A writer given for one turn, or to an interpreter that has ended, is not kept: pyworkers'

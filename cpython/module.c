@@ -34,10 +34,11 @@ static PyObject *write_failed(int rc, char *why) {
 	return NULL;
 }
 
-/* pyworkers._write(fd, text): hand text to the Go writer for fd (1 stdout, 2 stderr). */
+/* pyworkers._write(fd, data): hand text (as UTF-8) or bytes (as they are) to the Go writer for fd
+ * (1 stdout, 2 stderr). */
 static PyObject *mod_write(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
-	if (nargs != 2 || !PyLong_Check(args[0]) || !PyUnicode_Check(args[1])) {
-		PyErr_SetString(PyExc_TypeError, "_write(fd: int, text: str)");
+	if (nargs != 2 || !PyLong_Check(args[0]) || !(PyUnicode_Check(args[1]) || PyBytes_Check(args[1]))) {
+		PyErr_SetString(PyExc_TypeError, "_write(fd: int, data: str | bytes)");
 		return NULL;
 	}
 	int fd = PyLong_AsInt(args[0]);
@@ -45,8 +46,11 @@ static PyObject *mod_write(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 		return NULL;
 	}
 	Py_ssize_t n;
-	const char *s = PyUnicode_AsUTF8AndSize(args[1], &n);
-	if (s == NULL) {
+	const char *s;
+	if (PyBytes_Check(args[1])) {
+		s = PyBytes_AS_STRING(args[1]);
+		n = PyBytes_GET_SIZE(args[1]);
+	} else if ((s = PyUnicode_AsUTF8AndSize(args[1], &n)) == NULL) {
 		return NULL;
 	}
 	uintptr_t h = state_of(m)->handle;
@@ -401,7 +405,7 @@ static PyObject *mod_take_cancel(PyObject *m, PyObject *unused) {
 }
 
 static PyMethodDef methods[] = {
-    {"_write", (PyCFunction)(void (*)(void))mod_write, METH_FASTCALL, "write(fd, text): send text to the Go side."},
+    {"_write", (PyCFunction)(void (*)(void))mod_write, METH_FASTCALL, "write(fd, data): send text (UTF-8) or bytes to the Go side."},
     {"_flush", mod_flush, METH_O, "flush(fd): write out a pending partial line."},
     {"_interrupted", mod_interrupted, METH_NOARGS, "_interrupted(): whether the running task was interrupted."},
     {"_copy", mod_copy, METH_O, "_copy(v): a copy of a value as pyworkers carries it, containers new."},

@@ -176,7 +176,11 @@ func TestGoValuesThatCannotCross(t *testing.T) {
 
 func TestPythonValuesThatCannotCross(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
+	// str subclasses that are unequal to each other but equal as str: a Go map would keep one
+	require.NoError(t, i.Exec(bg, "class K(str):\n    __hash__ = object.__hash__\n    __eq__ = object.__eq__\n"))
 	cases := []struct{ expr, path, reason string }{
+		{"{K('a'): 1, K('a'): 2}", "", "two dict keys equal as str ('a')"},
+		{"[{'ok': {K('b'): 1, 'b': 2}}]", "[0]['ok']", "two dict keys equal as str ('b')"},
 		{"{1, 2}", "", "'set'"},
 		{"frozenset()", "", "'frozenset'"},
 		{"1j", "", "'complex'"},
@@ -187,6 +191,9 @@ func TestPythonValuesThatCannotCross(t *testing.T) {
 		{"[1, {'x': [2, {3}]}]", "[1]['x'][1]", "'set'"},
 		{"(None, {'k': (1j,)})", "[1]['k'][0]", "'complex'"},
 	}
+	v, err := i.Eval(bg, "{K('x'): 1, K('y'): 2}") // subclass keys that differ cross as ever
+	require.NoError(t, err)
+	assert.Equal(t, map[string]any{"x": int64(1), "y": int64(2)}, v)
 	for _, c := range cases {
 		_, err := i.Eval(bg, c.expr)
 		var ce *cpython.ConversionError

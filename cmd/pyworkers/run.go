@@ -89,9 +89,11 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 		}
 		sharedErr.whole(msg)
 	}
-	scriptDir, err := filepath.Abs(filepath.Dir(script))
+	// The script's folder, as python SCRIPT.py puts it on sys.path (RunFile does so too): found
+	// here, before any worker runs, as a script's os.chdir changes it for all of them.
+	scriptDir, err := filepath.EvalSymlinks(script)
 	if err == nil {
-		scriptDir, err = filepath.EvalSymlinks(scriptDir)
+		scriptDir, err = filepath.Abs(filepath.Dir(scriptDir))
 	}
 	if err != nil {
 		return exitUsage, usagef("cannot find the folder of script %q: %v", script, err)
