@@ -508,6 +508,15 @@ func TestMapInputErrors(t *testing.T) {
 	lines = jsonLines(t, r.stdout)
 	require.Len(t, lines, 2)
 	assert.Contains(t, lines[1]["error"].(map[string]any)["message"], "line 2: an empty line")
+
+	// a no-break space is no JSON white space: not JSON, but no empty line either
+	r = pyworkersIn(t, "\u00a0\n", "map", "json:dumps")
+	assert.Equal(t, 1, r.code, r.stderr)
+	lines = jsonLines(t, r.stdout)
+	require.Len(t, lines, 1)
+	e := lines[0]["error"].(map[string]any)
+	assert.Equal(t, "InputError", e["type"])
+	assert.NotContains(t, e["message"], "empty line")
 }
 
 // A line means in Python what it means to Python's json module, both ways: an object keeps its

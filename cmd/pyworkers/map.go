@@ -596,7 +596,7 @@ func readLine(r *bufio.Reader, max int) (line []byte, tooLong bool, err error) {
 
 // checkLine is what a line must be before it goes to a worker: text, and not empty.
 func checkLine(text []byte) error {
-	if len(bytes.TrimSpace(text)) == 0 {
+	if len(bytes.Trim(text, " \t\r\n")) == 0 { // JSON's white space: a no-break space is text
 		return errors.New("an empty line, not JSON")
 	}
 	if !utf8.Valid(text) {
