@@ -8,7 +8,41 @@ import sys
 import pyworkers as _pyworkers
 
 
-class _Stream:
+class _Output:
+    """What sys.stdout, sys.stderr and their .buffer share: a file open for writing only, with
+    no descriptor of its own (self._fd is the stream's number on the Go side)."""
+
+    closed = False
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        _pyworkers._flush(self._fd)
+
+    def isatty(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def readable(self):
+        return False
+
+    def seekable(self):
+        return False
+
+    def fileno(self):
+        import io
+
+        raise io.UnsupportedOperation(f"{self.name} of a pyworkers interpreter has no file descriptor")
+
+    def close(self):
+        pass
+
+
+class _Stream(_Output):
     """sys.stdout / sys.stderr of a pyworkers interpreter: text goes to a Go io.Writer, encoded
     as UTF-8 unless reconfigure says otherwise."""
 
@@ -17,7 +51,6 @@ class _Stream:
     newlines = None
     line_buffering = True
     write_through = False
-    closed = False
 
     def __init__(self, fd, name, errors="strict"):
         self._fd = fd
@@ -64,77 +97,23 @@ class _Stream:
         if write_through is not None:
             self.write_through = bool(write_through)
 
-    def writelines(self, lines):
-        for line in lines:
-            self.write(line)
-
-    def flush(self):
-        _pyworkers._flush(self._fd)
-
-    def isatty(self):
-        return False
-
-    def writable(self):
-        return True
-
-    def readable(self):
-        return False
-
-    def seekable(self):
-        return False
-
-    def fileno(self):
-        import io
-
-        raise io.UnsupportedOperation(f"{self.name} of a pyworkers interpreter has no file descriptor")
-
-    def close(self):
-        pass
-
     def __repr__(self):
         return f"<pyworkers stream {self.name}>"
 
 
-class _Binary:
+class _Binary(_Output):
     """sys.stdout.buffer: bytes go to the Go io.Writer as they are, in order with the text."""
 
-    closed = False
-
     def __init__(self, text):
-        self._text = text
+        self._fd = text._fd
         self.name = text.name
 
     def write(self, b):
         if type(b) is not bytes:
             b = memoryview(b).tobytes()  # TypeError for what is no bytes-like object
         if b:
-            _pyworkers._write(self._text._fd, b)
+            _pyworkers._write(self._fd, b)
         return len(b)
-
-    def writelines(self, lines):
-        for b in lines:
-            self.write(b)
-
-    def flush(self):
-        self._text.flush()
-
-    def isatty(self):
-        return False
-
-    def writable(self):
-        return True
-
-    def readable(self):
-        return False
-
-    def seekable(self):
-        return False
-
-    def fileno(self):
-        return self._text.fileno()
-
-    def close(self):
-        pass
 
     def __repr__(self):
         return f"<pyworkers binary stream {self.name}>"
