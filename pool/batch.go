@@ -126,11 +126,14 @@ func (b *BatchFuture) done() bool { return b.f.t.state.Load() == stateDone }
 // whichever Wait finds that first, and a Wait that gives up leaves them running for the next.
 func (b *BatchFuture) Wait(ctx context.Context) ([]Result, error) {
 	v, err := b.f.Wait(ctx)
+	if err != nil && b.done() {
+		v, err = b.f.t.val, b.f.t.err // its outcome is there: that, whatever Wait's ctx says
+	}
 	if err == nil {
 		return v.([]Result), nil
 	}
-	if ctx.Err() != nil {
-		return nil, err
+	if !b.done() {
+		return nil, err // Wait's ctx ended first
 	}
 	ran, _ := v.([]Result) // with an interrupt, the outcomes of the items that finished
 	if errors.Is(err, ErrClosed) {

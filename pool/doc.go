@@ -47,8 +47,9 @@
 // # Self-healing
 //
 // A worker whose task raises SystemExit (or a subclass: a program's own exit) or MemoryError
-// (itself: a subclass, such as numpy's for one array too big, is an ordinary error), or that
-// reaches MaxTasksPerWorker, is ended and replaced by a fresh interpreter (the task gets an error wrapping ErrWorkerLost and the
+// (itself: a subclass, such as numpy's for one array too big, is an ordinary error) — also as
+// its interrupt stops it (except KeyboardInterrupt: sys.exit(130)), when the task's error is its
+// cancellation's — or that reaches MaxTasksPerWorker, is ended and replaced by a fresh interpreter (the task gets an error wrapping ErrWorkerLost and the
 // *cpython.PythonError). So is a worker whose task was interrupted in the middle of an
 // import, which can leave modules half made (cpython.InterruptedError.InImport; the task's
 // error is its cancellation's). A task that keeps running more than InterruptGrace after its

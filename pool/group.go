@@ -198,7 +198,11 @@ const mapWindow = 4
 // the calls in flight. Cancelling ctx ends it (once the iterator returns from a pull under way)
 // with errors wrapping ctx.Err() for the calls in flight, and pulls no more inputs. When the
 // pool closes under a batch, the calls of it that finished still yield their results (see
-// BatchFuture.Wait), the others ErrClosed, and no more inputs are pulled. While the group is
+// BatchFuture.Wait), the others ErrClosed, and no more inputs are pulled. Either way, after the
+// calls in flight, a last pair (nil, error wrapping ctx.Err() or ErrClosed) says that Map
+// stopped pulling inputs before they ran out (also when ctx had ended, or the pool closed,
+// before the first; and after a batch the group refused); an iteration that ends without one
+// had every input. While the group is
 // down (ErrNoWorkers), the inputs of the batches in flight get that error, and Map ends with
 // the first batch the group refuses.
 func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) iter.Seq2[any, error] {
@@ -216,6 +220,7 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 		fifo := make([]pending, 0, window)
 		headDone := func() bool { return len(fifo) > 0 && (fifo[0].err != nil || fifo[0].b.done()) }
 		more := true
+		var cut error // why inputs stopped being pulled before they ran out: ctx's end, Close
 		var sizer BatchSizer
 		// late says the batch being filled has taken mapFill: a timer armed for each batch's
 		// filling, not a clock read per input (a tenth of a tiny call's cost). One that fired
@@ -233,6 +238,9 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 				for len(items) < size {
 					if ctx.Err() != nil || g.p.closing.Load() {
 						more = false // nothing more is pulled (the batches in flight still yield)
+						if cut = ctx.Err(); cut == nil {
+							cut = ErrClosed
+						}
 						break
 					}
 					// the inputs come slowly: out with what there is, before the next pull
@@ -263,10 +271,13 @@ func (g *Group) Map(ctx context.Context, target string, inputs iter.Seq[any]) it
 				b, err := g.submitBatch(ctx, target, items, false)
 				fifo = append(fifo, pending{b: b, n: len(items), err: err})
 				if err != nil {
-					more = false // cancelled, closed or down: the inputs after these get no calls
+					more, cut = false, err // cancelled, closed or down: the inputs after these get no calls
 				}
 			}
 			if len(fifo) == 0 {
+				if cut != nil { // inputs were left: a last pair says so, not a silent end
+					yield(nil, fmt.Errorf("pool: Map ended before its inputs did: %w", cut))
+				}
 				return
 			}
 			p := fifo[0]
@@ -1006,13 +1017,14 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 		g.done.Add(1)
 	case tk.ctx.Err() != nil && errors.Is(err, tk.ctx.Err()), errors.Is(err, ErrClosed):
 		g.cancelled.Add(1)
-		if interruptedInImport(err) {
-			end = endRecycle // its modules may be half made: a fresh interpreter takes the slot
+		// its modules may be half made, or the code raised what ends an interpreter as it
+		// stopped (except KeyboardInterrupt: sys.exit(130)): a fresh interpreter takes the slot
+		if interruptedInImport(err) || endsItsInterpreter(err) != nil {
+			end = endRecycle
 		}
 	default:
 		g.failed.Add(1)
-		var pe *cpython.PythonError // here, not above: errors.As takes its address, so it is allocated
-		if errors.As(err, &pe) && (isSystemExit(pe) || pe.Type == "MemoryError") {
+		if pe := endsItsInterpreter(err); pe != nil {
 			err = fmt.Errorf("%w (its interpreter raised %s): %w", ErrWorkerLost, pe.Type, err)
 			end = endRecycle
 		}
@@ -1032,10 +1044,18 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 	return endStop
 }
 
-// isSystemExit: pe is a SystemExit or a subclass of it (a program's own exit).
-func isSystemExit(pe *cpython.PythonError) bool {
-	_, ok := pe.ExitStatus()
-	return ok
+// endsItsInterpreter is err's Python exception if it is one after which the worker is replaced: a
+// SystemExit or a subclass of it (a program's own exit), or a MemoryError itself (a subclass,
+// such as numpy's for one array too big, leaves the interpreter fine).
+func endsItsInterpreter(err error) *cpython.PythonError {
+	var pe *cpython.PythonError // errors.As takes its address: allocated, so only on a failure's path
+	if !errors.As(err, &pe) {
+		return nil
+	}
+	if _, exit := pe.ExitStatus(); exit || pe.Type == "MemoryError" {
+		return pe
+	}
+	return nil
 }
 
 // interruptedInImport reports whether err is an interrupt that stopped an import half-way

@@ -135,10 +135,10 @@ func NewContext(ctx context.Context, opts Options) (*Pool, error) {
 	if opts.Workers == 0 {
 		opts.Workers = runtime.NumCPU()
 	}
-	if opts.Workers < 0 || opts.QueueSize < 0 || opts.MaxTasksPerWorker < 0 {
-		return nil, errors.New("pool: Workers, QueueSize and MaxTasksPerWorker must not be negative")
+	if opts.Workers < 0 || opts.QueueSize < 0 || opts.MaxTasksPerWorker < 0 || opts.InterruptGrace < 0 {
+		return nil, errors.New("pool: Workers, QueueSize, MaxTasksPerWorker and InterruptGrace must not be negative")
 	}
-	if opts.InterruptGrace <= 0 {
+	if opts.InterruptGrace == 0 {
 		opts.InterruptGrace = 2 * time.Second
 	}
 	p := &Pool{opts: opts, groups: map[string]*Group{}, closed: make(chan struct{}), started: time.Now(),
@@ -280,6 +280,9 @@ func (p *Pool) CloseContext(ctx context.Context) error {
 		}
 		close(p.closed)
 	})
+	// Queued tasks will not run: they end now, not when a worker is free to drop them (a
+	// running task may never end).
+	p.dropQueued()
 	done := make(chan struct{})
 	go func() { p.slots.Wait(); close(done) }()
 	var err error
@@ -294,7 +297,12 @@ func (p *Pool) CloseContext(ctx context.Context) error {
 		<-done
 	}
 	p.abortNow()
-	// Workers drain their queues; whatever a worker that failed to restart left behind ends here.
+	p.dropQueued() // what came after the first drop (a Submit under way as Close began)
+	return err
+}
+
+// dropQueued ends every task waiting in the pool's queues with ErrClosed.
+func (p *Pool) dropQueued() {
 	for _, g := range p.groups {
 		for tk, ok := g.takeQueued(); ok; tk, ok = g.takeQueued() {
 			if tk != nil {
@@ -302,7 +310,6 @@ func (p *Pool) CloseContext(ctx context.Context) error {
 			}
 		}
 	}
-	return err
 }
 
 // handleBound is the capacity of a group's task queue for a QueueSize: 0 (unbounded) for 0, else

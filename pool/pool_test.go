@@ -864,7 +864,128 @@ func TestMapKeepsWhatFinishedWhenThePoolCloses(t *testing.T) {
 		}
 		k++
 	}
-	assert.Greater(t, k, slow, "the slow input's outcome came (inputs never submitted have none)")
+	assert.Greater(t, k, slow, "the slow input's outcome came (and a last pair for the inputs never submitted)")
+}
+
+// Map that stops pulling inputs before they run out — its ctx ended, the pool closed, before or
+// during the iteration — says so with a last pair (nil, error), rather than end as if the inputs
+// had run out; one that had every input ends without it.
+func TestMapSaysWhenItStopsBeforeItsInputsEnd(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 2})
+	endless := seqN(1<<30, func(k int) any { return k })
+	ctx, cancel := context.WithCancel(bg)
+	defer cancel()
+	var last error
+	n := 0
+	for v, err := range p.Map(ctx, "pwtest:ident", endless) {
+		if n++; n == 3 {
+			cancel()
+		}
+		if err == nil {
+			require.Equal(t, int64(n-1), v)
+		}
+		last = err
+	}
+	require.ErrorIs(t, last, context.Canceled)
+	assert.Contains(t, last.Error(), "Map ended before its inputs did")
+
+	n = 0
+	for range p.Map(bg, "pwtest:ident", seqN(5, func(k int) any { return k })) {
+		n++
+	}
+	assert.Equal(t, 5, n, "all inputs: no last pair")
+
+	var got []error
+	for v, err := range p.Map(ctx, "pwtest:ident", endless) { // ctx ended before the first
+		assert.Nil(t, v)
+		got = append(got, err)
+	}
+	require.Len(t, got, 1)
+	assert.ErrorIs(t, got[0], context.Canceled)
+
+	closed, err := pool.New(pool.Options{Workers: 1})
+	require.NoError(t, err)
+	require.NoError(t, closed.Close())
+	got = nil
+	for _, err := range closed.Map(bg, "pwtest:ident", endless) {
+		got = append(got, err)
+	}
+	require.Len(t, got, 1)
+	assert.ErrorIs(t, got[0], pool.ErrClosed)
+}
+
+// A BatchFuture whose batch is done gives its outcome whatever Wait's context says: with an
+// ended one too, the results it has (here: of a batch that ran whole), not Wait's error.
+func TestBatchWaitWithAnEndedContextGivesAFinishedBatch(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1})
+	b, err := p.SubmitBatch(bg, "pwtest:ident", [][]any{{1}, {2}})
+	require.NoError(t, err)
+	_, err = b.Wait(bg)
+	require.NoError(t, err)
+	ended, cancel := context.WithCancel(bg)
+	cancel()
+	res, err := b.Wait(ended)
+	require.NoError(t, err)
+	assert.Equal(t, []pool.Result{{Value: int64(1)}, {Value: int64(2)}}, res)
+
+	// one whose item ended the batch (SystemExit) needs its other items run: Wait's ended
+	// context ends that wait, with its error, not with the item's
+	b, err = p.SubmitBatch(bg, "pwtest:exit_with", [][]any{{3}, {4}})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return p.Stats().Groups[0].Recycles == 1 }, 10*time.Second, time.Millisecond)
+	_, err = b.Wait(ended)
+	require.ErrorIs(t, err, context.Canceled)
+	res, err = b.Wait(bg)
+	require.NoError(t, err)
+	require.Len(t, res, 2)
+	assert.ErrorIs(t, res[0].Err, pool.ErrWorkerLost)
+	assert.ErrorIs(t, res[1].Err, pool.ErrWorkerLost, "it ran on its own, and exited too")
+}
+
+// A SystemExit or MemoryError that the code raises as its interrupt stops it (except
+// KeyboardInterrupt: sys.exit(130)) ends the worker as it would without the interrupt: a fresh
+// interpreter takes the slot. The call's error is its cancellation's.
+func TestExitOnInterruptReplacesTheWorker(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1})
+	for k, kind := range []string{"exit", "memory"} {
+		_, err := p.Call(bg, "pwtest:count_calls")
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+		_, err = p.Call(ctx, "pwtest:exit_on_interrupt", kind)
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded, kind)
+		require.Eventually(t, func() bool { return p.Stats().Groups[0].Recycles == uint64(k+1) }, 10*time.Second, time.Millisecond, kind)
+		v, err := p.Call(bg, "pwtest:count_calls")
+		require.NoError(t, err)
+		assert.Equal(t, int64(1), v, "%s: a fresh interpreter", kind)
+	}
+}
+
+// Close ends the queued tasks at once, with ErrClosed, also while a running task holds its
+// worker (Close then waits for that one).
+func TestCloseEndsQueuedTasksAtOnce(t *testing.T) {
+	p, err := pool.New(pool.Options{Workers: 1})
+	require.NoError(t, err)
+	release := holdWorker(t, p)
+	queued, err := p.Submit(bg, "pwtest:noop")
+	require.NoError(t, err)
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	ctx, cancel := context.WithTimeout(bg, 10*time.Second) // not for ever if it fails
+	defer cancel()
+	_, err = queued.Wait(ctx) // before the running task ends
+	if !assert.ErrorIs(t, err, pool.ErrClosed) {
+		release()
+		<-closed
+		return
+	}
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a task ran")
+	default:
+	}
+	release()
+	require.NoError(t, <-closed)
 }
 
 func TestMapSpreadsSlowCalls(t *testing.T) {

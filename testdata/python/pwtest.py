@@ -81,6 +81,17 @@ def exit_with(code):
     sys.exit(code)
 
 
+def exit_on_interrupt(kind):
+    """Wait for the task's interrupt, then raise SystemExit (kind "exit") or MemoryError."""
+    try:
+        while True:
+            time.sleep(0.01)
+    except KeyboardInterrupt:
+        if kind == "exit":
+            sys.exit(130)
+        raise MemoryError("pretend it ran out as it stopped") from None
+
+
 class JobExit(SystemExit):
     """A SystemExit of a program's own (as click's Exit once was): it ends a program all the same."""
 
