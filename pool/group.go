@@ -175,7 +175,8 @@ func (g *Group) Check(ctx context.Context, target string) error {
 }
 
 // Args is an input of Map spread into positional arguments (a final cpython.Kwargs into keyword
-// arguments); any other input is passed as the one argument.
+// arguments); any other input is passed as the one argument. Map keeps an input until its batch
+// has been sent: an iterator must yield a fresh Args each time, not refill one slice.
 type Args []any
 
 // Map sends inputs in batches sized by a BatchSizer (one hand-off each, see SubmitBatch) and
