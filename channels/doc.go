@@ -55,7 +55,7 @@
 //	n = ch.send_many(items, timeout=None) # in order, one lock per batch; TypeError sends nothing;
 //	                                      # stopped part-way, the exception's .sent says how many went
 //	objs = ch.recv_many(max=64, timeout=None)  # one or more, as a list
-//	ch.close(); len(ch); ch.capacity; ch.closed
+//	ch.close(); len(ch); ch.capacity; ch.closed   # len: items waiting (an empty ch is falsy: test "is None")
 //	for obj in ch: ...                    # until closed and drained
 //
 // A receive that cannot turn an item into a value for want of memory, or because the task's

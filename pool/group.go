@@ -176,7 +176,8 @@ func (g *Group) Check(ctx context.Context, target string) error {
 
 // Args is an input of Map spread into positional arguments (a final cpython.Kwargs into keyword
 // arguments); any other input is passed as the one argument. Map keeps an input until its batch
-// has been sent: an iterator must yield a fresh Args each time, not refill one slice.
+// has been sent: an iterator must not change an Args it has yielded (refill one slice for the
+// next input); yielding the same unchanged one again is fine.
 type Args []any
 
 // Map sends inputs in batches sized by a BatchSizer (one hand-off each, see SubmitBatch) and
