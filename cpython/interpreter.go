@@ -88,6 +88,7 @@ type Interpreter struct {
 
 	// Used only on the interpreter's thread.
 	slots   map[string]C.size_t
+	mainAt  map[string]int // a __main__ target's resolution: the value of runs then
 	argBuf  []byte
 	argRefs wire.Refs
 	handle  cgo.Handle
@@ -150,6 +151,7 @@ func NewInterpreter(ctx context.Context, cfg InterpreterConfig) (*Interpreter, e
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 		slots:   make(map[string]C.size_t),
+		mainAt:  make(map[string]int),
 
 		external: cfg.ExternalInterrupts,
 	}
@@ -644,7 +646,9 @@ func (t *Thread) run(ctx context.Context, mode int, src string) (any, error) {
 }
 
 // Call calls target with args on this thread. The target is resolved (imported) on first use
-// and cached per interpreter; a failed resolution is retried on the next call. A file target is
+// and cached per interpreter; a failed resolution is retried on the next call. A __main__
+// target ("__main__:f") is resolved again after an Exec, Eval or RunFile, which may have
+// redefined it. A file target is
 // imported as a module named after the file (a private name when another module has that
 // name), its folder put at the front of sys.path as for a script, so its siblings import; a
 // file that a sibling imported already is that same module. A changed file is not reloaded:
@@ -815,10 +819,13 @@ func (t *Thread) Resolve(ctx context.Context, target string) error {
 
 // resolve returns target's slot, resolving it on first use (a failure is not cached).
 func (i *Interpreter) resolve(ctx context.Context, target string) (C.size_t, error) {
-	if slot, ok := i.slots[target]; ok {
+	slot, ok := i.slots[target]
+	if ok && (i.runs == 0 || !strings.HasPrefix(target, "__main__:") || i.mainAt[target] == i.runs) {
 		return slot, nil
 	}
-	slot := C.size_t(len(i.slots))
+	if !ok { // else: an Exec, Eval or RunFile since may have redefined it: again, into its slot
+		slot = C.size_t(len(i.slots))
+	}
 	task := taskIDs.Add(1)
 	stop, ok := i.watch(ctx, task) // importing can take long, or hang
 	if !ok {
@@ -832,6 +839,9 @@ func (i *Interpreter) resolve(ctx context.Context, target string) (C.size_t, err
 		return 0, err
 	}
 	i.slots[target] = slot
+	if strings.HasPrefix(target, "__main__:") {
+		i.mainAt[target] = i.runs
+	}
 	return slot, nil
 }
 

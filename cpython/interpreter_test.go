@@ -807,6 +807,29 @@ func TestThreadUsedOutsideDoPanics(t *testing.T) {
 	assert.NotNil(t, got, "a Thread used after its Do panics")
 }
 
+// A __main__ target is resolved again after an Exec (Eval, RunFile) that may have redefined it;
+// a module's stays cached.
+func TestMainTargetSeesARedefinition(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	calls := func(target string, args ...any) any {
+		t.Helper()
+		v, err := i.Call(bg, target, args...)
+		require.NoError(t, err)
+		return v
+	}
+	require.NoError(t, i.Exec(bg, "def f():\n    return 1\n"))
+	assert.Equal(t, int64(1), calls("__main__:f"))
+	assert.Equal(t, int64(1), calls("__main__:f"))
+	require.NoError(t, i.Exec(bg, "def f():\n    return 2\n"))
+	assert.Equal(t, int64(2), calls("__main__:f"), "the new f")
+	assert.Equal(t, "1", calls("json:dumps", 1), "another target, cached before: untouched")
+	require.NoError(t, i.Exec(bg, "del f"))
+	_, err := i.Call(bg, "__main__:f")
+	assert.Equal(t, "AttributeError", pwtest.PyErr(t, err).Type)
+	require.NoError(t, i.Exec(bg, "f = lambda: 3"))
+	assert.Equal(t, int64(3), calls("__main__:f"), "resolved again after a failure")
+}
+
 // RunFile runs a file as python FILE would: the folder of the file (symbolic links resolved)
 // on sys.path, so that a module beside it imports; sys.argv[0] the path unless Argv was given;
 // __file__ set; tracebacks point into the file.
