@@ -63,15 +63,14 @@ class _Stream(_Output):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
         if not s:
             return 0
-        if self.encoding != "utf-8":
-            _pyworkers._write(self._fd, s.encode(self.encoding, self.errors))
-            return len(s)
-        try:
-            _pyworkers._write(self._fd, s)
-        except UnicodeEncodeError:  # lone surrogates: stderr escapes them, as CPython's does
-            if self.errors == "strict":
-                raise
-            _pyworkers._write(self._fd, s.encode("utf-8", self.errors))
+        if self.encoding == "utf-8":
+            try:
+                _pyworkers._write(self._fd, s)  # str: encoded in C, without a bytes copy here
+                return len(s)
+            except UnicodeEncodeError:  # lone surrogates: stderr escapes them, as CPython's does
+                if self.errors == "strict":
+                    raise
+        _pyworkers._write(self._fd, s.encode(self.encoding, self.errors))
         return len(s)
 
     def reconfigure(self, *, encoding=None, errors=None, newline=..., line_buffering=None, write_through=None):
@@ -234,9 +233,7 @@ def run(src, mode, name):
         # as python FILE: its folder, symbolic links resolved, on sys.path; it is sys.argv[0]
         import os
 
-        folder = os.path.dirname(os.path.realpath(src))
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
+        _path_first(os.path.dirname(os.path.realpath(src)))
         if sys.argv in ([], [""]):
             sys.argv = [src]
         g["__file__"] = src
@@ -256,7 +253,15 @@ def run(src, mode, name):
 
 
 _files = {}
-_folders = []  # the folders _load_file put on sys.path
+_folders = []  # the folders _load_file put on sys.path (not run's script folders: __main__'s own)
+
+
+def _path_first(folder):
+    """Put folder first on sys.path, unless it is on it already; whether it was put there."""
+    if folder in sys.path:
+        return False
+    sys.path.insert(0, folder)
+    return True
 
 
 def _import_stdlib(name):
@@ -731,8 +736,7 @@ def _load_file(path):
     if not os.path.isfile(full):
         raise FileNotFoundError(f"no such Python file: {path!r}")
     folder = os.path.dirname(full)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)  # as when the file runs as a script: its siblings import
+    if _path_first(folder):  # as when the file runs as a script: its siblings import
         _folders.append(folder)
     stem = os.path.splitext(os.path.basename(full))[0]
     same = sys.modules.get(stem)

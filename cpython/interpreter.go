@@ -88,7 +88,7 @@ type Interpreter struct {
 
 	// Used only on the interpreter's thread.
 	slots   map[string]C.size_t
-	mainAt  map[string]int // a __main__ target's resolution: the value of runs then
+	mainAt  map[string]int // a __main__ target's (only): the value of runs at its resolution
 	argBuf  []byte
 	argRefs wire.Refs
 	handle  cgo.Handle
@@ -820,7 +820,7 @@ func (t *Thread) Resolve(ctx context.Context, target string) error {
 // resolve returns target's slot, resolving it on first use (a failure is not cached).
 func (i *Interpreter) resolve(ctx context.Context, target string) (C.size_t, error) {
 	slot, ok := i.slots[target]
-	if ok && (i.runs == 0 || !strings.HasPrefix(target, "__main__:") || i.mainAt[target] == i.runs) {
+	if at, main := i.mainAt[target]; ok && (!main || at == i.runs) {
 		return slot, nil
 	}
 	if !ok { // else: an Exec, Eval or RunFile since may have redefined it: again, into its slot

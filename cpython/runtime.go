@@ -242,7 +242,8 @@ func runtimeThread(home, executable string, started chan<- error) {
 	var errbuf [512]C.char
 	main := C.pyw_runtime_init(chome, cexe, boot, &errbuf[0], C.size_t(len(errbuf)))
 	if main == nil {
-		started <- fmt.Errorf("cpython: cannot start CPython: %s (%s)", C.GoString(&errbuf[0]), startHint(C.GoString(&errbuf[0])))
+		msg := C.GoString(&errbuf[0])
+		started <- fmt.Errorf("cpython: cannot start CPython: %s (%s)", msg, startHint(msg))
 		return
 	}
 	var version, prefix [512]C.char
