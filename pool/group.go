@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"iter"
 	"math/rand/v2"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -841,10 +840,8 @@ func (g *Group) runSlot(ctx context.Context, id int, ready func(error)) {
 		end := w.serve()
 		if end == endRetired {
 			// The grace timer took its task, and its retire is on the way (it may not have
-			// started): wait for it, or this worker would be counted out twice.
-			for !w.retired.Load() {
-				runtime.Gosched()
-			}
+			// started): retire does its work once, whichever of the two calls it first.
+			w.retire()
 		}
 		switch {
 		case w.retired.Load(): // given up on (retire): counted as ending since, not alive
