@@ -86,30 +86,24 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	if err := checkTargetSyntax(target); err != nil {
 		return exitUsage, err
 	}
-	if fs.NArg() < 2 || fs.Arg(1) == "-" {
-		if f, ok := std.stdin.(*os.File); ok {
-			if st, err := f.Stat(); err == nil && st.IsDir() { // CPython would not even start
-				return exitUsage, usagef("cannot read INPUT: standard input is a directory")
-			}
+	in, inName := std.stdin, "standard input"
+	if fs.NArg() == 2 && fs.Arg(1) != "-" {
+		f, err := os.Open(fs.Arg(1))
+		if err != nil {
+			return exitUsage, usagef("cannot read INPUT: %v", err)
+		}
+		defer f.Close()
+		in, inName = f, fs.Arg(1)
+	}
+	if f, ok := in.(*os.File); ok { // a directory on stdin: CPython would not even start
+		if st, err := f.Stat(); err == nil && st.IsDir() {
+			return exitUsage, usagef("cannot read INPUT: %s is a directory", inName)
 		}
 	}
 	results := privateStdout(std.stdout) // before any Python runs (a venv's .pth files run at start)
 	rawResults := results
 	if err := startPython(*python, std.stderr); err != nil {
 		return exitUsage, err
-	}
-	in := std.stdin
-	if fs.NArg() == 2 && fs.Arg(1) != "-" {
-		f, err := os.Open(fs.Arg(1))
-		if err != nil {
-			return exitUsage, usagef("cannot read INPUT: %v", err)
-		}
-		if st, err := f.Stat(); err == nil && st.IsDir() {
-			f.Close()
-			return exitUsage, usagef("cannot read INPUT: %s is a directory", fs.Arg(1))
-		}
-		defer f.Close()
-		in = f
 	}
 
 	cwd, _ := os.Getwd()
@@ -282,10 +276,15 @@ type entry struct {
 	errs   map[int]error // index in the run -> input error
 	batch  *pool.BatchFuture
 	cancel context.CancelFunc
-	err    error // the batch could not be submitted
-	// With --timeout: closed once late says whether the batch's outcome came after its deadline.
-	settled <-chan struct{}
-	late    *atomic.Bool
+	err    error       // the batch could not be submitted
+	timing *lineTiming // with --timeout
+}
+
+// lineTiming says, once settled is closed, whether a --timeout line's outcome came after its
+// deadline (late).
+type lineTiming struct {
+	settled chan struct{}
+	late    bool
 }
 
 func (e entry) abandon() {
@@ -305,9 +304,9 @@ func (e entry) results() []pool.Result {
 		}
 	}
 	late := false
-	if e.settled != nil {
-		<-e.settled
-		late = e.late.Load()
+	if e.timing != nil {
+		<-e.timing.settled
+		late = e.timing.late
 	}
 	k := 0
 	for i := range out {
@@ -542,17 +541,18 @@ func (m *mapper) submit(ctx context.Context, e *entry, items [][]any) bool {
 		<-m.free
 		return true
 	}
-	settled, late := make(chan struct{}), new(atomic.Bool)
-	e.settled, e.late = settled, late
+	timing := &lineTiming{settled: make(chan struct{})}
+	e.timing = timing
 	go func(b *pool.BatchFuture) {
 		// Its worker is free again when the batch is done, or mapInterruptGrace after the
 		// deadline, when the pool has put a fresh worker in the place of one whose call did not
 		// stop (the batch's outcome comes when that call ends).
-		wctx, wcancel := context.WithTimeout(context.Background(), m.timeout+mapInterruptGrace)
+		deadline, _ := tctx.Deadline()
+		wctx, wcancel := context.WithDeadline(context.Background(), deadline.Add(mapInterruptGrace))
 		b.Wait(wctx)
 		wcancel()
-		late.Store(errors.Is(tctx.Err(), context.DeadlineExceeded)) // before e.abandon cancels it
-		close(settled)
+		timing.late = errors.Is(tctx.Err(), context.DeadlineExceeded) // before e.abandon cancels it
+		close(timing.settled)
 		<-m.free
 	}(e.batch)
 	return true

@@ -67,23 +67,33 @@ type sharedOutput struct {
 	buf  bytes.Buffer
 }
 
+// startFor begins who's output (o.mu held): a newline to write first when someone else left a
+// line unfinished (that line is then ended), and whether who itself did (it goes on with it).
+func (o *sharedOutput) startFor(who io.Writer) (newline string, goesOn bool) {
+	switch o.open {
+	case nil:
+		return "", false
+	case who:
+		return "", true
+	}
+	o.open = nil
+	return "\n", false
+}
+
 // whole writes text (whole lines) on a line of its own.
 func (o *sharedOutput) whole(text string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.open != nil {
-		text = "\n" + text
-		o.open = nil
-	}
-	io.WriteString(o.w, text)
+	nl, _ := o.startFor(nil)
+	io.WriteString(o.w, nl+text)
 }
 
 // Write writes b as it is (output without prefixes), after an unfinished line of a prefixWriter's.
 func (o *sharedOutput) Write(b []byte) (int, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.open != nil && o.open != o {
-		if _, err := io.WriteString(o.w, "\n"); err != nil {
+	if nl, _ := o.startFor(o); nl != "" {
+		if _, err := io.WriteString(o.w, nl); err != nil {
 			return 0, err
 		}
 	}
@@ -110,10 +120,8 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 	defer o.mu.Unlock()
 	n := len(b)
 	o.buf.Reset()
-	midLine := o.open == p
-	if o.open != nil && !midLine {
-		o.buf.WriteByte('\n')
-	}
+	nl, midLine := o.startFor(p)
+	o.buf.WriteString(nl)
 	for len(b) > 0 {
 		i := bytes.IndexByte(b, '\n')
 		line := b
