@@ -248,6 +248,30 @@ func TestAsyncFirstCallInterruptedEarly(t *testing.T) {
 	}
 }
 
+// An interrupt that comes while the first async call builds its event loop waits until the
+// loop is whole: cut short there, the half-made loop failed in its __del__ ("Exception ignored
+// ... no attribute '_ssock'"). The loop's making is stretched here to land the interrupt in it.
+func TestAsyncInterruptWaitsForTheLoopToBeMade(t *testing.T) {
+	var errOut bytes.Buffer
+	i := newInterp(t, cpython.InterpreterConfig{Stderr: &errOut})
+	require.NoError(t, i.Exec(bg, asyncSrc+`
+import asyncio.selector_events, time
+_make = asyncio.selector_events.BaseSelectorEventLoop._make_self_pipe
+def _slow_make(self):
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:
+        pass
+    _make(self)
+asyncio.selector_events.BaseSelectorEventLoop._make_self_pipe = _slow_make
+`))
+	assert.Contains(t, interruptedCall(t, i, "__main__:sleeps", 3600).Traceback, "in sleeps\n    await asyncio.sleep(secs)\n",
+		"the interrupt lands once the loop is made")
+	_, err := i.Eval(bg, "__import__('gc').collect()")
+	require.NoError(t, err)
+	assertLoopServes(t, i, "")
+	assert.Empty(t, errOut.String())
+}
+
 // When the interpreter ends, the tasks a call left running on its loop are cancelled and
 // finish, as asyncio.run's are: their cleanup runs, and asyncio has no "Task was destroyed but
 // it is pending" to say.

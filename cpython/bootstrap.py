@@ -663,7 +663,13 @@ def _new_loop():
         import os
         import socket
 
-        loop = asyncio.new_event_loop()
+        # Built whole or not at all: a loop an interrupt left half made (no self-pipe yet) fails
+        # in its __del__ ("Exception ignored ... no attribute '_ssock'"); the interrupt waits.
+        _pyworkers._shield(True)
+        try:
+            loop = asyncio.new_event_loop()
+        finally:
+            _pyworkers._shield(False)
         # interp.c writes a byte to wake[1] after injecting an interrupt: a loop waiting in
         # select would otherwise see it only when its wait ends (an asyncio.sleep(3600) later).
         # A byte from C, not a call_soon_threadsafe: no Python code runs on the interrupter.

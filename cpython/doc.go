@@ -62,7 +62,9 @@
 // the module, in any thread, waiting for good. The interrupt is tried again (at 1 to 50 ms)
 // until it finds other code running: the imported module's own, which it stops (importlib then
 // undoes the import), or the code that imported it; code that waits for good for another
-// thread's import that never ends is not interrupted. The call then returns an
+// thread's import that never ends is not interrupted. Likewise, for up to a second, the
+// making of the event loop in an interpreter's first async call (cut short, it would be left
+// half made). The call then returns an
 // *InterruptedError that wraps ctx.Err() and the KeyboardInterrupt's *PythonError (its
 // traceback shows where the code was stopped), and the interpreter is ready for the next call.
 // An interrupt never leaks into a later call. The code that runs once the call's own has ended

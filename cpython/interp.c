@@ -348,6 +348,7 @@ static void begin(pyw_interp *w, uint64_t task) {
 static int end_task(pyw_interp *w, uint64_t task) {
 	w->current_task = 0;
 	w->held_task = 0;
+	w->shielded = 0;
 	atomic_store(&w->owed_task, 0);
 	atomic_store(&w->interrupt_pending, 0);
 	w->cancel_asked = 0;
@@ -825,7 +826,7 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 			/* an escalation injects only while its request is still pending: not taken by the
 			 * loop, and the call still on it (see pyw_set_main_coro); after an injection the
 			 * loop must not cancel the task again for it */
-			if (in_importlib(w->tstate, !late)) {
+			if ((w->shielded && !late) || in_importlib(w->tstate, !late)) {
 				done = PYW_DEFERRED; /* the caller tries again soon */
 			} else {
 				w->cancel_pending = 0;
@@ -923,6 +924,13 @@ void pyw_set_wake_fd(int fd) {
 	}
 }
 
+void pyw_set_shielded(int on) {
+	pyw_interp *w = own();
+	if (w != NULL) {
+		w->shielded = on;
+	}
+}
+
 void pyw_set_main_coro(PyObject *coro) {
 	pyw_interp *w = own();
 	if (w == NULL) {
@@ -1016,9 +1024,10 @@ int pyw_reinterrupt(void) {
 	if (w == NULL || !pyw_task_interrupted() || w->winding_down) {
 		return 0;
 	}
-	if (in_importlib(PyThreadState_Get(), 1)) {
-		/* the finalizer ran in code importlib called: not here, where it would be raised in
-		 * importlib (see in_importlib); the interrupter's watch injects it (pyw_interp_owed) */
+	if (w->shielded || in_importlib(PyThreadState_Get(), 1)) {
+		/* the finalizer ran in shielded code, or in code importlib called: not here, where it
+		 * would be raised in importlib (see in_importlib); the interrupter's watch injects it
+		 * (pyw_interp_owed) */
 		atomic_store(&w->owed_task, w->current_task);
 		return 1;
 	}

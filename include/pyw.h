@@ -124,6 +124,10 @@ typedef struct pyw_interp {
 	 * hangs must not hold Close for good); cleared when the task ends. With the GIL held. */
 	uint64_t held_task;
 	int held_skips;
+	/* Bootstrap code that must not be cut short runs (pyworkers._shield: building the event
+	 * loop, which an interrupt would leave half made): interrupts are deferred, as in importlib
+	 * (see in_importlib), for up to a second. Cleared when the task ends; with the GIL held. */
+	int shielded;
 	/* The codec's stop (pyw_codec_stop): the task whose call is being served, from begin to the
 	 * end of its result's encoding, and whether the conversion running now may be stopped
 	 * (its arguments, its result, a channel's value: pyw_stoppable_begin), both on the
@@ -354,8 +358,11 @@ int pyw_stoppable_end(pyw_stoppable s, int stopped);
  * interrupt repeated to end it (CloseContext's) that is pending is withdrawn, and the next ones
  * are not injected (see held_task). 1 if it was. */
 int pyw_hold_if_interrupted(void);
-/* These four act only while the interpreter's own code runs on its thread, not a nested
+/* These act only while the interpreter's own code runs on its thread, not a nested
  * interpreter's (concurrent.interpreters): there they do nothing (take_cancel returns 0). */
+/* GIL held, on an interpreter's own thread: interrupts of the running task are deferred (1) or
+ * not (0) from now on (see shielded). */
+void pyw_set_shielded(int on);
 /* GIL held, on an interpreter's own thread: the socket an interrupt writes a byte to, or -1. */
 void pyw_set_wake_fd(int fd);
 /* GIL held, on an interpreter's own thread: the coroutine of the async call running now on the
