@@ -24,13 +24,14 @@ static _Thread_local pyw_interp *current;
 static pyw_result encode_into(pyw_buf *out, pyw_refs *refs, PyObject *o, int outcomes) {
 	pyw_result r = {PYW_OK, NULL, 0, 0, NULL, 0};
 	pyw_enc_err e;
-	out->len = 0; /* refs: cleared by begin() */
+	out->len = 0; /* refs: cleared by the decoder (pyw_result.held), or else by begin() */
 	if ((outcomes ? pyw_encode_outcomes(out, refs, o, &e) : pyw_encode(out, refs, 0, o, &e)) == 0) {
 		r.data = out->data;
 		r.len = out->len;
 		if (refs != NULL) {
 			r.refs = refs->v;
 			r.nrefs = refs->n;
+			r.held = refs;
 		}
 		return r;
 	}

@@ -924,6 +924,9 @@ func decodeResult(r *C.pyw_result, what string) (any, error) {
 			return nil, nil
 		}
 		v, err := wire.DecodeRefs(data, goRefs(r.refs, r.nrefs))
+		if r.held != nil {
+			C.pyw_refs_clear(r.held) // the Buffers in v hold their own
+		}
 		if err != nil {
 			return nil, fmt.Errorf("cpython: internal: undecodable %s: %w", what, err)
 		}

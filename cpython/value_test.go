@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pyworkers/pyworkers/cpython"
+	"github.com/pyworkers/pyworkers/internal/measure"
 	"github.com/pyworkers/pyworkers/internal/pwtest"
 )
 
@@ -470,6 +471,33 @@ def keep(mv):
 	v, err = i.Eval(bg, "(repr(__import__('pyworkers').Buffer(3)), len(__import__('pyworkers').Buffer(5)))")
 	require.NoError(t, err)
 	assert.Equal(t, cpython.Tuple{"<pyworkers.Buffer of 3 bytes>", int64(5)}, v)
+}
+
+// A Buffer that Python returned is freed once Go releases it, if Python holds it no more: the
+// interpreter keeps no reference of its own to the last result's buffers (it did until its
+// next call: an idle worker held on to the last one it returned).
+func TestReturnedBufferFreedOnRelease(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	const size = 256 << 20 // malloc'd apart (mmap): freed memory leaves the resident set at once
+	require.NoError(t, i.Exec(bg, `
+import pyworkers
+def touched(n):
+    b = pyworkers.Buffer(n)
+    mv = memoryview(b)
+    for k in range(0, n, 4096):
+        mv[k] = 1
+    return b
+`))
+	v, err := i.Call(bg, "__main__:touched", size)
+	require.NoError(t, err)
+	buf, ok := v.(*cpython.Buffer)
+	require.True(t, ok, "got %T", v)
+	held, err := measure.RSS(0)
+	require.NoError(t, err)
+	buf.Release()
+	after, err := measure.RSS(0)
+	require.NoError(t, err)
+	assert.Greater(t, held-after, int64(size/2), "resident %d MiB with the buffer, %d MiB after its Release", held>>20, after>>20)
 }
 
 // Release may race with a send of the same Buffer and with Bytes/Len (the type says its methods

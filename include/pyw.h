@@ -71,6 +71,10 @@ typedef struct {
 	pyw_shared *const *refs; /* the shared buffers data refers to, valid as long as data */
 	size_t nrefs;
 	int started; /* call_many: its calls began (some may have run, whatever the outcome) */
+	/* The interpreter's table that holds refs: whoever decodes data lets go of them
+	 * (pyw_refs_clear; no GIL needed) once it holds references of its own, so that a buffer
+	 * the caller releases is not kept until the interpreter's next call. */
+	pyw_refs *held;
 } pyw_result;
 
 /* A queue wait of one of an interpreter's other threads, registered for the interrupts of its
