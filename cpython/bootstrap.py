@@ -77,13 +77,20 @@ class _Stream(_Output):
         """As io.TextIOWrapper.reconfigure, for what is written from now on: an encoding (errors
         then "strict" unless given) and an error handler. Lines reach the writer whole as they
         are written, and flush() writes out a partial one, whatever the buffering flags say; no
-        newline translation."""
+        newline translation. The encoding must write a line end as the one byte 0x0A (see below)."""
         import codecs
 
         if newline not in (..., None, "", "\n"):
             raise ValueError(f"{self.name} of a pyworkers interpreter writes '\\n' as it is, not {newline!r}")
         if encoding is not None:
             encoding = codecs.lookup(encoding).name  # LookupError for an unknown one
+            if "\n".encode(encoding) != b"\n":
+                # each write is encoded by itself and the writer gets whole lines, cut at b"\n":
+                # a byte-order mark would start every write, a wider "\n" be cut in two
+                raise ValueError(
+                    f"{self.name} of a pyworkers interpreter writes lines ending in b'\\n': "
+                    f"{encoding!r} does not encode '\\n' so (a byte-order mark, or code units wider than a byte)"
+                )
             if errors is None:
                 errors = "strict"
         if errors is not None:

@@ -158,8 +158,9 @@
 // file would (at a call's end, the text is dropped). A writer must not call runtime.Goexit
 // (t.FailNow in a test): it is called from CPython's frames, or from a thread Python started,
 // which Goexit cannot leave. Text goes out as UTF-8 (sys.stdout.reconfigure(encoding=...,
-// errors=...) changes that, as for a file); bytes written to sys.stdout.buffer go out as they
-// are, in order with the text. sys.stdin is empty.
+// errors=...) changes that, as for a file, to any encoding that writes "\n" as the byte 0x0A
+// alone: not UTF-16, UTF-32 or UTF-8 with a byte-order mark); bytes written to
+// sys.stdout.buffer go out as they are, in order with the text. sys.stdin is empty.
 //
 // # Inside the interpreter
 //

@@ -914,7 +914,8 @@ func TestOutputGoesToTheChosenWriters(t *testing.T) {
 // sys.stdout.buffer hands bytes over as they are, in order with the text: a character split
 // across writes stays whole, bytes that are not UTF-8 stay what they were, a memoryview counts
 // its bytes; the streams work as io's do for the common uses (a TextIOWrapper over the buffer,
-// reconfigure to another encoding or error handler).
+// reconfigure to another encoding or error handler, but not to one that would cut lines apart or
+// start every write with a byte-order mark).
 func TestOutputBytesAndEncodings(t *testing.T) {
 	var out bytes.Buffer
 	i := newInterp(t, cpython.InterpreterConfig{Stdout: &out})
@@ -940,6 +941,9 @@ func TestOutputBytesAndEncodings(t *testing.T) {
 		`sys.stdout.reconfigure(errors="no-such")`:             "LookupError",
 		`sys.stdout.reconfigure(newline="\r\n")`:               "ValueError",
 		`sys.stdout.reconfigure(encoding="ascii"); print("é")`: "UnicodeEncodeError",
+		`sys.stdout.reconfigure(encoding="utf-16")`:            "ValueError",
+		`sys.stdout.reconfigure(encoding="utf-8-sig")`:         "ValueError",
+		`sys.stdout.reconfigure(encoding="cp500")`:             "ValueError",
 	} {
 		assert.Equal(t, typ, pwtest.PyErr(t, i.Exec(bg, "import sys\n"+src)).Type, src)
 		require.NoError(t, i.Exec(bg, `sys.stdout.reconfigure(encoding="utf-8")`))
@@ -976,6 +980,28 @@ func TestOutputLongUnfinishedLineIsWritten(t *testing.T) {
 	require.NoError(t, i.Exec(bg, "import sys\nsys.stdout.write('a\\n' + 'x' * 70000)\nsys.stdout.write('y' * 10)"))
 	// the first write came from the 64 KiB rule, the second from the call's end
 	assert.Equal(t, []int{2 + 70000, 10}, out.sizes())
+}
+
+// Long writes are not kept: whole lines go out from the written text itself, and the room a long
+// unfinished line took is let go of once it went out (a 64 MiB line stayed held for the
+// interpreter's life).
+func TestOutputLongWritesAreNotKept(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{Stdout: io.Discard})
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	for _, src := range []string{
+		"sys.stdout.write('x' * (64 << 20) + '\\n')",
+		"sys.stdout.write('a'); sys.stdout.write('y' * (64 << 20)); sys.stdout.write('b')",
+	} {
+		before := heap()
+		require.NoError(t, i.Exec(bg, "import sys\n"+src))
+		after := heap()
+		assert.Less(t, after, before+16<<20, "Go heap %d MiB before, %d MiB after: %s", before>>20, after>>20, src)
+	}
 }
 
 // A partial line is written out at the end of each call, also when several calls run in one

@@ -44,16 +44,24 @@ func (s *stream) writer() output {
 func (s *stream) write(p []byte, own bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.partial = append(s.partial, p...)
-	var err error
-	if i := bytes.LastIndexByte(s.partial, '\n'); i >= 0 || len(s.partial) >= maxPartial {
-		if i < 0 || len(s.partial)-(i+1) >= maxPartial {
-			i = len(s.partial) - 1 // no line end, or a long unfinished line after the last one
-		}
-		err = s.writer().emit(s.partial[:i+1])
-		n := copy(s.partial, s.partial[i+1:])
-		s.partial = s.partial[:n]
+	buf := p // what is held, then p: p itself when nothing is held (a long write is not copied)
+	if len(s.partial) > 0 {
+		s.partial = append(s.partial, p...)
+		buf = s.partial
 	}
+	var err error
+	rest := buf
+	if i := bytes.LastIndexByte(buf, '\n'); i >= 0 || len(buf) >= maxPartial {
+		if i < 0 || len(buf)-(i+1) >= maxPartial {
+			i = len(buf) - 1 // no line end, or a long unfinished line after the last one
+		}
+		err = s.writer().emit(buf[:i+1])
+		rest = buf[i+1:]
+	}
+	if cap(s.partial) > 2*maxPartial {
+		s.partial = nil // a long unfinished line went out: its room is not kept for good
+	}
+	s.partial = append(s.partial[:0], rest...) // at most maxPartial (overlapping: a move)
 	s.ownPartial.Store(own && len(s.partial) > 0)
 	return err
 }
