@@ -1418,6 +1418,42 @@ except KeyboardInterrupt as e:
 	}
 }
 
+// A send whose conversion an interrupt stopped keeps nothing of it: the table of the shared
+// buffers converted so far leaked with every stop (a few MiB each, here).
+func TestInterruptedSendsConversionKeepsNothing(t *testing.T) {
+	i := newInterp(t)
+	c := newChan(t, 0)
+	require.NoError(t, i.Exec(bg, fmt.Sprintf(`
+import pyworkers
+ch = pyworkers.Channel(%d)
+v = [pyworkers.Buffer(8)]
+for _ in range(60):
+    v = [v, v]  # 2**60 references to one buffer
+`, c.ID())))
+	for _, send := range []string{"ch.send(v)", "ch.send_many([v])"} {
+		rss := func() int64 {
+			n, err := measure.RSS(0)
+			require.NoError(t, err)
+			return n
+		}
+		var first int64
+		for round := range 6 {
+			if round == 1 {
+				first = rss() // the first round may grow what is reused after
+			}
+			for range 10 {
+				ctx, cancel := context.WithTimeout(bg, 30*time.Millisecond)
+				err := i.Exec(ctx, send)
+				cancel()
+				require.ErrorIs(t, err, context.DeadlineExceeded, send)
+			}
+		}
+		grew := rss() - first
+		assert.Less(t, grew, int64(16<<20), "%s: resident set grew by %d MiB over 50 interrupted sends", send, grew>>20)
+		assert.Equal(t, 0, c.Len(), send)
+	}
+}
+
 // An interrupt that lands in Python code the conversion of a value runs (a dict key's __repr__,
 // for the error message) is raised as the KeyboardInterrupt it is, not lost in the TypeError
 // of a value that cannot be sent, which code may catch and go on.

@@ -150,7 +150,7 @@ static void scratch_trim(void) {
 
 /* pyw_encode of obj into scratch (its result; on failure refs as they were), which the task's
  * interrupt stops for a huge value: then *raised is 1, with the interrupt raised
- * (pyw_stoppable_end); a stop that raised nothing converts again. */
+ * (pyw_stoppable_end), and refs freed; a stop that raised nothing converts again. */
 static int encode_stoppable(PyObject *obj, pyw_refs *refs, pyw_enc_err *e, int *raised) {
 	int erc, stop;
 	do {
@@ -159,6 +159,9 @@ static int encode_stoppable(PyObject *obj, pyw_refs *refs, pyw_enc_err *e, int *
 		stop = pyw_stoppable_end(st, erc < 0 && e->stopped);
 	} while (stop == PYW_STOP_AGAIN);
 	*raised = stop == PYW_STOP_RAISED;
+	if (*raised) {
+		pyw_refs_free(refs); /* the table the stopped conversion grew */
+	}
 	return erc;
 }
 
