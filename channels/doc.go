@@ -24,10 +24,11 @@
 // the task (cancelling its context in Go) wakes it at once: the wait raises KeyboardInterrupt
 // once (code that catches it may wait again in its cleanup), and Go code that Python called on
 // the interpreter's thread gets ErrInterrupted. An interrupted task takes and sends nothing
-// more: an item that arrives together with the interrupt stays in the channel. (Only an
-// interrupt that lands in the instant a receive returns its item, after the receive's last
-// check, loses that item with the interrupted frame, as KeyboardInterrupt can in any Python
-// code.) A thread that Python code started is not woken so: its wait goes on past the task's
+// more: an item that arrives together with the interrupt stays in the channel, and a busy
+// receiver lets a coming interrupt in before it takes an item, rather than at the check Python
+// makes as the receive returns, where the item would be lost with the interrupted frame (as
+// KeyboardInterrupt can lose a value in any Python code: only an interrupt that comes in the
+// instant of a receive can still do so). A thread that Python code started is not woken so: its wait goes on past the task's
 // interrupt. An interpreter ends only after such threads (as Python itself does at exit); when
 // CloseContext's deadline interrupts them, their waits end the same way (KeyboardInterrupt,
 // ErrInterrupted for Go code they called, the item left in the channel).

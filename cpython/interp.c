@@ -918,6 +918,20 @@ static pyw_interp *own(void) {
 
 int pyw_on_own_thread(pyw_interp *w) { return w != NULL && own() == w; }
 
+void pyw_admit_interrupter(void) {
+	pyw_interp *w = current;
+	if (w == NULL || atomic_load_explicit(&w->stop_codec, memory_order_relaxed) == 0 || own() != w) {
+		return;
+	}
+	uint64_t busy = atomic_load(&w->busy_task);
+	if (busy == 0 || !stop_for(atomic_load(&w->stop_codec), busy)) {
+		return;
+	}
+	Py_BEGIN_ALLOW_THREADS
+	await_interrupter(w, busy, 1);
+	Py_END_ALLOW_THREADS
+}
+
 void pyw_set_wake_fd(int fd) {
 	pyw_interp *w = own();
 	if (w != NULL) {

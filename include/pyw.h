@@ -380,6 +380,11 @@ void pyw_wait_end(void);
  * other threads, the wind-down's KeyboardInterrupt, of mod's interpreter) and not raised yet. A call that takes an item must not return it then: the pending KeyboardInterrupt
  * would be raised as the call returns, and the item lost with the frame. */
 int pyw_interrupt_pending(pyw_interp *mod);
+/* GIL held, on an interpreter's own thread running its code: if an interrupter of the running
+ * task waits for the GIL (see stop_codec), let it in first (the GIL released for the
+ * microseconds it takes), so that its interrupt is pending here rather than raised at the eval
+ * loop's check right after the call returns: a receive checks, then takes nothing. */
+void pyw_admit_interrupter(void);
 /* Whether this is w's own thread running w's code (GIL held): output written here is the
  * running call's, written out at its end even without a line end. */
 int pyw_on_own_thread(pyw_interp *w);
