@@ -1002,10 +1002,16 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 	val, err := tk.exec(t)
 	busy := time.Since(start)
 	retired := !w.current.CompareAndSwap(tk, nil) // the grace timer took it: this worker is given up
-	st := &g.slots[w.id]
-	st.tasks.Add(1)
-	st.busy.Add(int64(busy))
-	w.tasks++
+	// cpython returns the context's own error, as it is, only for a call it did not start: one
+	// whose context ended once this worker had taken it (a Call's canceller takes its task only
+	// after its wait has returned). Not run, so not counted as run (Stats, the task limit).
+	ran := err == nil || err != tk.ctx.Err()
+	if ran {
+		st := &g.slots[w.id]
+		st.tasks.Add(1)
+		st.busy.Add(int64(busy))
+		w.tasks++
+	}
 
 	end := endStop
 	if g.p.closing.Load() && errors.Is(err, cpython.ErrClosed) {
@@ -1030,8 +1036,10 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 	}
 	tk.busy = busy
 	tk.finish(val, err)
-	m := g.meanBusy.Load() // after the result is out: only later waits read it (crowded)
-	g.meanBusy.Store(m + (int64(busy)-m)/8)
+	if ran {
+		m := g.meanBusy.Load() // after the result is out: only later waits read it (crowded)
+		g.meanBusy.Store(m + (int64(busy)-m)/8)
+	}
 	switch {
 	case retired || w.retired.Load():
 		return endRetired

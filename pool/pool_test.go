@@ -1145,6 +1145,43 @@ if os.path.exists(%q):
 	assert.Less(t, time.Since(start), 10*time.Second)
 }
 
+// WorkerStats.Tasks counts the tasks that ran, and only those: a Call whose context ended once
+// the worker had taken it but before it started (its canceller takes it only after the Call's
+// wait has returned) was counted too, toward MaxTasksPerWorker as well. builtins:abs runs no
+// Python code (no interrupt lands in it): each such call either ran, and is Done, or did not.
+func TestStatsCountOnlyTasksThatRan(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1})
+	require.NoError(t, p.Check(bg, "builtins:abs")) // resolved: its import, in Python, is not interrupted
+	var wg sync.WaitGroup
+	end := time.Now().Add(time.Second)
+	wg.Add(1)
+	go func() { // keeps the worker busy, so that calls wait in the queue
+		defer wg.Done()
+		for time.Now().Before(end) {
+			_, err := p.Call(bg, "time:sleep", 0.001)
+			assert.NoError(t, err)
+		}
+	}()
+	for k := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; time.Now().Before(end); n++ {
+				ctx, cancel := context.WithTimeout(bg, time.Duration((n*7+k*13)%30)*100*time.Microsecond)
+				_, err := p.Call(ctx, "builtins:abs", -1)
+				cancel()
+				if err != nil {
+					assert.ErrorIs(t, err, context.DeadlineExceeded)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.Eventually(t, func() bool { s := p.Stats().Groups[0]; return s.Done+s.Cancelled == s.Submitted }, 10*time.Second, time.Millisecond)
+	s := p.Stats().Groups[0]
+	assert.Equal(t, s.Done, s.PerWorker[0].Tasks, "tasks run: every one that ran is Done (%d cancelled)", s.Cancelled)
+}
+
 func TestStatsAsExpvar(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 1, Name: "stats-test"})
 	_, err := p.Call(bg, "pwtest:noop")
