@@ -33,9 +33,8 @@
 // # Cancellation
 //
 // Every blocking call takes a context (New's is NewContext: a start whose Setup or Preload
-// hangs ends with it; CloseContext's also interrupts a replacement worker's Setup). A task
-// whose context ends while it is queued leaves the
-// queue at once and never runs; one that is running is interrupted (KeyboardInterrupt, within
+// hangs ends with it). A task whose context ends while it is queued leaves the queue at once
+// and never runs; one that is running is interrupted (KeyboardInterrupt, within
 // CPython's 5 ms switch interval for pure-Python code, at once for time.sleep; an async
 // target's task is cancelled where it awaits, see package cpython, Async targets; another
 // blocking C call sees it when it returns), and the worker goes on with the next task. The
@@ -73,8 +72,9 @@
 // ends in the background while its replacement already serves: threads, atexit functions and
 // finalizers still running InterruptGrace after it was replaced are interrupted
 // (KeyboardInterrupt in each, then once a second; see cpython's CloseContext), and at once
-// when CloseContext's context ends; so are those a failed Setup left (at once when New's
-// context has ended). A thread blocked in a C call that never returns keeps its interpreter for
+// when CloseContext's context ends; so are those a failed Setup left, and when a worker fails
+// to start, those the workers that did start left, New's error known (at once when New's
+// context has ended: a failed start also interrupts the other workers' starts). A thread blocked in a C call that never returns keeps its interpreter for
 // good: GroupStats.Ending counts replaced workers' interpreters still ending; a failed Setup's
 // keeps New (or the slot's restart) waiting.
 //
@@ -87,8 +87,9 @@
 //
 // Close refuses new work, lets running tasks finish, ends queued tasks with ErrClosed, ends every
 // interpreter (waiting for the threads the workers' code started, and its finalizers) and
-// returns; CloseContext also interrupts what still runs when its context ends, those threads
-// and finalizers included.
+// returns; a replacement worker still starting has its Preload or Setup interrupted (it would
+// serve nothing). CloseContext also interrupts what still runs when its context ends, those
+// threads and finalizers included.
 // No accepted task is lost: each gets its result or an error.
 //
 // # Observing

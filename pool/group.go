@@ -809,7 +809,7 @@ func (g *Group) runSlot(ctx context.Context, id int, ready func(error)) {
 	}
 	for !g.p.closing.Load() {
 		w, err := g.startWorker(ctx, id)
-		ctx = g.p.abort // restarts: until CloseContext's context ends
+		ctx = g.p.restarts // restarts: until Close begins
 		if ready != nil {
 			ready(err)
 			ready = nil
@@ -845,13 +845,15 @@ func (g *Group) runSlot(ctx context.Context, id int, ready func(error)) {
 		}
 		switch {
 		case w.retired.Load(): // given up on (retire): counted as ending since, not alive
-			w.in.Close()
+			w.in.CloseContext(g.p.abort)
 			g.ending.Add(-1)
 		case end == endRecycle || end == endBroken:
 			g.endInBackground(w) // the replacement need not wait for the threads its code left
 			g.alive.Add(-1)
 		default:
-			w.in.Close()
+			// What its end waits for is interrupted once CloseContext's context ends, also for a
+			// worker that started after CloseContext's interruptAll looked
+			w.in.CloseContext(g.p.abort)
 			g.alive.Add(-1)
 		}
 		g.setWorker(id, w, nil)
@@ -1084,8 +1086,8 @@ func (w *worker) retire() {
 	}
 	g.alive.Add(-1) // its replacement is the slot's worker now
 	g.recycles.Add(1)
-	g.p.startSlot(g.p.abort, g, w.id, nil) // not once the pool is closing
-	go w.in.CloseContext(ended)            // interrupts the stuck task every 100 ms until it returns
+	g.p.startSlot(g.p.restarts, g, w.id, nil) // not once the pool is closing
+	go w.in.CloseContext(ended)               // interrupts the stuck task every 100 ms until it returns
 }
 
 // interruptAll interrupts every running task of the group (CloseContext's deadline).

@@ -115,17 +115,22 @@ type Pool struct {
 	slots   sync.WaitGroup // one per running slot goroutine (startSlot)
 	slotMu  sync.Mutex     // orders slots.Add in startSlot before Close's slots.Wait
 	// abort ends when CloseContext's context does (or Close has ended everything): it
-	// interrupts a replacement worker's Preload and Setup, which no task's context reaches.
+	// interrupts what the ends of workers' interpreters wait for (threads their code started).
 	abort    context.Context
 	abortNow context.CancelFunc
-	started  time.Time
-	procs    int32 // GOMAXPROCS when the pool was made (see Group.crowded)
+	// restarts ends when Close begins: it interrupts a replacement worker's Preload and Setup
+	// (no task's context reaches them), which would serve nothing then.
+	restarts     context.Context
+	stopRestarts context.CancelFunc
+	started      time.Time
+	procs        int32 // GOMAXPROCS when the pool was made (see Group.crowded)
 }
 
 // New starts a pool and returns when every worker is ready to take work (their interpreters are
 // created in parallel). If a worker cannot start — its Setup raises, a Preload module cannot be
-// imported — New ends what it started and returns that error (a *cpython.PythonError with the
-// traceback). It is NewContext with a context that never ends.
+// imported — New interrupts the other workers' starts, ends what it started (threads their
+// code left running get InterruptGrace, then an interrupt) and returns that error (a
+// *cpython.PythonError with the traceback). It is NewContext with a context that never ends.
 func New(opts Options) (*Pool, error) { return NewContext(context.Background(), opts) }
 
 // NewContext is New under ctx: when ctx ends while workers start, their Preload imports and
@@ -144,6 +149,7 @@ func NewContext(ctx context.Context, opts Options) (*Pool, error) {
 	p := &Pool{opts: opts, groups: map[string]*Group{}, closed: make(chan struct{}), started: time.Now(),
 		procs: int32(runtime.GOMAXPROCS(0))}
 	p.abort, p.abortNow = context.WithCancel(context.Background())
+	p.restarts, p.stopRestarts = context.WithCancel(context.Background())
 	specs := map[string]GroupOptions{"": {
 		Workers: opts.Workers, Setup: opts.Setup, Preload: opts.Preload, Config: opts.Config,
 		QueueSize: opts.QueueSize, MaxTasksPerWorker: opts.MaxTasksPerWorker,
@@ -174,14 +180,19 @@ func NewContext(ctx context.Context, opts Options) (*Pool, error) {
 	var firstErrs []error
 	var mu sync.Mutex
 	var ready sync.WaitGroup
+	// The first start that fails interrupts the others: New's error is known, and a Setup that
+	// takes long (or hangs) must not hold it.
+	starts, stopStarts := context.WithCancel(ctx)
+	defer stopStarts()
 	for name, spec := range specs {
 		// QueueSize is kept by room, which counts only tasks still waiting: a cancelled task's
 		// number stays in the queue until a worker skips it, but takes no room. The queue's own
 		// bound only caps the memory such numbers hold while every worker is busy.
 		tasks, err := channels.New(handleBound(spec.QueueSize))
 		if err != nil {
+			stopStarts()
 			ready.Wait()
-			p.Close() // the groups made so far, and their workers
+			p.endStarted(ctx) // the groups made so far, and their workers
 			return nil, err
 		}
 		g := &Group{p: p, name: name, spec: spec, tasks: tasks, workers: make([]*worker, spec.Workers),
@@ -193,7 +204,7 @@ func NewContext(ctx context.Context, opts Options) (*Pool, error) {
 		p.groups[name] = g
 		for id := range spec.Workers {
 			ready.Add(1)
-			p.startSlot(ctx, g, id, func(err error) {
+			p.startSlot(starts, g, id, func(err error) {
 				if err != nil {
 					mu.Lock()
 					where := fmt.Sprintf("worker %d", id)
@@ -202,6 +213,7 @@ func NewContext(ctx context.Context, opts Options) (*Pool, error) {
 					}
 					firstErrs = append(firstErrs, fmt.Errorf("pool: starting %s: %w", where, err))
 					mu.Unlock()
+					stopStarts() // after the append: the first error is the cause, not its interrupts
 				}
 				ready.Done()
 			})
@@ -210,14 +222,14 @@ func NewContext(ctx context.Context, opts Options) (*Pool, error) {
 	p.def = p.groups[""]
 	ready.Wait()
 	if len(firstErrs) > 0 {
-		p.Close()
+		p.endStarted(ctx)
 		return nil, firstErrs[0]
 	}
 	if opts.Name != "" {
 		// Only now: Stats reads the groups New has been filling, and a pool that failed to start
 		// must not take the variable from a live one.
 		if err := p.publish(); err != nil {
-			p.Close()
+			p.endStarted(ctx)
 			return nil, err
 		}
 	}
@@ -232,6 +244,15 @@ func NewContext(ctx context.Context, opts Options) (*Pool, error) {
 		}
 	}()
 	return p, nil
+}
+
+// endStarted ends what a New that failed started: threads its workers' code left running get
+// InterruptGrace to end (none once ctx has ended), then they are interrupted, as a worker's
+// that failed to start are.
+func (p *Pool) endStarted(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, p.opts.InterruptGrace)
+	defer cancel()
+	_ = p.CloseContext(ctx) // New's own error is the one to report
 }
 
 // Group returns the named group (see Options.Groups); "" is the default group. Calls through it
@@ -264,7 +285,8 @@ func (p *Pool) Submit(ctx context.Context, target string, args ...any) (*Future,
 }
 
 // Close refuses new work, lets running tasks finish, fails queued ones with ErrClosed, ends every
-// interpreter and returns. It is idempotent.
+// interpreter and returns. A replacement worker still starting has its Preload or Setup
+// interrupted: it would serve nothing. It is idempotent.
 func (p *Pool) Close() error { return p.CloseContext(context.Background()) }
 
 // CloseContext is Close that, once ctx ends, interrupts the tasks still running (they end with
@@ -275,6 +297,7 @@ func (p *Pool) CloseContext(ctx context.Context) error {
 		p.slotMu.Lock()
 		p.closing.Store(true) // from here on no slot starts (startSlot), so slots.Wait below is final
 		p.slotMu.Unlock()
+		p.stopRestarts()
 		for _, g := range p.groups {
 			g.tasks.Close()
 		}
