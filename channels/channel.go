@@ -219,7 +219,8 @@ func (c *Channel) Send(ctx context.Context, v any) error {
 	return c.send(ctx, v, block)
 }
 
-// TrySend is Send without waiting: ErrFull when a bounded channel is full.
+// TrySend is Send without waiting: ErrFull when a bounded channel is full (found before v is
+// converted: a full channel costs no conversion).
 func (c *Channel) TrySend(v any) error {
 	return c.send(context.Background(), v, noWait)
 }
@@ -233,6 +234,9 @@ func (c *Channel) send(ctx context.Context, v any, mode waitMode) error {
 		return err
 	}
 	defer c.done()
+	if mode == noWait && C.pyw_queue_full_now(q) != 0 {
+		return ErrFull // found full before the value is converted, perhaps at length, for nothing
+	}
 	eb := encodeBufs.Get().(*encodeBuf)
 	defer encodeBufs.Put(eb)
 	defer eb.refs.Clear()

@@ -254,6 +254,17 @@ func TestBoundedBackpressure(t *testing.T) {
 	assert.Equal(t, "pyworkers.ChannelFull", pe.Type)
 	pe = pwtest.PyErr(t, i.Exec(bg, fmt.Sprintf("pyworkers.Channel(%d).send(4, timeout=0.05)", c.ID())))
 	assert.Equal(t, "TimeoutError", pe.Type)
+
+	// A send that does not wait finds the channel full before it converts the value, which
+	// could take long for nothing (here: for good), or fail.
+	released, err := cpython.NewBuffer(1)
+	require.NoError(t, err)
+	released.Release()
+	assert.ErrorIs(t, c.TrySend(released), channels.ErrFull)
+	ctx, cancel := context.WithTimeout(bg, time.Minute) // not a timing assertion: the conversion never ends
+	defer cancel()
+	pe = pwtest.PyErr(t, i.Exec(ctx, fmt.Sprintf("v = [0]\nfor _ in range(60):\n    v = [v, v]\npyworkers.Channel(%d).send_nowait(v)", c.ID())))
+	assert.Equal(t, "pyworkers.ChannelFull", pe.Type)
 }
 
 func TestTimeoutsAndCancellation(t *testing.T) {

@@ -180,6 +180,9 @@ static PyObject *do_send(PyObject *self, PyObject *obj, int64_t timeout_ns) {
 	if (pyw_interrupt_pending(interp_of(self))) { /* the task is being interrupted: send nothing */
 		return pyw_raise_interrupt();
 	}
+	if (timeout_ns == 0 && pyw_queue_full_now(((ChannelObject *)self)->q)) {
+		return outcome(self, PYW_Q_FULL, 1); /* before the value is converted, for nothing */
+	}
 	pyw_refs refs = {0};
 	pyw_enc_err e;
 	int raised;

@@ -352,6 +352,8 @@ static size_t free_slots(const pyw_queue *q) {
 	return q->capacity == 0 ? SIZE_MAX : len >= q->capacity ? 0 : q->capacity - len;
 }
 
+int pyw_queue_full_now(pyw_queue *q) { return !atomic_load(&q->closed) && free_slots(q) == 0; }
+
 /* Wakes one waiter on cv for one item or slot, all of them for more; none when threads
  * spinning for them are at least as many as what is there to take (ready). A spinner always
  * checks the queue again under mu before it sleeps, so skipping the wake loses nothing; waking

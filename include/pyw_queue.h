@@ -56,6 +56,9 @@ int64_t pyw_queue_id(pyw_queue *q);
 size_t pyw_queue_capacity(pyw_queue *q);
 size_t pyw_queue_len(pyw_queue *q);
 int pyw_queue_is_closed(pyw_queue *q);
+/* Whether a send without waiting would find q full now (open, no free slot): checked before
+ * the value is converted, which a full channel makes wasted work. */
+int pyw_queue_full_now(pyw_queue *q);
 /* Closes q: senders fail at once, receivers drain what is left and then fail. Returns 1 if this
  * call closed it, 0 if it was closed already. */
 int pyw_queue_close(pyw_queue *q);
