@@ -723,8 +723,9 @@ const (
 // closing: a replacement asked for while Close runs (retire) must not add to the slots Close
 // waits for once its wait may have begun.
 //
-// With ready (a first start, from New), ctx governs that start; otherwise the pool's abort does.
-func (p *Pool) startSlot(ctx context.Context, g *Group, id int, ready func(error)) {
+// With ready (a first start, from New), ctx governs that start, and end the end of a worker
+// that fails it (ready has its error first); otherwise the pool's restarts does both.
+func (p *Pool) startSlot(ctx, end context.Context, g *Group, id int, ready func(error)) {
 	p.slotMu.Lock()
 	defer p.slotMu.Unlock()
 	if p.closing.Load() {
@@ -736,7 +737,7 @@ func (p *Pool) startSlot(ctx context.Context, g *Group, id int, ready func(error
 	p.slots.Add(1)
 	go func() {
 		defer p.slots.Done()
-		g.runSlot(ctx, id, ready)
+		g.runSlot(ctx, end, id, ready)
 	}()
 }
 
@@ -790,7 +791,7 @@ func (g *Group) takeQueued() (tk *task, ok bool) {
 }
 
 // runSlot keeps slot id of the group filled with a working interpreter until the pool closes.
-func (g *Group) runSlot(ctx context.Context, id int, ready func(error)) {
+func (g *Group) runSlot(ctx, end context.Context, id int, ready func(error)) {
 	const firstPause, lastPause = 50 * time.Millisecond, 5 * time.Second
 	pause := firstPause
 	fails := 0 // starts failed in a row
@@ -808,10 +809,13 @@ func (g *Group) runSlot(ctx context.Context, id int, ready func(error)) {
 		}
 	}
 	for !g.p.closing.Load() {
-		w, err := g.startWorker(ctx, id)
-		ctx = g.p.restarts // restarts: until Close begins
+		report := ready
+		if report == nil {
+			report = func(error) {}
+		}
+		w, err := g.startWorker(ctx, end, id, report)
+		ctx, end = g.p.restarts, g.p.restarts // restarts: until Close begins
 		if ready != nil {
-			ready(err)
 			ready = nil
 			if err != nil {
 				return
@@ -903,8 +907,11 @@ func (g *Group) setWorker(id int, old, w *worker) {
 	}
 }
 
-// startWorker starts worker id; ending ctx interrupts its Preload and Setup.
-func (g *Group) startWorker(ctx context.Context, id int) (*worker, error) {
+// startWorker starts worker id; ending ctx interrupts its Preload and Setup. It reports the
+// outcome before a worker that failed ends (New need not wait for that to know), which end
+// governs: what the failed Setup left running is interrupted InterruptGrace later, at once if
+// end has ended.
+func (g *Group) startWorker(ctx, end context.Context, id int, report func(error)) (*worker, error) {
 	opts := g.p.opts
 	in, err := cpython.NewInterpreter(ctx, cpython.InterpreterConfig{
 		Path: opts.Path, Config: g.spec.Config, WorkerID: id, Workers: g.spec.Workers,
@@ -912,6 +919,7 @@ func (g *Group) startWorker(ctx context.Context, id int) (*worker, error) {
 		ExternalInterrupts: true, // every task's context is watched here already (task.cancel)
 	})
 	if err != nil {
+		report(err)
 		return nil, err
 	}
 	// The interpreter leaves watching contexts to its owner (ExternalInterrupts): here, ctx,
@@ -949,7 +957,8 @@ func (g *Group) startWorker(ctx context.Context, id int) (*worker, error) {
 		<-interrupted
 	}
 	if err != nil {
-		g.p.endWithGrace(ctx, in) // Setup may have started a thread before it failed
+		report(err)
+		g.p.endWithGrace(end, in) // Setup may have started a thread before it failed
 		return nil, err
 	}
 	w := &worker{g: g, id: id, in: in, limit: taskLimit(g.spec.MaxTasksPerWorker)}
@@ -957,6 +966,7 @@ func (g *Group) startWorker(ctx context.Context, id int) (*worker, error) {
 	g.mu.Lock()
 	g.workers[id] = w // also over a retired worker still ending: interruptAll must reach this one
 	g.mu.Unlock()
+	report(nil)
 	return w, nil
 }
 
@@ -1086,8 +1096,8 @@ func (w *worker) retire() {
 	}
 	g.alive.Add(-1) // its replacement is the slot's worker now
 	g.recycles.Add(1)
-	g.p.startSlot(g.p.restarts, g, w.id, nil) // not once the pool is closing
-	go w.in.CloseContext(ended)               // interrupts the stuck task every 100 ms until it returns
+	g.p.startSlot(g.p.restarts, g.p.restarts, g, w.id, nil) // not once the pool is closing
+	go w.in.CloseContext(ended)                             // interrupts the stuck task every 100 ms until it returns
 }
 
 // interruptAll interrupts every running task of the group (CloseContext's deadline).

@@ -204,7 +204,7 @@ func NewContext(ctx context.Context, opts Options) (*Pool, error) {
 		p.groups[name] = g
 		for id := range spec.Workers {
 			ready.Add(1)
-			p.startSlot(starts, g, id, func(err error) {
+			p.startSlot(starts, ctx, g, id, func(err error) {
 				if err != nil {
 					mu.Lock()
 					where := fmt.Sprintf("worker %d", id)

@@ -1148,6 +1148,31 @@ if os.path.exists(%q):
 	}
 }
 
+// A failed start interrupts the other workers' starts as soon as it has failed, not once the
+// threads its Setup left have had InterruptGrace to end.
+func TestFailedStartInterruptsTheOthersFirst(t *testing.T) {
+	var printed pwtest.SyncBuffer
+	err := newReturns(t, bg, pool.Options{Workers: 2, InterruptGrace: time.Second, Stdout: &printed, Stderr: io.Discard, Setup: `
+import pyworkers, threading, time
+def stay():
+    try:
+        while True:
+            time.sleep(0.01)
+    except KeyboardInterrupt:
+        print("thread interrupted", flush=True)
+if pyworkers.worker_id() == 0:
+    threading.Thread(target=stay).start()
+    raise RuntimeError("model file missing")
+try:
+    time.sleep(3600)
+except KeyboardInterrupt:
+    print("other start interrupted", flush=True)
+    raise
+`})
+	assert.ErrorContains(t, err, "model file missing")
+	assert.Equal(t, "other start interrupted\nthread interrupted\n", printed.String())
+}
+
 // newReturns is pool.NewContext's outcome; the test fails if it has not returned a minute
 // later (not a timing assertion: what it must interrupt would go on for good).
 func newReturns(t *testing.T, ctx context.Context, opts pool.Options) error {
