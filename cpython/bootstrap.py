@@ -672,8 +672,8 @@ def _new_loop():
 
         # Built whole or not at all: a loop an interrupt left half made (no self-pipe yet) fails
         # in its __del__ ("Exception ignored ... no attribute '_ssock'"); the interrupt waits.
-        _pyworkers._shield(True)
         try:
+            _pyworkers._shield(True)
             loop = asyncio.new_event_loop()
         finally:
             _pyworkers._shield(False)

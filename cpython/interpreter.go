@@ -95,6 +95,7 @@ type Interpreter struct {
 	stdout  stream
 	stderr  stream
 	runs    int
+	imports int         // resolutions that ran Python (pyw_interp_resolve)
 	inCall  atomic.Bool // a Thread method is running (Thread.enter): another at once is misuse
 }
 
@@ -765,6 +766,7 @@ func (i *Interpreter) call(ctx context.Context, target string, args []any, items
 	if err != nil {
 		return nil, err
 	}
+	imports := i.imports
 	slot, err := i.resolve(ctx, target)
 	if err != nil {
 		return nil, err
@@ -772,6 +774,11 @@ func (i *Interpreter) call(ctx context.Context, target string, args []any, items
 	task := taskIDs.Add(1)
 	stop, ok := i.watch(ctx, task)
 	if !ok {
+		if i.imports != imports {
+			// ctx ended while the target was resolved, which ran to its end (an interrupt waits
+			// while importlib's code runs): not ctx's error as it is, which says nothing ran
+			return nil, fmt.Errorf("cpython: %s was imported, then not called: %w", target, ctx.Err())
+		}
 		return nil, ctx.Err()
 	}
 	refs, nrefs := cRefs(&i.argRefs)
@@ -832,6 +839,7 @@ func (i *Interpreter) resolve(ctx context.Context, target string) (C.size_t, err
 		return 0, ctx.Err()
 	}
 	ctarget := C.CString(target)
+	i.imports++
 	r := C.pyw_interp_resolve(i.c, ctarget, C.size_t(len(target)), slot, C.uint64_t(task))
 	stop()
 	C.free(unsafe.Pointer(ctarget))

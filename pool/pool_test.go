@@ -1263,6 +1263,38 @@ func TestStatsCountOnlyTasksThatRan(t *testing.T) {
 	assert.Equal(t, s.Done, s.PerWorker[0].Tasks, "tasks run: every one that ran is Done (%d cancelled)", s.Cancelled)
 }
 
+// A call whose context ended while its target was imported, which ran to its end (an interrupt
+// waits while importlib's code runs: here a finder), then was not called, counts as run: its
+// import was the worker's work. Its error says so, and wraps the context's.
+func TestStatsCountAnImportThatRan(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "slowimp.py"), []byte("def f():\n    return 1\n"), 0o644))
+	p := newPool(t, pool.Options{Workers: 1, Path: []string{dir}, Setup: `
+import sys, time
+class SlowFinder:
+    def find_spec(self, name, path, target=None):
+        if name == "slowimp":
+            end = time.monotonic() + 0.5
+            while time.monotonic() < end:
+                pass
+        return None
+sys.meta_path.insert(0, SlowFinder())
+`})
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	f, err := p.Submit(ctx, "slowimp:f")
+	require.NoError(t, err)
+	_, err = f.Wait(bg) // the task's own outcome, not Wait's
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.ErrorContains(t, err, "slowimp:f was imported, then not called")
+	imported, err := p.Call(bg, "pwtest:main_eval", "'slowimp' in __import__('sys').modules")
+	require.NoError(t, err)
+	assert.Equal(t, true, imported)
+	s := p.Stats().Groups[0]
+	assert.Equal(t, uint64(1), s.Cancelled)
+	assert.Equal(t, s.Done+1, s.PerWorker[0].Tasks, "the import's task counts as run")
+}
+
 func TestStatsAsExpvar(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 1, Name: "stats-test"})
 	_, err := p.Call(bg, "pwtest:noop")
