@@ -235,15 +235,18 @@ def run(src, mode, name):
     the __main__ script; the lines of exec/eval sources show in tracebacks."""
     g = sys.modules["__main__"].__dict__
     if mode == 2:
-        with open(src, "rb") as f:
-            code = compile(f.read(), src, "exec")
-        # as python FILE: its folder, symbolic links resolved, on sys.path; it is sys.argv[0]
+        # as python FILE: __file__ and tracebacks name it by its absolute path (a chdir later
+        # does not lose it), its folder, symbolic links resolved, is on sys.path, and it is
+        # sys.argv[0] as given
         import os
 
-        _path_first(os.path.dirname(os.path.realpath(src)))
+        path = os.path.abspath(src)
+        with open(path, "rb") as f:
+            code = compile(f.read(), path, "exec")
+        _path_first(os.path.dirname(os.path.realpath(path)))
         if sys.argv in ([], [""]):
             sys.argv = [src]
-        g["__file__"] = src
+        g["__file__"] = path
         exec(code, g)
         return None
     import linecache

@@ -7,7 +7,9 @@
 //
 // CPython is started once per process, by Initialize or implicitly by the first
 // NewInterpreter, with an isolated configuration: environment variables such as PYTHONPATH are
-// ignored, Python installs no signal handlers (signals stay Go's), and the Python home is the
+// ignored, Python installs no signal handlers (signals stay Go's), it runs in UTF-8 mode (as
+// python -X utf8, and as python itself in the C locale a Go process has: file names and
+// open()'s default encoding are UTF-8, whatever LANG says), and the Python home is the
 // one the linked libpython was built for unless Config.Home says otherwise; Config.Executable
 // names a virtual environment's python to use that environment's packages. The main
 // interpreter lives on a goroutine of its own, locked to its OS thread, and runs no user code.

@@ -831,8 +831,9 @@ func TestMainTargetSeesARedefinition(t *testing.T) {
 }
 
 // RunFile runs a file as python FILE would: the folder of the file (symbolic links resolved)
-// on sys.path, so that a module beside it imports; sys.argv[0] the path unless Argv was given;
-// __file__ set; tracebacks point into the file.
+// on sys.path, so that a module beside it imports; sys.argv[0] the path as given unless Argv
+// was given; __file__ its absolute path (a relative one broke after a chdir); tracebacks point
+// into the file.
 func TestRunFileAsPythonWould(t *testing.T) {
 	dir := t.TempDir()
 	real, links := filepath.Join(dir, "real"), filepath.Join(dir, "links")
@@ -865,6 +866,31 @@ if len(sys.argv) > 1:
 	v, err = j.Eval(bg, "sys.argv")
 	require.NoError(t, err)
 	assert.Equal(t, []any{"job.py", "--flag"}, v, "Argv as given")
+
+	// a relative path: from the process's working folder, as python's
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	rel, err := filepath.Rel(wd, link)
+	require.NoError(t, err)
+	k := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, k.RunFile(bg, rel))
+	v, err = k.Eval(bg, "result")
+	require.NoError(t, err)
+	assert.Equal(t, cpython.Tuple{"the module beside it", []any{rel}, real, link}, v)
+}
+
+// Interpreters run in Python's UTF-8 mode, as python itself in the C locale that a Go process
+// has: file names and open()'s default encoding are UTF-8 (they were ASCII: a path such as
+// données/ could not be named).
+func TestUTF8Mode(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "données")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	i := newInterp(t, cpython.InterpreterConfig{})
+	v, err := i.Call(bg, "pwtest:main_eval", fmt.Sprintf(`(
+    __import__("sys").flags.utf8_mode, __import__("sys").getfilesystemencoding(),
+    open(%q + "/é.txt", "w").write("naïve €"), open(%q + "/é.txt").read(), __import__("os").listdir(%q))`, dir, dir, dir))
+	require.NoError(t, err)
+	assert.Equal(t, cpython.Tuple{int64(1), "utf-8", int64(7), "naïve €", []any{"é.txt"}}, v)
 }
 
 func TestThreadRunsManyCallsInOneTurn(t *testing.T) {

@@ -47,6 +47,17 @@ PyThreadState *pyw_runtime_init(const char *home, const char *executable, const 
 		}
 		inittab_added = 1;
 	}
+	/* UTF-8 mode (as python -X utf8, and as python itself starts in the C locale): file names,
+	 * open()'s default and os.fsencode are UTF-8. Without it the process's C locale decides,
+	 * and Go never sets one: "C", ASCII, where a path such as données/ cannot even be named. */
+	PyPreConfig pre;
+	PyPreConfig_InitIsolatedConfig(&pre);
+	pre.utf8_mode = 1;
+	PyStatus pst = Py_PreInitialize(&pre);
+	if (PyStatus_Exception(pst)) {
+		pyw_status_msg(pst, "Python could not pre-initialize", err, errlen);
+		return NULL;
+	}
 	PyConfig cfg;
 	PyConfig_InitIsolatedConfig(&cfg);
 	cfg.install_signal_handlers = 0; /* signals belong to Go */
