@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -42,6 +43,25 @@ type usageError struct{ msg string }
 func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// errGaveUp: the command left Python code behind that did not stop when interrupted (a
+// blocking C call that never returns: no interrupt reaches it); the process exits without
+// waiting for it, which CPython's finalization would do for good.
+var errGaveUp = errors.New("some Python code did not stop when interrupted (a blocking C call?): exiting without waiting for it")
+
+// stopGrace is how long interrupted code has to stop before it is given up: the pool's
+// InterruptGrace, and a little more.
+const stopGrace = mapInterruptGrace + 3*time.Second
+
+// exitIfStuck exits the process with code stopGrace from now, unless it has ended by then: the
+// first signal (or, for map, its results' reader going away) interrupted what runs, and code
+// that does not stop must not keep the process for good.
+func exitIfStuck(code int) {
+	time.AfterFunc(stopGrace, func() {
+		fmt.Fprintf(os.Stderr, "pyworkers: %v\n", errGaveUp)
+		os.Exit(code)
+	})
+}
 
 const usage = `pyworkers runs Python code in parallel, one own-GIL CPython interpreter per worker.
 
@@ -82,6 +102,7 @@ func main() {
 	go func() {
 		stoppedBy.Store(<-sigs)
 		cancel()
+		exitIfStuck(signalExit(stoppedBy.Load()))
 		<-sigs
 		fmt.Fprintln(os.Stderr, "pyworkers: interrupted again: exiting now")
 		os.Exit(signalExit(stoppedBy.Load()))
@@ -144,8 +165,12 @@ func run(ctx context.Context, args []string, std io3) int {
 		fmt.Fprintf(std.stderr, "pyworkers: unknown command %q\n\n%s", args[0], usage)
 		return exitUsage
 	}
-	if ferr := cpython.Finalize(context.Background()); ferr != nil && err == nil {
-		err = ferr
+	// With code given up on (errGaveUp), CPython's finalization would wait for it for good: the
+	// process ends without it (what the command wrote is out already).
+	if !errors.Is(err, errGaveUp) {
+		if ferr := cpython.Finalize(context.Background()); ferr != nil && err == nil {
+			err = ferr
+		}
 	}
 	if err != nil {
 		if ue := (*usageError)(nil); errors.As(err, &ue) {

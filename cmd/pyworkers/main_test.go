@@ -360,8 +360,8 @@ func TestMapTimeoutStopsAHungCall(t *testing.T) {
 	assert.Equal(t, "TimeoutError", lines[0]["error"].(map[string]any)["type"])
 }
 
-// A call that goes on past its interrupt and returns a value only after the deadline is no
-// result within --timeout: one that catches KeyboardInterrupt, and one in a blocking C call
+// A call that goes on past its interrupt and ends only after the deadline is no result within
+// --timeout: one that catches KeyboardInterrupt, and one in a blocking C call
 // (a socket's recv) that returns before the interrupt is raised. And the line after one that
 // does not stop runs on a fresh worker once the pool has given the old one up
 // (mapInterruptGrace), not when the call ends.
@@ -388,6 +388,11 @@ def deaf_or_now(x):
     if x == 0:
         return time.monotonic()
     print("deaf ended at", deaf(x), file=sys.stderr)
+def fails_in_cleanup(x):
+    try:
+        time.sleep(x)
+    except KeyboardInterrupt:
+        raise ValueError("cleanup failed")
 `)
 	for _, target := range []string{"deaf", "in_recv"} {
 		r := pyworkersIn(t, "0.8\n", "map", "-w", "1", "--timeout", "200ms", p+":"+target)
@@ -399,10 +404,19 @@ def deaf_or_now(x):
 		assert.Equal(t, "TimeoutError", e["type"], target)
 		assert.Contains(t, e["message"], "no result within 200ms (the call went on past its interrupt", target)
 	}
+	// one that ends with an error of its own after the deadline timed out all the same (it was
+	// reported as that error): TimeoutError, with that error's traceback
+	r := pyworkersIn(t, "3\n", "map", "-w", "1", "--timeout", "200ms", p+":fails_in_cleanup")
+	lines := jsonLines(t, r.stdout)
+	require.Len(t, lines, 1, r.stderr)
+	e := lines[0]["error"].(map[string]any)
+	assert.Equal(t, "TimeoutError", e["type"])
+	assert.Equal(t, "no result within 200ms (the call went on past its interrupt and ended later with ValueError: cleanup failed)", e["message"])
+	assert.Contains(t, e["traceback"], "raise ValueError(\"cleanup failed\")")
 	// -w 1: the second line runs on the replacement while the first call still runs (both
 	// read the same monotonic clock)
-	r := pyworkersIn(t, "4\n0\n", "map", "-w", "1", "--timeout", "200ms", p+":deaf_or_now")
-	lines := jsonLines(t, r.stdout)
+	r = pyworkersIn(t, "4\n0\n", "map", "-w", "1", "--timeout", "200ms", p+":deaf_or_now")
+	lines = jsonLines(t, r.stdout)
 	require.Len(t, lines, 2, r.stderr)
 	assert.Equal(t, "TimeoutError", lines[0]["error"].(map[string]any)["type"])
 	began, ok := lines[1]["ok"].(float64)
@@ -864,6 +878,62 @@ func TestMapInterruptReachesSetupAndHungCalls(t *testing.T) {
 		code := exitCodeWithin(t, cmd, 10*time.Second, fmt.Sprintf("%q did not stop on Ctrl-C", args))
 		assert.Equal(t, 130, code, "%q: %s", args, errb.String())
 		assert.Empty(t, out.String(), "%q", args)
+	}
+}
+
+// Code that never stops (a C call no interrupt reaches) does not keep map or run for good: at
+// --timeout its map line is a TimeoutError once the pool has given its worker up, the other
+// lines go on, and the process exits without waiting for that worker (which CPython's
+// finalization would do for good); run reports the worker as not stopped; map exits when its
+// reader has gone, and both after a signal. Each waited for that call for good.
+func TestCodeThatNeverStopsIsGivenUp(t *testing.T) {
+	p := script(t, `
+import socket, pyworkers
+def forever(x):
+    if x == 0:
+        a, b = socket.socketpair()
+        a.recv(1)
+    return x
+if __name__ == "__main__" and pyworkers.worker_id() == 0:
+    forever(0)
+`)
+	start := func(stdin string, args ...string) (*exec.Cmd, *pwtest.SyncBuffer, *pwtest.SyncBuffer) {
+		cmd := exec.Command(binary, args...)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, errb := new(pwtest.SyncBuffer), new(pwtest.SyncBuffer)
+		cmd.Stdout, cmd.Stderr = out, errb
+		require.NoError(t, cmd.Start())
+		return cmd, out, errb
+	}
+	cmd, out, errb := start("0\n1\n2\n", "map", "-w", "2", "--timeout", "500ms", p+":forever")
+	assert.Equal(t, 1, exitCodeWithin(t, cmd, time.Minute, "map --timeout waited for a call that never returns"), errb.String())
+	lines := jsonLines(t, out.String())
+	require.Len(t, lines, 3, errb.String())
+	assert.Equal(t, "no result within 500ms (the call did not stop at its interrupt: its worker was given up)", lines[0]["error"].(map[string]any)["message"])
+	assert.Equal(t, []map[string]any{{"ok": 1.0}, {"ok": 2.0}}, lines[1:])
+	assert.Contains(t, errb.String(), "exiting without waiting for it")
+
+	cmd, _, errb = start("", "run", "-w", "2", "--timeout", "500ms", p)
+	assert.Equal(t, 1, exitCodeWithin(t, cmd, time.Minute, "run --timeout waited for a script that never returns"), errb.String())
+	assert.Contains(t, errb.String(), "worker 0 did not stop at --timeout 500ms")
+	assert.Contains(t, errb.String(), "1 of 2 workers succeeded")
+
+	cmd, stdin, stdout, errb := startMapPiped(t, "-w", "2", p+":forever")
+	_, err := io.WriteString(stdin, "1\n0\n")
+	require.NoError(t, err)
+	require.NoError(t, stdin.Close())
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, "{\"ok\":1}\n", line)
+	require.NoError(t, stdout.Close())
+	assert.Equal(t, 141, exitCodeWithin(t, cmd, time.Minute, "map waited for a call that never returns after its reader went"), errb.String())
+
+	for _, args := range [][]string{{"map", "-w", "2", p + ":forever"}, {"run", "-w", "2", p}} {
+		cmd, _, errb = start("0\n1\n", args...)
+		time.Sleep(time.Second) // the call runs
+		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+		assert.Equal(t, 143, exitCodeWithin(t, cmd, time.Minute, fmt.Sprintf("%q waited after SIGTERM for a call that never returns", args)), errb.String())
+		assert.Contains(t, errb.String(), "exiting without waiting for it", "%q", args)
 	}
 }
 

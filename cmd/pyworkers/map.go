@@ -54,10 +54,10 @@ Examples:
 Flags:
 `
 
-func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
+func cmdMap(ctx context.Context, args []string, std io3) (code int, err error) {
 	fs := newFlags("map", mapUsage, std)
 	workers := fs.IntP("workers", "w", runtime.NumCPU(), "number of interpreters")
-	timeout := fs.Duration("timeout", 0, "stop a call after this long (e.g. 500ms), counted from when a worker is free for its line (after a SystemExit, from when the worker ended, so a replacement's start counts too); a line whose call ends only later (it caught the interrupt) gets TimeoutError all the same, and a call still running 2s later is left to end on its own while a fresh worker goes on; 0: no limit")
+	timeout := fs.Duration("timeout", 0, "stop a call after this long (e.g. 500ms), counted from when a worker is free for its line (after a SystemExit, from when the worker ended, so a replacement's start counts too); a line whose call ends only later (it caught the interrupt) gets TimeoutError all the same, and so does a call still running 2s later, left behind while a fresh worker goes on (map does not wait for it to exit); 0: no limit")
 	setup := fs.String("setup", "", "Python code every worker runs before it takes work")
 	star := fs.Bool("star", false, "spread an array line into positional arguments, an object into keyword arguments")
 	progress := fs.String("progress", "auto", "progress on stderr: auto (when stderr is a terminal), always, never")
@@ -131,7 +131,14 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	}
 	// At the end the workers' interpreters wait for the threads their calls started, as Python's
 	// exit does; Ctrl-C interrupts those too (the AfterFunc below is gone by then).
-	defer closeSaying(ctx, p, errOut)
+	defer func() {
+		if cerr := closeSaying(ctx, p, errOut); cerr != nil {
+			err = errors.Join(err, cerr)
+			if code == exitOK {
+				code = exitFailed
+			}
+		}
+	}()
 	if err := p.Check(ctx, target); err != nil {
 		if ctx.Err() != nil { // Ctrl-C while the workers imported the target, not a bad target
 			return exitInterrupt, nil
@@ -141,11 +148,7 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 
 	// Ctrl-C stops the reading and interrupts the calls running then (through the pool, so that
 	// a call needs no watcher of its own unless it has a timeout).
-	closeNow := func() { // close, interrupting what still runs
-		ended, cancel := context.WithCancel(context.Background())
-		cancel()
-		p.CloseContext(ended)
-	}
+	closeNow := func() { p.CloseContext(ended) } // close, interrupting what still runs
 	stop := context.AfterFunc(ctx, closeNow)
 	defer stop()
 	m := &mapper{p: p, target: target, star: *star, timeout: *timeout, window: 4 * *workers, maxLine: *maxLine << 20}
@@ -160,6 +163,7 @@ func cmdMap(ctx context.Context, args []string, std io3) (int, error) {
 	m.readerGone = make(chan struct{})
 	stopWatch := watchReaderGone(rawResults, func() {
 		close(m.readerGone)
+		exitIfStuck(exitBrokenPipe) // a call that does not stop must not keep map for good
 		closeNow()
 	})
 	st, err := m.run(ctx, in, results, prog)
@@ -253,10 +257,22 @@ type mapper struct {
 // --timeout interrupt costs its worker, and a fresh one takes the line after it.
 const mapInterruptGrace = 2 * time.Second
 
-// errPastDeadline is the outcome of a line whose call ended with a result only after its
-// --timeout: it went on past its interrupt (it caught KeyboardInterrupt, or sat in a blocking
-// C call and returned before the interrupt was raised).
-var errPastDeadline = fmt.Errorf("its call ended only after the deadline, past its interrupt: %w", context.DeadlineExceeded)
+// pastDeadline is the outcome of a line whose call ended only after its --timeout, with a
+// result or an error of its own (cause): it went on past its interrupt (it caught
+// KeyboardInterrupt, or sat in a blocking C call and returned before the interrupt was
+// raised). Either way the line timed out.
+type pastDeadline struct{ cause error }
+
+func (e *pastDeadline) Error() string {
+	return "its call ended only after the deadline, past its interrupt: " + context.DeadlineExceeded.Error()
+}
+
+func (e *pastDeadline) Unwrap() error { return context.DeadlineExceeded }
+
+// errGivenUp is the outcome of a line whose call had not stopped mapInterruptGrace after its
+// --timeout: the pool gave its worker up (a fresh one took its place), and map does not wait
+// for it either (a blocking C call may never return).
+var errGivenUp = fmt.Errorf("its call did not stop at its interrupt: its worker was given up: %w", context.DeadlineExceeded)
 
 type mapStats struct {
 	lines, ok, failed int
@@ -297,16 +313,21 @@ func (e entry) abandon() {
 func (e entry) results() []pool.Result {
 	out := make([]pool.Result, e.lines)
 	var br []pool.Result
+	late := false
+	wait := context.Background()
+	if e.timing != nil {
+		<-e.timing.settled // the batch is done, or its worker was given up
+		late = e.timing.late
+		wait = ended // not for a call that did not stop: it may never
+	}
 	if e.batch != nil {
 		var err error
-		if br, err = e.batch.Wait(context.Background()); err != nil {
+		if br, err = e.batch.Wait(wait); err != nil {
 			e.err = err // the pool closed (Ctrl-C): br has the lines that finished, if it ran
+			if wait.Err() != nil && errors.Is(err, wait.Err()) {
+				e.err = errGivenUp
+			}
 		}
-	}
-	late := false
-	if e.timing != nil {
-		<-e.timing.settled
-		late = e.timing.late
 	}
 	k := 0
 	for i := range out {
@@ -315,8 +336,8 @@ func (e entry) results() []pool.Result {
 			out[i].Err = e.errs[i]
 		case br != nil:
 			out[i] = br[k]
-			if late && out[i].Err == nil {
-				out[i] = pool.Result{Err: errPastDeadline}
+			if late && !errors.Is(out[i].Err, context.DeadlineExceeded) {
+				out[i] = pool.Result{Err: &pastDeadline{out[i].Err}}
 			}
 			k++
 		default:
@@ -422,14 +443,45 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout io.Writer, prog *
 // closeSaying is p.CloseContext(ctx), which waits for the threads the calls started, the
 // atexit functions they registered and the finalizers of what their modules hold, as Python's
 // exit does; when that takes more than a second, stderr says so, rather than leave the user to
-// wonder why map has not exited.
-func closeSaying(ctx context.Context, p *pool.Pool, stderr *sharedOutput) {
+// wonder why map has not exited. It gives up (errGaveUp) on workers the pool gave up on (a
+// call that did not stop at its --timeout) that have still not ended stopGrace after every
+// other worker has: interrupted again and again, they are blocked where no interrupt reaches.
+func closeSaying(ctx context.Context, p *pool.Pool, stderr *sharedOutput) error {
 	t := time.AfterFunc(time.Second, func() {
 		stderr.whole("pyworkers map: waiting for the workers to end (threads the calls started, atexit functions, finalizers), as Python's exit does (Ctrl-C interrupts them)\n")
 	})
 	defer t.Stop()
-	p.CloseContext(ctx)
+	closed := make(chan struct{})
+	go func() {
+		p.CloseContext(ctx)
+		close(closed)
+	}()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var onlyGivenUp time.Time // since when only workers given up on are left
+	for {
+		select {
+		case <-closed:
+			return nil
+		case <-tick.C:
+		}
+		if s := p.Stats().Groups[0]; s.Workers > 0 || s.Ending == 0 {
+			onlyGivenUp = time.Time{}
+		} else if onlyGivenUp.IsZero() {
+			onlyGivenUp = time.Now()
+		} else if time.Since(onlyGivenUp) > stopGrace {
+			return errGaveUp
+		}
+	}
 }
+
+// ended is a context that has ended: CloseContext with it interrupts at once, and Wait with it
+// does not wait.
+var ended = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 // isCancellation: the call did not finish because of Ctrl-C (the pool closed under it).
 func isCancellation(err error) bool {
@@ -673,9 +725,16 @@ func writeError(buf *lineBuf, err error, timeout time.Duration) {
 	var ce *cpython.ConversionError
 	var ie *inputError
 	var re *resultError
+	var pd *pastDeadline
 	switch {
-	case errors.Is(err, errPastDeadline):
+	case errors.As(err, &pd):
 		e.Type, e.Message = "TimeoutError", fmt.Sprintf("no result within %v (the call went on past its interrupt and ended later)", timeout)
+		if errors.As(pd.cause, &pe) {
+			e.Message = fmt.Sprintf("no result within %v (the call went on past its interrupt and ended later with %s: %s)", timeout, pe.Type, pe.Message)
+			e.Traceback = pe.Traceback
+		}
+	case errors.Is(err, errGivenUp):
+		e.Type, e.Message = "TimeoutError", fmt.Sprintf("no result within %v (the call did not stop at its interrupt: its worker was given up)", timeout)
 	case errors.Is(err, context.DeadlineExceeded):
 		e.Type, e.Message = "TimeoutError", fmt.Sprintf("no result within %v", timeout)
 		if errors.As(err, &pe) {

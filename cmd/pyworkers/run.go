@@ -40,7 +40,7 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 	fs := newFlags("run", runUsage, std)
 	fs.SetInterspersed(false) // what follows SCRIPT.py belongs to the script
 	workers := fs.IntP("workers", "w", runtime.NumCPU(), "number of interpreters")
-	timeout := fs.Duration("timeout", 0, "stop each worker after this long (e.g. 30s); 0: no limit")
+	timeout := fs.Duration("timeout", 0, "stop each worker after this long (e.g. 30s); one still running 5s later (blocked in a C call no interrupt reaches) is given up and the run exits without it; 0: no limit")
 	noPrefix := fs.Bool("no-prefix", false, `do not prefix output lines with "[k] "`)
 	python := pythonFlag(fs)
 	if done, err := parse(fs, args); done || err != nil {
@@ -78,7 +78,10 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 		failed.Add(1)
 		// One Write: the other workers' output, which goes on meanwhile, does not split it.
 		msg := fmt.Sprintf("worker %d failed: %v\n", k, err)
-		if *timeout > 0 && errors.Is(err, context.DeadlineExceeded) {
+		switch {
+		case errors.Is(err, errNotStopped):
+			msg = fmt.Sprintf("worker %d did not stop at --timeout %v: %v\n", k, *timeout, err)
+		case *timeout > 0 && errors.Is(err, context.DeadlineExceeded):
 			msg = fmt.Sprintf("worker %d stopped at --timeout %v: %v\n", k, *timeout, err)
 		}
 		if pe := (*cpython.PythonError)(nil); errors.As(err, &pe) {
@@ -99,6 +102,7 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 		return exitUsage, usagef("cannot find the folder of script %q: %v", script, err)
 	}
 	var wg sync.WaitGroup
+	var gaveUp atomic.Int32 // workers that did not stop stopGrace after their --timeout or Ctrl-C
 	start := time.Now()
 	for k := range *workers {
 		wg.Go(func() {
@@ -126,29 +130,56 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 				wctx, cancel = context.WithTimeout(ctx, *timeout)
 				defer cancel()
 			}
-			err = interp.RunFile(wctx, script)
-			// Its end waits for the threads its code started, as Python's exit does: the timeout
-			// and Ctrl-C reach those too. Its output is written out before the report.
-			if cerr := interp.CloseContext(wctx); err == nil && cerr != nil && ctx.Err() == nil {
-				err = fmt.Errorf("its end (the threads it started, its atexit functions, its objects' finalizers) was still running at the timeout: %w", cerr)
+			done := make(chan error, 1)
+			go func() {
+				err := interp.RunFile(wctx, script)
+				// Its end waits for the threads its code started, as Python's exit does: the
+				// timeout and Ctrl-C reach those too. Its output is written out before the report.
+				if cerr := interp.CloseContext(wctx); err == nil && cerr != nil && ctx.Err() == nil {
+					err = fmt.Errorf("its end (the threads it started, its atexit functions, its objects' finalizers) was still running at the timeout: %w", cerr)
+				}
+				done <- err
+			}()
+			select {
+			case err = <-done:
+			case <-afterStopped(wctx):
+				// Interrupted, and still running stopGrace later: blocked where no interrupt
+				// reaches (a C call that does not return). Given up on: the run ends without it.
+				gaveUp.Add(1)
+				err = fmt.Errorf("%w: %w", errNotStopped, wctx.Err())
 			}
 			report(k, err)
 		})
 	}
 	wg.Wait()
 	wall := time.Since(start)
+	var gaveUpErr error
+	if gaveUp.Load() > 0 {
+		gaveUpErr = errGaveUp // the process exits without waiting for those workers
+	}
 
 	if ctx.Err() != nil { // Ctrl-C: the workers were interrupted, not failing
 		fmt.Fprintf(stderr, "pyworkers run: interrupted after %.2fs (%d failed before)\n", wall.Seconds(), failed.Load())
-		return exitInterrupt, nil
+		return exitInterrupt, gaveUpErr
 	}
 	cpu := processCPU()
 	fmt.Fprintf(stderr, "pyworkers run: %d of %d workers succeeded in %.2fs wall, %.2fs CPU (%.1f cores busy on average)\n",
 		*workers-int(failed.Load()), *workers, wall.Seconds(), cpu.Seconds(), cpu.Seconds()/wall.Seconds())
 	if failed.Load() > 0 {
-		return exitFailed, nil
+		return exitFailed, gaveUpErr
 	}
 	return exitOK, nil
+}
+
+// errNotStopped: a worker's script was interrupted (--timeout, Ctrl-C) and still ran stopGrace
+// later.
+var errNotStopped = fmt.Errorf("it was still running %v after its interrupt (blocked in a C call?): given up", stopGrace)
+
+// afterStopped is closed stopGrace after ctx ends (never, for a context that does not end).
+func afterStopped(ctx context.Context) <-chan struct{} {
+	c := make(chan struct{})
+	context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, func() { close(c) }) })
+	return c
 }
 
 // checkReadable: path is a file this process may read (it exists, is no folder, and, for a
