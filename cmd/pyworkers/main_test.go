@@ -937,6 +937,21 @@ if __name__ == "__main__" and pyworkers.worker_id() == 0:
 	}
 }
 
+// A signal ends map while it waits to open its INPUT (a FIFO no one writes to yet): the wait
+// went on for good.
+func TestMapInterruptedWhileOpeningItsInput(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "input")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	cmd := exec.Command(binary, "map", "json:dumps", fifo)
+	var errb pwtest.SyncBuffer
+	cmd.Stderr = &errb
+	require.NoError(t, cmd.Start())
+	time.Sleep(500 * time.Millisecond) // in its open
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, 143, exitCodeWithin(t, cmd, time.Minute, "map waited to open its input after SIGTERM"), errb.String())
+	assert.Empty(t, errb.String(), "nothing was left running")
+}
+
 // run reports a worker's failure when it happens: Ctrl-C afterwards does not hide it.
 func TestRunReportsFailuresAsTheyHappen(t *testing.T) {
 	p := script(t, "import pyworkers, time\nif pyworkers.worker_id() == 1:\n    raise ValueError('boom')\ntime.sleep(60)\n")

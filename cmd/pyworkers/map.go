@@ -88,7 +88,10 @@ func cmdMap(ctx context.Context, args []string, std io3) (code int, err error) {
 	}
 	in, inName := std.stdin, "standard input"
 	if fs.NArg() == 2 && fs.Arg(1) != "-" {
-		f, err := os.Open(fs.Arg(1))
+		f, err := openInput(ctx, fs.Arg(1))
+		if ctx.Err() != nil {
+			return exitInterrupt, nil
+		}
 		if err != nil {
 			return exitUsage, usagef("cannot read INPUT: %v", err)
 		}
@@ -472,6 +475,26 @@ func closeSaying(ctx context.Context, p *pool.Pool, stderr *sharedOutput) error 
 		} else if time.Since(onlyGivenUp) > stopGrace {
 			return errGaveUp
 		}
+	}
+}
+
+// openInput opens path, which can wait for good (a FIFO that no one writes to yet): Ctrl-C or
+// SIGTERM ends the wait, and the open is left behind (the process is about to end).
+func openInput(ctx context.Context, path string) (*os.File, error) {
+	type opened struct {
+		f   *os.File
+		err error
+	}
+	c := make(chan opened, 1)
+	go func() {
+		f, err := os.Open(path)
+		c <- opened{f, err}
+	}()
+	select {
+	case o := <-c:
+		return o.f, o.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 
