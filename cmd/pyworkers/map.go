@@ -261,9 +261,9 @@ type mapper struct {
 const mapInterruptGrace = 2 * time.Second
 
 // pastDeadline is the outcome of a line whose call ended only after its --timeout, with a
-// result or an error of its own (cause): it went on past its interrupt (it caught
-// KeyboardInterrupt, or sat in a blocking C call and returned before the interrupt was
-// raised). Either way the line timed out.
+// result or an error of its own (cause): it ended as the deadline came, or went on past its
+// interrupt (it caught KeyboardInterrupt, or sat in a blocking C call and returned before the
+// interrupt was raised). Either way the line timed out.
 type pastDeadline struct{ cause error }
 
 func (e *pastDeadline) Error() string {
@@ -751,9 +751,9 @@ func writeError(buf *lineBuf, err error, timeout time.Duration) {
 	var pd *pastDeadline
 	switch {
 	case errors.As(err, &pd):
-		e.Type, e.Message = "TimeoutError", fmt.Sprintf("no result within %v (the call went on past its interrupt and ended later)", timeout)
+		e.Type, e.Message = "TimeoutError", fmt.Sprintf("no result within %v (the call ended only after that)", timeout)
 		if errors.As(pd.cause, &pe) {
-			e.Message = fmt.Sprintf("no result within %v (the call went on past its interrupt and ended later with %s: %s)", timeout, pe.Type, pe.Message)
+			e.Message = fmt.Sprintf("no result within %v (the call ended only after that, with %s: %s)", timeout, pe.Type, pe.Message)
 			e.Traceback = pe.Traceback
 		}
 	case errors.Is(err, errGivenUp):
