@@ -207,9 +207,13 @@ func (b *BatchFuture) oneByOne(ctx context.Context, from int) ([]Result, error) 
 		go b.resubmit(from) // Submit may wait for room in a bounded queue: no Wait waits on it past its ctx
 	})
 	select {
-	case <-b.redone:
-	case <-ctx.Done():
-		return nil, b.f.t.wrapCtx(ctx)
+	case <-b.redone: // first: re-run calls that are all done give their outcomes whatever ctx says
+	default:
+		select {
+		case <-b.redone:
+		case <-ctx.Done():
+			return nil, b.f.t.wrapCtx(ctx)
+		}
 	}
 	out := make([]Result, len(b.calls))
 	for i, c := range b.calls {
@@ -219,7 +223,10 @@ func (b *BatchFuture) oneByOne(ctx context.Context, from int) ([]Result, error) 
 		}
 		out[i].Value, out[i].Err = c.f.Wait(ctx)
 		if out[i].Err != nil && ctx.Err() != nil {
-			return nil, b.f.t.wrapCtx(ctx)
+			if c.f.t.state.Load() != stateDone {
+				return nil, b.f.t.wrapCtx(ctx)
+			}
+			out[i].Value, out[i].Err = c.f.Wait(ctx) // done: its own outcome, not ctx's
 		}
 	}
 	return out, nil
