@@ -75,7 +75,8 @@
 // when CloseContext's context ends; so are those a failed Setup left, and when a worker fails
 // to start, those the workers that did start left, New's error known (at once when New's
 // context has ended: a failed start also interrupts the other workers' starts). A thread blocked in a C call that never returns keeps its interpreter for
-// good: GroupStats.Ending counts replaced workers' interpreters still ending; a failed Setup's
+// good: GroupStats.Ending counts replaced workers' interpreters still ending (GivenUp those
+// given up on at InterruptGrace, whose task did not stop); a failed Setup's
 // keeps New (or the slot's restart) waiting.
 //
 // # Groups

@@ -32,6 +32,7 @@ type Group struct {
 	submitted, done, failed, cancelled, recycles atomic.Uint64
 	alive                                        atomic.Int64
 	ending                                       atomic.Int64 // endInBackground's and retire's, not yet ended
+	givenUp                                      atomic.Int64 // retire's, not yet ended (of ending)
 	restartFailures                              atomic.Uint64
 	restartErr                                   atomic.Pointer[string] // the last failed restart's, nil since a start succeeded
 	// down counts the slots whose last downAfter starts or more all failed: when that is every
@@ -850,6 +851,7 @@ func (g *Group) runSlot(ctx, end context.Context, id int, ready func(error)) {
 		switch {
 		case w.retired.Load(): // given up on (retire): counted as ending since, not alive
 			w.in.CloseContext(g.p.abort)
+			g.givenUp.Add(-1)
 			g.ending.Add(-1)
 		case end == endRecycle || end == endBroken:
 			g.endInBackground(w) // the replacement need not wait for the threads its code left
@@ -1090,7 +1092,9 @@ func interruptedInImport(err error) bool {
 func (w *worker) retire() {
 	g := w.g
 	g.ending.Add(1) // first: its slot goroutine, which takes it back, may see retired at once
+	g.givenUp.Add(1)
 	if !w.retired.CompareAndSwap(false, true) {
+		g.givenUp.Add(-1)
 		g.ending.Add(-1)
 		return
 	}

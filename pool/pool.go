@@ -370,6 +370,10 @@ type GroupStats struct {
 	// does not stop (blocked in a C call that does not return, or Python code that swallows
 	// every interrupt).
 	Ending int
+	// GivenUp counts those of Ending given up on while a task of theirs went on after its
+	// interrupt (InterruptGrace): interrupted every 100 ms since, they are blocked where no
+	// interrupt reaches, and may never end.
+	GivenUp int
 	// RestartFailures counts failed starts of replacement workers (Setup or Preload raised,
 	// say, for a file gone since): the slot tries again, 50 ms later and up to 5 s apart, and
 	// serves nothing meanwhile (Workers is lower). With none left, calls wait in the queue
@@ -397,7 +401,7 @@ func (p *Pool) Stats() Stats {
 		gs := GroupStats{
 			Name: g.name, Queued: int(g.queued.Load()), Workers: int(g.alive.Load()),
 			Submitted: g.submitted.Load(), Done: done, Failed: failed,
-			Cancelled: cancelled, Recycles: g.recycles.Load(), Ending: int(g.ending.Load()),
+			Cancelled: cancelled, Recycles: g.recycles.Load(), Ending: int(g.ending.Load()), GivenUp: int(g.givenUp.Load()),
 			RestartFailures: g.restartFailures.Load(),
 		}
 		if e := g.restartErr.Load(); e != nil {

@@ -588,6 +588,7 @@ def start_staying():
 	assert.Equal(t, int64(1), v)
 	require.Eventually(t, func() bool { return p.Stats().Groups[0].Ending == 1 }, time.Minute, time.Millisecond,
 		"the first interpreter ending (the second, recycled too, ends at once)")
+	assert.Equal(t, 0, p.Stats().Groups[0].GivenUp, "recycled, not given up on")
 	require.Eventually(t, func() bool { return strings.Contains(stderr.String(), "Exception in thread stays") }, time.Minute, time.Millisecond,
 		"the sleeping thread's interrupt, as threading reports it")
 	_, err = w.Write([]byte{0}) // the reading thread ends, and with it the old interpreter
@@ -1708,7 +1709,7 @@ func TestMapSendsABurstWithTheFirstSlowInput(t *testing.T) {
 }
 
 // A worker given up on (its task went on past InterruptGrace after its interrupt) counts as
-// ending, not alive, while it goes on: Workers stays the pool's size.
+// ending, and as given up, not alive, while it goes on: Workers stays the pool's size.
 func TestGivenUpWorkerCountsAsEnding(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 1, InterruptGrace: 100 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)
@@ -1720,9 +1721,10 @@ func TestGivenUpWorkerCountsAsEnding(t *testing.T) {
 	st := p.Stats().Groups[0]
 	assert.Equal(t, 1, st.Workers)
 	assert.Equal(t, 1, st.Ending, "the worker given up on is still ending")
+	assert.Equal(t, 1, st.GivenUp)
 	assert.Eventually(t, func() bool {
 		st := p.Stats().Groups[0]
-		return st.Ending == 0 && st.Workers == 1
+		return st.Ending == 0 && st.GivenUp == 0 && st.Workers == 1
 	}, time.Minute, 10*time.Millisecond)
 }
 
