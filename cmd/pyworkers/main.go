@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -53,12 +54,28 @@ var errGaveUp = errors.New("some Python code did not stop when interrupted (a bl
 // InterruptGrace, and a little more.
 const stopGrace = mapInterruptGrace + 3*time.Second
 
-// exitIfStuck exits the process with code stopGrace from now, unless it has ended by then: the
-// first signal (or, for map, its results' reader going away) interrupted what runs, and code
-// that does not stop must not keep the process for good.
-func exitIfStuck(code int) {
-	time.AfterFunc(stopGrace, func() {
-		fmt.Fprintf(os.Stderr, "pyworkers: %v\n", errGaveUp)
+// outputMu is held by a command while it writes a piece of its results that must go out
+// whole (map: a batch of lines), so that exitIfStuck never cuts it.
+var outputMu sync.Mutex
+
+// firstSignal is the signal that stopped the command (nil: none yet).
+var firstSignal atomic.Value
+
+// exitWhenStuck arranges for the process to exit, as interrupted, stopGrace after ctx ends (the
+// first signal) if it has not ended by then; map and run, whose Python code a signal
+// interrupts, call it (code that does not stop must not keep the process for good); the
+// returned func disarms it. A command that gives up on code itself does so stopGrace after
+// its interrupt: this comes 2 s later, as a last resort.
+func exitWhenStuck(ctx context.Context) (stop func() bool) {
+	return context.AfterFunc(ctx, func() { exitIfStuck(stopGrace+2*time.Second, signalExit(firstSignal.Load())) })
+}
+
+// exitIfStuck exits the process with code after wait, unless it has ended by then, but never
+// in the middle of results being written (outputMu).
+func exitIfStuck(wait time.Duration, code int) {
+	time.AfterFunc(wait, func() {
+		outputMu.Lock()
+		fmt.Fprintf(os.Stderr, "pyworkers: still running %v after being stopped: exiting without waiting for what still runs (Python code that no interrupt reaches, such as a blocking C call?)\n", wait)
 		os.Exit(code)
 	})
 }
@@ -98,14 +115,12 @@ func main() {
 	if !signal.Ignored(os.Interrupt) { // a shell's background job: Ctrl-C is for the foreground
 		signal.Notify(sigs, os.Interrupt)
 	}
-	var stoppedBy atomic.Value // the first signal
 	go func() {
-		stoppedBy.Store(<-sigs)
+		firstSignal.Store(<-sigs)
 		cancel()
-		exitIfStuck(signalExit(stoppedBy.Load()))
 		<-sigs
 		fmt.Fprintln(os.Stderr, "pyworkers: interrupted again: exiting now")
-		os.Exit(signalExit(stoppedBy.Load()))
+		os.Exit(signalExit(firstSignal.Load()))
 	}()
 	var profile *os.File
 	if path := os.Getenv("PYWORKERS_CPUPROFILE"); path != "" { // for pyworkers' own developers
@@ -115,7 +130,7 @@ func main() {
 	}
 	code := run(ctx, os.Args[1:], io3{os.Stdin, os.Stdout, os.Stderr})
 	if code == exitInterrupt {
-		code = signalExit(stoppedBy.Load())
+		code = signalExit(firstSignal.Load())
 	}
 	if profile != nil {
 		pprof.StopCPUProfile()

@@ -933,8 +933,42 @@ if __name__ == "__main__" and pyworkers.worker_id() == 0:
 		time.Sleep(time.Second) // the call runs
 		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 		assert.Equal(t, 143, exitCodeWithin(t, cmd, time.Minute, fmt.Sprintf("%q waited after SIGTERM for a call that never returns", args)), errb.String())
-		assert.Contains(t, errb.String(), "exiting without waiting for it", "%q", args)
+		assert.Contains(t, errb.String(), "exiting without waiting for", "%q", args)
 	}
+}
+
+// map gives up only on a call that did not stop: lines whose call raised SystemExit with
+// --timeout are SystemExit (some were written as timed out, at random), and at the end a
+// replaced worker's thread that ends on its own, after more than the give-up time, is waited
+// for, as Python's exit does (it was left behind as stuck).
+func TestMapGivesUpOnlyOnCallsThatDidNotStop(t *testing.T) {
+	p := script(t, `
+import socket, sys, threading
+def exits(x):
+    sys.exit(3)
+def slow_thread_then_exit(x):
+    def wait():
+        a, b = socket.socketpair()
+        a.settimeout(6)  # a C call: no interrupt stops it; it ends on its own
+        try:
+            a.recv(1)
+        except TimeoutError:
+            pass
+        print("thread ended", file=sys.stderr)
+    threading.Thread(target=wait).start()
+    sys.exit(0)
+`)
+	r := pyworkersIn(t, strings.Repeat("1\n", 30), "map", "-w", "2", "--timeout", "5s", p+":exits")
+	assert.Equal(t, 1, r.code, r.stderr)
+	lines := jsonLines(t, r.stdout)
+	require.Len(t, lines, 30, r.stderr)
+	for k, l := range lines {
+		assert.Equal(t, "SystemExit", l["error"].(map[string]any)["type"], "line %d", k+1)
+	}
+
+	r = pyworkersIn(t, "0\n", "map", "-w", "1", p+":slow_thread_then_exit")
+	assert.Contains(t, r.stderr, "thread ended")
+	assert.NotContains(t, r.stderr, "exiting without waiting")
 }
 
 // A signal ends map while it waits to open its INPUT (a FIFO no one writes to yet): the wait

@@ -39,9 +39,11 @@ line, not an abort. What the function prints goes to standard error, and so does
 processes or C code write to standard output. A UTF-8 byte order mark before the first line is
 skipped. At the end, map waits for the threads the calls started, their atexit functions and
 the finalizers of what their modules hold, as Python's exit does, saying so after a second
-(--timeout does not cut that wait; Ctrl-C interrupts them). Exit status: 0 when every line
-succeeded, 1 when some failed (or the workers could not start for want of memory or threads), 2
-for a bad command line, a --setup that raises or a TARGET that cannot be imported (said before
+(--timeout does not cut that wait, except for a call still running 2s after its --timeout,
+blocked where no interrupt reaches: map exits without it, saying so; Ctrl-C interrupts them,
+and what still runs 7s after the signal is left behind as the process exits). Exit status: 0
+when every line succeeded, 1 when some failed (or the workers could not start for want of
+memory or threads), 2 for a bad command line, a --setup that raises or a TARGET that cannot be imported (said before
 any work starts), 130 after Ctrl-C and 143 after SIGTERM (the results up to the first line not
 finished are written, so that the output stays one line per input line, in order; a second
 signal exits at once), 141 when the reader of the results went away (| head).
@@ -55,6 +57,7 @@ Flags:
 `
 
 func cmdMap(ctx context.Context, args []string, std io3) (code int, err error) {
+	defer exitWhenStuck(ctx)()
 	fs := newFlags("map", mapUsage, std)
 	workers := fs.IntP("workers", "w", runtime.NumCPU(), "number of interpreters")
 	timeout := fs.Duration("timeout", 0, "stop a call after this long (e.g. 500ms), counted from when a worker is free for its line (after a SystemExit, from when the worker ended, so a replacement's start counts too); a line whose call ends only later (it caught the interrupt) gets TimeoutError all the same, and so does a call still running 2s later, left behind while a fresh worker goes on (map does not wait for it to exit); 0: no limit")
@@ -166,7 +169,7 @@ func cmdMap(ctx context.Context, args []string, std io3) (code int, err error) {
 	m.readerGone = make(chan struct{})
 	stopWatch := watchReaderGone(rawResults, func() {
 		close(m.readerGone)
-		exitIfStuck(exitBrokenPipe) // a call that does not stop must not keep map for good
+		exitIfStuck(stopGrace+2*time.Second, exitBrokenPipe) // a call that does not stop must not keep map for good
 		closeNow()
 	})
 	st, err := m.run(ctx, in, results, prog)
@@ -300,10 +303,12 @@ type entry struct {
 }
 
 // lineTiming says, once settled is closed, whether a --timeout line's outcome came after its
-// deadline (late).
+// deadline (late), and whether its call had still not ended mapInterruptGrace after it (givenUp:
+// the pool gave its worker up).
 type lineTiming struct {
 	settled chan struct{}
 	late    bool
+	givenUp bool
 }
 
 func (e entry) abandon() {
@@ -321,7 +326,9 @@ func (e entry) results() []pool.Result {
 	if e.timing != nil {
 		<-e.timing.settled // the batch is done, or its worker was given up
 		late = e.timing.late
-		wait = ended // not for a call that did not stop: it may never
+		if e.timing.givenUp {
+			wait = ended // not for a call that did not stop: it may never
+		}
 	}
 	if e.batch != nil {
 		var err error
@@ -393,39 +400,11 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout io.Writer, prog *
 			m.sizer.Observe(e.batch)
 			m.runMax.Store(int32(m.sizer.Size()))
 		}
-		var done mapStats // this batch's lines: counted once they are out (the summary's count)
-		for k, r := range results {
-			if ctx.Err() != nil && r.Err != nil && isCancellation(r.Err) {
-				// Ctrl-C: this line did not finish; what follows is not written either, so that
-				// the output stays one line per input, in order.
-				stopped = true
-				break
-			}
-			buf.Reset()
-			err := r.Err
-			if err == nil {
-				err = writeOK(buf, r.Value, e.first+k)
-			}
-			failed := err != nil
-			if failed {
-				buf.Reset()
-				writeError(buf, err, m.timeout)
-			}
-			if _, err := out.Write(buf.Bytes()); err != nil {
-				return st, fmt.Errorf("writing results: %w", err) // no one reads them: stop
-			}
-			done.lines++
-			if failed {
-				done.failed++
-			} else {
-				done.ok++
-			}
+		done, cut, err := m.write(ctx, out, buf, e.first, results)
+		if err != nil {
+			return st, fmt.Errorf("writing results: %w", err) // no one reads them: stop
 		}
-		// Out with each batch's lines: a reader downstream (| jq, | head) sees results as they
-		// come, and it costs one write per batch of up to 64 lines.
-		if err := out.Flush(); err != nil {
-			return st, fmt.Errorf("writing results: %w", err)
-		}
+		stopped = cut
 		st.add(done)
 		if prog != nil && time.Since(lastProgress) > 200*time.Millisecond {
 			lastProgress = time.Now()
@@ -443,12 +422,49 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout io.Writer, prog *
 	return st, werr
 }
 
+// write writes the lines of a batch (its first is input line first) and flushes them: a reader
+// downstream (| jq, | head) sees results as they come, and it costs one write per batch of up
+// to 64 lines. After Ctrl-C it stops (cut) at the first line that did not finish, so that the
+// output stays one line per input, in order. done counts the lines written. The batch goes out
+// whole under outputMu: a process that exits as stuck does not cut it.
+func (m *mapper) write(ctx context.Context, out *bufio.Writer, buf *lineBuf, first int, results []pool.Result) (done mapStats, cut bool, err error) {
+	outputMu.Lock()
+	defer outputMu.Unlock()
+	for k, r := range results {
+		if ctx.Err() != nil && r.Err != nil && isCancellation(r.Err) {
+			cut = true
+			break
+		}
+		buf.Reset()
+		err := r.Err
+		if err == nil {
+			err = writeOK(buf, r.Value, first+k)
+		}
+		failed := err != nil
+		if failed {
+			buf.Reset()
+			writeError(buf, err, m.timeout)
+		}
+		if _, err := out.Write(buf.Bytes()); err != nil {
+			return done, cut, err
+		}
+		done.lines++
+		if failed {
+			done.failed++
+		} else {
+			done.ok++
+		}
+	}
+	return done, cut, out.Flush()
+}
+
 // closeSaying is p.CloseContext(ctx), which waits for the threads the calls started, the
 // atexit functions they registered and the finalizers of what their modules hold, as Python's
 // exit does; when that takes more than a second, stderr says so, rather than leave the user to
 // wonder why map has not exited. It gives up (errGaveUp) on workers the pool gave up on (a
-// call that did not stop at its --timeout) that have still not ended stopGrace after every
-// other worker has: interrupted again and again, they are blocked where no interrupt reaches.
+// call that did not stop at its --timeout: GivenUp) that have still not ended stopGrace after
+// every other worker has: interrupted again and again, they are blocked where no interrupt
+// reaches.
 func closeSaying(ctx context.Context, p *pool.Pool, stderr *sharedOutput) error {
 	t := time.AfterFunc(time.Second, func() {
 		stderr.whole("pyworkers map: waiting for the workers to end (threads the calls started, atexit functions, finalizers), as Python's exit does (Ctrl-C interrupts them)\n")
@@ -468,7 +484,7 @@ func closeSaying(ctx context.Context, p *pool.Pool, stderr *sharedOutput) error 
 			return nil
 		case <-tick.C:
 		}
-		if s := p.Stats().Groups[0]; s.Workers > 0 || s.Ending == 0 {
+		if s := p.Stats().Groups[0]; s.Workers > 0 || s.GivenUp == 0 || s.Ending > s.GivenUp {
 			onlyGivenUp = time.Time{}
 		} else if onlyGivenUp.IsZero() {
 			onlyGivenUp = time.Now()
@@ -624,7 +640,8 @@ func (m *mapper) submit(ctx context.Context, e *entry, items [][]any) bool {
 		// stop (the batch's outcome comes when that call ends).
 		deadline, _ := tctx.Deadline()
 		wctx, wcancel := context.WithDeadline(context.Background(), deadline.Add(mapInterruptGrace))
-		b.Wait(wctx)
+		_, err := b.Wait(wctx)
+		timing.givenUp = wctx.Err() != nil && errors.Is(err, wctx.Err())
 		wcancel()
 		timing.late = errors.Is(tctx.Err(), context.DeadlineExceeded) // before e.abandon cancels it
 		close(timing.settled)

@@ -22,7 +22,9 @@ Runs SCRIPT.py once in each of N fresh own-GIL interpreters, all at the same tim
 pyworkers.worker_id() (0 ... N-1) and pyworkers.workers() (N) tell which one is running,
 sys.argv is SCRIPT.py followed by ARGS, and the script's folder is on sys.path, as with
 python SCRIPT.py; as there, a worker ends when the threads its code started have ended (the
-timeout and Ctrl-C interrupt them too). An active virtual environment's packages import (or
+timeout and Ctrl-C interrupt them too; a worker still running 5s after its interrupt, blocked
+where no interrupt reaches, is given up and the run exits without it). An active virtual
+environment's packages import (or
 --python's). sys.stdin is empty. Each line a worker prints is prefixed "[k] ".
 Exit status: 0 when every worker succeeded (a sys.exit that python would end with status 0
 counts as success: sys.exit(), sys.exit(0)); 1 otherwise, with each failure's traceback (and
@@ -36,6 +38,7 @@ Flags:
 `
 
 func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
+	defer exitWhenStuck(ctx)()
 	stdout, stderr := std.stdout, std.stderr
 	fs := newFlags("run", runUsage, std)
 	fs.SetInterspersed(false) // what follows SCRIPT.py belongs to the script
