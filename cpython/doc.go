@@ -155,7 +155,9 @@
 // has so far, and so does the end of every call (of a CallMany batch: its end, not each
 // item's) when the call's own thread wrote last; a partial line a thread the code started is
 // writing is held until its line end (or the turn's end), as print writes its pieces one by
-// one. A writer that returns an error or panics makes the print raise OSError with the error's
+// one. Such a piece left unfinished on a shared writer is ended (a "\n") before another
+// interpreter's output goes there, so that the other's line does not start in the middle of
+// it (on a writer that cannot be compared, and is shared per type, it is not). A writer that returns an error or panics makes the print raise OSError with the error's
 // text, and its errno when the error carries one (BrokenPipeError for EPIPE), as writing to a
 // file would (at a call's end, the text is dropped). A writer must not call runtime.Goexit
 // (t.FailNow in a test): it is called from CPython's frames, or from a thread Python started,

@@ -157,8 +157,9 @@ func NewInterpreter(ctx context.Context, cfg InterpreterConfig) (*Interpreter, e
 		external: cfg.ExternalInterrupts,
 	}
 	i.unwatchFn = i.unwatch
-	i.stdout.setDefault(firstWriter(cfg.Stdout, rt.cfg.Stdout))
-	i.stderr.setDefault(firstWriter(cfg.Stderr, rt.cfg.Stderr))
+	owner := outputOwners.Add(1)
+	i.stdout.setDefault(firstWriter(cfg.Stdout, rt.cfg.Stdout), owner)
+	i.stderr.setDefault(firstWriter(cfg.Stderr, rt.cfg.Stderr), owner)
 	created := make(chan error, 1)
 	go i.thread(setupBuf, created)
 	if err := <-created; err != nil {

@@ -1155,6 +1155,22 @@ func TestOutputOfManyInterpretersNeverMixesLines(t *testing.T) {
 	}
 }
 
+// A line one interpreter left unfinished on a writer it shares with another (flushed, or written
+// out at its call's end) is ended before the other's output, which was glued to it; the same
+// interpreter's output, on its stdout or stderr, goes on with it as a terminal shows it.
+func TestOutputUnfinishedLineEndsBeforeAnotherInterpretersOutput(t *testing.T) {
+	var out bytes.Buffer // pyworkers serialises the interpreters' writes to it
+	a := newInterp(t, cpython.InterpreterConfig{Stdout: &out, Stderr: &out})
+	b := newInterp(t, cpython.InterpreterConfig{Stdout: &out, Stderr: &out})
+	require.NoError(t, a.Exec(bg, "import sys\nprint('A-start', end='', flush=True)"))
+	require.NoError(t, a.Exec(bg, "sys.stderr.write('-more')"))
+	require.NoError(t, b.Exec(bg, "print('B line')"))
+	require.NoError(t, a.Exec(bg, "print('A-end')"))
+	require.NoError(t, b.Exec(bg, "print('B-start', end='')"))
+	require.NoError(t, b.Exec(bg, "print(' B-end')"))
+	assert.Equal(t, "A-start-more\nB line\nA-end\nB-start B-end\n", out.String())
+}
+
 // A function given to Do that calls runtime.Goexit (t.FailNow, require in a test) ends the
 // interpreter's thread: the interpreter ends with it, on that thread, and Do says so; Close and
 // later calls do not wait for good.

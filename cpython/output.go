@@ -29,6 +29,7 @@ type stream struct {
 	def     output // the interpreter's writer (setDefault)
 	cur     output // the current call's writer (Thread.SetOutput)
 	partial []byte
+	owner   uint64 // the interpreter's number among writers' users (see writerLock.open)
 	// ownPartial: the interpreter's own thread, which runs the calls, wrote last and left a
 	// partial line (see flushOwn). Set under mu; read without it by flushOwn, on that thread.
 	ownPartial atomic.Bool
@@ -55,7 +56,7 @@ func (s *stream) write(p []byte, own bool) error {
 		if i < 0 || len(buf)-(i+1) >= maxPartial {
 			i = len(buf) - 1 // no line end, or a long unfinished line after the last one
 		}
-		err = s.writer().emit(buf[:i+1])
+		err = s.writer().emit(buf[:i+1], s.owner)
 		rest = buf[i+1:]
 	}
 	if cap(s.partial) > 2*maxPartial {
@@ -76,7 +77,7 @@ func (s *stream) flushLocked() error {
 	if len(s.partial) == 0 {
 		return nil
 	}
-	err := s.writer().emit(s.partial)
+	err := s.writer().emit(s.partial, s.owner)
 	s.partial = s.partial[:0]
 	s.ownPartial.Store(false)
 	return err
@@ -99,8 +100,14 @@ func (s *stream) flushOwn() {
 	}
 }
 
-// setDefault sets the interpreter's writer, once, before any output.
-func (s *stream) setDefault(w io.Writer) { s.def = newOutput(w) }
+// setDefault sets the interpreter's writer and its number (owner), once, before any output.
+func (s *stream) setDefault(w io.Writer, owner uint64) {
+	s.def = newOutput(w)
+	s.owner = owner
+}
+
+// outputOwners numbers interpreters for their writers (stream.owner).
+var outputOwners atomic.Uint64
 
 // setCurrent switches the call writer, writing out what the previous writer still holds.
 func (s *stream) setCurrent(w io.Writer) {
@@ -138,6 +145,11 @@ type writerLock struct {
 	mu    sync.Mutex
 	key   any
 	users int // under writerLocksMu
+	// open is the interpreter (stream.owner) whose output to the writer last ended without a
+	// line end (a flush, or a call's end, wrote out its partial line); 0: none. Under mu; only
+	// for a writer that is its own key (one shared per type cannot tell writers apart).
+	open  uint64
+	exact bool // the lock's key is the writer itself
 }
 
 var (
@@ -151,14 +163,15 @@ func newOutput(w io.Writer) output {
 		return output{}
 	}
 	var key any = w
-	if !reflect.ValueOf(w).Comparable() { // a map key would panic
+	exact := reflect.ValueOf(w).Comparable()
+	if !exact { // a map key would panic
 		key = reflect.TypeOf(w)
 	}
 	writerLocksMu.Lock()
 	defer writerLocksMu.Unlock()
 	l := writerLocks[key]
 	if l == nil {
-		l = &writerLock{key: key}
+		l = &writerLock{key: key, exact: exact}
 		writerLocks[key] = l
 	}
 	l.users++
@@ -177,9 +190,11 @@ func (o output) release() {
 	}
 }
 
-// emit writes p to o's writer. A writer that panics gives an error instead: the write may come
-// from the end of a turn on the interpreter's thread, where a panic would end the process.
-func (o output) emit(p []byte) (err error) {
+// emit writes p, owner's output, to o's writer. When another interpreter left a line
+// unfinished there, it is ended first: lines of different interpreters never mix. A writer
+// that panics gives an error instead: the write may come from the end of a turn on the
+// interpreter's thread, where a panic would end the process.
+func (o output) emit(p []byte, owner uint64) (err error) {
 	if o.w == nil || len(p) == 0 {
 		return nil
 	}
@@ -190,9 +205,22 @@ func (o output) emit(p []byte) (err error) {
 			err = fmt.Errorf("cpython: the output writer panicked: %v", r)
 		}
 	}()
+	if o.l.open != 0 && o.l.open != owner {
+		if _, err = o.w.Write(lineEnd); err != nil {
+			return err
+		}
+	}
 	_, err = o.w.Write(p)
+	if o.l.exact { // else the lock is shared by writers of one type
+		o.l.open = 0
+		if p[len(p)-1] != '\n' {
+			o.l.open = owner
+		}
+	}
 	return err
 }
+
+var lineEnd = []byte{'\n'}
 
 func (i *Interpreter) stream(fd C.int) *stream {
 	if fd == 2 {
