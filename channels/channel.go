@@ -234,7 +234,7 @@ func (c *Channel) send(ctx context.Context, v any, mode waitMode) error {
 		return err
 	}
 	defer c.done()
-	if mode == noWait && C.pyw_queue_full_now(q) != 0 {
+	if mode == noWait && !cheap(v) && C.pyw_queue_full_now(q) != 0 {
 		return ErrFull // found full before the value is converted, perhaps at length, for nothing
 	}
 	eb := encodeBufs.Get().(*encodeBuf)
@@ -256,6 +256,20 @@ func (c *Channel) send(ctx context.Context, v any, mode waitMode) error {
 		eb.keep = nil
 	}
 	return c.result(ctx, rc)
+}
+
+// cheap: v converts in less time than a look at the queue costs (a cgo call), so TrySend does
+// not look before it converts v.
+func cheap(v any) bool {
+	switch v := v.(type) {
+	case nil, bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, float32, float64:
+		return true
+	case string:
+		return len(v) < 256
+	case []byte:
+		return len(v) < 256
+	}
+	return false
 }
 
 // Recv takes the next item, waiting while the channel is empty. Values come back as the Go

@@ -933,7 +933,7 @@ func decodeResult(r *C.pyw_result, what string) (any, error) {
 			return nil, nil
 		}
 		v, err := wire.DecodeRefs(data, goRefs(r.refs, r.nrefs))
-		if r.held != nil {
+		if r.nrefs != 0 {
 			C.pyw_refs_clear(r.held) // the Buffers in v hold their own
 		}
 		if err != nil {
