@@ -43,10 +43,11 @@ the finalizers of what their modules hold, as Python's exit does, saying so afte
 blocked where no interrupt reaches: map exits without it, saying so; Ctrl-C interrupts them,
 and what still runs 7s after the signal is left behind as the process exits). Exit status: 0
 when every line succeeded, 1 when some failed (or the workers could not start for want of
-memory or threads), 2 for a bad command line, a --setup that raises or a TARGET that cannot be imported (said before
-any work starts), 130 after Ctrl-C and 143 after SIGTERM (the results up to the first line not
-finished are written, so that the output stays one line per input line, in order; a second
-signal exits at once), 141 when the reader of the results went away (| head).
+memory or threads), 2 for a bad command line, a --setup that raises or a TARGET that cannot
+be imported (said before any work starts), 130 after Ctrl-C and 143 after SIGTERM (the results
+up to the first line not finished are written, so that the output stays one line per input
+line, in order; a second signal exits at once), 141 when the reader of the results went away
+(| head).
 
 Examples:
   printf '1\n2\n3\n' | pyworkers map -w 2 testdata/demo/isqrt.py:isqrt_sum
@@ -270,7 +271,7 @@ const mapInterruptGrace = 2 * time.Second
 type pastDeadline struct{ cause error }
 
 func (e *pastDeadline) Error() string {
-	return "its call ended only after the deadline, past its interrupt: " + context.DeadlineExceeded.Error()
+	return "its call ended only after the deadline: " + context.DeadlineExceeded.Error()
 }
 
 func (e *pastDeadline) Unwrap() error { return context.DeadlineExceeded }
