@@ -1160,8 +1160,9 @@ if os.path.exists(%q):
 // threads its Setup left have had InterruptGrace to end.
 func TestFailedStartInterruptsTheOthersFirst(t *testing.T) {
 	var printed pwtest.SyncBuffer
-	err := newReturns(t, bg, pool.Options{Workers: 2, InterruptGrace: time.Second, Stdout: &printed, Stderr: io.Discard, Setup: `
-import pyworkers, threading, time
+	sleeping := filepath.Join(t.TempDir(), "sleeping") // worker 0 fails once worker 1 sleeps
+	err := newReturns(t, bg, pool.Options{Workers: 2, InterruptGrace: 2 * time.Second, Stdout: &printed, Stderr: io.Discard, Setup: fmt.Sprintf(`
+import os, pyworkers, threading, time
 def stay():
     try:
         while True:
@@ -1170,13 +1171,16 @@ def stay():
         print("thread interrupted", flush=True)
 if pyworkers.worker_id() == 0:
     threading.Thread(target=stay).start()
+    while not os.path.exists(%[1]q):
+        time.sleep(0.01)
     raise RuntimeError("model file missing")
 try:
+    open(%[1]q, "w").close()
     time.sleep(3600)
 except KeyboardInterrupt:
     print("other start interrupted", flush=True)
     raise
-`})
+`, sleeping)})
 	assert.ErrorContains(t, err, "model file missing")
 	assert.Equal(t, "other start interrupted\nthread interrupted\n", printed.String())
 }
@@ -1236,8 +1240,10 @@ threading.Thread(target=stay).start()
 
 // WorkerStats.Tasks counts the tasks that ran, and only those: a Call whose context ended once
 // the worker had taken it but before it started (its canceller takes it only after the Call's
-// wait has returned) was counted too, toward MaxTasksPerWorker as well. builtins:abs runs no
-// Python code (no interrupt lands in it): each such call either ran, and is Done, or did not.
+// wait has returned) was counted too, toward MaxTasksPerWorker as well (about 1 in 10 of the
+// cancelled calls here). builtins:abs runs no Python code: a call that ran is Done, unless its
+// interrupt stopped the conversion of its arguments or result (it ran, and is cancelled), which
+// a loaded machine makes happen now and then: at most 1 in 100 of the cancelled calls.
 func TestStatsCountOnlyTasksThatRan(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 1})
 	require.NoError(t, p.Check(bg, "builtins:abs")) // resolved: its import, in Python, is not interrupted
@@ -1268,7 +1274,8 @@ func TestStatsCountOnlyTasksThatRan(t *testing.T) {
 	wg.Wait()
 	require.Eventually(t, func() bool { s := p.Stats().Groups[0]; return s.Done+s.Cancelled == s.Submitted }, 10*time.Second, time.Millisecond)
 	s := p.Stats().Groups[0]
-	assert.Equal(t, s.Done, s.PerWorker[0].Tasks, "tasks run: every one that ran is Done (%d cancelled)", s.Cancelled)
+	require.GreaterOrEqual(t, s.PerWorker[0].Tasks, s.Done)
+	assert.LessOrEqual(t, s.PerWorker[0].Tasks-s.Done, s.Cancelled/100, "tasks run beyond those Done, of %d cancelled", s.Cancelled)
 }
 
 // A call whose context ended while its target was imported, which ran to its end (an interrupt
