@@ -313,6 +313,14 @@ static void await_interrupter(pyw_interp *w, uint64_t task, int ours) {
 	}
 }
 
+/* With the GIL held: lets the interrupter of task that waits for the GIL in, and waits until it
+ * is done. */
+static void let_interrupter_in(pyw_interp *w, uint64_t task) {
+	Py_BEGIN_ALLOW_THREADS
+	await_interrupter(w, task, 1);
+	Py_END_ALLOW_THREADS
+}
+
 static void begin(pyw_interp *w, uint64_t task) {
 	atomic_store(&w->busy_task, task); /* before the looks below: see pyw_interp_interrupt */
 	/* An interrupter of the task before may still wait for the GIL (it came as that task ended):
@@ -924,12 +932,9 @@ void pyw_admit_interrupter(void) {
 		return;
 	}
 	uint64_t busy = atomic_load(&w->busy_task);
-	if (busy == 0 || !stop_for(atomic_load(&w->stop_codec), busy)) {
-		return;
+	if (busy != 0 && stop_for(atomic_load(&w->stop_codec), busy)) {
+		let_interrupter_in(w, busy);
 	}
-	Py_BEGIN_ALLOW_THREADS
-	await_interrupter(w, busy, 1);
-	Py_END_ALLOW_THREADS
 }
 
 void pyw_set_wake_fd(int fd) {
@@ -1005,10 +1010,7 @@ int pyw_stoppable_end(pyw_stoppable s, int stopped) {
 	 * it is done (it clears stop_codec last), so that the task gets one interrupt, not this
 	 * one and then the injected one in the code that handles it. As begin() waits. */
 	PyErr_Clear();
-	uint64_t busy = atomic_load(&w->busy_task);
-	Py_BEGIN_ALLOW_THREADS
-	await_interrupter(w, busy, 1);
-	Py_END_ALLOW_THREADS
+	let_interrupter_in(w, atomic_load(&w->busy_task));
 	if (w->injections == s.injections) {
 		/* it asked for a cancellation, or was held off: no interrupt here, and the stop does
 		 * not mark the call interrupted (finish_as) */

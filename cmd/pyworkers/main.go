@@ -67,12 +67,13 @@ var firstSignal atomic.Value
 // returned func disarms it. A command that gives up on code itself does so stopGrace after
 // its interrupt: this comes 2 s later, as a last resort.
 func exitWhenStuck(ctx context.Context) (stop func() bool) {
-	return context.AfterFunc(ctx, func() { exitIfStuck(stopGrace+2*time.Second, signalExit(firstSignal.Load())) })
+	return context.AfterFunc(ctx, func() { exitIfStuck(signalExit(firstSignal.Load())) })
 }
 
-// exitIfStuck exits the process with code after wait, unless it has ended by then, but never
-// in the middle of results being written (outputMu).
-func exitIfStuck(wait time.Duration, code int) {
+// exitIfStuck exits the process with code stopGrace + 2 s from now, unless it has ended by
+// then, but never in the middle of results being written (outputMu).
+func exitIfStuck(code int) {
+	const wait = stopGrace + 2*time.Second
 	time.AfterFunc(wait, func() {
 		outputMu.Lock()
 		fmt.Fprintf(os.Stderr, "pyworkers: still running %v after being stopped: exiting without waiting for what still runs (Python code that no interrupt reaches, such as a blocking C call?)\n", wait)

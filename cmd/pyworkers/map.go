@@ -170,7 +170,7 @@ func cmdMap(ctx context.Context, args []string, std io3) (code int, err error) {
 	m.readerGone = make(chan struct{})
 	stopWatch := watchReaderGone(rawResults, func() {
 		close(m.readerGone)
-		exitIfStuck(stopGrace+2*time.Second, exitBrokenPipe) // a call that does not stop must not keep map for good
+		exitIfStuck(exitBrokenPipe) // a call that does not stop must not keep map for good
 		closeNow()
 	})
 	st, err := m.run(ctx, in, results, prog)
