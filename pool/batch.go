@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pyworkers/pyworkers/cpython"
@@ -20,9 +21,10 @@ type BatchFuture struct {
 
 	// When (some of) the batch's items have to run as calls of their own (see SubmitBatch), the
 	// first Wait that finds so starts resubmit once; every Wait then waits for the same calls.
-	redo   sync.Once
-	redone chan struct{} // closed when calls is set
-	calls  []redoCall
+	redo    sync.Once
+	redoing atomic.Bool   // set once redone is made, in redo
+	redone  chan struct{} // closed when calls is set
+	calls   []redoCall
 }
 
 // redoCall is one item's own call when a batch runs again call by call.
@@ -204,7 +206,8 @@ func fill(n int, err error) []Result {
 func (b *BatchFuture) oneByOne(ctx context.Context, from int) ([]Result, error) {
 	b.redo.Do(func() {
 		b.redone = make(chan struct{})
-		go b.resubmit(from) // Submit may wait for room in a bounded queue: no Wait waits on it past its ctx
+		b.redoing.Store(true) // for Late, which does not go through redo
+		go b.resubmit(from)   // Submit may wait for room in a bounded queue: no Wait waits on it past its ctx
 	})
 	select {
 	case <-b.redone: // first: re-run calls that are all done give their outcomes whatever ctx says
@@ -230,6 +233,32 @@ func (b *BatchFuture) oneByOne(ctx context.Context, from int) ([]Result, error) 
 		}
 	}
 	return out, nil
+}
+
+// Late reports whether the batch's calls ended only after its context had ended (see
+// Future.Late): the last call to run caught its interrupt and went on, or ended as the deadline
+// passed. The items that finished before the context ended have their outcomes in time all the
+// same; for a batch of one call it says that call was late. Items that ran as calls of their own
+// (see SubmitBatch) count once their Wait has returned results; before that, and for a batch
+// that is not done, Late may say false.
+func (b *BatchFuture) Late() bool {
+	if b.f.t.isLate() {
+		return true
+	}
+	if !b.redoing.Load() {
+		return false
+	}
+	select {
+	case <-b.redone:
+	default:
+		return false
+	}
+	for _, c := range b.calls {
+		if c.f != nil && c.f.t.isLate() {
+			return true
+		}
+	}
+	return false
 }
 
 // resubmit submits each item from index from on as a call of its own, under the batch's

@@ -41,7 +41,10 @@
 // caller's error wraps ctx.Err(). Call has it at once, as Wait does when its own ctx ends; it
 // does not wait for the interrupted task to stop (a Future whose Submit ctx ended gets its
 // error when the task has stopped). Measured (BenchmarkCancel, README): a worker is free again
-// 6 ms after the cancel of pure-Python code, 1 ms after that of a time.sleep or an await.
+// 6 ms after the cancel of pure-Python code, 1 ms after that of a time.sleep or an await. A
+// call that ends only after its context did (it sat in a blocking C call, or caught the
+// interrupt and returned) may bring a result or an error of its own: Future.Late and
+// BatchFuture.Late say so, judged on the worker, for callers that hold to a deadline.
 //
 // # Self-healing
 //

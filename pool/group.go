@@ -347,6 +347,7 @@ type task struct {
 	val  any
 	err  error
 	busy time.Duration                 // how long it ran on its worker (0: it never ran), set before done
+	late bool                          // it ran and ended after its context had (see Future.Late), set before done
 	done atomic.Pointer[chan struct{}] // closed when done; made on first use: see doneChan
 
 	waiting   atomic.Bool            // a Wait owns res's signal (the first one, until it gives up)
@@ -688,6 +689,17 @@ func (tk *task) wrapCtx(ctx context.Context) error {
 // Done is closed when the result is ready.
 func (f *Future) Done() <-chan struct{} { return f.t.doneChan() }
 
+// Late reports whether the call ended only after its context (Submit's) had ended: it caught
+// its interrupt and went on, or it ended as its deadline passed, before the interrupt reached
+// it. Its outcome is then whatever the call gave, which a caller that holds to the deadline may
+// want to refuse. It is decided on the worker when the call ends, so a waiter that is itself
+// slow to go on does not make an outcome late. False while the call is not done, and for a
+// call that did not run.
+func (f *Future) Late() bool { return f.t.isLate() }
+
+// isLate is Future.Late of the task.
+func (tk *task) isLate() bool { return tk.state.Load() == stateDone && tk.late }
+
 // ---- workers
 
 type worker struct {
@@ -1019,7 +1031,8 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 	// cpython returns the context's own error, as it is, only for a call it did not start: one
 	// whose context ended once this worker had taken it (a Call's canceller takes its task only
 	// after its wait has returned). Not run, so not counted as run (Stats, the task limit).
-	ran := err == nil || err != tk.ctx.Err()
+	ctxErr := tk.ctx.Err()
+	ran := err == nil || err != ctxErr
 	if ran {
 		st := &g.slots[w.id]
 		st.tasks.Add(1)
@@ -1049,6 +1062,7 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 		}
 	}
 	tk.busy = busy
+	tk.late = ran && (ctxErr != nil || pastDeadline(tk.ctx, start.Add(busy)))
 	tk.finish(val, err)
 	if ran {
 		m := g.meanBusy.Load() // after the result is out: only later waits read it (crowded)
@@ -1063,6 +1077,13 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 		return endRecycle
 	}
 	return endStop
+}
+
+// pastDeadline reports whether ctx has a deadline and t is not before it: a context's error
+// comes from a timer that may fire later than its deadline.
+func pastDeadline(ctx context.Context, t time.Time) bool {
+	d, ok := ctx.Deadline()
+	return ok && !t.Before(d)
 }
 
 // endsItsInterpreter is err's Python exception if it is one after which the worker is replaced: a

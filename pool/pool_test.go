@@ -1500,6 +1500,73 @@ traceback.format_exception = _slow_format
 	check(res, pool.ErrClosed)
 }
 
+// Late tells an outcome that came after the call's context ended from one in time, by when the
+// call ended on its worker, not by when a waiter looks.
+func TestLate(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1})
+	deadline := func(d time.Duration) context.Context {
+		ctx, cancel := context.WithTimeout(bg, d)
+		t.Cleanup(cancel)
+		return ctx
+	}
+	// catches the interrupt its deadline brings and returns (a call that was interrupted has
+	// the context's error all the same)
+	f, err := p.Submit(deadline(100*time.Millisecond), "pwtest:swallow_interrupts", 1)
+	require.NoError(t, err)
+	assert.False(t, f.Late(), "not done yet")
+	_, err = f.Wait(bg)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.True(t, f.Late())
+
+	// in time, and looked at only after its deadline passed
+	ctx := deadline(300 * time.Millisecond)
+	f, err = p.Submit(ctx, "pwtest:ident", 7)
+	require.NoError(t, err)
+	_, err = f.Wait(bg)
+	require.NoError(t, err)
+	<-ctx.Done()
+	assert.False(t, f.Late())
+
+	// cancelled while queued behind a call that holds the only worker: it did not run
+	busy, err := p.Submit(deadline(time.Second), "pwtest:sleep_then", 0.3, nil)
+	require.NoError(t, err)
+	queued, cancel := context.WithCancel(bg)
+	f, err = p.Submit(queued, "pwtest:ident", 1)
+	require.NoError(t, err)
+	cancel()
+	_, err = f.Wait(bg)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.False(t, f.Late())
+	_, err = busy.Wait(bg)
+	require.NoError(t, err)
+
+	// a batch of one call
+	b, err := p.SubmitBatch(deadline(100*time.Millisecond), "pwtest:swallow_interrupts", [][]any{{1}})
+	require.NoError(t, err)
+	res, err := b.Wait(bg)
+	require.NoError(t, err)
+	assert.Equal(t, pool.Result{Value: int64(1)}, res[0])
+	assert.True(t, b.Late())
+	ctx = deadline(300 * time.Millisecond)
+	b, err = p.SubmitBatch(ctx, "pwtest:ident", [][]any{{1}})
+	require.NoError(t, err)
+	_, err = b.Wait(bg)
+	require.NoError(t, err)
+	<-ctx.Done()
+	assert.False(t, b.Late())
+
+	// a batch that could not start (an argument that cannot cross) runs its items as calls of
+	// their own: theirs count (the first is interrupted as a call is; the second, queued
+	// behind it, is dropped at the deadline)
+	b, err = p.SubmitBatch(deadline(100*time.Millisecond), "pwtest:swallow_interrupts", [][]any{{1}, {make(chan int)}})
+	require.NoError(t, err)
+	res, err = b.Wait(bg)
+	require.NoError(t, err)
+	assert.ErrorIs(t, res[0].Err, context.DeadlineExceeded)
+	assert.ErrorIs(t, res[1].Err, context.DeadlineExceeded)
+	assert.True(t, b.Late())
+}
+
 func TestSubmitBatch(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 2})
 	b, err := p.SubmitBatch(bg, "pwtest:add", [][]any{{1, 2}, {"a", "b"}, {1, "x"}, {5, cpython.Kwargs{"b": 5}}})

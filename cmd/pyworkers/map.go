@@ -303,12 +303,10 @@ type entry struct {
 	timing *lineTiming // with --timeout
 }
 
-// lineTiming says, once settled is closed, whether a --timeout line's outcome came after its
-// deadline (late), and whether its call had still not ended mapInterruptGrace after it (givenUp:
-// the pool gave its worker up).
+// lineTiming says, once settled is closed, whether a --timeout line's call had still not ended
+// mapInterruptGrace after its deadline (givenUp: the pool gave its worker up).
 type lineTiming struct {
 	settled chan struct{}
-	late    bool
 	givenUp bool
 }
 
@@ -322,11 +320,9 @@ func (e entry) abandon() {
 func (e entry) results() []pool.Result {
 	out := make([]pool.Result, e.lines)
 	var br []pool.Result
-	late := false
 	wait := context.Background()
 	if e.timing != nil {
 		<-e.timing.settled // the batch is done, or its worker was given up
-		late = e.timing.late
 		if e.timing.givenUp {
 			wait = ended // not for a call that did not stop: it may never
 		}
@@ -340,6 +336,9 @@ func (e entry) results() []pool.Result {
 			}
 		}
 	}
+	// Told by the pool from when the call ended on its worker, not from when this goroutine or
+	// the one that watched the line went on: a busy machine would make outcomes in time late.
+	late := e.timing != nil && (e.timing.givenUp || e.batch.Late())
 	k := 0
 	for i := range out {
 		switch {
@@ -644,7 +643,6 @@ func (m *mapper) submit(ctx context.Context, e *entry, items [][]any) bool {
 		_, err := b.Wait(wctx)
 		timing.givenUp = wctx.Err() != nil && errors.Is(err, wctx.Err())
 		wcancel()
-		timing.late = errors.Is(tctx.Err(), context.DeadlineExceeded) // before e.abandon cancels it
 		close(timing.settled)
 		<-m.free
 	}(e.batch)
