@@ -81,6 +81,9 @@ func TestExecutableRefused(t *testing.T) {
 	require.EqualError(t, err, "cpython: Config.Executable: stat /nonexistent/python3.14: no such file or directory")
 	dir := t.TempDir()
 	require.EqualError(t, cpython.Initialize(cpython.Config{Executable: dir}), "cpython: Config.Executable: "+dir+" is a directory")
+	script := filepath.Join(dir, "job.py") // given by mistake for the python to run it
+	require.NoError(t, os.WriteFile(script, []byte("print(1)\n"), 0o644))
+	require.EqualError(t, cpython.Initialize(cpython.Config{Executable: script}), "cpython: Config.Executable: "+script+" is not an executable file")
 	old := pwtest.FakeVenv(t, "home = /usr/bin\nversion_info = 3.12.3\n", "/bin/true")
 	require.EqualError(t, cpython.Initialize(cpython.Config{Executable: filepath.Join(old, "bin", "python")}),
 		"cpython: Config.Executable: "+old+"/bin/python belongs to a Python 3.12.3 environment ("+old+"/pyvenv.cfg); pyworkers runs CPython 3.14")

@@ -32,8 +32,8 @@ type Config struct {
 	// python program is known), and no environment is used. The environment must have been
 	// made by the CPython pyworkers is linked with (its python3.14 -m venv), since CPython takes
 	// the standard library from the environment's home: Initialize refuses one made by another
-	// installation or Python version, and a path that names no file. A relative path is made
-	// absolute.
+	// installation or Python version, and a path that names no executable file. A relative
+	// path is made absolute.
 	Executable string
 	// Path is put at the front of sys.path in every interpreter (an entry already on sys.path
 	// stays where it is).
@@ -159,15 +159,20 @@ func startLocked(cfg Config) error {
 	return nil
 }
 
-// checkExecutable refuses a Config.Executable that is not a file, or that belongs to a virtual
+// checkExecutable refuses a Config.Executable that is not an executable file, or that belongs to a virtual
 // environment of another Python version (CPython would start, but find none of its packages).
 func checkExecutable(exe string) error {
 	if exe == "" {
 		return nil
 	}
 	st, err := os.Stat(exe)
-	if err == nil && st.IsDir() {
+	switch {
+	case err != nil:
+	case st.IsDir():
 		err = fmt.Errorf("%s is a directory", exe)
+	case st.Mode()&0o111 == 0:
+		// a script or a data file given by mistake: child processes could not run it
+		err = fmt.Errorf("%s is not an executable file", exe)
 	}
 	if err != nil {
 		return fmt.Errorf("cpython: Config.Executable: %w", err)
