@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"strings"
+	"unicode"
 
 	"github.com/pyworkers/pyworkers/internal/wire"
 )
@@ -212,8 +212,39 @@ func (p *PanicError) Unwrap() error {
 	return nil
 }
 
-var moduleName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$`)
+// IsModuleName reports whether s is a dotted Python module name, the form pool's Preload and
+// the CLI's doctor accept: identifiers joined by dots, made of the characters Python's
+// identifiers are (its reference's id_start and id_continue: letters, the underscore, and
+// after the first also digits, combining marks and connectors, in any script: "données"). It
+// says nothing of whether the module exists, nor of keywords ("import class" is Python's
+// SyntaxError), and it never accepts a space, a line end or any punctuation but "." and "_".
+func IsModuleName(s string) bool {
+	for part := range strings.SplitSeq(s, ".") {
+		if part == "" {
+			return false
+		}
+		for k, r := range part {
+			if !idStart(r) && (k == 0 || !idContinue(r)) {
+				return false
+			}
+		}
+	}
+	return true
+}
 
-// IsModuleName reports whether s is a dotted Python module name (ASCII identifiers), the form
-// pool's Preload and the CLI's doctor accept; it says nothing of whether the module exists.
-func IsModuleName(s string) bool { return moduleName.MatchString(s) }
+// idStart and idContinue are Unicode's ID_Start and the rest of ID_Continue as Go's tables
+// (unicode.Version) know them. Python's identifiers are those of NFKC forms that are, which a
+// few dozen characters are not (U+037A ͺ is " ͅ"): Python's own import says SyntaxError then.
+func idStart(r rune) bool {
+	return r == '_' || unicode.In(r, unicode.Lu, unicode.Ll, unicode.Lt, unicode.Lm, unicode.Lo, unicode.Nl, unicode.Other_ID_Start) &&
+		!unicode.Is(unicode.Pattern_Syntax, r)
+}
+
+func idContinue(r rune) bool {
+	switch r {
+	case 0x200C, 0x200D, 0x30FB, 0xFF65: // ID_Continue since Unicode 15.1, after Go's 15.0 tables
+		return true
+	}
+	return unicode.In(r, unicode.Mn, unicode.Mc, unicode.Nd, unicode.Pc, unicode.Other_ID_Continue) &&
+		!unicode.Is(unicode.Pattern_Syntax, r)
+}

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -1195,12 +1196,40 @@ func TestGoexitInDoEndsTheInterpreter(t *testing.T) {
 }
 
 func TestIsModuleName(t *testing.T) {
-	for _, ok := range []string{"json", "os.path", "_private", "a1.b_2.c"} {
+	for _, ok := range []string{"json", "os.path", "_private", "a1.b_2.c", "données", "модуль.ч", "数据", "café_2", "e\u0301t\u00e9"} {
 		assert.True(t, cpython.IsModuleName(ok), ok)
 	}
-	for _, bad := range []string{"", "1abc", "a..b", "a.", ".a", "a-b", "a b", "import os"} {
+	for _, bad := range []string{"", "1abc", "a..b", "a.", ".a", "a-b", "a b", "import os", "a;b", "a\nb", "a\u00a0b", "١abc", "\u0301a", "x€", "a\xffb", "a\u200bb"} {
 		assert.False(t, cpython.IsModuleName(bad), bad)
 	}
+}
+
+// IsModuleName's characters are Python's: for every code point Go's tables know, alone and after
+// a letter, it agrees with str.isidentifier, but for those whose NFKC form differs (Python
+// judges identifiers by that form; import names such a character's form or says SyntaxError).
+func TestIsModuleNameAgreesWithPython(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	v, err := i.Eval(bg, `(lambda nfkc: bytes(
+		(chr(c).isidentifier()) | (('a' + chr(c)).isidentifier() << 1) | ((nfkc('NFKC', chr(c)) != chr(c)) << 2)
+		for c in range(0x110000)))(__import__('unicodedata').normalize)`)
+	require.NoError(t, err)
+	py := v.([]byte)
+	require.Len(t, py, 0x110000)
+	var differ []string
+	for r := rune(0); r < 0x110000; r++ {
+		// unicode.C holds unassigned code points too
+		known := unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S, unicode.Z, unicode.Cc, unicode.Cf, unicode.Co)
+		if !known || py[r]&4 != 0 {
+			continue // newer than Go's tables (or a surrogate), or judged by its NFKC form
+		}
+		if start := py[r]&1 != 0; cpython.IsModuleName(string(r)) != start {
+			differ = append(differ, fmt.Sprintf("%U alone (Python: %v)", r, start))
+		}
+		if cont := py[r]&2 != 0; cpython.IsModuleName("a"+string(r)) != cont {
+			differ = append(differ, fmt.Sprintf("%U after a letter (Python: %v)", r, cont))
+		}
+	}
+	assert.Empty(t, differ)
 }
 
 // The interrupt of a cancelled CallMany ends the batch also when it lands while an item's

@@ -652,6 +652,16 @@ func TestSetupAndPreload(t *testing.T) {
 	require.ErrorAs(t, err, &pe)
 	assert.Equal(t, "ModuleNotFoundError", pe.Type)
 	assert.Equal(t, 0, cpython.LiveInterpreters()-2, "a failed New leaves no interpreter behind")
+	_, err = pool.New(pool.Options{Workers: 1, Preload: []string{"json; import os"}})
+	assert.ErrorContains(t, err, `preloading "json; import os": not a module name`)
+
+	// module names are Python's identifiers, in any script
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "données.py"), []byte("LOADED = 'oui'\n"), 0o644))
+	named := newPool(t, pool.Options{Workers: 1, Path: []string{dir}, Preload: []string{"données"}})
+	v, err := named.Call(bg, "pwtest:main_eval", "données.LOADED")
+	require.NoError(t, err)
+	assert.Equal(t, "oui", v)
 }
 
 func TestGroups(t *testing.T) {
