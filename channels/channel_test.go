@@ -1191,6 +1191,77 @@ except KeyboardInterrupt:
 	}
 }
 
+// A send that fails to convert (a dict value that cannot cross) after the task's interrupt was
+// caught raises TypeError: it did not take the interrupt that came before for one that stopped
+// it and convert again, for good. Sync code that caught KeyboardInterrupt, and an async target's
+// cancellation (no KeyboardInterrupt: the interrupt is a cancel request).
+func TestFailedSendAfterACaughtInterruptRaisesTypeError(t *testing.T) {
+	c := newChan(t, 0)
+	for _, tc := range []struct{ name, code, target string }{
+		{"caught KeyboardInterrupt", `
+try:
+    while True:
+        pass
+except KeyboardInterrupt:
+    outcome = send()
+`, ""},
+		{"async cancellation", `
+async def f():
+    global outcome
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        outcome = send()
+        raise
+`, "__main__:f"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{})
+			require.NoError(t, err)
+			require.NoError(t, i.Exec(bg, fmt.Sprintf(`
+import asyncio, pyworkers
+ch = pyworkers.Channel(%d)
+outcome = "-"
+def send():
+    try:
+        ch.send({"a": object()})
+        return "sent"
+    except TypeError:
+        return "TypeError"
+`, c.ID())))
+			ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				if tc.target == "" {
+					done <- i.Exec(ctx, tc.code)
+					return
+				}
+				if err := i.Exec(bg, tc.code); err != nil {
+					done <- err
+					return
+				}
+				_, err := i.Call(ctx, tc.target)
+				done <- err
+			}()
+			select {
+			case err = <-done:
+			case <-time.After(time.Minute): // not a timing assertion: the send converts again for good
+				ended, end := context.WithCancel(bg)
+				end()
+				i.CloseContext(ended) // its interrupts, repeated, end the loop
+				<-done
+				t.Fatal("the send did not return")
+			}
+			assert.ErrorIs(t, err, context.DeadlineExceeded)
+			v, err := i.Eval(bg, "outcome")
+			require.NoError(t, err)
+			assert.Equal(t, "TypeError", v)
+			require.NoError(t, i.Close())
+		})
+	}
+}
+
 // Python threads that send and end take their encoding space with them: a worker whose code
 // starts a thread per task does not grow by a buffer per thread.
 func TestSendingThreadsLeaveNoMemory(t *testing.T) {

@@ -286,17 +286,19 @@ static int enc_dict(enc_ctx *c, PyObject *o, int depth) {
 		if (rc < 0) {
 			/* may run code (k is ours, not borrowed); not once the task is interrupted: a repr
 			 * that hangs would have no interrupt left to stop it */
-			PyObject *r = pyw_task_interrupted() ? NULL : PyObject_Repr(k);
+			int was_interrupted = pyw_task_interrupted();
+			PyObject *r = was_interrupted ? NULL : PyObject_Repr(k);
 			const char *rs = r ? PyUnicode_AsUTF8(r) : NULL;
 			char elem[96];
 			snprintf(elem, sizeof elem, "[%.80s]", rs ? rs : "?");
 			if (rs == NULL) {
 				PyErr_Clear();
 			}
-			if (pyw_task_interrupted()) {
+			if (!was_interrupted && pyw_task_interrupted()) {
 				/* the interrupt came while the repr ran, which raised it (cleared above): the
 				 * conversion stops as at stop_now, so the interrupt is raised, not lost in a
-				 * TypeError the code may catch */
+				 * TypeError the code may catch. Not for an interrupt that came before (code
+				 * that caught it sends after): converting again would fail alike, for good. */
 				e->stopped = 1;
 			}
 			Py_XDECREF(r);
