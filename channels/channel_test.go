@@ -398,8 +398,9 @@ func TestInterruptWakesABlockedReceiver(t *testing.T) {
 // interpreter waits for its threads), and what the channels hold stays there.
 func TestInterpretersEndInterruptsItsThreadsWaitingOnChannels(t *testing.T) {
 	// the second time with pyworkers gone from sys.modules: the waits know their interpreter
-	// from the channel's module, not from a look-up by name
-	for _, hide := range []string{"", "del sys.modules['pyworkers']"} {
+	// from the channel's module, not from a look-up by name; the third with pyworkers imported
+	// again after that (a fresh module object, which must know its interpreter too)
+	for _, hide := range []string{"", "del sys.modules['pyworkers']", "del sys.modules['pyworkers']; import pyworkers"} {
 		empty, full := newChan(t, 0), newChan(t, 1)
 		require.NoError(t, full.Send(bg, "kept"))
 		i, err := cpython.NewInterpreter(bg, cpython.InterpreterConfig{})

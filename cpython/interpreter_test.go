@@ -97,6 +97,18 @@ func TestExecEvalAndMainGlobals(t *testing.T) {
 	v, err = i.Eval(bg, "(pyworkers.worker_id(), pyworkers.workers(), pyworkers.config())")
 	require.NoError(t, err)
 	assert.Equal(t, cpython.Tuple{int64(3), int64(8), map[string]any{"model": "A", "sizes": []any{int64(1), int64(2)}}}, v)
+	// imported again after code took it out of sys.modules: a module that works as the first
+	// (its API, its Buffer type, which a result may be), though another object
+	require.NoError(t, i.Exec(bg, "import sys\nfirst = sys.modules.pop('pyworkers')\nimport pyworkers\nsys.modules['pyworkers'] = first"))
+	v, err = i.Eval(bg, "(pyworkers is not first, pyworkers.worker_id(), pyworkers.workers(), pyworkers.config()['model'], pyworkers.Buffer is first.Buffer)")
+	require.NoError(t, err)
+	assert.Equal(t, cpython.Tuple{true, int64(3), int64(8), "A", true}, v)
+	v, err = i.Eval(bg, "pyworkers.Buffer(3)")
+	require.NoError(t, err)
+	if b, ok := v.(*cpython.Buffer); assert.True(t, ok, "%T", v) {
+		assert.Equal(t, 3, b.Len())
+		b.Release()
+	}
 	// a copy.py beside a target file does not stand in for the stdlib's inside config()
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "copy.py"), []byte("raise ImportError('not the stdlib copy')\n"), 0o644))

@@ -434,9 +434,54 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* The key, in the interpreter's dict, of a weak reference to its first pyworkers module. */
+#define FIRST_KEY "pyworkers.first_module"
+
+/* The interpreter's first pyworkers module (new reference), or NULL (with no error) when none is
+ * alive; -1 on error. */
+static int first_module(PyObject **first) {
+	*first = NULL;
+	PyObject *d = PyInterpreterState_GetDict(PyInterpreterState_Get()), *ref;
+	if (d == NULL) {
+		PyErr_SetString(PyExc_RuntimeError, "pyworkers: no interpreter dict");
+		return -1;
+	}
+	int found = PyDict_GetItemStringRef(d, FIRST_KEY, &ref);
+	if (found <= 0) {
+		return found;
+	}
+	int rc = PyWeakref_GetRef(ref, first);
+	Py_DECREF(ref);
+	return rc < 0 ? -1 : 0;
+}
+
+static int remember_first(PyObject *m) {
+	PyObject *d = PyInterpreterState_GetDict(PyInterpreterState_Get());
+	PyObject *ref = d ? PyWeakref_NewRef(m, NULL) : NULL;
+	int rc = ref ? PyDict_SetItemString(d, FIRST_KEY, ref) : -1;
+	Py_XDECREF(ref);
+	return rc;
+}
+
 static int mod_exec(PyObject *m) {
 	modstate *st = state_of(m);
 	st->handle = 0;
+	PyObject *first;
+	if (first_module(&first) < 0) {
+		return -1;
+	}
+	if (first != NULL) {
+		/* Imported again, after code took it out of sys.modules: the same module in all but
+		 * identity — its link to Go, its types (a Channel's interpreter comes from its type's
+		 * module) and the API bootstrap.py added. A module of its own would have none of these. */
+		modstate *fs = state_of(first);
+		st->handle = fs->handle;
+		st->interp = fs->interp;
+		st->buffer_type = Py_XNewRef(fs->buffer_type);
+		int rc = PyDict_Update(PyModule_GetDict(m), PyModule_GetDict(first));
+		Py_DECREF(first);
+		return rc;
+	}
 	st->buffer_type = PyType_FromModuleAndSpec(m, &buffer_spec, NULL);
 	if (st->buffer_type == NULL || PyModule_AddObjectRef(m, "Buffer", st->buffer_type) < 0) {
 		return -1;
@@ -446,7 +491,7 @@ static int mod_exec(PyObject *m) {
 			return -1;
 		}
 	}
-	return 0;
+	return remember_first(m);
 }
 
 static int mod_traverse(PyObject *m, visitproc visit, void *arg) {
