@@ -247,6 +247,19 @@ static int malformed_item(void) { return PyErr_ExceptionMatches(PyExc_ValueError
  * Python code, so its KeyboardInterrupt can come from nowhere else. */
 static int decode_stopped(PyObject *v) { return v == NULL && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt); }
 
+/* The one value an item holds (its data, len bytes, and its shared buffers), decoded; bytes
+ * left after it make it malformed, as Go's decoder finds it (ValueError). */
+static PyObject *decode_item(const char *data, size_t len, pyw_shared *const *refs, size_t nrefs) {
+	const char *p = data;
+	PyObject *v = pyw_decode(&p, data + len, refs, nrefs);
+	if (v != NULL && p != data + len) {
+		Py_DECREF(v);
+		PyErr_Format(PyExc_ValueError, "pyworkers: malformed encoded value (%zu bytes after it)", (size_t)(data + len - p));
+		return NULL;
+	}
+	return v;
+}
+
 static PyObject *do_recv(PyObject *self, int64_t timeout_ns) {
 	if (interrupted_now(self)) { /* the task is being interrupted: take nothing */
 		return pyw_raise_interrupt();
@@ -271,8 +284,7 @@ static PyObject *do_recv(PyObject *self, int64_t timeout_ns) {
 	int stop;
 	do { /* a huge value: the task's interrupt stops it (pyw_stoppable_end) */
 		pyw_stoppable st = pyw_stoppable_begin();
-		const char *p = it != NULL ? it->data : small;
-		v = it != NULL ? pyw_decode(&p, it->data + it->len, it->refs.v, it->refs.n) : pyw_decode(&p, small + len, NULL, 0);
+		v = it != NULL ? decode_item(it->data, it->len, it->refs.v, it->refs.n) : decode_item(small, len, NULL, 0);
 		stop = pyw_stoppable_end(st, decode_stopped(v));
 	} while (stop == PYW_STOP_AGAIN);
 	if (v != NULL || (stop == PYW_STOP_NONE && malformed_item())) {
@@ -480,8 +492,7 @@ static PyObject *chan_recv_many(PyObject *self, PyObject *args, PyObject *kwds) 
 		bad = NULL;
 		Py_ssize_t i = 0;
 		for (pyw_item **at = &chain; *at != NULL && list != NULL; at = &(*at)->next, i++) {
-			const char *p = (*at)->data;
-			PyObject *v = pyw_decode(&p, (*at)->data + (*at)->len, (*at)->refs.v, (*at)->refs.n);
+			PyObject *v = decode_item((*at)->data, (*at)->len, (*at)->refs.v, (*at)->refs.n);
 			if (v == NULL) {
 				Py_CLEAR(list);
 				bad = at;
