@@ -1458,6 +1458,30 @@ finally:
 		cancel()
 	}
 	assert.Equal(t, 0, c.Len())
+
+	// the nested code catches the KeyboardInterrupt its wait got: the task is interrupted all
+	// the same, when the nested interpreter hands control back
+	ctx, cancel := context.WithTimeout(bg, 200*time.Millisecond)
+	defer cancel()
+	err := i.Exec(ctx, fmt.Sprintf(`
+from concurrent import interpreters
+nested = interpreters.create()
+try:
+    nested.exec("""
+import pyworkers
+try:
+    pyworkers.Channel(%d).recv()
+except KeyboardInterrupt:
+    pass
+""")
+    after = "went on"
+finally:
+    nested.close()
+`, c.ID()))
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	v, err := i.Eval(bg, "'after' in globals()")
+	require.NoError(t, err)
+	assert.Equal(t, false, v, "the call went on after the nested interpreter returned")
 }
 
 // A value that takes the codec long (here one whose shared parts expand without end: it would

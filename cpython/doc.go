@@ -106,7 +106,9 @@
 // Code that runs an interpreter of its own on the call's thread (concurrent.interpreters) is
 // interrupted there only where it waits in pyworkers (a channel's send or recv,
 // pyworkers.sleep) or converts a channel's value, with KeyboardInterrupt; its other code runs
-// on, and the interrupt is raised in the call once that interpreter hands control back.
+// on, and the interrupt is raised in the call once that interpreter hands control back (also
+// when the nested code caught the KeyboardInterrupt it got there: its catch is its own, the
+// task is interrupted all the same).
 //
 // # Values
 //
