@@ -60,7 +60,7 @@ var (
 // runtime.KeepAlive(c)) until Python code has opened the id, or the queue, with its items,
 // may be gone by then (pyworkers.Channel(id) then raises ValueError). Use it as *Channel, from
 // New or Open: a copy of the value is not a holder (go vet reports copies), and the zero value
-// is no channel (its methods panic, but ID and Cap, which say 0).
+// is no channel (its methods panic, but ID and Cap, which say 0, and Release, which does nothing).
 type Channel struct {
 	_   noCopy // go vet: a copy would use the queue after the original's cleanup let it go
 	q   *C.pyw_queue

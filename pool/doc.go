@@ -49,10 +49,11 @@
 // # Self-healing
 //
 // A worker whose task raises SystemExit (or a subclass: a program's own exit) or MemoryError
-// (itself: a subclass, such as numpy's for one array too big, is an ordinary error) — also as
-// its interrupt stops it (except KeyboardInterrupt: sys.exit(130)), when the task's error is its
-// cancellation's — or that reaches MaxTasksPerWorker, is ended and replaced by a fresh interpreter (the task gets an error wrapping ErrWorkerLost and the
-// *cpython.PythonError). So is a worker whose task was interrupted in the middle of an
+// (itself: a subclass, such as numpy's for one array too big, is an ordinary error) is ended and
+// replaced by a fresh interpreter, and the task gets an error wrapping ErrWorkerLost and the
+// *cpython.PythonError; also when its interrupt stops it that way (except KeyboardInterrupt:
+// sys.exit(130)), and then the task's error is its cancellation's. A worker that reaches
+// MaxTasksPerWorker is replaced too, after its last task, which keeps its own outcome. So is a worker whose task was interrupted in the middle of an
 // import, which can leave modules half made (cpython.InterruptedError.InImport; the task's
 // error is its cancellation's). A task that keeps running more than InterruptGrace after its
 // interrupt (it swallowed KeyboardInterrupt) costs its worker: a replacement takes the slot at

@@ -1,7 +1,7 @@
 // Command pyworkers runs Python code in parallel in own-GIL CPython interpreters.
 //
 //	pyworkers run [-w N] [--timeout D] [--no-prefix] [--python PATH] SCRIPT.py [-- ARGS...]
-//	pyworkers map [-w N] [--timeout D] [--setup CODE] [--star] [--progress WHEN] [--python PATH] TARGET [INPUT]
+//	pyworkers map [-w N] [--timeout D] [--setup CODE] [--star] [--progress WHEN] [--max-line-mib N] [--python PATH] TARGET [INPUT]
 //	pyworkers bench [-w N] [--json] [--quick]
 //	pyworkers doctor [--json] [--python PATH] [MODULE...]
 //	pyworkers version
@@ -86,7 +86,7 @@ const usage = `pyworkers runs Python code in parallel, one own-GIL CPython inter
 Usage:
   pyworkers run [-w N] [--timeout D] [--no-prefix] [--python PATH] SCRIPT.py [-- ARGS...]
         run SCRIPT.py once in each of N interpreters at the same time
-  pyworkers map [-w N] [--timeout D] [--setup CODE] [--star] [--progress WHEN] [--python PATH] TARGET [INPUT]
+  pyworkers map [-w N] [--timeout D] [--setup CODE] [--star] [--progress WHEN] [--max-line-mib N] [--python PATH] TARGET [INPUT]
         call TARGET (file.py:func or pkg.module:func) once per JSON line of INPUT (or stdin),
         writing one JSON result line per input, in input order
   pyworkers bench [-w N] [--json] [--quick]

@@ -484,7 +484,7 @@ func TestMapRefusesALineTooLong(t *testing.T) {
 	for _, k := range []int{1, 3} {
 		e := lines[k]["error"].(map[string]any)
 		assert.Equal(t, "InputError", e["type"])
-		assert.Contains(t, e["message"], fmt.Sprintf("line %d: longer than 1 MiB", k+1))
+		assert.Equal(t, fmt.Sprintf("line %d: longer than 1 MiB (--max-line-mib), skipped", k+1), e["message"])
 	}
 }
 

@@ -21,7 +21,7 @@ import (
 	"github.com/pyworkers/pyworkers/pool"
 )
 
-const mapUsage = `Usage: pyworkers map [-w N] [--timeout D] [--setup CODE] [--star] [--progress WHEN] [--python PATH] TARGET [INPUT]
+const mapUsage = `Usage: pyworkers map [-w N] [--timeout D] [--setup CODE] [--star] [--progress WHEN] [--max-line-mib N] [--python PATH] TARGET [INPUT]
 
 Calls TARGET once per line of INPUT (JSON Lines; standard input when INPUT is omitted or "-")
 on N own-GIL interpreters, and writes one JSON line per input line to standard output, in
@@ -584,7 +584,7 @@ func (m *mapper) read(ctx context.Context, in io.Reader, entries chan<- entry) e
 			line++
 			var aerr error
 			if tooLong {
-				aerr = fmt.Errorf("longer than %d MiB (--max-line-mib), not read", maxLine>>20)
+				aerr = fmt.Errorf("longer than %d MiB (--max-line-mib), skipped", maxLine>>20)
 			} else {
 				aerr = checkLine(text)
 			}
