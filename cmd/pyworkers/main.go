@@ -71,14 +71,35 @@ func exitWhenStuck(ctx context.Context) (stop func() bool) {
 }
 
 // exitIfStuck exits the process with code stopGrace + 2 s from now, unless it has ended by
-// then, but never in the middle of results being written (outputMu).
+// then, and not in the middle of results being written (outputMu) unless their writing has
+// been blocked for stopGrace more: a reader that stopped reading (| a pager left open) must
+// not keep the process for good either.
 func exitIfStuck(code int) {
 	const wait = stopGrace + 2*time.Second
 	time.AfterFunc(wait, func() {
-		outputMu.Lock()
-		fmt.Fprintf(os.Stderr, "pyworkers: still running %v after being stopped: exiting without waiting for what still runs (Python code that no interrupt reaches, such as a blocking C call?)\n", wait)
+		why := "what still runs (Python code that no interrupt reaches, such as a blocking C call?)"
+		if !lockWithin(&outputMu, stopGrace) {
+			why = "the results' reader, which has stopped reading them (their last lines may be cut)"
+		}
+		fmt.Fprintf(os.Stderr, "pyworkers: still running %v after being stopped: exiting without waiting for %s\n", wait, why)
 		os.Exit(code)
 	})
+}
+
+// lockWithin locks mu unless that takes longer than d (then it stays locked by a goroutine
+// that waits for it: only for a process about to exit).
+func lockWithin(mu *sync.Mutex, d time.Duration) bool {
+	locked := make(chan struct{})
+	go func() {
+		mu.Lock()
+		close(locked)
+	}()
+	select {
+	case <-locked:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 const usage = `pyworkers runs Python code in parallel, one own-GIL CPython interpreter per worker.

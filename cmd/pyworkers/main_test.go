@@ -986,6 +986,22 @@ func TestMapInterruptedWhileOpeningItsInput(t *testing.T) {
 	assert.Empty(t, errb.String(), "nothing was left running")
 }
 
+// After a signal, map exits also while its results' reader has stopped reading (a pager left
+// open): its write of a batch blocked, and the exit waited for that write for good.
+func TestMapExitsAfterASignalWhenNoOneReadsItsResults(t *testing.T) {
+	cmd, stdin, stdout, errb := startMapPiped(t, "-w", "2", "json:dumps")
+	defer stdout.Close()
+	line := `"` + strings.Repeat("a", 16<<10) + `"` + "\n"
+	go func() { // map reads no more once its results wait: this write waits too
+		io.WriteString(stdin, strings.Repeat(line, 100)) // 1.6 MB of results: the pipe holds 64 KiB
+		stdin.Close()
+	}()
+	time.Sleep(time.Second) // map blocks in its write
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, 143, exitCodeWithin(t, cmd, time.Minute, "map waited for its reader after SIGTERM"), errb.String())
+	assert.Contains(t, errb.String(), "exiting without waiting for the results' reader")
+}
+
 // run reports a worker's failure when it happens: Ctrl-C afterwards does not hide it.
 func TestRunReportsFailuresAsTheyHappen(t *testing.T) {
 	p := script(t, "import pyworkers, time\nif pyworkers.worker_id() == 1:\n    raise ValueError('boom')\ntime.sleep(60)\n")

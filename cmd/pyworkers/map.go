@@ -41,7 +41,8 @@ skipped. At the end, map waits for the threads the calls started, their atexit f
 the finalizers of what their modules hold, as Python's exit does, saying so after a second
 (--timeout does not cut that wait, except for a call still running 2s after its --timeout,
 blocked where no interrupt reaches: map exits without it, saying so; Ctrl-C interrupts them,
-and what still runs 7s after the signal is left behind as the process exits). Exit status: 0
+and what still runs 7s after the signal is left behind as the process exits, as is a write of
+results to a reader who stopped reading, 5s later). Exit status: 0
 when every line succeeded, 1 when some failed (or the workers could not start for want of
 memory or threads), 2 for a bad command line, a --setup that raises or a TARGET that cannot
 be imported (said before any work starts), 130 after Ctrl-C and 143 after SIGTERM (the results
