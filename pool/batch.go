@@ -47,8 +47,8 @@ type redoCall struct {
 // ErrWorkerLost for a MemoryError): some may have run, so none runs again. ctx governs the
 // whole batch: when it ends while the batch runs, the items that finished keep their outcomes
 // and the others get ctx's error, as a Wait with a context that has not ended tells (a Wait
-// whose own context has ended returns that error alone: wait with another context than the
-// batch's to get the outcomes).
+// whose own context ends before the batch is done returns that error alone: wait with another
+// context than the batch's to get the outcomes).
 func (g *Group) SubmitBatch(ctx context.Context, target string, items [][]any) (*BatchFuture, error) {
 	return g.submitBatch(ctx, target, items, g.p.opts.FailFast)
 }

@@ -112,6 +112,7 @@ type Pool struct {
 	closing atomic.Bool
 	closed  chan struct{}
 	close   sync.Once
+	ended   chan struct{}  // closed once every slot has ended, after Close began
 	slots   sync.WaitGroup // one per running slot goroutine (startSlot)
 	slotMu  sync.Mutex     // orders slots.Add in startSlot before Close's slots.Wait
 	// abort ends when CloseContext's context does (or Close has ended everything): it
@@ -146,7 +147,7 @@ func NewContext(ctx context.Context, opts Options) (*Pool, error) {
 	if opts.InterruptGrace == 0 {
 		opts.InterruptGrace = 2 * time.Second
 	}
-	p := &Pool{opts: opts, groups: map[string]*Group{}, closed: make(chan struct{}), started: time.Now(),
+	p := &Pool{opts: opts, groups: map[string]*Group{}, closed: make(chan struct{}), ended: make(chan struct{}), started: time.Now(),
 		procs: int32(runtime.GOMAXPROCS(0))}
 	p.abort, p.abortNow = context.WithCancel(context.Background())
 	p.restarts, p.stopRestarts = context.WithCancel(context.Background())
@@ -291,7 +292,8 @@ func (p *Pool) Close() error { return p.CloseContext(context.Background()) }
 
 // CloseContext is Close that, once ctx ends, interrupts the tasks still running (they end with
 // an error wrapping ErrClosed). It returns when everything has ended: nil if that came before
-// ctx's end, else an error wrapping ctx.Err(), whether or not a task was left to interrupt.
+// ctx's end (as after an earlier Close that returned, whatever ctx), else an error wrapping
+// ctx.Err(), whether or not a task was left to interrupt.
 func (p *Pool) CloseContext(ctx context.Context) error {
 	p.close.Do(func() {
 		p.slotMu.Lock()
@@ -302,22 +304,25 @@ func (p *Pool) CloseContext(ctx context.Context) error {
 			g.tasks.Close()
 		}
 		close(p.closed)
+		go func() { p.slots.Wait(); close(p.ended) }()
 	})
 	// Queued tasks will not run: they end now, not when a worker is free to drop them (a
 	// running task may never end).
 	p.dropQueued()
-	done := make(chan struct{})
-	go func() { p.slots.Wait(); close(done) }()
 	var err error
 	select {
-	case <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("pool: closed after its close's context ended (running tasks interrupted): %w", ctx.Err())
-		p.abortNow()
-		for _, g := range p.groups {
-			g.interruptAll()
+	case <-p.ended: // by an earlier Close: nil, whatever ctx says
+	default:
+		select {
+		case <-p.ended:
+		case <-ctx.Done():
+			err = fmt.Errorf("pool: closed after its close's context ended (running tasks interrupted): %w", ctx.Err())
+			p.abortNow()
+			for _, g := range p.groups {
+				g.interruptAll()
+			}
+			<-p.ended
 		}
-		<-done
 	}
 	p.abortNow()
 	p.dropQueued() // what came after the first drop (a Submit under way as Close began)

@@ -1111,6 +1111,17 @@ func TestCloseContextInterruptsRunningTasks(t *testing.T) {
 	_, err = f.Wait(bg)
 	assert.ErrorIs(t, err, pool.ErrClosed, "as the docs say")
 	assert.ErrorIs(t, err, cpython.ErrClosed)
+
+	// once everything has ended, a close with an ended context has nothing to interrupt (a
+	// deferred CloseContext after a Close): nil
+	<-ctx.Done()
+	for range 20 {
+		assert.NoError(t, p.CloseContext(ctx))
+	}
+	idle, err := pool.New(pool.Options{Workers: 1})
+	require.NoError(t, err)
+	require.NoError(t, idle.Close())
+	assert.NoError(t, idle.CloseContext(ctx))
 }
 
 // NewContext's context reaches the workers' Setup and Preload while they run: a start that
