@@ -117,11 +117,29 @@ static pyw_result capture_error(pyw_buf *out, PyObject *helpers) {
 }
 
 /* Injects KeyboardInterrupt into the task (GIL held) and flags our waits to return. */
+/* Sets bootstrap's _batch_interrupted (see batch_task). Without memory for the key's string it
+ * stays as it was: unset, the batch runs on as if the flag did not exist; left set, call_many
+ * asks interrupted() before it believes it. */
+static void flag_batch(pyw_interp *w, int on) {
+	if (w->batch_flagged == on || w->helpers == NULL) {
+		return;
+	}
+	PyObject *pending = PyErr_GetRaisedException();
+	if (PyDict_SetItemString(w->helpers, "_batch_interrupted", on ? Py_True : Py_False) == 0) {
+		w->batch_flagged = on;
+	}
+	PyErr_Clear();
+	PyErr_SetRaisedException(pending);
+}
+
 static void inject(pyw_interp *w, uint64_t task) {
 	w->interrupted_task = task;
 	w->injections++;
 	PyThreadState_SetAsyncExc(w->thread_ident, PyExc_KeyboardInterrupt);
 	atomic_store(&w->interrupt_pending, 1);
+	if (task != 0 && atomic_load(&w->batch_task) == task) {
+		flag_batch(w, 1);
+	}
 }
 
 /* Whether an interrupt injected into thread state t now could be raised in the import system's
@@ -359,6 +377,8 @@ static int end_task(pyw_interp *w, uint64_t task) {
 	w->held_task = 0;
 	w->shielded = 0;
 	atomic_store(&w->owed_task, 0);
+	atomic_store(&w->batch_task, 0);
+	flag_batch(w, 0);
 	atomic_store(&w->interrupt_pending, 0);
 	w->cancel_asked = 0;
 	w->cancel_pending = 0;
@@ -726,6 +746,7 @@ pyw_result pyw_interp_call(pyw_interp *w, size_t slot, const char *args, size_t 
 pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, size_t len,
                                 pyw_shared *const *refs, size_t nrefs, uint64_t task) {
 	OWN_THREAD_ONLY(w);
+	atomic_store(&w->batch_task, task); /* before begin: it may inject at once */
 	begin(w, task);
 	PyObject *target = resolved(w, slot);
 	if (target == NULL) {

@@ -1427,6 +1427,50 @@ func TestCallManyInterruptedKeepsWhatFinished(t *testing.T) {
 	}
 }
 
+// An item that catches the batch's interrupt and returns keeps its outcome, and the batch stops
+// after it: a context's end interrupts once, and the batch ran all its items.
+func TestCallManyStopsAfterAnItemCaughtTheInterrupt(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Exec(bg, `
+import time
+ran = 0
+def deaf(k):
+    global ran
+    ran += 1
+    try:
+        end = time.monotonic() + 0.02
+        while time.monotonic() < end:
+            pass
+    except BaseException:
+        return "caught"
+    return k
+`))
+	items := make([][]any, 100) // 2 s in all
+	for k := range items {
+		items[k] = []any{k}
+	}
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	var rs []cpython.CallResult
+	var err error
+	require.NoError(t, i.Do(bg, func(th *cpython.Thread) error {
+		rs, err = th.CallMany(ctx, "__main__:deaf", items)
+		return nil
+	}))
+	var ie *cpython.InterruptedError
+	require.ErrorAs(t, err, &ie)
+	require.Len(t, rs, len(items))
+	ran, err := i.Eval(bg, "ran")
+	require.NoError(t, err)
+	n := int(ran.(int64))
+	require.Less(t, n, len(items), "the batch ran to its end")
+	assert.Equal(t, cpython.CallResult{Value: "caught"}, rs[n-1], "the item that caught it keeps its outcome")
+	assert.ErrorAs(t, rs[n].Err, &ie, "the first it kept from starting")
+	for k := n + 1; k < len(items); k++ {
+		assert.ErrorIs(t, rs[k].Err, cpython.ErrNotRun, "item %d", k)
+	}
+}
+
 // A batch that fails as a whole after its calls began says so (ErrBatchFailed, with the cause):
 // its items may have run. One that fails before they begin (a target that cannot be resolved:
 // found out before call_many is entered) does not; nor does an interrupted one (its

@@ -96,6 +96,13 @@ typedef struct pyw_interp {
 	uint64_t current_task;      /* task running now, 0 when idle; changed only with the GIL held */
 	uint64_t interrupted_task;  /* task an interrupt was injected into; changed with the GIL held */
 	PyObject *helpers;          /* the bootstrap module's namespace (dict) */
+	/* The batch (pyw_interp_call_many) running, 0 when none: an interrupt injected into it sets
+	 * bootstrap's _batch_interrupted, which call_many reads after every item (a global: a few
+	 * ns, where a call of _pyworkers._interrupted cost tiny calls 14 % of their rate), so that
+	 * an item that caught the interrupt and returned does not let the batch run to its end.
+	 * Read by the interrupter without the GIL. batch_flagged: _batch_interrupted is True. */
+	_Atomic uint64_t batch_task;
+	int batch_flagged;
 	PyObject **slots;           /* resolved call targets, indexed by the Go side */
 	size_t nslots;
 	pyw_buf out;
