@@ -87,7 +87,9 @@
 // 50 ms (code that never awaits holds it: KeyboardInterrupt lands in that code). Either way
 // the call ends with a KeyboardInterrupt whose traceback shows where the task was stopped,
 // also when the task caught its cancellation; a task that does not end within a second of it
-// is left pending (at once, at a second interrupt). Calls run one at a time even so: a
+// is left pending (at once, at a second interrupt) — a second of the loop's time: cleanup that
+// blocks the loop without awaiting (time.sleep, a long computation in a finally block) runs to
+// its end first, as sync code's cleanup does. Calls run one at a time even so: a
 // batch's items do not run concurrently on one interpreter. A target is async when its code
 // is a coroutine's: async def, a method, a functools.partial of one, an object whose class has
 // an async __call__; a plain function that returns a coroutine returns something that cannot
