@@ -213,14 +213,15 @@ func (p *PanicError) Unwrap() error {
 }
 
 // IsModuleName reports whether s is a dotted Python module name, the form pool's Preload and
-// the CLI's doctor accept: identifiers joined by dots, made of the characters Python's
-// identifiers are (its reference's id_start and id_continue: letters, the underscore, and
-// after the first also digits, combining marks and connectors, in any script: "données"). It
-// says nothing of whether the module exists, nor of keywords ("import class" is Python's
-// SyntaxError), and it never accepts a space, a line end or any punctuation but "." and "_".
+// the CLI's doctor accept (they import it with an import statement): identifiers joined by
+// dots, made of the characters Python's identifiers are (its reference's id_start and
+// id_continue: letters, the underscore, and after the first also digits, combining marks and
+// connectors, in any script: "données"), none a keyword ("class"; soft keywords such as
+// "match" are names). It says nothing of whether the module exists, and it never accepts a
+// space, a line end or any punctuation but "." and "_".
 func IsModuleName(s string) bool {
 	for part := range strings.SplitSeq(s, ".") {
-		if part == "" {
+		if part == "" || pythonKeywords[part] {
 			return false
 		}
 		for k, r := range part {
@@ -230,6 +231,15 @@ func IsModuleName(s string) bool {
 		}
 	}
 	return true
+}
+
+// pythonKeywords are Python 3.14's keywords (keyword.kwlist), which no name may be.
+var pythonKeywords = map[string]bool{
+	"False": true, "None": true, "True": true, "and": true, "as": true, "assert": true, "async": true,
+	"await": true, "break": true, "class": true, "continue": true, "def": true, "del": true, "elif": true,
+	"else": true, "except": true, "finally": true, "for": true, "from": true, "global": true, "if": true,
+	"import": true, "in": true, "is": true, "lambda": true, "nonlocal": true, "not": true, "or": true,
+	"pass": true, "raise": true, "return": true, "try": true, "while": true, "with": true, "yield": true,
 }
 
 // idStart and idContinue are Unicode's ID_Start and the rest of ID_Continue as Go's tables

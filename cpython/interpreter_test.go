@@ -1208,10 +1208,10 @@ func TestGoexitInDoEndsTheInterpreter(t *testing.T) {
 }
 
 func TestIsModuleName(t *testing.T) {
-	for _, ok := range []string{"json", "os.path", "_private", "a1.b_2.c", "données", "модуль.ч", "数据", "café_2", "e\u0301t\u00e9"} {
+	for _, ok := range []string{"json", "os.path", "_private", "a1.b_2.c", "données", "модуль.ч", "数据", "café_2", "e\u0301t\u00e9", "match", "pkg.type"} {
 		assert.True(t, cpython.IsModuleName(ok), ok)
 	}
-	for _, bad := range []string{"", "1abc", "a..b", "a.", ".a", "a-b", "a b", "import os", "a;b", "a\nb", "a\u00a0b", "١abc", "\u0301a", "x€", "a\xffb", "a\u200bb"} {
+	for _, bad := range []string{"", "1abc", "a..b", "a.", ".a", "a-b", "a b", "import os", "a;b", "a\nb", "a\u00a0b", "١abc", "\u0301a", "x€", "a\xffb", "a\u200bb", "class", "pkg.def", "None"} {
 		assert.False(t, cpython.IsModuleName(bad), bad)
 	}
 }
@@ -1222,7 +1222,7 @@ func TestIsModuleName(t *testing.T) {
 func TestIsModuleNameAgreesWithPython(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
 	v, err := i.Eval(bg, `(lambda nfkc: bytes(
-		(chr(c).isidentifier()) | (('a' + chr(c)).isidentifier() << 1) | ((nfkc('NFKC', chr(c)) != chr(c)) << 2)
+		(chr(c).isidentifier()) | (('x' + chr(c)).isidentifier() << 1) | ((nfkc('NFKC', chr(c)) != chr(c)) << 2)
 		for c in range(0x110000)))(__import__('unicodedata').normalize)`)
 	require.NoError(t, err)
 	py := v.([]byte)
@@ -1237,11 +1237,21 @@ func TestIsModuleNameAgreesWithPython(t *testing.T) {
 		if start := py[r]&1 != 0; cpython.IsModuleName(string(r)) != start {
 			differ = append(differ, fmt.Sprintf("%U alone (Python: %v)", r, start))
 		}
-		if cont := py[r]&2 != 0; cpython.IsModuleName("a"+string(r)) != cont {
+		if cont := py[r]&2 != 0; cpython.IsModuleName("x"+string(r)) != cont {
 			differ = append(differ, fmt.Sprintf("%U after a letter (Python: %v)", r, cont))
 		}
 	}
 	assert.Empty(t, differ)
+	// no keyword is a name; a soft keyword is
+	v, err = i.Eval(bg, "(__import__('keyword').kwlist, __import__('keyword').softkwlist)")
+	require.NoError(t, err)
+	lists := v.(cpython.Tuple)
+	for _, k := range lists[0].([]any) {
+		assert.False(t, cpython.IsModuleName(k.(string)), k)
+	}
+	for _, k := range lists[1].([]any) {
+		assert.True(t, cpython.IsModuleName(k.(string)), k)
+	}
 }
 
 // The interrupt of a cancelled CallMany ends the batch also when it lands while an item's
