@@ -53,9 +53,9 @@
 // replaced by a fresh interpreter, and the task gets an error wrapping ErrWorkerLost and the
 // *cpython.PythonError; also when its interrupt stops it that way (except KeyboardInterrupt:
 // sys.exit(130)), and then the task's error is its cancellation's. A worker that reaches
-// MaxTasksPerWorker is replaced too, after its last task, which keeps its own outcome. So is a worker whose task was interrupted in the middle of an
-// import, which can leave modules half made (cpython.InterruptedError.InImport; the task's
-// error is its cancellation's). A task that keeps running more than InterruptGrace after its
+// MaxTasksPerWorker is replaced too, after its last task, which keeps its own outcome. So is a
+// worker whose task was interrupted in the middle of an import, which can leave modules half
+// made (cpython.InterruptedError.InImport; the task's error is its cancellation's). A task that keeps running more than InterruptGrace after its
 // interrupt (it swallowed KeyboardInterrupt) costs its worker: a replacement takes the slot at
 // once, and the old interpreter is interrupted every 100 ms until it stops, then ended. Python
 // code that never stops can never be ended: a running OS thread cannot be killed safely, so
