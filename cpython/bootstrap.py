@@ -851,11 +851,17 @@ def format_exc(e):
     except Exception:
         pass
     name = _type_name(type(e))
+    # Once the task's one interrupt is spent (this is what its code raised after it), a __str__
+    # that hangs would hold the interpreter for good: another interrupt comes if it takes long.
+    owed = not isinstance(e, KeyboardInterrupt) and _pyworkers._owe_interrupt(True)
     try:
         msg = str(e)
     except BaseException as x:  # a __str__ may raise anything, SystemExit included
         _reraise_own_interrupt(x)
         msg = "<exception str() failed>"
+    finally:
+        if owed:
+            _pyworkers._owe_interrupt(False)
     try:
         traceback = _import_stdlib("traceback")
         if _pyworkers._interrupted():

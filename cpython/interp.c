@@ -805,6 +805,9 @@ int pyw_interp_interrupt(pyw_interp *w, uint64_t task, int escalate) {
 	int again = escalate & (PYW_INTERRUPT_AGAIN | PYW_INTERRUPT_OWED), late = escalate & PYW_INTERRUPT_LATE;
 	int owed = escalate & PYW_INTERRUPT_OWED;
 	escalate &= 1;
+	if (owed && atomic_load(&w->owed_task) != task) {
+		return 0; /* taken back meanwhile: not even a stop of the codec */
+	}
 	if (task != 0) {
 		if (!escalate && !again) { /* if it has yet to begin, begin() interrupts it */
 			pthread_mutex_lock(&w->precancel_mu);
@@ -1071,6 +1074,19 @@ int pyw_reinterrupt(void) {
 	}
 	inject(w, w->current_task);
 	return 1;
+}
+
+int pyw_owe_interrupt(int on) {
+	pyw_interp *w = own();
+	if (w == NULL || !pyw_task_interrupted()) {
+		return 0;
+	}
+	uint64_t none = 0, task = w->current_task;
+	if (on) {
+		return atomic_compare_exchange_strong(&w->owed_task, &none, task);
+	}
+	atomic_compare_exchange_strong(&w->owed_task, &task, 0);
+	return 0;
 }
 
 int pyw_interp_owed(pyw_interp *w, uint64_t task) {

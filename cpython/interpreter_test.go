@@ -1437,6 +1437,45 @@ func TestCallManyInterruptedKeepsWhatFinished(t *testing.T) {
 	}
 }
 
+// An exception raised after the task's interrupt (in a finally block) whose __str__ hangs does
+// not hold the interpreter for good: the one interrupt is spent, and formatting the exception
+// gets another; the call ends interrupted, and the interpreter serves the next one.
+func TestHangingStrAfterTheInterruptIsInterrupted(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Exec(bg, `
+class Stuck(Exception):
+    def __str__(self):
+        while True:
+            pass
+def stuck_after_interrupt():
+    try:
+        while True:
+            pass
+    finally:
+        raise Stuck()
+`))
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := i.Call(ctx, "__main__:stuck_after_interrupt")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(time.Minute): // not a timing assertion: it hung for good
+		ended, end := context.WithCancel(bg)
+		end()
+		i.CloseContext(ended) // interrupts every 100 ms
+		<-done
+		t.Fatal("the call did not end")
+	}
+	v, err := i.Eval(bg, "1 + 1")
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), v)
+}
+
 // An item that catches the batch's interrupt and returns keeps its outcome, and the batch stops
 // after it: a context's end interrupts once, and the batch ran all its items.
 func TestCallManyStopsAfterAnItemCaughtTheInterrupt(t *testing.T) {

@@ -400,6 +400,16 @@ static PyObject *mod_shield(PyObject *m, PyObject *arg) {
 	Py_RETURN_NONE;
 }
 
+/* pyworkers._owe_interrupt(on): see pyw_owe_interrupt. */
+static PyObject *mod_owe_interrupt(PyObject *m, PyObject *arg) {
+	(void)m;
+	int on = PyObject_IsTrue(arg);
+	if (on < 0) {
+		return NULL;
+	}
+	return PyBool_FromLong(pyw_owe_interrupt(on));
+}
+
 /* pyworkers._set_main(coro): the coroutine of the async call running now on the event loop
  * (bootstrap._run_async), or None. */
 static PyObject *mod_set_main(PyObject *m, PyObject *coro) {
@@ -424,6 +434,7 @@ static PyMethodDef methods[] = {
     {"_hold_if_interrupted", mod_hold_if_interrupted, METH_NOARGS, "_hold_if_interrupted(): if the task was interrupted, no more interrupts of it."},
     {"_set_wake_fd", mod_set_wake_fd, METH_O, "_set_wake_fd(fd): the socket an interrupt writes a byte to (-1: none)."},
     {"_shield", mod_shield, METH_O, "_shield(on): defer interrupts of the running task (up to a second) while on."},
+    {"_owe_interrupt", mod_owe_interrupt, METH_O, "_owe_interrupt(on): while on, an interrupted task is interrupted again within 50 ms."},
     {"_set_main", mod_set_main, METH_O, "_set_main(coro): the coroutine of the async call running now, or None."},
     {"_take_cancel", mod_take_cancel, METH_NOARGS, "_take_cancel(): whether an interrupt asked to cancel the async call."},
     {"_unraisablehook", mod_unraisablehook, METH_O, "sys.unraisablehook that raises a swallowed interrupt of the running task again."},

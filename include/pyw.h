@@ -337,6 +337,11 @@ int pyw_task_interrupted(void);
  * importlib called, leave it to the interrupter (see owed_task). 1 if it did; 0 in a nested
  * interpreter's code (concurrent.interpreters), which gets no interrupt of the task's. */
 int pyw_reinterrupt(void);
+/* GIL held, on an interpreter's own thread whose task was interrupted: on, the task owes another
+ * interrupt, which the interrupter's watch injects within 50 ms (see owed_task), for code that
+ * may hang with the task's one interrupt spent (str() of an exception raised after it); 1 if
+ * this made it owed (0: it owed one already, or no task runs). Off takes back one it made. */
+int pyw_owe_interrupt(int on);
 /* GIL held, polled by the codec while it encodes or decodes: whether an interrupt of the task
  * this thread serves is waiting for the GIL, which the codec holds for as long as it runs (a
  * huge value, a structure whose shared parts expand without end). 1: stop, with the call marked
