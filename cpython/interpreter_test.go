@@ -1437,45 +1437,6 @@ func TestCallManyInterruptedKeepsWhatFinished(t *testing.T) {
 	}
 }
 
-// An exception raised after the task's interrupt (in a finally block) whose __str__ hangs does
-// not hold the interpreter for good: the one interrupt is spent, and formatting the exception
-// gets another; the call ends interrupted, and the interpreter serves the next one.
-func TestHangingStrAfterTheInterruptIsInterrupted(t *testing.T) {
-	i := newInterp(t, cpython.InterpreterConfig{})
-	require.NoError(t, i.Exec(bg, `
-class Stuck(Exception):
-    def __str__(self):
-        while True:
-            pass
-def stuck_after_interrupt():
-    try:
-        while True:
-            pass
-    finally:
-        raise Stuck()
-`))
-	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		_, err := i.Call(ctx, "__main__:stuck_after_interrupt")
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		assert.ErrorIs(t, err, context.DeadlineExceeded)
-	case <-time.After(time.Minute): // not a timing assertion: it hung for good
-		ended, end := context.WithCancel(bg)
-		end()
-		i.CloseContext(ended) // interrupts every 100 ms
-		<-done
-		t.Fatal("the call did not end")
-	}
-	v, err := i.Eval(bg, "1 + 1")
-	require.NoError(t, err)
-	assert.Equal(t, int64(2), v)
-}
-
 // An item that catches the batch's interrupt and returns keeps its outcome, and the batch stops
 // after it: a context's end interrupts once, and the batch ran all its items.
 func TestCallManyStopsAfterAnItemCaughtTheInterrupt(t *testing.T) {
@@ -1638,7 +1599,8 @@ func TestOutputWriterThatPanics(t *testing.T) {
 
 // Code that runs once the call's own has ended — the formatting of the exception it raised (a
 // __str__), a finalizer of what it returned — still belongs to the call: the end of its context
-// interrupts it, and a hang there does not keep the interpreter.
+// interrupts it, and a hang there does not keep the interpreter. Also when the exception came
+// after the interrupt (a finally block), which is then spent: formatting it gets another.
 func TestInterruptReachesCodeAfterTheCall(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
 	require.NoError(t, i.Exec(bg, `
@@ -1649,6 +1611,13 @@ class Stuck(Exception):
 
 def raise_stuck():
     raise Stuck()
+
+def stuck_after_interrupt():
+    try:
+        while True:
+            pass
+    finally:
+        raise Stuck()
 
 class Holder:
     def __del__(self):
@@ -1673,7 +1642,7 @@ class Key(str):
 def return_stuck_keys():
     return {Key("outer"): {Key("inner"): object()}}
 `))
-	for _, fn := range []string{"raise_stuck", "return_stuck", "interrupted_while_handling", "return_stuck_keys"} {
+	for _, fn := range []string{"raise_stuck", "stuck_after_interrupt", "return_stuck", "interrupted_while_handling", "return_stuck_keys"} {
 		ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
 		_, err := i.Call(ctx, "__main__:"+fn)
 		cancel()

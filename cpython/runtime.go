@@ -159,8 +159,9 @@ func startLocked(cfg Config) error {
 	return nil
 }
 
-// checkExecutable refuses a Config.Executable that is not an executable file, or that belongs to a virtual
-// environment of another Python version (CPython would start, but find none of its packages).
+// checkExecutable refuses a Config.Executable that is not an executable file, or that belongs to
+// a virtual environment of another Python version (CPython would start, but find none of its
+// packages).
 func checkExecutable(exe string) error {
 	if exe == "" {
 		return nil

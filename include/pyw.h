@@ -100,7 +100,8 @@ typedef struct pyw_interp {
 	 * bootstrap's _batch_interrupted, which call_many reads after every item (a global: a few
 	 * ns, where a call of _pyworkers._interrupted cost tiny calls 14 % of their rate), so that
 	 * an item that caught the interrupt and returned does not let the batch run to its end.
-	 * Read by the interrupter without the GIL. batch_flagged: _batch_interrupted is True. */
+	 * Atomic: set before begin() takes the GIL (it may inject at once). batch_flagged:
+	 * _batch_interrupted is True. */
 	_Atomic uint64_t batch_task;
 	int batch_flagged;
 	PyObject **slots;           /* resolved call targets, indexed by the Go side */

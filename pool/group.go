@@ -1047,7 +1047,7 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 	switch {
 	case err == nil:
 		g.done.Add(1)
-	case tk.ctx.Err() != nil && errors.Is(err, tk.ctx.Err()), errors.Is(err, ErrClosed):
+	case ctxErr != nil && errors.Is(err, ctxErr), errors.Is(err, ErrClosed): // an error of ctx's: it had ended by then
 		g.cancelled.Add(1)
 		// its modules may be half made, or the code raised what ends an interpreter as it
 		// stopped (except KeyboardInterrupt: sys.exit(130)): a fresh interpreter takes the slot
