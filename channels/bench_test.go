@@ -1,6 +1,7 @@
 package channels_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -178,6 +179,32 @@ func BenchmarkPayload(b *testing.B) {
 					b.Fatal("the buffer came back as a copy")
 				}
 				back.Release()
+			}
+		})
+	}
+}
+
+// BenchmarkOpen: Open by id (what pyworkers.Channel(id) does in Python) of the oldest of N live
+// channels, and Release: the registry's cost as channels pile up.
+func BenchmarkOpen(b *testing.B) {
+	for _, n := range []int{1, 1000, 100000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			live := make([]*channels.Channel, n)
+			for k := range live {
+				live[k] = newChan(b, 0)
+			}
+			defer func() {
+				for _, c := range live {
+					c.Release()
+				}
+			}()
+			id := live[0].ID()
+			for b.Loop() {
+				c, err := channels.Open(id)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.Release()
 			}
 		})
 	}

@@ -558,6 +558,32 @@ ch.send(b'z' * 100000)
 	assert.Equal(t, []any{map[string]any{"from": "a dead interpreter", "data": []any{int64(1), int64(2), int64(3)}}, int64(100000), []byte("zzz")}, v)
 }
 
+// Open finds each of many live channels by its id, through the registry's growth, and none
+// that every holder has let go.
+func TestOpenAmongMany(t *testing.T) {
+	live := make([]*channels.Channel, 5000)
+	for k := range live {
+		live[k] = newChan(t, k%3)
+	}
+	for k := 0; k < len(live); k += 2 {
+		live[k].Release()
+	}
+	for k, c := range live {
+		got, err := channels.Open(c.ID())
+		if k%2 == 0 {
+			require.ErrorIs(t, err, channels.ErrNoChannel, "channel %d was released", k)
+			continue
+		}
+		require.NoError(t, err)
+		require.Equal(t, c.ID(), got.ID())
+		require.Equal(t, k%3, got.Cap())
+		got.Release()
+	}
+	for k := 1; k < len(live); k += 2 {
+		live[k].Release()
+	}
+}
+
 func TestOpenByID(t *testing.T) {
 	_, err := channels.Open(1 << 60)
 	assert.ErrorIs(t, err, channels.ErrNoChannel)
