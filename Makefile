@@ -16,6 +16,8 @@ WITH := scripts/with-python.sh
 GOTEST_FLAGS ?= -count=1 -p 1 -timeout 20m
 
 .PHONY: demo test provision fmt-check vet test-release test-debug bench
+# One lane at a time even under make -j: the lanes measure parallelism on the cores they get.
+.NOTPARALLEL:
 
 provision:
 	@scripts/build-python.sh

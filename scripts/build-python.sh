@@ -26,6 +26,7 @@ readonly ROOT_PACKAGES="python3.14-dev,python3.14-dbg,python3.14-venv,gcc,libc6-
 readonly ROOT_FORMAT=2 # bump when the root's contents change, forcing a rebuild (2: python3.14-venv)
 
 CACHE="${PYWORKERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pyworkers}"
+CACHE=$(realpath -m -- "$CACHE") # python.env records paths in it: absolute, wherever it is run from
 ENV_FILE="$CACHE/python.env"
 
 say() { printf 'build-python: %s\n' "$*" >&2; }
@@ -44,7 +45,7 @@ usage() {
 check=""
 case "${1:-}" in
 -h | --help) usage 0 ;;
---check) check=1 ;; # --check MODE DIR: is what python.env describes still usable? (exit status; with-python.sh)
+--check) check=1 ;; # --check MODE DIR [DEBUG_DIR]: is what python.env describes still usable? (exit status; with-python.sh)
 "") ;;
 *) usage 2 ;;
 esac
@@ -136,28 +137,63 @@ use_source() {
 	"$base/release/bin/python3.14" -c 'import sys; assert sys.version_info[:2] == (3, 14), sys.version' ||
 		die "$src is not CPython 3.14" "use a Python-3.14.x tarball"
 	say "CPython from source ready in $base"
-	write_env "PYWORKERS_PY_MODE=source" "PYWORKERS_PY_PREFIX=$base/release" "PYWORKERS_PY_DEBUG_PREFIX=$base/debug"
+	local debug=""
+	[ "${PYWORKERS_NO_DEBUG:-0}" = 1 ] || debug=$base/debug
+	write_env "PYWORKERS_PY_MODE=source" "PYWORKERS_PY_PREFIX=$base/release" "PYWORKERS_PY_DEBUG_PREFIX=$debug"
 }
 
 # ---------------------------------------------------------------- root
 # Sets mirror to the Debian archive this machine's apt uses (not in a $(...): die there would
-# be reported twice, once more by the ERR trap).
+# be reported twice, once more by the ERR trap), and exports apt's HTTP proxy for debootstrap.
 find_debian_mirror() {
+	local list parts proxy
+	eval "$(apt-config shell list Dir::Etc::sourcelist/f parts Dir::Etc::sourceparts/d proxy Acquire::http::Proxy 2>/dev/null || true)"
+	if [ -n "${proxy:-}" ] && [ -z "${http_proxy:-}" ]; then
+		export http_proxy=$proxy
+	fi
 	if [ -n "${PYWORKERS_DEBIAN_MIRROR:-}" ]; then
-		mirror=$PYWORKERS_DEBIAN_MIRROR
+		mirror=$(printf '%s' "$PYWORKERS_DEBIAN_MIRROR" | tr -d '[:space:]')
+		mirror=${mirror%/}
+		case "$mirror" in
+		http://?* | https://?* | file:///?*) ;;
+		*) die "PYWORKERS_DEBIAN_MIRROR=$PYWORKERS_DEBIAN_MIRROR is not a URL" "set it to a Debian archive's URL (http://, https:// or file://)" ;;
+		esac
 		return
 	fi
-	# deb822 sources first, then one-line sources; take the first main archive (not -security, -ports...).
+	list=${list:-/etc/apt/sources.list} parts=${parts:-/etc/apt/sources.list.d/}
+	# The first main archive: an enabled "deb" source with the component main and a suite with
+	# no "-" (not -security, -updates, -backports), deb822 sources first, then one-line ones.
+	# Other vendors' repositories may end in /debian too (Docker's), but none has main.
 	local uri
-	uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
-		awk 'tolower($1)=="uris:" { for (i = 2; i <= NF; i++) print $i }' |
-		resolve_mirror_lists | grep -E '/debian/?$' | head -n1 || true)
+	uri=$(cat "$parts"/*.sources 2>/dev/null | awk '
+		function flush() {
+			if (deb && enabled && main && suite) for (i = 1; i <= n; i++) print u[i]
+			deb = 0; enabled = 1; main = 0; suite = 0; n = 0; field = ""
+		}
+		BEGIN { flush() }
+		/^[ \t]*#/ { next }
+		/^[ \t]*$/ { flush(); next }
+		{
+			if ($0 ~ /^[^ \t]/) { field = tolower($1); sub(/:$/, "", field); from = 2 } else from = 1
+			for (i = from; i <= NF; i++) {
+				if (field == "types" && $i == "deb") deb = 1
+				else if (field == "enabled" && tolower($i) == "no") enabled = 0
+				else if (field == "components" && $i == "main") main = 1
+				else if (field == "suites" && $i !~ /-/) suite = 1
+				else if (field == "uris") u[++n] = $i
+			}
+		}
+		END { flush() }' | resolve_mirror_lists | grep -E '/debian/?$' | head -n1 || true)
 	if [ -z "$uri" ]; then
-		uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-			awk '$1=="deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z+]+:/ && $i !~ /^\[/) { print $i; break } }' |
+		uri=$(cat "$list" "$parts"/*.list 2>/dev/null |
+			awk '$1 == "deb" {
+				for (i = 2; i <= NF; i++) if ($i ~ /^[a-z+]+:/ && $i !~ /^\[/) break
+				if (i + 1 > NF || $(i + 1) ~ /-/) next
+				for (j = i + 2; j <= NF; j++) if ($j == "main") { print $i; next }
+			}' |
 			resolve_mirror_lists | grep -E '/debian/?$' | head -n1 || true)
 	fi
-	[ -n "$uri" ] || die "no Debian mirror found in /etc/apt/sources.list{,.d} (not a Debian machine?)" "set PYWORKERS_DEBIAN_MIRROR to a Debian archive URL"
+	[ -n "$uri" ] || die "no Debian mirror found in apt's sources ($list, $parts) (not a Debian machine?)" "set PYWORKERS_DEBIAN_MIRROR to a Debian archive URL"
 	mirror=${uri%/}
 }
 
@@ -233,6 +269,8 @@ use_root() {
 			fi
 			say "the root at $root is incomplete or outdated; rebuilding it"
 			unmount_below "$root"
+			# the mark first: a removal cut short must not leave a root that looks complete
+			rm -f "$root/.pyworkers-complete"
 			rm -rf --one-file-system "$root"
 		fi
 		if [ -e "$partial" ]; then
@@ -259,16 +297,17 @@ use_root() {
 	write_env "PYWORKERS_PY_MODE=root" "PYWORKERS_PY_ROOT=$root"
 }
 
-usable() { # usable MODE DIR — the one test of a provisioned CPython, here and for with-python.sh
+usable() { # usable MODE DIR [DEBUG_DIR] — the one test of a provisioned CPython, here and for with-python.sh
 	case "$1" in
 	native) return 0 ;;
-	source) [ -f "$2/.pyworkers-complete" ] ;;
+	source) # its debug build too, unless PYWORKERS_NO_DEBUG=1
+		[ -f "$2/.pyworkers-complete" ] && { [ "${PYWORKERS_NO_DEBUG:-0}" = 1 ] || [ -f "${3:-/nonexistent}/.pyworkers-complete" ]; } ;;
 	root) root_ready "$2" ;;
 	*) return 1 ;;
 	esac
 }
 if [ -n "$check" ]; then
-	usable "${2:-}" "${3:-}" && exit 0 || exit 1
+	usable "${2:-}" "${3:-}" "${4:-}" && exit 0 || exit 1
 fi
 
 mode="${PYWORKERS_PYTHON_MODE:-}"

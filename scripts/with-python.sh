@@ -22,6 +22,7 @@ fi
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 CACHE="${PYWORKERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pyworkers}"
+CACHE=$(realpath -m -- "$CACHE") # as build-python.sh, which records paths in it
 ENV_FILE="$CACHE/python.env"
 
 # Already inside the root (nested call): just run.
@@ -38,14 +39,17 @@ load_env() {
 		PYWORKERS_PY_MODE | PYWORKERS_PY_ROOT | PYWORKERS_PY_PREFIX | PYWORKERS_PY_DEBUG_PREFIX) printf -v "$k" '%s' "$v" ;;
 		esac
 	done <"$ENV_FILE"
-	"$here/scripts/build-python.sh" --check "$PYWORKERS_PY_MODE" "${PYWORKERS_PY_ROOT:-$PYWORKERS_PY_PREFIX}"
+	"$here/scripts/build-python.sh" --check "$PYWORKERS_PY_MODE" "${PYWORKERS_PY_ROOT:-$PYWORKERS_PY_PREFIX}" "$PYWORKERS_PY_DEBUG_PREFIX"
 }
 
 # A rebuild of the Debian root (build-python.sh) waits for the commands using it to end, and a
 # command for the rebuild: a shared lock on the cache's .in-use for as long as CMD runs (bwrap
 # or CMD inherits it), under which the CPython found is checked.
 mkdir -p "$CACHE"
-exec 8>"$CACHE/.in-use"
+if ! { exec 8>>"$CACHE/.in-use"; } 2>/dev/null; then
+	echo "with-python: error: cannot open $CACHE/.in-use: the cache belongs to another user (was it provisioned with sudo?); run as that user, or set PYWORKERS_CACHE to a cache of your own" >&2
+	exit 1
+fi
 flock -s 8
 if ! load_env || [ -n "${PYWORKERS_PYTHON_MODE:-}" -a "${PYWORKERS_PYTHON_MODE:-}" != "$PYWORKERS_PY_MODE" ]; then
 	flock -u 8 # a rebuild waits for the commands using the root: not for this one
@@ -85,6 +89,7 @@ gopath=$("$gobin" env GOPATH)
 gopath=${gopath%%:*}
 gocache=$("$gobin" env GOCACHE)
 gomodcache=$("$gobin" env GOMODCACHE)
+goenv=$("$gobin" env GOENV) # settings made with go env -w (GOPROXY, GOPRIVATE, GOFLAGS...)
 mkdir -p "$gopath" "$gocache" "$gomodcache"
 cwd=$(pwd -P)
 
@@ -103,6 +108,7 @@ args=(
 [ -d /etc/ssl/certs ] && args+=(--ro-bind /etc/ssl/certs /etc/ssl/certs)
 [ -e /etc/resolv.conf ] && args+=(--ro-bind /etc/resolv.conf /etc/resolv.conf)
 [ -e /etc/hosts ] && args+=(--ro-bind /etc/hosts /etc/hosts)
+[ -f "$goenv" ] && args+=(--ro-bind "$goenv" "$goenv" --setenv GOENV "$goenv")
 case "$cwd/" in
 "$here"/* | /tmp/* | //) ;; # / itself: the root's own
 *) args+=(--bind "$cwd" "$cwd") ;;
