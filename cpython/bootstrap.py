@@ -749,6 +749,7 @@ def _close_loop():
 
 
 def _load_file(path):
+    import importlib.machinery
     import importlib.util
     import os
 
@@ -770,7 +771,9 @@ def _load_file(path):
     name = stem
     if not stem.isidentifier() or stem in sys.modules or stem in sys.stdlib_module_names:
         name = f"_pyworkers_file{len(_files)}_{stem if stem.isidentifier() else 'module'}"
-    spec = importlib.util.spec_from_file_location(name, full)
+    # The source loader named: spec_from_file_location finds none for a file without a .py
+    # suffix (a script named "tool"), which run takes as python does.
+    spec = importlib.util.spec_from_file_location(name, full, loader=importlib.machinery.SourceFileLoader(name, full))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:

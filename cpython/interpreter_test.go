@@ -145,6 +145,8 @@ func TestMainValueThatCannotCross(t *testing.T) {
 
 func TestCallTargets(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
+	tool := filepath.Join(t.TempDir(), "tool") // a script without the .py suffix, as python runs it
+	require.NoError(t, os.WriteFile(tool, []byte("def twice(x):\n    return 2 * x\n"), 0o644))
 	cases := []struct {
 		target string
 		args   []any
@@ -157,6 +159,7 @@ func TestCallTargets(t *testing.T) {
 		{"json:dumps", []any{map[string]any{"k": []any{1, true, nil}}}, `{"k": [1, true, null]}`},
 		{pwtest.PythonDir + "/scriptfile.py:area", []any{3, 4}, int64(12)},
 		{"../testdata/python/scriptfile.py:area", []any{5, 6}, int64(30)},
+		{tool + ":twice", []any{21}, int64(42)},
 	}
 	for _, c := range cases {
 		got, err := i.Call(bg, c.target, c.args...)

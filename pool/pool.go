@@ -39,9 +39,10 @@ var (
 	ErrNoWorkers = errors.New("pool: no worker can start")
 )
 
-// Options configures a pool. The zero value is a pool of runtime.NumCPU() workers.
+// Options configures a pool. The zero value is a pool of runtime.GOMAXPROCS(0) workers.
 type Options struct {
-	// Workers is the number of interpreters of the default group (default: runtime.NumCPU()).
+	// Workers is the number of interpreters of the default group (default: runtime.GOMAXPROCS(0),
+	// the CPUs the process may use: a container's CPU limit, not the host's count).
 	Workers int
 	// Setup is Python source run in __main__ of every worker before it takes work, e.g.
 	// "import numpy_free_lib; MODEL = load()". A failure fails New (or the worker's restart).
@@ -139,7 +140,7 @@ func New(opts Options) (*Pool, error) { return NewContext(context.Background(), 
 // error wraps ctx.Err(). ctx governs the start only, not the pool's life.
 func NewContext(ctx context.Context, opts Options) (*Pool, error) {
 	if opts.Workers == 0 {
-		opts.Workers = runtime.NumCPU()
+		opts.Workers = runtime.GOMAXPROCS(0)
 	}
 	if opts.Workers < 0 || opts.QueueSize < 0 || opts.MaxTasksPerWorker < 0 || opts.InterruptGrace < 0 {
 		return nil, errors.New("pool: Workers, QueueSize, MaxTasksPerWorker and InterruptGrace must not be negative")

@@ -55,7 +55,7 @@ type benchReport struct {
 
 func cmdBench(ctx context.Context, args []string, std io3) (int, error) {
 	fs := newFlags("bench", benchUsage, std)
-	workers := fs.IntP("workers", "w", max(2, min(runtime.NumCPU(), 4)), "number of workers (at least 2: the speed-up is 2 or more against 1)")
+	workers := fs.IntP("workers", "w", max(2, min(runtime.GOMAXPROCS(0), 4)), "number of workers (at least 2: the speed-up is 2 or more against 1)")
 	asJSON := fs.Bool("json", false, "write the figures as JSON")
 	quick := fs.Bool("quick", false, "fewer repetitions (under two minutes)")
 	if done, err := parse(fs, args); done || err != nil {
@@ -131,6 +131,7 @@ func cmdBench(ctx context.Context, args []string, std io3) (int, error) {
 	if *asJSON {
 		enc := json.NewEncoder(std.stdout)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
 		return exitOK, enc.Encode(rep)
 	}
 	printBenchTable(std, rep)

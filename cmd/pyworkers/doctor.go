@@ -100,6 +100,7 @@ func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
 	if *asJSON {
 		enc := json.NewEncoder(&text)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false) // an error's "<module>" as it is, as map writes it
 		if err := enc.Encode(rep); err != nil {
 			return exitFailed, err
 		}

@@ -132,6 +132,11 @@ else:
 	assert.Equal(t, 1, r.code, r.stderr)
 	assert.Equal(t, "[0] loading...\n[1] worker 1 line\n[1] tail\n[0]  done\n[0] bye\n", r.stdout)
 	assert.Contains(t, r.stderr, "[1] warn\nworker 1 failed: ValueError: worker one fails\n")
+
+	// without prefixes the workers' output is as they wrote it, but the report is not glued to it
+	r = pyworkers(t, "run", "-w", "2", "--no-prefix", p, "--", t.TempDir())
+	assert.Equal(t, 1, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "warn\nworker 1 failed: ValueError: worker one fails\n")
 }
 
 func TestRunFailureShowsTracebackAndExits1(t *testing.T) {
@@ -225,6 +230,8 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{[]string{"run"}, "missing SCRIPT.py"},
 		{[]string{"run", "/no/such/script.py"}, "no such file"},
 		{[]string{"run", t.TempDir()}, "is a directory"},
+		{[]string{"run", os.DevNull}, "not a regular file"}, // as <(...) and /dev/stdin: each worker reads it
+		{[]string{"run", ok, "--", "caf\xe9"}, `"caf\xe9" is not valid UTF-8`},
 		{[]string{"run", "-w", "0", ok}, "-w must be at least 1"},
 		{[]string{"run", "--no-such-flag", ok}, "unknown flag"},
 		{[]string{"run", "--timeout", "-1s", ok}, "--timeout must not be negative"},
@@ -496,6 +503,14 @@ func TestMapSkipsAByteOrderMark(t *testing.T) {
 	require.Len(t, lines, 2)
 	assert.Equal(t, "[1]", lines[0]["ok"])
 	assert.Contains(t, lines[1]["error"].(map[string]any)["message"], "line 2", "only the input's first line may start with one")
+
+	// UTF-16 (PowerShell's >) is refused as a whole, not split into more lines of junk than it has
+	for _, bom := range []string{"\xff\xfe1\x00\r\x00\n\x002\x00\r\x00\n\x00", "\xfe\xff\x001\x00\r\x00\n\x002\x00\r\x00\n"} {
+		r = pyworkersIn(t, bom, "map", "json:dumps")
+		assert.Equal(t, 1, r.code, r.stderr)
+		assert.Empty(t, r.stdout)
+		assert.Contains(t, r.stderr, "the input is UTF-16")
+	}
 }
 
 // Input that is not what it seems is an error line of its own, never a silent substitute.
@@ -515,6 +530,13 @@ func TestMapInputErrors(t *testing.T) {
 	}
 	assert.Equal(t, "2", lines[4]["ok"])
 	assert.Equal(t, "3", lines[8]["ok"])
+
+	// a NUL byte is named (JSON has none, not even in a string)
+	r = pyworkersIn(t, "\"a\x00b\"\n", "map", "json:dumps")
+	assert.Equal(t, 1, r.code, r.stderr)
+	lines = jsonLines(t, r.stdout)
+	require.Len(t, lines, 1)
+	assert.Equal(t, "line 1: not JSON: a NUL byte at byte 3", lines[0]["error"].(map[string]any)["message"])
 
 	// blanks at the very end, with no newline after them, are a line too
 	r = pyworkersIn(t, "1\n \t", "map", "json:dumps")
@@ -653,6 +675,15 @@ func TestDoctor(t *testing.T) {
 	require.NoError(t, cmd.Run(), e.String())
 	require.NoError(t, json.Unmarshal(o.Bytes(), &rep), o.String())
 	assert.Contains(t, e.String(), "from-a-shell\nfd-1\n")
+
+	// the report's text as it is, not HTML-escaped (<module> in a traceback)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "angry.py"), []byte("raise ValueError('a <b> & c')\n"), 0o644))
+	cmd = exec.Command(binary, "doctor", "--json", "angry")
+	cmd.Dir = dir
+	o.Reset()
+	cmd.Stdout = &o
+	require.Error(t, cmd.Run())
+	assert.Contains(t, o.String(), "a <b> & c")
 }
 
 // doctor --json whose reader has gone (| true) ends quietly with the status a shell gives a

@@ -61,7 +61,7 @@ Flags:
 func cmdMap(ctx context.Context, args []string, std io3) (code int, err error) {
 	defer exitWhenStuck(ctx)()
 	fs := newFlags("map", mapUsage, std)
-	workers := fs.IntP("workers", "w", runtime.NumCPU(), "number of interpreters")
+	workers := fs.IntP("workers", "w", runtime.GOMAXPROCS(0), "number of interpreters; the default is the CPUs this process may use (a container's CPU limit)")
 	timeout := fs.Duration("timeout", 0, "stop a call after this long (e.g. 500ms), counted from when a worker is free for its line (after a SystemExit, from when the worker ended, so a replacement's start counts too); a line whose call ends only later (it caught the interrupt) gets TimeoutError all the same, and so does a call still running 2s later, left behind while a fresh worker goes on (map does not wait for it to exit); 0: no limit")
 	setup := fs.String("setup", "", "Python code every worker runs before it takes work")
 	star := fs.Bool("star", false, "spread an array line into positional arguments, an object into keyword arguments")
@@ -578,6 +578,12 @@ func (m *mapper) read(ctx context.Context, in io.Reader, entries chan<- entry) e
 			text = bytes.TrimRight(text, "\r\n")
 			if line == 0 { // a byte order mark, as editors on Windows write, is not part of the JSON
 				text = bytes.TrimPrefix(text, []byte("\ufeff"))
+				if bytes.HasPrefix(text, []byte{0xff, 0xfe}) || bytes.HasPrefix(text, []byte{0xfe, 0xff}) {
+					// PowerShell's > writes UTF-16: split at its line ends, it would make lines
+					// of junk, more than there are
+					rerr = errors.New("the input is UTF-16 (it starts with a UTF-16 byte order mark): convert it to UTF-8 (iconv -f UTF-16 -t UTF-8)")
+					break
+				}
 			}
 			if eof && len(text) == 0 && !tooLong {
 				break // the end of the last line, not a line (one of blanks is: it gets an error)
@@ -693,6 +699,9 @@ func checkLine(text []byte) error {
 	}
 	if !utf8.Valid(text) {
 		return errors.New("not JSON: not valid UTF-8") // it could not cross as a str
+	}
+	if k := bytes.IndexByte(text, 0); k >= 0 { // JSON has none, not even in a string
+		return fmt.Errorf("not JSON: a NUL byte at byte %d", k+1)
 	}
 	return nil
 }

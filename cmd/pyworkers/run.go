@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pyworkers/pyworkers/cpython"
 )
@@ -42,7 +43,7 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 	stdout, stderr := std.stdout, std.stderr
 	fs := newFlags("run", runUsage, std)
 	fs.SetInterspersed(false) // what follows SCRIPT.py belongs to the script
-	workers := fs.IntP("workers", "w", runtime.NumCPU(), "number of interpreters")
+	workers := fs.IntP("workers", "w", runtime.GOMAXPROCS(0), "number of interpreters; the default is the CPUs this process may use (a container's CPU limit)")
 	timeout := fs.Duration("timeout", 0, "stop each worker after this long (e.g. 30s); one still running 5s later (blocked in a C call no interrupt reaches) is given up and the run exits without it; 0: no limit")
 	noPrefix := fs.Bool("no-prefix", false, `do not prefix output lines with "[k] "`)
 	python := pythonFlag(fs)
@@ -65,6 +66,11 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 	}
 	if err := checkReadable(script); err != nil {
 		return exitUsage, usagef("cannot read script %q: %v", script, err)
+	}
+	for _, a := range rest {
+		if !utf8.ValidString(a) { // it could not cross as a str: every worker would fail on it
+			return exitUsage, usagef("%q is not valid UTF-8: pyworkers passes the script's name and arguments as text", a)
+		}
 	}
 	if err := startPython(*python, stderr); err != nil {
 		return exitUsage, err
@@ -109,7 +115,9 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 	start := time.Now()
 	for k := range *workers {
 		wg.Go(func() {
-			out, errw := io.Writer(stdout), io.Writer(stderr)
+			// Through the shared outputs in both modes: a report after a worker's unfinished line
+			// starts on a line of its own.
+			out, errw := io.Writer(sharedOut), io.Writer(sharedErr)
 			if !*noPrefix {
 				p := fmt.Sprintf("[%d] ", k)
 				pout, perr := &prefixWriter{out: sharedOut, prefix: p}, &prefixWriter{out: sharedErr, prefix: p}
@@ -192,7 +200,12 @@ func checkReadable(path string) error {
 	if err == nil && st.IsDir() {
 		return errors.New("it is a directory")
 	}
-	if err == nil && st.Mode().IsRegular() { // a FIFO or device could block here: Python reads it
+	if err == nil && !st.Mode().IsRegular() {
+		// each worker reads it: a pipe (<(...), /dev/stdin) would give the first one all of it
+		// and a FIFO could keep the others waiting for good
+		return errors.New("not a regular file (a pipe, a device): every worker reads it, so save it to a file first")
+	}
+	if err == nil {
 		var f *os.File
 		if f, err = os.Open(path); err == nil {
 			err = f.Close()
