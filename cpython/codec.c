@@ -84,26 +84,79 @@ static int put_blob(pyw_buf *b, char tag, const char *p, size_t n) {
 	return put(b, p, n);
 }
 
-/* ---- encoding errors carry a path built on the way out: "[3]['key']" */
+/* ---- encoding errors carry a path built on the way out: [3]["key"], as Go's side writes it */
 
+/* Puts elem in front of the path, innermost first. A path that would not fit keeps its inner
+ * end, which locates the value, and "..." in place of what is left out (as Go's side does). */
 static void err_prepend(pyw_enc_err *e, const char *elem) {
 	size_t el = strlen(elem), pl = strlen(e->path);
-	if (el + pl + 1 > sizeof e->path) {
-		if (el + 4 > sizeof e->path) {
-			return;
-		}
-		/* too long: cut the path so far, mark the cut, keep its terminator */
-		pl = sizeof e->path - el - 4;
-		memcpy(e->path + pl, "...", 4);
-		pl += 3;
+	if (strncmp(e->path, "...", 3) == 0) {
+		return; /* cut already */
+	}
+	if (el + pl + 1 + 3 > sizeof e->path) { /* room for the mark is always kept */
+		elem = "...";
+		el = 3;
 	}
 	memmove(e->path + el, e->path, pl + 1);
 	memcpy(e->path, elem, el);
 }
 
+/* The path element of dict key ks (kl bytes of valid UTF-8) into out (at least 80 bytes):
+ * ["key"], quoted as Go's strconv.Quote quotes ASCII, its UTF-8 as it is; a key longer than
+ * 64 bytes so quoted is cut on a character boundary, with "..." after it. Built from the str's
+ * own text, never its repr: a str subclass's __repr__ would run code on an error's path. */
+static void key_elem(char *out, const char *ks, Py_ssize_t kl) {
+	size_t o = 0;
+	out[o++] = '[';
+	out[o++] = '"';
+	for (Py_ssize_t i = 0; i < kl;) {
+		unsigned char ch = (unsigned char)ks[i];
+		char esc[8];
+		const char *s = esc;
+		size_t n = 2;
+		Py_ssize_t adv = 1;
+		if (ch == '"' || ch == '\\') {
+			esc[0] = '\\', esc[1] = (char)ch;
+		} else if (ch == '\n' || ch == '\r' || ch == '\t') {
+			esc[0] = '\\', esc[1] = ch == '\n' ? 'n' : ch == '\r' ? 'r' : 't';
+		} else if (ch < 0x20 || ch == 0x7f) {
+			n = (size_t)snprintf(esc, sizeof esc, "\\x%02x", ch);
+		} else {
+			while (ch >= 0x80 && i + adv < kl && ((unsigned char)ks[i + adv] & 0xC0) == 0x80) {
+				adv++; /* a whole character */
+			}
+			s = ks + i;
+			n = (size_t)adv;
+		}
+		if (o + n > 66) {
+			memcpy(out + o, "...", 3);
+			o += 3;
+			break;
+		}
+		memcpy(out + o, s, n);
+		o += n;
+		i += adv;
+	}
+	memcpy(out + o, "\"]", 3);
+}
+
 static int fail(pyw_enc_err *e, const char *fmt, const char *arg) {
 	snprintf(e->msg, sizeof e->msg, fmt, arg);
 	return -1;
+}
+
+/* fail with the type's name as Python 3.13+ names it in messages: with its module
+ * ('fractions.Fraction', '__main__.Point'), not for builtins ('set'). */
+static int fail_type(pyw_enc_err *e, const char *fmt, PyTypeObject *t) {
+	PyObject *n = PyType_GetFullyQualifiedName(t); /* reads the type's dict: runs no code */
+	const char *s = n ? PyUnicode_AsUTF8(n) : NULL;
+	if (s == NULL) {
+		PyErr_Clear();
+		s = t->tp_name;
+	}
+	int r = fail(e, fmt, s);
+	Py_XDECREF(n);
+	return r;
 }
 
 static int nomem(pyw_enc_err *e, const char *msg) {
@@ -268,7 +321,7 @@ static int enc_dict(enc_ctx *c, PyObject *o, int depth) {
 	}
 	while (PyDict_Next(o, &pos, &k, &v)) {
 		if (!PyUnicode_Check(k)) {
-			return fail(e, "dict key of type '%s' is not supported (keys must be str)", Py_TYPE(k)->tp_name);
+			return fail_type(e, "dict key of type '%s' is not supported (keys must be str)", Py_TYPE(k));
 		}
 		subclass_keys |= !PyUnicode_CheckExact(k);
 		Py_ssize_t kl;
@@ -284,24 +337,8 @@ static int enc_dict(enc_ctx *c, PyObject *o, int depth) {
 		int rc = enc(c, v, depth + 1);
 		Py_DECREF(v);
 		if (rc < 0) {
-			/* may run code (k is ours, not borrowed); not once the task is interrupted: a repr
-			 * that hangs would have no interrupt left to stop it */
-			int was_interrupted = pyw_task_interrupted();
-			PyObject *r = was_interrupted ? NULL : PyObject_Repr(k);
-			const char *rs = r ? PyUnicode_AsUTF8(r) : NULL;
-			char elem[96];
-			snprintf(elem, sizeof elem, "[%.80s]", rs ? rs : "?");
-			if (rs == NULL) {
-				PyErr_Clear();
-			}
-			if (!was_interrupted && pyw_task_interrupted()) {
-				/* the interrupt came while the repr ran, which raised it (cleared above): the
-				 * conversion stops as at stop_now, so the interrupt is raised, not lost in a
-				 * TypeError the code may catch. Not for an interrupt that came before (code
-				 * that caught it sends after): converting again would fail alike, for good. */
-				e->stopped = 1;
-			}
-			Py_XDECREF(r);
+			char elem[80];
+			key_elem(elem, ks, kl);
 			Py_DECREF(k);
 			err_prepend(e, elem);
 			return -1;
@@ -408,7 +445,7 @@ static int enc(enc_ctx *c, PyObject *o, int depth) {
 	int is_tuple = PyTuple_Check(o), is_list = !is_tuple && PyList_Check(o), is_dict = PyDict_Check(o);
 	if (is_tuple || is_list || is_dict) {
 		if (depth >= PYW_MAX_DEPTH) {
-			snprintf(e->msg, sizeof e->msg, "nested deeper than %d containers", PYW_MAX_DEPTH);
+			snprintf(e->msg, sizeof e->msg, "nested deeper than %d containers (does a container hold itself?)", PYW_MAX_DEPTH);
 			return -1;
 		}
 		/* The depth limit assumes a thread's usual stack; CPython's check sees the real one (a
@@ -429,10 +466,9 @@ static int enc(enc_ctx *c, PyObject *o, int depth) {
 		Py_LeaveRecursiveCall();
 		return rc;
 	}
-	PyTypeObject *t = Py_TYPE(o);
-	return fail(e, "Python type '%s' is not supported (use None, bool, int, float, str, bytes, tuple, list "
-	               "or dict with str keys)",
-	            t->tp_name);
+	return fail_type(e, "Python type '%s' is not supported (use None, bool, int, float, str, bytes, tuple, list "
+	                    "or dict with str keys)",
+	                 Py_TYPE(o));
 }
 
 /* Takes back what a failed encoding wrote: b back to len bytes, refs back to nrefs. */
@@ -486,11 +522,8 @@ static int encode_outcomes(pyw_buf *b, pyw_refs *refs, PyObject *list, pyw_enc_e
 		return nomem(err, "out of memory");
 	}
 	for (Py_ssize_t i = 0; i < n; i += 2) {
-		/* the Python code a failed outcome runs (a dict key's repr) could reach the list: held */
-		if (PyList_GET_SIZE(list) != n) {
-			unwind(b, refs, start, nrefs0);
-			return fail(err, "call_many's outcomes changed while they were encoded%s", "");
-		}
+		/* no Python code runs while outcomes are encoded, a failed one's included (a dict key is
+		 * named by its own text, not its repr), so the list stays as it is */
 		PyObject *flag = Py_NewRef(PyList_GET_ITEM(list, i)), *v = Py_NewRef(PyList_GET_ITEM(list, i + 1));
 		size_t at = b->len, nrefs = refs ? refs->n : 0;
 		/* elements at depth 1, as inside the list: the decoders count depth the same way */

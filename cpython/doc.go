@@ -116,7 +116,9 @@
 //
 // Arguments and results cross by value in pyworkers' interpreter-neutral encoding, never as
 // shared objects (a *Buffer excepted), nested to 10,000 levels (the call's own tuple of
-// arguments and dict of keyword arguments counting as one), in both directions:
+// arguments and dict of keyword arguments counting as one; in a batch — CallMany, and pool's
+// SubmitBatch and Map — an argument has two levels fewer and a result one fewer, for the
+// batch's own list and pairs), in both directions:
 //
 //	Go                                   Python          Go (coming back)
 //	nil                                  None            nil
@@ -134,8 +136,16 @@
 // A nil slice or map is an empty list, bytes or dict (as encoding/json would not: there it is
 // null), and a nil *big.Int or *Buffer is an error. Named types convert by their underlying
 // kind. Anything else is a *ConversionError naming the type and where it was, for example
-// `at [1]["when"]: Go type time.Time has no Python counterpart`. A Python str holding lone
-// surrogates is an error, never mojibake. Kwargs passes keyword arguments to Call.
+// `cannot convert argument at args[1]["when"]: Go type time.Time has no Python counterpart`
+// (a result's path starts at the result: `[0]["k"]`; keys are quoted as Go quotes strings, and
+// cut after 64 bytes). A Python str holding lone surrogates is an error, never mojibake. Kwargs
+// passes keyword arguments to Call.
+//
+// Python values cross by what they are, not by their class: an instance of a subclass of a type
+// in the table crosses as that type (a namedtuple or struct sequence as a Tuple of its visible
+// fields, an IntEnum or StrEnum member as int64 or string, an OrderedDict, defaultdict or
+// Counter as a map), read from its contents, never through methods it overrides. A dict's key
+// order does not survive a Go map: a Python dict that goes to Go and back has Go's order.
 //
 // # Errors
 //
@@ -165,7 +175,8 @@
 // text, and its errno when the error carries one (BrokenPipeError for EPIPE), as writing to a
 // file would (at a call's end, the text is dropped). A writer must not call runtime.Goexit
 // (t.FailNow in a test): it is called from CPython's frames, or from a thread Python started,
-// which Goexit cannot leave. Text goes out as UTF-8 (sys.stdout.reconfigure(encoding=...,
+// which Goexit cannot leave. Nor may it call back into its own interpreter (Do, Call, Close...),
+// a pool that owns it (Close), or Finalize: they wait for the writer's own thread, for good. Text goes out as UTF-8 (sys.stdout.reconfigure(encoding=...,
 // errors=...) changes that, as for a file, to any encoding that writes "\n" as the byte 0x0A
 // alone: not UTF-16, UTF-32 or UTF-8 with a byte-order mark); bytes written to
 // sys.stdout.buffer go out as they are, in order with the text. sys.stdin is empty.

@@ -10,7 +10,8 @@ import (
 // Tuple is a Python tuple. Pass one to send a tuple; a Python tuple comes back as one.
 type Tuple = wire.Tuple
 
-// Kwargs passes keyword arguments as the last argument of Call (anywhere else it is an error).
+// Kwargs passes keyword arguments as the last argument of Call (as another argument it is an
+// error; inside a value it is a dict, as any map is).
 //
 //	t.Call(ctx, "json:dumps", data, cpython.Kwargs{"indent": 2})
 type Kwargs map[string]any

@@ -161,6 +161,8 @@ func TestGoValuesThatCannotCross(t *testing.T) {
 		{"kwargs", []any{cpython.Kwargs{"bad": struct{}{}}}, `kwargs["bad"]`, "struct"},
 		{"nil big", []any{(*big.Int)(nil)}, "args[0]", "nil *big.Int"},
 		{"kwargs not last", []any{cpython.Kwargs{"b": 1}, 2}, "args[0]", "Kwargs must be the last argument"},
+		// a long key is cut on a character boundary, as the C side cuts a Python key
+		{"long key", []any{map[string]any{strings.Repeat("é", 1<<19): make(chan int)}}, `args[0]["` + strings.Repeat("é", 32) + `..."]`, "chan int"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -179,9 +181,10 @@ func TestPythonValuesThatCannotCross(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
 	// str subclasses that are unequal to each other but equal as str: a Go map would keep one
 	require.NoError(t, i.Exec(bg, "class K(str):\n    __hash__ = object.__hash__\n    __eq__ = object.__eq__\n"))
+	require.NoError(t, i.Exec(bg, "class R(str):\n    def __repr__(self):\n        raise RuntimeError('ran')\n"))
 	cases := []struct{ expr, path, reason string }{
 		{"{K('a'): 1, K('a'): 2}", "", "two dict keys equal as str ('a')"},
-		{"[{'ok': {K('b'): 1, 'b': 2}}]", "[0]['ok']", "two dict keys equal as str ('b')"},
+		{"[{'ok': {K('b'): 1, 'b': 2}}]", `[0]["ok"]`, "two dict keys equal as str ('b')"},
 		{"{1, 2}", "", "'set'"},
 		{"frozenset()", "", "'frozenset'"},
 		{"1j", "", "'complex'"},
@@ -189,8 +192,16 @@ func TestPythonValuesThatCannotCross(t *testing.T) {
 		{"bytearray(b'x')", "", "'bytearray'"},
 		{"{1: 'a'}", "", "dict key of type 'int'"},
 		{"'\\ud800'", "", "surrogates not allowed"},
-		{"[1, {'x': [2, {3}]}]", "[1]['x'][1]", "'set'"},
-		{"(None, {'k': (1j,)})", "[1]['k'][0]", "'complex'"},
+		{"[1, {'x': [2, {3}]}]", `[1]["x"][1]`, "'set'"},
+		{"(None, {'k': (1j,)})", `[1]["k"][0]`, "'complex'"},
+		// keys as Go writes them (its own text: a str subclass's __repr__ does not run), cut
+		// on a character boundary
+		{"{'say \"hi\"\\n\\x01': {1}}", `["say \"hi\"\n\x01"]`, "'set'"},
+		{"{R('k'): {1}}", `["k"]`, "'set'"},
+		{"{'é' * 100: {1}}", `["` + strings.Repeat("é", 32) + `..."]`, "'set'"},
+		// types named as Python names them in messages: with their module, but for builtins
+		{"__import__('fractions').Fraction(1, 3)", "", "'fractions.Fraction'"},
+		{"{__import__('decimal').Decimal(1): 1}", "", "dict key of type 'decimal.Decimal'"},
 	}
 	v, err := i.Eval(bg, "{K('x'): 1, K('y'): 2}") // subclass keys that differ cross as ever
 	require.NoError(t, err)

@@ -7,8 +7,9 @@
  *   - pyw_runtime_init and pyw_runtime_finalize run on the runtime's own locked OS thread;
  *   - pyw_interp_new, pyw_interp_end and all pyw_interp_* calls run on that interpreter's own
  *     locked OS thread, with no thread state attached on entry;
- *   - pyw_interp_interrupt is the one call made from another thread; it makes a temporary
- *     thread state of its own and is serialised against pyw_interp_end by the Go side.
+ *   - pyw_interp_interrupt is the one call made from another thread that takes the GIL; it makes
+ *     a temporary thread state of its own and is serialised against pyw_interp_end by the Go
+ *     side (its imu), as pyw_interp_owed is, which reads atomics only, without the GIL.
  */
 #ifndef PYW_H
 #define PYW_H
@@ -234,7 +235,9 @@ pyw_result pyw_interp_call_many(pyw_interp *w, size_t slot, const char *items, s
  * in_importlib). While the interpreter winds down (pyw_interp_wind_down) the injection reaches
  * its other threads too: all of them
  * the first time, then once a second at most, and in between those a round left out (running
- * importlib's code, or being started). Blocks until it can take the interpreter's GIL. */
+ * importlib's code, or being started). For a task that is running it blocks until it can take
+ * the interpreter's GIL; one that is not (yet, or any more) it notes (precancel) and returns 0
+ * at once, so that the next task's own interrupt is not kept waiting. */
 enum { PYW_INJECTED = 1, PYW_CANCEL_ASKED = 2, PYW_DEFERRED = 3 };
 #define PYW_INTERRUPT_AGAIN 2
 #define PYW_INTERRUPT_LATE 4
@@ -250,7 +253,8 @@ int pyw_interp_owed(pyw_interp *w, uint64_t task);
  * by reference into refs; with refs NULL they are refused. With share_large, bytes of at least
  * PYW_SHARE_MIN are copied once into a new shared buffer and sent by reference (the receiver
  * sees a read-only memoryview). On failure returns -1 with path/message in err (path built from
- * the outside in), no Python exception set, and b and refs as they were. */
+ * the innermost element out, its inner end kept when too long), no Python exception set, and b and
+ * refs as they were. */
 #define PYW_SHARE_MIN (64 * 1024)
 typedef struct {
 	char path[256];

@@ -218,7 +218,7 @@ func AppendBigInt(b []byte, x *big.Int) []byte {
 // AppendRefsAt at depth+1 (for TagDict, a key and a value per element, as appendMap does).
 func AppendHeader(b []byte, tag byte, n, depth int) ([]byte, error) {
 	if depth >= MaxDepth {
-		return b, unsupported("nested deeper than %d containers", MaxDepth)
+		return b, unsupported("nested deeper than %d containers (does a value hold itself?)", MaxDepth)
 	}
 	return binary.AppendUvarint(append(b, tag), uint64(n)), nil
 }
@@ -239,7 +239,7 @@ func appendEntry(b []byte, refs *Refs, k string, v any, depth int) ([]byte, erro
 	}
 	b, err := appendValue(appendBlob(b, TagStr, k), refs, v, depth+1)
 	if err != nil {
-		return b, prefix(err, "["+strconv.Quote(k)+"]")
+		return b, prefix(err, keyElem(k))
 	}
 	return b, nil
 }
@@ -315,6 +315,24 @@ func appendReflect(b []byte, refs *Refs, rv reflect.Value, depth int) ([]byte, e
 		return appendValue(b, refs, rv.Elem().Interface(), depth)
 	}
 	return b, unsupported("Go type %s has no Python counterpart", rv.Type())
+}
+
+// keyElem is the path element of map key k: ["k"], a key longer than 64 bytes cut on a
+// character boundary, with "..." (a 1 MiB key would make a 1 MiB error), as the C side does.
+func keyElem(k string) string {
+	cut := len(k) > 64
+	if cut {
+		n := 64
+		for n > 0 && !utf8.RuneStart(k[n]) {
+			n--
+		}
+		k = k[:n]
+	}
+	q := strconv.Quote(k)
+	if cut {
+		q = q[:len(q)-1] + `..."`
+	}
+	return "[" + q + "]"
 }
 
 func quoteShort(s string) string {
