@@ -200,7 +200,7 @@ static void withdraw(pyw_interp *w) {
  * own (a Thread used from the wrong goroutine): its thread state is not theirs to attach. */
 #define OWN_THREAD_ONLY(w)                                                                                 \
 	do {                                                                                               \
-		if (current != (w)) {                                                                      \
+		if ((w) == NULL || current != (w)) { /* NULL: an ended interpreter's, on any thread */ \
 			pyw_result wrong = {PYW_WRONG_THREAD, NULL, 0, 0, NULL, 0};                        \
 			return wrong;                                                                      \
 		}                                                                                          \
@@ -208,9 +208,13 @@ static void withdraw(pyw_interp *w) {
 
 /* Module name if it has been imported (a new reference), else NULL; never an exception. */
 static PyObject *imported(const char *name) {
-	PyObject *n = PyUnicode_FromString(name);
-	PyObject *m = n ? PyImport_GetModule(n) : NULL;
-	Py_XDECREF(n);
+	/* sys.modules itself: PyImport_GetModule runs importlib's code (_lock_unlock_module) for a
+	 * module being imported, which on an interrupter's thread (inject_others) would wait on that
+	 * import's lock, and could run a finalizer there (a collection). */
+	PyObject *m = NULL, *mods = PySys_GetObject("modules"); /* borrowed */
+	if (mods != NULL && PyDict_Check(mods)) {
+		(void)PyDict_GetItemStringRef(mods, name, &m);
+	}
 	PyErr_Clear();
 	return m;
 }
@@ -557,7 +561,14 @@ static void wind_down_step(pyw_interp *w, const char *mod, const char *name, int
 		if (mod == NULL) {
 			fn = Py_XNewRef(helper(w, name));
 		} else {
-			PyObject *m = import ? PyImport_ImportModule(mod) : imported(mod);
+			PyObject *m = NULL;
+			if (import) {
+				m = PyImport_ImportModule(mod);
+			} else { /* on the own thread: waits for an import of it under way, as CPython's end does */
+				PyObject *n = PyUnicode_FromString(mod);
+				m = n ? PyImport_GetModule(n) : NULL;
+				Py_XDECREF(n);
+			}
 			if (m == NULL && !PyErr_Occurred()) {
 				return;
 			}

@@ -61,8 +61,12 @@ type InterpreterConfig struct {
 //
 // All methods are safe to call from any goroutine, concurrently; operations run one at a time
 // in the order the interpreter takes them. The one exception: code running on the
-// interpreter's thread (the function given to Do) must not call Do, Exec, Eval, Call, RunFile,
-// Close or CloseContext of the same interpreter — use the *Thread it was given — or it waits for itself forever.
+// interpreter's thread must not call Do, Exec, Eval, Call, RunFile, Close, CloseContext or
+// InterruptContext of the same interpreter, nor Finalize — use the *Thread it was given — or it
+// waits for itself forever (or, InterruptContext, its interrupt is lost). That code is the
+// function given to Do, and the writers its Python code prints to (Stdout, Stderr,
+// Thread.SetOutput), which are called on the interpreter's thread, or on a thread its code
+// started that the interpreter's end waits for.
 //
 // Close it when done; Finalize closes any left open.
 type Interpreter struct {
@@ -550,8 +554,9 @@ func (i *Interpreter) InterruptContext(ctx context.Context) bool {
 
 // Thread is an interpreter's own thread, handed to the function given to Interpreter.Do. Its
 // methods run Python directly, without marshalling (about the cost of the C API itself), and
-// are valid only on that goroutine and only until that function returns; using a Thread
-// elsewhere or later panics.
+// are valid only on that goroutine and only until that function returns: using a Thread later
+// panics, and so does a method that runs Python used from another goroutine (SetOutput is not
+// checked for that: calling it from another goroutine is a data race).
 type Thread struct {
 	i atomic.Pointer[Interpreter]
 }
