@@ -56,10 +56,13 @@
 // MaxTasksPerWorker is replaced too, after its last task, which keeps its own outcome. So is a
 // worker whose task was interrupted in the middle of an import, which can leave modules half
 // made (cpython.InterruptedError.InImport; the task's error is its cancellation's). A task that keeps running more than InterruptGrace after its
-// interrupt (it swallowed KeyboardInterrupt) costs its worker: a replacement takes the slot at
-// once, and the old interpreter is interrupted every 100 ms until it stops, then ended. Python
-// code that never stops can never be ended: a running OS thread cannot be killed safely, so
-// Close then waits for it. The pool always keeps its size, as long as replacements can start:
+// interrupt (it swallowed KeyboardInterrupt, or is blocked in a C call) costs its worker: a
+// replacement takes the slot at once, and the old interpreter is interrupted every 100 ms until
+// it stops, then ended. Python code that never stops can never be ended: a running OS thread
+// cannot be killed safely, so Close then waits for it. While as many of a group's workers are
+// given up on as the group has, a further one's slot stays empty until one of them ends (calls
+// blocked for good, against a backend that hangs, cost at most twice the group's interpreters,
+// not one more each). Otherwise the pool always keeps its size, as long as replacements can start:
 // one whose Setup or Preload fails now (a file gone since) is tried again, 50 ms later and then
 // up to 5 s apart, and GroupStats.RestartFailures and RestartError say so; meanwhile its slot
 // serves nothing. With no worker left, calls wait in the queue while some slot's failures are

@@ -32,7 +32,7 @@ type Group struct {
 	submitted, done, failed, cancelled, recycles atomic.Uint64
 	alive                                        atomic.Int64
 	ending                                       atomic.Int64 // endInBackground's and retire's, not yet ended
-	givenUp                                      atomic.Int64 // retire's, not yet ended (of ending)
+	givenUp                                      atomic.Int64 // retire's, not yet ended (of ending); changed under deferMu
 	restartFailures                              atomic.Uint64
 	restartErr                                   atomic.Pointer[string] // the last failed restart's, nil since a start succeeded
 	// down counts the slots whose last downAfter starts or more all failed: when that is every
@@ -42,6 +42,12 @@ type Group struct {
 	mu      sync.Mutex
 	workers []*worker   // the interpreter serving each slot now (nil while it starts)
 	slots   []slotStats // per slot, made with the group
+
+	// deferred holds the slots whose replacement waits for a given-up worker to end: while as
+	// many workers as the group has slots are given up, another one's slot stays empty (see
+	// retire). Under deferMu, as givenUp's changes are.
+	deferMu  sync.Mutex
+	deferred []int
 }
 
 type slotStats struct {
@@ -175,7 +181,8 @@ func (g *Group) Check(ctx context.Context, target string) error {
 }
 
 // Args is an input of Map spread into positional arguments (a final cpython.Kwargs into keyword
-// arguments); any other input is passed as the one argument. Map keeps an input until its batch
+// arguments); a cpython.Kwargs input is keyword arguments alone (as Args{kw} is), and any other
+// input is passed as the one argument. Map keeps an input until its batch
 // has been sent: an iterator must not change an Args it has yielded (refill one slice for the
 // next input); yielding the same unchanged one again is fine.
 type Args []any
@@ -353,6 +360,10 @@ type task struct {
 	waiting   atomic.Bool            // a Wait owns res's signal (the first one, until it gives up)
 	worker    atomic.Pointer[worker] // the worker running it
 	stopWatch atomic.Pointer[func() bool]
+	// grace gives its worker up InterruptGrace after a cancel of the running task; stopped when
+	// the task ends first, so that it does not hold the task (its arguments and result), the
+	// worker and the pool that long.
+	grace atomic.Pointer[time.Timer]
 }
 
 // resultChans recycles the one-slot channels tasks signal completion on (see task.res).
@@ -429,12 +440,12 @@ func (tk *task) cancel() {
 	}
 	if w := tk.worker.Load(); w != nil {
 		go w.in.InterruptContext(tk.ctx) // it waits for the worker's GIL: not on the caller's time
-		time.AfterFunc(tk.g.p.opts.InterruptGrace, func() {
+		tk.grace.Store(time.AfterFunc(tk.g.p.opts.InterruptGrace, func() {
 			// Take the task from the worker: either this or run's own CAS wins, never both.
 			if w.current.CompareAndSwap(tk, nil) {
 				w.retire()
 			}
-		})
+		}))
 	}
 }
 
@@ -863,7 +874,7 @@ func (g *Group) runSlot(ctx, end context.Context, id int, ready func(error)) {
 		switch {
 		case w.retired.Load(): // given up on (retire): counted as ending since, not alive
 			w.in.CloseContext(g.p.abort)
-			g.givenUp.Add(-1)
+			g.givenUpEnded()
 			g.ending.Add(-1)
 		case end == endRecycle || end == endBroken:
 			g.endInBackground(w) // the replacement need not wait for the threads its code left
@@ -1028,6 +1039,9 @@ func (w *worker) run(t *cpython.Thread, tk *task) endReason {
 	val, err := tk.exec(t)
 	busy := time.Since(start)
 	retired := !w.current.CompareAndSwap(tk, nil) // the grace timer took it: this worker is given up
+	if gt := tk.grace.Load(); gt != nil && !retired {
+		gt.Stop() // (one stored just after this look fires in vain, holding what it holds till then)
+	}
 	// cpython returns the context's own error, as it is, only for a call it did not start: one
 	// whose context ended once this worker had taken it (a Call's canceller takes its task only
 	// after its wait has returned). Not run, so not counted as run (Stats, the task limit).
@@ -1110,19 +1124,51 @@ func interruptedInImport(err error) bool {
 // retire gives up on the worker when its task was cancelled and did not stop within
 // InterruptGrace: a replacement takes the slot, and this interpreter is interrupted until it
 // stops, then ended.
+//
+// Each given-up worker keeps an interpreter and an OS thread until its call returns, which a
+// call blocked in C (a socket's recv on a backend that hangs) may never do: with as many of the
+// group's workers given up as it has slots, a further one's slot is filled only when one of
+// them ends (the group serves with fewer workers meanwhile), so that a backend that hangs for
+// good costs at most twice the group's interpreters, not one more per call.
 func (w *worker) retire() {
 	g := w.g
 	g.ending.Add(1) // first: its slot goroutine, which takes it back, may see retired at once
+	g.deferMu.Lock()
 	g.givenUp.Add(1)
+	g.deferMu.Unlock()
 	if !w.retired.CompareAndSwap(false, true) {
-		g.givenUp.Add(-1)
+		g.givenUpEnded()
 		g.ending.Add(-1)
 		return
 	}
 	g.alive.Add(-1) // its replacement is the slot's worker now
 	g.recycles.Add(1)
-	g.p.startSlot(g.p.restarts, g.p.restarts, g, w.id, nil) // not once the pool is closing
-	go w.in.CloseContext(ended)                             // interrupts the stuck task every 100 ms until it returns
+	g.deferMu.Lock()
+	wait := g.givenUp.Load() > int64(len(g.slots))
+	if wait {
+		g.deferred = append(g.deferred, w.id)
+	}
+	g.deferMu.Unlock()
+	if !wait {
+		g.p.startSlot(g.p.restarts, g.p.restarts, g, w.id, nil) // not once the pool is closing
+	}
+	go w.in.CloseContext(ended) // interrupts the stuck task every 100 ms until it returns
+}
+
+// givenUpEnded counts a given-up worker out, and starts a slot whose replacement waited for
+// that (retire).
+func (g *Group) givenUpEnded() {
+	g.deferMu.Lock()
+	g.givenUp.Add(-1)
+	id := -1
+	if len(g.deferred) > 0 {
+		id = g.deferred[0]
+		g.deferred = g.deferred[1:]
+	}
+	g.deferMu.Unlock()
+	if id >= 0 {
+		g.p.startSlot(g.p.restarts, g.p.restarts, g, id, nil)
+	}
 }
 
 // interruptAll interrupts every running task of the group (CloseContext's deadline).

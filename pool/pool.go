@@ -74,7 +74,9 @@ type Options struct {
 	// InterruptGrace is how long a cancelled task may take to stop, from its context's end (when
 	// its interrupt is sent: the interrupt lands once the worker's GIL is free) before its
 	// worker is given up and replaced (default 2s). The replaced interpreter is interrupted
-	// again until it stops, then ended.
+	// again until it stops, then ended. While as many of a group's workers are given up as the
+	// group has, a further one is replaced only when one of them ends (the group serves with
+	// fewer workers meanwhile): calls blocked for good in C cost at most twice the interpreters.
 	InterruptGrace time.Duration
 	// Stdout and Stderr receive what workers print, in whole lines (default: the runtime's
 	// cpython.Config.Stdout/Stderr, which are os.Stdout/Stderr unless Initialize set them); a
@@ -378,7 +380,8 @@ type GroupStats struct {
 	Ending int
 	// GivenUp counts those of Ending given up on while a task of theirs went on after its
 	// interrupt (InterruptGrace): interrupted every 100 ms since, they are blocked where no
-	// interrupt reaches, and may never end.
+	// interrupt reaches, and may never end. Past the group's size, a slot whose worker is
+	// given up stays empty until one of them ends (see InterruptGrace).
 	GivenUp int
 	// RestartFailures counts failed starts of replacement workers (Setup or Preload raised,
 	// say, for a file gone since): the slot tries again, 50 ms later and up to 5 s apart, and

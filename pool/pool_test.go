@@ -635,6 +635,69 @@ func TestStuckWorkerIsReplaced(t *testing.T) {
 	assert.Equal(t, uint64(1), p.Stats().Groups[0].Recycles)
 }
 
+// Calls blocked in C where no interrupt reaches (a read of a pipe no one writes) are given up,
+// each keeping its interpreter: past as many as the group has workers, a further one's slot
+// stays empty until one of them ends, rather than a fresh interpreter per blocked call.
+func TestGivenUpWorkersAreBounded(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1, InterruptGrace: 50 * time.Millisecond})
+	r, w := pipe(t)
+	block := func() {
+		ctx, cancel := context.WithTimeout(bg, 300*time.Millisecond)
+		defer cancel()
+		_, err := p.Call(ctx, "os:read", int(r.Fd()), 1)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	}
+	block() // worker A given up 50 ms after: B takes its place
+	require.Eventually(t, func() bool { s := p.Stats().Groups[0]; return s.GivenUp == 1 && s.Workers == 1 }, 10*time.Second, 5*time.Millisecond)
+	block() // B given up: as many as the group has workers already, so no C
+	require.Eventually(t, func() bool { return p.Stats().Groups[0].GivenUp == 2 }, 10*time.Second, 5*time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // what a replacement's start takes, and more
+	s := p.Stats().Groups[0]
+	assert.Equal(t, 0, s.Workers, "no third interpreter while two are given up")
+	assert.Equal(t, 2, s.Ending)
+
+	_, err := w.Write([]byte("ab")) // each blocked read returns: A and B end, the slot is filled
+	require.NoError(t, err)
+	v, err := p.Call(bg, "pwtest:add", 1, 2)
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), v)
+	require.Eventually(t, func() bool { s := p.Stats().Groups[0]; return s.GivenUp == 0 && s.Ending == 0 }, 10*time.Second, 5*time.Millisecond)
+}
+
+// pipe is an os.Pipe closed at the test's end.
+func pipe(t *testing.T) (r, w *os.File) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	t.Cleanup(func() { r.Close(); w.Close() })
+	return r, w
+}
+
+// A cancelled call that stops at once lets go of its arguments then, not InterruptGrace later
+// (the grace timer, which would give its worker up, is stopped when the call ends).
+func TestCancelledCallIsNotHeldForTheGrace(t *testing.T) {
+	p := newPool(t, pool.Options{Workers: 1, InterruptGrace: time.Hour})
+	freed := make(chan struct{})
+	func() {
+		arg := make([]byte, 1<<20)
+		runtime.AddCleanup(&arg[0], func(struct{}) { close(freed) }, struct{}{})
+		ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)
+		defer cancel()
+		_, err := p.Call(ctx, "pwtest:sleep_then", 3600, arg)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		_, err = p.Call(bg, "pwtest:count_calls") // the call has stopped: its worker is free
+		require.NoError(t, err)
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		runtime.GC()
+		select {
+		case <-freed:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		require.True(t, time.Now().Before(deadline), "the cancelled call's argument is still held")
+	}
+}
+
 func TestSetupAndPreload(t *testing.T) {
 	p := newPool(t, pool.Options{Workers: 2, Preload: []string{"json"}, Setup: "import sys\nREADY = 'json' in sys.modules", Config: map[string]any{"model": "m1"}})
 	for range 4 {
@@ -798,17 +861,17 @@ func TestMapKeepsOrderAndStopsEarly(t *testing.T) {
 	// single inputs and Args mixed in the same batches: each call gets its own arguments
 	k = 0
 	mixed := seqN(500, func(k int) any {
-		if k%3 == 0 {
+		switch k % 3 {
+		case 0:
 			return pool.Args{k, 1000}
+		case 1:
+			return cpython.Kwargs{"a": k, "b": 2000} // keyword arguments alone
 		}
 		return k
 	})
 	for v, err := range p.Map(bg, "pwtest:add", mixed) {
 		require.NoError(t, err)
-		want := k
-		if k%3 == 0 {
-			want += 1000
-		}
+		want := k + []int{1000, 2000, 0}[k%3]
 		require.Equal(t, int64(want), v, "input %d", k)
 		k++
 	}
