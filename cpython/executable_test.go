@@ -84,6 +84,11 @@ func TestExecutableRefused(t *testing.T) {
 	script := filepath.Join(dir, "job.py") // given by mistake for the python to run it
 	require.NoError(t, os.WriteFile(script, []byte("print(1)\n"), 0o644))
 	require.EqualError(t, cpython.Initialize(cpython.Config{Executable: script}), "cpython: Config.Executable: "+script+" is not an executable file")
+	require.EqualError(t, cpython.Initialize(cpython.Config{Executable: "/bin/ls"}), `cpython: Config.Executable: /bin/ls is not a python executable (its name does not begin with "python")`)
+	other311 := filepath.Join(dir, "python3") // a link to another version's python
+	require.NoError(t, os.Symlink(filepath.Join(dir, "python3.11"), other311))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "python3.11"), []byte("#!/bin/sh\n"), 0o755))
+	require.EqualError(t, cpython.Initialize(cpython.Config{Executable: other311}), "cpython: Config.Executable: "+other311+" is Python 3.11 ("+dir+"/python3.11); pyworkers runs CPython 3.14")
 	old := pwtest.FakeVenv(t, "home = /usr/bin\nversion_info = 3.12.3\n", "/bin/true")
 	require.EqualError(t, cpython.Initialize(cpython.Config{Executable: filepath.Join(old, "bin", "python")}),
 		"cpython: Config.Executable: "+old+"/bin/python belongs to a Python 3.12.3 environment ("+old+"/pyvenv.cfg); pyworkers runs CPython 3.14")

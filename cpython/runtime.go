@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -159,9 +160,10 @@ func startLocked(cfg Config) error {
 	return nil
 }
 
-// checkExecutable refuses a Config.Executable that is not an executable file, or that belongs to
-// a virtual environment of another Python version (CPython would start, but find none of its
-// packages).
+// checkExecutable refuses a Config.Executable that is not an executable file, not named as a
+// python is (sys.executable: subprocess and multiprocessing run it), named for another Python
+// version (itself or what its link leads to), or that belongs to a virtual environment of
+// another Python version (CPython would start, but find none of its packages).
 func checkExecutable(exe string) error {
 	if exe == "" {
 		return nil
@@ -174,6 +176,15 @@ func checkExecutable(exe string) error {
 	case st.Mode()&0o111 == 0:
 		// a script or a data file given by mistake: child processes could not run it
 		err = fmt.Errorf("%s is not an executable file", exe)
+	case !strings.HasPrefix(filepath.Base(exe), "python"):
+		err = fmt.Errorf("%s is not a python executable (its name does not begin with \"python\")", exe)
+	default:
+		real, rerr := filepath.EvalSymlinks(exe)
+		for _, name := range []string{filepath.Base(exe), filepath.Base(real)} {
+			if v := pythonNameVersion.FindStringSubmatch(name); rerr == nil && v != nil && v[1] != "3.14" {
+				err = fmt.Errorf("%s is Python %s (%s); pyworkers runs CPython 3.14", exe, v[1], real)
+			}
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("cpython: Config.Executable: %w", err)
@@ -200,6 +211,9 @@ func checkExecutable(exe string) error {
 	}
 	return nil
 }
+
+// pythonNameVersion finds the version in an executable's name: python3.12, python3.14d.
+var pythonNameVersion = regexp.MustCompile(`^python(\d+\.\d+)`)
 
 // checkVenvHome refuses a virtual environment made by another CPython installation than the
 // one linked in: CPython takes the standard library from the environment's home, and another

@@ -58,6 +58,7 @@ func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
 	if done, err := parse(fs, args); done || err != nil {
 		return exitOK, err
 	}
+	defer exitWhenStuck(ctx)() // an import blocked where no interrupt reaches must not keep it
 	for _, m := range fs.Args() {
 		if !cpython.IsModuleName(m) {
 			return exitUsage, usagef("%q is not a module name", m)
@@ -82,7 +83,11 @@ func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
 		r := moduleReport{Name: m}
 		err := importInFreshInterpreter(ctx, m, cwd, std.stderr)
 		if err != nil && ctx.Err() != nil {
-			return exitInterrupt, nil
+			// stopped (Ctrl-C): the report of the modules checked so far, this one interrupted
+			failed++
+			r.Error = &moduleError{errorJSON: errorJSON{Type: "KeyboardInterrupt", Message: "the check was interrupted: doctor was stopped"}}
+			rep.Modules = append(rep.Modules, r)
+			break
 		}
 		r.OK = err == nil
 		if err != nil {
@@ -120,6 +125,9 @@ func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
 	}
 	if code, err := writeReport(stdout, text.Bytes()); err != nil || code != exitOK {
 		return code, err
+	}
+	if ctx.Err() != nil {
+		return exitInterrupt, nil
 	}
 	if failed > 0 {
 		return exitFailed, nil

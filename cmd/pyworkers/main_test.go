@@ -686,6 +686,29 @@ func TestDoctor(t *testing.T) {
 	assert.Contains(t, o.String(), "a <b> & c")
 }
 
+// Ctrl-C during doctor's check of a module writes the report so far, that module interrupted.
+func TestDoctorInterrupted(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "slow.py"), []byte("import sys, time\nprint('importing', file=sys.stderr, flush=True)\ntime.sleep(60)\n"), 0o644))
+	cmd := exec.Command(binary, "doctor", "--json", "json", "slow", "decimal")
+	cmd.Dir = dir
+	out, errb, code := interruptOnceSaid(t, cmd, "importing")
+	assert.Equal(t, 130, code, errb.String())
+	var rep struct {
+		Modules []struct {
+			Name  string
+			OK    bool
+			Error *struct{ Type string }
+		}
+	}
+	require.NoError(t, json.Unmarshal([]byte(out.String()), &rep), out.String())
+	require.Len(t, rep.Modules, 2, "json, then slow: decimal was not checked")
+	assert.True(t, rep.Modules[0].OK)
+	assert.Equal(t, "slow", rep.Modules[1].Name)
+	require.NotNil(t, rep.Modules[1].Error)
+	assert.Equal(t, "KeyboardInterrupt", rep.Modules[1].Error.Type)
+}
+
 // doctor --json whose reader has gone (| true) ends quietly with the status a shell gives a
 // process ended by SIGPIPE, as map does, not with an error about the pipe.
 func TestDoctorJSONNoOneReads(t *testing.T) {
@@ -869,6 +892,30 @@ func TestMapJSONIsTheStdlibsWithoutLimits(t *testing.T) {
 		require.NoError(t, cmd.Run(), errb.String())
 		assert.Equal(t, c.out+"\n", out.String(), "%s", c.target)
 	}
+}
+
+// interruptOnceSaid starts cmd, sends it SIGINT once its stderr says says, and returns its
+// output and exit code.
+func interruptOnceSaid(t *testing.T, cmd *exec.Cmd, says string) (out, errb *pwtest.SyncBuffer, code int) {
+	out, errb = new(pwtest.SyncBuffer), new(pwtest.SyncBuffer)
+	cmd.Stdout, cmd.Stderr = out, errb
+	require.NoError(t, cmd.Start())
+	require.Eventually(t, func() bool { return strings.Contains(errb.String(), says) }, time.Minute, 10*time.Millisecond)
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	return out, errb, exitCodeWithin(t, cmd, time.Minute, "it did not exit after Ctrl-C")
+}
+
+// Ctrl-C with a call blocked where no interrupt reaches (a read of a pipe no one writes): map
+// writes its summary (the line, interrupted, is not written) before the last resort ends it.
+func TestMapInterruptedWithACallThatDoesNotStop(t *testing.T) {
+	p := script(t, "import os, sys\ndef f(x):\n    r, w = os.pipe()\n    print('blocked', file=sys.stderr, flush=True)\n    os.read(r, 1)\n")
+	cmd := exec.Command(binary, "map", "-w", "1", p+":f")
+	cmd.Stdin = strings.NewReader("1\n")
+	out, errb, code := interruptOnceSaid(t, cmd, "blocked")
+	assert.Equal(t, 130, code, errb.String())
+	assert.Empty(t, out.String())
+	assert.Regexp(t, `pyworkers map: 0 lines, 0 ok, 0 failed in [0-9.]+s, interrupted\n`, errb.String())
+	assert.Contains(t, errb.String(), "exiting without waiting")
 }
 
 // Ctrl-C keeps the lines that finished in the batch of a line still running: every line

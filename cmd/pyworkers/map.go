@@ -282,6 +282,11 @@ func (e *pastDeadline) Unwrap() error { return context.DeadlineExceeded }
 // for it either (a blocking C call may never return).
 var errGivenUp = fmt.Errorf("its call did not stop at its interrupt: its worker was given up: %w", context.DeadlineExceeded)
 
+// errLineNotStopped is the outcome of a line whose call had not stopped stopGrace after map was
+// stopped (Ctrl-C): a cancellation, not written (as an interrupted line is not), so that map
+// goes on to its summary without waiting for it.
+var errLineNotStopped = fmt.Errorf("its call had not stopped %v after map was stopped: %w", stopGrace, context.Canceled)
+
 type mapStats struct {
 	lines, ok, failed int
 	elapsed           time.Duration
@@ -317,11 +322,12 @@ func (e entry) abandon() {
 	}
 }
 
-// results gives one outcome per line of the run.
-func (e entry) results() []pool.Result {
+// results gives one outcome per line of the run; lines whose calls have not ended when giveUp
+// ends get errLineNotStopped.
+func (e entry) results(giveUp context.Context) []pool.Result {
 	out := make([]pool.Result, e.lines)
 	var br []pool.Result
-	wait := context.Background()
+	wait := giveUp
 	if e.timing != nil {
 		<-e.timing.settled // the batch is done, or its worker was given up
 		if e.timing.givenUp {
@@ -334,6 +340,9 @@ func (e entry) results() []pool.Result {
 			e.err = err // the pool closed (Ctrl-C): br has the lines that finished, if it ran
 			if wait.Err() != nil && errors.Is(err, wait.Err()) {
 				e.err = errGivenUp
+				if wait == giveUp {
+					e.err = errLineNotStopped
+				}
 			}
 		}
 	}
@@ -371,6 +380,10 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout io.Writer, prog *
 	readErr := make(chan error, 1)
 	go func() { readErr <- m.read(ctx, in, entries) }()
 
+	// Once stopped (Ctrl-C), a call that still has not stopped stopGrace later (a blocking C
+	// call no interrupt reaches) is not waited for: its lines get errLineNotStopped and the
+	// summary is written, before the last resort (exitWhenStuck) ends the process.
+	giveUp := afterStopped(ctx)
 	out := bufio.NewWriterSize(stdout, 64<<10)
 	var lastProgress time.Time
 	buf := newLineBuf()
@@ -395,7 +408,7 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout io.Writer, prog *
 		if !ok {
 			break
 		}
-		results := e.results()
+		results := e.results(giveUp)
 		e.abandon()
 		if e.batch != nil {
 			m.sizer.Observe(e.batch)
@@ -468,7 +481,11 @@ func (m *mapper) write(ctx context.Context, out *bufio.Writer, buf *lineBuf, fir
 // reaches.
 func closeSaying(ctx context.Context, p *pool.Pool, stderr *sharedOutput) error {
 	t := time.AfterFunc(time.Second, func() {
-		stderr.whole("pyworkers map: waiting for the workers to end (threads the calls started, atexit functions, finalizers), as Python's exit does (Ctrl-C interrupts them)\n")
+		msg := "pyworkers map: waiting for the workers to end (threads the calls started, atexit functions, finalizers), as Python's exit does (Ctrl-C interrupts them)"
+		if n := p.Stats().Groups[0].GivenUp; n > 0 {
+			msg += fmt.Sprintf("; %d of them given up on, their calls blocked where no interrupt reaches (a C call that does not return): not waited for beyond %v", n, stopGrace)
+		}
+		stderr.whole(msg + "\n")
 	})
 	defer t.Stop()
 	closed := make(chan struct{})

@@ -153,7 +153,7 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 			}()
 			select {
 			case err = <-done:
-			case <-afterStopped(wctx):
+			case <-afterStopped(wctx).Done():
 				// Interrupted, and still running stopGrace later: blocked where no interrupt
 				// reaches (a C call that does not return). Given up on: the run ends without it.
 				gaveUp.Add(1)
@@ -186,10 +186,11 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 // later.
 var errNotStopped = fmt.Errorf("it was still running %v after its interrupt (blocked in a C call?): given up", stopGrace)
 
-// afterStopped is closed stopGrace after ctx ends (never, for a context that does not end).
-func afterStopped(ctx context.Context) <-chan struct{} {
-	c := make(chan struct{})
-	context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, func() { close(c) }) })
+// afterStopped is a context that ends stopGrace after ctx ends (never, for a context that does
+// not end).
+func afterStopped(ctx context.Context) context.Context {
+	c, cancel := context.WithCancel(context.Background())
+	context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, cancel) })
 	return c
 }
 
