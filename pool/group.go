@@ -439,13 +439,14 @@ func (tk *task) cancel() {
 		return
 	}
 	if w := tk.worker.Load(); w != nil {
-		go w.in.InterruptContext(tk.ctx) // it waits for the worker's GIL: not on the caller's time
+		// the timer first: the task may end as soon as the interrupt lands, and run stops it then
 		tk.grace.Store(time.AfterFunc(tk.g.p.opts.InterruptGrace, func() {
 			// Take the task from the worker: either this or run's own CAS wins, never both.
 			if w.current.CompareAndSwap(tk, nil) {
 				w.retire()
 			}
 		}))
+		go w.in.InterruptContext(tk.ctx) // it waits for the worker's GIL: not on the caller's time
 	}
 }
 
@@ -578,7 +579,9 @@ type Future struct {
 
 // Wait returns the call's result, waiting for it. If ctx ends first, Wait returns an error
 // wrapping ctx.Err() (the task goes on unless its own context, given to Submit, ends too); a
-// result that is there by then is returned instead.
+// result that is there by then is returned instead. A task whose worker was given up (see
+// Options.InterruptGrace) is done only when its call returns, which a call blocked in C may
+// never do: Wait with a context that ends (the task's own, say) to hear of it.
 //
 // How it waits: a result that is there is returned at once. Otherwise the first waiter of a task
 // waits in C on a one-slot channel it gives the task (recycled from earlier tasks), spinning for up
@@ -1132,23 +1135,23 @@ func interruptedInImport(err error) bool {
 // good costs at most twice the group's interpreters, not one more per call.
 func (w *worker) retire() {
 	g := w.g
-	g.ending.Add(1) // first: its slot goroutine, which takes it back, may see retired at once
+	// Once per worker (the grace timer and its slot goroutine both call it), under deferMu: a
+	// second call must not count a given-up worker out, which would start a deferred slot.
 	g.deferMu.Lock()
-	g.givenUp.Add(1)
-	g.deferMu.Unlock()
-	if !w.retired.CompareAndSwap(false, true) {
-		g.givenUpEnded()
-		g.ending.Add(-1)
+	if w.retired.Load() {
+		g.deferMu.Unlock()
 		return
 	}
-	g.alive.Add(-1) // its replacement is the slot's worker now
-	g.recycles.Add(1)
-	g.deferMu.Lock()
+	g.ending.Add(1) // before retired: its slot goroutine, which counts it out, may see that at once
+	g.givenUp.Add(1)
+	w.retired.Store(true)
 	wait := g.givenUp.Load() > int64(len(g.slots))
 	if wait {
 		g.deferred = append(g.deferred, w.id)
 	}
 	g.deferMu.Unlock()
+	g.alive.Add(-1) // its replacement is the slot's worker now
+	g.recycles.Add(1)
 	if !wait {
 		g.p.startSlot(g.p.restarts, g.p.restarts, g, w.id, nil) // not once the pool is closing
 	}

@@ -637,31 +637,45 @@ func TestStuckWorkerIsReplaced(t *testing.T) {
 
 // Calls blocked in C where no interrupt reaches (a read of a pipe no one writes) are given up,
 // each keeping its interpreter: past as many as the group has workers, a further one's slot
-// stays empty until one of them ends, rather than a fresh interpreter per blocked call.
+// stays empty until one of them ends, rather than a fresh interpreter per blocked call; and one
+// that ends fills one slot, not more.
 func TestGivenUpWorkersAreBounded(t *testing.T) {
-	p := newPool(t, pool.Options{Workers: 1, InterruptGrace: 50 * time.Millisecond})
+	p := newPool(t, pool.Options{Workers: 2, InterruptGrace: 50 * time.Millisecond})
 	r, w := pipe(t)
-	block := func() {
+	block := func() { // one blocked call on each worker at once
 		ctx, cancel := context.WithTimeout(bg, 300*time.Millisecond)
 		defer cancel()
-		_, err := p.Call(ctx, "os:read", int(r.Fd()), 1)
-		require.ErrorIs(t, err, context.DeadlineExceeded)
+		var fs []*pool.Future
+		for range 2 {
+			f, err := p.Submit(ctx, "os:read", int(r.Fd()), 1)
+			require.NoError(t, err)
+			fs = append(fs, f)
+		}
+		for _, f := range fs {
+			_, err := f.Wait(ctx) // a given-up task is done only when its call returns: never here
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+		}
 	}
-	block() // worker A given up 50 ms after: B takes its place
-	require.Eventually(t, func() bool { s := p.Stats().Groups[0]; return s.GivenUp == 1 && s.Workers == 1 }, 10*time.Second, 5*time.Millisecond)
-	block() // B given up: as many as the group has workers already, so no C
-	require.Eventually(t, func() bool { return p.Stats().Groups[0].GivenUp == 2 }, 10*time.Second, 5*time.Millisecond)
-	time.Sleep(200 * time.Millisecond) // what a replacement's start takes, and more
-	s := p.Stats().Groups[0]
-	assert.Equal(t, 0, s.Workers, "no third interpreter while two are given up")
-	assert.Equal(t, 2, s.Ending)
+	stats := func() pool.GroupStats { return p.Stats().Groups[0] }
+	block() // both given up 50 ms after: two fresh workers take their places
+	require.Eventually(t, func() bool { s := stats(); return s.GivenUp == 2 && s.Workers == 2 }, 10*time.Second, 5*time.Millisecond)
+	block() // those too: as many given up as the group has already, so no fresh ones
+	require.Eventually(t, func() bool { return stats().GivenUp == 4 }, 10*time.Second, 5*time.Millisecond)
+	time.Sleep(500 * time.Millisecond) // what a replacement's start takes, and more
+	assert.Equal(t, 0, stats().Workers, "no fifth interpreter while four are given up")
 
-	_, err := w.Write([]byte("ab")) // each blocked read returns: A and B end, the slot is filled
+	_, err := w.Write([]byte("a")) // one blocked read returns: its worker ends, one slot fills
 	require.NoError(t, err)
+	require.Eventually(t, func() bool { s := stats(); return s.GivenUp == 3 && s.Workers == 1 }, 10*time.Second, 5*time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
+	assert.Equal(t, 1, stats().Workers, "one given-up worker's end fills one slot")
 	v, err := p.Call(bg, "pwtest:add", 1, 2)
 	require.NoError(t, err)
 	assert.Equal(t, int64(3), v)
-	require.Eventually(t, func() bool { s := p.Stats().Groups[0]; return s.GivenUp == 0 && s.Ending == 0 }, 10*time.Second, 5*time.Millisecond)
+
+	_, err = w.Write([]byte("bcd")) // the rest end: the pool is whole again
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { s := stats(); return s.GivenUp == 0 && s.Ending == 0 && s.Workers == 2 }, 10*time.Second, 5*time.Millisecond)
 }
 
 // pipe is an os.Pipe closed at the test's end.
