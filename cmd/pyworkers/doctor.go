@@ -137,12 +137,23 @@ func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
 
 // importInFreshInterpreter imports module in a new own-GIL interpreter, so that one module's
 // failure or side effects cannot colour the next one's result.
-// What importing prints goes to stderr: stdout is the report (JSON with --json).
+// What importing prints goes to stderr: stdout is the report (JSON with --json). Once ctx has
+// ended, an import still running stopGrace later (blocked where no interrupt reaches) is left
+// behind, as run leaves a worker, so that the report goes out: ctx's error.
 func importInFreshInterpreter(ctx context.Context, module, cwd string, stderr io.Writer) error {
-	in, err := cpython.NewInterpreter(ctx, cpython.InterpreterConfig{Path: []string{cwd}, Stdout: stderr, Stderr: stderr})
-	if err != nil {
+	done := make(chan error, 1)
+	go func() {
+		in, err := cpython.NewInterpreter(ctx, cpython.InterpreterConfig{Path: []string{cwd}, Stdout: stderr, Stderr: stderr})
+		if err == nil {
+			err = in.Exec(ctx, "import "+module)
+			in.CloseContext(ctx) // waits for threads the import started, until Ctrl-C
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
 		return err
+	case <-afterStopped(ctx).Done():
+		return ctx.Err()
 	}
-	defer in.CloseContext(ctx) // waits for threads the import started, until Ctrl-C
-	return in.Exec(ctx, "import "+module)
 }

@@ -686,27 +686,31 @@ func TestDoctor(t *testing.T) {
 	assert.Contains(t, o.String(), "a <b> & c")
 }
 
-// Ctrl-C during doctor's check of a module writes the report so far, that module interrupted.
+// Ctrl-C during doctor's check of a module writes the report so far, that module interrupted:
+// also when its import is blocked where no interrupt reaches (a read of a pipe no one writes).
 func TestDoctorInterrupted(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "slow.py"), []byte("import sys, time\nprint('importing', file=sys.stderr, flush=True)\ntime.sleep(60)\n"), 0o644))
-	cmd := exec.Command(binary, "doctor", "--json", "json", "slow", "decimal")
-	cmd.Dir = dir
-	out, errb, code := interruptOnceSaid(t, cmd, "importing")
-	assert.Equal(t, 130, code, errb.String())
-	var rep struct {
-		Modules []struct {
-			Name  string
-			OK    bool
-			Error *struct{ Type string }
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "stuck.py"), []byte("import os, sys\nr, w = os.pipe()\nprint('importing', file=sys.stderr, flush=True)\nos.read(r, 1)\n"), 0o644))
+	for _, m := range []string{"slow", "stuck"} {
+		cmd := exec.Command(binary, "doctor", "--json", "json", m, "decimal")
+		cmd.Dir = dir
+		out, errb, code := interruptOnceSaid(t, cmd, "importing")
+		assert.Equal(t, 130, code, errb.String())
+		var rep struct {
+			Modules []struct {
+				Name  string
+				OK    bool
+				Error *struct{ Type string }
+			}
 		}
+		require.NoError(t, json.Unmarshal([]byte(out.String()), &rep), "%s: %s", m, out.String())
+		require.Len(t, rep.Modules, 2, "json, then %s: decimal was not checked", m)
+		assert.True(t, rep.Modules[0].OK)
+		assert.Equal(t, m, rep.Modules[1].Name)
+		require.NotNil(t, rep.Modules[1].Error)
+		assert.Equal(t, "KeyboardInterrupt", rep.Modules[1].Error.Type)
 	}
-	require.NoError(t, json.Unmarshal([]byte(out.String()), &rep), out.String())
-	require.Len(t, rep.Modules, 2, "json, then slow: decimal was not checked")
-	assert.True(t, rep.Modules[0].OK)
-	assert.Equal(t, "slow", rep.Modules[1].Name)
-	require.NotNil(t, rep.Modules[1].Error)
-	assert.Equal(t, "KeyboardInterrupt", rep.Modules[1].Error.Type)
 }
 
 // doctor --json whose reader has gone (| true) ends quietly with the status a shell gives a
@@ -892,6 +896,32 @@ func TestMapJSONIsTheStdlibsWithoutLimits(t *testing.T) {
 		require.NoError(t, cmd.Run(), errb.String())
 		assert.Equal(t, c.out+"\n", out.String(), "%s", c.target)
 	}
+}
+
+// With --timeout, calls blocked where no interrupt reaches (an open of a FIFO no one writes)
+// are left behind, each keeping its interpreter: with as many left as there are workers, the
+// next line waits for one of them to end, rather than time out in the queue with no worker.
+func TestMapTimeoutWaitsForAWorkerWhenCallsAreLeftBehind(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	p := script(t, fmt.Sprintf("def f(x):\n    if x == 3:\n        return 'ran'\n    with open(%q, 'rb') as f:\n        return f.read(1)\n", fifo))
+	cmd := exec.Command(binary, "map", "-w", "1", "--timeout", "300ms", p+":f")
+	cmd.Stdin = strings.NewReader("1\n2\n3\n")
+	var out, errb pwtest.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	require.NoError(t, cmd.Start())
+	// lines 1 and 2 given up at 2.3 s and ~4.7 s; the slot then waits for one of them
+	time.Sleep(6 * time.Second)
+	w, err := os.OpenFile(fifo, os.O_WRONLY, 0) // the blocked opens return: their calls end
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	assert.Equal(t, 1, exitCodeWithin(t, cmd, time.Minute, "map did not end"), errb.String())
+	lines := jsonLines(t, out.String())
+	require.Len(t, lines, 3, errb.String())
+	for k := range 2 {
+		assert.Equal(t, "TimeoutError", lines[k]["error"].(map[string]any)["type"], "line %d", k+1)
+	}
+	assert.Equal(t, "ran", lines[2]["ok"], "line 3 ran once a worker was free for it: %v\n%s", lines, errb.String())
 }
 
 // interruptOnceSaid starts cmd, sends it SIGINT once its stderr says says, and returns its

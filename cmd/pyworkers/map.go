@@ -62,7 +62,7 @@ func cmdMap(ctx context.Context, args []string, std io3) (code int, err error) {
 	defer exitWhenStuck(ctx)()
 	fs := newFlags("map", mapUsage, std)
 	workers := fs.IntP("workers", "w", runtime.GOMAXPROCS(0), "number of interpreters; the default is the CPUs this process may use (a container's CPU limit)")
-	timeout := fs.Duration("timeout", 0, "stop a call after this long (e.g. 500ms), counted from when a worker is free for its line (after a SystemExit, from when the worker ended, so a replacement's start counts too); a line whose call ends only later (it caught the interrupt) gets TimeoutError all the same, and so does a call still running 2s later, left behind while a fresh worker goes on (map does not wait for it to exit); 0: no limit")
+	timeout := fs.Duration("timeout", 0, "stop a call after this long (e.g. 500ms), counted from when a worker is free for its line (after a SystemExit, from when the worker ended, so a replacement's start counts too); a line whose call ends only later (it caught the interrupt) gets TimeoutError all the same, and so does a call still running 2s later, left behind while a fresh worker goes on (map does not wait for it to exit; with as many left behind as there are workers, the next line waits for one of them to end); 0: no limit")
 	setup := fs.String("setup", "", "Python code every worker runs before it takes work")
 	star := fs.Bool("star", false, "spread an array line into positional arguments, an object into keyword arguments")
 	progress := fs.String("progress", "auto", "progress on stderr: auto (when stderr is a terminal), always, never")
@@ -329,9 +329,12 @@ func (e entry) results(giveUp context.Context) []pool.Result {
 	var br []pool.Result
 	wait := giveUp
 	if e.timing != nil {
-		<-e.timing.settled // the batch is done, or its worker was given up
-		if e.timing.givenUp {
-			wait = ended // not for a call that did not stop: it may never
+		select {
+		case <-e.timing.settled: // the batch is done, or its worker was given up
+			if e.timing.givenUp {
+				wait = ended // not for a call that did not stop: it may never
+			}
+		case <-giveUp.Done(): // stopped, and the call has not stopped since: the wait below ends at once
 		}
 	}
 	if e.batch != nil {
@@ -668,9 +671,32 @@ func (m *mapper) submit(ctx context.Context, e *entry, items [][]any) bool {
 		timing.givenUp = wctx.Err() != nil && errors.Is(err, wctx.Err())
 		wcancel()
 		close(timing.settled)
+		if timing.givenUp {
+			m.awaitSlot(ctx, b)
+		}
 		<-m.free
 	}(e.batch)
 	return true
+}
+
+// awaitSlot waits, after b's worker was given up, until the pool has a worker in that worker's
+// place: at once, unless as many of its workers are given up as map has (calls blocked in C),
+// when the pool fills the slot only once one of them ends (see pool's InterruptGrace), or b
+// itself has ended, or map is stopped. The next line's deadline would otherwise run out in the
+// queue, before any worker took it.
+//
+// The pool gives the worker up on its own timer, at about the moment the line settled: the
+// count is looked at for a quarter of a second before a slot is taken to be there.
+func (m *mapper) awaitSlot(ctx context.Context, b *pool.BatchFuture) {
+	look := time.Now().Add(250 * time.Millisecond)
+	for m.p.Stats().Groups[0].GivenUp > cap(m.free) || time.Now().Before(look) {
+		wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		_, err := b.Wait(wctx)
+		cancel()
+		if ctx.Err() != nil || err == nil || !errors.Is(err, wctx.Err()) {
+			return
+		}
+	}
 }
 
 type inputError struct{ msg string }

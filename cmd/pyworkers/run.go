@@ -194,8 +194,8 @@ func afterStopped(ctx context.Context) context.Context {
 	return c
 }
 
-// checkReadable: path is a file this process may read (it exists, is no folder, and, for a
-// regular file, opens), said before any interpreter starts; the error says why not.
+// checkReadable: path is a regular file this process may read (it exists, is no folder, pipe
+// or device, and opens), said before any interpreter starts; the error says why not.
 func checkReadable(path string) error {
 	st, err := os.Stat(path)
 	if err == nil && st.IsDir() {
