@@ -771,9 +771,11 @@ def _load_file(path):
     name = stem
     if not stem.isidentifier() or stem in sys.modules or stem in sys.stdlib_module_names:
         name = f"_pyworkers_file{len(_files)}_{stem if stem.isidentifier() else 'module'}"
-    # The source loader named: spec_from_file_location finds none for a file without a .py
-    # suffix (a script named "tool"), which run takes as python does.
-    spec = importlib.util.spec_from_file_location(name, full, loader=importlib.machinery.SourceFileLoader(name, full))
+    spec = importlib.util.spec_from_file_location(name, full)  # by its suffix: .py, .pyc, an extension
+    if spec is None:
+        # a file without a known suffix (a script named "tool"), which run takes as python
+        # does: Python source
+        spec = importlib.util.spec_from_file_location(name, full, loader=importlib.machinery.SourceFileLoader(name, full))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:

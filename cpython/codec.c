@@ -101,41 +101,40 @@ static void err_prepend(pyw_enc_err *e, const char *elem) {
 	memcpy(e->path, elem, el);
 }
 
-/* The path element of dict key ks (kl bytes of valid UTF-8) into out (at least 80 bytes):
- * ["key"], quoted as Go's strconv.Quote quotes ASCII, its UTF-8 as it is; a key longer than
- * 64 bytes so quoted is cut on a character boundary, with "..." after it. Built from the str's
- * own text, never its repr: a str subclass's __repr__ would run code on an error's path. */
+/* The path element of dict key ks (kl bytes of valid UTF-8) into out (KEY_ELEM_MAX bytes):
+ * ["key"], a key longer than 64 bytes cut on a character boundary, with "..." after it, then
+ * quoted as Go's strconv.Quote quotes ASCII (its other characters as they are), as Go's side
+ * writes a Go key. Built from the str's own text, never its repr: a str subclass's __repr__
+ * would run code on an error's path. */
+#define KEY_ELEM_MAX (64 * 4 + 8)
 static void key_elem(char *out, const char *ks, Py_ssize_t kl) {
+	Py_ssize_t n = kl;
+	if (n > 64) {
+		for (n = 64; n > 0 && ((unsigned char)ks[n] & 0xC0) == 0x80; n--) {
+		}
+	}
+	static const char controls[] = "\a\b\f\n\r\t\v", letters[] = "abfnrtv";
 	size_t o = 0;
 	out[o++] = '[';
 	out[o++] = '"';
-	for (Py_ssize_t i = 0; i < kl;) {
+	for (Py_ssize_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)ks[i];
-		char esc[8];
-		const char *s = esc;
-		size_t n = 2;
-		Py_ssize_t adv = 1;
+		const char *named = ch != 0 ? strchr(controls, ch) : NULL;
 		if (ch == '"' || ch == '\\') {
-			esc[0] = '\\', esc[1] = (char)ch;
-		} else if (ch == '\n' || ch == '\r' || ch == '\t') {
-			esc[0] = '\\', esc[1] = ch == '\n' ? 'n' : ch == '\r' ? 'r' : 't';
+			out[o++] = '\\';
+			out[o++] = (char)ch;
+		} else if (named != NULL) {
+			out[o++] = '\\';
+			out[o++] = letters[named - controls];
 		} else if (ch < 0x20 || ch == 0x7f) {
-			n = (size_t)snprintf(esc, sizeof esc, "\\x%02x", ch);
+			o += (size_t)snprintf(out + o, 5, "\\x%02x", ch);
 		} else {
-			while (ch >= 0x80 && i + adv < kl && ((unsigned char)ks[i + adv] & 0xC0) == 0x80) {
-				adv++; /* a whole character */
-			}
-			s = ks + i;
-			n = (size_t)adv;
+			out[o++] = (char)ch; /* ASCII, or a byte of a UTF-8 character, kept whole by the cut */
 		}
-		if (o + n > 66) {
-			memcpy(out + o, "...", 3);
-			o += 3;
-			break;
-		}
-		memcpy(out + o, s, n);
-		o += n;
-		i += adv;
+	}
+	if (n < kl) {
+		memcpy(out + o, "...", 3);
+		o += 3;
 	}
 	memcpy(out + o, "\"]", 3);
 }
@@ -337,7 +336,7 @@ static int enc_dict(enc_ctx *c, PyObject *o, int depth) {
 		int rc = enc(c, v, depth + 1);
 		Py_DECREF(v);
 		if (rc < 0) {
-			char elem[80];
+			char elem[KEY_ELEM_MAX];
 			key_elem(elem, ks, kl);
 			Py_DECREF(k);
 			err_prepend(e, elem);

@@ -33,8 +33,9 @@ type Config struct {
 	// python program is known), and no environment is used. The environment must have been
 	// made by the CPython pyworkers is linked with (its python3.14 -m venv), since CPython takes
 	// the standard library from the environment's home: Initialize refuses one made by another
-	// installation or Python version, and a path that names no executable file. A relative
-	// path is made absolute.
+	// installation or Python version, a path that names no executable file, one whose name does
+	// not begin with "python", and one that is, or links to, a python named for another version
+	// (python3.12). A relative path is made absolute.
 	Executable string
 	// Path is put at the front of sys.path in every interpreter (an entry already on sys.path
 	// stays where it is).

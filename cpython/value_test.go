@@ -217,6 +217,22 @@ func TestPythonValuesThatCannotCross(t *testing.T) {
 	}
 }
 
+// A dict key in an error's path reads the same whichever way the value was going: Go's quoting,
+// cut after 64 bytes of the key on a character boundary.
+func TestKeyPathsAlikeBothWays(t *testing.T) {
+	i := newInterp(t, cpython.InterpreterConfig{})
+	require.NoError(t, i.Exec(bg, "def bad(k):\n    return {k: {1}}\n"))
+	for _, k := range []string{"plain", `a"b\c`, "\x00\x01\a\b\f\n\r\t\v\x1f\x7f", strings.Repeat(`"`, 40),
+		strings.Repeat("x", 100), strings.Repeat("é", 40), "日本" + strings.Repeat("y", 63)} {
+		_, err := i.Call(bg, "pwtest:ident", map[string]any{k: make(chan int)})
+		var goSide, pySide *cpython.ConversionError
+		require.ErrorAs(t, err, &goSide, "%q", k)
+		_, err = i.Call(bg, "__main__:bad", k)
+		require.ErrorAs(t, err, &pySide, "%q", k)
+		assert.Equal(t, strings.TrimPrefix(goSide.Path, "args[0]"), pySide.Path, "%q", k)
+	}
+}
+
 func TestDeepNesting(t *testing.T) {
 	i := newInterp(t, cpython.InterpreterConfig{})
 	// deep but allowed, both ways
