@@ -146,10 +146,13 @@ use_source() {
 # Sets mirror to the Debian archive this machine's apt uses (not in a $(...): die there would
 # be reported twice, once more by the ERR trap), and exports apt's HTTP proxy for debootstrap.
 find_debian_mirror() {
-	local list parts proxy
-	eval "$(apt-config shell list Dir::Etc::sourcelist/f parts Dir::Etc::sourceparts/d proxy Acquire::http::Proxy 2>/dev/null || true)"
-	if [ -n "${proxy:-}" ] && [ -z "${http_proxy:-}" ]; then
+	local list parts proxy sproxy
+	eval "$(apt-config shell list Dir::Etc::sourcelist/f parts Dir::Etc::sourceparts/d proxy Acquire::http::Proxy sproxy Acquire::https::Proxy 2>/dev/null || true)"
+	if [ -n "${proxy:-}" ] && [ "$proxy" != DIRECT ] && [ -z "${http_proxy:-}" ]; then
 		export http_proxy=$proxy
+	fi
+	if [ -n "${sproxy:-}" ] && [ "$sproxy" != DIRECT ] && [ -z "${https_proxy:-}" ]; then
+		export https_proxy=$sproxy
 	fi
 	if [ -n "${PYWORKERS_DEBIAN_MIRROR:-}" ]; then
 		mirror=$(printf '%s' "$PYWORKERS_DEBIAN_MIRROR" | tr -d '[:space:]')
@@ -165,25 +168,26 @@ find_debian_mirror() {
 	# no "-" (not -security, -updates, -backports), deb822 sources first, then one-line ones.
 	# Other vendors' repositories may end in /debian too (Docker's), but none has main.
 	local uri
-	uri=$(cat "$parts"/*.sources 2>/dev/null | awk '
+	uri=$(awk '
 		function flush() {
 			if (deb && enabled && main && suite) for (i = 1; i <= n; i++) print u[i]
 			deb = 0; enabled = 1; main = 0; suite = 0; n = 0; field = ""
 		}
 		BEGIN { flush() }
+		FNR == 1 { flush() } # a stanza ends with its file, blank line or not
 		/^[ \t]*#/ { next }
 		/^[ \t]*$/ { flush(); next }
 		{
 			if ($0 ~ /^[^ \t]/) { field = tolower($1); sub(/:$/, "", field); from = 2 } else from = 1
 			for (i = from; i <= NF; i++) {
 				if (field == "types" && $i == "deb") deb = 1
-				else if (field == "enabled" && tolower($i) == "no") enabled = 0
+				else if (field == "enabled" && tolower($i) ~ /^(no|false|off|without|disable|0)$/) enabled = 0
 				else if (field == "components" && $i == "main") main = 1
 				else if (field == "suites" && $i !~ /-/) suite = 1
 				else if (field == "uris") u[++n] = $i
 			}
 		}
-		END { flush() }' | resolve_mirror_lists | grep -E '/debian/?$' | head -n1 || true)
+		END { flush() }' "$parts"/*.sources 2>/dev/null | resolve_mirror_lists | grep -E '/debian/?$' | head -n1 || true)
 	if [ -z "$uri" ]; then
 		uri=$(cat "$list" "$parts"/*.list 2>/dev/null |
 			awk '$1 == "deb" {

@@ -67,8 +67,12 @@ native)
 	;;
 source)
 	export PATH="$PYWORKERS_PY_PREFIX/bin:$PATH"
-	export PKG_CONFIG_PATH="$PYWORKERS_PY_PREFIX/lib/pkgconfig:$PYWORKERS_PY_DEBUG_PREFIX/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-	export LD_LIBRARY_PATH="$PYWORKERS_PY_PREFIX/lib:$PYWORKERS_PY_DEBUG_PREFIX/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+	debug_pc="" debug_lib="" # no debug build with PYWORKERS_NO_DEBUG=1: not /lib/pkgconfig, /lib
+	if [ -n "$PYWORKERS_PY_DEBUG_PREFIX" ]; then
+		debug_pc=":$PYWORKERS_PY_DEBUG_PREFIX/lib/pkgconfig" debug_lib=":$PYWORKERS_PY_DEBUG_PREFIX/lib"
+	fi
+	export PKG_CONFIG_PATH="$PYWORKERS_PY_PREFIX/lib/pkgconfig$debug_pc${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+	export LD_LIBRARY_PATH="$PYWORKERS_PY_PREFIX/lib$debug_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 	exec "$@"
 	;;
 esac
