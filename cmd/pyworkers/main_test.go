@@ -139,6 +139,16 @@ else:
 	assert.Contains(t, r.stderr, "warn\nworker 1 failed: ValueError: worker one fails\n")
 }
 
+// Workers that fail alike (a SyntaxError in the script) write the traceback once.
+func TestRunWritesATracebackOnce(t *testing.T) {
+	p := script(t, "print('ok')\ndef f(:\n")
+	r := pyworkers(t, "run", "-w", "3", p)
+	assert.Equal(t, 1, r.code, r.stderr)
+	assert.Equal(t, 3, strings.Count(r.stderr, "failed: SyntaxError"), r.stderr)
+	assert.Equal(t, 1, strings.Count(r.stderr, p+`", line 2`), r.stderr)
+	assert.Equal(t, 2, strings.Count(r.stderr, "(the same traceback as worker "), r.stderr)
+}
+
 func TestRunFailureShowsTracebackAndExits1(t *testing.T) {
 	p := script(t, "import pyworkers\nif pyworkers.worker_id() == 1:\n    raise ValueError('worker one fails')\nprint('ok')\n")
 	r := pyworkers(t, "run", "-w", "2", p)

@@ -80,6 +80,10 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 	// at once, and Ctrl-C later does not hide it.
 	var failed atomic.Int32
 	sharedOut, sharedErr := &sharedOutput{w: stdout}, &sharedOutput{w: stderr}
+	// A traceback is written once: N workers that fail alike (a SyntaxError) do not repeat it
+	// N times; the others name the worker whose report has it.
+	var tracebackMu sync.Mutex
+	tracebacks := map[string]int{}
 	report := func(k int, err error) {
 		if err == nil || exitedOK(err) || (ctx.Err() != nil && errors.Is(err, ctx.Err())) {
 			return // a success, or stopped by Ctrl-C rather than failing
@@ -97,7 +101,17 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 			if status, ok := pe.ExitStatus(); ok {
 				msg = fmt.Sprintf("worker %d exited with status %d: %v\n", k, status, err)
 			}
-			msg += fmt.Sprintf("%+v\n", pe)
+			tb := fmt.Sprintf("%+v\n", pe)
+			tracebackMu.Lock()
+			first, seen := tracebacks[tb]
+			if !seen {
+				tracebacks[tb] = k
+			}
+			tracebackMu.Unlock()
+			if seen {
+				tb = fmt.Sprintf("(the same traceback as worker %d's)\n", first)
+			}
+			msg += tb
 		}
 		sharedErr.whole(msg)
 	}
