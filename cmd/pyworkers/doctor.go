@@ -139,21 +139,14 @@ func cmdDoctor(ctx context.Context, args []string, std io3) (int, error) {
 // failure or side effects cannot colour the next one's result.
 // What importing prints goes to stderr: stdout is the report (JSON with --json). Once ctx has
 // ended, an import still running stopGrace later (blocked where no interrupt reaches) is left
-// behind, as run leaves a worker, so that the report goes out: ctx's error.
+// behind, as run leaves a worker, so that the report goes out.
 func importInFreshInterpreter(ctx context.Context, module, cwd string, stderr io.Writer) error {
-	done := make(chan error, 1)
-	go func() {
+	return leaveIfStuck(ctx, func() error {
 		in, err := cpython.NewInterpreter(ctx, cpython.InterpreterConfig{Path: []string{cwd}, Stdout: stderr, Stderr: stderr})
 		if err == nil {
 			err = in.Exec(ctx, "import "+module)
 			in.CloseContext(ctx) // waits for threads the import started, until Ctrl-C
 		}
-		done <- err
-	}()
-	select {
-	case err := <-done:
 		return err
-	case <-afterStopped(ctx).Done():
-		return ctx.Err()
-	}
+	})
 }

@@ -282,11 +282,6 @@ func (e *pastDeadline) Unwrap() error { return context.DeadlineExceeded }
 // for it either (a blocking C call may never return).
 var errGivenUp = fmt.Errorf("its call did not stop at its interrupt: its worker was given up: %w", context.DeadlineExceeded)
 
-// errLineNotStopped is the outcome of a line whose call had not stopped stopGrace after map was
-// stopped (Ctrl-C): a cancellation, not written (as an interrupted line is not), so that map
-// goes on to its summary without waiting for it.
-var errLineNotStopped = fmt.Errorf("its call had not stopped %v after map was stopped: %w", stopGrace, context.Canceled)
-
 type mapStats struct {
 	lines, ok, failed int
 	elapsed           time.Duration
@@ -323,7 +318,8 @@ func (e entry) abandon() {
 }
 
 // results gives one outcome per line of the run; lines whose calls have not ended when giveUp
-// ends get errLineNotStopped.
+// ends get run's errNotStopped, a cancellation (not written, as an interrupted line is not, so
+// that map goes on to its summary).
 func (e entry) results(giveUp context.Context) []pool.Result {
 	out := make([]pool.Result, e.lines)
 	var br []pool.Result
@@ -344,7 +340,7 @@ func (e entry) results(giveUp context.Context) []pool.Result {
 			if wait.Err() != nil && errors.Is(err, wait.Err()) {
 				e.err = errGivenUp
 				if wait == giveUp {
-					e.err = errLineNotStopped
+					e.err = fmt.Errorf("%w: %w", errNotStopped, context.Canceled)
 				}
 			}
 		}
@@ -384,7 +380,7 @@ func (m *mapper) run(ctx context.Context, in io.Reader, stdout io.Writer, prog *
 	go func() { readErr <- m.read(ctx, in, entries) }()
 
 	// Once stopped (Ctrl-C), a call that still has not stopped stopGrace later (a blocking C
-	// call no interrupt reaches) is not waited for: its lines get errLineNotStopped and the
+	// call no interrupt reaches) is not waited for: its lines get errNotStopped and the
 	// summary is written, before the last resort (exitWhenStuck) ends the process.
 	giveUp := afterStopped(ctx)
 	out := bufio.NewWriterSize(stdout, 64<<10)

@@ -155,23 +155,17 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 				wctx, cancel = context.WithTimeout(ctx, *timeout)
 				defer cancel()
 			}
-			done := make(chan error, 1)
-			go func() {
+			err = leaveIfStuck(wctx, func() error {
 				err := interp.RunFile(wctx, script)
 				// Its end waits for the threads its code started, as Python's exit does: the
 				// timeout and Ctrl-C reach those too. Its output is written out before the report.
 				if cerr := interp.CloseContext(wctx); err == nil && cerr != nil && ctx.Err() == nil {
 					err = fmt.Errorf("its end (the threads it started, its atexit functions, its objects' finalizers) was still running at the timeout: %w", cerr)
 				}
-				done <- err
-			}()
-			select {
-			case err = <-done:
-			case <-afterStopped(wctx).Done():
-				// Interrupted, and still running stopGrace later: blocked where no interrupt
-				// reaches (a C call that does not return). Given up on: the run ends without it.
-				gaveUp.Add(1)
-				err = fmt.Errorf("%w: %w", errNotStopped, wctx.Err())
+				return err
+			})
+			if errors.Is(err, errNotStopped) {
+				gaveUp.Add(1) // the run ends without it
 			}
 			report(k, err)
 		})
@@ -199,6 +193,20 @@ func cmdRun(ctx context.Context, args []string, std io3) (int, error) {
 // errNotStopped: a worker's script was interrupted (--timeout, Ctrl-C) and still ran stopGrace
 // later.
 var errNotStopped = fmt.Errorf("it was still running %v after its interrupt (blocked in a C call?): given up", stopGrace)
+
+// leaveIfStuck runs f on a goroutine of its own and returns its error, unless f still runs
+// stopGrace after ctx has ended: blocked where no interrupt reaches (a C call that does not
+// return), it is left behind then, and the error wraps errNotStopped and ctx.Err().
+func leaveIfStuck(ctx context.Context, f func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	select {
+	case err := <-done:
+		return err
+	case <-afterStopped(ctx).Done():
+		return fmt.Errorf("%w: %w", errNotStopped, ctx.Err())
+	}
+}
 
 // afterStopped is a context that ends stopGrace after ctx ends (never, for a context that does
 // not end).
